@@ -1,0 +1,96 @@
+import Foundation
+
+/// The identity of a task: a UUIDv7, so ids sort by creation time (48-bit Unix milliseconds in
+/// the leading bytes) and inserts land at the end of an index instead of all over it.
+///
+/// The string form is the canonical lowercase UUID; ordering is by the 16 bytes, which is the
+/// same order a database gives a 16-byte blob or a PostgreSQL `uuid`.
+public struct TaskID: Sendable, Hashable, Comparable, Codable, CustomStringConvertible {
+  /// The underlying UUID.
+  public let uuid: UUID
+
+  /// Wraps an existing UUID (any version; ids minted here are always version 7).
+  public init(uuid: UUID) {
+    self.uuid = uuid
+  }
+
+  /// Mints a version-7 id for the instant `unixMilliseconds`, with 74 random bits from `generator`.
+  public init<G: RandomNumberGenerator>(unixMilliseconds: Int64, using generator: inout G) {
+    let ms = UInt64(max(0, min(unixMilliseconds, 0xFFFF_FFFF_FFFF)))
+    let a = generator.next() as UInt64
+    let b = generator.next() as UInt64
+    var bytes = [UInt8](repeating: 0, count: 16)
+    for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - UInt64(i)))) }
+    bytes[6] = 0x70 | UInt8(truncatingIfNeeded: a & 0x0F)
+    bytes[7] = UInt8(truncatingIfNeeded: a >> 8)
+    bytes[8] = 0x80 | UInt8(truncatingIfNeeded: (a >> 16) & 0x3F)
+    for i in 9..<16 { bytes[i] = UInt8(truncatingIfNeeded: b >> (8 * UInt64(i - 9))) }
+    self.init(bytes: bytes)!
+  }
+
+  /// Mints a version-7 id for the instant `unixMilliseconds` with the system random generator.
+  public init(unixMilliseconds: Int64) {
+    var rng = SystemRandomNumberGenerator()
+    self.init(unixMilliseconds: unixMilliseconds, using: &rng)
+  }
+
+  /// Mints a version-7 id for the current wall-clock time.
+  public static func now() -> TaskID {
+    TaskID(unixMilliseconds: Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)))
+  }
+
+  /// Builds an id from exactly 16 bytes; nil for any other length.
+  public init?(bytes: some Collection<UInt8>) {
+    guard bytes.count == 16 else { return nil }
+    let b = Array(bytes)
+    self.uuid = UUID(
+      uuid: (
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+        b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+      ))
+  }
+
+  /// Parses the canonical (case-insensitive) UUID text form.
+  public init?(_ string: String) {
+    guard let uuid = UUID(uuidString: string) else { return nil }
+    self.uuid = uuid
+  }
+
+  /// The 16 bytes of the UUID, most significant first.
+  public var bytes: [UInt8] {
+    withUnsafeBytes(of: uuid.uuid) { Array($0) }
+  }
+
+  /// The creation instant carried in a version-7 id, in Unix milliseconds.
+  public var unixMilliseconds: Int64 {
+    let b = bytes
+    var ms: Int64 = 0
+    for i in 0..<6 { ms = ms << 8 | Int64(b[i]) }
+    return ms
+  }
+
+  /// The UUID version nibble (7 for ids minted by this type).
+  public var version: Int { Int(bytes[6] >> 4) }
+
+  /// The canonical lowercase UUID text.
+  public var description: String { uuid.uuidString.lowercased() }
+
+  public static func < (lhs: TaskID, rhs: TaskID) -> Bool {
+    lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.singleValueContainer()
+    let text = try container.decode(String.self)
+    guard let id = TaskID(text) else {
+      throw DecodingError.dataCorruptedError(
+        in: container, debugDescription: "not a UUID: \(text)")
+    }
+    self = id
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(description)
+  }
+}

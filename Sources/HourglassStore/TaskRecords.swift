@@ -1,0 +1,326 @@
+import HourglassCore
+
+/// A blob with its content address, computed once so many tasks can share it cheaply.
+public struct TaskBlob: Sendable, Hashable {
+  /// The bytes.
+  public let content: [UInt8]
+  /// SHA-256 of the bytes.
+  public let digest: BlobDigest
+
+  /// Wraps `content` and computes its digest.
+  public init(_ content: [UInt8]) {
+    self.content = content
+    self.digest = BlobDigest(of: content)
+  }
+}
+
+/// A task to insert. The store adds the partition, state, version and hour bucket.
+public struct NewTask: Sendable, Hashable {
+  /// Time-ordered id (UUIDv7), minted by the caller so a retried insert is idempotent.
+  public var id: TaskID
+  /// Who owns the task; reads and deletes must present the same owner.
+  public var owner: String
+  /// A label for humans.
+  public var name: String
+  /// Which operator runs it (e.g. `exec`).
+  public var operatorName: String
+  /// The binary or script to run, stored once per distinct content.
+  public var blob: TaskBlob?
+  /// Operator arguments.
+  public var arguments: [String]
+  /// IANA zone the schedule is evaluated in.
+  public var timeZone: String
+  /// The schedule as opaque bytes (JSON produced by the schedule model); the store never reads it.
+  public var scheduleSpec: [UInt8]
+  /// Whether the task has further runs after one finishes.
+  public var recurring: Bool
+  /// Higher runs first among entries due at the same time.
+  public var priority: Int32
+  /// Attempts allowed per run, at least 1.
+  public var maxAttempts: Int32
+  /// How long one attempt may run (µs).
+  public var timeoutMicros: Int64
+  /// The first run's scheduled time (UTC µs); nil inserts the task paused, with no run.
+  public var firstRunMicros: Int64?
+  /// Insertion time (UTC µs).
+  public var createdAtMicros: Int64
+
+  /// Describes a task to insert.
+  public init(
+    id: TaskID, owner: String, name: String = "", operatorName: String, blob: TaskBlob? = nil,
+    arguments: [String] = [], timeZone: String = "UTC", scheduleSpec: [UInt8] = [],
+    recurring: Bool = false, priority: Int32 = 0, maxAttempts: Int32 = 1,
+    timeoutMicros: Int64 = 3_600_000_000, firstRunMicros: Int64?, createdAtMicros: Int64
+  ) {
+    self.id = id
+    self.owner = owner
+    self.name = name
+    self.operatorName = operatorName
+    self.blob = blob
+    self.arguments = arguments
+    self.timeZone = timeZone
+    self.scheduleSpec = scheduleSpec
+    self.recurring = recurring
+    self.priority = priority
+    self.maxAttempts = maxAttempts
+    self.timeoutMicros = timeoutMicros
+    self.firstRunMicros = firstRunMicros
+    self.createdAtMicros = createdAtMicros
+  }
+}
+
+/// A stored task as the store returns it.
+public struct TaskRecord: Sendable, Hashable, Codable {
+  /// The task id.
+  public var id: TaskID
+  /// The owner.
+  public var owner: String
+  /// A label for humans.
+  public var name: String
+  /// Which operator runs it.
+  public var operatorName: String
+  /// Content address of its blob, if any (fetch with ``TaskStore/blob(_:)``).
+  public var blobDigest: BlobDigest?
+  /// Operator arguments.
+  public var arguments: [String]
+  /// IANA zone of the schedule.
+  public var timeZone: String
+  /// The opaque schedule bytes as inserted.
+  public var scheduleSpec: [UInt8]
+  /// Whether the task recurs.
+  public var recurring: Bool
+  /// Dispatch priority.
+  public var priority: Int32
+  /// Attempts allowed per run.
+  public var maxAttempts: Int32
+  /// Per-attempt timeout (µs).
+  public var timeoutMicros: Int64
+  /// Lifecycle state.
+  public var state: TaskState
+  /// The partition the id hashes to.
+  public var partition: Partition
+  /// Scheduled time of the current (next or running) run, which names it in its ``RunID``.
+  public var nextRunMicros: Int64?
+  /// When that run should be dispatched: its scheduled time, or a retry's backoff time.
+  public var dueMicros: Int64?
+  /// Scheduled time of the last finished run.
+  public var lastRunMicros: Int64?
+  /// How the last finished run ended.
+  public var lastRunState: RunState?
+  /// Bumped on every change; the compare-and-set token for ``TaskStore/advance(taskID:expectedVersion:nextRunMicros:state:)``.
+  public var version: Int64
+  /// Insertion time.
+  public var createdAtMicros: Int64
+
+  /// Builds a record (backends use this).
+  public init(
+    id: TaskID, owner: String, name: String, operatorName: String, blobDigest: BlobDigest?,
+    arguments: [String], timeZone: String, scheduleSpec: [UInt8], recurring: Bool,
+    priority: Int32, maxAttempts: Int32, timeoutMicros: Int64, state: TaskState,
+    partition: Partition, nextRunMicros: Int64?, dueMicros: Int64?, lastRunMicros: Int64?,
+    lastRunState: RunState?, version: Int64, createdAtMicros: Int64
+  ) {
+    self.id = id
+    self.owner = owner
+    self.name = name
+    self.operatorName = operatorName
+    self.blobDigest = blobDigest
+    self.arguments = arguments
+    self.timeZone = timeZone
+    self.scheduleSpec = scheduleSpec
+    self.recurring = recurring
+    self.priority = priority
+    self.maxAttempts = maxAttempts
+    self.timeoutMicros = timeoutMicros
+    self.state = state
+    self.partition = partition
+    self.nextRunMicros = nextRunMicros
+    self.dueMicros = dueMicros
+    self.lastRunMicros = lastRunMicros
+    self.lastRunState = lastRunState
+    self.version = version
+    self.createdAtMicros = createdAtMicros
+  }
+
+  /// The id of the current run, if the task has one.
+  public var currentRunID: RunID? {
+    nextRunMicros.map { RunID(taskID: id, scheduledMicros: $0) }
+  }
+}
+
+/// What to list: a keyset page of one owner's tasks.
+public struct TaskListQuery: Sendable, Hashable {
+  /// Return tasks with ids strictly greater than this (the previous page's cursor).
+  public var after: TaskID?
+  /// Only these states; nil means every state but `deleted`.
+  public var states: Set<TaskState>?
+  /// Page size, at least 1.
+  public var limit: Int
+
+  /// Describes a page request.
+  public init(after: TaskID? = nil, states: Set<TaskState>? = nil, limit: Int = 100) {
+    self.after = after
+    self.states = states
+    self.limit = limit
+  }
+}
+
+/// A page of tasks and the cursor to the next one.
+public struct TaskPage: Sendable, Hashable {
+  /// The tasks, in id order.
+  public var tasks: [TaskRecord]
+  /// Pass as ``TaskListQuery/after`` for the next page; nil when this is the last page.
+  public var nextCursor: TaskID?
+
+  /// Builds a page.
+  public init(tasks: [TaskRecord], nextCursor: TaskID?) {
+    self.tasks = tasks
+    self.nextCursor = nextCursor
+  }
+}
+
+/// What a delete did.
+public enum DeleteOutcome: Sendable, Hashable {
+  /// The task is gone from dispatch; its row will be purged.
+  case deleted
+  /// The task was running; the run was cancelled (its fence no longer accepted) and the task deleted.
+  case deletedCancellingRun(RunID)
+  /// The task has a run in progress and cancellation was not requested (FAILED_PRECONDITION).
+  case runInProgress(RunID)
+  /// No such task for this owner (or already deleted).
+  case notFound
+}
+
+/// One entry of a shard's due list: enough to place it in a timing wheel.
+public struct DueEntry: Sendable, Hashable, Codable {
+  /// The task.
+  public var taskID: TaskID
+  /// The scheduled time of the run (names the run).
+  public var scheduledMicros: Int64
+  /// When to dispatch it.
+  public var dueMicros: Int64
+  /// Dispatch priority among entries due together.
+  public var priority: Int32
+
+  /// Builds an entry.
+  public init(taskID: TaskID, scheduledMicros: Int64, dueMicros: Int64, priority: Int32) {
+    self.taskID = taskID
+    self.scheduledMicros = scheduledMicros
+    self.dueMicros = dueMicros
+    self.priority = priority
+  }
+
+  /// The run this entry dispatches.
+  public var runID: RunID { RunID(taskID: taskID, scheduledMicros: scheduledMicros) }
+}
+
+/// A stored run.
+public struct RunRecord: Sendable, Hashable, Codable {
+  /// The run id (task + scheduled time).
+  public var id: RunID
+  /// Attempts leased so far, from 1.
+  public var attempt: Int32
+  /// Run state.
+  public var state: RunState
+  /// Executor of the current or last lease.
+  public var leaseOwner: String?
+  /// Expiry of the current or last lease.
+  public var leaseExpiresMicros: Int64?
+  /// The current fence.
+  public var fence: Fence
+  /// When the current attempt was leased.
+  public var startedMicros: Int64?
+  /// When the run finished.
+  public var finishedMicros: Int64?
+  /// When a retrying run is due again.
+  public var retryAtMicros: Int64?
+  /// The process exit status, if it ran.
+  public var exitStatus: Int32?
+  /// The end of its output (capped by the caller).
+  public var outputTail: [UInt8]
+  /// Why it failed, if it did.
+  public var error: String?
+
+  /// Builds a record (backends use this).
+  public init(
+    id: RunID, attempt: Int32, state: RunState, leaseOwner: String?, leaseExpiresMicros: Int64?,
+    fence: Fence, startedMicros: Int64?, finishedMicros: Int64?, retryAtMicros: Int64?,
+    exitStatus: Int32?, outputTail: [UInt8], error: String?
+  ) {
+    self.id = id
+    self.attempt = attempt
+    self.state = state
+    self.leaseOwner = leaseOwner
+    self.leaseExpiresMicros = leaseExpiresMicros
+    self.fence = fence
+    self.startedMicros = startedMicros
+    self.finishedMicros = finishedMicros
+    self.retryAtMicros = retryAtMicros
+    self.exitStatus = exitStatus
+    self.outputTail = outputTail
+    self.error = error
+  }
+}
+
+/// The outcome of one attempt, and what the task does next (decided by the coordinator, which
+/// knows the schedule and retry policy).
+public struct RunResult: Sendable, Hashable {
+  /// What happens to the task after this attempt.
+  public enum Next: Sendable, Hashable {
+    /// Try the same run again at this instant (the run becomes `retrying`).
+    case retry(atMicros: Int64)
+    /// The run is over; the task's next run is scheduled at this instant (recurring tasks).
+    case reschedule(nextRunMicros: Int64)
+    /// The run is over and the task has no more runs; it becomes `completed` or `dead`.
+    case finish(TaskState)
+  }
+
+  /// Final state of the run: `succeeded`, `failed`, `dead` or `cancelled` (ignored for `.retry`,
+  /// which always leaves the run `retrying`).
+  public var state: RunState
+  /// When the attempt ended.
+  public var finishedMicros: Int64
+  /// Process exit status.
+  public var exitStatus: Int32?
+  /// End of the output.
+  public var outputTail: [UInt8]
+  /// Failure reason.
+  public var error: String?
+  /// What the task does next.
+  public var next: Next
+
+  /// Describes a result.
+  public init(
+    state: RunState, finishedMicros: Int64, exitStatus: Int32? = nil, outputTail: [UInt8] = [],
+    error: String? = nil, next: Next
+  ) {
+    self.state = state
+    self.finishedMicros = finishedMicros
+    self.exitStatus = exitStatus
+    self.outputTail = outputTail
+    self.error = error
+    self.next = next
+  }
+}
+
+/// Whether a result was accepted.
+public enum RecordOutcome: Sendable, Hashable {
+  /// Recorded, once.
+  case recorded
+  /// The fence is not the run's current one, or the run is no longer leased; nothing changed.
+  case staleFence
+}
+
+/// Counts for metrics.
+public struct StoreCounts: Sendable, Hashable {
+  /// Tasks per state (deleted-but-unpurged included under `deleted`).
+  public var tasks: [TaskState: Int]
+  /// Runs per state.
+  public var runs: [RunState: Int]
+
+  /// Builds counts.
+  public init(tasks: [TaskState: Int], runs: [RunState: Int]) {
+    self.tasks = tasks
+    self.runs = runs
+  }
+}

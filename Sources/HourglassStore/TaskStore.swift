@@ -1,0 +1,76 @@
+import HourglassCore
+
+/// The durable task store: the single source of truth for tasks, runs and leases.
+///
+/// A call that returns without throwing has been committed durably (for SQLite with the default
+/// `synchronous=FULL`, synced to disk); a call that throws has changed nothing the caller can
+/// rely on. All instants are UTC microseconds (`Int64`).
+///
+/// Reads and deletes take the owner: another owner's task is reported exactly like a missing one.
+/// Every state change of a run is a compare-and-set on the run's state and fence, so a stale
+/// executor or a paused coordinator cannot overwrite newer work.
+public protocol TaskStore: Sendable {
+  /// The number of partitions task ids are hashed into; fixed when the store is created.
+  var partitionCount: Int32 { get }
+
+  /// Durably inserts tasks. Concurrent calls are gathered into one transaction (group commit),
+  /// and each returns once the transaction holding its tasks has committed. Inserting an id that
+  /// already exists is a no-op, so a client may retry a timed-out insert with the same ids.
+  func insert(_ tasks: [NewTask]) async throws
+
+  /// The task `id` if it exists, is not deleted, and belongs to `owner`.
+  func task(id: TaskID, owner: String) async throws -> TaskRecord?
+
+  /// One page of `owner`'s tasks in id (creation) order, after `query.after`.
+  func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage
+
+  /// Deletes a task. A task with no run in progress disappears from ``loadDue(shard:from:until:limit:)``
+  /// at once (its row is purged later); a task with a leased run is left alone unless
+  /// `cancelRunning` is true, in which case the run is cancelled and its fence voided.
+  func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws
+    -> DeleteOutcome
+
+  /// Removes the rows of tasks deleted before `before` (and their runs); returns how many tasks.
+  func purgeDeleted(before: Int64, limit: Int) async throws -> Int
+
+  /// The dispatchable entries of a shard whose due time is in `from ..< until`, earliest first.
+  func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws -> [DueEntry]
+
+  /// Leases the run of `taskID` scheduled at the task's current next-run time to `owner` until
+  /// `expiresAt`, with a fresh fence. Fails with ``TaskStoreError/notDispatchable(_:)`` unless
+  /// the task is active and that run is pending or retrying.
+  func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws
+    -> Lease
+
+  /// Extends a lease. Fails with ``TaskStoreError/staleFence(_:)`` unless `fence` is the run's
+  /// current fence and the run is still leased.
+  func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws
+
+  /// Records the result of a leased run and moves its task on, atomically, only if `fence` is the
+  /// run's current fence and the run is still leased (compare-and-set). Returns `.staleFence`, and
+  /// changes nothing, otherwise.
+  func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws -> RecordOutcome
+
+  /// Returns leased runs whose lease ran out before `now - skewBound` to `pending`, and their tasks
+  /// to `active` and due at `now`, so they are dispatched again (as the same run, with a new fence).
+  func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws -> [RunRecord]
+
+  /// Moves an active, paused or completed task to its next run without a run result (after a
+  /// misfire skip, a pause, a schedule edit), only if its version is still `expectedVersion`.
+  /// `nextRunMicros == nil` completes the task. Returns the new version, or nil if the version
+  /// did not match or the task is running or gone.
+  func advance(taskID: TaskID, expectedVersion: Int64, nextRunMicros: Int64?, state: TaskState)
+    async throws -> Int64?
+
+  /// The runs of a task of `owner`, newest scheduled first, before `before` if given.
+  func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws -> [RunRecord]
+
+  /// The blob with this digest, if stored.
+  func blob(_ digest: BlobDigest) async throws -> [UInt8]?
+
+  /// Task and run counts by state, for metrics.
+  func counts() async throws -> StoreCounts
+
+  /// Stops background work and closes connections; pending inserts fail.
+  func close() async throws
+}

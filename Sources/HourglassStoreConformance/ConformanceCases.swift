@@ -1,0 +1,477 @@
+import HourglassCore
+import HourglassStore
+
+extension ConformanceCase {
+  static let insertCases: [ConformanceCase] = [
+    ConformanceCase("insert then get returns every field") { store in
+      let id = makeIDs(1)[0]
+      let blob = TaskBlob(Array("#!/bin/sh\necho hi\n".utf8))
+      let task = newTask(id, recurring: true, blob: blob, priority: 7)
+      try await store.insert([task])
+      guard let record = try await store.task(id: id, owner: "alice") else {
+        throw ConformanceFailure(message: "inserted task not found", line: #line)
+      }
+      try expectEqual(record.id, id, "id")
+      try expectEqual(record.owner, "alice", "owner")
+      try expectEqual(record.name, task.name, "name")
+      try expectEqual(record.operatorName, "exec", "operator")
+      try expectEqual(record.blobDigest, blob.digest, "blob digest")
+      try expectEqual(record.arguments, task.arguments, "arguments")
+      try expectEqual(record.timeZone, "Europe/Paris", "time zone")
+      try expectEqual(record.scheduleSpec, task.scheduleSpec, "schedule spec")
+      try expectEqual(record.recurring, true, "recurring")
+      try expectEqual(record.priority, 7, "priority")
+      try expectEqual(record.maxAttempts, 3, "max attempts")
+      try expectEqual(record.timeoutMicros, 30 * second, "timeout")
+      try expectEqual(record.state, .active, "state")
+      try expectEqual(
+        record.partition, Partition(taskID: id, count: store.partitionCount), "partition")
+      try expectEqual(record.nextRunMicros, t0 + 10 * second, "next run")
+      try expectEqual(record.dueMicros, t0 + 10 * second, "due")
+      try expectEqual(record.lastRunMicros, nil, "last run")
+      try expectEqual(record.lastRunState, nil, "last run state")
+      try expectEqual(record.version, 1, "version")
+      try expectEqual(record.createdAtMicros, t0, "created")
+      try expectEqual(try await store.blob(blob.digest), blob.content, "blob content")
+    },
+    ConformanceCase("insert is idempotent by id") { store in
+      let id = makeIDs(1)[0]
+      try await store.insert([newTask(id)])
+      try await store.insert([newTask(id), newTask(id)])
+      let page = try await store.listTasks(owner: "alice", query: TaskListQuery(limit: 10))
+      try expectEqual(page.tasks.map(\.id), [id], "tasks after repeated inserts")
+    },
+    ConformanceCase("a task without a first run is paused and never due") { store in
+      let id = makeIDs(1)[0]
+      try await store.insert([newTask(id, firstRun: nil)])
+      try expectEqual(try await store.task(id: id, owner: "alice")?.state, .paused, "state")
+      let shard = ShardID(
+        partition: Partition(taskID: id, count: store.partitionCount),
+        bucket: HourBucket(containing: t0))
+      try expectEqual(
+        try await store.loadDue(shard: shard, from: .min, until: .max, limit: 10), [], "due")
+    },
+    ConformanceCase("equal blobs are stored once under their SHA-256") { store in
+      let content = Array(repeating: UInt8(42), count: 1000)
+      let ids = makeIDs(2)
+      try await store.insert([newTask(ids[0], blob: TaskBlob(content))])
+      try await store.insert([newTask(ids[1], blob: TaskBlob(content))])
+      let a = try await store.task(id: ids[0], owner: "alice")?.blobDigest
+      let b = try await store.task(id: ids[1], owner: "alice")?.blobDigest
+      try expect(a != nil && a == b, "both tasks share one digest, got \(String(describing: a)) and \(String(describing: b))")
+      try expectEqual(a, BlobDigest(of: content), "digest is SHA-256 of the content")
+      try expectEqual(try await store.blob(a!), content, "blob content")
+      try expectEqual(try await store.blob(BlobDigest(of: [1, 2, 3])), nil, "unknown blob")
+    },
+    ConformanceCase("concurrent inserts are all acknowledged and all present") { store in
+      let ids = makeIDs(640, seed: 5)
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for chunk in stride(from: 0, to: ids.count, by: 10) {
+          let slice = Array(ids[chunk..<chunk + 10])
+          group.addTask { try await store.insert(slice.map { newTask($0) }) }
+        }
+        try await group.waitForAll()
+      }
+      var seen: [TaskID] = []
+      var cursor: TaskID? = nil
+      repeat {
+        let page = try await store.listTasks(
+          owner: "alice", query: TaskListQuery(after: cursor, limit: 100))
+        seen += page.tasks.map(\.id)
+        cursor = page.nextCursor
+      } while cursor != nil
+      try expectEqual(seen, ids.sorted(), "every acknowledged id, in order")
+    },
+    ConformanceCase("an invalid task is refused before writing") { store in
+      let id = makeIDs(1)[0]
+      try await expectThrows("empty owner", { try await store.insert([newTask(id, owner: "")]) }) {
+        if case .invalidArgument = $0 { return true } else { return false }
+      }
+      try expectEqual(try await store.counts().tasks[.active, default: 0], 0, "active tasks")
+    },
+  ]
+
+  static let listCases: [ConformanceCase] = [
+    ConformanceCase("list pages by id with a keyset cursor and filters by state") { store in
+      let ids = makeIDs(25, seed: 7)
+      try await store.insert(ids.map { newTask($0) })
+      try await store.insert(makeIDs(3, seed: 8).map { newTask($0, owner: "bob") })
+      var pages: [[TaskID]] = []
+      var cursor: TaskID? = nil
+      repeat {
+        let page = try await store.listTasks(
+          owner: "alice", query: TaskListQuery(after: cursor, limit: 10))
+        pages.append(page.tasks.map(\.id))
+        cursor = page.nextCursor
+      } while cursor != nil
+      try expectEqual(pages.map(\.count), [10, 10, 5], "page sizes")
+      try expectEqual(pages.flatMap { $0 }, ids.sorted(), "ids in order")
+
+      // Pause three tasks and filter.
+      for id in ids.prefix(3) {
+        let version = try await store.task(id: id, owner: "alice")!.version
+        let advanced = try await store.advance(
+          taskID: id, expectedVersion: version, nextRunMicros: t0 + hour, state: .paused)
+        try expect(advanced != nil, "advance to paused")
+      }
+      let paused = try await store.listTasks(
+        owner: "alice", query: TaskListQuery(states: [.paused], limit: 10))
+      try expectEqual(paused.tasks.map(\.id), Array(ids.prefix(3)).sorted(), "paused tasks")
+      try expectEqual(paused.nextCursor, nil, "no further page")
+      let active = try await store.listTasks(
+        owner: "alice", query: TaskListQuery(states: [.active], limit: 100))
+      try expectEqual(active.tasks.count, 22, "active tasks")
+    },
+    ConformanceCase("another owner's task looks exactly like a missing one") { store in
+      let id = makeIDs(1)[0]
+      try await store.insert([newTask(id)])
+      try expectEqual(try await store.task(id: id, owner: "mallory"), nil, "get")
+      try expectEqual(
+        try await store.listTasks(owner: "mallory", query: TaskListQuery()).tasks, [], "list")
+      try expectEqual(
+        try await store.deleteTask(id: id, owner: "mallory", cancelRunning: true, now: t0),
+        .notFound, "delete")
+      try expectEqual(
+        try await store.deleteTask(
+          id: makeIDs(1, seed: 1234)[0], owner: "mallory", cancelRunning: true, now: t0),
+        .notFound, "delete of a missing task")
+      try await expectThrows("runs", { try await store.runs(taskID: id, owner: "mallory", before: nil, limit: 10) }) {
+        $0 == .taskNotFound(id)
+      }
+      try expect(try await store.task(id: id, owner: "alice") != nil, "owner still sees it")
+    },
+  ]
+
+  static let dueCases: [ConformanceCase] = [
+    ConformanceCase("loadDue returns one shard's entries in the window, earliest first") { store in
+      let ids = makeIDs(200, seed: 11)
+      var tasks: [NewTask] = []
+      for (i, id) in ids.enumerated() {
+        // Spread over two hours: bucket b0 and b0+1.
+        tasks.append(newTask(id, firstRun: t0 + Int64(i) * 36 * second, priority: Int32(i % 5)))
+      }
+      try await store.insert(tasks)
+      let partition = Partition(taskID: ids[0], count: store.partitionCount)
+      let bucket = HourBucket(containing: t0)
+      let expected = tasks.filter {
+        Partition(taskID: $0.id, count: store.partitionCount) == partition
+          && HourBucket(containing: $0.firstRunMicros!) == bucket
+          && $0.firstRunMicros! >= t0 + 100 * second && $0.firstRunMicros! < t0 + 3000 * second
+      }.sorted { $0.firstRunMicros! < $1.firstRunMicros! }
+      let entries = try await store.loadDue(
+        shard: ShardID(partition: partition, bucket: bucket), from: t0 + 100 * second,
+        until: t0 + 3000 * second, limit: 1000)
+      try expectEqual(entries.map(\.taskID), expected.map(\.id), "entries")
+      try expectEqual(entries.map(\.dueMicros), expected.map { $0.firstRunMicros! }, "due times")
+      try expectEqual(entries.map(\.priority), expected.map(\.priority), "priorities")
+      try expectEqual(entries.map(\.scheduledMicros), entries.map(\.dueMicros), "scheduled = due")
+      let limited = try await store.loadDue(
+        shard: ShardID(partition: partition, bucket: bucket), from: .min, until: .max, limit: 2)
+      try expect(limited.count <= 2, "limit respected")
+      // Every task is in exactly one shard.
+      var total = 0
+      for p in 0..<store.partitionCount {
+        for b in [bucket, bucket.next] {
+          total += try await store.loadDue(
+            shard: ShardID(partition: Partition(rawValue: p), bucket: b), from: .min, until: .max,
+            limit: 1000
+          ).count
+        }
+      }
+      try expectEqual(total, ids.count, "entries over all shards")
+    },
+    ConformanceCase("advance is a compare-and-set on the version; a paused task is not due") { store in
+      let id = makeIDs(1)[0]
+      try await store.insert([newTask(id, recurring: true)])
+      let record = try await store.task(id: id, owner: "alice")!
+      try expectEqual(
+        try await store.advance(
+          taskID: id, expectedVersion: record.version + 5, nextRunMicros: t0 + hour, state: .active),
+        nil, "wrong version")
+      let v2 = try await store.advance(
+        taskID: id, expectedVersion: record.version, nextRunMicros: t0 + hour, state: .active)
+      try expect(v2 != nil && v2! > record.version, "version grows, got \(String(describing: v2))")
+      let shard = ShardID(partition: record.partition, bucket: HourBucket(containing: t0 + hour))
+      try expectEqual(
+        try await store.loadDue(shard: shard, from: .min, until: .max, limit: 10).map(\.dueMicros),
+        [t0 + hour], "due at the new time")
+      let v3 = try await store.advance(
+        taskID: id, expectedVersion: v2!, nextRunMicros: t0 + hour, state: .paused)
+      try expect(v3 != nil, "pause")
+      try expectEqual(
+        try await store.loadDue(shard: shard, from: .min, until: .max, limit: 10), [],
+        "paused is not due")
+      try expectEqual(try await store.task(id: id, owner: "alice")?.version, v3, "stored version")
+    },
+  ]
+
+  static let deleteCases: [ConformanceCase] = [
+    ConformanceCase("deleting a pending task removes it from dispatch at once; purge removes the row") { store in
+      let id = makeIDs(1)[0]
+      try await store.insert([newTask(id)])
+      let shard = ShardID(
+        partition: Partition(taskID: id, count: store.partitionCount),
+        bucket: HourBucket(containing: t0))
+      try expectEqual(
+        try await store.loadDue(shard: shard, from: .min, until: .max, limit: 10).count, 1,
+        "due before delete")
+      try expectEqual(
+        try await store.deleteTask(id: id, owner: "alice", cancelRunning: false, now: t0 + second),
+        .deleted, "delete")
+      try expectEqual(
+        try await store.loadDue(shard: shard, from: .min, until: .max, limit: 10), [],
+        "due after delete")
+      try expectEqual(try await store.task(id: id, owner: "alice"), nil, "get after delete")
+      try expectEqual(
+        try await store.deleteTask(id: id, owner: "alice", cancelRunning: false, now: t0 + second),
+        .notFound, "second delete")
+      try await expectThrows("lease a deleted task", {
+        try await store.createLease(taskID: id, owner: "e", now: t0, expiresAt: t0 + second)
+      }) { if case .notDispatchable = $0 { return true } else { return false } }
+      try expectEqual(try await store.counts().tasks[.deleted], 1, "deleted, not purged")
+      try expectEqual(try await store.purgeDeleted(before: t0, limit: 10), 0, "too recent")
+      try expectEqual(try await store.purgeDeleted(before: t0 + hour, limit: 10), 1, "purged")
+      try expectEqual(try await store.counts().tasks[.deleted, default: 0], 0, "gone")
+    },
+    ConformanceCase("deleting a running task needs cancellation, which voids the fence") { store in
+      let (id, lease) = try await leasedTask(store)
+      try expectEqual(
+        try await store.deleteTask(id: id, owner: "alice", cancelRunning: false, now: t0 + 11 * second),
+        .runInProgress(lease.runID), "without cancel")
+      try expectEqual(
+        try await store.task(id: id, owner: "alice")?.state, .running, "still running")
+      try expectEqual(
+        try await store.deleteTask(id: id, owner: "alice", cancelRunning: true, now: t0 + 12 * second),
+        .deletedCancellingRun(lease.runID), "with cancel")
+      let outcome = try await store.recordResult(
+        runID: lease.runID, fence: lease.fence,
+        result: RunResult(state: .succeeded, finishedMicros: t0 + 13 * second, next: .finish(.completed)))
+      try expectEqual(outcome, .staleFence, "result after cancellation")
+      try await expectThrows("renew after cancellation", {
+        try await store.renewLease(runID: lease.runID, fence: lease.fence, expiresAt: t0 + hour)
+      }) { $0 == .staleFence(lease.runID) }
+    },
+  ]
+
+  static let leaseCases: [ConformanceCase] = [
+    ConformanceCase("a lease names the task's current run and carries a fresh fence") { store in
+      let (id, lease) = try await leasedTask(store)
+      try expectEqual(lease.runID, RunID(taskID: id, scheduledMicros: t0 + 10 * second), "run id")
+      try expectEqual(lease.attempt, 1, "attempt")
+      try expectEqual(lease.owner, "executor-1", "owner")
+      try expect(lease.fence > .zero, "fence above zero")
+      let record = try await store.task(id: id, owner: "alice")!
+      try expectEqual(record.state, .running, "task state")
+      try expectEqual(
+        try await store.loadDue(
+          shard: ShardID(partition: record.partition, bucket: HourBucket(containing: t0)),
+          from: .min, until: .max, limit: 10), [], "a running task is not due")
+      try await expectThrows("second lease of the same run", {
+        try await store.createLease(taskID: id, owner: "executor-2", now: t0, expiresAt: t0 + hour)
+      }) { $0 == .notDispatchable(id) }
+      try await expectThrows("lease of a missing task", {
+        try await store.createLease(taskID: makeIDs(1, seed: 4242)[0], owner: "e", now: t0, expiresAt: t0 + 1)
+      }) { if case .taskNotFound = $0 { return true } else { return false } }
+      let runs = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 10)
+      try expectEqual(runs.map(\.state), [.leased], "run states")
+      try expectEqual(runs.first?.fence, lease.fence, "stored fence")
+      try expectEqual(runs.first?.leaseExpiresMicros, t0 + 40 * second, "stored expiry")
+    },
+    ConformanceCase("concurrent leases of one run: exactly one wins") { store in
+      let id = makeIDs(1)[0]
+      try await store.insert([newTask(id)])
+      let wins = try await withThrowingTaskGroup(of: Bool.self) { group in
+        for i in 0..<8 {
+          group.addTask {
+            do {
+              _ = try await store.createLease(
+                taskID: id, owner: "executor-\(i)", now: t0, expiresAt: t0 + hour)
+              return true
+            } catch TaskStoreError.notDispatchable { return false }
+          }
+        }
+        return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+      }
+      try expectEqual(wins, 1, "winning leases")
+    },
+    ConformanceCase("renew checks the fence") { store in
+      let (_, lease) = try await leasedTask(store)
+      try await store.renewLease(runID: lease.runID, fence: lease.fence, expiresAt: t0 + 90 * second)
+      try await expectThrows("stale renew", {
+        try await store.renewLease(runID: lease.runID, fence: lease.fence.next, expiresAt: t0 + hour)
+      }) { $0 == .staleFence(lease.runID) }
+      let runs = try await store.runs(taskID: lease.taskID, owner: "alice", before: nil, limit: 1)
+      try expectEqual(runs.first?.leaseExpiresMicros, t0 + 90 * second, "expiry after renew")
+    },
+    ConformanceCase("expired leases are recovered after the skew bound, as the same run with a new fence") { store in
+      let (id, lease) = try await leasedTask(store)
+      // Expires at t0+40s; skew bound 5s.
+      try expectEqual(
+        try await store.recoverExpiredLeases(now: t0 + 44 * second, skewBound: 5 * second, limit: 10),
+        [], "not yet: within the skew bound")
+      let recovered = try await store.recoverExpiredLeases(
+        now: t0 + 46 * second, skewBound: 5 * second, limit: 10)
+      try expectEqual(recovered.map(\.id), [lease.runID], "recovered run")
+      try expectEqual(recovered.first?.state, .pending, "recovered state")
+      let record = try await store.task(id: id, owner: "alice")!
+      try expectEqual(record.state, .active, "task active again")
+      try expectEqual(record.dueMicros, t0 + 46 * second, "due now")
+      let due = try await store.loadDue(
+        shard: ShardID(partition: record.partition, bucket: HourBucket(containing: t0)),
+        from: .min, until: .max, limit: 10)
+      try expectEqual(due.map(\.runID), [lease.runID], "due again as the same run")
+      // The old holder can no longer write.
+      try expectEqual(
+        try await store.recordResult(
+          runID: lease.runID, fence: lease.fence,
+          result: RunResult(state: .succeeded, finishedMicros: t0 + 47 * second, next: .finish(.completed))),
+        .staleFence, "old fence after recovery")
+      let renewed = try await store.createLease(
+        taskID: id, owner: "executor-2", now: t0 + 47 * second, expiresAt: t0 + 80 * second)
+      try expectEqual(renewed.runID, lease.runID, "same run")
+      try expectEqual(renewed.attempt, 2, "second attempt")
+      try expect(renewed.fence > lease.fence, "fence grows: \(renewed.fence) > \(lease.fence)")
+      try expectEqual(
+        try await store.recordResult(
+          runID: lease.runID, fence: lease.fence,
+          result: RunResult(state: .succeeded, finishedMicros: t0 + 48 * second, next: .finish(.completed))),
+        .staleFence, "old fence after the new lease")
+      try expectEqual(
+        try await store.recoverExpiredLeases(now: t0 + 60 * second, skewBound: 5 * second, limit: 10),
+        [], "the new lease is live")
+    },
+  ]
+
+  static let resultCases: [ConformanceCase] = [
+    ConformanceCase("a result is recorded once, only with the current fence") { store in
+      let (id, lease) = try await leasedTask(store)
+      let result = RunResult(
+        state: .succeeded, finishedMicros: t0 + 20 * second, exitStatus: 0,
+        outputTail: Array("done\n".utf8), next: .finish(.completed))
+      try expectEqual(
+        try await store.recordResult(runID: lease.runID, fence: lease.fence.next, result: result),
+        .staleFence, "wrong fence")
+      try expectEqual(
+        try await store.task(id: id, owner: "alice")?.state, .running, "unchanged by a stale fence")
+      try expectEqual(
+        try await store.recordResult(runID: lease.runID, fence: lease.fence, result: result),
+        .recorded, "current fence")
+      try expectEqual(
+        try await store.recordResult(runID: lease.runID, fence: lease.fence, result: result),
+        .staleFence, "second record")
+      let task = try await store.task(id: id, owner: "alice")!
+      try expectEqual(task.state, .completed, "task completed")
+      try expectEqual(task.lastRunMicros, lease.runID.scheduledMicros, "last run")
+      try expectEqual(task.lastRunState, .succeeded, "last run state")
+      try expectEqual(task.nextRunMicros, nil, "no next run")
+      let run = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 10)
+      try expectEqual(run.count, 1, "one run")
+      try expectEqual(run[0].state, .succeeded, "run state")
+      try expectEqual(run[0].exitStatus, 0, "exit status")
+      try expectEqual(run[0].outputTail, Array("done\n".utf8), "output")
+      try expectEqual(run[0].finishedMicros, t0 + 20 * second, "finished")
+    },
+    ConformanceCase("a retry keeps the run id and makes it due at the backoff time") { store in
+      let (id, lease) = try await leasedTask(store)
+      let retryAt = t0 + 25 * second
+      try expectEqual(
+        try await store.recordResult(
+          runID: lease.runID, fence: lease.fence,
+          result: RunResult(
+            state: .failed, finishedMicros: t0 + 20 * second, exitStatus: 1, error: "exit 1",
+            next: .retry(atMicros: retryAt))),
+        .recorded, "retry recorded")
+      let task = try await store.task(id: id, owner: "alice")!
+      try expectEqual(task.state, .active, "task active")
+      try expectEqual(task.dueMicros, retryAt, "due at backoff")
+      try expectEqual(task.nextRunMicros, lease.runID.scheduledMicros, "same run")
+      let due = try await store.loadDue(
+        shard: ShardID(partition: task.partition, bucket: HourBucket(containing: retryAt)),
+        from: .min, until: .max, limit: 10)
+      try expectEqual(
+        due, [DueEntry(taskID: id, scheduledMicros: lease.runID.scheduledMicros, dueMicros: retryAt, priority: 0)],
+        "due entry")
+      let runs = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 10)
+      try expectEqual(runs.map(\.state), [.retrying], "run retrying")
+      try expectEqual(runs.first?.retryAtMicros, retryAt, "retry time")
+      try expectEqual(runs.first?.error, "exit 1", "error")
+      let again = try await store.createLease(
+        taskID: id, owner: "executor-2", now: retryAt, expiresAt: retryAt + 30 * second)
+      try expectEqual(again.runID, lease.runID, "same run id")
+      try expectEqual(again.attempt, 2, "attempt 2")
+      try expect(again.fence > lease.fence, "new fence")
+      try expectEqual(
+        try await store.recordResult(
+          runID: again.runID, fence: again.fence,
+          result: RunResult(state: .dead, finishedMicros: retryAt + second, next: .finish(.dead))),
+        .recorded, "final failure")
+      try expectEqual(try await store.task(id: id, owner: "alice")?.state, .dead, "task dead")
+    },
+    ConformanceCase("a recurring task moves to its next run; history lists runs newest first") { store in
+      let (id, lease) = try await leasedTask(store, recurring: true)
+      var scheduled = lease.runID.scheduledMicros
+      var fence = lease.fence
+      for i in 1...3 {
+        let next = scheduled + hour
+        try expectEqual(
+          try await store.recordResult(
+            runID: RunID(taskID: id, scheduledMicros: scheduled), fence: fence,
+            result: RunResult(
+              state: .succeeded, finishedMicros: scheduled + second,
+              next: .reschedule(nextRunMicros: next))),
+          .recorded, "run \(i)")
+        let task = try await store.task(id: id, owner: "alice")!
+        try expectEqual(task.state, .active, "active after run \(i)")
+        try expectEqual(task.nextRunMicros, next, "next run after run \(i)")
+        try expectEqual(task.lastRunMicros, scheduled, "last run after run \(i)")
+        try expectEqual(task.lastRunState, .succeeded, "last state after run \(i)")
+        scheduled = next
+        let lease = try await store.createLease(
+          taskID: id, owner: "executor-1", now: next, expiresAt: next + 30 * second)
+        try expectEqual(lease.runID.scheduledMicros, next, "lease names the next run")
+        try expectEqual(lease.attempt, 1, "a new run starts at attempt 1")
+        try expect(lease.fence > fence, "fence grows")
+        fence = lease.fence
+      }
+      let history = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 10)
+      try expectEqual(
+        history.map(\.id.scheduledMicros), (0...3).reversed().map { t0 + 10 * second + Int64($0) * hour },
+        "history newest first")
+      try expectEqual(history.map(\.state), [.leased, .succeeded, .succeeded, .succeeded], "states")
+      let older = try await store.runs(
+        taskID: id, owner: "alice", before: t0 + 10 * second + 2 * hour, limit: 1)
+      try expectEqual(older.map(\.id.scheduledMicros), [t0 + 10 * second + hour], "keyset by time")
+    },
+    ConformanceCase("a non-final run state with a final next step is refused") { store in
+      let (_, lease) = try await leasedTask(store)
+      try await expectThrows("leased as a result", {
+        try await store.recordResult(
+          runID: lease.runID, fence: lease.fence,
+          result: RunResult(state: .leased, finishedMicros: t0, next: .finish(.completed)))
+      }) { if case .invalidArgument = $0 { return true } else { return false } }
+      try expectEqual(
+        try await store.runs(taskID: lease.taskID, owner: "alice", before: nil, limit: 1).first?.state,
+        .leased, "unchanged")
+    },
+  ]
+
+  static let miscCases: [ConformanceCase] = [
+    ConformanceCase("counts tasks and runs by state") { store in
+      let ids = makeIDs(5, seed: 21)
+      try await store.insert(ids.map { newTask($0) })
+      _ = try await store.createLease(taskID: ids[0], owner: "e", now: t0, expiresAt: t0 + hour)
+      _ = try await store.deleteTask(id: ids[1], owner: "alice", cancelRunning: false, now: t0)
+      let counts = try await store.counts()
+      try expectEqual(counts.tasks[.active], 3, "active")
+      try expectEqual(counts.tasks[.running], 1, "running")
+      try expectEqual(counts.tasks[.deleted], 1, "deleted")
+      try expectEqual(counts.runs[.leased], 1, "leased runs")
+    },
+    ConformanceCase("a closed store refuses inserts") { store in
+      try await store.close()
+      try await expectThrows("insert after close", {
+        try await store.insert([newTask(makeIDs(1)[0])])
+      }) { $0 == .closed }
+    },
+  ]
+}

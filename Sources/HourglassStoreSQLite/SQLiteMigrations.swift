@@ -1,0 +1,73 @@
+import GRDB
+
+/// The numbered schema migrations of the SQLite store. Append new ones; never edit an applied one.
+enum SQLiteMigrations {
+  static func migrator(partitionCount: Int32) -> DatabaseMigrator {
+    var migrator = DatabaseMigrator()
+
+    migrator.registerMigration("0001-initial") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE store_meta (
+            key TEXT PRIMARY KEY NOT NULL,
+            value INTEGER NOT NULL
+          ) WITHOUT ROWID;
+          INSERT INTO store_meta (key, value) VALUES ('partition_count', \(partitionCount));
+          INSERT INTO store_meta (key, value) VALUES ('fence', 0);
+
+          CREATE TABLE blobs (
+            digest BLOB PRIMARY KEY NOT NULL,
+            content BLOB NOT NULL,
+            size INTEGER NOT NULL
+          ) WITHOUT ROWID;
+
+          CREATE TABLE tasks (
+            id BLOB PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL,
+            name TEXT NOT NULL,
+            operator TEXT NOT NULL,
+            blob_digest BLOB,
+            arguments BLOB NOT NULL,
+            time_zone TEXT NOT NULL,
+            schedule_spec BLOB NOT NULL,
+            recurring INTEGER NOT NULL,
+            priority INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            timeout_us INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            next_run_us INTEGER,
+            due_us INTEGER,
+            due_bucket INTEGER,
+            last_run_us INTEGER,
+            last_run_state TEXT,
+            version INTEGER NOT NULL,
+            created_us INTEGER NOT NULL,
+            deleted_us INTEGER
+          );
+          CREATE INDEX tasks_due ON tasks (partition, due_bucket, due_us) WHERE state = 'active';
+          CREATE INDEX tasks_owner ON tasks (owner, id);
+          CREATE INDEX tasks_deleted ON tasks (deleted_us) WHERE state = 'deleted';
+
+          CREATE TABLE runs (
+            task_id BLOB NOT NULL,
+            scheduled_us INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            lease_owner TEXT,
+            lease_expires_us INTEGER,
+            fence INTEGER NOT NULL,
+            started_us INTEGER,
+            finished_us INTEGER,
+            retry_at_us INTEGER,
+            exit_status INTEGER,
+            output_tail BLOB NOT NULL DEFAULT x'',
+            error TEXT,
+            PRIMARY KEY (task_id, scheduled_us)
+          ) WITHOUT ROWID;
+          CREATE INDEX runs_lease ON runs (state, lease_expires_us);
+          """)
+    }
+    return migrator
+  }
+}

@@ -1,0 +1,397 @@
+import Foundation
+import GRDB
+import HourglassCore
+import HourglassStore
+
+extension SQLiteTaskStore {
+  static let taskColumns = """
+    id, owner, name, operator, blob_digest, arguments, time_zone, schedule_spec, recurring,
+    priority, max_attempts, timeout_us, state, partition, next_run_us, due_us, last_run_us,
+    last_run_state, version, created_us
+    """
+
+  static let runColumns = """
+    task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us, fence, started_us,
+    finished_us, retry_at_us, exit_status, output_tail, error
+    """
+
+  static func taskRecord(_ row: Row) throws -> TaskRecord {
+    let idData: Data = row[0]
+    guard let id = TaskID(bytes: idData) else {
+      throw TaskStoreError.io("corrupt task id of \(idData.count) bytes")
+    }
+    let digest: Data? = row[4]
+    let stateText: String = row[12]
+    let lastState: String? = row[17]
+    let spec: Data = row[7]
+    return TaskRecord(
+      id: id, owner: row[1], name: row[2], operatorName: row[3],
+      blobDigest: digest.flatMap { BlobDigest(bytes: $0) }, arguments: decodeArguments(row[5]),
+      timeZone: row[6], scheduleSpec: Array(spec), recurring: row[8], priority: row[9],
+      maxAttempts: row[10], timeoutMicros: row[11], state: TaskState(rawValue: stateText) ?? .dead,
+      partition: Partition(rawValue: row[13]), nextRunMicros: row[14], dueMicros: row[15],
+      lastRunMicros: row[16], lastRunState: lastState.flatMap(RunState.init(rawValue:)),
+      version: row[18], createdAtMicros: row[19])
+  }
+
+  static func runRecord(_ row: Row) throws -> RunRecord {
+    let idData: Data = row[0]
+    guard let id = TaskID(bytes: idData) else {
+      throw TaskStoreError.io("corrupt task id of \(idData.count) bytes")
+    }
+    let stateText: String = row[3]
+    let fence: Int64 = row[6]
+    let tail: Data = row[11]
+    return RunRecord(
+      id: RunID(taskID: id, scheduledMicros: row[1]), attempt: row[2],
+      state: RunState(rawValue: stateText) ?? .dead, leaseOwner: row[4], leaseExpiresMicros: row[5],
+      fence: Fence(rawValue: UInt64(fence)), startedMicros: row[7], finishedMicros: row[8],
+      retryAtMicros: row[9], exitStatus: row[10], outputTail: Array(tail), error: row[12])
+  }
+
+  // MARK: Reads
+
+  public func task(id: TaskID, owner: String) async throws -> TaskRecord? {
+    try await read { db in
+      try Row.fetchOne(
+        db,
+        sql: "SELECT \(Self.taskColumns) FROM tasks WHERE id = ? AND owner = ? AND state <> 'deleted'",
+        arguments: [Data(id.bytes), owner]
+      ).map(Self.taskRecord)
+    }
+  }
+
+  public func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage {
+    guard query.limit > 0 else { throw TaskStoreError.invalidArgument("limit must be positive") }
+    let states = (query.states ?? Set(TaskState.allCases.filter { $0 != .deleted }))
+      .map(\.rawValue).sorted()
+    if states.isEmpty { return TaskPage(tasks: [], nextCursor: nil) }
+    let placeholders = Array(repeating: "?", count: states.count).joined(separator: ", ")
+    var sql = "SELECT \(Self.taskColumns) FROM tasks WHERE owner = ? AND state IN (\(placeholders))"
+    var arguments: [(any DatabaseValueConvertible)?] = [owner]
+    arguments += states.map { $0 as (any DatabaseValueConvertible)? }
+    if let after = query.after {
+      sql += " AND id > ?"
+      arguments.append(Data(after.bytes))
+    }
+    sql += " ORDER BY id LIMIT ?"
+    arguments.append(query.limit + 1)
+    let args = StatementArguments(arguments)
+    let finalSQL = sql
+    let limit = query.limit
+    return try await read { db in
+      var tasks = try Row.fetchAll(db, sql: finalSQL, arguments: args).map(Self.taskRecord)
+      var cursor: TaskID? = nil
+      if tasks.count > limit {
+        tasks.removeLast(tasks.count - limit)
+        cursor = tasks.last?.id
+      }
+      return TaskPage(tasks: tasks, nextCursor: cursor)
+    }
+  }
+
+  public func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws
+    -> [DueEntry]
+  {
+    try await read { db in
+      let statement = try db.cachedStatement(
+        sql: """
+          SELECT id, next_run_us, due_us, priority FROM tasks INDEXED BY tasks_due
+          WHERE state = 'active' AND partition = ? AND due_bucket = ? AND due_us >= ? AND due_us < ?
+          ORDER BY due_us LIMIT ?
+          """)
+      let rows = try Row.fetchCursor(
+        statement,
+        arguments: [shard.partition.rawValue, shard.bucket.rawValue, from, until, limit])
+      var entries: [DueEntry] = []
+      while let row = try rows.next() {
+        let idData: Data = row[0]
+        guard let id = TaskID(bytes: idData) else { continue }
+        entries.append(
+          DueEntry(taskID: id, scheduledMicros: row[1], dueMicros: row[2], priority: row[3]))
+      }
+      return entries
+    }
+  }
+
+  public func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws
+    -> [RunRecord]
+  {
+    try await read { db in
+      guard
+        try Bool.fetchOne(
+          db, sql: "SELECT 1 FROM tasks WHERE id = ? AND owner = ? AND state <> 'deleted'",
+          arguments: [Data(taskID.bytes), owner]) != nil
+      else { throw TaskStoreError.taskNotFound(taskID) }
+      return try Row.fetchAll(
+        db,
+        sql: """
+          SELECT \(Self.runColumns) FROM runs WHERE task_id = ? AND scheduled_us < ?
+          ORDER BY scheduled_us DESC LIMIT ?
+          """, arguments: [Data(taskID.bytes), before ?? Int64.max, limit]
+      ).map(Self.runRecord)
+    }
+  }
+
+  public func blob(_ digest: BlobDigest) async throws -> [UInt8]? {
+    try await read { db in
+      try Data.fetchOne(
+        db, sql: "SELECT content FROM blobs WHERE digest = ?", arguments: [Data(digest.bytes)]
+      ).map { Array($0) }
+    }
+  }
+
+  public func counts() async throws -> StoreCounts {
+    try await read { db in
+      var tasks: [TaskState: Int] = [:]
+      for row in try Row.fetchAll(db, sql: "SELECT state, count(*) FROM tasks GROUP BY state") {
+        if let state = TaskState(rawValue: row[0]) { tasks[state] = row[1] }
+      }
+      var runs: [RunState: Int] = [:]
+      for row in try Row.fetchAll(db, sql: "SELECT state, count(*) FROM runs GROUP BY state") {
+        if let state = RunState(rawValue: row[0]) { runs[state] = row[1] }
+      }
+      return StoreCounts(tasks: tasks, runs: runs)
+    }
+  }
+
+  // MARK: Writes
+
+  public func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws
+    -> DeleteOutcome
+  {
+    try await write { db in
+      guard
+        let row = try Row.fetchOne(
+          db,
+          sql: "SELECT state, next_run_us FROM tasks WHERE id = ? AND owner = ? AND state <> 'deleted'",
+          arguments: [Data(id.bytes), owner])
+      else { return .notFound }
+      let state = TaskState(rawValue: row[0])
+      let nextRun: Int64? = row[1]
+      var outcome = DeleteOutcome.deleted
+      if state == .running, let nextRun {
+        let runID = RunID(taskID: id, scheduledMicros: nextRun)
+        if !cancelRunning { return .runInProgress(runID) }
+        outcome = .deletedCancellingRun(runID)
+      }
+      try db.execute(
+        sql: """
+          UPDATE runs SET state = 'cancelled', finished_us = ?
+          WHERE task_id = ? AND state IN ('pending', 'leased', 'retrying')
+          """, arguments: [now, Data(id.bytes)])
+      try db.execute(
+        sql: """
+          UPDATE tasks SET state = 'deleted', deleted_us = ?, due_us = NULL, due_bucket = NULL,
+            version = version + 1
+          WHERE id = ?
+          """, arguments: [now, Data(id.bytes)])
+      return outcome
+    }
+  }
+
+  public func purgeDeleted(before: Int64, limit: Int) async throws -> Int {
+    try await write { db in
+      let ids = try Data.fetchAll(
+        db,
+        sql: "SELECT id FROM tasks WHERE state = 'deleted' AND deleted_us < ? ORDER BY deleted_us LIMIT ?",
+        arguments: [before, limit])
+      for id in ids {
+        try db.execute(sql: "DELETE FROM runs WHERE task_id = ?", arguments: [id])
+        try db.execute(sql: "DELETE FROM tasks WHERE id = ?", arguments: [id])
+      }
+      return ids.count
+    }
+  }
+
+  public func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws
+    -> Lease
+  {
+    guard expiresAt > now else { throw TaskStoreError.invalidArgument("expiresAt must be after now") }
+    return try await write { db in
+      let id = Data(taskID.bytes)
+      guard
+        let task = try Row.fetchOne(
+          db, sql: "SELECT state, next_run_us FROM tasks WHERE id = ?", arguments: [id])
+      else { throw TaskStoreError.taskNotFound(taskID) }
+      let state: String = task[0]
+      guard state == TaskState.active.rawValue, let scheduled = task[1] as Int64? else {
+        throw TaskStoreError.notDispatchable(taskID)
+      }
+      if let runState = try String.fetchOne(
+        db, sql: "SELECT state FROM runs WHERE task_id = ? AND scheduled_us = ?",
+        arguments: [id, scheduled]),
+        runState != RunState.pending.rawValue && runState != RunState.retrying.rawValue
+      {
+        throw TaskStoreError.notDispatchable(taskID)
+      }
+      guard
+        let fence = try Int64.fetchOne(
+          db, sql: "UPDATE store_meta SET value = value + 1 WHERE key = 'fence' RETURNING value")
+      else { throw TaskStoreError.io("fence counter missing") }
+      let attempt = try Int32.fetchOne(
+        db,
+        sql: """
+          INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
+            fence, started_us)
+          VALUES (?, ?, 1, 'leased', ?, ?, ?, ?)
+          ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
+            attempt = attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
+            lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
+            started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
+          RETURNING attempt
+          """, arguments: [id, scheduled, owner, expiresAt, fence, now])
+      try db.execute(
+        sql: "UPDATE tasks SET state = 'running', version = version + 1 WHERE id = ?",
+        arguments: [id])
+      return Lease(
+        runID: RunID(taskID: taskID, scheduledMicros: scheduled), owner: owner,
+        fence: Fence(rawValue: UInt64(fence)), attempt: attempt ?? 1, grantedAtMicros: now,
+        expiresAtMicros: expiresAt)
+    }
+  }
+
+  public func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws {
+    try await write { db in
+      try db.execute(
+        sql: """
+          UPDATE runs SET lease_expires_us = ?
+          WHERE task_id = ? AND scheduled_us = ? AND fence = ? AND state = 'leased'
+          """,
+        arguments: [expiresAt, Data(runID.taskID.bytes), runID.scheduledMicros, Int64(fence.rawValue)])
+      if db.changesCount == 0 { throw TaskStoreError.staleFence(runID) }
+    }
+  }
+
+  public func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws
+    -> RecordOutcome
+  {
+    let runState: RunState
+    var retryAt: Int64? = nil
+    switch result.next {
+    case .retry(let at):
+      runState = .retrying
+      retryAt = at
+    case .reschedule, .finish:
+      guard result.state.isTerminal else {
+        throw TaskStoreError.invalidArgument("result.state \(result.state) is not final")
+      }
+      runState = result.state
+    }
+    if case .finish(let state) = result.next, state != .completed && state != .dead {
+      throw TaskStoreError.invalidArgument("a task finishes completed or dead, not \(state)")
+    }
+    let retryAtValue = retryAt
+    return try await write { db in
+      let id = Data(runID.taskID.bytes)
+      try db.execute(
+        sql: """
+          UPDATE runs SET state = ?, finished_us = ?, exit_status = ?, output_tail = ?, error = ?,
+            retry_at_us = ?
+          WHERE task_id = ? AND scheduled_us = ? AND fence = ? AND state = 'leased'
+          """,
+        arguments: [
+          runState.rawValue, result.finishedMicros, result.exitStatus, Data(result.outputTail),
+          result.error, retryAtValue, id, runID.scheduledMicros, Int64(fence.rawValue),
+        ])
+      if db.changesCount == 0 { return .staleFence }
+      switch result.next {
+      case .retry(let at):
+        try db.execute(
+          sql: """
+            UPDATE tasks SET state = 'active', due_us = ?, due_bucket = ?, version = version + 1
+            WHERE id = ? AND state = 'running'
+            """, arguments: [at, HourBucket(containing: at).rawValue, id])
+      case .reschedule(let next):
+        try db.execute(
+          sql: """
+            UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?,
+              last_run_us = ?, last_run_state = ?, version = version + 1
+            WHERE id = ? AND state = 'running'
+            """,
+          arguments: [
+            next, next, HourBucket(containing: next).rawValue, runID.scheduledMicros,
+            runState.rawValue, id,
+          ])
+      case .finish(let state):
+        try db.execute(
+          sql: """
+            UPDATE tasks SET state = ?, next_run_us = NULL, due_us = NULL, due_bucket = NULL,
+              last_run_us = ?, last_run_state = ?, version = version + 1
+            WHERE id = ? AND state = 'running'
+            """, arguments: [state.rawValue, runID.scheduledMicros, runState.rawValue, id])
+      }
+      return .recorded
+    }
+  }
+
+  public func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws
+    -> [RunRecord]
+  {
+    try await write { db in
+      let rows = try Row.fetchAll(
+        db,
+        sql: """
+          SELECT \(Self.runColumns) FROM runs INDEXED BY runs_lease
+          WHERE state = 'leased' AND lease_expires_us < ? ORDER BY lease_expires_us LIMIT ?
+          """, arguments: [now - skewBound, limit])
+      var recovered: [RunRecord] = []
+      for row in rows {
+        var run = try Self.runRecord(row)
+        let id = Data(run.id.taskID.bytes)
+        try db.execute(
+          sql: "UPDATE runs SET state = 'pending' WHERE task_id = ? AND scheduled_us = ? AND state = 'leased'",
+          arguments: [id, run.id.scheduledMicros])
+        try db.execute(
+          sql: """
+            UPDATE tasks SET state = 'active', due_us = ?, due_bucket = ?, version = version + 1
+            WHERE id = ? AND state = 'running' AND next_run_us = ?
+            """, arguments: [now, HourBucket(containing: now).rawValue, id, run.id.scheduledMicros])
+        run.state = .pending
+        recovered.append(run)
+      }
+      return recovered
+    }
+  }
+
+  public func advance(
+    taskID: TaskID, expectedVersion: Int64, nextRunMicros: Int64?, state: TaskState
+  ) async throws -> Int64? {
+    guard [.active, .paused, .completed].contains(state) else {
+      throw TaskStoreError.invalidArgument("advance to \(state) is not allowed")
+    }
+    if state == .active && nextRunMicros == nil {
+      throw TaskStoreError.invalidArgument("an active task needs a next run time")
+    }
+    return try await write { db in
+      let id = Data(taskID.bytes)
+      guard
+        let row = try Row.fetchOne(
+          db,
+          sql: """
+            SELECT next_run_us FROM tasks
+            WHERE id = ? AND version = ? AND state IN ('active', 'paused', 'completed')
+            """, arguments: [id, expectedVersion])
+      else { return nil }
+      if let oldRun = row[0] as Int64?, oldRun != nextRunMicros {
+        try db.execute(
+          sql: """
+            UPDATE runs SET state = 'skipped'
+            WHERE task_id = ? AND scheduled_us = ? AND state IN ('pending', 'retrying')
+            """, arguments: [id, oldRun])
+      }
+      return try Int64.fetchOne(
+        db,
+        sql: """
+          UPDATE tasks SET state = ?, next_run_us = ?, due_us = ?, due_bucket = ?,
+            version = version + 1
+          WHERE id = ? AND version = ?
+          RETURNING version
+          """,
+        arguments: [
+          state.rawValue, nextRunMicros, nextRunMicros,
+          nextRunMicros.map { HourBucket(containing: $0).rawValue }, id, expectedVersion,
+        ])
+    }
+  }
+}

@@ -1,0 +1,251 @@
+import Foundation
+import GRDB
+import HourglassCore
+import HourglassStore
+import Logging
+
+/// The embedded ``TaskStore``: one SQLite file in WAL mode, through GRDB over the system libsqlite3.
+///
+/// Inserts go through a ``GroupCommitter`` with one drain loop: concurrent `insert` calls are
+/// written in one transaction of up to ``Configuration/maxBatchRows`` rows, and all of them return
+/// after that transaction has committed (and, with `synchronous=FULL`, been synced). Other writes
+/// are one transaction each; SQLite serialises all writes on GRDB's single writer connection.
+public final class SQLiteTaskStore: TaskStore {
+  /// How hard a commit waits for the disk.
+  public enum Synchronous: String, Sendable, Hashable, CaseIterable {
+    /// Every commit is synced before it is acknowledged (the default; no acknowledged task is lost
+    /// on power loss).
+    case full = "FULL"
+    /// Opt-in: WAL commits are synced only at checkpoints. Survives a process crash, but a power
+    /// loss or kernel crash may lose the last acknowledged commits.
+    case normal = "NORMAL"
+    /// Opt-in, for throwaway stores only: never syncs; a power loss can lose or corrupt data.
+    case off = "OFF"
+
+    var pragmaValue: Int {
+      switch self {
+      case .off: return 0
+      case .normal: return 1
+      case .full: return 2
+      }
+    }
+  }
+
+  /// Settings of the SQLite store, validated by ``SQLiteTaskStore/init(configuration:logger:)``.
+  public struct Configuration: Sendable, Hashable {
+    /// Path of the database file (created if missing, with its `-wal` and `-shm` files beside it).
+    public var path: String
+    /// Durability of commits; anything but `.full` is documented as losing the last commits on
+    /// power loss.
+    public var synchronous: Synchronous
+    /// Partitions task ids are hashed into; recorded at creation and checked on every open.
+    public var partitionCount: Int32
+    /// Most task rows in one group-commit transaction.
+    public var maxBatchRows: Int
+    /// Page cache of the writer connection, in KiB.
+    public var cacheSizeKiB: Int
+    /// WAL pages between automatic checkpoints.
+    public var walAutocheckpointPages: Int
+    /// Milliseconds to wait for a lock held by another process before failing.
+    public var busyTimeoutMilliseconds: Int
+    /// Open without write access (every write fails with ``TaskStoreError/io(_:)``).
+    public var readOnly: Bool
+    /// Cap on the database size in pages (`PRAGMA max_page_count`); nil leaves SQLite's default.
+    /// Reaching it fails writes exactly as a full disk does, which is how the fault tests use it.
+    public var maxPageCount: Int?
+
+    /// The defaults for a store at `path`.
+    public static func defaults(path: String) -> Configuration {
+      Configuration(
+        path: path, synchronous: .full, partitionCount: 64, maxBatchRows: 1000,
+        cacheSizeKiB: 262_144, walAutocheckpointPages: 16_384, busyTimeoutMilliseconds: 5000,
+        readOnly: false, maxPageCount: nil)
+    }
+
+    func validate() throws {
+      if path.isEmpty { throw TaskStoreError.invalidArgument("configuration.path is empty") }
+      if partitionCount < 1 {
+        throw TaskStoreError.invalidArgument("configuration.partitionCount must be at least 1")
+      }
+      if maxBatchRows < 1 {
+        throw TaskStoreError.invalidArgument("configuration.maxBatchRows must be at least 1")
+      }
+      if cacheSizeKiB < 0 {
+        throw TaskStoreError.invalidArgument("configuration.cacheSizeKiB must not be negative")
+      }
+    }
+  }
+
+  /// The configuration the store was opened with.
+  public let configuration: Configuration
+  public var partitionCount: Int32 { configuration.partitionCount }
+
+  let pool: DatabasePool
+  let logger: Logger
+  private let committer: GroupCommitter<NewTask>
+
+  /// Opens (creating and migrating if needed) the store described by `configuration`.
+  public init(configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.sqlite"))
+    async throws
+  {
+    try configuration.validate()
+    self.configuration = configuration
+    self.logger = logger
+
+    var config = GRDB.Configuration()
+    config.readonly = configuration.readOnly
+    config.busyMode = .timeout(Double(configuration.busyTimeoutMilliseconds) / 1000)
+    config.label = "hourglass.store"
+    let cacheSize = configuration.cacheSizeKiB
+    config.prepareDatabase { db in
+      try db.execute(sql: "PRAGMA cache_size = -\(cacheSize)")
+    }
+    let pool: DatabasePool
+    do {
+      pool = try DatabasePool(path: configuration.path, configuration: config)
+    } catch {
+      throw Self.mapError(error)
+    }
+    self.pool = pool
+
+    do {
+      if !configuration.readOnly {
+        // GRDB sets synchronous=NORMAL on WAL writers after prepareDatabase: set ours afterwards,
+        // on the writer connection (the only one that commits), and check it took.
+        let wanted = configuration.synchronous
+        let checkpoint = configuration.walAutocheckpointPages
+        let maxPages = configuration.maxPageCount
+        try await pool.writeWithoutTransaction { db in
+          try db.execute(sql: "PRAGMA synchronous = \(wanted.rawValue)")
+          try db.execute(sql: "PRAGMA wal_autocheckpoint = \(checkpoint)")
+          if let maxPages { _ = try Int.fetchOne(db, sql: "PRAGMA max_page_count = \(maxPages)") }
+          let actual = try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
+          guard actual == wanted.pragmaValue else {
+            throw TaskStoreError.incompatibleStore(
+              "PRAGMA synchronous is \(actual), expected \(wanted.pragmaValue)")
+          }
+        }
+        try SQLiteMigrations.migrator(partitionCount: configuration.partitionCount).migrate(pool)
+      }
+      try await pool.read { db in
+        let stored = try Int32.fetchOne(
+          db, sql: "SELECT value FROM store_meta WHERE key = 'partition_count'")
+        guard stored == configuration.partitionCount else {
+          throw TaskStoreError.incompatibleStore(
+            "store has \(stored.map(String.init) ?? "no") partitions, configured \(configuration.partitionCount)"
+          )
+        }
+      }
+    } catch {
+      throw Self.mapError(error)
+    }
+
+    let partitions = configuration.partitionCount
+    self.committer = GroupCommitter(
+      maxBatchItems: configuration.maxBatchRows, maxConcurrentBatches: 1,
+      closedError: TaskStoreError.closed
+    ) { [pool] tasks in
+      do {
+        try await pool.write { db in try SQLiteTaskStore.insertBatch(tasks, partitions: partitions, db: db) }
+      } catch {
+        throw SQLiteTaskStore.mapError(error)
+      }
+    }
+  }
+
+  /// The `synchronous` setting of the writer connection as SQLite reports it (0 OFF, 1 NORMAL,
+  /// 2 FULL, 3 EXTRA).
+  public func synchronousSetting() async throws -> Int {
+    try await pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+  }
+
+  /// The result of `PRAGMA integrity_check` (`["ok"]` for a sound file).
+  public func integrityCheck() async throws -> [String] {
+    try await pool.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check") }
+  }
+
+  /// How inserts have been gathered into transactions so far.
+  public var groupCommitStatistics: GroupCommitStatistics { committer.statistics }
+
+  /// The applied migrations, in order.
+  public func appliedMigrations() async throws -> [String] {
+    try await pool.read { db in try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY identifier") }
+  }
+
+  public func close() async throws {
+    await committer.close()
+    do { try pool.close() } catch { throw Self.mapError(error) }
+  }
+
+  // MARK: Errors
+
+  static func mapError(_ error: any Error) -> any Error {
+    if error is TaskStoreError { return error }
+    if let db = error as? DatabaseError {
+      return TaskStoreError.io("\(db.resultCode): \(db.message ?? "")")
+    }
+    return TaskStoreError.io(String(describing: error))
+  }
+
+  func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    do { return try await pool.write(body) } catch { throw Self.mapError(error) }
+  }
+
+  func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    do { return try await pool.read(body) } catch { throw Self.mapError(error) }
+  }
+
+  // MARK: Insert
+
+  public func insert(_ tasks: [NewTask]) async throws {
+    for task in tasks { try Self.validate(task) }
+    try await committer.submit(tasks)
+  }
+
+  static func validate(_ task: NewTask) throws {
+    if task.owner.isEmpty { throw TaskStoreError.invalidArgument("owner is empty") }
+    if task.operatorName.isEmpty { throw TaskStoreError.invalidArgument("operatorName is empty") }
+    if task.maxAttempts < 1 { throw TaskStoreError.invalidArgument("maxAttempts must be at least 1") }
+  }
+
+  static let insertTaskSQL = """
+    INSERT OR IGNORE INTO tasks (id, owner, name, operator, blob_digest, arguments, time_zone,
+      schedule_spec, recurring, priority, max_attempts, timeout_us, state, partition,
+      next_run_us, due_us, due_bucket, version, created_us)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+    """
+
+  static func insertBatch(_ tasks: [NewTask], partitions: Int32, db: Database) throws {
+    let blobStatement = try db.cachedStatement(
+      sql: "INSERT OR IGNORE INTO blobs (digest, content, size) VALUES (?, ?, ?)")
+    let taskStatement = try db.cachedStatement(sql: insertTaskSQL)
+    var seenBlobs = Set<BlobDigest>()
+    for task in tasks {
+      if let blob = task.blob, seenBlobs.insert(blob.digest).inserted {
+        try blobStatement.execute(arguments: [
+          Data(blob.digest.bytes), Data(blob.content), blob.content.count,
+        ])
+      }
+      let partition = Partition(taskID: task.id, count: partitions)
+      let state: TaskState = task.firstRunMicros == nil ? .paused : .active
+      let bucket = task.firstRunMicros.map { HourBucket(containing: $0).rawValue }
+      let values: [(any DatabaseValueConvertible)?] = [
+        Data(task.id.bytes), task.owner, task.name, task.operatorName,
+        task.blob.map { Data($0.digest.bytes) }, Data(encodeArguments(task.arguments)),
+        task.timeZone, Data(task.scheduleSpec), task.recurring, task.priority, task.maxAttempts,
+        task.timeoutMicros, state.rawValue, partition.rawValue, task.firstRunMicros,
+        task.firstRunMicros, bucket, task.createdAtMicros,
+      ]
+      try taskStatement.execute(arguments: StatementArguments(values))
+    }
+  }
+}
+
+/// Arguments are stored as a JSON array of strings.
+func encodeArguments(_ arguments: [String]) -> [UInt8] {
+  (try? Array(JSONEncoder().encode(arguments))) ?? Array("[]".utf8)
+}
+
+func decodeArguments(_ bytes: Data) -> [String] {
+  (try? JSONDecoder().decode([String].self, from: bytes)) ?? []
+}

@@ -1,0 +1,118 @@
+import Foundation
+import GRDB
+import HourglassCore
+import HourglassStore
+import Testing
+
+@testable import HourglassStoreSQLite
+
+func sampleTask(_ i: Int, owner: String = "alice", firstRun: Int64 = 1_767_225_600_000_000)
+  -> NewTask
+{
+  var rng = SplitMix(state: UInt64(i) &+ 1)
+  return NewTask(
+    id: TaskID(unixMilliseconds: 1_767_225_600_000 + Int64(i), using: &rng), owner: owner,
+    operatorName: "exec", arguments: [String(repeating: "a", count: 900)],
+    firstRunMicros: firstRun + Int64(i), createdAtMicros: firstRun)
+}
+
+/// Deterministic randomness, so `sampleTask(i)` always has the same id.
+struct SplitMix: RandomNumberGenerator {
+  var state: UInt64
+  mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+}
+
+@Suite("SQLite store: durability settings, schema, group commit")
+struct SQLiteStoreTests {
+  @Test func synchronousIsFullByDefaultAndReadBack() async throws {
+    try await TemporaryDirectory.with { dir in
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      #expect(try await store.synchronousSetting() == 2)
+      let journal = try await store.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") }
+      #expect(journal == "wal")
+      try await store.close()
+    }
+  }
+
+  @Test func weakerSynchronousIsOptIn() async throws {
+    try await TemporaryDirectory.with { dir in
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
+      configuration.synchronous = .normal
+      let store = try await SQLiteTaskStore(configuration: configuration)
+      #expect(try await store.synchronousSetting() == 1)
+      try await store.close()
+    }
+  }
+
+  @Test func numberedMigrationsAndIndexes() async throws {
+    try await TemporaryDirectory.with { dir in
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      #expect(try await store.appliedMigrations() == ["0001-initial"])
+      let indexes = try await store.pool.read { db in
+        try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+      }
+      #expect(indexes == ["runs_lease", "tasks_deleted", "tasks_due", "tasks_owner"])
+      let plan = try await store.pool.read { db in
+        try Row.fetchAll(
+          db,
+          sql: """
+            EXPLAIN QUERY PLAN
+            SELECT id FROM tasks WHERE state = 'active' AND partition = 1 AND due_bucket = 2
+            AND due_us >= 0 AND due_us < 10 ORDER BY due_us LIMIT 10
+            """
+        ).map { $0["detail"] as String? ?? "" }
+      }
+      #expect(plan.joined().contains("tasks_due"), "due query uses the partial index: \(plan)")
+      try await store.close()
+      // Reopening migrates nothing and keeps the data.
+      let again = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      #expect(try await again.appliedMigrations() == ["0001-initial"])
+      try await again.close()
+    }
+  }
+
+  @Test func partitionCountIsFixedAtCreation() async throws {
+    try await TemporaryDirectory.with { dir in
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      try await store.close()
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
+      configuration.partitionCount = 65
+      await #expect(throws: TaskStoreError.self) {
+        _ = try await SQLiteTaskStore(configuration: configuration)
+      }
+    }
+  }
+
+  @Test func invalidConfigurationNamesTheField() async throws {
+    var configuration = SQLiteTaskStore.Configuration.defaults(path: "/tmp/x.sqlite")
+    configuration.maxBatchRows = 0
+    await #expect(throws: TaskStoreError.invalidArgument("configuration.maxBatchRows must be at least 1")) {
+      _ = try await SQLiteTaskStore(configuration: configuration)
+    }
+  }
+
+  @Test func concurrentWritersShareTransactions() async throws {
+    try await TemporaryDirectory.with { dir in
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      let writers = 256
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        for i in 0..<writers {
+          group.addTask { try await store.insert([sampleTask(i)]) }
+        }
+        try await group.waitForAll()
+      }
+      let stats = store.groupCommitStatistics
+      #expect(stats.items == writers)
+      #expect(stats.requests == writers)
+      #expect(stats.batches < writers, "gathered into fewer transactions: \(stats)")
+      #expect(try await store.counts().tasks[.active] == writers)
+      try await store.close()
+    }
+  }
+}
