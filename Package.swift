@@ -1,0 +1,213 @@
+// swift-tools-version:6.2
+//
+// Hourglass: a distributed task scheduler.
+//
+// Layering (see docs/architecture.md):
+//   HourglassCore   – the pure domain (schedules, ids, leases); Foundation only.
+//   HourglassProto  – generated protobuf messages (tools/generate-protos.sh).
+//   HourglassRPC    – the hourglass/1 protocol: frames, state machines, calls; no sockets.
+//   HourglassTransport – TCP + TLS 1.3 listeners and connections.
+//   HourglassStore* – the TaskStore protocol and its SQLite / PostgreSQL backends.
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+  .enableUpcomingFeature("ExistentialAny")
+]
+
+let package = Package(
+  name: "hourglass",
+  platforms: [.macOS(.v15)],
+  products: [
+    .library(name: "HourglassCore", targets: ["HourglassCore"]),
+    .library(name: "HourglassRPC", targets: ["HourglassRPC"]),
+    .library(name: "HourglassTransport", targets: ["HourglassTransport"]),
+    .executable(name: "hourglass", targets: ["hourglass"]),
+    .executable(name: "hourglass-bench", targets: ["hourglass-bench"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+    .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+    .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+    .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
+    .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+    .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+    .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+    .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+  ],
+  targets: [
+    // MARK: Domain
+    .target(
+      name: "HourglassCore",
+      swiftSettings: strictSettings
+    ),
+
+    // MARK: Protocol
+    .target(
+      name: "HourglassProto",
+      dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+      exclude: []
+    ),
+    .target(
+      name: "HourglassRPC",
+      dependencies: [
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "DequeModule", package: "swift-collections"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .target(
+      name: "HourglassTransport",
+      dependencies: [
+        "HourglassRPC",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strictSettings
+    ),
+
+    .target(
+      name: "HourglassCertificates",
+      dependencies: [
+        .product(name: "X509", package: "swift-certificates"),
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "SwiftASN1", package: "swift-asn1"),
+      ],
+      swiftSettings: strictSettings
+    ),
+
+    // MARK: Storage
+    .target(
+      name: "HourglassStore",
+      dependencies: ["HourglassCore"],
+      swiftSettings: strictSettings
+    ),
+    .target(
+      name: "HourglassStoreSQLite",
+      dependencies: [
+        "HourglassStore",
+        .product(name: "GRDB", package: "GRDB.swift"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .target(
+      name: "HourglassStorePostgres",
+      dependencies: [
+        "HourglassStore",
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .target(
+      name: "HourglassStoreConformance",
+      dependencies: ["HourglassStore"],
+      swiftSettings: strictSettings
+    ),
+    .executableTarget(
+      name: "hourglass-store-crashtest",
+      dependencies: ["HourglassCore", "HourglassStore", "HourglassStoreSQLite"],
+      swiftSettings: strictSettings
+    ),
+
+    // MARK: Executables
+    .executableTarget(
+      name: "hourglass",
+      dependencies: [
+        "HourglassCore",
+        "HourglassProto",
+        "HourglassRPC",
+        "HourglassTransport",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .executableTarget(
+      name: "hourglass-bench",
+      dependencies: [
+        "HourglassCore",
+        "HourglassProto",
+        "HourglassRPC",
+        "HourglassTransport",
+        "HourglassStore",
+        "HourglassStoreSQLite",
+        "HourglassStorePostgres",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+      ],
+      swiftSettings: strictSettings
+    ),
+
+    // MARK: Tests
+    .testTarget(
+      name: "HourglassCoreTests",
+      dependencies: ["HourglassCore"],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "HourglassRPCTests",
+      dependencies: [
+        "HourglassRPC",
+        "HourglassProto",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOEmbedded", package: "swift-nio"),
+        .product(name: "NIOTestUtils", package: "swift-nio"),
+      ],
+      resources: [.copy("Fuzz Corpus")],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "HourglassTransportTests",
+      dependencies: [
+        "HourglassRPC",
+        "HourglassTransport",
+        "HourglassProto",
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "HourglassStoreSQLiteTests",
+      dependencies: [
+        "HourglassCore",
+        "HourglassStore",
+        "HourglassStoreSQLite",
+        "HourglassStoreConformance",
+        "hourglass-store-crashtest",
+        .product(name: "GRDB", package: "GRDB.swift"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "HourglassStorePostgresTests",
+      dependencies: [
+        "HourglassCore",
+        "HourglassStore",
+        "HourglassStorePostgres",
+        "HourglassStoreConformance",
+        .product(name: "PostgresNIO", package: "postgres-nio"),
+      ],
+      swiftSettings: strictSettings
+    ),
+  ],
+  swiftLanguageModes: [.v6]
+)

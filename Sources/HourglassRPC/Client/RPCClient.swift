@@ -1,0 +1,161 @@
+import NIOCore
+import SwiftProtobuf
+
+/// Makes typed calls over any ``ClientTransport``: unary, server-streaming, client-streaming
+/// and bidirectional. Each call fails with an ``RPCError``; cancelling the calling task sends
+/// RESET(CANCELLED) so the server's handler is cancelled too.
+public struct RPCClient: Sendable {
+  /// The transport calls go over.
+  public let transport: any ClientTransport
+
+  /// Creates a client.
+  public init(transport: any ClientTransport) {
+    self.transport = transport
+  }
+
+  /// One request, one response.
+  public func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    request: Request,
+    responseType: Response.Type = Response.self,
+    options: CallOptions = .defaults
+  ) async throws(RPCError) -> Response {
+    let payload = try MessageCoding.encode(request)
+    return try await call(method, options: options, firstMessage: payload, endStream: true) { stream in
+      try await Self.singleResponse(Response.self, from: stream.inbound)
+    }
+  }
+
+  /// One request, then a stream of responses handed to `body` as they arrive.
+  public func serverStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message, Result: Sendable>(
+    _ method: MethodDescriptor,
+    request: Request,
+    responseType: Response.Type = Response.self,
+    options: CallOptions = .defaults,
+    body: (RPCMessages<Response>) async throws -> Result
+  ) async throws(RPCError) -> Result {
+    let payload = try MessageCoding.encode(request)
+    return try await call(method, options: options, firstMessage: payload, endStream: true) { stream in
+      try await body(Self.responses(Response.self, stream.inbound))
+    }
+  }
+
+  /// Requests written by `requests`, then one response.
+  public func clientStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    requestType: Request.Type = Request.self,
+    responseType: Response.Type = Response.self,
+    options: CallOptions = .defaults,
+    requests: @escaping @Sendable (RPCWriter<Request>) async throws -> Void
+  ) async throws(RPCError) -> Response {
+    try await call(method, options: options, firstMessage: nil, endStream: false) { stream in
+      try await requests(Self.writer(stream))
+      try await stream.writer.halfClose()
+      return try await Self.singleResponse(Response.self, from: stream.inbound)
+    }
+  }
+
+  /// Requests written by `requests` while `responses` reads the replies, concurrently.
+  public func bidirectional<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message, Result: Sendable>(
+    _ method: MethodDescriptor,
+    requestType: Request.Type = Request.self,
+    responseType: Response.Type = Response.self,
+    options: CallOptions = .defaults,
+    requests: @escaping @Sendable (RPCWriter<Request>) async throws -> Void,
+    responses: @escaping @Sendable (RPCMessages<Response>) async throws -> Result
+  ) async throws(RPCError) -> Result {
+    try await call(method, options: options, firstMessage: nil, endStream: false) { stream in
+      try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
+        group.addTask {
+          try await requests(Self.writer(stream))
+          try await stream.writer.halfClose()
+        }
+        let result = try await responses(Self.responses(Response.self, stream.inbound))
+        try await group.waitForAll()
+        return result
+      }
+    }
+  }
+
+  // MARK: Machinery
+
+  private func call<Result>(
+    _ method: MethodDescriptor,
+    options: CallOptions,
+    firstMessage: ByteBuffer?,
+    endStream: Bool,
+    _ body: (RPCClientStream) async throws -> Result
+  ) async throws(RPCError) -> Result {
+    if Task.isCancelled {
+      throw RPCError(code: .cancelled, message: "the call was cancelled before it started")
+    }
+    let head = RequestHead(method: method.path, metadata: options.metadata, timeout: options.timeout)
+    do {
+      let stream = try await transport.openStream(head, firstMessage: firstMessage, endStream: endStream)
+      return try await withTaskCancellationHandler {
+        try await body(stream)
+      } onCancel: {
+        stream.writer.cancel(RPCError(code: .cancelled, message: "the client cancelled the call"))
+      }
+    } catch let error as RPCError {
+      throw error
+    } catch is CancellationError {
+      throw RPCError(code: .cancelled, message: "the client cancelled the call")
+    } catch {
+      throw RPCError(code: .unknown, message: "\(error)", cause: error)
+    }
+  }
+
+  /// Reads response parts until the trailers; returns the single message or throws the status.
+  private static func singleResponse<M: SwiftProtobuf.Message>(_ type: M.Type, from inbound: RPCInbound<ClientInboundPart>) async throws -> M {
+    var message: ByteBuffer?
+    for try await part in inbound {
+      switch part {
+      case .headers:
+        continue
+      case .message(let buffer):
+        guard message == nil else {
+          throw RPCError(code: .internal, message: "the server sent more than one response message")
+        }
+        message = buffer
+      case .trailers(let status, let metadata):
+        guard status.code == .ok else {
+          throw RPCError(code: status.code, message: status.message, metadata: metadata)
+        }
+        guard let message else {
+          throw RPCError(code: .internal, message: "the server ended the call without a response message")
+        }
+        return try MessageCoding.decode(M.self, from: message)
+      }
+    }
+    throw RPCError(code: .internal, message: "the stream ended without trailers")
+  }
+
+  private static func responses<M: SwiftProtobuf.Message>(_ type: M.Type, _ inbound: RPCInbound<ClientInboundPart>) -> RPCMessages<M> {
+    RPCMessages {
+      let box = IteratorBox(inbound.makeAsyncIterator())
+      return {
+        while let part = try await box.next() {
+          switch part {
+          case .headers:
+            continue
+          case .message(let buffer):
+            return try MessageCoding.decode(M.self, from: buffer)
+          case .trailers(let status, let metadata):
+            guard status.code == .ok else {
+              throw RPCError(code: status.code, message: status.message, metadata: metadata)
+            }
+            return nil
+          }
+        }
+        return nil
+      }
+    }
+  }
+
+  private static func writer<M: SwiftProtobuf.Message>(_ stream: RPCClientStream) -> RPCWriter<M> {
+    RPCWriter { message in
+      try await stream.writer.writeMessage(try MessageCoding.encode(message), endStream: false)
+    }
+  }
+}

@@ -1,0 +1,932 @@
+import DequeModule
+import Foundation
+import Logging
+import NIOCore
+import SwiftProtobuf
+
+/// Runs `hourglass/1` on one channel: feeds frames to the connection and stream state
+/// machines, bridges streams to async code, and enforces deadlines, keepalive and limits.
+///
+/// It sits after ``FrameDecoder`` / ``FrameEncoder`` in the pipeline (after TLS). All its state
+/// is confined to the channel's event loop; async code reaches it through ``ClientStreamWriter``
+/// and ``ServerStreamWriter`` values that hop onto the loop.
+public final class RPCConnectionHandler: ChannelInboundHandler {
+  public typealias InboundIn = Frame
+  public typealias OutboundOut = Frame
+
+  /// Timers and limits of a connection.
+  public struct Configuration: Sendable {
+    /// What this side announces in its SETTINGS.
+    public var settings: ConnectionSettings
+    /// How long the peer has to send its SETTINGS after the handler starts.
+    public var settingsTimeout: TimeAmount
+    /// Ping a connection that has been quiet this long; `nil` disables keepalive.
+    public var keepaliveInterval: TimeAmount?
+    /// Close the connection when a PING is not answered within this time.
+    public var keepaliveTimeout: TimeAmount
+    /// Close (with GOAWAY) a connection with no open stream for this long; `nil` never.
+    public var idleTimeout: TimeAmount?
+
+    /// Defaults: 64 KiB frames, 4 MiB messages, 1024 streams, 64 credits, 10 s to send
+    /// SETTINGS, keepalive every 30 s with a 10 s timeout, no idle timeout.
+    public static var defaults: Configuration {
+      Configuration(
+        settings: .defaults,
+        settingsTimeout: .seconds(10),
+        keepaliveInterval: .seconds(30),
+        keepaliveTimeout: .seconds(10),
+        idleTimeout: nil
+      )
+    }
+
+    /// Creates a configuration.
+    public init(settings: ConnectionSettings, settingsTimeout: TimeAmount, keepaliveInterval: TimeAmount?, keepaliveTimeout: TimeAmount, idleTimeout: TimeAmount?) {
+      self.settings = settings
+      self.settingsTimeout = settingsTimeout
+      self.keepaliveInterval = keepaliveInterval
+      self.keepaliveTimeout = keepaliveTimeout
+      self.idleTimeout = idleTimeout
+    }
+  }
+
+  private final class StreamBox {
+    var machine: StreamStateMachine
+    let server: (inbound: AsyncThrowingStream<ByteBuffer, any Error>.Continuation, termination: StreamTermination)?
+    let client: AsyncThrowingStream<ClientInboundPart, any Error>.Continuation?
+    var waitingForCredit = Deque<(message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?)>()
+    var pendingTrailers: (status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?)?
+    var deadline: Scheduled<Void>?
+
+    init(
+      machine: StreamStateMachine,
+      server: (AsyncThrowingStream<ByteBuffer, any Error>.Continuation, StreamTermination)?,
+      client: AsyncThrowingStream<ClientInboundPart, any Error>.Continuation?
+    ) {
+      self.machine = machine
+      self.server = server.map { (inbound: $0.0, termination: $0.1) }
+      self.client = client
+    }
+  }
+
+  private struct PendingOpen {
+    var head: RequestHead
+    var firstMessage: ByteBuffer?
+    var endStream: Bool
+    var promise: EventLoopPromise<RPCClientStream>
+  }
+
+  private var connection: ConnectionStateMachine
+  private let configuration: Configuration
+  private let logger: Logger
+  private let peer: PeerIdentity?
+  private let onStream: (@Sendable (RPCServerStream) -> Void)?
+  private let onClose: (@Sendable () -> Void)?
+  private var streams: [UInt32: StreamBox] = [:]
+  private var pendingOpens = Deque<PendingOpen>()
+  private var context: ChannelHandlerContext?
+  private var needsFlush = false
+  private var flushScheduled = false
+  private var inRead = false
+  private var settingsTimer: Scheduled<Void>?
+  private var keepaliveTimer: Scheduled<Void>?
+  private var keepaliveDeadline: Scheduled<Void>?
+  private var idleTimer: Scheduled<Void>?
+  private var readSinceLastKeepalive = false
+  private var closed = false
+
+  /// Creates the server side of a connection; `onStream` is called (on the event loop) for
+  /// every accepted stream.
+  public init(serverWith configuration: Configuration, peer: PeerIdentity?, logger: Logger, onStream: @escaping @Sendable (RPCServerStream) -> Void, onClose: (@Sendable () -> Void)? = nil) {
+    self.connection = ConnectionStateMachine(role: .server, localSettings: configuration.settings)
+    self.configuration = configuration
+    self.peer = peer
+    self.logger = logger
+    self.onStream = onStream
+    self.onClose = onClose
+  }
+
+  /// Creates the client side of a connection.
+  public init(clientWith configuration: Configuration, logger: Logger, onClose: (@Sendable () -> Void)? = nil) {
+    self.connection = ConnectionStateMachine(role: .client, localSettings: configuration.settings)
+    self.configuration = configuration
+    self.peer = nil
+    self.logger = logger
+    self.onStream = nil
+    self.onClose = onClose
+  }
+
+  private var isServer: Bool { connection.role == .server }
+
+  // MARK: Lifecycle
+
+  public func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    if context.channel.isActive { start(context: context) }
+  }
+
+  public func channelActive(context: ChannelHandlerContext) {
+    start(context: context)
+    context.fireChannelActive()
+  }
+
+  private var started = false
+
+  private func start(context: ChannelHandlerContext) {
+    guard !started else { return }
+    started = true
+    write(Frame(type: .settings, streamID: 0, payload: serialize(configuration.settings.wire, context.channel.allocator)))
+    flushIfNeeded()
+    settingsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.settingsTimeout) { [weak self] in
+      self?.connectionError(ProtocolViolation(.settingsTimeout, "no SETTINGS from the peer within \(self?.configuration.settingsTimeout ?? .zero)"))
+    }
+    scheduleKeepalive()
+    armIdleTimer()
+  }
+
+  public func channelInactive(context: ChannelHandlerContext) {
+    tearDown(RPCError(code: .unavailable, message: "the connection closed"))
+    context.fireChannelInactive()
+  }
+
+  public func handlerRemoved(context: ChannelHandlerContext) {
+    tearDown(RPCError(code: .unavailable, message: "the connection closed"))
+    self.context = nil
+  }
+
+  public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    if let violation = error as? ProtocolViolation {
+      connectionError(violation)
+    } else {
+      logger.debug("connection error", metadata: ["hourglass.error": "\(error)"])
+      tearDown(RPCError(code: .unavailable, message: "connection error: \(error)", cause: error))
+      context.close(promise: nil)
+    }
+  }
+
+  public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if event is GracefulShutdownEvent {
+      startGracefulShutdown()
+    } else {
+      context.fireUserInboundEventTriggered(event)
+    }
+  }
+
+  // MARK: Reading
+
+  public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let frame = unwrapInboundIn(data)
+    readSinceLastKeepalive = true
+    inRead = true
+    do {
+      try handle(frame)
+    } catch {
+      connectionError(error)
+    }
+  }
+
+  public func channelReadComplete(context: ChannelHandlerContext) {
+    inRead = false
+    flushIfNeeded()
+    context.fireChannelReadComplete()
+  }
+
+  private func handle(_ frame: Frame) throws(ProtocolViolation) {
+    if frame.type == .settings {
+      guard frame.streamID == 0 else { throw ProtocolViolation(.badStreamID, "SETTINGS on stream \(frame.streamID)") }
+      let wire: WireSettings = try decode(frame.payload, "SETTINGS")
+      try connection.receiveSettings(ConnectionSettings(wire: wire))
+      settingsTimer?.cancel()
+      settingsTimer = nil
+      openPendingStreams()
+      return
+    }
+    try connection.checkFrameAllowed(frame.type)
+    switch frame.type {
+    case .headers: try receiveHeaders(frame)
+    case .message: try receiveMessage(frame)
+    case .trailers: try receiveTrailers(frame)
+    case .reset: try receiveReset(frame)
+    case .credit: try receiveCredit(frame)
+    case .ping:
+      guard frame.streamID == 0, frame.payload.readableBytes == 8 else {
+        throw ProtocolViolation(.malformedFrame, "PING must be on stream 0 with 8 bytes of payload")
+      }
+      write(Frame(type: .pong, streamID: 0, payload: frame.payload))
+    case .pong:
+      keepaliveDeadline?.cancel()
+      keepaliveDeadline = nil
+    case .goAway: try receiveGoAway(frame)
+    default:
+      break  // Unknown frame types are ignored (forward compatibility).
+    }
+  }
+
+  private func receiveHeaders(_ frame: Frame) throws(ProtocolViolation) {
+    if let box = streams[frame.streamID] {
+      // Response headers on a client stream.
+      try box.machine.receiveResponseHeaders()
+      let wire: WireResponseHeaders = try decode(frame.payload, "HEADERS")
+      box.client?.yield(.headers(Metadata(wire: wire.metadata)))
+      return
+    }
+    guard isServer else {
+      if connection.isKnownStream(frame.streamID) { return }  // a stream this side already reset
+      throw ProtocolViolation(.badStreamID, "HEADERS for unknown stream \(frame.streamID)")
+    }
+    let wire: WireRequestHeaders = try decode(frame.payload, "HEADERS")
+    switch try connection.acceptStream(frame.streamID) {
+    case .refuse(let code, let message):
+      writeReset(frame.streamID, code: code, message: message)
+      return
+    case .accept:
+      break
+    }
+    guard wire.method.hasPrefix("/") else {
+      _ = connection.streamClosed()
+      writeReset(frame.streamID, code: .invalidArgument, message: "method must be a path like /package.Service/Method")
+      return
+    }
+    let machine = StreamStateMachine(
+      role: .server,
+      sendCredit: connection.remoteSettings.initialStreamCredit,
+      receiveCredit: configuration.settings.initialStreamCredit,
+      maxMessageSize: configuration.settings.maxMessageSize
+    )
+    let (inbound, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+    let termination = StreamTermination()
+    let box = StreamBox(machine: machine, server: (continuation, termination), client: nil)
+    streams[frame.streamID] = box
+    idleTimer?.cancel()
+    let timeout: Duration? = wire.timeoutMicros == 0 ? nil : .microseconds(Int64(clamping: wire.timeoutMicros))
+    if wire.timeoutMicros > 0, let context {
+      let streamID = frame.streamID
+      box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .microseconds(Int64(clamping: wire.timeoutMicros))) { [weak self] in
+        self?.serverDeadlineExpired(streamID)
+      }
+    }
+    let head = RequestHead(method: wire.method, metadata: Metadata(wire: wire.metadata), timeout: timeout)
+    let stream = RPCServerStream(
+      head: head,
+      peer: peer,
+      inbound: RPCInbound(inbound, creditReturn: makeCreditReturn(frame.streamID)),
+      writer: NIOStreamWriter(handler: self, loop: context!.eventLoop, streamID: frame.streamID),
+      termination: termination
+    )
+    if frame.flags.contains(.endStream) {
+      box.machine.receiveEndStream()
+      continuation.finish()
+    }
+    onStream?(stream)
+  }
+
+  private func receiveMessage(_ frame: Frame) throws(ProtocolViolation) {
+    guard let box = streams[frame.streamID] else {
+      try checkLateFrame(frame)
+      return
+    }
+    let action: StreamStateMachine.ReceiveMessageAction
+    do {
+      action = try box.machine.receiveMessage(frame.payload, flags: frame.flags)
+    } catch {
+      streamError(frame.streamID, error)
+      return
+    }
+    switch action {
+    case .none:
+      break
+    case .deliver(let message, let endStream):
+      if let server = box.server {
+        server.inbound.yield(message)
+        if endStream { server.inbound.finish() }
+      } else {
+        box.client?.yield(.message(message))
+      }
+    case .endOfMessages:
+      box.server?.inbound.finish()
+    }
+  }
+
+  private func receiveTrailers(_ frame: Frame) throws(ProtocolViolation) {
+    guard let box = streams[frame.streamID] else {
+      try checkLateFrame(frame)
+      return
+    }
+    try box.machine.receiveTrailers()
+    let wire: WireTrailers = try decode(frame.payload, "TRAILERS")
+    let code = StatusCode(rawValue: wire.code) ?? .unknown
+    box.client?.yield(.trailers(Status(code: code, message: wire.message), Metadata(wire: wire.metadata)))
+    box.client?.finish()
+    removeStream(frame.streamID)
+  }
+
+  private func receiveReset(_ frame: Frame) throws(ProtocolViolation) {
+    guard let box = streams[frame.streamID] else {
+      try checkLateFrame(frame)
+      return
+    }
+    let wire: WireReset = try decode(frame.payload, "RESET")
+    let code = StatusCode(rawValue: wire.code) ?? .unknown
+    box.machine.reset()
+    let error = RPCError(code: code, message: wire.message.isEmpty ? "the peer reset the stream" : wire.message)
+    fail(box, error, reason: .reset(code))
+    removeStream(frame.streamID)
+  }
+
+  private func receiveCredit(_ frame: Frame) throws(ProtocolViolation) {
+    guard frame.payload.readableBytes == 4, let count = frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt32.self) else {
+      throw ProtocolViolation(.malformedFrame, "CREDIT payload must be 4 bytes")
+    }
+    guard let box = streams[frame.streamID] else {
+      try checkLateFrame(frame)
+      return
+    }
+    do {
+      try box.machine.receiveCredit(Int(count))
+    } catch {
+      streamError(frame.streamID, error)
+      return
+    }
+    drainWaitingWrites(frame.streamID, box)
+  }
+
+  private func receiveGoAway(_ frame: Frame) throws(ProtocolViolation) {
+    guard frame.streamID == 0 else { throw ProtocolViolation(.badStreamID, "GOAWAY on stream \(frame.streamID)") }
+    let wire: WireGoAway = try decode(frame.payload, "GOAWAY")
+    let closeNow = connection.receiveGoAway(lastStreamID: wire.lastStreamID)
+    logger.debug("received GOAWAY", metadata: ["hourglass.last_stream_id": "\(wire.lastStreamID)", "hourglass.reason": "\(wire.message)"])
+    // Streams the peer will never serve fail now, safely retryable.
+    for (id, box) in streams where id > wire.lastStreamID && !isServer {
+      box.machine.reset()
+      fail(box, RPCError(code: .unavailable, message: "the server is going away and did not start this call"), reason: .connectionClosed)
+      removeStream(id)
+    }
+    for pending in pendingOpens {
+      pending.promise.fail(RPCError(code: .unavailable, message: "the server is going away"))
+    }
+    pendingOpens.removeAll()
+    if closeNow || connection.openStreams == 0 { closeConnection() }
+  }
+
+  /// A frame for a stream that is not open: fine for one this side closed (a race), an error
+  /// for one that was never opened.
+  private func checkLateFrame(_ frame: Frame) throws(ProtocolViolation) {
+    guard frame.streamID != 0 else {
+      throw ProtocolViolation(.badStreamID, "\(frame.type) on stream 0")
+    }
+    guard connection.isKnownStream(frame.streamID) else {
+      throw ProtocolViolation(.badStreamID, "\(frame.type) for stream \(frame.streamID), which was never opened")
+    }
+  }
+
+  // MARK: Writing (on the event loop)
+
+  private func write(_ frame: Frame) {
+    guard let context, !closed || frame.type == .goAway else { return }
+    context.write(wrapOutboundOut(frame), promise: nil)
+    needsFlush = true
+  }
+
+  private func flushIfNeeded() {
+    guard needsFlush, let context else { return }
+    needsFlush = false
+    context.flush()
+  }
+
+  /// Flushes once the writes queued on the event loop right now have run, so that many
+  /// writes arriving from async code share one flush (and one TLS record batch).
+  private func scheduleFlush() {
+    guard !inRead, !flushScheduled, let context else { return }
+    flushScheduled = true
+    context.eventLoop.assumeIsolated().execute { [self] in
+      flushScheduled = false
+      flushIfNeeded()
+    }
+  }
+
+  private func writeMessageFrames(_ streamID: UInt32, _ message: ByteBuffer, endStream: Bool) {
+    let maxFrame = connection.remoteSettings.maxFrameSize
+    var remaining = message
+    repeat {
+      let length = min(remaining.readableBytes, maxFrame)
+      let chunk = remaining.readSlice(length: length)!
+      var flags: FrameFlags = remaining.readableBytes > 0 ? .more : []
+      if endStream, remaining.readableBytes == 0 { flags.insert(.endStream) }
+      write(Frame(type: .message, flags: flags, streamID: streamID, payload: chunk))
+    } while remaining.readableBytes > 0
+  }
+
+  private func writeReset(_ streamID: UInt32, code: StatusCode, message: String) {
+    var wire = WireReset()
+    wire.code = code.rawValue
+    wire.message = message
+    write(Frame(type: .reset, streamID: streamID, payload: serialize(wire)))
+  }
+
+  fileprivate func sendMessage(_ streamID: UInt32, _ message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) {
+    guard let box = streams[streamID] else {
+      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      return
+    }
+    if !box.waitingForCredit.isEmpty {
+      box.waitingForCredit.append((message, endStream, promise))
+      return
+    }
+    do {
+      guard try box.machine.sendMessage(endStream: endStream) else {
+        box.waitingForCredit.append((message, endStream, promise))
+        return
+      }
+    } catch {
+      promise?.fail(RPCError(code: .internal, message: error.message, cause: error))
+      return
+    }
+    writeMessageFrames(streamID, message, endStream: endStream)
+    scheduleFlush()
+    promise?.succeed()
+  }
+
+  private func drainWaitingWrites(_ streamID: UInt32, _ box: StreamBox) {
+    while let next = box.waitingForCredit.first {
+      let sent: Bool
+      do {
+        sent = try box.machine.sendMessage(endStream: next.endStream)
+      } catch {
+        next.promise?.fail(RPCError(code: .internal, message: error.message, cause: error))
+        box.waitingForCredit.removeFirst()
+        continue
+      }
+      guard sent else { return }
+      box.waitingForCredit.removeFirst()
+      writeMessageFrames(streamID, next.message, endStream: next.endStream)
+      next.promise?.succeed()
+    }
+    if let trailers = box.pendingTrailers {
+      box.pendingTrailers = nil
+      sendTrailers(streamID, status: trailers.status, metadata: trailers.metadata, promise: trailers.promise)
+    }
+    scheduleFlush()
+  }
+
+  fileprivate func sendHalfClose(_ streamID: UInt32, promise: EventLoopPromise<Void>?) {
+    guard let box = streams[streamID] else {
+      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      return
+    }
+    if !box.waitingForCredit.isEmpty, let last = box.waitingForCredit.popLast() {
+      // Fold the half-close into the last queued message.
+      box.waitingForCredit.append((last.message, true, last.promise))
+      promise?.succeed()
+      return
+    }
+    do {
+      try box.machine.sendEndStream()
+    } catch {
+      promise?.fail(RPCError(code: .internal, message: error.message, cause: error))
+      return
+    }
+    write(Frame(type: .message, flags: .endStream, streamID: streamID, payload: ByteBuffer()))
+    scheduleFlush()
+    promise?.succeed()
+  }
+
+  fileprivate func sendResponseHeaders(_ streamID: UInt32, _ metadata: Metadata, promise: EventLoopPromise<Void>?) {
+    guard let box = streams[streamID] else {
+      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      return
+    }
+    do {
+      try box.machine.sendResponseHeaders()
+    } catch {
+      promise?.fail(RPCError(code: .internal, message: error.message, cause: error))
+      return
+    }
+    var wire = WireResponseHeaders()
+    wire.metadata = metadata.wire
+    write(Frame(type: .headers, streamID: streamID, payload: serialize(wire)))
+    scheduleFlush()
+    promise?.succeed()
+  }
+
+  fileprivate func sendFinish(_ streamID: UInt32, lastMessage: ByteBuffer?, status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?) {
+    guard let box = streams[streamID] else {
+      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      return
+    }
+    if let lastMessage {
+      sendMessage(streamID, lastMessage, endStream: false, promise: nil)
+    }
+    if !box.waitingForCredit.isEmpty {
+      box.pendingTrailers = (status, metadata, promise)
+      return
+    }
+    sendTrailers(streamID, status: status, metadata: metadata, promise: promise)
+  }
+
+  private func sendTrailers(_ streamID: UInt32, status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?) {
+    guard let box = streams[streamID] else {
+      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      return
+    }
+    do {
+      try box.machine.sendTrailers()
+    } catch {
+      promise?.fail(RPCError(code: .internal, message: error.message, cause: error))
+      return
+    }
+    var wire = WireTrailers()
+    wire.code = status.code.rawValue
+    wire.message = status.message
+    wire.metadata = metadata.wire
+    write(Frame(type: .trailers, streamID: streamID, payload: serialize(wire)))
+    scheduleFlush()
+    box.server?.inbound.finish()
+    box.server?.termination.signal(.finished)
+    removeStream(streamID)
+    promise?.succeed()
+  }
+
+  fileprivate func sendCancel(_ streamID: UInt32, _ error: RPCError) {
+    guard let box = streams[streamID] else { return }
+    box.machine.reset()
+    writeReset(streamID, code: error.code, message: error.message)
+    scheduleFlush()
+    fail(box, error, reason: .reset(error.code))
+    removeStream(streamID)
+  }
+
+  fileprivate func grantCredit(_ streamID: UInt32, _ count: Int) {
+    guard let box = streams[streamID], box.machine.state != .closed else { return }
+    box.machine.grantReceiveCredit(count)
+    var payload = ByteBuffer()
+    payload.writeInteger(UInt32(count))
+    write(Frame(type: .credit, streamID: streamID, payload: payload))
+    scheduleFlush()
+  }
+
+  private func makeCreditReturn(_ streamID: UInt32) -> CreditReturn {
+    let loop = context!.eventLoop
+    let bound = NIOLoopBound(self, eventLoop: loop)
+    return CreditReturn(batch: max(1, configuration.settings.initialStreamCredit / 2)) { count in
+      loop.execute { bound.value.grantCredit(streamID, count) }
+    }
+  }
+
+  // MARK: Client streams
+
+  fileprivate func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, promise: EventLoopPromise<RPCClientStream>) {
+    guard !closed else {
+      promise.fail(RPCError(code: .unavailable, message: "the connection is closed"))
+      return
+    }
+    if !pendingOpens.isEmpty || connection.state == .awaitingSettings {
+      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, promise: promise))
+      return
+    }
+    switch connection.openStream() {
+    case .wait:
+      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, promise: promise))
+    case .unavailable(let why):
+      promise.fail(RPCError(code: .unavailable, message: why))
+    case .open(let streamID):
+      startClientStream(streamID, head, firstMessage: firstMessage, endStream: endStream, promise: promise)
+    }
+  }
+
+  private func openPendingStreams() {
+    while let next = pendingOpens.first {
+      switch connection.openStream() {
+      case .wait:
+        return
+      case .unavailable(let why):
+        pendingOpens.removeFirst()
+        next.promise.fail(RPCError(code: .unavailable, message: why))
+      case .open(let streamID):
+        pendingOpens.removeFirst()
+        startClientStream(streamID, next.head, firstMessage: next.firstMessage, endStream: next.endStream, promise: next.promise)
+      }
+    }
+  }
+
+  private func startClientStream(_ streamID: UInt32, _ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, promise: EventLoopPromise<RPCClientStream>) {
+    guard let context else {
+      promise.fail(RPCError(code: .unavailable, message: "the connection is closed"))
+      return
+    }
+    var machine = StreamStateMachine(
+      role: .client,
+      sendCredit: connection.remoteSettings.initialStreamCredit,
+      receiveCredit: configuration.settings.initialStreamCredit,
+      maxMessageSize: configuration.settings.maxMessageSize
+    )
+    var wire = WireRequestHeaders()
+    wire.method = head.method
+    if let timeout = head.timeout {
+      let micros = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
+      wire.timeoutMicros = UInt64(max(1, micros))
+    }
+    wire.metadata = head.metadata.wire
+    let (inbound, continuation) = AsyncThrowingStream<ClientInboundPart, any Error>.makeStream()
+    let headersFlags: FrameFlags = (firstMessage == nil && endStream) ? .endStream : []
+    if headersFlags.contains(.endStream) { try? machine.sendEndStream() }
+    let box = StreamBox(machine: machine, server: nil, client: continuation)
+    streams[streamID] = box
+    idleTimer?.cancel()
+    write(Frame(type: .headers, flags: headersFlags, streamID: streamID, payload: serialize(wire)))
+    if let timeout = head.timeout {
+      let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+      box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1, nanos))) { [weak self] in
+        self?.sendCancel(streamID, RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"))
+      }
+    }
+    let stream = RPCClientStream(
+      inbound: RPCInbound(inbound, creditReturn: makeCreditReturn(streamID)),
+      writer: NIOStreamWriter(handler: self, loop: context.eventLoop, streamID: streamID)
+    )
+    if let firstMessage {
+      sendMessage(streamID, firstMessage, endStream: endStream, promise: nil)
+    }
+    scheduleFlush()
+    promise.succeed(stream)
+  }
+
+  // MARK: Errors, deadlines, shutdown
+
+  private func serverDeadlineExpired(_ streamID: UInt32) {
+    guard let box = streams[streamID] else { return }
+    box.deadline = nil
+    box.server?.termination.signal(.deadlineExceeded)
+    sendFinish(streamID, lastMessage: nil, status: Status(code: .deadlineExceeded, message: "the call's deadline passed"), metadata: [:], promise: nil)
+    if let box = streams[streamID] {
+      // Blocked by credit: the deadline wins anyway.
+      box.machine.reset()
+      writeReset(streamID, code: .deadlineExceeded, message: "the call's deadline passed")
+      fail(box, RPCError(code: .deadlineExceeded, message: "the call's deadline passed"), reason: .deadlineExceeded)
+      removeStream(streamID)
+    }
+    scheduleFlush()
+  }
+
+  private func streamError(_ streamID: UInt32, _ violation: ProtocolViolation) {
+    logger.debug("stream error", metadata: ["hourglass.stream_id": "\(streamID)", "hourglass.error": "\(violation)"])
+    guard let box = streams[streamID] else { return }
+    box.machine.reset()
+    writeReset(streamID, code: violation.kind.code, message: violation.message)
+    fail(box, violation.rpcError, reason: .reset(violation.kind.code))
+    removeStream(streamID)
+    scheduleFlush()
+  }
+
+  private func connectionError(_ violation: ProtocolViolation) {
+    guard !closed else { return }
+    logger.info("closing connection after a protocol violation", metadata: ["hourglass.error": "\(violation)"])
+    var wire = WireGoAway()
+    wire.lastStreamID = connection.highestStreamID
+    wire.code = violation.kind.code.rawValue
+    wire.message = violation.message
+    write(Frame(type: .goAway, streamID: 0, payload: serialize(wire)))
+    flushIfNeeded()
+    tearDown(violation.rpcError)
+    context?.close(promise: nil)
+  }
+
+  /// Sends GOAWAY and closes once the streams already accepted have finished.
+  public func startGracefulShutdown() {
+    guard let last = connection.sendGoAway() else { return }
+    var wire = WireGoAway()
+    wire.lastStreamID = last
+    wire.code = StatusCode.unavailable.rawValue
+    wire.message = "shutting down"
+    write(Frame(type: .goAway, streamID: 0, payload: serialize(wire)))
+    flushIfNeeded()
+    for pending in pendingOpens {
+      pending.promise.fail(RPCError(code: .unavailable, message: "the connection is going away"))
+    }
+    pendingOpens.removeAll()
+    if connection.openStreams == 0 { closeConnection() }
+  }
+
+  private func closeConnection() {
+    guard !closed, let context else { return }
+    flushIfNeeded()
+    tearDown(RPCError(code: .unavailable, message: "the connection closed"))
+    context.close(promise: nil)
+  }
+
+  private func scheduleKeepalive() {
+    guard let interval = configuration.keepaliveInterval, let context, !closed else { return }
+    keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: interval) { [weak self] in
+      self?.keepaliveTick()
+      self?.scheduleKeepalive()
+    }
+  }
+
+  private func keepaliveTick() {
+    guard !closed, let context else { return }
+    if readSinceLastKeepalive {
+      readSinceLastKeepalive = false
+      return
+    }
+    guard keepaliveDeadline == nil else { return }
+    var payload = context.channel.allocator.buffer(capacity: 8)
+    payload.writeInteger(UInt64(context.eventLoop.now.uptimeNanoseconds))
+    write(Frame(type: .ping, streamID: 0, payload: payload))
+    flushIfNeeded()
+    keepaliveDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.keepaliveTimeout) { [weak self] in
+      guard let self, !self.closed else { return }
+      self.logger.info("closing connection: keepalive PING not answered in time")
+      self.tearDown(RPCError(code: .unavailable, message: "the peer did not answer a keepalive PING"))
+      self.context?.close(promise: nil)
+    }
+  }
+
+  private func armIdleTimer() {
+    guard let idle = configuration.idleTimeout, let context, streams.isEmpty, !closed else { return }
+    idleTimer?.cancel()
+    idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idle) { [weak self] in
+      guard let self, self.streams.isEmpty else { return }
+      self.logger.debug("closing idle connection")
+      self.startGracefulShutdown()
+    }
+  }
+
+  private func fail(_ box: StreamBox, _ error: RPCError, reason: StreamTerminationReason) {
+    box.deadline?.cancel()
+    box.deadline = nil
+    if let server = box.server {
+      server.inbound.finish(throwing: error)
+      server.termination.signal(reason)
+    }
+    if let client = box.client {
+      client.finish(throwing: error)
+    }
+    for waiting in box.waitingForCredit {
+      waiting.promise?.fail(error)
+    }
+    box.waitingForCredit.removeAll()
+    box.pendingTrailers?.promise?.fail(error)
+    box.pendingTrailers = nil
+  }
+
+  private func removeStream(_ streamID: UInt32) {
+    guard let box = streams.removeValue(forKey: streamID) else { return }
+    box.deadline?.cancel()
+    let drained = connection.streamClosed()
+    if !isServer { openPendingStreams() }
+    if drained {
+      closeConnection()
+    } else if streams.isEmpty {
+      armIdleTimer()
+    }
+  }
+
+  private func tearDown(_ error: RPCError) {
+    guard !closed else { return }
+    closed = true
+    connection.close()
+    settingsTimer?.cancel()
+    keepaliveTimer?.cancel()
+    keepaliveDeadline?.cancel()
+    idleTimer?.cancel()
+    let open = streams
+    streams.removeAll()
+    for (_, box) in open {
+      fail(box, error, reason: .connectionClosed)
+    }
+    for pending in pendingOpens {
+      pending.promise.fail(error)
+    }
+    pendingOpens.removeAll()
+    onClose?()
+  }
+
+  // MARK: Payload helpers
+
+  private func decode<M: SwiftProtobuf.Message>(_ payload: ByteBuffer, _ what: String) throws(ProtocolViolation) -> M {
+    do {
+      return try M(serializedBytes: payload.readableBytesSpan)
+    } catch {
+      throw ProtocolViolation(.malformedFrame, "\(what) payload is not a valid message: \(error)")
+    }
+  }
+
+  private func serialize(_ message: some SwiftProtobuf.Message, _ allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+    let bytes: [UInt8] = (try? message.serializedBytes()) ?? []
+    var buffer = allocator.buffer(capacity: bytes.count)
+    buffer.writeBytes(bytes)
+    return buffer
+  }
+}
+
+@available(*, unavailable)
+extension RPCConnectionHandler: Sendable {}
+
+/// Asks a connection handler to drain: send GOAWAY, finish accepted streams, then close.
+public struct GracefulShutdownEvent: Sendable, Hashable {
+  public init() {}
+}
+
+/// The async face of one stream of an ``RPCConnectionHandler``.
+struct NIOStreamWriter: ServerStreamWriter, ClientStreamWriter {
+  let handler: NIOLoopBound<RPCConnectionHandler>
+  let loop: any EventLoop
+  let streamID: UInt32
+
+  init(handler: RPCConnectionHandler, loop: any EventLoop, streamID: UInt32) {
+    self.handler = NIOLoopBound(handler, eventLoop: loop)
+    self.loop = loop
+    self.streamID = streamID
+  }
+
+  private func onLoop(_ body: @escaping @Sendable (RPCConnectionHandler, EventLoopPromise<Void>) -> Void) async throws {
+    let promise = loop.makePromise(of: Void.self)
+    let handler = self.handler
+    if loop.inEventLoop {
+      body(handler.value, promise)
+    } else {
+      loop.execute { body(handler.value, promise) }
+    }
+    try await promise.futureResult.get()
+  }
+
+  func writeHeaders(_ metadata: Metadata) async throws {
+    let id = streamID
+    try await onLoop { $0.sendResponseHeaders(id, metadata, promise: $1) }
+  }
+
+  func writeMessage(_ message: ByteBuffer) async throws {
+    let id = streamID
+    try await onLoop { $0.sendMessage(id, message, endStream: false, promise: $1) }
+  }
+
+  func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws {
+    let id = streamID
+    try await onLoop { $0.sendFinish(id, lastMessage: lastMessage, status: status, metadata: metadata, promise: $1) }
+  }
+
+  func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws {
+    let id = streamID
+    try await onLoop { $0.sendMessage(id, message, endStream: endStream, promise: $1) }
+  }
+
+  func halfClose() async throws {
+    let id = streamID
+    try await onLoop { $0.sendHalfClose(id, promise: $1) }
+  }
+
+  func cancel(_ error: RPCError) {
+    let id = streamID
+    let handler = self.handler
+    loop.execute { handler.value.sendCancel(id, error) }
+  }
+}
+
+/// Opens client streams on a channel whose pipeline ends with an ``RPCConnectionHandler``.
+public struct NIOClientStreamOpener: Sendable {
+  let handler: NIOLoopBound<RPCConnectionHandler>
+  let loop: any EventLoop
+
+  /// Wraps a client handler already in a pipeline on `loop`.
+  public init(handler: RPCConnectionHandler, loop: any EventLoop) {
+    self.handler = NIOLoopBound(handler, eventLoop: loop)
+    self.loop = loop
+  }
+
+  /// Opens a stream on the connection.
+  public func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool) async throws -> RPCClientStream {
+    let promise = loop.makePromise(of: RPCClientStream.self)
+    let handler = self.handler
+    loop.execute { handler.value.openStream(head, firstMessage: firstMessage, endStream: endStream, promise: promise) }
+    return try await promise.futureResult.get()
+  }
+
+  /// Starts a graceful drain of the connection.
+  public func startGracefulShutdown() {
+    let handler = self.handler
+    loop.execute { handler.value.startGracefulShutdown() }
+  }
+}
+
+extension Metadata {
+  init(wire: [WireMetadataEntry]) {
+    self.init()
+    for entry in wire {
+      switch entry.value {
+      case .text(let text): add(entry.key, text)
+      case .binary(let bytes): add(entry.key, bytes: Array(bytes))
+      case nil: add(entry.key, "")
+      }
+    }
+  }
+
+  var wire: [WireMetadataEntry] {
+    entries.map { entry in
+      var wire = WireMetadataEntry()
+      wire.key = entry.key
+      switch entry.value {
+      case .text(let text): wire.text = text
+      case .binary(let bytes): wire.binary = Data(bytes)
+      }
+      return wire
+    }
+  }
+}

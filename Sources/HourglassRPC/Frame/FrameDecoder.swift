@@ -1,0 +1,107 @@
+import NIOCore
+
+/// Splits a byte stream into frames, rejecting an oversized frame from its header alone,
+/// before any of its payload is buffered.
+///
+/// When `expectPreface` is set (the server side), the first eight bytes must be the connection
+/// preface; they are checked byte by byte as they arrive so that garbage is refused at once.
+public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+  public typealias InboundOut = Frame
+
+  /// The largest payload accepted. Can be raised when the local settings change.
+  public var maxFrameSize: Int
+  private var prefaceBytesRemaining: Int
+
+  /// Creates a decoder.
+  /// - Parameters:
+  ///   - maxFrameSize: the largest payload accepted, in bytes.
+  ///   - expectPreface: whether the stream starts with ``ConnectionPreface``.
+  public init(maxFrameSize: Int, expectPreface: Bool) {
+    self.maxFrameSize = maxFrameSize
+    self.prefaceBytesRemaining = expectPreface ? ConnectionPreface.bytes.count : 0
+  }
+
+  public mutating func decode(buffer: inout ByteBuffer) throws -> Frame? {
+    if prefaceBytesRemaining > 0 {
+      let offset = ConnectionPreface.bytes.count - prefaceBytesRemaining
+      let available = min(buffer.readableBytes, prefaceBytesRemaining)
+      guard available > 0 else { return nil }
+      let got = buffer.readBytes(length: available)!
+      guard got[...] == ConnectionPreface.bytes[offset..<(offset + available)] else {
+        throw ProtocolViolation(.badPreface, "the connection did not start with the hourglass/1 preface")
+      }
+      prefaceBytesRemaining -= available
+      if prefaceBytesRemaining > 0 { return nil }
+    }
+
+    guard buffer.readableBytes >= Frame.headerSize else { return nil }
+    let start = buffer.readerIndex
+    let length = buffer.getInteger(at: start, as: UInt32.self)!
+    let type = buffer.getInteger(at: start + 4, as: UInt8.self)!
+    let flags = buffer.getInteger(at: start + 5, as: UInt8.self)!
+    let rawStreamID = buffer.getInteger(at: start + 6, as: UInt32.self)!
+
+    // Checked before waiting for the payload: an oversized frame is never buffered.
+    guard length <= maxFrameSize else {
+      throw ProtocolViolation(
+        .frameTooLarge,
+        "\(FrameType(rawValue: type)) frame of \(length) bytes exceeds the maximum frame size of \(maxFrameSize)"
+      )
+    }
+    guard rawStreamID & 0x8000_0000 == 0 else {
+      throw ProtocolViolation(.malformedFrame, "the reserved high bit of the stream id is set")
+    }
+    guard buffer.readableBytes >= Frame.headerSize + Int(length) else { return nil }
+
+    buffer.moveReaderIndex(forwardBy: Frame.headerSize)
+    let payload = buffer.readSlice(length: Int(length))!
+    return Frame(
+      type: FrameType(rawValue: type),
+      flags: FrameFlags(rawValue: flags),
+      streamID: rawStreamID,
+      payload: payload
+    )
+  }
+
+  public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Frame? {
+    try decode(buffer: &buffer)
+  }
+}
+
+/// Writes frames as header plus payload; on the client side, puts the connection preface
+/// ahead of the first frame.
+public final class FrameEncoderHandler: ChannelOutboundHandler {
+  public typealias OutboundIn = Frame
+  public typealias OutboundOut = ByteBuffer
+
+  private var prefacePending: Bool
+
+  /// Creates an encoder; `writePreface` for the client side of a connection.
+  public init(writePreface: Bool) {
+    self.prefacePending = writePreface
+  }
+
+  public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    let frame = unwrapOutboundIn(data)
+    var buffer = context.channel.allocator.buffer(capacity: Frame.headerSize + frame.payload.readableBytes + (prefacePending ? 8 : 0))
+    if prefacePending {
+      prefacePending = false
+      buffer.writeBytes(ConnectionPreface.bytes)
+    }
+    Self.write(frame, into: &buffer)
+    context.write(wrapOutboundOut(buffer), promise: promise)
+  }
+
+  /// Appends the encoding of `frame` to `buffer`.
+  public static func write(_ frame: Frame, into buffer: inout ByteBuffer) {
+    buffer.writeInteger(UInt32(frame.payload.readableBytes))
+    buffer.writeInteger(frame.type.rawValue)
+    buffer.writeInteger(frame.flags.rawValue)
+    buffer.writeInteger(frame.streamID)
+    var payload = frame.payload
+    buffer.writeBuffer(&payload)
+  }
+}
+
+@available(*, unavailable)
+extension FrameEncoderHandler: Sendable {}

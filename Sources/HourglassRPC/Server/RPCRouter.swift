@@ -1,0 +1,129 @@
+import NIOCore
+import SwiftProtobuf
+
+/// Maps method paths to handlers. Every call type is registered through a typed function and
+/// stored in one uniform shape: a function of the raw stream.
+public struct RPCRouter: Sendable {
+  /// A registered handler: runs a whole call, including sending its status.
+  public typealias Handler = @Sendable (RPCServerStream, ServerContext) async -> Void
+
+  private var handlers: [String: Handler] = [:]
+
+  /// An empty router.
+  public init() {}
+
+  /// The handler for `path`, if one is registered.
+  public subscript(path: String) -> Handler? { handlers[path] }
+
+  /// The registered paths.
+  public var methods: [String] { handlers.keys.sorted() }
+
+  /// Registers a raw handler for `method`.
+  public mutating func register(_ method: MethodDescriptor, _ handler: @escaping Handler) {
+    handlers[method.path] = handler
+  }
+
+  /// Registers a unary method: one request, one response.
+  public mutating func registerUnary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    _ body: @escaping @Sendable (Request, ServerContext) async throws -> Response
+  ) {
+    register(method) { stream, context in
+      await Self.run(stream) {
+        let request = try await Self.single(Request.self, from: stream.inbound)
+        let response = try await body(request, context)
+        return try MessageCoding.encode(response)
+      }
+    }
+  }
+
+  /// Registers a server-streaming method: one request, many responses.
+  public mutating func registerServerStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    _ body: @escaping @Sendable (Request, RPCWriter<Response>, ServerContext) async throws -> Void
+  ) {
+    register(method) { stream, context in
+      await Self.run(stream) {
+        let request = try await Self.single(Request.self, from: stream.inbound)
+        try await body(request, Self.writer(stream), context)
+        return nil
+      }
+    }
+  }
+
+  /// Registers a client-streaming method: many requests, one response.
+  public mutating func registerClientStreaming<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    _ body: @escaping @Sendable (RPCMessages<Request>, ServerContext) async throws -> Response
+  ) {
+    register(method) { stream, context in
+      await Self.run(stream) {
+        let response = try await body(Self.messages(Request.self, stream.inbound), context)
+        return try MessageCoding.encode(response)
+      }
+    }
+  }
+
+  /// Registers a bidirectional-streaming method.
+  public mutating func registerBidirectional<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    _ body: @escaping @Sendable (RPCMessages<Request>, RPCWriter<Response>, ServerContext) async throws -> Void
+  ) {
+    register(method) { stream, context in
+      await Self.run(stream) {
+        try await body(Self.messages(Request.self, stream.inbound), Self.writer(stream), context)
+        return nil
+      }
+    }
+  }
+
+  /// Runs a handler body and ends the call: OK with the body's last message, or the status of
+  /// the error it threw (`UNKNOWN` without details for errors that are not ``RPCError``).
+  private static func run(_ stream: RPCServerStream, _ body: () async throws -> ByteBuffer?) async {
+    do {
+      let last = try await body()
+      try? await stream.writer.finish(lastMessage: last, status: .ok, metadata: [:])
+    } catch let error as RPCError {
+      try? await stream.writer.finish(lastMessage: nil, status: Status(code: error.code, message: error.message), metadata: error.metadata)
+    } catch is CancellationError {
+      try? await stream.writer.finish(lastMessage: nil, status: Status(code: .cancelled, message: "the call was cancelled"), metadata: [:])
+    } catch {
+      try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unknown, message: "the server failed to handle the call"), metadata: [:])
+    }
+  }
+
+  private static func single<M: SwiftProtobuf.Message>(_ type: M.Type, from inbound: RPCInbound<ByteBuffer>) async throws -> M {
+    var iterator = inbound.makeAsyncIterator()
+    guard let first = try await iterator.next() else {
+      throw RPCError(code: .invalidArgument, message: "the call ended without a request message")
+    }
+    guard try await iterator.next() == nil else {
+      throw RPCError(code: .invalidArgument, message: "a unary call received more than one request message")
+    }
+    return try MessageCoding.decode(M.self, from: first)
+  }
+
+  private static func messages<M: SwiftProtobuf.Message>(_ type: M.Type, _ inbound: RPCInbound<ByteBuffer>) -> RPCMessages<M> {
+    RPCMessages {
+      let box = IteratorBox(inbound.makeAsyncIterator())
+      return {
+        guard let next = try await box.next() else { return nil }
+        return try MessageCoding.decode(M.self, from: next)
+      }
+    }
+  }
+
+  private static func writer<M: SwiftProtobuf.Message>(_ stream: RPCServerStream) -> RPCWriter<M> {
+    RPCWriter { message in
+      try await stream.writer.writeMessage(try MessageCoding.encode(message))
+    }
+  }
+}
+
+/// Holds a non-Sendable iterator for the one task that drives it.
+final class IteratorBox<Base: AsyncIteratorProtocol>: @unchecked Sendable where Base.Element: Sendable {
+  // Unchecked: an RPCMessages iterator is used by one task at a time, like any iterator.
+  private var base: Base
+  init(_ base: Base) { self.base = base }
+  func next() async throws -> Base.Element? { try await base.next() }
+}

@@ -1,0 +1,231 @@
+import NIOCore
+import Synchronization
+
+/// What the client sends to open a call.
+public struct RequestHead: Sendable, Hashable {
+  /// The method path, `/package.Service/Method`.
+  public var method: String
+  /// Request metadata.
+  public var metadata: Metadata
+  /// How long the server may spend on the call; `nil` for no deadline.
+  public var timeout: Duration?
+
+  /// Creates a request head.
+  public init(method: String, metadata: Metadata = [:], timeout: Duration? = nil) {
+    self.method = method
+    self.metadata = metadata
+    self.timeout = timeout
+  }
+}
+
+/// Who is at the other end of a connection, as its transport authenticated it.
+public struct PeerIdentity: Sendable, Hashable, CustomStringConvertible {
+  /// The peer's name (for certificates: the subject's common name).
+  public var name: String
+  /// The peer's role (`user`, `executor`, `coordinator`), from its credentials.
+  public var role: String
+
+  /// Creates an identity.
+  public init(name: String, role: String) {
+    self.name = name
+    self.role = role
+  }
+
+  public var description: String { "\(role):\(name)" }
+}
+
+/// What the client receives on a stream.
+public enum ClientInboundPart: Sendable {
+  /// Response metadata (at most once, before any message).
+  case headers(Metadata)
+  /// One whole response message.
+  case message(ByteBuffer)
+  /// The call's status and trailing metadata; always the last part.
+  case trailers(Status, Metadata)
+}
+
+/// Why a server stream ended before its handler finished.
+public enum StreamTerminationReason: Sendable, Hashable {
+  /// The handler finished normally.
+  case finished
+  /// The client reset the stream (cancelled the call).
+  case reset(StatusCode)
+  /// The call's deadline passed.
+  case deadlineExceeded
+  /// The connection went away.
+  case connectionClosed
+}
+
+/// The sending half of a server stream.
+public protocol ServerStreamWriter: Sendable {
+  /// Sends response metadata; optional, at most once, before the first message.
+  func writeHeaders(_ metadata: Metadata) async throws
+  /// Sends one response message; waits while the client has granted no credit.
+  func writeMessage(_ message: ByteBuffer) async throws
+  /// Ends the call with `status`, optionally sending a last message first in the same flush.
+  func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws
+}
+
+/// The sending half of a client stream.
+public protocol ClientStreamWriter: Sendable {
+  /// Sends one request message, half-closing with it when `endStream` is set; waits while the
+  /// server has granted no credit.
+  func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws
+  /// Half-closes: no more request messages.
+  func halfClose() async throws
+  /// Abandons the call: sends RESET and fails the inbound side locally with `error`.
+  func cancel(_ error: RPCError)
+}
+
+/// The server's view of one call.
+public struct RPCServerStream: Sendable {
+  /// The request head.
+  public var head: RequestHead
+  /// The authenticated caller, when the transport has one.
+  public var peer: PeerIdentity?
+  /// The request messages; finishes when the client half-closes, throws when the stream resets.
+  public var inbound: RPCInbound<ByteBuffer>
+  /// The sending half.
+  public var writer: any ServerStreamWriter
+  /// Resolves when the stream ends for a reason other than the handler finishing.
+  public var termination: StreamTermination
+
+  /// Creates a server stream (transports do this).
+  public init(head: RequestHead, peer: PeerIdentity?, inbound: RPCInbound<ByteBuffer>, writer: any ServerStreamWriter, termination: StreamTermination) {
+    self.head = head
+    self.peer = peer
+    self.inbound = inbound
+    self.writer = writer
+    self.termination = termination
+  }
+}
+
+/// The client's view of one call.
+public struct RPCClientStream: Sendable {
+  /// Everything the server sends.
+  public var inbound: RPCInbound<ClientInboundPart>
+  /// The sending half.
+  public var writer: any ClientStreamWriter
+
+  /// Creates a client stream (transports do this).
+  public init(inbound: RPCInbound<ClientInboundPart>, writer: any ClientStreamWriter) {
+    self.inbound = inbound
+    self.writer = writer
+  }
+}
+
+/// Something that can open client streams: a connection, a pool, the in-process transport.
+public protocol ClientTransport: Sendable {
+  /// Opens a stream; sends `firstMessage` with the headers (and half-closes when `endStream`).
+  func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool) async throws -> RPCClientStream
+}
+
+/// An async sequence of what arrives on one stream.
+///
+/// Consuming a message returns its credit to the sender (in batches), which is how the
+/// protocol's message-based flow control reaches the application: a slow consumer stops the
+/// sender after `initial_stream_credit` messages.
+public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
+  public typealias Failure = any Error
+
+  private let base: AsyncThrowingStream<Element, any Error>
+  private let creditReturn: CreditReturn?
+
+  /// Wraps a stream; `creditReturn` is told about each element consumed.
+  public init(_ base: AsyncThrowingStream<Element, any Error>, creditReturn: CreditReturn?) {
+    self.base = base
+    self.creditReturn = creditReturn
+  }
+
+  public func makeAsyncIterator() -> Iterator {
+    Iterator(base: base.makeAsyncIterator(), creditReturn: creditReturn)
+  }
+
+  /// The iterator.
+  public struct Iterator: AsyncIteratorProtocol {
+    var base: AsyncThrowingStream<Element, any Error>.AsyncIterator
+    let creditReturn: CreditReturn?
+
+    public mutating func next() async throws -> Element? {
+      let element = try await base.next()
+      if element != nil { creditReturn?.consumed() }
+      return element
+    }
+  }
+}
+
+/// Counts consumed messages and hands credit back to the sender in batches.
+public final class CreditReturn: Sendable {
+  private let pending = Atomic<Int>(0)
+  private let batch: Int
+  private let grant: @Sendable (Int) -> Void
+
+  /// Creates a counter that calls `grant` with `batch` credits every `batch` messages.
+  public init(batch: Int, grant: @escaping @Sendable (Int) -> Void) {
+    self.batch = max(1, batch)
+    self.grant = grant
+  }
+
+  /// One element was consumed.
+  public func consumed() {
+    let now = pending.add(1, ordering: .relaxed).newValue
+    if now % batch == 0 {
+      grant(batch)
+    }
+  }
+}
+
+/// A one-shot signal that a server stream ended early, and why.
+public final class StreamTermination: Sendable {
+  private enum State {
+    case waiting(CheckedContinuation<StreamTerminationReason, Never>?)
+    case done(StreamTerminationReason)
+  }
+
+  private let state = Mutex<State>(.waiting(nil))
+
+  /// Creates an unresolved signal.
+  public init() {}
+
+  /// Resolves the signal; later calls do nothing.
+  public func signal(_ reason: StreamTerminationReason) {
+    let continuation: CheckedContinuation<StreamTerminationReason, Never>? = state.withLock { state in
+      switch state {
+      case .waiting(let continuation):
+        state = .done(reason)
+        return continuation
+      case .done:
+        return nil
+      }
+    }
+    continuation?.resume(returning: reason)
+  }
+
+  /// The reason, once resolved.
+  public var reason: StreamTerminationReason? {
+    state.withLock { state in
+      if case .done(let reason) = state { return reason }
+      return nil
+    }
+  }
+
+  /// Waits for the signal; returns `.finished` if the waiting task is cancelled.
+  public func wait() async -> StreamTerminationReason {
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<StreamTerminationReason, Never>) in
+        let resolved: StreamTerminationReason? = state.withLock { state in
+          switch state {
+          case .waiting:
+            state = .waiting(continuation)
+            return nil
+          case .done(let reason):
+            return reason
+          }
+        }
+        if let resolved { continuation.resume(returning: resolved) }
+      }
+    } onCancel: {
+      self.signal(.finished)
+    }
+  }
+}
