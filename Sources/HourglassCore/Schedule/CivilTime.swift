@@ -148,3 +148,27 @@ public struct LocalDateTime: Sendable, Hashable, Comparable, CustomStringConvert
     lhs.civilSeconds < rhs.civilSeconds
   }
 }
+
+extension LocalDateTime: Codable {
+  /// Decodes `YYYY-MM-DDTHH:MM:SS` (no offset), validating every field.
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.singleValueContainer()
+    let text = try container.decode(String.self)
+    let parsed: RFC3339.Parsed
+    do {
+      parsed = try RFC3339.parse(text, field: "time")
+    } catch {
+      throw DecodingError.dataCorruptedError(in: container, debugDescription: error.description)
+    }
+    guard case .local(let local) = parsed else {
+      throw DecodingError.dataCorruptedError(in: container, debugDescription: "time: \"\(text)\" has an offset; a local time has none")
+    }
+    self = local
+  }
+
+  /// Encodes as `YYYY-MM-DDTHH:MM:SS`.
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(description)
+  }
+}

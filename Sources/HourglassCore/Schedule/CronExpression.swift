@@ -198,3 +198,22 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
     }
   }
 }
+
+extension CronExpression: Codable {
+  /// Decodes the expression from its text (a JSON string), validating it.
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.singleValueContainer()
+    let text = try container.decode(String.self)
+    do {
+      self = try CronParser.parse(text)
+    } catch {
+      throw DecodingError.dataCorruptedError(in: container, debugDescription: error.description)
+    }
+  }
+
+  /// Encodes the expression as the text it was parsed from.
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(source)
+  }
+}

@@ -26,6 +26,9 @@ public final class ZoneRules: Sendable {
   /// First and last UTC second the table is authoritative for.
   let tableStart: Int64
   let tableEnd: Int64
+  /// The first transition at or after `tableEnd` (UTC seconds) and the offset after it, or
+  /// `Int64.max` and the last offset if Foundation knows of none: the end of the last segment.
+  let nextAfterTable: (time: Int64, offset: Int64)
 
   static let defaultTableStart: Int64 = -2_208_988_800  // 1900-01-01T00:00:00Z
   static let defaultTableEnd: Int64 = 13_569_465_600  // 2400-01-01T00:00:00Z
@@ -58,17 +61,22 @@ public final class ZoneRules: Sendable {
     var transitions: [Int64] = []
     var offsets: [Int32] = [Int32(timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(start))))]
     var cursor = Date(timeIntervalSince1970: Double(start))
+    var beyond: (time: Int64, offset: Int64)? = nil
     while let next = timeZone.nextDaylightSavingTimeTransition(after: cursor) {
       let t = Int64(next.timeIntervalSince1970.rounded())
-      if t >= end { break }
-      guard t > (transitions.last ?? Int64.min) else { break }
+      guard t > (transitions.last ?? Int64.min), t > Int64(cursor.timeIntervalSince1970) else { break }
       let after = Int32(timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(t))))
       if after != offsets[offsets.count - 1] {
+        if t >= end {
+          beyond = (t, Int64(after))
+          break
+        }
         transitions.append(t)
         offsets.append(after)
       }
       cursor = Date(timeIntervalSince1970: Double(t))
     }
+    self.nextAfterTable = beyond ?? (Int64.max, Int64(offsets[offsets.count - 1]))
     var localStarts: [Int64] = []
     localStarts.reserveCapacity(transitions.count)
     for (i, t) in transitions.enumerated() {
@@ -112,11 +120,10 @@ public final class ZoneRules: Sendable {
       if lo < transitions.count {
         return Segment(offset: offset, start: start, previousOffset: previous, end: transitions[lo], nextOffset: Int64(offsets[lo + 1]))
       }
-      // After the last tabulated transition: the table may simply have ended.
-      if let next = nextTransitionFromFoundation(after: max(utc, start == Int64.min ? utc : start)) {
-        return Segment(offset: offset, start: start, previousOffset: previous, end: next.time, nextOffset: next.offset)
-      }
-      return Segment(offset: offset, start: start, previousOffset: previous, end: Int64.max, nextOffset: offset)
+      // After the last tabulated transition: the segment runs to the first one beyond the table.
+      return Segment(
+        offset: offset, start: start, previousOffset: previous, end: nextAfterTable.time,
+        nextOffset: nextAfterTable.offset)
     }
     return slowSegment(containing: utc)
   }

@@ -40,10 +40,10 @@ struct Preview: ParsableCommand {
   @Option(name: .customLong("count"), help: "How many fire times to show.")
   var count: Int = 5
 
-  @Option(name: .customLong("dst-gap"), help: "Wall times skipped by DST: run-after (default) or skip.")
+  @Option(name: .customLong("dst-gap"), help: "Wall times skipped by DST: run-after or skip.")
   var dstGap: String = DSTPolicy.Gap.runAfter.rawValue
 
-  @Option(name: .customLong("dst-overlap"), help: "Wall times repeated by DST: once (default) or both.")
+  @Option(name: .customLong("dst-overlap"), help: "Wall times repeated by DST: once or both.")
   var dstOverlap: String = DSTPolicy.Overlap.once.rawValue
 
   @Option(name: .customLong("format"), help: "Output format: table or json.")

@@ -113,3 +113,18 @@ struct ScheduleSpecCodingTests {
     #expect(String(decoding: try encoder.encode(OverlapPolicy.skip), as: UTF8.self) == #""skip""#)
   }
 }
+
+@Suite("Value coding")
+struct ValueCodingTests {
+  @Test("cron expressions and local times encode as strings and round-trip")
+  func strings() throws {
+    let cron = try CronExpression("*/5 9-17 * * MON-FRI")
+    let cronJSON = try JSONEncoder().encode(cron)
+    #expect(try JSONDecoder().decode(CronExpression.self, from: cronJSON) == cron)
+    #expect(throws: (any Error).self) { try JSONDecoder().decode(CronExpression.self, from: Data(#""0 24 * * *""#.utf8)) }
+    let local = try LocalDateTime(year: 2026, month: 11, day: 1, hour: 1, minute: 30)
+    let localJSON = try JSONEncoder().encode(local)
+    #expect(String(decoding: localJSON, as: UTF8.self) == #""2026-11-01T01:30:00""#)
+    #expect(try JSONDecoder().decode(LocalDateTime.self, from: localJSON) == local)
+  }
+}
