@@ -28,13 +28,24 @@ struct CronBenchmark: ParsableCommand {
   }
 
   func run() throws {
-    guard iterations > 0, rounds > 0 else { throw ValidationError("iterations and rounds must be positive") }
+    guard iterations > 0, rounds > 0 else {
+      throw ValidationError("iterations and rounds must be positive")
+    }
     let cases: [Case] = [
-      Case(name: "*/5 * * * * America/New_York", spec: .cron("*/5 * * * *", timeZone: "America/New_York")),
-      Case(name: "0 9 * * 1-5 Europe/London", spec: .cron("0 9 * * 1-5", timeZone: "Europe/London")),
-      Case(name: "30 2 * * * America/New_York (DST gap daily)", spec: .cron("30 2 * * *", timeZone: "America/New_York")),
-      Case(name: "*/10 * * * * * Australia/Lord_Howe (seconds)", spec: .cron("*/10 * * * * *", timeZone: "Australia/Lord_Howe")),
-      Case(name: "0 9 * * * Asia/Kathmandu (no DST since 1986)", spec: .cron("0 9 * * *", timeZone: "Asia/Kathmandu")),
+      Case(
+        name: "*/5 * * * * America/New_York",
+        spec: .cron("*/5 * * * *", timeZone: "America/New_York")),
+      Case(
+        name: "0 9 * * 1-5 Europe/London", spec: .cron("0 9 * * 1-5", timeZone: "Europe/London")),
+      Case(
+        name: "30 2 * * * America/New_York (DST gap daily)",
+        spec: .cron("30 2 * * *", timeZone: "America/New_York")),
+      Case(
+        name: "*/10 * * * * * Australia/Lord_Howe (seconds)",
+        spec: .cron("*/10 * * * * *", timeZone: "Australia/Lord_Howe")),
+      Case(
+        name: "0 9 * * * Asia/Kathmandu (no DST since 1986)",
+        spec: .cron("0 9 * * *", timeZone: "Asia/Kathmandu")),
       Case(name: "0 0 29 2 * UTC (leap day)", spec: .cron("0 0 29 2 *")),
       Case(name: "interval 15m", spec: .interval(every: 900_000_000)),
     ]
@@ -85,7 +96,9 @@ struct CronBenchmark: ParsableCommand {
 
   /// The headline case again, but each call starts from an unrelated random instant in the next
   /// 30 years, so nothing is gained from the previous answer being close by.
-  private func measureRandomStarts(into report: inout BenchmarkReport, start: Int64, horizon: Int64) throws {
+  private func measureRandomStarts(into report: inout BenchmarkReport, start: Int64, horizon: Int64)
+    throws
+  {
     let schedule = try Schedule(.cron("*/5 * * * *", timeZone: "America/New_York"))
     var state: UInt64 = 0x5eed
     let starts: [Int64] = (0..<4096).map { _ in

@@ -99,10 +99,16 @@ public struct LocalDateTime: Sendable, Hashable, Comparable, CustomStringConvert
   public var second: Int
 
   /// Creates a wall-clock date-time, checking every field (the error names the field that is wrong).
-  public init(year: Int, month: Int, day: Int, hour: Int = 0, minute: Int = 0, second: Int = 0) throws(ScheduleValidationError) {
-    func check(_ value: Int, _ name: String, _ range: ClosedRange<Int>) throws(ScheduleValidationError) {
+  public init(year: Int, month: Int, day: Int, hour: Int = 0, minute: Int = 0, second: Int = 0)
+    throws(ScheduleValidationError)
+  {
+    func check(_ value: Int, _ name: String, _ range: ClosedRange<Int>)
+      throws(ScheduleValidationError)
+    {
       guard range.contains(value) else {
-        throw ScheduleValidationError(field: "time", reason: "\(name) \(value) out of range \(range.lowerBound)-\(range.upperBound)")
+        throw ScheduleValidationError(
+          field: "time",
+          reason: "\(name) \(value) out of range \(range.lowerBound)-\(range.upperBound)")
       }
     }
     try check(year, "year", 1...9999)
@@ -161,7 +167,8 @@ extension LocalDateTime: Codable {
       throw DecodingError.dataCorruptedError(in: container, debugDescription: error.description)
     }
     guard case .local(let local) = parsed else {
-      throw DecodingError.dataCorruptedError(in: container, debugDescription: "time: \"\(text)\" has an offset; a local time has none")
+      throw DecodingError.dataCorruptedError(
+        in: container, debugDescription: "time: \"\(text)\" has an offset; a local time has none")
     }
     self = local
   }

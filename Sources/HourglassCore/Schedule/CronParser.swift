@@ -32,7 +32,10 @@ public enum CronParser {
       case "@weekly": expanded = "0 0 * * 0"
       case "@daily", "@midnight": expanded = "0 0 * * *"
       case "@hourly": expanded = "0 * * * *"
-      default: throw error("unknown macro \"\(trimmed)\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)")
+      default:
+        throw error(
+          "unknown macro \"\(trimmed)\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)"
+        )
       }
       return try parseFields(expanded, source: trimmed)
     }
@@ -52,26 +55,37 @@ public enum CronParser {
     var allowsQuestion: Bool
   }
 
-  private static let secondSpec = FieldSpec(name: "second", min: 0, max: 59, names: [], nameBase: 0, allowsQuestion: false)
-  private static let minuteSpec = FieldSpec(name: "minute", min: 0, max: 59, names: [], nameBase: 0, allowsQuestion: false)
-  private static let hourSpec = FieldSpec(name: "hour", min: 0, max: 23, names: [], nameBase: 0, allowsQuestion: false)
-  private static let domSpec = FieldSpec(name: "day-of-month", min: 1, max: 31, names: [], nameBase: 0, allowsQuestion: true)
+  private static let secondSpec = FieldSpec(
+    name: "second", min: 0, max: 59, names: [], nameBase: 0, allowsQuestion: false)
+  private static let minuteSpec = FieldSpec(
+    name: "minute", min: 0, max: 59, names: [], nameBase: 0, allowsQuestion: false)
+  private static let hourSpec = FieldSpec(
+    name: "hour", min: 0, max: 23, names: [], nameBase: 0, allowsQuestion: false)
+  private static let domSpec = FieldSpec(
+    name: "day-of-month", min: 1, max: 31, names: [], nameBase: 0, allowsQuestion: true)
   private static let monthSpec = FieldSpec(
     name: "month", min: 1, max: 12,
-    names: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"], nameBase: 1,
+    names: ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
+    nameBase: 1,
     allowsQuestion: false)
   private static let dowSpec = FieldSpec(
-    name: "day-of-week", min: 0, max: 7, names: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"], nameBase: 0,
+    name: "day-of-week", min: 0, max: 7, names: ["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    nameBase: 0,
     allowsQuestion: true)
 
-  private static func parseFields(_ text: String, source: String) throws(ScheduleValidationError) -> CronExpression {
-    let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }).map(String.init)
+  private static func parseFields(_ text: String, source: String) throws(ScheduleValidationError)
+    -> CronExpression
+  {
+    let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" })
+      .map(String.init)
     let specs: [FieldSpec]
     switch fields.count {
     case 5: specs = [minuteSpec, hourSpec, domSpec, monthSpec, dowSpec]
     case 6: specs = [secondSpec, minuteSpec, hourSpec, domSpec, monthSpec, dowSpec]
     default:
-      throw error("expected 5 fields (minute hour day-of-month month day-of-week) or 6 (with leading seconds), got \(fields.count)")
+      throw error(
+        "expected 5 fields (minute hour day-of-month month day-of-week) or 6 (with leading seconds), got \(fields.count)"
+      )
     }
     var masks: [UInt64] = []
     for (field, spec) in zip(fields, specs) {
@@ -84,7 +98,8 @@ public enum CronParser {
     let dowStar = fields[fields.count - 1].hasPrefix("*") || fields[fields.count - 1].hasPrefix("?")
     let expression = CronExpression(
       seconds: masks[0], minutes: masks[1], hours: UInt32(masks[2]), daysOfMonth: UInt32(masks[3]),
-      months: UInt16(masks[4]), daysOfWeek: UInt8(dow), dayOfMonthIsStar: domStar, dayOfWeekIsStar: dowStar,
+      months: UInt16(masks[4]), daysOfWeek: UInt8(dow), dayOfMonthIsStar: domStar,
+      dayOfWeekIsStar: dowStar,
       source: source)
     try checkSatisfiable(expression)
     return expression
@@ -97,7 +112,10 @@ public enum CronParser {
     // One is unrestricted, so a day needs both: a restricted weekday field is satisfiable in any
     // month that has a matching day-of-month (every month has every weekday on 28 consecutive days,
     // but a day-of-month set may be small); check month lengths, with 29 for February.
-    let monthNames = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"]
+    let monthNames = [
+      "January", "February", "March", "April", "May", "June", "July", "August", "September",
+      "October", "November", "December",
+    ]
     let maxLengths: [Int] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
     for month in 1...12 where e.months & (1 << UInt16(month)) != 0 {
       let length = maxLengths[month - 1]
@@ -112,7 +130,9 @@ public enum CronParser {
     throw error("day-of-month \(smallest) never occurs in \(chosen.joined(separator: ", "))")
   }
 
-  private static func parseField(_ text: String, _ spec: FieldSpec) throws(ScheduleValidationError) -> UInt64 {
+  private static func parseField(_ text: String, _ spec: FieldSpec) throws(ScheduleValidationError)
+    -> UInt64
+  {
     var mask: UInt64 = 0
     let elements = text.split(separator: ",", omittingEmptySubsequences: false)
     for element in elements {
@@ -124,7 +144,9 @@ public enum CronParser {
     return mask
   }
 
-  private static func parseElement(_ element: Substring, _ spec: FieldSpec) throws(ScheduleValidationError) -> UInt64 {
+  private static func parseElement(_ element: Substring, _ spec: FieldSpec)
+    throws(ScheduleValidationError) -> UInt64
+  {
     var rangePart = element
     var step = 1
     if let slash = element.firstIndex(of: "/") {
@@ -137,9 +159,13 @@ public enum CronParser {
         throw error("\(spec.name) step \(stepText) out of range 1-\(spec.max)")
       }
       guard value >= 1 else { throw error("\(spec.name): step 0 must be at least 1") }
-      guard value <= spec.max else { throw error("\(spec.name) step \(value) out of range 1-\(spec.max)") }
+      guard value <= spec.max else {
+        throw error("\(spec.name) step \(value) out of range 1-\(spec.max)")
+      }
       step = value
-      if rangePart.isEmpty { throw error("\(spec.name): missing range before \"/\" in \"\(element)\"") }
+      if rangePart.isEmpty {
+        throw error("\(spec.name): missing range before \"/\" in \"\(element)\"")
+      }
     }
     var low: Int
     var high: Int
@@ -155,7 +181,9 @@ public enum CronParser {
       low = try value(lowText, spec)
       high = try value(highText, spec)
       if low > high {
-        throw error("\(spec.name) range \(lowText)-\(highText) runs backwards (start \(low) is after end \(high))")
+        throw error(
+          "\(spec.name) range \(lowText)-\(highText) runs backwards (start \(low) is after end \(high))"
+        )
       }
     } else {
       low = try value(rangePart, spec)
@@ -171,7 +199,9 @@ public enum CronParser {
     return mask
   }
 
-  private static func value(_ text: Substring, _ spec: FieldSpec) throws(ScheduleValidationError) -> Int {
+  private static func value(_ text: Substring, _ spec: FieldSpec) throws(ScheduleValidationError)
+    -> Int
+  {
     if text.isEmpty { throw error("\(spec.name): missing value") }
     if text.allSatisfy({ $0.isASCII && $0.isNumber }) {
       guard text.count <= 4, let v = Int(text) else {
@@ -189,7 +219,9 @@ public enum CronParser {
     if spec.names.isEmpty {
       throw error("\(spec.name): \"\(text)\" is not a number")
     }
-    throw error("\(spec.name): unknown name \"\(text)\" (expected \(spec.names.map { $0.uppercased() }.joined(separator: ", ")) or a number)")
+    throw error(
+      "\(spec.name): unknown name \"\(text)\" (expected \(spec.names.map { $0.uppercased() }.joined(separator: ", ")) or a number)"
+    )
   }
 }
 

@@ -7,13 +7,18 @@
 /// reads back to the same value.
 public enum DurationText {
   private static let units: [(suffix: String, micros: Int64)] = [
-    ("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1_000), ("us", 1),
+    ("d", 86_400_000_000), ("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000), ("ms", 1_000),
+    ("us", 1),
   ]
 
   /// Parses a duration into microseconds. `field` names the schedule field in errors.
-  public static func parse(_ text: String, field: String = "duration") throws(ScheduleValidationError) -> Int64 {
+  public static func parse(_ text: String, field: String = "duration")
+    throws(ScheduleValidationError) -> Int64
+  {
     func fail(_ why: String) -> ScheduleValidationError {
-      ScheduleValidationError(field: field, reason: "\"\(text)\" is not a duration: \(why) (write e.g. 90s, 15m, 1h30m, 250ms)")
+      ScheduleValidationError(
+        field: field,
+        reason: "\"\(text)\" is not a duration: \(why) (write e.g. 90s, 15m, 1h30m, 250ms)")
     }
     let scalars = Array(text.unicodeScalars)
     guard !scalars.isEmpty else { throw fail("empty") }
@@ -43,7 +48,9 @@ public enum DurationText {
       }
       let (product, overflow1) = number.multipliedReportingOverflow(by: scale)
       let (sum, overflow2) = total.addingReportingOverflow(product)
-      guard !overflow1, !overflow2, sum <= 100 * 365 * 86_400_000_000 else { throw fail("longer than 100 years") }
+      guard !overflow1, !overflow2, sum <= 100 * 365 * 86_400_000_000 else {
+        throw fail("longer than 100 years")
+      }
       total = sum
     }
     return total

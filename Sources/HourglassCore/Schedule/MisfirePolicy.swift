@@ -31,7 +31,9 @@ public struct MisfirePolicy: Sendable, Hashable, Codable {
   public static let defaults = MisfirePolicy(uncheckedMode: .runOnce, limit: 100, grace: 60_000_000)
 
   /// Creates a policy, validating the limit and grace.
-  public init(_ mode: Mode = .runOnce, limit: Int = 100, grace: Int64 = 60_000_000) throws(ScheduleValidationError) {
+  public init(_ mode: Mode = .runOnce, limit: Int = 100, grace: Int64 = 60_000_000)
+    throws(ScheduleValidationError)
+  {
     self.init(uncheckedMode: mode, limit: limit, grace: grace)
     try validate()
   }
@@ -57,7 +59,8 @@ public struct MisfirePolicy: Sendable, Hashable, Codable {
       throw ScheduleValidationError(field: "misfire.limit", reason: "\(limit) out of range 1-1000")
     }
     guard grace >= 0, grace <= 86_400_000_000 else {
-      throw ScheduleValidationError(field: "misfire.grace", reason: "\(DurationText.format(grace)) out of range 0s-1d")
+      throw ScheduleValidationError(
+        field: "misfire.grace", reason: "\(DurationText.format(grace)) out of range 0s-1d")
     }
   }
 

@@ -15,16 +15,21 @@ public enum RFC3339 {
   ///
   /// `field` names the schedule field in the error. Fractions finer than a microsecond are refused
   /// rather than rounded; leap seconds (`:60`) are refused.
-  public static func parseInstant(_ text: String, field: String = "time") throws(ScheduleValidationError) -> Int64 {
+  public static func parseInstant(_ text: String, field: String = "time")
+    throws(ScheduleValidationError) -> Int64
+  {
     switch try parse(text, field: field) {
     case .instant(let micros): return micros
     case .local:
-      throw ScheduleValidationError(field: field, reason: "\"\(text)\" has no UTC offset (add Z or ±hh:mm)")
+      throw ScheduleValidationError(
+        field: field, reason: "\"\(text)\" has no UTC offset (add Z or ±hh:mm)")
     }
   }
 
   /// Parses either an RFC 3339 instant or a local date-time `YYYY-MM-DDTHH:MM[:SS[.frac]]`.
-  public static func parse(_ text: String, field: String = "time") throws(ScheduleValidationError) -> Parsed {
+  public static func parse(_ text: String, field: String = "time") throws(ScheduleValidationError)
+    -> Parsed
+  {
     let bytes = Array(text.utf8)
     func fail(_ why: String) -> ScheduleValidationError {
       ScheduleValidationError(field: field, reason: "\"\(text)\" is not an RFC 3339 time: \(why)")
@@ -51,7 +56,10 @@ public enum RFC3339 {
     let month = try digits(2, "a 2-digit month")
     try expect(UInt8(ascii: "-"), "\"-\" after the month")
     let day = try digits(2, "a 2-digit day")
-    guard i < bytes.count, bytes[i] == UInt8(ascii: "T") || bytes[i] == UInt8(ascii: "t") || bytes[i] == UInt8(ascii: " ") else {
+    guard i < bytes.count,
+      bytes[i] == UInt8(ascii: "T") || bytes[i] == UInt8(ascii: "t")
+        || bytes[i] == UInt8(ascii: " ")
+    else {
       throw fail("expected \"T\" between date and time")
     }
     i += 1
@@ -86,7 +94,8 @@ public enum RFC3339 {
     if second == 60 { throw fail("leap seconds are not supported") }
     let local: LocalDateTime
     do {
-      local = try LocalDateTime(year: year, month: month, day: day, hour: hour, minute: minute, second: second)
+      local = try LocalDateTime(
+        year: year, month: month, day: day, hour: hour, minute: minute, second: second)
     } catch {
       throw fail(error.reason)
     }
@@ -146,8 +155,10 @@ public enum RFC3339 {
     let sod = Int(civilSeconds - days * CivilTime.secondsPerDay)
     let date = CivilTime.date(days: days)
     let year = String(date.year)
-    return String(repeating: "0", count: max(0, 4 - year.count)) + year + "-" + pad2(Int(date.month)) + "-"
-      + pad2(Int(date.day)) + "T" + pad2(sod / 3600) + ":" + pad2(sod / 60 % 60) + ":" + pad2(sod % 60)
+    return String(repeating: "0", count: max(0, 4 - year.count)) + year + "-"
+      + pad2(Int(date.month)) + "-"
+      + pad2(Int(date.day)) + "T" + pad2(sod / 3600) + ":" + pad2(sod / 60 % 60) + ":"
+      + pad2(sod % 60)
   }
 
   private static func pad2(_ v: Int) -> String {

@@ -25,12 +25,14 @@ public struct RetryPolicy: Sendable, Hashable, Codable {
 
   /// The defaults: 3 attempts, 1 s initial backoff doubling up to 5 min, 20% jitter, no timeout.
   public static let defaults = RetryPolicy(
-    uncheckedMaxAttempts: 3, initialBackoff: 1_000_000, multiplier: 2, maxBackoff: 300_000_000, jitter: 0.2,
+    uncheckedMaxAttempts: 3, initialBackoff: 1_000_000, multiplier: 2, maxBackoff: 300_000_000,
+    jitter: 0.2,
     attemptTimeout: nil)
 
   /// Creates a policy, validating every field.
   public init(
-    maxAttempts: Int = 3, initialBackoff: Int64 = 1_000_000, multiplier: Double = 2, maxBackoff: Int64 = 300_000_000,
+    maxAttempts: Int = 3, initialBackoff: Int64 = 1_000_000, multiplier: Double = 2,
+    maxBackoff: Int64 = 300_000_000,
     jitter: Double = 0.2, attemptTimeout: Int64? = nil
   ) throws(ScheduleValidationError) {
     self.init(
@@ -40,7 +42,8 @@ public struct RetryPolicy: Sendable, Hashable, Codable {
   }
 
   private init(
-    uncheckedMaxAttempts: Int, initialBackoff: Int64, multiplier: Double, maxBackoff: Int64, jitter: Double,
+    uncheckedMaxAttempts: Int, initialBackoff: Int64, multiplier: Double, maxBackoff: Int64,
+    jitter: Double,
     attemptTimeout: Int64?
   ) {
     self.maxAttempts = uncheckedMaxAttempts
@@ -56,16 +59,23 @@ public struct RetryPolicy: Sendable, Hashable, Codable {
     func fail(_ field: String, _ reason: String) -> ScheduleValidationError {
       ScheduleValidationError(field: "retry." + field, reason: reason)
     }
-    guard (1...100).contains(maxAttempts) else { throw fail("max-attempts", "\(maxAttempts) out of range 1-100") }
+    guard (1...100).contains(maxAttempts) else {
+      throw fail("max-attempts", "\(maxAttempts) out of range 1-100")
+    }
     guard initialBackoff >= 0 else { throw fail("initial-backoff", "must not be negative") }
     guard multiplier.isFinite, multiplier >= 1, multiplier <= 10 else {
       throw fail("multiplier", "\(multiplier) out of range 1-10")
     }
     guard maxBackoff >= initialBackoff else {
-      throw fail("max-backoff", "\(DurationText.format(maxBackoff)) is less than initial-backoff \(DurationText.format(initialBackoff))")
+      throw fail(
+        "max-backoff",
+        "\(DurationText.format(maxBackoff)) is less than initial-backoff \(DurationText.format(initialBackoff))"
+      )
     }
     guard maxBackoff <= 7 * 86_400_000_000 else { throw fail("max-backoff", "longer than 7 days") }
-    guard jitter.isFinite, jitter >= 0, jitter <= 1 else { throw fail("jitter", "\(jitter) out of range 0-1") }
+    guard jitter.isFinite, jitter >= 0, jitter <= 1 else {
+      throw fail("jitter", "\(jitter) out of range 0-1")
+    }
     if let timeout = attemptTimeout, timeout <= 0 {
       throw fail("attempt-timeout", "must be positive")
     }
@@ -120,6 +130,8 @@ public struct RetryPolicy: Sendable, Hashable, Codable {
     try c.encode(multiplier, forKey: .multiplier)
     try c.encode(DurationText.format(maxBackoff), forKey: .maxBackoff)
     try c.encode(jitter, forKey: .jitter)
-    if let attemptTimeout { try c.encode(DurationText.format(attemptTimeout), forKey: .attemptTimeout) }
+    if let attemptTimeout {
+      try c.encode(DurationText.format(attemptTimeout), forKey: .attemptTimeout)
+    }
   }
 }

@@ -34,6 +34,7 @@ extension Schedule {
   /// adds `skipped` to its metric, and sleeps until ``MisfireDecision/nextFireTime``.
   public func misfire(after: Int64, now: Int64, runsSoFar: Int = 0) -> MisfireDecision {
     let policy = spec.misfire
+    let now = min(now, Schedule.latest)
     let next = nextFireTime(after: now, runsSoFar: runsSoFar)
     // How many runs may still start at all.
     let remaining = spec.maxRuns.map { max(0, $0 - runsSoFar) } ?? Int.max
@@ -46,7 +47,9 @@ extension Schedule {
     var recent: [Int64] = []
     var due = 0
     var exact = true
-    if case .interval(let every, let anchor) = compiled, spec.start == nil, spec.end == nil, spec.maxRuns == nil {
+    if case .interval(let every, let anchor) = compiled, spec.start == nil, spec.end == nil,
+      spec.maxRuns == nil
+    {
       // Count arithmetically: fire times are anchor + jitter + k × every.
       let base = anchor + jitterOffset
       func index(atOrBefore t: Int64) -> Int64 { t < base ? -1 : (t - base) / every }
@@ -91,7 +94,8 @@ extension Schedule {
   }
 
   /// The last `keep` fire times at or before `now`, searching back from `now` in widening windows.
-  private func latestDue(before now: Int64, keep: Int, runsSoFar: Int, notBefore: Int64) -> [Int64] {
+  private func latestDue(before now: Int64, keep: Int, runsSoFar: Int, notBefore: Int64) -> [Int64]
+  {
     var window: Int64 = 60_000_000
     while true {
       let from = max(notBefore, now - window)

@@ -43,13 +43,16 @@ public struct Schedule: Sendable {
     if let start = spec.start, let end = spec.end, end <= start {
       throw ScheduleValidationError(
         field: "end",
-        reason: "\(RFC3339.formatUTC(micros: end)) is not after start \(RFC3339.formatUTC(micros: start))")
+        reason:
+          "\(RFC3339.formatUTC(micros: end)) is not after start \(RFC3339.formatUTC(micros: start))"
+      )
     }
     if let maxRuns = spec.maxRuns, maxRuns < 1 {
       throw ScheduleValidationError(field: "max-runs", reason: "\(maxRuns) must be at least 1")
     }
     guard spec.jitter >= 0, spec.jitter <= 86_400_000_000 else {
-      throw ScheduleValidationError(field: "jitter", reason: "\(DurationText.format(spec.jitter)) out of range 0s-1d")
+      throw ScheduleValidationError(
+        field: "jitter", reason: "\(DurationText.format(spec.jitter)) out of range 0s-1d")
     }
     try spec.misfire.validate()
     switch spec.kind {
@@ -57,7 +60,8 @@ public struct Schedule: Sendable {
       compiled = .cron(try CronExpression(text))
     case .interval(let every, let anchor):
       guard every >= 1_000_000 else {
-        throw ScheduleValidationError(field: "every", reason: "\(DurationText.format(every)) is shorter than 1s")
+        throw ScheduleValidationError(
+          field: "every", reason: "\(DurationText.format(every)) is shorter than 1s")
       }
       guard every <= 100 * 365 * 86_400_000_000 else {
         throw ScheduleValidationError(field: "every", reason: "longer than 100 years")
@@ -68,7 +72,8 @@ public struct Schedule: Sendable {
       compiled = .interval(every: every, anchor: anchor)
     case .once(let time):
       if spec.jitter != 0 {
-        throw ScheduleValidationError(field: "jitter", reason: "only recurring schedules (cron, interval) may have jitter")
+        throw ScheduleValidationError(
+          field: "jitter", reason: "only recurring schedules (cron, interval) may have jitter")
       }
       let instants: [Int64]
       switch time {
@@ -82,21 +87,27 @@ public struct Schedule: Sendable {
           if spec.dst.gap == .skip {
             throw ScheduleValidationError(
               field: "at",
-              reason: "\(local) does not exist in \(spec.timeZone) (skipped by a DST transition) and dst.gap is skip")
+              reason:
+                "\(local) does not exist in \(spec.timeZone) (skipped by a DST transition) and dst.gap is skip"
+            )
           }
           instants = [transition * 1_000_000]
         case .overlap(let first, let second):
-          instants = spec.dst.overlap == .both ? [first * 1_000_000, second * 1_000_000] : [first * 1_000_000]
+          instants =
+            spec.dst.overlap == .both
+            ? [first * 1_000_000, second * 1_000_000] : [first * 1_000_000]
         }
       }
       guard instants.allSatisfy({ (Schedule.earliest...Schedule.latest).contains($0) }) else {
         throw ScheduleValidationError(field: "at", reason: "must be between 1970 and 9999")
       }
       if let start = spec.start, instants.last! < start {
-        throw ScheduleValidationError(field: "at", reason: "\(RFC3339.formatUTC(micros: instants.last!)) is before start")
+        throw ScheduleValidationError(
+          field: "at", reason: "\(RFC3339.formatUTC(micros: instants.last!)) is before start")
       }
       if let end = spec.end, instants.first! >= end {
-        throw ScheduleValidationError(field: "at", reason: "\(RFC3339.formatUTC(micros: instants.first!)) is not before end")
+        throw ScheduleValidationError(
+          field: "at", reason: "\(RFC3339.formatUTC(micros: instants.first!)) is not before end")
       }
       compiled = .once(instants)
     }
@@ -121,7 +132,9 @@ public struct Schedule: Sendable {
   @usableFromInline
   func nextFireTimeImpl(after: Int64, runsSoFar: Int) -> Int64? {
     if let maxRuns = spec.maxRuns, runsSoFar >= maxRuns { return nil }
-    var from = after
+    // Nothing fires before 1970, so earlier questions are the same question (and this keeps the
+    // arithmetic below far from overflow for any input).
+    var from = max(after, Schedule.earliest - 1)
     if let start = spec.start, from < start - 1 { from = start - 1 }
     if from >= Schedule.latest { return nil }
     guard let nominal = nominalNext(after: from - jitterOffset) else { return nil }
@@ -180,7 +193,9 @@ public struct Schedule: Sendable {
   /// (unless it is the second occurrence of a repeated wall time and the overlap policy is
   /// `once`); a match that lands in the wall-clock gap at the segment's end fires at the
   /// transition under `run-after`; otherwise the walk moves on to the next segment.
-  static func cronNext(_ cron: CronExpression, zone: ZoneRules, dst: DSTPolicy, after: Int64) -> Int64? {
+  static func cronNext(_ cron: CronExpression, zone: ZoneRules, dst: DSTPolicy, after: Int64)
+    -> Int64?
+  {
     var s = CivilTime.floorDiv(after, 1_000_000) + 1  // first whole second strictly after
     var guardCount = 0
     while guardCount < 100_000 {
@@ -190,8 +205,11 @@ public struct Schedule: Sendable {
       let endWall = seg.end == Int64.max ? Int64.max : seg.end + seg.offset
       if wall < endWall {
         // Inside this segment. A repeated wall time (just after a backward transition)?
-        if seg.previousOffset > seg.offset && wall < seg.start + seg.previousOffset && dst.overlap == .once {
-          s = seg.start + seg.previousOffset - seg.offset  // first second after the repeated stretch
+        if seg.previousOffset > seg.offset && wall < seg.start + seg.previousOffset
+          && dst.overlap == .once
+        {
+          // Resume at the first second after the repeated stretch.
+          s = seg.start + seg.previousOffset - seg.offset
           continue
         }
         return (wall - seg.offset) * 1_000_000

@@ -65,7 +65,8 @@ public struct ScheduleSpec: Sendable, Hashable, Codable {
 
   /// Creates a spec; every field but the kind has a default.
   public init(
-    _ kind: Kind, timeZone: String = "UTC", start: Int64? = nil, end: Int64? = nil, maxRuns: Int? = nil,
+    _ kind: Kind, timeZone: String = "UTC", start: Int64? = nil, end: Int64? = nil,
+    maxRuns: Int? = nil,
     jitter: Int64 = 0, dst: DSTPolicy = .defaults, misfire: MisfirePolicy = .defaults,
     overlap: OverlapPolicy = .defaults
   ) {
@@ -146,18 +147,24 @@ public struct ScheduleSpec: Sendable, Hashable, Codable {
     case "interval":
       let text = try c.decode(String.self, forKey: .every)
       let every: Int64
-      do { every = try DurationText.parse(text, field: "every") } catch { throw fail(error, .every) }
+      do { every = try DurationText.parse(text, field: "every") } catch {
+        throw fail(error, .every)
+      }
       kind = .interval(every: every, anchor: try instant(.anchor, "anchor") ?? 0)
     default:
       throw DecodingError.dataCorruptedError(
-        forKey: .kind, in: c, debugDescription: "kind: unknown schedule kind \"\(tag)\" (expected once, cron or interval)")
+        forKey: .kind, in: c,
+        debugDescription: "kind: unknown schedule kind \"\(tag)\" (expected once, cron or interval)"
+      )
     }
     timeZone = try c.decodeIfPresent(String.self, forKey: .timeZone) ?? "UTC"
     start = try instant(.start, "start")
     end = try instant(.end, "end")
     maxRuns = try c.decodeIfPresent(Int.self, forKey: .maxRuns)
     if let text = try c.decodeIfPresent(String.self, forKey: .jitter) {
-      do { jitter = try DurationText.parse(text, field: "jitter") } catch { throw fail(error, .jitter) }
+      do { jitter = try DurationText.parse(text, field: "jitter") } catch {
+        throw fail(error, .jitter)
+      }
     } else {
       jitter = 0
     }

@@ -40,7 +40,8 @@ public final class ZoneRules: Sendable {
   public static func named(_ identifier: String) throws(ScheduleValidationError) -> ZoneRules {
     if let cached = cache.withLock({ $0[identifier] }) { return cached }
     guard !identifier.isEmpty, let zone = TimeZone(identifier: identifier) else {
-      throw ScheduleValidationError(field: "time-zone", reason: "unknown IANA time zone \"\(identifier)\"")
+      throw ScheduleValidationError(
+        field: "time-zone", reason: "unknown IANA time zone \"\(identifier)\"")
     }
     let rules = ZoneRules(identifier: identifier, timeZone: zone)
     return cache.withLock { table in
@@ -55,16 +56,23 @@ public final class ZoneRules: Sendable {
 
   private static let cache = LockedTable()
 
-  init(identifier: String, timeZone: TimeZone, from start: Int64 = defaultTableStart, to end: Int64 = defaultTableEnd) {
+  init(
+    identifier: String, timeZone: TimeZone, from start: Int64 = defaultTableStart,
+    to end: Int64 = defaultTableEnd
+  ) {
     self.identifier = identifier
     self.timeZone = timeZone
     var transitions: [Int64] = []
-    var offsets: [Int32] = [Int32(timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(start))))]
+    var offsets: [Int32] = [
+      Int32(timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(start))))
+    ]
     var cursor = Date(timeIntervalSince1970: Double(start))
     var beyond: (time: Int64, offset: Int64)? = nil
     while let next = timeZone.nextDaylightSavingTimeTransition(after: cursor) {
       let t = Int64(next.timeIntervalSince1970.rounded())
-      guard t > (transitions.last ?? Int64.min), t > Int64(cursor.timeIntervalSince1970) else { break }
+      guard t > (transitions.last ?? Int64.min), t > Int64(cursor.timeIntervalSince1970) else {
+        break
+      }
       let after = Int32(timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(t))))
       if after != offsets[offsets.count - 1] {
         if t >= end {
@@ -118,7 +126,9 @@ public final class ZoneRules: Sendable {
       let start = lo > 0 ? transitions[lo - 1] : Int64.min
       let previous = lo > 0 ? Int64(offsets[lo - 1]) : offset
       if lo < transitions.count {
-        return Segment(offset: offset, start: start, previousOffset: previous, end: transitions[lo], nextOffset: Int64(offsets[lo + 1]))
+        return Segment(
+          offset: offset, start: start, previousOffset: previous, end: transitions[lo],
+          nextOffset: Int64(offsets[lo + 1]))
       }
       // After the last tabulated transition: the segment runs to the first one beyond the table.
       return Segment(
@@ -163,7 +173,8 @@ public final class ZoneRules: Sendable {
 
   private func slowSegment(containing utc: Int64) -> Segment {
     let offset = Int64(timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(utc))))
-    var segment = Segment(offset: offset, start: Int64.min, previousOffset: offset, end: Int64.max, nextOffset: offset)
+    var segment = Segment(
+      offset: offset, start: Int64.min, previousOffset: offset, end: Int64.max, nextOffset: offset)
     if let next = nextTransitionFromFoundation(after: utc) {
       segment.end = next.time
       segment.nextOffset = next.offset
@@ -173,7 +184,8 @@ public final class ZoneRules: Sendable {
     var probe = utc - 400 * 86_400
     while probe < utc, let next = nextTransitionFromFoundation(after: probe), next.time <= utc {
       segment.start = next.time
-      segment.previousOffset = Int64(timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(next.time - 1))))
+      segment.previousOffset = Int64(
+        timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(next.time - 1))))
       probe = next.time
     }
     return segment

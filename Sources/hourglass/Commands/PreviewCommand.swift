@@ -22,19 +22,28 @@ struct Preview: ParsableCommand {
       """
   )
 
-  @Option(name: .customLong("cron"), help: "A cron expression: 5 fields, 6 with leading seconds, or @daily etc.")
+  @Option(
+    name: .customLong("cron"),
+    help: "A cron expression: 5 fields, 6 with leading seconds, or @daily etc.")
   var cron: String?
 
-  @Option(name: .customLong("every"), help: "An interval such as 90s, 15m or 1h30m, anchored at --from.")
+  @Option(
+    name: .customLong("every"), help: "An interval such as 90s, 15m or 1h30m, anchored at --from.")
   var every: String?
 
-  @Option(name: .customLong("at"), help: "One time: RFC 3339 (2026-03-08T07:00:00Z) or local (2026-03-08T02:30:00) in --time-zone.")
+  @Option(
+    name: .customLong("at"),
+    help: "One time: RFC 3339 (2026-03-08T07:00:00Z) or local (2026-03-08T02:30:00) in --time-zone."
+  )
   var at: String?
 
-  @Option(name: .customLong("time-zone"), help: "IANA time zone for wall-clock schedules and display.")
+  @Option(
+    name: .customLong("time-zone"), help: "IANA time zone for wall-clock schedules and display.")
   var timeZone: String = "UTC"
 
-  @Option(name: .customLong("from"), help: "Show fire times strictly after this RFC 3339 instant (default: now).")
+  @Option(
+    name: .customLong("from"),
+    help: "Show fire times strictly after this RFC 3339 instant (default: now).")
   var from: String?
 
   @Option(name: .customLong("count"), help: "How many fire times to show.")
@@ -144,7 +153,9 @@ enum PreviewTable {
       let offset = schedule.zone.offset(atMicros: t)
       let localDays = (t / 1_000_000 + Int64(offset)) / 86_400
       let weekday = Int(((localDays + 4) % 7 + 7) % 7)
-      rows.append([String(i + 1), schedule.format(t), weekdays[weekday], RFC3339.formatUTC(micros: t)])
+      rows.append([
+        String(i + 1), schedule.format(t), weekdays[weekday], RFC3339.formatUTC(micros: t),
+      ])
     }
     var widths = [Int](repeating: 0, count: rows[0].count)
     for row in rows {

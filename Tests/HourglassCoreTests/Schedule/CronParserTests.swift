@@ -39,11 +39,14 @@ struct CronParserTests {
     #expect(try CronExpression("0 0 * feb-apr/2 *").months == UInt16(Self.bits([2, 4])))
   }
 
-  @Test("macros", arguments: [
-    ("@yearly", "0 0 1 1 *"), ("@annually", "0 0 1 1 *"), ("@monthly", "0 0 1 * *"),
-    ("@weekly", "0 0 * * 0"), ("@daily", "0 0 * * *"), ("@midnight", "0 0 * * *"), ("@hourly", "0 * * * *"),
-    ("@DAILY", "0 0 * * *"),
-  ])
+  @Test(
+    "macros",
+    arguments: [
+      ("@yearly", "0 0 1 1 *"), ("@annually", "0 0 1 1 *"), ("@monthly", "0 0 1 * *"),
+      ("@weekly", "0 0 * * 0"), ("@daily", "0 0 * * *"), ("@midnight", "0 0 * * *"),
+      ("@hourly", "0 * * * *"),
+      ("@DAILY", "0 0 * * *"),
+    ])
   func macros(macro: String, equivalent: String) throws {
     let a = try CronExpression(macro)
     let b = try CronExpression(equivalent)
@@ -60,35 +63,51 @@ struct CronParserTests {
     #expect(e.hours == 1 << 4)
   }
 
-  @Test("errors name the field and the reason", arguments: [
-    ("0 24 * * *", "cron: hour 24 out of range 0-23"),
-    ("60 * * * *", "cron: minute 60 out of range 0-59"),
-    ("60 * * * * *", "cron: second 60 out of range 0-59"),
-    ("* * 0 * *", "cron: day-of-month 0 out of range 1-31"),
-    ("* * 32 * *", "cron: day-of-month 32 out of range 1-31"),
-    ("* * * 13 *", "cron: month 13 out of range 1-12"),
-    ("* * * 0 *", "cron: month 0 out of range 1-12"),
-    ("* * * * 8", "cron: day-of-week 8 out of range 0-7"),
-    ("* * * *", "cron: expected 5 fields (minute hour day-of-month month day-of-week) or 6 (with leading seconds), got 4"),
-    ("* * * * * * *", "cron: expected 5 fields (minute hour day-of-month month day-of-week) or 6 (with leading seconds), got 7"),
-    ("", "cron: empty expression"),
-    ("   ", "cron: empty expression"),
-    ("*/0 * * * *", "cron: minute: step 0 must be at least 1"),
-    ("*/60 * * * *", "cron: minute step 60 out of range 1-59"),
-    ("*/x * * * *", "cron: minute: step \"x\" is not a positive number"),
-    ("5-1 * * * *", "cron: minute range 5-1 runs backwards (start 5 is after end 1)"),
-    ("* * * * FRI-MON", "cron: day-of-week range FRI-MON runs backwards (start 5 is after end 1)"),
-    ("* * * FOO *", "cron: month: unknown name \"FOO\" (expected JAN, FEB, MAR, APR, MAY, JUN, JUL, AUG, SEP, OCT, NOV, DEC or a number)"),
-    ("L * * * *", "cron: minute: \"L\" is not a number"),
-    ("1,,2 * * * *", "cron: minute: empty list element in \"1,,2\""),
-    ("? * * * *", "cron: minute: \"?\" is only allowed in day-of-month and day-of-week"),
-    ("/5 * * * *", "cron: minute: missing range before \"/\" in \"/5\""),
-    ("1- * * * *", "cron: minute: missing value"),
-    ("99999999999999999999 * * * *", "cron: minute 99999999999999999999 out of range 0-59"),
-    ("0 0 30 2 *", "cron: day-of-month 30 never occurs in February"),
-    ("0 0 31 4,6 *", "cron: day-of-month 31 never occurs in April, June"),
-    ("@reboot", "cron: unknown macro \"@reboot\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)"),
-  ])
+  @Test(
+    "errors name the field and the reason",
+    arguments: [
+      ("0 24 * * *", "cron: hour 24 out of range 0-23"),
+      ("60 * * * *", "cron: minute 60 out of range 0-59"),
+      ("60 * * * * *", "cron: second 60 out of range 0-59"),
+      ("* * 0 * *", "cron: day-of-month 0 out of range 1-31"),
+      ("* * 32 * *", "cron: day-of-month 32 out of range 1-31"),
+      ("* * * 13 *", "cron: month 13 out of range 1-12"),
+      ("* * * 0 *", "cron: month 0 out of range 1-12"),
+      ("* * * * 8", "cron: day-of-week 8 out of range 0-7"),
+      (
+        "* * * *",
+        "cron: expected 5 fields (minute hour day-of-month month day-of-week) or 6 (with leading seconds), got 4"
+      ),
+      (
+        "* * * * * * *",
+        "cron: expected 5 fields (minute hour day-of-month month day-of-week) or 6 (with leading seconds), got 7"
+      ),
+      ("", "cron: empty expression"),
+      ("   ", "cron: empty expression"),
+      ("*/0 * * * *", "cron: minute: step 0 must be at least 1"),
+      ("*/60 * * * *", "cron: minute step 60 out of range 1-59"),
+      ("*/x * * * *", "cron: minute: step \"x\" is not a positive number"),
+      ("5-1 * * * *", "cron: minute range 5-1 runs backwards (start 5 is after end 1)"),
+      (
+        "* * * * FRI-MON", "cron: day-of-week range FRI-MON runs backwards (start 5 is after end 1)"
+      ),
+      (
+        "* * * FOO *",
+        "cron: month: unknown name \"FOO\" (expected JAN, FEB, MAR, APR, MAY, JUN, JUL, AUG, SEP, OCT, NOV, DEC or a number)"
+      ),
+      ("L * * * *", "cron: minute: \"L\" is not a number"),
+      ("1,,2 * * * *", "cron: minute: empty list element in \"1,,2\""),
+      ("? * * * *", "cron: minute: \"?\" is only allowed in day-of-month and day-of-week"),
+      ("/5 * * * *", "cron: minute: missing range before \"/\" in \"/5\""),
+      ("1- * * * *", "cron: minute: missing value"),
+      ("99999999999999999999 * * * *", "cron: minute 99999999999999999999 out of range 0-59"),
+      ("0 0 30 2 *", "cron: day-of-month 30 never occurs in February"),
+      ("0 0 31 4,6 *", "cron: day-of-month 31 never occurs in April, June"),
+      (
+        "@reboot",
+        "cron: unknown macro \"@reboot\" (expected @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly)"
+      ),
+    ])
   func errors(expression: String, message: String) {
     #expect(throws: ScheduleValidationError.self) { try CronExpression(expression) }
     do {
@@ -109,7 +128,8 @@ struct CronParserTests {
   @Test("fuzz: random strings never crash; each parses or names the cron field")
   func fuzzRandomStrings() {
     var rng = ScheduleTestRNG(seed: 0xC0FFEE)
-    let alphabet = Array("0123456789*/-,?@ \t\t  LW#abcdefhjlmnoprstuwyJANFEBMONSUNxyz\u{00e9}\u{1F600}")
+    let alphabet = Array(
+      "0123456789*/-,?@ \t\t  LW#abcdefhjlmnoprstuwyJANFEBMONSUNxyz\u{00e9}\u{1F600}")
     let zone = try! ZoneRules.named("America/New_York")
     var parsed = 0
     for _ in 0..<20_000 {
@@ -151,7 +171,9 @@ struct CronParserTests {
 
 /// Random cron expressions from the grammar, biased toward ones that fire often.
 enum RandomCron {
-  static func field(min: Int, max: Int, using rng: inout ScheduleTestRNG, starWeight: Int = 3) -> String {
+  static func field(min: Int, max: Int, using rng: inout ScheduleTestRNG, starWeight: Int = 3)
+    -> String
+  {
     switch Int.random(in: 0..<(6 + starWeight), using: &rng) {
     case 0: return String(Int.random(in: min...max, using: &rng))
     case 1:
@@ -165,7 +187,8 @@ enum RandomCron {
       return "\(a)-\(b)/\(Int.random(in: 1...3, using: &rng))"
     case 4, 5:
       let n = Int.random(in: 2...4, using: &rng)
-      return (0..<n).map { _ in String(Int.random(in: min...max, using: &rng)) }.joined(separator: ",")
+      return (0..<n).map { _ in String(Int.random(in: min...max, using: &rng)) }.joined(
+        separator: ",")
     default: return "*"
     }
   }

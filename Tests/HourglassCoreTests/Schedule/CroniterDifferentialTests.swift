@@ -64,7 +64,9 @@ struct CroniterDifferentialTests {
     var zone: String
   }
 
-  @Test("random expressions agree with croniter", .enabled(if: croniterAvailable, "python3 with croniter not available"))
+  @Test(
+    "random expressions agree with croniter",
+    .enabled(if: croniterAvailable, "python3 with croniter not available"))
   func agreesWithCroniter() throws {
     var rng = ScheduleTestRNG(seed: 2026)
     var cases: [Case] = []
@@ -78,14 +80,19 @@ struct CroniterDifferentialTests {
       let fields = text.split(separator: " ").map(String.init)
       let dom = fields[fields.count - 3]
       let dow = fields[fields.count - 1]
-      if (dom.hasPrefix("*") && dom != "*" && dow != "*") || (dow.hasPrefix("*") && dow != "*" && dom != "*") { continue }
+      if (dom.hasPrefix("*") && dom != "*" && dow != "*")
+        || (dow.hasPrefix("*") && dow != "*" && dom != "*")
+      {
+        continue
+      }
       guard (try? CronExpression(text)) != nil else { continue }
       let zone = zones[cases.count % zones.count]
       let start = Int64.random(in: 946_684_800...2_524_608_000, using: &rng)  // 2000–2050
       let schedule = try Schedule(ScheduleSpec(.cron(text), timeZone: zone))
       ours.append(schedule.fireTimes(after: start * 1_000_000, count: 5).map { $0 / 1_000_000 })
       let rewritten = fields.map(Self.collapseSingleValueRanges)
-      let croniterText = (seconds ? Array(rewritten.dropFirst()) + [rewritten[0]] : rewritten).joined(separator: " ")
+      let croniterText = (seconds ? Array(rewritten.dropFirst()) + [rewritten[0]] : rewritten)
+        .joined(separator: " ")
       cases.append(Case(expr: croniterText, start: start, count: 5, zone: zone))
     }
     let output = try #require(Self.runPython(Self.script, input: try JSONEncoder().encode(cases)))
@@ -93,7 +100,8 @@ struct CroniterDifferentialTests {
     try #require(theirs.count == cases.count)
     var disagreements: [String] = []
     for (i, c) in cases.enumerated() where ours[i] != theirs[i] {
-      disagreements.append("'\(c.expr)' \(c.zone) after \(c.start): ours \(ours[i]) croniter \(theirs[i])")
+      disagreements.append(
+        "'\(c.expr)' \(c.zone) after \(c.start): ours \(ours[i]) croniter \(theirs[i])")
     }
     #expect(disagreements.isEmpty, "\(disagreements.prefix(5).joined(separator: "\n"))")
   }

@@ -4,7 +4,9 @@ import Testing
 
 @Suite("Misfire, overlap and retry policies")
 struct MisfireTests {
-  static func schedule(_ cron: String, _ misfire: MisfirePolicy, maxRuns: Int? = nil) throws -> Schedule {
+  static func schedule(_ cron: String, _ misfire: MisfirePolicy, maxRuns: Int? = nil) throws
+    -> Schedule
+  {
     var spec = cronSpec(cron)
     spec.misfire = misfire
     spec.maxRuns = maxRuns
@@ -97,7 +99,12 @@ struct MisfireTests {
     #expect(d.nextFireTime == nil)
   }
 
-  @Test("overlap policy", arguments: [(OverlapPolicy.skip, false, true), (.skip, true, false), (.allow, true, true), (.allow, false, true)])
+  @Test(
+    "overlap policy",
+    arguments: [
+      (OverlapPolicy.skip, false, true), (.skip, true, false), (.allow, true, true),
+      (.allow, false, true),
+    ])
   func overlap(policy: OverlapPolicy, inProgress: Bool, starts: Bool) {
     #expect(policy.shouldStart(previousRunInProgress: inProgress) == starts)
   }
@@ -106,15 +113,20 @@ struct MisfireTests {
 
   @Test("retry backoff grows by the multiplier up to the cap, and stops after max attempts")
   func backoff() throws {
-    let p = try RetryPolicy(maxAttempts: 6, initialBackoff: 1_000_000, multiplier: 2, maxBackoff: 10_000_000, jitter: 0)
+    let p = try RetryPolicy(
+      maxAttempts: 6, initialBackoff: 1_000_000, multiplier: 2, maxBackoff: 10_000_000, jitter: 0)
     let delays = (1...6).map { p.backoff(afterAttempt: $0, seed: 1) }
     #expect(delays == [1_000_000, 2_000_000, 4_000_000, 8_000_000, 10_000_000, nil])
     #expect(p.backoff(afterAttempt: 0, seed: 1) == nil)
   }
 
-  @Test("retry jitter is deterministic per seed, never exceeds the un-jittered delay, and varies by seed")
+  @Test(
+    "retry jitter is deterministic per seed, never exceeds the un-jittered delay, and varies by seed"
+  )
   func backoffJitter() throws {
-    let p = try RetryPolicy(maxAttempts: 10, initialBackoff: 1_000_000, multiplier: 2, maxBackoff: 60_000_000, jitter: 0.5)
+    let p = try RetryPolicy(
+      maxAttempts: 10, initialBackoff: 1_000_000, multiplier: 2, maxBackoff: 60_000_000, jitter: 0.5
+    )
     var distinct = Set<Int64>()
     for seed in 0..<100 as Range<UInt64> {
       for attempt in 1..<10 {
@@ -128,13 +140,15 @@ struct MisfireTests {
     #expect(distinct.count > 90)
   }
 
-  @Test("retry validation names the field", arguments: [
-    ("max-attempts", "retry.max-attempts: 0 out of range 1-100"),
-    ("multiplier", "retry.multiplier: 0.5 out of range 1-10"),
-    ("max-backoff", "retry.max-backoff: 1s is less than initial-backoff 10s"),
-    ("jitter", "retry.jitter: 1.5 out of range 0-1"),
-    ("attempt-timeout", "retry.attempt-timeout: must be positive"),
-  ])
+  @Test(
+    "retry validation names the field",
+    arguments: [
+      ("max-attempts", "retry.max-attempts: 0 out of range 1-100"),
+      ("multiplier", "retry.multiplier: 0.5 out of range 1-10"),
+      ("max-backoff", "retry.max-backoff: 1s is less than initial-backoff 10s"),
+      ("jitter", "retry.jitter: 1.5 out of range 0-1"),
+      ("attempt-timeout", "retry.attempt-timeout: must be positive"),
+    ])
   func retryValidation(field: String, message: String) {
     do {
       switch field {
@@ -154,6 +168,7 @@ struct MisfireTests {
   func priority() throws {
     #expect(try Priority(100) > Priority(-100))
     #expect(Priority.defaults.value == 0)
-    #expect(throws: ScheduleValidationError(field: "priority", reason: "101 out of range -100-100")) { try Priority(101) }
+    #expect(throws: ScheduleValidationError(field: "priority", reason: "101 out of range -100-100"))
+    { try Priority(101) }
   }
 }

@@ -26,7 +26,9 @@ struct ScheduleReferenceTests {
   static func transitions(_ zone: TimeZone) -> [Int64] {
     var result: [Int64] = []
     var cursor = Date(timeIntervalSince1970: 31_536_000)
-    while let next = zone.nextDaylightSavingTimeTransition(after: cursor), next.timeIntervalSince1970 < 2_840_140_800 {
+    while let next = zone.nextDaylightSavingTimeTransition(after: cursor),
+      next.timeIntervalSince1970 < 2_840_140_800
+    {
       result.append(Int64(next.timeIntervalSince1970))
       cursor = next
     }
@@ -64,7 +66,8 @@ struct ScheduleReferenceTests {
       let from = (center - 3 * 86_400) / 60 * 60
       let to = from + 6 * 86_400
       let schedule = try Schedule(ScheduleSpec(.cron(text), timeZone: zoneName, dst: policy))
-      let expected = referenceFireTimes(cron: cron, zone: zone, policy: policy, from: from, to: to, step: 60)
+      let expected = referenceFireTimes(
+        cron: cron, zone: zone, policy: policy, from: from, to: to, step: 60)
       let actual = Self.implementationFireTimes(schedule, from: from, to: to)
       compared += expected.count
       #expect(
@@ -75,23 +78,29 @@ struct ScheduleReferenceTests {
     #expect(compared > 1_000, "the random expressions should fire often enough to test something")
   }
 
-  @Test("6-field expressions, second walk around transitions", arguments: ["America/New_York", "Australia/Lord_Howe", "Pacific/Apia", "Asia/Kathmandu"])
+  @Test(
+    "6-field expressions, second walk around transitions",
+    arguments: ["America/New_York", "Australia/Lord_Howe", "Pacific/Apia", "Asia/Kathmandu"])
   func secondWalk(zoneName: String) throws {
     let zone = try #require(TimeZone(identifier: zoneName))
     var rng = ScheduleTestRNG(seed: StableHash.hash("seconds " + zoneName))
     let transitions = Self.transitions(zone)
     for round in 0..<8 {
       // Hours near the transitions so the windows contain matches.
-      let text = "\(RandomCron.field(min: 0, max: 59, using: &rng)) \(RandomCron.field(min: 0, max: 59, using: &rng, starWeight: 1)) * * * *"
+      let text =
+        "\(RandomCron.field(min: 0, max: 59, using: &rng)) \(RandomCron.field(min: 0, max: 59, using: &rng, starWeight: 1)) * * * *"
       guard let cron = try? CronExpression(text) else { continue }
       let policy = Self.policies[round % Self.policies.count]
       let center = transitions.randomElement(using: &rng)!
       let from = center - 2 * 3600
       let to = center + 2 * 3600
       let schedule = try Schedule(ScheduleSpec(.cron(text), timeZone: zoneName, dst: policy))
-      let expected = referenceFireTimes(cron: cron, zone: zone, policy: policy, from: from, to: to, step: 1)
+      let expected = referenceFireTimes(
+        cron: cron, zone: zone, policy: policy, from: from, to: to, step: 1)
       let actual = Self.implementationFireTimes(schedule, from: from, to: to)
-      #expect(actual == expected, "\(zoneName) '\(text)' gap=\(policy.gap.rawValue) overlap=\(policy.overlap.rawValue)")
+      #expect(
+        actual == expected,
+        "\(zoneName) '\(text)' gap=\(policy.gap.rawValue) overlap=\(policy.overlap.rawValue)")
     }
   }
 
@@ -103,7 +112,9 @@ struct ScheduleReferenceTests {
     var mismatches: [Int64] = []
     for _ in 0..<20_000 {
       let t = Int64.random(in: -2_000_000_000...8_000_000_000, using: &rng)
-      if rules.offset(atUTC: t) != Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(t)))) {
+      if rules.offset(atUTC: t)
+        != Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(t))))
+      {
         mismatches.append(t)
       }
     }
@@ -121,7 +132,11 @@ struct ScheduleReferenceTests {
     for t in times {
       let offset = zone.secondsFromGMT(for: Date(unixMicros: t))
       let local = LocalDateTime(civilSeconds: t / 1_000_000 + Int64(offset))
-      if local.hour == 3 && local.minute == 0 { gapRuns += 1 } else { #expect(local.hour == 2 && local.minute == 30) }
+      if local.hour == 3 && local.minute == 0 {
+        gapRuns += 1
+      } else {
+        #expect(local.hour == 2 && local.minute == 30)
+      }
     }
     #expect(gapRuns == 1)  // the spring-forward day of 2401
   }

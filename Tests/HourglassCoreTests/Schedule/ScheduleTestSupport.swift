@@ -35,7 +35,10 @@ func fires(_ spec: ScheduleSpec, after from: String, count: Int) throws -> [Stri
 }
 
 /// A cron spec in a zone with a DST policy.
-func cronSpec(_ expression: String, _ zone: String = "UTC", gap: DSTPolicy.Gap = .runAfter, overlap: DSTPolicy.Overlap = .once) -> ScheduleSpec {
+func cronSpec(
+  _ expression: String, _ zone: String = "UTC", gap: DSTPolicy.Gap = .runAfter,
+  overlap: DSTPolicy.Overlap = .once
+) -> ScheduleSpec {
   ScheduleSpec(.cron(expression), timeZone: zone, dst: DSTPolicy(gap: gap, overlap: overlap))
 }
 
@@ -48,7 +51,9 @@ func cronSpec(_ expression: String, _ zone: String = "UTC", gap: DSTPolicy.Gap =
 func referenceFireTimes(
   cron: CronExpression, zone: TimeZone, policy: DSTPolicy, from: Int64, to: Int64, step: Int64
 ) -> [Int64] {
-  func off(_ t: Int64) -> Int64 { Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(t)))) }
+  func off(_ t: Int64) -> Int64 {
+    Int64(zone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(t))))
+  }
   func isRepeated(_ u: Int64, wall: Int64, offset: Int64) -> Bool {
     let lookBacks: [Int64] = [3600, 3 * 3600, 86_400, 2 * 86_400]
     for back in lookBacks {
