@@ -1,0 +1,91 @@
+/// The numbered schema migrations of the PostgreSQL store, each a list of statements run in one
+/// transaction. Append new ones; never edit an applied one.
+enum PostgresMigrations {
+  struct Migration {
+    var version: Int32
+    var name: String
+    var statements: [String]
+  }
+
+  static func all(partitionCount: Int32) -> [Migration] {
+    [
+      Migration(
+        version: 1, name: "initial",
+        statements: [
+          """
+          CREATE TABLE store_meta (
+            key text PRIMARY KEY,
+            value bigint NOT NULL
+          )
+          """,
+          "INSERT INTO store_meta (key, value) VALUES ('partition_count', \(partitionCount))",
+          "CREATE SEQUENCE fence_seq AS bigint",
+          """
+          CREATE TABLE blobs (
+            digest bytea PRIMARY KEY,
+            content bytea NOT NULL,
+            size integer NOT NULL
+          )
+          """,
+          """
+          CREATE TABLE tasks (
+            id uuid PRIMARY KEY,
+            owner text NOT NULL,
+            name text NOT NULL,
+            operator text NOT NULL,
+            blob_digest bytea,
+            arguments text NOT NULL,
+            time_zone text NOT NULL,
+            schedule_spec bytea NOT NULL,
+            recurring boolean NOT NULL,
+            priority integer NOT NULL,
+            max_attempts integer NOT NULL,
+            timeout_us bigint NOT NULL,
+            state text NOT NULL,
+            partition integer NOT NULL,
+            next_run_us bigint,
+            due_us bigint,
+            due_bucket bigint,
+            last_run_us bigint,
+            last_run_state text,
+            version bigint NOT NULL,
+            created_us bigint NOT NULL,
+            deleted_us bigint
+          )
+          """,
+          "CREATE INDEX tasks_due ON tasks (partition, due_bucket, due_us) WHERE state = 'active'",
+          "CREATE INDEX tasks_owner ON tasks (owner, id)",
+          "CREATE INDEX tasks_deleted ON tasks (deleted_us) WHERE state = 'deleted'",
+          """
+          CREATE TABLE runs (
+            task_id uuid NOT NULL,
+            scheduled_us bigint NOT NULL,
+            attempt integer NOT NULL,
+            state text NOT NULL,
+            lease_owner text,
+            lease_expires_us bigint,
+            fence bigint NOT NULL,
+            started_us bigint,
+            finished_us bigint,
+            retry_at_us bigint,
+            exit_status integer,
+            output_tail bytea NOT NULL DEFAULT '\\x'::bytea,
+            error text,
+            PRIMARY KEY (task_id, scheduled_us)
+          )
+          """,
+          "CREATE INDEX runs_lease ON runs (state, lease_expires_us)",
+          // Cluster: each partition is owned by one coordinator at a time; the epoch grows on every
+          // change of owner and is meant to fence that partition's writes (see docs/storage.md).
+          """
+          CREATE TABLE partition_leases (
+            partition integer PRIMARY KEY,
+            owner text NOT NULL,
+            epoch bigint NOT NULL,
+            expires_us bigint NOT NULL
+          )
+          """,
+        ])
+    ]
+  }
+}

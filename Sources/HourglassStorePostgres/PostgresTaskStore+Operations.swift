@@ -1,0 +1,411 @@
+import Foundation
+import HourglassCore
+import HourglassStore
+import Logging
+import NIOCore
+import PostgresNIO
+
+extension PostgresTaskStore {
+  static let taskColumns = """
+    id, owner, name, operator, blob_digest, arguments, time_zone, schedule_spec, recurring,
+    priority, max_attempts, timeout_us, state, partition, next_run_us, due_us, last_run_us,
+    last_run_state, version, created_us
+    """
+
+  static let runColumns = """
+    task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us, fence, started_us,
+    finished_us, retry_at_us, exit_status, output_tail, error
+    """
+
+  static func bytes(_ buffer: ByteBuffer?) -> [UInt8]? {
+    buffer.map { Array($0.readableBytesView) }
+  }
+
+  static func taskRecord(_ row: PostgresRow) throws -> TaskRecord {
+    let r = row.makeRandomAccess()
+    let state = try r[12].decode(String.self)
+    let lastState = try r[17].decode(String?.self)
+    return TaskRecord(
+      id: TaskID(uuid: try r[0].decode(UUID.self)), owner: try r[1].decode(String.self),
+      name: try r[2].decode(String.self), operatorName: try r[3].decode(String.self),
+      blobDigest: bytes(try r[4].decode(ByteBuffer?.self)).flatMap { BlobDigest(bytes: $0) },
+      arguments: decodeArguments(try r[5].decode(String.self)),
+      timeZone: try r[6].decode(String.self),
+      scheduleSpec: bytes(try r[7].decode(ByteBuffer.self)) ?? [],
+      recurring: try r[8].decode(Bool.self), priority: try r[9].decode(Int32.self),
+      maxAttempts: try r[10].decode(Int32.self), timeoutMicros: try r[11].decode(Int64.self),
+      state: TaskState(rawValue: state) ?? .dead,
+      partition: Partition(rawValue: try r[13].decode(Int32.self)),
+      nextRunMicros: try r[14].decode(Int64?.self), dueMicros: try r[15].decode(Int64?.self),
+      lastRunMicros: try r[16].decode(Int64?.self),
+      lastRunState: lastState.flatMap(RunState.init(rawValue:)),
+      version: try r[18].decode(Int64.self), createdAtMicros: try r[19].decode(Int64.self))
+  }
+
+  static func runRecord(_ row: PostgresRow) throws -> RunRecord {
+    let r = row.makeRandomAccess()
+    let state = try r[3].decode(String.self)
+    return RunRecord(
+      id: RunID(
+        taskID: TaskID(uuid: try r[0].decode(UUID.self)), scheduledMicros: try r[1].decode(Int64.self)),
+      attempt: try r[2].decode(Int32.self), state: RunState(rawValue: state) ?? .dead,
+      leaseOwner: try r[4].decode(String?.self), leaseExpiresMicros: try r[5].decode(Int64?.self),
+      fence: Fence(rawValue: UInt64(try r[6].decode(Int64.self))),
+      startedMicros: try r[7].decode(Int64?.self), finishedMicros: try r[8].decode(Int64?.self),
+      retryAtMicros: try r[9].decode(Int64?.self), exitStatus: try r[10].decode(Int32?.self),
+      outputTail: bytes(try r[11].decode(ByteBuffer.self)) ?? [],
+      error: try r[12].decode(String?.self))
+  }
+
+  func rows(_ query: PostgresQuery) async throws -> [PostgresRow] {
+    do {
+      return try await client.query(query, logger: logger).collect()
+    } catch {
+      throw Self.mapError(error)
+    }
+  }
+
+  // MARK: Reads
+
+  public func task(id: TaskID, owner: String) async throws -> TaskRecord? {
+    try await rows(
+      "SELECT \(unescaped: Self.taskColumns) FROM tasks WHERE id = \(id.uuid) AND owner = \(owner) AND state <> 'deleted'"
+    ).first.map(Self.taskRecord)
+  }
+
+  public func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage {
+    guard query.limit > 0 else { throw TaskStoreError.invalidArgument("limit must be positive") }
+    let states = (query.states ?? Set(TaskState.allCases.filter { $0 != .deleted }))
+      .map(\.rawValue).sorted()
+    if states.isEmpty { return TaskPage(tasks: [], nextCursor: nil) }
+    let limit = Int64(query.limit + 1)
+    let sql: PostgresQuery
+    if let after = query.after {
+      sql = """
+        SELECT \(unescaped: Self.taskColumns) FROM tasks
+        WHERE owner = \(owner) AND state = ANY(\(states)::text[]) AND id > \(after.uuid)
+        ORDER BY id LIMIT \(limit)
+        """
+    } else {
+      sql = """
+        SELECT \(unescaped: Self.taskColumns) FROM tasks
+        WHERE owner = \(owner) AND state = ANY(\(states)::text[])
+        ORDER BY id LIMIT \(limit)
+        """
+    }
+    var tasks = try await rows(sql).map(Self.taskRecord)
+    var cursor: TaskID? = nil
+    if tasks.count > query.limit {
+      tasks.removeLast(tasks.count - query.limit)
+      cursor = tasks.last?.id
+    }
+    return TaskPage(tasks: tasks, nextCursor: cursor)
+  }
+
+  public func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws
+    -> [DueEntry]
+  {
+    var entries: [DueEntry] = []
+    do {
+      let sequence = try await client.query(
+        """
+        SELECT id, next_run_us, due_us, priority FROM tasks
+        WHERE state = 'active' AND partition = \(shard.partition.rawValue)
+          AND due_bucket = \(shard.bucket.rawValue) AND due_us >= \(from) AND due_us < \(until)
+        ORDER BY due_us LIMIT \(Int64(limit))
+        """, logger: logger)
+      for try await (id, scheduled, due, priority) in sequence.decode((UUID, Int64, Int64, Int32).self) {
+        entries.append(
+          DueEntry(taskID: TaskID(uuid: id), scheduledMicros: scheduled, dueMicros: due, priority: priority))
+      }
+    } catch {
+      throw Self.mapError(error)
+    }
+    return entries
+  }
+
+  public func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws
+    -> [RunRecord]
+  {
+    guard
+      try await scalar(
+        "SELECT 1::integer FROM tasks WHERE id = \(taskID.uuid) AND owner = \(owner) AND state <> 'deleted'",
+        as: Int32.self) != nil
+    else { throw TaskStoreError.taskNotFound(taskID) }
+    return try await rows(
+      """
+      SELECT \(unescaped: Self.runColumns) FROM runs
+      WHERE task_id = \(taskID.uuid) AND scheduled_us < \(before ?? Int64.max)
+      ORDER BY scheduled_us DESC LIMIT \(Int64(limit))
+      """
+    ).map(Self.runRecord)
+  }
+
+  public func blob(_ digest: BlobDigest) async throws -> [UInt8]? {
+    Self.bytes(
+      try await scalar(
+        "SELECT content FROM blobs WHERE digest = \(Self.buffer(digest.bytes))", as: ByteBuffer.self))
+  }
+
+  public func counts() async throws -> StoreCounts {
+    var tasks: [TaskState: Int] = [:]
+    for row in try await rows("SELECT state, count(*) FROM tasks GROUP BY state") {
+      let (state, count) = try row.decode((String, Int64).self)
+      if let state = TaskState(rawValue: state) { tasks[state] = Int(count) }
+    }
+    var runs: [RunState: Int] = [:]
+    for row in try await rows("SELECT state, count(*) FROM runs GROUP BY state") {
+      let (state, count) = try row.decode((String, Int64).self)
+      if let state = RunState(rawValue: state) { runs[state] = Int(count) }
+    }
+    return StoreCounts(tasks: tasks, runs: runs)
+  }
+
+  // MARK: Writes
+
+  public func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws
+    -> DeleteOutcome
+  {
+    try await transaction { [logger] connection in
+      let rows = try await connection.query(
+        """
+        SELECT state, next_run_us FROM tasks
+        WHERE id = \(id.uuid) AND owner = \(owner) AND state <> 'deleted' FOR UPDATE
+        """, logger: logger
+      ).collect()
+      guard let row = rows.first else { return .notFound }
+      let (state, nextRun) = try row.decode((String, Int64?).self)
+      var outcome = DeleteOutcome.deleted
+      if state == TaskState.running.rawValue, let nextRun {
+        let runID = RunID(taskID: id, scheduledMicros: nextRun)
+        if !cancelRunning { return .runInProgress(runID) }
+        outcome = .deletedCancellingRun(runID)
+      }
+      try await connection.query(
+        """
+        UPDATE runs SET state = 'cancelled', finished_us = \(now)
+        WHERE task_id = \(id.uuid) AND state IN ('pending', 'leased', 'retrying')
+        """, logger: logger)
+      try await connection.query(
+        """
+        UPDATE tasks SET state = 'deleted', deleted_us = \(now), due_us = NULL, due_bucket = NULL,
+          version = version + 1
+        WHERE id = \(id.uuid)
+        """, logger: logger)
+      return outcome
+    }
+  }
+
+  public func purgeDeleted(before: Int64, limit: Int) async throws -> Int {
+    try await transaction { [logger] connection in
+      var ids: [UUID] = []
+      for try await id in try await connection.query(
+        """
+        SELECT id FROM tasks WHERE state = 'deleted' AND deleted_us < \(before)
+        ORDER BY deleted_us LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED
+        """, logger: logger
+      ).decode(UUID.self) {
+        ids.append(id)
+      }
+      if ids.isEmpty { return 0 }
+      try await connection.query("DELETE FROM runs WHERE task_id = ANY(\(ids)::uuid[])", logger: logger)
+      try await connection.query("DELETE FROM tasks WHERE id = ANY(\(ids)::uuid[])", logger: logger)
+      return ids.count
+    }
+  }
+
+  public func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws
+    -> Lease
+  {
+    guard expiresAt > now else { throw TaskStoreError.invalidArgument("expiresAt must be after now") }
+    return try await transaction { [logger] connection in
+      let id = taskID.uuid
+      guard
+        let task = try await connection.query(
+          "SELECT state, next_run_us FROM tasks WHERE id = \(id) FOR UPDATE", logger: logger
+        ).collect().first
+      else { throw TaskStoreError.taskNotFound(taskID) }
+      let (state, nextRun) = try task.decode((String, Int64?).self)
+      guard state == TaskState.active.rawValue, let scheduled = nextRun else {
+        throw TaskStoreError.notDispatchable(taskID)
+      }
+      if let run = try await connection.query(
+        "SELECT state FROM runs WHERE task_id = \(id) AND scheduled_us = \(scheduled)", logger: logger
+      ).collect().first {
+        let runState = try run.decode(String.self)
+        if runState != RunState.pending.rawValue && runState != RunState.retrying.rawValue {
+          throw TaskStoreError.notDispatchable(taskID)
+        }
+      }
+      let rows = try await connection.query(
+        """
+        INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
+          fence, started_us)
+        VALUES (\(id), \(scheduled), 1, 'leased', \(owner), \(expiresAt), nextval('fence_seq'), \(now))
+        ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
+          attempt = runs.attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
+          lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
+          started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
+        RETURNING attempt, fence
+        """, logger: logger
+      ).collect()
+      guard let row = rows.first else { throw TaskStoreError.io("lease insert returned nothing") }
+      let (attempt, fence) = try row.decode((Int32, Int64).self)
+      try await connection.query(
+        "UPDATE tasks SET state = 'running', version = version + 1 WHERE id = \(id)", logger: logger)
+      return Lease(
+        runID: RunID(taskID: taskID, scheduledMicros: scheduled), owner: owner,
+        fence: Fence(rawValue: UInt64(fence)), attempt: attempt, grantedAtMicros: now,
+        expiresAtMicros: expiresAt)
+    }
+  }
+
+  public func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws {
+    let updated = try await rows(
+      """
+      UPDATE runs SET lease_expires_us = \(expiresAt)
+      WHERE task_id = \(runID.taskID.uuid) AND scheduled_us = \(runID.scheduledMicros)
+        AND fence = \(Int64(fence.rawValue)) AND state = 'leased'
+      RETURNING 1
+      """)
+    if updated.isEmpty { throw TaskStoreError.staleFence(runID) }
+  }
+
+  public func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws
+    -> RecordOutcome
+  {
+    let runState: RunState
+    var retryAt: Int64? = nil
+    switch result.next {
+    case .retry(let at):
+      runState = .retrying
+      retryAt = at
+    case .reschedule, .finish:
+      guard result.state.isTerminal else {
+        throw TaskStoreError.invalidArgument("result.state \(result.state) is not final")
+      }
+      runState = result.state
+    }
+    if case .finish(let state) = result.next, state != .completed && state != .dead {
+      throw TaskStoreError.invalidArgument("a task finishes completed or dead, not \(state)")
+    }
+    let retryAtValue = retryAt
+    return try await transaction { [logger] connection in
+      let id = runID.taskID.uuid
+      let updated = try await connection.query(
+        """
+        UPDATE runs SET state = \(runState.rawValue), finished_us = \(result.finishedMicros),
+          exit_status = \(result.exitStatus), output_tail = \(Self.buffer(result.outputTail)),
+          error = \(result.error), retry_at_us = \(retryAtValue)
+        WHERE task_id = \(id) AND scheduled_us = \(runID.scheduledMicros)
+          AND fence = \(Int64(fence.rawValue)) AND state = 'leased'
+        RETURNING 1
+        """, logger: logger
+      ).collect()
+      if updated.isEmpty { return .staleFence }
+      switch result.next {
+      case .retry(let at):
+        try await connection.query(
+          """
+          UPDATE tasks SET state = 'active', due_us = \(at),
+            due_bucket = \(HourBucket(containing: at).rawValue), version = version + 1
+          WHERE id = \(id) AND state = 'running'
+          """, logger: logger)
+      case .reschedule(let next):
+        try await connection.query(
+          """
+          UPDATE tasks SET state = 'active', next_run_us = \(next), due_us = \(next),
+            due_bucket = \(HourBucket(containing: next).rawValue),
+            last_run_us = \(runID.scheduledMicros), last_run_state = \(runState.rawValue),
+            version = version + 1
+          WHERE id = \(id) AND state = 'running'
+          """, logger: logger)
+      case .finish(let state):
+        try await connection.query(
+          """
+          UPDATE tasks SET state = \(state.rawValue), next_run_us = NULL, due_us = NULL,
+            due_bucket = NULL, last_run_us = \(runID.scheduledMicros),
+            last_run_state = \(runState.rawValue), version = version + 1
+          WHERE id = \(id) AND state = 'running'
+          """, logger: logger)
+      }
+      return .recorded
+    }
+  }
+
+  public func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws
+    -> [RunRecord]
+  {
+    try await transaction { [logger] connection in
+      let rows = try await connection.query(
+        """
+        SELECT \(unescaped: Self.runColumns) FROM runs
+        WHERE state = 'leased' AND lease_expires_us < \(now - skewBound)
+        ORDER BY lease_expires_us LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED
+        """, logger: logger
+      ).collect()
+      var recovered: [RunRecord] = []
+      for row in rows {
+        var run = try Self.runRecord(row)
+        let id = run.id.taskID.uuid
+        try await connection.query(
+          """
+          UPDATE runs SET state = 'pending'
+          WHERE task_id = \(id) AND scheduled_us = \(run.id.scheduledMicros) AND state = 'leased'
+          """, logger: logger)
+        try await connection.query(
+          """
+          UPDATE tasks SET state = 'active', due_us = \(now),
+            due_bucket = \(HourBucket(containing: now).rawValue), version = version + 1
+          WHERE id = \(id) AND state = 'running' AND next_run_us = \(run.id.scheduledMicros)
+          """, logger: logger)
+        run.state = .pending
+        recovered.append(run)
+      }
+      return recovered
+    }
+  }
+
+  public func advance(
+    taskID: TaskID, expectedVersion: Int64, nextRunMicros: Int64?, state: TaskState
+  ) async throws -> Int64? {
+    guard [.active, .paused, .completed].contains(state) else {
+      throw TaskStoreError.invalidArgument("advance to \(state) is not allowed")
+    }
+    if state == .active && nextRunMicros == nil {
+      throw TaskStoreError.invalidArgument("an active task needs a next run time")
+    }
+    return try await transaction { [logger] connection in
+      let id = taskID.uuid
+      guard
+        let row = try await connection.query(
+          """
+          SELECT next_run_us FROM tasks
+          WHERE id = \(id) AND version = \(expectedVersion)
+            AND state IN ('active', 'paused', 'completed')
+          FOR UPDATE
+          """, logger: logger
+        ).collect().first
+      else { return nil }
+      if let oldRun = try row.decode(Int64?.self), oldRun != nextRunMicros {
+        try await connection.query(
+          """
+          UPDATE runs SET state = 'skipped'
+          WHERE task_id = \(id) AND scheduled_us = \(oldRun) AND state IN ('pending', 'retrying')
+          """, logger: logger)
+      }
+      let bucket = nextRunMicros.map { HourBucket(containing: $0).rawValue }
+      for try await version in try await connection.query(
+        """
+        UPDATE tasks SET state = \(state.rawValue), next_run_us = \(nextRunMicros),
+          due_us = \(nextRunMicros), due_bucket = \(bucket), version = version + 1
+        WHERE id = \(id) AND version = \(expectedVersion)
+        RETURNING version
+        """, logger: logger
+      ).decode(Int64.self) {
+        return version
+      }
+      return nil
+    }
+  }
+}

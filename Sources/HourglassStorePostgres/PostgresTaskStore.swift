@@ -1,0 +1,296 @@
+import Foundation
+import HourglassCore
+import HourglassStore
+import Logging
+import NIOCore
+import PostgresNIO
+
+/// The clustered ``TaskStore``: PostgreSQL through postgres-nio's connection pool.
+///
+/// Inserts go through a ``GroupCommitter`` with a few concurrent drain loops (one per writer
+/// connection): each batch is one `INSERT … SELECT FROM unnest(…)` transaction, committed with
+/// PostgreSQL's default `synchronous_commit = on`, so an acknowledged task is in the server's
+/// synced WAL. Row-level compare-and-set (`WHERE fence = $ AND state = 'leased'`) and `FOR UPDATE`
+/// locks make leases and results safe when several coordinators share the database.
+public final class PostgresTaskStore: TaskStore {
+  /// Connection and batching settings.
+  public struct Configuration: Sendable {
+    /// Server host (a loopback address in tests).
+    public var host: String
+    /// Server port.
+    public var port: Int
+    /// Role to connect as.
+    public var username: String
+    /// Password, if the server asks for one.
+    public var password: String?
+    /// Database name.
+    public var database: String
+    /// Partitions task ids are hashed into; recorded at creation and checked on every open.
+    public var partitionCount: Int32
+    /// Most task rows in one group-commit transaction.
+    public var maxBatchRows: Int
+    /// Group-commit transactions in flight at once (each on its own connection).
+    public var writerConnections: Int
+    /// Size cap of the connection pool.
+    public var maxConnections: Int
+
+    /// Defaults for a database on `host:port`.
+    public static func defaults(host: String, port: Int, username: String, database: String)
+      -> Configuration
+    {
+      Configuration(
+        host: host, port: port, username: username, password: nil, database: database,
+        partitionCount: 64, maxBatchRows: 1000, writerConnections: 4, maxConnections: 12)
+    }
+
+    func validate() throws {
+      if partitionCount < 1 {
+        throw TaskStoreError.invalidArgument("configuration.partitionCount must be at least 1")
+      }
+      if maxBatchRows < 1 {
+        throw TaskStoreError.invalidArgument("configuration.maxBatchRows must be at least 1")
+      }
+      if writerConnections < 1 || writerConnections >= maxConnections {
+        throw TaskStoreError.invalidArgument(
+          "configuration.writerConnections must be between 1 and maxConnections - 1")
+      }
+    }
+  }
+
+  /// The configuration the store was opened with.
+  public let configuration: Configuration
+  public var partitionCount: Int32 { configuration.partitionCount }
+
+  let client: PostgresClient
+  let logger: Logger
+  private let runTask: Task<Void, Never>
+  private let committer: GroupCommitter<NewTask>
+
+  /// Connects, applies pending migrations and checks the partition count.
+  public init(configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.postgres"))
+    async throws
+  {
+    try configuration.validate()
+    self.configuration = configuration
+    self.logger = logger
+    var clientConfiguration = PostgresClient.Configuration(
+      host: configuration.host, port: configuration.port, username: configuration.username,
+      password: configuration.password, database: configuration.database, tls: .disable)
+    clientConfiguration.options.maximumConnections = configuration.maxConnections
+    clientConfiguration.options.minimumConnections = 0
+    let client = PostgresClient(configuration: clientConfiguration, backgroundLogger: logger)
+    self.client = client
+    self.runTask = Task { await client.run() }
+    let partitions = configuration.partitionCount
+    self.committer = GroupCommitter(
+      maxBatchItems: configuration.maxBatchRows,
+      maxConcurrentBatches: configuration.writerConnections, closedError: TaskStoreError.closed
+    ) { [client, logger] tasks in
+      try await PostgresTaskStore.transaction(client: client, logger: logger) { connection in
+        try await PostgresTaskStore.insertBatch(tasks, partitions: partitions, connection: connection, logger: logger)
+      }
+    }
+    do {
+      try await migrate()
+      let stored = try await scalar(
+        "SELECT value FROM store_meta WHERE key = 'partition_count'", as: Int64.self)
+      guard stored == Int64(configuration.partitionCount) else {
+        throw TaskStoreError.incompatibleStore(
+          "store has \(stored.map(String.init) ?? "no") partitions, configured \(configuration.partitionCount)")
+      }
+    } catch {
+      runTask.cancel()
+      throw Self.mapError(error)
+    }
+  }
+
+  public func close() async throws {
+    await committer.close()
+    runTask.cancel()
+    await runTask.value
+  }
+
+  /// How inserts have been gathered into transactions so far.
+  public var groupCommitStatistics: GroupCommitStatistics { committer.statistics }
+
+  /// The applied migrations, as `<version>-<name>`.
+  public func appliedMigrations() async throws -> [String] {
+    var names: [String] = []
+    let rows = try await client.query(
+      "SELECT version, name FROM hourglass_schema_migrations ORDER BY version", logger: logger)
+    for try await (version, name) in rows.decode((Int32, String).self) {
+      names.append(String(format: "%04d-%@", version, name))
+    }
+    return names
+  }
+
+  private func migrate() async throws {
+    try await Self.transaction(client: client, logger: logger) { [logger, configuration] connection in
+      // One coordinator migrates at a time.
+      try await connection.query("SELECT pg_advisory_xact_lock(7263415)", logger: logger)
+      try await connection.query(
+        """
+        CREATE TABLE IF NOT EXISTS hourglass_schema_migrations (
+          version integer PRIMARY KEY, name text NOT NULL, applied_us bigint NOT NULL)
+        """, logger: logger)
+      var applied = Set<Int32>()
+      for try await version in try await connection.query(
+        "SELECT version FROM hourglass_schema_migrations", logger: logger
+      ).decode(Int32.self) {
+        applied.insert(version)
+      }
+      let known = PostgresMigrations.all(partitionCount: configuration.partitionCount)
+      if let newest = applied.max(), newest > known.map(\.version).max() ?? 0 {
+        throw TaskStoreError.incompatibleStore("schema version \(newest) is newer than this program")
+      }
+      for migration in known where !applied.contains(migration.version) {
+        for statement in migration.statements {
+          try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+        }
+        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+        try await connection.query(
+          "INSERT INTO hourglass_schema_migrations (version, name, applied_us) VALUES (\(migration.version), \(migration.name), \(now))",
+          logger: logger)
+      }
+    }
+  }
+
+  // MARK: Plumbing
+
+  static func mapError(_ error: any Error) -> any Error {
+    if error is TaskStoreError || error is CancellationError { return error }
+    if let psql = error as? PSQLError {
+      if let info = psql.serverInfo {
+        return TaskStoreError.io(
+          "\(info[.sqlState] ?? "?"): \(info[.message] ?? String(describing: psql.code))")
+      }
+      return TaskStoreError.io("\(psql.code)")
+    }
+    return TaskStoreError.io(String(describing: error))
+  }
+
+  /// Runs `body` in one transaction on one pooled connection; rolls back if it throws.
+  static func transaction<T: Sendable>(
+    client: PostgresClient, logger: Logger, _ body: (PostgresConnection) async throws -> T
+  ) async throws -> T {
+    do {
+      return try await client.withConnection { connection in
+        try await connection.query("BEGIN", logger: logger)
+        do {
+          let value = try await body(connection)
+          try await connection.query("COMMIT", logger: logger)
+          return value
+        } catch {
+          _ = try? await connection.query("ROLLBACK", logger: logger)
+          throw error
+        }
+      }
+    } catch {
+      throw mapError(error)
+    }
+  }
+
+  func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    try await Self.transaction(client: client, logger: logger, body)
+  }
+
+  func scalar<T: PostgresDecodable & Sendable>(_ query: PostgresQuery, as: T.Type) async throws -> T? {
+    do {
+      for try await value in try await client.query(query, logger: logger).decode(T.self) {
+        return value
+      }
+      return nil
+    } catch {
+      throw Self.mapError(error)
+    }
+  }
+
+  static func buffer(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
+
+  // MARK: Insert
+
+  public func insert(_ tasks: [NewTask]) async throws {
+    for task in tasks {
+      if task.owner.isEmpty { throw TaskStoreError.invalidArgument("owner is empty") }
+      if task.operatorName.isEmpty { throw TaskStoreError.invalidArgument("operatorName is empty") }
+      if task.maxAttempts < 1 { throw TaskStoreError.invalidArgument("maxAttempts must be at least 1") }
+    }
+    try await committer.submit(tasks)
+  }
+
+  /// Stands for NULL in `bigint[]` parameters, which postgres-nio cannot bind with NULL elements.
+  static let nullMicros = Int64.min
+
+  static func insertBatch(
+    _ tasks: [NewTask], partitions: Int32, connection: PostgresConnection, logger: Logger
+  ) async throws {
+    var digests: [ByteBuffer] = []
+    var contents: [ByteBuffer] = []
+    var sizes: [Int32] = []
+    var seen = Set<BlobDigest>()
+    var ids: [UUID] = [], owners: [String] = [], names: [String] = [], operators: [String] = []
+    var blobDigests: [ByteBuffer] = [], arguments: [String] = [], zones: [String] = []
+    var specs: [ByteBuffer] = [], recurring: [Bool] = [], priorities: [Int32] = []
+    var attempts: [Int32] = [], timeouts: [Int64] = [], states: [String] = []
+    var partitionValues: [Int32] = [], firstRuns: [Int64] = [], buckets: [Int64] = []
+    var created: [Int64] = []
+    for task in tasks {
+      if let blob = task.blob, seen.insert(blob.digest).inserted {
+        digests.append(buffer(blob.digest.bytes))
+        contents.append(buffer(blob.content))
+        sizes.append(Int32(blob.content.count))
+      }
+      ids.append(task.id.uuid)
+      owners.append(task.owner)
+      names.append(task.name)
+      operators.append(task.operatorName)
+      blobDigests.append(buffer(task.blob?.digest.bytes ?? []))
+      arguments.append(String(decoding: encodeArguments(task.arguments), as: UTF8.self))
+      zones.append(task.timeZone)
+      specs.append(buffer(task.scheduleSpec))
+      recurring.append(task.recurring)
+      priorities.append(task.priority)
+      attempts.append(task.maxAttempts)
+      timeouts.append(task.timeoutMicros)
+      states.append((task.firstRunMicros == nil ? TaskState.paused : .active).rawValue)
+      partitionValues.append(Partition(taskID: task.id, count: partitions).rawValue)
+      firstRuns.append(task.firstRunMicros ?? nullMicros)
+      buckets.append(task.firstRunMicros.map { HourBucket(containing: $0).rawValue } ?? nullMicros)
+      created.append(task.createdAtMicros)
+    }
+    if !digests.isEmpty {
+      try await connection.query(
+        """
+        INSERT INTO blobs (digest, content, size)
+        SELECT * FROM unnest(\(digests)::bytea[], \(contents)::bytea[], \(sizes)::integer[])
+        ON CONFLICT (digest) DO NOTHING
+        """, logger: logger)
+    }
+    try await connection.query(
+      """
+      INSERT INTO tasks (id, owner, name, operator, blob_digest, arguments, time_zone,
+        schedule_spec, recurring, priority, max_attempts, timeout_us, state, partition,
+        next_run_us, due_us, due_bucket, version, created_us)
+      SELECT id, owner, name, op, NULLIF(digest, '\\x'::bytea), args, zone, spec, rec, prio,
+        attempts, timeout, st, part, NULLIF(first_run, \(nullMicros)),
+        NULLIF(first_run, \(nullMicros)), NULLIF(bucket, \(nullMicros)), 1, created
+      FROM unnest(\(ids)::uuid[], \(owners)::text[], \(names)::text[], \(operators)::text[],
+        \(blobDigests)::bytea[], \(arguments)::text[], \(zones)::text[], \(specs)::bytea[],
+        \(recurring)::boolean[], \(priorities)::integer[], \(attempts)::integer[],
+        \(timeouts)::bigint[], \(states)::text[], \(partitionValues)::integer[],
+        \(firstRuns)::bigint[], \(buckets)::bigint[], \(created)::bigint[])
+        AS t(id, owner, name, op, digest, args, zone, spec, rec, prio, attempts, timeout, st,
+          part, first_run, bucket, created)
+      ON CONFLICT (id) DO NOTHING
+      """, logger: logger)
+  }
+}
+
+/// Arguments are stored as a JSON array of strings.
+func encodeArguments(_ arguments: [String]) -> [UInt8] {
+  (try? Array(JSONEncoder().encode(arguments))) ?? Array("[]".utf8)
+}
+
+func decodeArguments(_ text: String) -> [String] {
+  (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? []
+}

@@ -1,0 +1,28 @@
+import HourglassStore
+import HourglassStoreConformance
+import Logging
+import HourglassStorePostgres
+import Testing
+
+func openTestStore(partitionCount: Int32 = 8) async throws -> PostgresTaskStore {
+  let server = try #require(PostgresTestServer.current, "no PostgreSQL test server in scope")
+  let database = try server.createDatabase()
+  var configuration = PostgresTaskStore.Configuration.defaults(
+    host: server.host, port: server.port, username: server.username, database: database)
+  configuration.partitionCount = partitionCount
+  configuration.maxConnections = 6
+  configuration.writerConnections = 2
+  var logger = Logger(label: "hourglass.store.postgres.test")
+  logger.logLevel = .warning
+  return try await PostgresTaskStore(configuration: configuration, logger: logger)
+}
+
+@Suite(
+  "PostgreSQL store: conformance", .throwawayPostgres,
+  .enabled(if: postgresAvailable, "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))
+struct PostgresConformanceTests {
+  @Test(arguments: ConformanceCase.all)
+  func conformance(_ testCase: ConformanceCase) async throws {
+    try await testCase.run { try await openTestStore() }
+  }
+}

@@ -1,0 +1,69 @@
+import HourglassCore
+import HourglassStore
+import PostgresNIO
+import Testing
+
+@testable import HourglassStorePostgres
+
+@Suite(
+  "PostgreSQL store: schema and group commit", .throwawayPostgres,
+  .enabled(if: postgresAvailable, "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))
+struct PostgresStoreTests {
+  @Test func numberedMigrationsAndClusterTable() async throws {
+    let store = try await openTestStore()
+    #expect(try await store.appliedMigrations() == ["0001-initial"])
+    let tables = try await store.rows(
+      "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+    ).map { try $0.decode(String.self) }
+    #expect(tables == ["blobs", "hourglass_schema_migrations", "partition_leases", "runs", "store_meta", "tasks"])
+    let indexes = try await store.rows(
+      "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
+    ).map { try $0.decode(String.self) }
+    #expect(indexes == ["runs_lease", "tasks_deleted", "tasks_due", "tasks_owner"])
+    let commit = try await store.scalar("SHOW synchronous_commit", as: String.self)
+    #expect(commit == "on", "acknowledged means flushed to the server's WAL")
+    try await store.close()
+  }
+
+  @Test func concurrentWritersShareTransactions() async throws {
+    let store = try await openTestStore()
+    let writers = 200
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for i in 0..<writers {
+        group.addTask {
+          try await store.insert([
+            NewTask(
+              id: TaskID(unixMilliseconds: 1_767_225_600_000 + Int64(i)), owner: "alice",
+              operatorName: "exec", blob: TaskBlob(Array(repeating: 7, count: 1024)),
+              firstRunMicros: 1_767_225_600_000_000, createdAtMicros: 0)
+          ])
+        }
+      }
+      try await group.waitForAll()
+    }
+    let stats = store.groupCommitStatistics
+    #expect(stats.requests == writers)
+    #expect(stats.batches < writers, "gathered: \(stats)")
+    #expect(try await store.counts().tasks[.active] == writers)
+    let blobs = try await store.scalar("SELECT count(*) FROM blobs", as: Int64.self)
+    #expect(blobs == 1, "one copy of the shared blob")
+    try await store.close()
+  }
+
+  @Test func lostServerFailsInsertsWithoutAcknowledgement() async throws {
+    let store = try await openTestStore()
+    try await store.insert([
+      NewTask(id: TaskID.now(), owner: "a", operatorName: "exec", firstRunMicros: 1, createdAtMicros: 0)
+    ])
+    // Breaking the table stands in for a failing server: the batch errors and nothing is acked.
+    _ = try await store.rows("ALTER TABLE tasks ADD CONSTRAINT no_more CHECK (owner <> 'b') NOT VALID")
+    await #expect(throws: TaskStoreError.self) {
+      try await store.insert([
+        NewTask(id: TaskID.now(), owner: "a", operatorName: "exec", firstRunMicros: 1, createdAtMicros: 0),
+        NewTask(id: TaskID.now(), owner: "b", operatorName: "exec", firstRunMicros: 1, createdAtMicros: 0),
+      ])
+    }
+    #expect(try await store.counts().tasks[.active] == 1, "the failed batch left nothing behind")
+    try await store.close()
+  }
+}
