@@ -68,6 +68,8 @@ let package = Package(
       name: "HourglassTransport",
       dependencies: [
         "HourglassRPC",
+        "HourglassCertificates",
+        .product(name: "NIOTLS", package: "swift-nio"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -169,6 +171,7 @@ let package = Package(
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOEmbedded", package: "swift-nio"),
         .product(name: "NIOTestUtils", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
       ],
       resources: [.copy("Fuzz Corpus")],
       swiftSettings: strictSettings
@@ -179,6 +182,10 @@ let package = Package(
         "HourglassRPC",
         "HourglassTransport",
         "HourglassProto",
+        "HourglassCertificates",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "NIOTLS", package: "swift-nio"),
         .product(name: "NIOCore", package: "swift-nio"),
         .product(name: "NIOPosix", package: "swift-nio"),
         .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -39,14 +39,14 @@ struct Hourglass: AsyncParsableCommand {
     let message = fullMessage(for: error)
     if code == .success {
       if !message.isEmpty { print(message) }
-      exit(0)
+      Glibc.exit(0)
     }
     if !message.isEmpty {
       FileHandleOutput.standardError.write(message + "\n")
     }
     if code == .validationFailure {
-      exit(2)
+      Glibc.exit(2)
     }
-    exit(code.rawValue)
+    Glibc.exit(code.rawValue)
   }
 }

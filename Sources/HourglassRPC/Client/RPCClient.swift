@@ -128,7 +128,7 @@ public struct RPCClient: Sendable {
         return try MessageCoding.decode(M.self, from: message)
       }
     }
-    throw RPCError(code: .internal, message: "the stream ended without trailers")
+    throw endedWithoutTrailers()
   }
 
   private static func responses<M: SwiftProtobuf.Message>(_ type: M.Type, _ inbound: RPCInbound<ClientInboundPart>) -> RPCMessages<M> {
@@ -148,9 +148,18 @@ public struct RPCClient: Sendable {
             return nil
           }
         }
-        return nil
+        throw endedWithoutTrailers()
       }
     }
+  }
+
+  /// The inbound side ended before TRAILERS: the task was cancelled (async streams end their
+  /// iteration on cancellation) or the transport broke the contract.
+  private static func endedWithoutTrailers() -> RPCError {
+    if Task.isCancelled {
+      return RPCError(code: .cancelled, message: "the client cancelled the call")
+    }
+    return RPCError(code: .internal, message: "the stream ended without trailers")
   }
 
   private static func writer<M: SwiftProtobuf.Message>(_ stream: RPCClientStream) -> RPCWriter<M> {

@@ -118,7 +118,7 @@ public struct ConnectionStateMachine: Sendable {
 
   /// Whether `streamID` belongs to a stream the peer may still refer to (closed ones included).
   public func isKnownStream(_ streamID: UInt32) -> Bool {
-    streamID != 0 && streamID <= highestStreamID
+    streamID % 2 == 1 && streamID <= highestStreamID
   }
 
   /// A stream closed. Returns true when the connection should now close (drained).

@@ -92,6 +92,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private var keepaliveDeadline: Scheduled<Void>?
   private var idleTimer: Scheduled<Void>?
   private var readSinceLastKeepalive = false
+  private var outstandingPing: UInt64?
   private var closed = false
 
   /// Creates the server side of a connection; `onStream` is called (on the event loop) for
@@ -134,7 +135,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func start(context: ChannelHandlerContext) {
     guard !started else { return }
     started = true
-    write(Frame(type: .settings, streamID: 0, payload: serialize(configuration.settings.wire, context.channel.allocator)))
+    var announced = configuration.settings
+    announced.keepaliveInterval = configuration.keepaliveInterval
+    write(Frame(type: .settings, streamID: 0, payload: serialize(announced.wire, context.channel.allocator)))
     flushIfNeeded()
     settingsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.settingsTimeout) { [weak self] in
       self?.connectionError(ProtocolViolation(.settingsTimeout, "no SETTINGS from the peer within \(self?.configuration.settingsTimeout ?? .zero)"))
@@ -213,8 +216,14 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       }
       write(Frame(type: .pong, streamID: 0, payload: frame.payload))
     case .pong:
-      keepaliveDeadline?.cancel()
-      keepaliveDeadline = nil
+      guard frame.streamID == 0, frame.payload.readableBytes == 8 else {
+        throw ProtocolViolation(.malformedFrame, "PONG must be on stream 0 with 8 bytes of payload")
+      }
+      if let expected = outstandingPing, frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt64.self) == expected {
+        outstandingPing = nil
+        keepaliveDeadline?.cancel()
+        keepaliveDeadline = nil
+      }
     case .goAway: try receiveGoAway(frame)
     default:
       break  // Unknown frame types are ignored (forward compatibility).
@@ -404,6 +413,13 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   }
 
   private func writeMessageFrames(_ streamID: UInt32, _ message: ByteBuffer, endStream: Bool) {
+    if message.readableBytes == 0 && endStream {
+      // An empty END_STREAM frame means "half-close, no message": an empty message needs a
+      // frame of its own first.
+      write(Frame(type: .message, streamID: streamID, payload: message))
+      write(Frame(type: .message, flags: .endStream, streamID: streamID, payload: message))
+      return
+    }
     let maxFrame = connection.remoteSettings.maxFrameSize
     var remaining = message
     repeat {
@@ -425,6 +441,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   fileprivate func sendMessage(_ streamID: UInt32, _ message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) {
     guard let box = streams[streamID] else {
       promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      return
+    }
+    guard message.readableBytes <= connection.remoteSettings.maxMessageSize else {
+      // The peer would refuse it: fail here, without sending anything.
+      promise?.fail(RPCError(code: .resourceExhausted, message: "message of \(message.readableBytes) bytes exceeds the peer's maximum message size of \(connection.remoteSettings.maxMessageSize)"))
       return
     }
     if !box.waitingForCredit.isEmpty {
@@ -639,7 +660,10 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       }
     }
     let stream = RPCClientStream(
-      inbound: RPCInbound(inbound, creditReturn: makeCreditReturn(streamID)),
+      inbound: RPCInbound(inbound, creditReturn: makeCreditReturn(streamID)) { part in
+        if case .message = part { return true }
+        return false
+      },
       writer: NIOStreamWriter(handler: self, loop: context.eventLoop, streamID: streamID)
     )
     if let firstMessage {
@@ -680,7 +704,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     guard !closed else { return }
     logger.info("closing connection after a protocol violation", metadata: ["hourglass.error": "\(violation)"])
     var wire = WireGoAway()
-    wire.lastStreamID = connection.highestStreamID
+    wire.lastStreamID = isServer ? connection.highestStreamID : 0
     wire.code = violation.kind.code.rawValue
     wire.message = violation.message
     write(Frame(type: .goAway, streamID: 0, payload: serialize(wire)))
@@ -728,7 +752,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     guard keepaliveDeadline == nil else { return }
     var payload = context.channel.allocator.buffer(capacity: 8)
-    payload.writeInteger(UInt64(context.eventLoop.now.uptimeNanoseconds))
+    let token = UInt64(context.eventLoop.now.uptimeNanoseconds)
+    outstandingPing = token
+    payload.writeInteger(token)
     write(Frame(type: .ping, streamID: 0, payload: payload))
     flushIfNeeded()
     keepaliveDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.keepaliveTimeout) { [weak self] in

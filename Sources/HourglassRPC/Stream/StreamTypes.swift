@@ -130,25 +130,29 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
 
   private let base: AsyncThrowingStream<Element, any Error>
   private let creditReturn: CreditReturn?
+  private let costsCredit: @Sendable (Element) -> Bool
 
-  /// Wraps a stream; `creditReturn` is told about each element consumed.
-  public init(_ base: AsyncThrowingStream<Element, any Error>, creditReturn: CreditReturn?) {
+  /// Wraps a stream; `creditReturn` is told about each consumed element for which
+  /// `costsCredit` is true (messages, not headers or trailers).
+  public init(_ base: AsyncThrowingStream<Element, any Error>, creditReturn: CreditReturn?, costsCredit: @escaping @Sendable (Element) -> Bool = { _ in true }) {
     self.base = base
     self.creditReturn = creditReturn
+    self.costsCredit = costsCredit
   }
 
   public func makeAsyncIterator() -> Iterator {
-    Iterator(base: base.makeAsyncIterator(), creditReturn: creditReturn)
+    Iterator(base: base.makeAsyncIterator(), creditReturn: creditReturn, costsCredit: costsCredit)
   }
 
   /// The iterator.
   public struct Iterator: AsyncIteratorProtocol {
     var base: AsyncThrowingStream<Element, any Error>.AsyncIterator
     let creditReturn: CreditReturn?
+    let costsCredit: @Sendable (Element) -> Bool
 
     public mutating func next() async throws -> Element? {
       let element = try await base.next()
-      if element != nil { creditReturn?.consumed() }
+      if let element, let creditReturn, costsCredit(element) { creditReturn.consumed() }
       return element
     }
   }

@@ -1,0 +1,179 @@
+import HourglassRPC
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// One multiplexed `hourglass/1` connection to a server over TLS 1.3, shared by every call.
+///
+/// Connects on first use, and again after the connection closes or the server sends GOAWAY;
+/// a call refused because the server was going away is retried once on a new connection
+/// (the server guarantees it did not start it).
+public final class RPCTLSConnection: ClientTransport, Sendable {
+  /// Where to connect and with what.
+  public struct Configuration: Sendable {
+    /// The server's host name or address.
+    public var host: String
+    /// The server's port.
+    public var port: Int
+    /// The name checked against the server's certificate; defaults to `host`.
+    public var serverName: String?
+    /// Certificates and the private CA.
+    public var credentials: TLSCredentials
+    /// Protocol limits and timers.
+    public var connection: RPCConnectionHandler.Configuration
+    /// How long connecting (TCP and TLS) may take.
+    public var connectTimeout: TimeAmount
+
+    /// Creates a configuration with default timers.
+    public init(host: String, port: Int, serverName: String? = nil, credentials: TLSCredentials, connection: RPCConnectionHandler.Configuration = .defaults, connectTimeout: TimeAmount = .seconds(10)) {
+      self.host = host
+      self.port = port
+      self.serverName = serverName
+      self.credentials = credentials
+      self.connection = connection
+      self.connectTimeout = connectTimeout
+    }
+  }
+
+  private struct Ready: Sendable {
+    var channel: any Channel
+    var opener: NIOClientStreamOpener
+  }
+
+  private enum State: Sendable {
+    case idle
+    case connecting(EventLoopFuture<Ready>)
+    case ready(Ready)
+    case closed
+  }
+
+  private let configuration: Configuration
+  private let group: any EventLoopGroup
+  private let logger: Logger
+  private let sslContext: NIOSSLContext
+  private let state = Mutex<State>(.idle)
+
+  /// Creates a connection; nothing is dialled until the first call.
+  public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) throws {
+    self.configuration = configuration
+    self.group = group
+    self.logger = logger
+    self.sslContext = try NIOSSLContext(configuration: configuration.credentials.clientConfiguration())
+  }
+
+  public func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool) async throws -> RPCClientStream {
+    let ready = try await connection()
+    do {
+      return try await ready.opener.openStream(head, firstMessage: firstMessage, endStream: endStream)
+    } catch let error as RPCError where error.code == .unavailable {
+      // The connection was going away or just closed: the call never started. Retry once.
+      retire(ready.channel)
+      let fresh = try await connection()
+      return try await fresh.opener.openStream(head, firstMessage: firstMessage, endStream: endStream)
+    }
+  }
+
+  /// Sends GOAWAY and closes once open calls finish; later calls fail with UNAVAILABLE.
+  public func close() async {
+    let current: State = state.withLock { state in
+      let old = state
+      state = .closed
+      return old
+    }
+    switch current {
+    case .ready(let ready):
+      ready.opener.startGracefulShutdown()
+      try? await ready.channel.closeFuture.get()
+    case .connecting(let future):
+      if let ready = try? await future.get() {
+        ready.opener.startGracefulShutdown()
+        try? await ready.channel.closeFuture.get()
+      }
+    case .idle, .closed:
+      break
+    }
+  }
+
+  private func retire(_ channel: any Channel) {
+    state.withLock { state in
+      if case .ready(let ready) = state, ready.channel === channel { state = .idle }
+    }
+  }
+
+  private func connection() async throws -> Ready {
+    enum Next { case use(Ready), wait(EventLoopFuture<Ready>), fail }
+    let next: Next = state.withLock { state in
+      switch state {
+      case .ready(let ready) where ready.channel.isActive:
+        return .use(ready)
+      case .connecting(let future):
+        return .wait(future)
+      case .closed:
+        return .fail
+      case .idle, .ready:
+        let future = connect()
+        state = .connecting(future)
+        return .wait(future)
+      }
+    }
+    switch next {
+    case .use(let ready):
+      return ready
+    case .fail:
+      throw RPCError(code: .unavailable, message: "the connection was closed by the client")
+    case .wait(let future):
+      do {
+        let ready = try await future.get()
+        state.withLock { state in
+          if case .connecting = state { state = .ready(ready) }
+        }
+        return ready
+      } catch {
+        state.withLock { state in
+          if case .connecting = state { state = .idle }
+        }
+        throw RPCError(code: .unavailable, message: "cannot connect to \(configuration.host):\(configuration.port): \(error)", cause: error)
+      }
+    }
+  }
+
+  private func connect() -> EventLoopFuture<Ready> {
+    let configuration = self.configuration
+    let sslContext = self.sslContext
+    let logger = self.logger
+    let loop = group.next()
+    let handshakeDone = loop.makePromise(of: Ready.self)
+    ClientBootstrap(group: loop)
+      .connectTimeout(configuration.connectTimeout)
+      .channelOption(.socketOption(.tcp_nodelay), value: 1)
+      .channelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          let sync = channel.pipeline.syncOperations
+          let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: configuration.serverName ?? (Self.isIPAddress(configuration.host) ? nil : configuration.host))
+          try sync.addHandler(tls)
+          try sync.addHandler(
+            TLSHandshakeHandler(timeout: configuration.connectTimeout, logger: logger) { context, _ in
+              let ops = context.pipeline.syncOperations
+              let handler = RPCConnectionHandler(clientWith: configuration.connection, logger: logger)
+              try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.connection.settings.maxFrameSize, expectPreface: false)))
+              try ops.addHandler(FrameEncoderHandler(writePreface: true))
+              try ops.addHandler(handler)
+              handshakeDone.succeed(Ready(channel: context.channel, opener: NIOClientStreamOpener(handler: handler, loop: context.eventLoop)))
+            }
+          )
+          channel.closeFuture.whenComplete { _ in
+            handshakeDone.fail(RPCError(code: .unavailable, message: "the connection closed during the TLS handshake"))
+          }
+        }
+      }
+      .connect(host: configuration.host, port: configuration.port)
+      .whenFailure { error in handshakeDone.fail(error) }
+    return handshakeDone.futureResult
+  }
+
+  private static func isIPAddress(_ host: String) -> Bool {
+    (try? SocketAddress(ipAddress: host, port: 0)) != nil
+  }
+}

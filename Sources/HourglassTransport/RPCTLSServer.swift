@@ -1,0 +1,170 @@
+import HourglassRPC
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+
+/// Serves an ``RPCServer`` over TLS 1.3 on TCP: accepts connections, authenticates callers by
+/// their client certificates, runs every stream as a child task, and drains gracefully.
+///
+/// A `Service`: `run()` serves until the task is cancelled or graceful shutdown is triggered;
+/// then it stops accepting, sends GOAWAY on every connection, lets accepted calls finish
+/// (up to ``Configuration/drainTimeout``) and returns.
+public final class RPCTLSServer: Service, Sendable {
+  /// Where and how to listen.
+  public struct Configuration: Sendable {
+    /// The address to bind, e.g. `127.0.0.1` or `::`.
+    public var host: String
+    /// The port; 0 picks a free one (see ``RPCTLSServer/localAddress()``).
+    public var port: Int
+    /// Certificates and the private CA.
+    public var credentials: TLSCredentials
+    /// Protocol limits and timers per connection.
+    public var connection: RPCConnectionHandler.Configuration
+    /// How long a client has to finish the TLS handshake.
+    public var handshakeTimeout: TimeAmount
+    /// How long a drain may take before the remaining connections are closed.
+    public var drainTimeout: TimeAmount
+
+    /// Creates a configuration with default timers.
+    public init(host: String, port: Int, credentials: TLSCredentials, connection: RPCConnectionHandler.Configuration = .defaults, handshakeTimeout: TimeAmount = .seconds(10), drainTimeout: TimeAmount = .seconds(30)) {
+      self.host = host
+      self.port = port
+      self.credentials = credentials
+      self.connection = connection
+      self.handshakeTimeout = handshakeTimeout
+      self.drainTimeout = drainTimeout
+    }
+  }
+
+  private let configuration: Configuration
+  private let server: RPCServer
+  private let group: any EventLoopGroup
+  private let logger: Logger
+  private let address = Mutex<(SocketAddress?, [CheckedContinuation<SocketAddress, any Error>])>((nil, []))
+  private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+  /// Creates a server; nothing listens until ``run()``.
+  public init(configuration: Configuration, server: RPCServer, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
+    self.configuration = configuration
+    self.server = server
+    self.group = group
+    self.logger = logger
+  }
+
+  /// The address the server listens on, once it does.
+  public func localAddress() async throws -> SocketAddress {
+    try await withCheckedThrowingContinuation { continuation in
+      let known: SocketAddress? = address.withLock { state in
+        if let bound = state.0 { return bound }
+        state.1.append(continuation)
+        return nil
+      }
+      if let known { continuation.resume(returning: known) }
+    }
+  }
+
+  public func run() async throws {
+    let tls = NIOSSLContext.init
+    let sslContext = try tls(try configuration.credentials.serverConfiguration())
+    let (streams, streamContinuation) = AsyncStream<RPCServerStream>.makeStream()
+    let connectionConfiguration = configuration.connection
+    let handshakeTimeout = configuration.handshakeTimeout
+    let logger = self.logger
+
+    let bootstrap = ServerBootstrap(group: group)
+      .serverChannelOption(.backlog, value: 1024)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      .childChannelInitializer { [weak self] channel in
+        channel.eventLoop.makeCompletedFuture {
+          let sync = channel.pipeline.syncOperations
+          try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+          try sync.addHandler(
+            TLSHandshakeHandler(timeout: handshakeTimeout, logger: logger) { context, peer in
+              let ops = context.pipeline.syncOperations
+              try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: connectionConfiguration.settings.maxFrameSize, expectPreface: true)))
+              try ops.addHandler(FrameEncoderHandler(writePreface: false))
+              try ops.addHandler(
+                RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { stream in
+                  streamContinuation.yield(stream)
+                }
+              )
+            }
+          )
+          self?.track(channel)
+        }
+      }
+
+    let listener = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+    let local = listener.localAddress!
+    let waiting = address.withLock { state in
+      state.0 = local
+      let waiting = state.1
+      state.1 = []
+      return waiting
+    }
+    for continuation in waiting { continuation.resume(returning: local) }
+    logger.info("listening", metadata: ["hourglass.address": "\(local)"])
+
+    let server = self.server
+    await withDiscardingTaskGroup { group in
+      group.addTask {
+        await withGracefulShutdownHandler {
+          await withTaskCancellationHandler {
+            try? await listener.closeFuture.get()
+          } onCancel: {
+            listener.close(promise: nil)
+          }
+        } onGracefulShutdown: {
+          listener.close(promise: nil)
+        }
+        // No new connections: drain the open ones, then stop the stream loop.
+        await self.drain()
+        streamContinuation.finish()
+      }
+      for await stream in streams {
+        group.addTask { await server.handle(stream) }
+      }
+    }
+    logger.info("stopped", metadata: ["hourglass.address": "\(local)"])
+  }
+
+  private func track(_ channel: any Channel) {
+    let id = ObjectIdentifier(channel)
+    channels.withLock { $0[id] = channel }
+    channel.closeFuture.whenComplete { [weak self] _ in
+      _ = self?.channels.withLock { $0.removeValue(forKey: id) }
+    }
+  }
+
+  /// Sends GOAWAY on every connection and waits (up to the drain timeout) for them to close.
+  private func drain() async {
+    let open = channels.withLock { Array($0.values) }
+    for channel in open {
+      channel.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent())
+    }
+    let deadline = ContinuousClock.now + .nanoseconds(configuration.drainTimeout.nanoseconds)
+    await withTaskGroup(of: Void.self) { group in
+      for channel in open {
+        group.addTask { try? await channel.closeFuture.get() }
+      }
+      group.addTask {
+        try? await Task.sleep(until: deadline)
+      }
+      // Either every connection closed, or the grace period ended.
+      var closed = 0
+      while await group.next() != nil {
+        closed += 1
+        if closed == open.count { break }
+        if ContinuousClock.now >= deadline { break }
+      }
+      group.cancelAll()
+    }
+    for channel in channels.withLock({ Array($0.values) }) {
+      channel.close(promise: nil)
+    }
+  }
+}

@@ -1,0 +1,48 @@
+import HourglassRPC
+import HourglassTransport
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// A TLS server on a free loopback port, running in a `ServiceGroup` for the life of `body`.
+struct TestServer {
+  let port: Int
+  let group: ServiceGroup
+  let probe: Probe
+
+  static func with<T: Sendable>(
+    connection: RPCConnectionHandler.Configuration = .defaults,
+    handshakeTimeout: TimeAmount = .seconds(5),
+    credentials: TLSCredentials = TestPKI.serverCredentials,
+    _ body: (TestServer) async throws -> T
+  ) async throws -> T {
+    let probe = Probe()
+    var logger = Logger(label: "test.server")
+    logger.logLevel = .warning
+    let server = RPCServer(router: TestService.router(probe: probe), logger: logger)
+    let tls = RPCTLSServer(
+      configuration: .init(host: "127.0.0.1", port: 0, credentials: credentials, connection: connection, handshakeTimeout: handshakeTimeout, drainTimeout: .seconds(10)),
+      server: server,
+      logger: logger
+    )
+    let group = ServiceGroup(services: [tls], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+      tasks.addTask { try await group.run() }
+      let address = try await tls.localAddress()
+      let result = try await body(TestServer(port: address.port!, group: group, probe: probe))
+      await group.triggerGracefulShutdown()
+      try await tasks.waitForAll()
+      return result
+    }
+  }
+
+  func client(credentials: TLSCredentials = TestPKI.aliceCredentials, connection: RPCConnectionHandler.Configuration = .defaults) throws -> (RPCClient, RPCTLSConnection) {
+    var logger = Logger(label: "test.client")
+    logger.logLevel = .warning
+    let transport = try RPCTLSConnection(
+      configuration: .init(host: "127.0.0.1", port: port, credentials: credentials, connection: connection, connectTimeout: .seconds(5)),
+      logger: logger
+    )
+    return (RPCClient(transport: transport), transport)
+  }
+}

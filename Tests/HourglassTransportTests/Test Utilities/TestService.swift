@@ -1,0 +1,102 @@
+import HourglassRPC
+import SwiftProtobuf
+import Synchronization
+
+/// A small service exercising every call type, built on protobuf's wrapper messages.
+enum TestService {
+  static let unary = MethodDescriptor(service: "test.Echo", method: "Unary")
+  static let serverStream = MethodDescriptor(service: "test.Echo", method: "Count")
+  static let clientStream = MethodDescriptor(service: "test.Echo", method: "Sum")
+  static let bidi = MethodDescriptor(service: "test.Echo", method: "Chat")
+  static let wait = MethodDescriptor(service: "test.Echo", method: "Wait")
+  static let whoAmI = MethodDescriptor(service: "test.Echo", method: "WhoAmI")
+  static let gated = MethodDescriptor(service: "test.Echo", method: "Gated")
+
+  static func router(probe: Probe) -> RPCRouter {
+    var router = RPCRouter()
+    router.registerUnary(unary) { (request: Google_Protobuf_StringValue, _) in
+      Google_Protobuf_StringValue(request.value.uppercased())
+    }
+    router.registerServerStreaming(serverStream) { (request: Google_Protobuf_Int64Value, writer: RPCWriter<Google_Protobuf_Int64Value>, _) in
+      for i in 0..<request.value {
+        try await writer.write(Google_Protobuf_Int64Value(i))
+      }
+    }
+    router.registerClientStreaming(clientStream) { (requests: RPCMessages<Google_Protobuf_Int64Value>, _) in
+      var sum: Int64 = 0
+      for try await value in requests { sum += value.value }
+      return Google_Protobuf_Int64Value(sum)
+    }
+    router.registerBidirectional(bidi) { (requests: RPCMessages<Google_Protobuf_StringValue>, writer: RPCWriter<Google_Protobuf_StringValue>, _) in
+      for try await message in requests {
+        try await writer.write(Google_Protobuf_StringValue("echo:" + message.value))
+      }
+    }
+    router.registerUnary(wait) { (_: Google_Protobuf_StringValue, _) -> Google_Protobuf_StringValue in
+      probe.started.signal()
+      do {
+        try await Task.sleep(for: .seconds(3600))
+      } catch {
+        probe.cancelled.signal()
+        throw error
+      }
+      return Google_Protobuf_StringValue("never")
+    }
+    router.registerUnary(whoAmI) { (_: Google_Protobuf_StringValue, context) in
+      Google_Protobuf_StringValue(context.peer?.description ?? "anonymous")
+    }
+    router.registerUnary(gated) { (request: Google_Protobuf_StringValue, _) in
+      probe.started.signal()
+      await probe.gate.wait()
+      return Google_Protobuf_StringValue("done:" + request.value)
+    }
+    return router
+  }
+}
+
+/// Signals a test waits on instead of sleeping.
+final class Probe: Sendable {
+  let started = Signal()
+  let cancelled = Signal()
+  let gate = Signal()
+}
+
+/// A one-shot event: `wait()` returns once `signal()` has been called.
+final class Signal: Sendable {
+  private let state = Mutex<(Bool, [CheckedContinuation<Void, Never>])>((false, []))
+
+  func signal() {
+    let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      state.0 = true
+      let waiters = state.1
+      state.1 = []
+      return waiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+
+  func wait() async {
+    await withCheckedContinuation { continuation in
+      let done = state.withLock { state -> Bool in
+        if state.0 { return true }
+        state.1.append(continuation)
+        return false
+      }
+      if done { continuation.resume() }
+    }
+  }
+}
+
+extension Google_Protobuf_StringValue {
+  init(_ value: String) {
+    self.init()
+    self.value = value
+  }
+}
+
+extension Google_Protobuf_Int64Value {
+  init(_ value: Int64) {
+    self.init()
+    self.value = value
+  }
+}
