@@ -9,7 +9,9 @@ struct HourglassBench: AsyncParsableCommand {
     commandName: "hourglass-bench",
     abstract: "Hourglass benchmarks (build with -c release).",
     subcommands: [
-      CronBenchmark.self
+      CronBenchmark.self,
+      StoreBenchmark.self,
+      RPCBenchmark.self,
     ]
   )
 }

@@ -1,0 +1,280 @@
+import ArgumentParser
+import Foundation
+import HourglassCertificates
+import HourglassRPC
+import HourglassTransport
+import Logging
+import NIOCore
+import NIOExtras
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import SwiftProtobuf
+import Synchronization
+
+/// `hourglass-bench rpc`: unary calls over loopback TLS in three shapes, beside the ceiling of
+/// bare length-prefixed frames over NIO + TLS with no RPC layer, measured in the same run.
+struct RPCBenchmark: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "rpc",
+    abstract: "Unary RPC throughput and latency over loopback TLS, against a bare TLS echo ceiling."
+  )
+
+  @Option(help: "Seconds to measure each shape.")
+  var duration: Double = 5
+
+  @Option(help: "Request payload bytes.")
+  var requestBytes: Int = 200
+
+  @Option(help: "Reply payload bytes.")
+  var replyBytes: Int = 40
+
+  @Flag(help: "Print JSON.")
+  var json = false
+
+  static let method = MethodDescriptor(service: "bench.Echo", method: "Unary")
+
+  func run() async throws {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .error
+    let ca = try DevelopmentCA(name: "bench CA")
+    let server = try ca.issue(name: "bench-server", role: .coordinator, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
+    let client = try ca.issue(name: "bench-client", role: .user)
+    let serverCredentials = TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: server.certificatePEM, privateKeyPEM: server.privateKeyPEM)
+    let clientCredentials = TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: client.certificatePEM, privateKeyPEM: client.privateKeyPEM)
+    let shapes = [(1, 1), (1, 64), (4, 64)]
+    let seconds = duration
+    var report = BenchmarkReport(benchmark: "rpc")
+    report.parameters = [
+      "duration_s": "\(duration)", "request_bytes": "\(requestBytes)", "reply_bytes": "\(replyBytes)",
+      "event_loop_threads": "\(System.coreCount)", "cores": "\(System.coreCount)",
+    ]
+
+    // The ceiling: bare frames.
+    var bareRates: [String: Double] = [:]
+    let bare = try await BareEcho.start(credentials: serverCredentials, replyBytes: replyBytes)
+    for (connections, inFlight) in shapes {
+      let result = try await BareEcho.load(port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds)
+      let name = "bare_tls_\(connections)x\(inFlight)"
+      bareRates[name] = result.rate
+      report.results.append(result.row(name))
+    }
+    try await bare.channel.close()
+
+    // The RPC path.
+    var router = RPCRouter()
+    let reply = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x2A, count: replyBytes) }
+    router.registerUnary(Self.method) { (_: Google_Protobuf_BytesValue, _) in reply }
+    let tls = RPCTLSServer(
+      configuration: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials),
+      server: RPCServer(router: router, logger: logger),
+      logger: logger
+    )
+    let group = ServiceGroup(services: [tls], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
+    let requestBytes = self.requestBytes
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+      tasks.addTask { try await group.run() }
+      let port = try await tls.localAddress().port!
+      for (connections, inFlight) in shapes {
+        let result = try await Self.rpcLoad(port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds, logger: logger)
+        let name = "rpc_tls_\(connections)x\(inFlight)"
+        var row = result.row(name)
+        if let ceiling = bareRates["bare_tls_\(connections)x\(inFlight)"], ceiling > 0 {
+          row["ratio_to_bare"] = .double(result.rate / ceiling)
+        }
+        report.results.append(row)
+      }
+      await group.triggerGracefulShutdown()
+      try await tasks.waitForAll()
+    }
+    report.print(json: json)
+  }
+
+  static func rpcLoad(port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, logger: Logger) async throws -> LoadResult {
+    let transports = try (0..<connections).map { _ in
+      try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
+    }
+    let request = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x11, count: requestBytes) }
+    // Warm up each connection.
+    for transport in transports {
+      _ = try await RPCClient(transport: transport).unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
+    }
+    let start = ContinuousClock.now
+    let end = start + .milliseconds(Int64(seconds * 1000))
+    let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
+      for transport in transports {
+        let client = RPCClient(transport: transport)
+        for _ in 0..<inFlight {
+          group.addTask {
+            var samples: [Duration] = []
+            samples.reserveCapacity(100_000)
+            while ContinuousClock.now < end {
+              let t0 = ContinuousClock.now
+              _ = try await client.unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
+              samples.append(ContinuousClock.now - t0)
+            }
+            return samples
+          }
+        }
+      }
+      var all: [Duration] = []
+      for try await samples in group { all += samples }
+      return all
+    }
+    let elapsed = ContinuousClock.now - start
+    for transport in transports { await transport.close() }
+    return LoadResult(latencies: latencies, elapsed: elapsed)
+  }
+}
+
+/// Calls per second and latency percentiles of one load shape.
+struct LoadResult {
+  var latencies: [Duration]
+  var elapsed: Duration
+
+  var rate: Double {
+    Double(latencies.count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+  }
+
+  func percentile(_ p: Double, sorted: [Duration]) -> Double {
+    guard !sorted.isEmpty else { return 0 }
+    let index = min(sorted.count - 1, Int(Double(sorted.count) * p))
+    let d = sorted[index]
+    return Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+  }
+
+  func row(_ name: String) -> [String: BenchmarkValue] {
+    let sorted = latencies.sorted()
+    return [
+      "name": .string(name),
+      "calls": .int(latencies.count),
+      "calls_per_s": .double(rate),
+      "p50_us": .double(percentile(0.50, sorted: sorted)),
+      "p99_us": .double(percentile(0.99, sorted: sorted)),
+    ]
+  }
+}
+
+/// The ceiling: a TLS 1.3 echo of length-prefixed frames, with no RPC layer at all.
+enum BareEcho {
+  final class EchoHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let replyBytes: Int
+    init(replyBytes: Int) { self.replyBytes = replyBytes }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+      var reply = context.channel.allocator.buffer(capacity: replyBytes + 4)
+      reply.writeInteger(UInt32(replyBytes))
+      reply.writeRepeatingByte(0x2A, count: replyBytes)
+      context.write(wrapOutboundOut(reply), promise: nil)
+    }
+    func channelReadComplete(context: ChannelHandlerContext) {
+      context.flush()
+    }
+  }
+
+  /// Keeps `inFlight` requests outstanding and times each reply.
+  final class LoadHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let request: ByteBuffer
+    let inFlight: Int
+    let end: NIODeadline
+    var sent: [NIODeadline] = []
+    var head = 0
+    var samples: [Duration] = []
+    let done: EventLoopPromise<[Duration]>
+    var finished = false
+
+    init(requestBytes: Int, inFlight: Int, end: NIODeadline, done: EventLoopPromise<[Duration]>) {
+      var request = ByteBuffer()
+      request.writeInteger(UInt32(requestBytes))
+      request.writeRepeatingByte(0x11, count: requestBytes)
+      self.request = request
+      self.inFlight = inFlight
+      self.end = end
+      self.done = done
+      samples.reserveCapacity(1_000_000)
+    }
+
+    func start(context: ChannelHandlerContext) {
+      for _ in 0..<inFlight { send(context) }
+      context.flush()
+    }
+
+    func send(_ context: ChannelHandlerContext) {
+      sent.append(.now())
+      context.write(wrapOutboundOut(request), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+      let now = NIODeadline.now()
+      let t0 = sent[head]
+      head += 1
+      if head > 4096 {
+        sent.removeFirst(head)
+        head = 0
+      }
+      samples.append(.nanoseconds(Int64(now.uptimeNanoseconds - t0.uptimeNanoseconds)))
+      if now < end {
+        send(context)
+      } else if sent.count - head == 0, !finished {
+        finished = true
+        done.succeed(samples)
+      }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+      context.flush()
+    }
+  }
+
+  static func start(credentials: TLSCredentials, replyBytes: Int) async throws -> (channel: any Channel, port: Int) {
+    let context = try NIOSSLContext(configuration: credentials.serverConfiguration())
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+          try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
+          try channel.pipeline.syncOperations.addHandler(EchoHandler(replyBytes: replyBytes))
+        }
+      }
+      .bind(host: "127.0.0.1", port: 0).get()
+    return (channel, channel.localAddress!.port!)
+  }
+
+  static func load(port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double) async throws -> LoadResult {
+    let sslContext = try NIOSSLContext(configuration: credentials.clientConfiguration())
+    let start = ContinuousClock.now
+    let end = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
+    var futures: [EventLoopFuture<[Duration]>] = []
+    var channels: [any Channel] = []
+    for _ in 0..<connections {
+      let loop = MultiThreadedEventLoopGroup.singleton.next()
+      let done = loop.makePromise(of: [Duration].self)
+      let channel = try await ClientBootstrap(group: loop)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .channelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
+            try channel.pipeline.syncOperations.addHandler(LoadHandler(requestBytes: requestBytes, inFlight: inFlight, end: end, done: done))
+          }
+        }
+        .connect(host: "127.0.0.1", port: port).get()
+      try await channel.eventLoop.submit {
+        let handler = try channel.pipeline.syncOperations.handler(type: LoadHandler.self)
+        let context = try channel.pipeline.syncOperations.context(handler: handler)
+        handler.start(context: context)
+      }.get()
+      futures.append(done.futureResult)
+      channels.append(channel)
+    }
+    var all: [Duration] = []
+    for future in futures { all += try await future.get() }
+    let elapsed = ContinuousClock.now - start
+    for channel in channels { try? await channel.close() }
+    return LoadResult(latencies: all, elapsed: elapsed)
+  }
+}
