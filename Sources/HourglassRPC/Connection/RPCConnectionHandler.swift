@@ -334,7 +334,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       return
     }
     let wire: WireReset = try decode(frame.payload, "RESET")
-    let code = StatusCode(rawValue: wire.code) ?? .unknown
+    // A RESET always reports a failure: a code of OK (or a missing one) reads as UNKNOWN.
+    let code = StatusCode(rawValue: wire.code).flatMap { $0 == .ok ? nil : $0 } ?? .unknown
     box.machine.reset()
     let error = RPCError(code: code, message: wire.message.isEmpty ? "the peer reset the stream" : wire.message)
     fail(box, error, reason: .reset(code))

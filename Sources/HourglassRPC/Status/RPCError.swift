@@ -14,9 +14,10 @@ public struct RPCError: Error, Hashable, Sendable, CustomStringConvertible {
   public var cause: (any Error & Sendable)?
 
   /// Creates an error with a code and a message.
+  /// An error never has the code `OK`: that is turned into `UNKNOWN` rather than trapping,
+  /// since codes can come from a peer.
   public init(code: StatusCode, message: String, metadata: Metadata = [:], cause: (any Error & Sendable)? = nil) {
-    precondition(code != .ok, "an RPCError cannot have status OK")
-    self.code = code
+    self.code = code == .ok ? .unknown : code
     self.message = message
     self.metadata = metadata
     self.cause = cause
