@@ -73,6 +73,9 @@ public final class GroupCommitter<Item: Sendable>: Sendable {
   /// What has been committed so far.
   public var statistics: GroupCommitStatistics { state.withLock { $0.statistics } }
 
+  /// Requests waiting for a batch (not yet being committed); a queue-depth figure for metrics.
+  public var queuedRequests: Int { state.withLock { $0.queue.count - $0.head } }
+
   /// Refuses new submissions and waits until every queued request has been committed or failed.
   public func close() async {
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in

@@ -1,7 +1,7 @@
 import HourglassStore
 import HourglassStoreConformance
-import Logging
 import HourglassStorePostgres
+import PostgresNIO  // re-exports Logging.Logger
 import Testing
 
 func openTestStore(partitionCount: Int32 = 8) async throws -> PostgresTaskStore {

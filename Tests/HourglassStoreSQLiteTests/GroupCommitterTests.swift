@@ -1,0 +1,97 @@
+import HourglassStore
+import Synchronization
+import Testing
+
+/// Holds the first commit until the test opens it, so the next requests queue up behind it.
+final class Gate: Sendable {
+  private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+  func wait() async {
+    await withCheckedContinuation { continuation in
+      let open = state.withLock { state -> Bool in
+        if !state.open { state.waiters.append(continuation) }
+        return state.open
+      }
+      if open { continuation.resume() }
+    }
+  }
+
+  func open() {
+    let waiters = state.withLock { state in
+      state.open = true
+      defer { state.waiters = [] }
+      return state.waiters
+    }
+    for waiter in waiters { waiter.resume() }
+  }
+}
+
+final class BatchLog: Sendable {
+  let batches = Mutex<[[Int]]>([])
+  func append(_ batch: [Int]) { batches.withLock { $0.append(batch) } }
+  var all: [[Int]] { batches.withLock { $0 } }
+}
+
+struct CommitFailed: Error {}
+
+@Suite("Group commit")
+struct GroupCommitterTests {
+  @Test func requestsQueuedDuringACommitShareTheNextTransaction() async throws {
+    let gate = Gate()
+    let log = BatchLog()
+    let committer = GroupCommitter<Int>(maxBatchItems: 100, closedError: CommitFailed()) { items in
+      log.append(items)
+      if items == [0] { await gate.wait() }
+    }
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await committer.submit([0]) }
+      // Wait until the first batch is being committed, then queue ten more requests.
+      while log.all.isEmpty { await Task.yield() }
+      for i in 1...10 { group.addTask { try await committer.submit([i, i + 100]) } }
+      while committer.queuedRequests < 10 { await Task.yield() }
+      gate.open()
+      try await group.waitForAll()
+    }
+    let batches = log.all
+    #expect(batches.count == 2)
+    #expect(batches[1].count == 20, "all ten requests in one transaction: \(batches)")
+    #expect(committer.statistics.requests == 11)
+    #expect(committer.statistics.largestBatch == 20)
+  }
+
+  @Test func aFailedCommitFailsEveryCallerOfItsBatchAndOnlyThose() async throws {
+    let gate = Gate()
+    let log = BatchLog()
+    let committer = GroupCommitter<Int>(maxBatchItems: 100, closedError: CommitFailed()) { items in
+      log.append(items)
+      if items == [0] { await gate.wait() }
+      if items.contains(-1) { throw CommitFailed() }
+    }
+    let results = try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
+      group.addTask { (0, (try? await committer.submit([0])) != nil) }
+      while log.all.isEmpty { await Task.yield() }
+      group.addTask { (1, (try? await committer.submit([1])) != nil) }
+      group.addTask { (2, (try? await committer.submit([-1])) != nil) }
+      while committer.queuedRequests < 2 { await Task.yield() }
+      gate.open()
+      var results: [Int: Bool] = [:]
+      for try await (request, ok) in group { results[request] = ok }
+      return results
+    }
+    #expect(results == [0: true, 1: false, 2: false], "request 1 shared the failing transaction")
+    #expect(committer.statistics.failedBatches == 1)
+    // The committer keeps working after a failure.
+    try await committer.submit([5])
+  }
+
+  @Test func aRequestIsNeverSplitAndClosingRefusesNewWork() async throws {
+    let log = BatchLog()
+    let committer = GroupCommitter<Int>(maxBatchItems: 2, closedError: CommitFailed()) { items in
+      log.append(items)
+    }
+    try await committer.submit([1, 2, 3, 4, 5])
+    #expect(log.all == [[1, 2, 3, 4, 5]])
+    await committer.close()
+    await #expect(throws: CommitFailed.self) { try await committer.submit([6]) }
+  }
+}
