@@ -21,6 +21,10 @@ public protocol TaskStore: Sendable {
   /// The task `id` if it exists, is not deleted, and belongs to `owner`.
   func task(id: TaskID, owner: String) async throws -> TaskRecord?
 
+  /// The task `id` whatever its owner, if it exists and is not deleted. For the coordinator's
+  /// own use when dispatching and recording results; never answer a user with it.
+  func dispatchRecord(taskID: TaskID) async throws -> TaskRecord?
+
   /// One page of `owner`'s tasks in id (creation) order, after `query.after`.
   func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage
 

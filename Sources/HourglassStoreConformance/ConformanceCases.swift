@@ -140,6 +140,15 @@ extension ConformanceCase {
       }
       try expect(try await store.task(id: id, owner: "alice") != nil, "owner still sees it")
     },
+    ConformanceCase("the coordinator's dispatch read ignores the owner but not deletion") { store in
+      let id = makeIDs(1)[0]
+      try await store.insert([newTask(id, owner: "bob")])
+      try expectEqual(try await store.dispatchRecord(taskID: id)?.owner, "bob", "found without owner")
+      try expectEqual(
+        try await store.dispatchRecord(taskID: makeIDs(1, seed: 555)[0]), nil, "missing task")
+      _ = try await store.deleteTask(id: id, owner: "bob", cancelRunning: false, now: t0)
+      try expectEqual(try await store.dispatchRecord(taskID: id), nil, "deleted task")
+    },
   ]
 
   static let dueCases: [ConformanceCase] = [

@@ -73,6 +73,12 @@ extension PostgresTaskStore {
     ).first.map(Self.taskRecord)
   }
 
+  public func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? {
+    try await rows(
+      "SELECT \(unescaped: Self.taskColumns) FROM tasks WHERE id = \(taskID.uuid) AND state <> 'deleted'"
+    ).first.map(Self.taskRecord)
+  }
+
   public func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage {
     guard query.limit > 0 else { throw TaskStoreError.invalidArgument("limit must be positive") }
     let states = (query.states ?? Set(TaskState.allCases.filter { $0 != .deleted }))

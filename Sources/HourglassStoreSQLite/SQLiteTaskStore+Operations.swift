@@ -61,6 +61,16 @@ extension SQLiteTaskStore {
     }
   }
 
+  public func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? {
+    try await read { db in
+      try Row.fetchOne(
+        db,
+        sql: "SELECT \(Self.taskColumns) FROM tasks WHERE id = ? AND state <> 'deleted'",
+        arguments: [Data(taskID.bytes)]
+      ).map(Self.taskRecord)
+    }
+  }
+
   public func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage {
     guard query.limit > 0 else { throw TaskStoreError.invalidArgument("limit must be positive") }
     let states = (query.states ?? Set(TaskState.allCases.filter { $0 != .deleted }))
