@@ -101,7 +101,7 @@ func newTask(
 ) -> NewTask {
   NewTask(
     id: id, owner: owner, name: "task-\(id)", operatorName: "exec", blob: blob,
-    arguments: ["--flag", "välue ✓"], timeZone: "Europe/Paris",
+    arguments: ["--flag", "välue ✓", "quote \" back\\slash", "tab\tnew\nline\u{1}"], timeZone: "Europe/Paris",
     scheduleSpec: Array(#"{"kind":"once"}"#.utf8), recurring: recurring, priority: priority,
     maxAttempts: maxAttempts, timeoutMicros: 30 * second, firstRunMicros: firstRun,
     createdAtMicros: t0)

@@ -286,11 +286,6 @@ public final class PostgresTaskStore: TaskStore {
   }
 }
 
-/// Arguments are stored as a JSON array of strings.
-func encodeArguments(_ arguments: [String]) -> [UInt8] {
-  (try? Array(JSONEncoder().encode(arguments))) ?? Array("[]".utf8)
-}
+func encodeArguments(_ arguments: [String]) -> [UInt8] { ArgumentsCoding.encode(arguments) }
 
-func decodeArguments(_ text: String) -> [String] {
-  (try? JSONDecoder().decode([String].self, from: Data(text.utf8))) ?? []
-}
+func decodeArguments(_ text: String) -> [String] { ArgumentsCoding.decode(Array(text.utf8)) }

@@ -241,11 +241,6 @@ public final class SQLiteTaskStore: TaskStore {
   }
 }
 
-/// Arguments are stored as a JSON array of strings.
-func encodeArguments(_ arguments: [String]) -> [UInt8] {
-  (try? Array(JSONEncoder().encode(arguments))) ?? Array("[]".utf8)
-}
+func encodeArguments(_ arguments: [String]) -> [UInt8] { ArgumentsCoding.encode(arguments) }
 
-func decodeArguments(_ bytes: Data) -> [String] {
-  (try? JSONDecoder().decode([String].self, from: bytes)) ?? []
-}
+func decodeArguments(_ bytes: Data) -> [String] { ArgumentsCoding.decode(bytes) }
