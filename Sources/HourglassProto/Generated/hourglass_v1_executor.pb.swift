@@ -309,6 +309,11 @@ public nonisolated struct Hourglass_V1_Heartbeat: Sendable {
 
   public var running: UInt32 = 0
 
+  /// The round trip of the previous heartbeat (send → its HeartbeatAck), by the executor's
+  /// monotonic clock, in microseconds; 0 when unknown. Lets the coordinator correct the clock
+  /// offset by half the round trip.
+  public var lastRoundTripMicros: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -946,7 +951,7 @@ nonisolated extension Hourglass_V1_CreditGrant: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Hourglass_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}executor_time\0\u{3}free_slots\0\u{1}running\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}executor_time\0\u{3}free_slots\0\u{1}running\0\u{3}last_round_trip_micros\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -958,6 +963,7 @@ nonisolated extension Hourglass_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularMessageField(value: &self._executorTime) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.freeSlots) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.running) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.lastRoundTripMicros) }()
       default: break
       }
     }
@@ -980,6 +986,9 @@ nonisolated extension Hourglass_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtob
     if self.running != 0 {
       try visitor.visitSingularUInt32Field(value: self.running, fieldNumber: 4)
     }
+    if self.lastRoundTripMicros != 0 {
+      try visitor.visitSingularUInt64Field(value: self.lastRoundTripMicros, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -988,6 +997,7 @@ nonisolated extension Hourglass_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtob
     if lhs._executorTime != rhs._executorTime {return false}
     if lhs.freeSlots != rhs.freeSlots {return false}
     if lhs.running != rhs.running {return false}
+    if lhs.lastRoundTripMicros != rhs.lastRoundTripMicros {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
