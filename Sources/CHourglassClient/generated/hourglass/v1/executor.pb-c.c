@@ -1022,7 +1022,7 @@ const ProtobufCMessageDescriptor hourglass__v1__credit_grant__descriptor =
   (ProtobufCMessageInit) hourglass__v1__credit_grant__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__heartbeat__field_descriptors[4] =
+static const ProtobufCFieldDescriptor hourglass__v1__heartbeat__field_descriptors[5] =
 {
   {
     "sequence",
@@ -1072,17 +1072,30 @@ static const ProtobufCFieldDescriptor hourglass__v1__heartbeat__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "last_round_trip_micros",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__Heartbeat, last_round_trip_micros),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__heartbeat__field_indices_by_name[] = {
   1,   /* field[1] = executor_time */
   2,   /* field[2] = free_slots */
+  4,   /* field[4] = last_round_trip_micros */
   3,   /* field[3] = running */
   0,   /* field[0] = sequence */
 };
 static const ProtobufCIntRange hourglass__v1__heartbeat__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__heartbeat__descriptor =
 {
@@ -1092,7 +1105,7 @@ const ProtobufCMessageDescriptor hourglass__v1__heartbeat__descriptor =
   "Hourglass__V1__Heartbeat",
   "hourglass.v1",
   sizeof(Hourglass__V1__Heartbeat),
-  4,
+  5,
   hourglass__v1__heartbeat__field_descriptors,
   hourglass__v1__heartbeat__field_indices_by_name,
   1,  hourglass__v1__heartbeat__number_ranges,

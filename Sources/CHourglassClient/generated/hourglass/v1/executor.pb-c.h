@@ -180,10 +180,16 @@ struct  Hourglass__V1__Heartbeat
   Google__Protobuf__Timestamp *executor_time;
   uint32_t free_slots;
   uint32_t running;
+  /*
+   * The round trip of the previous heartbeat (send → its HeartbeatAck), by the executor's
+   * monotonic clock, in microseconds; 0 when unknown. Lets the coordinator correct the clock
+   * offset by half the round trip.
+   */
+  uint64_t last_round_trip_micros;
 };
 #define HOURGLASS__V1__HEARTBEAT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__heartbeat__descriptor) \
-    , 0, NULL, 0, 0 }
+    , 0, NULL, 0, 0, 0 }
 
 
 struct  Hourglass__V1__HeartbeatAck
