@@ -1,0 +1,307 @@
+import Foundation
+import HourglassProto
+import HourglassRPC
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The worker runtime: keeps one `ExecutorService/Connect` stream to a coordinator, runs the
+/// leases it receives with the named operator, renews them, reports results, and fences itself
+/// when it cannot renew in time.
+///
+/// A `Service`: `run()` returns after a graceful shutdown has drained the running tasks (or
+/// the drain grace has run out and they were killed); cancelling `run()` kills every task at
+/// once. One instance runs once.
+///
+/// All timers use the injected clock (`ContinuousClock` in production, a manual clock in
+/// tests), which must be monotonic: leases are counted on it.
+public final class Executor<C: Clock>: Service, Sendable where C.Duration == Duration {
+  /// The method the executor calls.
+  public static var connectMethod: MethodDescriptor {
+    MethodDescriptor(service: "hourglass.v1.ExecutorService", method: "Connect")
+  }
+
+  enum Event: Sendable {
+    case inbound(UInt64, Hourglass_V1_CoordinatorMessage)
+    case connectionEnded(UInt64, String?)
+    case timer(ExecutorTimer, generation: UInt64)
+    case runFinished(RunKey, RunOutcome)
+    case shutdown
+  }
+
+  private let configuration: ExecutorConfiguration
+  private let transport: any ClientTransport
+  private let clock: C
+  private let logger: Logger
+  private let customOperators: [any Operator]
+  private let events: AsyncStream<Event>
+  private let sink: AsyncStream<Event>.Continuation
+  private let started = Atomic(false)
+
+  /// Creates an executor.
+  /// - Parameters:
+  ///   - configuration: checked when `run()` starts.
+  ///   - transport: how to reach the coordinator (`RPCTLSConnection`; `InProcessTransport` in tests).
+  ///   - clock: the monotonic clock every timer and lease is counted on.
+  ///   - logger: where the executor logs (metadata keys `hourglass.*`).
+  ///   - operators: operators beside the built-in `exec` and `noop`; one with a built-in's name
+  ///     replaces it. Only those named in `configuration.operators` are offered.
+  public init(configuration: ExecutorConfiguration, transport: any ClientTransport, clock: C, logger: Logger, operators: [any Operator] = []) {
+    self.configuration = configuration
+    self.transport = transport
+    self.clock = clock
+    self.logger = logger
+    self.customOperators = operators
+    (events, sink) = AsyncStream<Event>.makeStream()
+  }
+
+  /// Begins a graceful shutdown, as a `ServiceGroup`'s shutdown signal would.
+  public func drain() {
+    sink.yield(.shutdown)
+  }
+
+  /// The operators the configuration names, built-in or custom.
+  func resolveOperators() throws(ExecutorConfigurationError) -> [String: any Operator] {
+    var exec = configuration.exec
+    exec.temporaryRoot = configuration.temporaryDirectory
+    var available: [String: any Operator] = ["exec": ExecOperator(configuration: exec), "noop": NoopOperator()]
+    for custom in customOperators { available[custom.name] = custom }
+    var chosen: [String: any Operator] = [:]
+    for name in configuration.operators {
+      guard let op = available[name] else {
+        throw ExecutorConfigurationError(field: "operators", problem: "names \"\(name)\", which is not an operator (known: \(available.keys.sorted().joined(separator: ", ")))")
+      }
+      chosen[name] = op
+    }
+    return chosen
+  }
+
+  public func run() async throws {
+    guard !started.exchange(true, ordering: .relaxed) else {
+      throw ExecutorConfigurationError(field: "-", problem: "the executor has already run once")
+    }
+    try configuration.validate()
+    let operators = try resolveOperators()
+    var machine = ExecutorStateMachine<C.Instant>(
+      settings: .init(
+        executorID: configuration.executorID,
+        slots: configuration.slots,
+        operators: configuration.operators,
+        version: configuration.version,
+        heartbeatInterval: configuration.heartbeatInterval,
+        leaseDurationFallback: configuration.leaseDurationFallback,
+        backoff: configuration.reconnectBackoff,
+        drainGrace: configuration.drainGrace,
+        closeTimeout: configuration.closeTimeout
+      ))
+    let shell = Shell(transport: transport, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID)
+    logger.info(
+      "executor starting",
+      metadata: ["hourglass.executor_id": "\(configuration.executorID)", "hourglass.slots": "\(configuration.slots)", "hourglass.operators": "\(configuration.operators.joined(separator: ","))"])
+
+    let sink = self.sink
+    await withGracefulShutdownHandler {
+      await withDiscardingTaskGroup { group in
+        var done = shell.perform(machine.start(now: clock.now), group: &group)
+        if !done {
+          for await event in events {
+            let now = clock.now
+            let actions: [ExecutorStateMachine<C.Instant>.Action]
+            switch event {
+            case .inbound(let connection, let message):
+              actions = machine.received(message, on: connection, now: now)
+            case .connectionEnded(let connection, let error):
+              actions = machine.connectionEnded(connection, error: error, now: now, random: Double.random(in: 0..<1))
+            case .timer(let timer, let generation):
+              guard shell.isCurrent(timer, generation: generation) else { continue }
+              actions = machine.timerFired(timer, now: now)
+            case .runFinished(let key, let outcome):
+              shell.runEnded(key)
+              actions = machine.runFinished(key, outcome: outcome, now: now)
+            case .shutdown:
+              actions = machine.shutdown(now: now)
+            }
+            done = shell.perform(actions, group: &group)
+            if done { break }
+          }
+        }
+        shell.tearDown()
+        group.cancelAll()
+      }
+    } onGracefulShutdown: {
+      sink.yield(.shutdown)
+    }
+    logger.info("executor stopped", metadata: ["hourglass.executor_id": "\(configuration.executorID)"])
+    try Task.checkCancellation()
+  }
+}
+
+extension Executor where C == ContinuousClock {
+  /// Creates an executor that counts time on the continuous (monotonic) clock.
+  public convenience init(configuration: ExecutorConfiguration, transport: any ClientTransport, logger: Logger, operators: [any Operator] = []) {
+    self.init(configuration: configuration, transport: transport, clock: ContinuousClock(), logger: logger, operators: operators)
+  }
+}
+
+extension Executor {
+  /// Carries out the state machine's actions. Owned by the event loop's task alone.
+  final class Shell {
+    private let transport: any ClientTransport
+    private let clock: C
+    private let sink: AsyncStream<Event>.Continuation
+    private let logger: Logger
+    private let operators: [String: any Operator]
+    private let executorID: String
+
+    private var outbox: (connection: UInt64, continuation: AsyncStream<Hourglass_V1_ExecutorMessage>.Continuation)?
+    private var streamTask: Task<Void, Never>?
+    private var timers: [ExecutorTimer: (generation: UInt64, task: Task<Void, Never>)] = [:]
+    private var nextGeneration: UInt64 = 0
+    private var cancellations: [RunKey: RunCancellation] = [:]
+
+    init(transport: any ClientTransport, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger, operators: [String: any Operator], executorID: String) {
+      self.transport = transport
+      self.clock = clock
+      self.sink = sink
+      self.logger = logger
+      self.operators = operators
+      self.executorID = executorID
+    }
+
+    func isCurrent(_ timer: ExecutorTimer, generation: UInt64) -> Bool {
+      guard let armed = timers[timer], armed.generation == generation else { return false }
+      timers[timer] = nil
+      return true
+    }
+
+    func runEnded(_ key: RunKey) {
+      cancellations[key] = nil
+    }
+
+    /// Performs `actions` in order; returns true once the executor should stop.
+    func perform(_ actions: [ExecutorStateMachine<C.Instant>.Action], group: inout DiscardingTaskGroup) -> Bool {
+      var finished = false
+      for action in actions {
+        switch action {
+        case .connect(let connection):
+          openStream(connection, group: &group)
+        case .send(let message):
+          outbox?.continuation.yield(message)
+        case .sendHeartbeat(let sequence, let freeSlots, let running):
+          let (seconds, nanos) = Date().protoParts
+          outbox?.continuation.yield(
+            .with {
+              $0.heartbeat = .with {
+                $0.sequence = sequence
+                $0.executorTime.seconds = seconds
+                $0.executorTime.nanos = nanos
+                $0.freeSlots = freeSlots
+                $0.running = running
+              }
+            })
+        case .startRun(let key, let grant):
+          startRun(key, grant, group: &group)
+        case .stopRun(let key, let reason):
+          cancellations[key]?.cancel(reason)
+        case .schedule(let timer, let instant):
+          schedule(timer, at: instant)
+        case .cancelTimer(let timer):
+          timers.removeValue(forKey: timer)?.task.cancel()
+        case .log(let level, let message, let run):
+          var metadata: Logger.Metadata = ["hourglass.executor_id": "\(executorID)"]
+          if let run {
+            metadata["hourglass.run_id"] = "\(run.runID)"
+            metadata["hourglass.fence"] = "\(run.fence)"
+          }
+          logger.log(level: level, "\(message)", metadata: metadata)
+        case .closeStream:
+          outbox?.continuation.finish()
+        case .abandonStream:
+          outbox?.continuation.finish()
+          streamTask?.cancel()
+        case .finish:
+          finished = true
+        }
+      }
+      return finished
+    }
+
+    func tearDown() {
+      for (_, timer) in timers { timer.task.cancel() }
+      timers = [:]
+      outbox?.continuation.finish()
+      streamTask?.cancel()
+    }
+
+    private func schedule(_ timer: ExecutorTimer, at instant: C.Instant) {
+      timers[timer]?.task.cancel()
+      nextGeneration += 1
+      let generation = nextGeneration
+      let clock = self.clock
+      let sink = self.sink
+      let task = Task {
+        do {
+          try await clock.sleep(until: instant, tolerance: nil)
+        } catch {
+          return
+        }
+        sink.yield(.timer(timer, generation: generation))
+      }
+      timers[timer] = (generation, task)
+    }
+
+    private func openStream(_ connection: UInt64, group: inout DiscardingTaskGroup) {
+      outbox?.continuation.finish()
+      let (messages, continuation) = AsyncStream<Hourglass_V1_ExecutorMessage>.makeStream()
+      outbox = (connection, continuation)
+      let client = RPCClient(transport: transport)
+      let sink = self.sink
+      // An unstructured task so that a stream can be abandoned on its own; it ends with the
+      // call, and tearDown cancels it.
+      streamTask = Task {
+        do {
+          try await client.bidirectional(
+            Executor.connectMethod,
+            requestType: Hourglass_V1_ExecutorMessage.self,
+            responseType: Hourglass_V1_CoordinatorMessage.self,
+            requests: { writer in
+              for await message in messages { try await writer.write(message) }
+            },
+            responses: { responses in
+              // The request side waits on the outbox: end it with the responses.
+              defer { continuation.finish() }
+              for try await message in responses { sink.yield(.inbound(connection, message)) }
+            }
+          )
+          sink.yield(.connectionEnded(connection, nil))
+        } catch {
+          continuation.finish()
+          sink.yield(.connectionEnded(connection, "\(error)"))
+        }
+      }
+    }
+
+    private func startRun(_ key: RunKey, _ grant: Hourglass_V1_LeaseGrant, group: inout DiscardingTaskGroup) {
+      guard let op = operators[grant.operator] else { return }
+      let cancellation = RunCancellation()
+      cancellations[key] = cancellation
+      let request = RunRequest(
+        runID: grant.runID,
+        taskID: grant.taskID,
+        scheduledAt: Date(protoSeconds: grant.scheduledAt.seconds, nanos: grant.scheduledAt.nanos),
+        attempt: grant.attempt,
+        fence: grant.fence,
+        blob: Array(grant.blob),
+        blobSHA256: grant.blobSha256,
+        arguments: grant.arguments,
+        timeout: grant.hasTimeout ? Duration(grant.timeout.seconds, grant.timeout.nanos) : nil
+      )
+      let sink = self.sink
+      logger.info("run starting", metadata: ["hourglass.run_id": "\(key.runID)", "hourglass.task_id": "\(grant.taskID)", "hourglass.fence": "\(key.fence)", "hourglass.operator": "\(grant.operator)"])
+      group.addTask {
+        let outcome = await op.run(request, cancellation: cancellation)
+        sink.yield(.runFinished(key, outcome))
+      }
+    }
+  }
+}

@@ -1,0 +1,241 @@
+import Crypto
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// The `exec` operator: runs the task's blob as a program, in a private temporary directory,
+/// with an empty environment (plus the run's identity and a fixed `PATH`), resource limits,
+/// in its own process group, capturing the tail of its output.
+///
+/// What it isolates, and what it does not, is in `docs/executor.md`: there are no namespaces
+/// and no seccomp filter, and the task runs as the executor's user.
+public struct ExecOperator: Operator {
+  /// Limits and places for `exec` runs.
+  public struct Configuration: Sendable, Hashable {
+    /// Where per-run temporary directories are made.
+    public var temporaryRoot: String
+    /// RLIMIT_NOFILE for the task (soft and hard).
+    public var openFileLimit: Int
+    /// RLIMIT_AS in bytes; `nil` leaves the executor's own limit.
+    public var addressSpaceLimitBytes: Int?
+    /// RLIMIT_CPU in seconds; `nil` leaves the executor's own limit.
+    public var cpuTimeLimitSeconds: Int?
+    /// Bytes of output kept (the last ones).
+    public var outputTailLimit: Int
+    /// How long a stopped task has between SIGTERM and SIGKILL.
+    public var killGrace: Duration
+    /// The shell that applies the limits, then `exec`s the blob.
+    public var shell: String
+    /// The task's `PATH`.
+    public var path: String
+
+    /// /tmp, 1024 files, no address-space or CPU limit, 64 KiB of output, 5 s kill grace.
+    public static var defaults: Configuration {
+      Configuration(
+        temporaryRoot: "/tmp", openFileLimit: 1024, addressSpaceLimitBytes: nil, cpuTimeLimitSeconds: nil,
+        outputTailLimit: 64 * 1024, killGrace: .seconds(5), shell: "/bin/sh", path: "/usr/bin:/bin")
+    }
+
+    /// Creates a configuration.
+    public init(
+      temporaryRoot: String, openFileLimit: Int, addressSpaceLimitBytes: Int?, cpuTimeLimitSeconds: Int?,
+      outputTailLimit: Int, killGrace: Duration, shell: String, path: String
+    ) {
+      self.temporaryRoot = temporaryRoot
+      self.openFileLimit = openFileLimit
+      self.addressSpaceLimitBytes = addressSpaceLimitBytes
+      self.cpuTimeLimitSeconds = cpuTimeLimitSeconds
+      self.outputTailLimit = outputTailLimit
+      self.killGrace = killGrace
+      self.shell = shell
+      self.path = path
+    }
+  }
+
+  /// The exit code reported for a run that never started (bad digest, spawn failure).
+  public static let notStartedExitCode: Int32 = -1
+
+  /// The configuration.
+  public let configuration: Configuration
+
+  /// `exec`.
+  public var name: String { "exec" }
+
+  /// Creates the operator.
+  public init(configuration: Configuration = .defaults) {
+    self.configuration = configuration
+  }
+
+  public func run(_ request: RunRequest, cancellation: RunCancellation) async -> RunOutcome {
+    let started = Date()
+    func failed(_ error: String) -> RunOutcome {
+      RunOutcome(status: .failed, exitCode: Self.notStartedExitCode, error: error, started: started, finished: Date())
+    }
+
+    let digest = Self.digest(of: request.blob)
+    guard digest == request.blobSHA256.lowercased() else {
+      return failed("the blob's SHA-256 is \(digest), not the expected \(request.blobSHA256); not run")
+    }
+    if let reason = cancellation.reason {
+      return RunOutcome(status: reason.outcomeStatus, exitCode: Self.notStartedExitCode, error: reason.description, started: started, finished: Date())
+    }
+
+    let directory: String
+    do {
+      directory = try Self.makePrivateDirectory(in: configuration.temporaryRoot)
+    } catch {
+      return failed("cannot create the run's temporary directory: \(error)")
+    }
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+
+    let program = directory + "/task"
+    do {
+      try Self.writePrivateExecutable(request.blob, to: program)
+    } catch {
+      return failed("cannot write the blob: \(error)")
+    }
+
+    let child: ChildProcess
+    do {
+      child = try ChildProcess.spawn(
+        executable: configuration.shell,
+        arguments: [configuration.shell, "-c", limitsPrelude(), directory, program] + request.arguments,
+        environment: environment(for: request),
+        workingDirectory: directory,
+        tailCapacity: configuration.outputTailLimit
+      )
+    } catch {
+      return failed("cannot start the task: \(error)")
+    }
+
+    let killGrace = configuration.killGrace
+    let termination = await withTaskGroup(of: ChildProcess.Termination?.self) { group in
+      group.addTask { await child.waitForTermination() }
+      group.addTask {
+        // Fires on a stop request, or (reason nil) when this task is cancelled: either way the
+        // group is stopped. After the leader is reaped the signals are no-ops.
+        _ = await cancellation.wait()
+        child.signalGroup(SIGTERM)
+        try? await Task.sleep(for: killGrace)
+        child.signalGroup(SIGKILL)
+        return nil
+      }
+      var result: ChildProcess.Termination?
+      while let next = await group.next() {
+        if let next {
+          result = next
+          group.cancelAll()
+        }
+      }
+      return result!
+    }
+
+    let finished = Date()
+    if termination.wasSignalled {
+      let reason = cancellation.reason
+      return RunOutcome(
+        status: reason?.outcomeStatus ?? .cancelled,
+        exitCode: termination.exitCode,
+        error: reason?.description ?? "the executor stopped the run",
+        outputTail: termination.outputTail,
+        started: started,
+        finished: finished
+      )
+    }
+    if termination.exitCode == 0 {
+      return RunOutcome(status: .succeeded, exitCode: 0, outputTail: termination.outputTail, started: started, finished: finished)
+    }
+    let error = termination.terminatingSignal.map { "killed by signal \($0)" } ?? "exited with status \(termination.exitCode)"
+    return RunOutcome(status: .failed, exitCode: termination.exitCode, error: error, outputTail: termination.outputTail, started: started, finished: finished)
+  }
+
+  /// The lowercase hex SHA-256 of `blob`, as a lease's `blob_sha256` carries it.
+  public static func digest(of blob: [UInt8]) -> String {
+    let hex: [UInt8] = Array("0123456789abcdef".utf8)
+    var text: [UInt8] = []
+    text.reserveCapacity(64)
+    for byte in SHA256.hash(data: blob) {
+      text.append(hex[Int(byte >> 4)])
+      text.append(hex[Int(byte & 0x0f)])
+    }
+    return String(decoding: text, as: UTF8.self)
+  }
+
+  /// The shell prelude that applies the resource limits in the child, then replaces itself
+  /// with the task (`$0` is the run's directory, `$1` the program, the rest its arguments).
+  /// The `cd` repeats the spawn's own change of directory, for C libraries without
+  /// `posix_spawn_file_actions_addchdir_np`.
+  func limitsPrelude() -> String {
+    var limits = ["cd \"$0\"", "ulimit -c 0", "ulimit -n \(configuration.openFileLimit)"]
+    if let bytes = configuration.addressSpaceLimitBytes { limits.append("ulimit -v \(max(1, bytes / 1024))") }
+    if let seconds = configuration.cpuTimeLimitSeconds { limits.append("ulimit -t \(seconds)") }
+    // dash exports PWD of its own accord; the task's environment is ours alone.
+    return limits.joined(separator: " && ") + " || exit 125; unset PWD OLDPWD; exec \"$@\""
+  }
+
+  /// The task's whole environment.
+  func environment(for request: RunRequest) -> [String] {
+    [
+      "HOURGLASS_RUN_ID=\(request.runID)",
+      "HOURGLASS_TASK_ID=\(request.taskID)",
+      "HOURGLASS_SCHEDULED_AT=\(RFC3339.format(request.scheduledAt))",
+      "HOURGLASS_ATTEMPT=\(request.attempt)",
+      "PATH=\(configuration.path)",
+    ]
+  }
+
+  /// Makes `root/hourglass-run-XXXXXX`, mode 0700.
+  static func makePrivateDirectory(in root: String) throws -> String {
+    var template = Array((root + "/hourglass-run-XXXXXX").utf8CString)
+    let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+    guard made != nil else { throw SpawnError("mkdtemp in \(root)", errno) }
+    let path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    guard chmod(path, 0o700) == 0 else { throw SpawnError("chmod \(path)", errno) }
+    return path
+  }
+
+  /// Writes `bytes` to a new file at `path`, mode 0700, refusing to follow or reuse anything.
+  static func writePrivateExecutable(_ bytes: [UInt8], to path: String) throws {
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o700)
+    guard fd >= 0 else { throw SpawnError("open \(path)", errno) }
+    defer { close(fd) }
+    var written = 0
+    while written < bytes.count {
+      let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+      if count < 0 {
+        if errno == EINTR { continue }
+        throw SpawnError("write \(path)", errno)
+      }
+      written += count
+    }
+    guard fchmod(fd, 0o700) == 0 else { throw SpawnError("fchmod \(path)", errno) }
+  }
+}
+
+/// RFC 3339 timestamps in UTC, as the task's environment carries them.
+enum RFC3339 {
+  /// `2026-03-29T01:30:00Z`, with microseconds when the instant has a fraction.
+  static func format(_ date: Date) -> String {
+    let interval = date.timeIntervalSince1970
+    var seconds = time_t(interval.rounded(.down))
+    var micros = Int(((interval - Double(seconds)) * 1_000_000).rounded())
+    if micros >= 1_000_000 {
+      seconds += 1
+      micros -= 1_000_000
+    }
+    var parts = tm()
+    gmtime_r(&seconds, &parts)
+    func pad(_ value: Int32, _ width: Int) -> String {
+      let text = String(value)
+      return String(repeating: "0", count: max(0, width - text.count)) + text
+    }
+    var text = "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))"
+    text += "T\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2))"
+    if micros != 0 { text += "." + pad(Int32(micros), 6) }
+    return text + "Z"
+  }
+}

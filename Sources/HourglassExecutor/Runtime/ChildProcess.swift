@@ -1,0 +1,237 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
+/// A child process in its own process group, started with `posix_spawn`, whose stdout and
+/// stderr go to one pipe that a dedicated thread drains into an ``OutputTail`` while it reaps
+/// the child. Nothing here blocks the cooperative thread pool.
+final class ChildProcess: Sendable {
+  /// How the child ended.
+  struct Termination: Sendable {
+    /// The raw `waitpid` status.
+    var rawStatus: Int32
+    /// Whether the executor signalled the group before the leader exited.
+    var wasSignalled: Bool
+    /// The output's last bytes.
+    var outputTail: [UInt8]
+
+    /// The exit code, or 128 + the signal number for a child killed by a signal.
+    var exitCode: Int32 {
+      let signal = rawStatus & 0x7f
+      return signal == 0 ? (rawStatus >> 8) & 0xff : 128 + signal
+    }
+
+    /// The signal that killed the child, if one did.
+    var terminatingSignal: Int32? {
+      let signal = rawStatus & 0x7f
+      return signal == 0 || signal == 0x7f ? nil : signal
+    }
+  }
+
+  private struct State {
+    var reaped = false
+    var signalled = false
+  }
+
+  /// The leader's pid, which is also the group's id.
+  let pid: pid_t
+  private let outputFD: Int32
+  private let tailCapacity: Int
+  private let state = Mutex(State())
+
+  private init(pid: pid_t, outputFD: Int32, tailCapacity: Int) {
+    self.pid = pid
+    self.outputFD = outputFD
+    self.tailCapacity = tailCapacity
+  }
+
+  /// Starts `executable` with exactly `arguments` (argv[0] included) and `environment`, in
+  /// `workingDirectory`, as the leader of a new process group, stdin from /dev/null.
+  static func spawn(
+    executable: String, arguments: [String], environment: [String], workingDirectory: String, tailCapacity: Int
+  ) throws(SpawnError) -> ChildProcess {
+    var fds: [Int32] = [-1, -1]
+    guard GlibcExtensions.pipe2(&fds, O_CLOEXEC) == 0 else { throw SpawnError("pipe2", errno) }
+    let readFD = fds[0]
+    let writeFD = fds[1]
+    defer { close(writeFD) }
+
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, writeFD, 1)
+    posix_spawn_file_actions_adddup2(&actions, writeFD, 2)
+    if let closeFrom = GlibcExtensions.addCloseFrom {
+      _ = closeFrom(&actions, 3)
+    }
+    if let addChdir = GlibcExtensions.addChdir {
+      let chdirResult = addChdir(&actions, workingDirectory)
+      guard chdirResult == 0 else {
+        close(readFD)
+        throw SpawnError("posix_spawn_file_actions_addchdir_np", chdirResult)
+      }
+    }
+
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    // Own process group (so a kill reaches every descendant that stays in it), no blocked
+    // signals, and default dispositions (the executor ignores SIGPIPE; the task must not).
+    var noSignals = sigset_t()
+    sigemptyset(&noSignals)
+    var allSignals = sigset_t()
+    sigfillset(&allSignals)
+    posix_spawnattr_setsigmask(&attributes, &noSignals)
+    posix_spawnattr_setsigdefault(&attributes, &allSignals)
+    posix_spawnattr_setpgroup(&attributes, 0)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+    let argv = arguments.map { strdup($0) } + [nil]
+    let envp = environment.map { strdup($0) } + [nil]
+    defer {
+      for pointer in argv { free(pointer) }
+      for pointer in envp { free(pointer) }
+    }
+    var pid: pid_t = 0
+    let result = argv.withUnsafeBufferPointer { argvPointer in
+      envp.withUnsafeBufferPointer { envpPointer in
+        posix_spawn(&pid, executable, &actions, &attributes, argvPointer.baseAddress!, envpPointer.baseAddress!)
+      }
+    }
+    guard result == 0 else {
+      close(readFD)
+      throw SpawnError("posix_spawn \(executable)", result)
+    }
+    return ChildProcess(pid: pid, outputFD: readFD, tailCapacity: tailCapacity)
+  }
+
+  /// Sends `signal` to the child's whole process group, unless the leader has been reaped
+  /// (then the id may no longer be ours). Returns whether it was sent.
+  @discardableResult
+  func signalGroup(_ signal: Int32) -> Bool {
+    state.withLock { state in
+      guard !state.reaped else { return false }
+      state.signalled = true
+      return kill(-pid, signal) == 0
+    }
+  }
+
+  /// Waits, on a dedicated thread, for the leader to exit and the output pipe to reach EOF;
+  /// kills what is left of the group once the leader is gone. Call once.
+  func waitForTermination() async -> Termination {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Termination, Never>) in
+      let thread = Thread { [self] in
+        continuation.resume(returning: self.monitor())
+      }
+      thread.name = "hourglass-child-\(pid)"
+      thread.start()
+    }
+  }
+
+  /// The blocking loop: drain the pipe, poll for the leader's exit.
+  private func monitor() -> Termination {
+    var tail = OutputTail(capacity: tailCapacity)
+    var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+    var rawStatus: Int32?
+    var signalled = false
+    var endOfOutput = false
+    var exitedAt: timespec?
+
+    while true {
+      if !endOfOutput {
+        var descriptor = pollfd(fd: outputFD, events: Int16(POLLIN), revents: 0)
+        let ready = poll(&descriptor, 1, 20)
+        if ready > 0 {
+          let count = buffer.withUnsafeMutableBytes { read(outputFD, $0.baseAddress, $0.count) }
+          if count > 0 {
+            buffer.withUnsafeBytes { tail.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
+          } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+            endOfOutput = true
+          }
+        }
+      } else if rawStatus == nil {
+        usleep(10_000)
+      }
+
+      if rawStatus == nil {
+        state.withLock { state in
+          var status: Int32 = 0
+          let reaped = waitpid(pid, &status, WNOHANG)
+          if reaped == pid || (reaped < 0 && errno == ECHILD) {
+            state.reaped = true
+            rawStatus = reaped == pid ? status : 0
+            signalled = state.signalled
+            // Whatever the leader left behind in its group goes with it.
+            kill(-pid, SIGKILL)
+          }
+        }
+        if rawStatus != nil {
+          var now = timespec()
+          clock_gettime(CLOCK_MONOTONIC, &now)
+          exitedAt = now
+        }
+      }
+
+      if let rawStatus {
+        if endOfOutput { return finish(rawStatus, signalled, tail) }
+        // A descendant that left the process group may hold the pipe open: stop reading after
+        // two seconds rather than wait for it.
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        if let exitedAt, now.tv_sec - exitedAt.tv_sec >= 2 { return finish(rawStatus, signalled, tail) }
+      }
+    }
+  }
+
+  private func finish(_ rawStatus: Int32, _ signalled: Bool, _ tail: OutputTail) -> Termination {
+    close(outputFD)
+    return Termination(rawStatus: rawStatus, wasSignalled: signalled, outputTail: tail.bytes)
+  }
+}
+
+/// GNU extensions that Swift's Glibc module does not import (it is built without
+/// `_GNU_SOURCE`), looked up in the C library at run time.
+enum GlibcExtensions {
+  typealias Pipe2 = @convention(c) (UnsafeMutablePointer<Int32>?, Int32) -> Int32
+  typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
+  typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+
+  /// `pipe2`, or `pipe` + `FD_CLOEXEC` where it is missing (not atomic then).
+  static func pipe2(_ fds: UnsafeMutablePointer<Int32>, _ flags: Int32) -> Int32 {
+    if let pipe2 = pipe2Function { return pipe2(fds, flags) }
+    guard pipe(fds) == 0 else { return -1 }
+    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
+    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
+    return 0
+  }
+
+  private static let pipe2Function: Pipe2? = lookup("pipe2")
+  /// `posix_spawn_file_actions_addchdir_np` (glibc ≥ 2.29).
+  static let addChdir: AddChdir? = lookup("posix_spawn_file_actions_addchdir_np")
+  /// `posix_spawn_file_actions_addclosefrom_np` (glibc ≥ 2.34).
+  static let addCloseFrom: AddCloseFrom? = lookup("posix_spawn_file_actions_addclosefrom_np")
+
+  private static func lookup<Function>(_ name: String) -> Function? {
+    guard let handle = dlopen(nil, RTLD_NOW), let symbol = dlsym(handle, name) else { return nil }
+    return unsafeBitCast(symbol, to: Function.self)
+  }
+}
+
+/// A system call that failed while starting a child.
+struct SpawnError: Error, CustomStringConvertible {
+  var call: String
+  var code: Int32
+
+  init(_ call: String, _ code: Int32) {
+    self.call = call
+    self.code = code
+  }
+
+  var description: String { "\(call) failed: \(String(cString: strerror(code)))" }
+}

@@ -1,0 +1,153 @@
+import ArgumentParser
+import Foundation
+import HourglassCertificates
+import HourglassExecutor
+import HourglassRPC
+import HourglassTransport
+import Logging
+import ServiceLifecycle
+
+/// `hourglass executor`: connects to a coordinator with an executor certificate and runs the
+/// leases it pushes, until SIGTERM or SIGINT drains it.
+struct ExecutorCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "executor",
+    abstract: "Run an executor: connect to a coordinator and run the tasks it leases.",
+    discussion: """
+      The executor authenticates with a certificate whose role (OU) is `executor`. On SIGTERM or \
+      SIGINT it stops taking leases, lets running tasks finish for --drain-grace, kills what is \
+      left, and exits. With several --coordinator addresses it holds one stream at a time and \
+      moves to the next address when one cannot be reached.
+
+      Example:
+        hourglass executor --coordinator coord-1.example:7443 --ca ca.pem --cert executor.pem \\
+          --key executor-key.pem --slots 4 --operators exec
+      """
+  )
+
+  @Option(name: .customLong("coordinator"), help: "The coordinator's HOST:PORT; repeat for fail-over.")
+  var coordinators: [String] = []
+
+  @Option(name: .customLong("ca"), help: "The private CA's certificate (PEM).")
+  var caFile: String
+
+  @Option(name: .customLong("cert"), help: "This executor's certificate (PEM, role executor).")
+  var certificateFile: String
+
+  @Option(name: .customLong("key"), help: "This executor's private key (PEM).")
+  var keyFile: String
+
+  @Option(name: .customLong("id"), help: "The executor's name (default: the certificate's common name).")
+  var executorID: String?
+
+  @Option(name: .customLong("slots"), help: "Runs at once (default: the number of cores).")
+  var slots: Int = ProcessInfo.processInfo.activeProcessorCount
+
+  @Option(name: .customLong("operators"), help: "Operators to offer, comma-separated: exec, noop.")
+  var operators: String = "exec,noop"
+
+  @Option(name: .customLong("drain-grace"), help: "How long running tasks may finish after SIGTERM, e.g. 30s, 2m.")
+  var drainGrace: String = "30s"
+
+  @Option(name: .customLong("temporary-directory"), help: "Where exec runs get their private directories.")
+  var temporaryDirectory: String = "/tmp"
+
+  func validate() throws {
+    if coordinators.isEmpty { throw ValidationError("--coordinator HOST:PORT is required") }
+    for address in coordinators where Self.parseAddress(address) == nil {
+      throw ValidationError("--coordinator \(address) is not HOST:PORT")
+    }
+    if Self.parseDuration(drainGrace) == nil { throw ValidationError("--drain-grace \(drainGrace) is not a duration such as 30s or 2m") }
+    if slots < 1 { throw ValidationError("--slots must be at least 1") }
+  }
+
+  func run() async throws {
+    var logger = Logger(label: "hourglass.executor")
+    logger.logLevel = .info
+
+    let credentials: TLSCredentials
+    do {
+      credentials = try TLSCredentials(caFile: caFile, certificateFile: certificateFile, keyFile: keyFile)
+    } catch {
+      throw ValidationError("\(error)")
+    }
+    let name = try executorID ?? Self.commonName(fromPEM: credentials.certificatePEM)
+
+    var configuration = ExecutorConfiguration.defaults
+    configuration.executorID = name
+    configuration.slots = slots
+    configuration.operators = operators.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    configuration.drainGrace = Self.parseDuration(drainGrace)!
+    configuration.temporaryDirectory = temporaryDirectory
+    do {
+      try configuration.validate()
+    } catch {
+      throw ValidationError("\(error)")
+    }
+
+    var connections: [RPCTLSConnection] = []
+    for address in coordinators {
+      let (host, port) = Self.parseAddress(address)!
+      connections.append(
+        try RPCTLSConnection(configuration: .init(host: host, port: port, credentials: credentials), logger: logger))
+    }
+    let transport: any ClientTransport = connections.count == 1 ? connections[0] : FailoverTransport(connections)
+    let executor = Executor(configuration: configuration, transport: transport, logger: logger)
+    let group = ServiceGroup(
+      configuration: .init(
+        services: [.init(service: executor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger
+      ))
+    try await group.run()
+    for connection in connections { await connection.close() }
+  }
+
+  /// `host:port`, `[v6]:port`.
+  static func parseAddress(_ text: String) -> (String, Int)? {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+    var host = String(text[..<colon])
+    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    return host.isEmpty ? nil : (host, port)
+  }
+
+  /// `500ms`, `30s`, `2m`, `1h30m`.
+  static func parseDuration(_ text: String) -> Duration? {
+    var total = Duration.zero
+    var number = ""
+    var rest = Substring(text)
+    guard !rest.isEmpty else { return nil }
+    while let first = rest.first {
+      if first.isNumber {
+        number.append(first)
+        rest = rest.dropFirst()
+        continue
+      }
+      guard let value = Int64(number) else { return nil }
+      number = ""
+      if rest.hasPrefix("ms") {
+        total += .milliseconds(value)
+        rest = rest.dropFirst(2)
+      } else {
+        switch first {
+        case "s": total += .seconds(value)
+        case "m": total += .seconds(value * 60)
+        case "h": total += .seconds(value * 3600)
+        default: return nil
+        }
+        rest = rest.dropFirst()
+      }
+    }
+    return number.isEmpty ? total : nil
+  }
+
+  /// The common name of the first certificate in `pem`.
+  static func commonName(fromPEM pem: String) throws -> String {
+    let lines = pem.split(whereSeparator: \.isNewline)
+    guard let begin = lines.firstIndex(where: { $0.hasPrefix("-----BEGIN CERTIFICATE") }),
+      let end = lines[begin...].firstIndex(where: { $0.hasPrefix("-----END CERTIFICATE") }),
+      let der = Data(base64Encoded: lines[(begin + 1)..<end].joined())
+    else { throw ValidationError("--cert holds no PEM certificate; pass --id") }
+    return try CertificateIdentity(derEncoded: Array(der)).name
+  }
+}

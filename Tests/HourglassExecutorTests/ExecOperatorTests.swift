@@ -1,0 +1,99 @@
+import Foundation
+import HourglassExecutor
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+@Suite("exec operator", .timeLimit(.minutes(1)))
+struct ExecOperatorTests {
+  func makeOperator(_ scratch: ScratchDirectory) -> ExecOperator {
+    var configuration = ExecOperator.Configuration.defaults
+    configuration.temporaryRoot = scratch.path
+    configuration.killGrace = .seconds(2)
+    return ExecOperator(configuration: configuration)
+  }
+
+  @Test("the task sees only its own environment, runs in a private directory that is removed")
+  func environmentAndDirectory() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let script = """
+      #!/bin/sh
+      env
+      echo "cwd=$(pwd)"
+      echo "modes=$(stat -c %a .) $(stat -c %a "$0")"
+      printf 'args=%s|' "$@"; echo
+      """
+    let outcome = await makeOperator(scratch).run(scriptRequest(script, arguments: ["a b", "c"]), cancellation: RunCancellation())
+    #expect(outcome.status == .succeeded)
+    #expect(outcome.exitCode == 0)
+    let lines = String(decoding: outcome.outputTail, as: UTF8.self).split(separator: "\n").map(String.init)
+    let cwd = try #require(lines.first { $0.hasPrefix("cwd=") }).dropFirst(4)
+    #expect(cwd.hasPrefix(scratch.path + "/hourglass-run-"))
+    #expect(lines.contains("modes=700 700"))
+    #expect(lines.contains("args=a b|c|"))
+    var environment = Set(lines.filter { $0.contains("=") && !$0.hasPrefix("cwd=") && !$0.hasPrefix("modes=") && !$0.hasPrefix("args=") })
+    // The script's own shell (dash) exports PWD; the executor passes no PWD of its own.
+    #expect(environment.remove("PWD=\(cwd)") != nil)
+    #expect(
+      environment == [
+        "HOURGLASS_RUN_ID=run-1", "HOURGLASS_TASK_ID=task-1", "HOURGLASS_SCHEDULED_AT=2026-09-21T14:13:20Z",
+        "HOURGLASS_ATTEMPT=2", "PATH=/usr/bin:/bin",
+      ])
+    #expect(!FileManager.default.fileExists(atPath: String(cwd)), "the run's directory is removed afterwards")
+  }
+
+  @Test("a nonzero exit status is FAILED with that exit code and the output")
+  func exitCodeThree() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let outcome = await makeOperator(scratch).run(scriptRequest("#!/bin/sh\necho to-stdout\necho to-stderr >&2\nexit 3\n"), cancellation: RunCancellation())
+    #expect(outcome.status == .failed)
+    #expect(outcome.exitCode == 3)
+    #expect(String(decoding: outcome.outputTail, as: UTF8.self) == "to-stdout\nto-stderr\n")
+  }
+
+  @Test("only the last 64 KiB of 1 MiB of output are kept")
+  func outputTailIsCapped() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let script = "#!/bin/sh\nhead -c 1048576 /dev/zero | tr '\\000' a\nprintf END\n"
+    let outcome = await makeOperator(scratch).run(scriptRequest(script), cancellation: RunCancellation())
+    #expect(outcome.status == .succeeded)
+    #expect(outcome.outputTail.count == 64 * 1024)
+    #expect(outcome.outputTail.suffix(3) == Array("END".utf8))
+    #expect(outcome.outputTail.dropLast(3).allSatisfy { $0 == UInt8(ascii: "a") })
+  }
+
+  @Test("a blob whose SHA-256 does not match is FAILED and never runs")
+  func digestMismatch() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let marker = scratch.path + "/ran"
+    var request = scriptRequest("#!/bin/sh\ntouch \(marker)\n")
+    request.blobSHA256 = String(repeating: "0", count: 64)
+    let outcome = await makeOperator(scratch).run(request, cancellation: RunCancellation())
+    #expect(outcome.status == .failed)
+    #expect(outcome.exitCode == ExecOperator.notStartedExitCode)
+    #expect(outcome.error.contains("SHA-256"))
+    #expect(!FileManager.default.fileExists(atPath: marker))
+  }
+
+  @Test("a stop request kills the whole process group, background children included")
+  func cancellationKillsGroup() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let pids = try scratch.fifo("pids")
+    let cancellation = RunCancellation()
+    let op = makeOperator(scratch)
+    async let outcome = op.run(scriptRequest("#!/bin/sh\nsleep 1000 &\necho \"$$ $!\" > \"$1\"\nwait\n", arguments: [pids]), cancellation: cancellation)
+    let started = await readFIFO(pids).split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    #expect(started.count == 2)
+    cancellation.cancel(.timedOut)
+    let result = await outcome
+    #expect(result.status == .timedOut)
+    for pid in started { #expect(!isAlive(pid), "process \(pid) outlived its run") }
+  }
+}

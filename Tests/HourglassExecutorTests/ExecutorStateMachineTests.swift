@@ -1,0 +1,234 @@
+import Foundation
+import HourglassProto
+import Testing
+
+@testable import HourglassExecutor
+
+/// The bookkeeping without I/O: leases, slots, credits and self-fencing decisions.
+@Suite("executor state machine")
+struct ExecutorStateMachineTests {
+  typealias Machine = ExecutorStateMachine<ManualClock.Instant>
+  typealias Action = Machine.Action
+
+  static func at(_ seconds: Int) -> ManualClock.Instant { ManualClock.Instant(offset: .seconds(seconds)) }
+
+  static func machine(slots: Int = 2) -> Machine {
+    Machine(
+      settings: .init(
+        executorID: "e1", slots: slots, operators: ["exec", "noop"], version: "test", heartbeatInterval: .seconds(10),
+        leaseDurationFallback: .seconds(30), backoff: .init(initial: .seconds(1), maximum: .seconds(8), multiplier: 2, jitter: 0),
+        drainGrace: .seconds(60), closeTimeout: .seconds(5)))
+  }
+
+  static func registered(leaseDuration: Int64 = 30) -> Hourglass_V1_CoordinatorMessage {
+    .with { $0.registered = .with { $0.coordinatorID = "c1"; $0.leaseDuration.seconds = leaseDuration } }
+  }
+
+  static func lease(_ runID: String, fence: UInt64 = 1, leaseDuration: Int64 = 30, timeout: Int64 = 0) -> Hourglass_V1_CoordinatorMessage {
+    .with {
+      $0.lease = .with {
+        $0.runID = runID
+        $0.fence = fence
+        $0.operator = "noop"
+        $0.leaseDuration.seconds = leaseDuration
+        if timeout > 0 { $0.timeout.seconds = timeout }
+      }
+    }
+  }
+
+  static func sent(_ actions: [Action]) -> [Hourglass_V1_ExecutorMessage.OneOf_Kind] {
+    actions.compactMap { if case .send(let message) = $0 { return message.kind } else { return nil } }
+  }
+
+  static func stops(_ actions: [Action]) -> [RunStopReason] {
+    actions.compactMap { if case .stopRun(_, let reason) = $0 { return reason } else { return nil } }
+  }
+
+  static func outcome(_ status: RunOutcome.Status) -> RunOutcome {
+    RunOutcome(status: status, started: Date(), finished: Date())
+  }
+
+  /// A machine registered on connection 1 with all its credits granted.
+  static func connected(slots: Int = 2) -> Machine {
+    var machine = machine(slots: slots)
+    _ = machine.start(now: at(0))
+    _ = machine.received(registered(), on: 1, now: at(0))
+    return machine
+  }
+
+  @Test("starting opens a stream whose first message is Register; Registered brings one credit per slot")
+  func registers() {
+    var machine = Self.machine(slots: 3)
+    let start = machine.start(now: Self.at(0))
+    guard case .connect(let connection) = start.first else { Issue.record("no connect: \(start)"); return }
+    #expect(Self.sent(start) == [.register(.with { $0.executorID = "e1"; $0.operators = ["exec", "noop"]; $0.slots = 3; $0.version = "test" })])
+    let actions = machine.received(Self.registered(), on: connection, now: Self.at(0))
+    #expect(Self.sent(actions) == [.credit(.with { $0.credits = 3 })])
+  }
+
+  @Test("a lease beyond the granted credits is refused")
+  func noLeaseWithoutCredit() {
+    var machine = Self.connected(slots: 1)
+    let first = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    #expect(first.contains { if case .startRun = $0 { true } else { false } })
+    let second = machine.received(Self.lease("b"), on: 1, now: Self.at(0))
+    #expect(!second.contains { if case .startRun = $0 { true } else { false } })
+    #expect(machine.runs.count == 1)
+  }
+
+  @Test("the lease's expiry counts from the renewal's sending, not from its acknowledgement")
+  func renewalCountsFromSending() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "a", fence: 1)
+    let renew = machine.timerFired(.renewal(key), now: Self.at(10))
+    #expect(Self.sent(renew) == [.renewal(.with { $0.runID = "a"; $0.fence = 1 })])
+    let ack = machine.received(.with { $0.renewalAck = .with { $0.runID = "a"; $0.fence = 1; $0.renewed = true } }, on: 1, now: Self.at(15))
+    #expect(machine.runs[key]?.leaseExpiry == Self.at(40))
+    #expect(ack.contains { if case .schedule(.leaseExpiry(key), Self.at(40)) = $0 { true } else { false } })
+  }
+
+  @Test("self-fencing: at the lease's expiry without an acknowledged renewal the run is stopped and its result dropped")
+  func selfFencing() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "a", fence: 1)
+    _ = machine.timerFired(.renewal(key), now: Self.at(10))
+    #expect(Self.stops(machine.timerFired(.leaseExpiry(key), now: Self.at(30))) == [.leaseExpired])
+    let finished = machine.runFinished(key, outcome: Self.outcome(.cancelled), now: Self.at(31))
+    #expect(Self.sent(finished) == [.credit(.with { $0.credits = 1 })], "no RunResult, only the slot back")
+  }
+
+  @Test("a stale expiry timer (the lease was renewed since) re-arms instead of fencing")
+  func staleExpiryTimer() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "a", fence: 1)
+    _ = machine.timerFired(.renewal(key), now: Self.at(10))
+    _ = machine.received(.with { $0.renewalAck = .with { $0.runID = "a"; $0.fence = 1; $0.renewed = true } }, on: 1, now: Self.at(11))
+    let actions = machine.timerFired(.leaseExpiry(key), now: Self.at(30))
+    #expect(Self.stops(actions).isEmpty)
+    #expect(actions.contains { if case .schedule(.leaseExpiry(key), Self.at(40)) = $0 { true } else { false } })
+  }
+
+  @Test("a run that finishes while disconnected is reported on reconnection if its lease still holds, before the credits")
+  func resultWaitsForReconnection() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "a", fence: 1)
+    _ = machine.connectionEnded(1, error: "gone", now: Self.at(1), random: 0)
+    #expect(Self.sent(machine.runFinished(key, outcome: Self.outcome(.succeeded), now: Self.at(2))).isEmpty)
+    let reconnect = machine.timerFired(.reconnect, now: Self.at(2))
+    guard case .connect(let connection) = reconnect.first else { Issue.record("no reconnect: \(reconnect)"); return }
+    let sent = Self.sent(machine.received(Self.registered(), on: connection, now: Self.at(3)))
+    #expect(sent.count == 2)
+    if case .result(let result)? = sent.first { #expect(result.runID == "a" && result.outcome == .succeeded) } else { Issue.record("expected the result first: \(sent)") }
+    #expect(sent.last == .credit(.with { $0.credits = 2 }))
+  }
+
+  @Test("a result waiting for a connection is dropped when the lease runs out")
+  func waitingResultDroppedAtExpiry() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "a", fence: 1)
+    _ = machine.connectionEnded(1, error: nil, now: Self.at(1), random: 0)
+    _ = machine.runFinished(key, outcome: Self.outcome(.succeeded), now: Self.at(2))
+    _ = machine.timerFired(.leaseExpiry(key), now: Self.at(30))
+    #expect(machine.runs.isEmpty)
+  }
+
+  @Test("renewals go out every lease/3 only while connected, and resume on the new stream")
+  func renewalsWhileDisconnected() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "a", fence: 1)
+    _ = machine.connectionEnded(1, error: nil, now: Self.at(1), random: 0)
+    let offline = machine.timerFired(.renewal(key), now: Self.at(10))
+    #expect(Self.sent(offline).isEmpty)
+    #expect(offline.contains { if case .schedule(.renewal(key), Self.at(20)) = $0 { true } else { false } })
+    let reconnect = machine.timerFired(.reconnect, now: Self.at(11))
+    guard case .connect(let connection) = reconnect.first else { return }
+    let sent = Self.sent(machine.received(Self.registered(), on: connection, now: Self.at(12)))
+    #expect(sent.first == .renewal(.with { $0.runID = "a"; $0.fence = 1 }))
+    #expect(sent.last == .credit(.with { $0.credits = 1 }))
+  }
+
+  @Test("reconnection backs off exponentially up to the maximum, and resets after Registered")
+  func backoff() {
+    var machine = Self.machine()
+    _ = machine.start(now: Self.at(0))
+    var delays: [Duration] = []
+    var connection: UInt64 = 1
+    for _ in 0..<6 {
+      let actions = machine.connectionEnded(connection, error: "refused", now: Self.at(0), random: 0)
+      for case .schedule(.reconnect, let at) in actions { delays.append(Self.at(0).duration(to: at)) }
+      guard case .connect(let next) = machine.timerFired(.reconnect, now: Self.at(0)).first else { return }
+      connection = next
+    }
+    #expect(delays == [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(8), .seconds(8)])
+    _ = machine.received(Self.registered(), on: connection, now: Self.at(0))
+    let after = machine.connectionEnded(connection, error: nil, now: Self.at(0), random: 0)
+    #expect(after.contains { if case .schedule(.reconnect, Self.at(1)) = $0 { true } else { false } })
+  }
+
+  @Test("drain: Draining is sent, freed slots grant no credit, the stream closes once the last run is reported")
+  func drain() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    let shutdown = machine.shutdown(now: Self.at(1))
+    #expect(Self.sent(shutdown) == [.draining(.with { $0.grace.seconds = 60 })])
+    let finished = machine.runFinished(RunKey(runID: "a", fence: 1), outcome: Self.outcome(.succeeded), now: Self.at(2))
+    #expect(Self.sent(finished).count == 1, "the result, and no credit")
+    #expect(finished.contains { if case .closeStream = $0 { true } else { false } })
+    #expect(machine.connectionEnded(1, error: nil, now: Self.at(3), random: 0).contains { if case .finish = $0 { true } else { false } })
+  }
+
+  @Test("drain: when the grace runs out, running runs are stopped and reported FAILED")
+  func drainGraceRunsOut() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    _ = machine.shutdown(now: Self.at(1))
+    #expect(Self.stops(machine.timerFired(.drainDeadline, now: Self.at(61))) == [.drainGraceExpired])
+    let sent = Self.sent(machine.runFinished(RunKey(runID: "a", fence: 1), outcome: Self.outcome(.cancelled), now: Self.at(62)))
+    guard case .result(let result)? = sent.first else { Issue.record("no result: \(sent)"); return }
+    #expect(result.outcome == .failed)
+  }
+
+  @Test("CancelRun for an unknown fence is ignored; for the right one it stops the run")
+  func cancelMatchesFence() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a", fence: 5), on: 1, now: Self.at(0))
+    #expect(Self.stops(machine.received(.with { $0.cancel = .with { $0.runID = "a"; $0.fence = 4 } }, on: 1, now: Self.at(1))).isEmpty)
+    #expect(Self.stops(machine.received(.with { $0.cancel = .with { $0.runID = "a"; $0.fence = 5; $0.reason = "x" } }, on: 1, now: Self.at(1))) == [.cancelled(reason: "x")])
+  }
+
+  @Test("messages from a stream that has been replaced are ignored")
+  func staleConnection() {
+    var machine = Self.connected()
+    _ = machine.connectionEnded(1, error: nil, now: Self.at(0), random: 0)
+    _ = machine.timerFired(.reconnect, now: Self.at(1))
+    #expect(machine.received(Self.lease("a"), on: 1, now: Self.at(2)).isEmpty)
+  }
+
+  @Test(
+    "configuration errors name the field",
+    arguments: ["executorID", "slots", "operators", "reconnectBackoff.maximum", "temporaryDirectory", "exec.openFileLimit"])
+  func configurationValidation(field: String) {
+    var configuration = ExecutorConfiguration.defaults
+    #expect(throws: Never.self) { try configuration.validate() }
+    switch field {
+    case "executorID": configuration.executorID = ""
+    case "slots": configuration.slots = 0
+    case "operators": configuration.operators = []
+    case "reconnectBackoff.maximum": configuration.reconnectBackoff.maximum = .milliseconds(1)
+    case "temporaryDirectory": configuration.temporaryDirectory = "tmp"
+    default: configuration.exec.openFileLimit = 0
+    }
+    #expect(throws: ExecutorConfigurationError.self) { try configuration.validate() }
+    do {
+      try configuration.validate()
+    } catch {
+      #expect(error.field == field)
+    }
+  }
+}
