@@ -24,7 +24,7 @@ struct ExecOperatorTests {
       env
       echo "cwd=$(pwd)"
       echo "modes=$(stat -c %a .) $(stat -c %a "$0")"
-      printf 'args=%s|' "$@"; echo
+      printf 'args='; printf '%s|' "$@"; echo
       """
     let outcome = await makeOperator(scratch).run(scriptRequest(script, arguments: ["a b", "c"]), cancellation: RunCancellation())
     #expect(outcome.status == .succeeded)
