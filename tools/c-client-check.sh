@@ -61,12 +61,17 @@ done
 [ -n "$port" ] || { echo "the server did not report a port" >&2; exit 1; }
 echo "   listening on 127.0.0.1:$port"
 pki="$work/pki"
-binary=$(command -v true)
+binary=$(type -P true)
 
 echo "== the example under valgrind (host name localhost: SNI and DNS SAN check)"
-valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect,possible \
+if ! valgrind --log-file="$work/valgrind.log" --leak-check=full --show-leak-kinds=definite,indirect,possible \
   --errors-for-leak-kinds=definite,indirect,possible --error-exitcode=1 \
-  "$work/example-debug" localhost "$port" "$pki/ca.pem" "$pki/user.pem" "$pki/user-key.pem" "$binary"
+  "$work/example-debug" localhost "$port" "$pki/ca.pem" "$pki/user.pem" "$pki/user-key.pem" "$binary"; then
+  cat "$work/valgrind.log" >&2
+  echo "the example failed under valgrind" >&2
+  exit 1
+fi
+grep -E "ERROR SUMMARY|definitely lost|indirectly lost|possibly lost|All heap blocks were freed" "$work/valgrind.log" | sed 's/^==[0-9]*== /   valgrind: /'
 
 echo "== the example built with AddressSanitizer + UBSan (IP address: IP SAN check)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

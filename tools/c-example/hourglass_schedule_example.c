@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hourglass_client.h"
 
@@ -42,13 +43,25 @@ static unsigned char *read_file(const char *path, size_t *len) {
   return data;
 }
 
+/* Microseconds since the epoch as RFC 3339 UTC. */
+static const char *rfc3339(int64_t us, char *out, size_t size) {
+  time_t secs = (time_t)(us / 1000000);
+  struct tm tm;
+  if (gmtime_r(&secs, &tm) == NULL || strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    snprintf(out, size, "%" PRId64 " us", us);
+  }
+  return out;
+}
+
 static void print_task(const hg_task *t) {
+  char when[64];
   printf("task %s\n", t->task_id);
   printf("  status:     %s\n", hg_task_status_name(t->status));
   printf("  schedule:   %s%s\n", t->schedule, t->is_recurring ? " (recurring)" : "");
   printf("  name:       %s\n", t->name);
   printf("  blob:       sha256 %s\n", t->blob_sha256);
-  if (t->has_next_execution) printf("  next run:   %" PRId64 " us since the epoch\n", t->next_execution_us);
+  if (t->has_created) printf("  created:    %s\n", rfc3339(t->created_us, when, sizeof when));
+  if (t->has_next_execution) printf("  next run:   %s\n", rfc3339(t->next_execution_us, when, sizeof when));
   printf("  runs:       %" PRIu32 " completed, last %s\n", t->runs_completed,
          hg_run_status_name(t->last_run_status));
 }

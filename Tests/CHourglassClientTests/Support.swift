@@ -1,0 +1,248 @@
+import CHourglassClient
+import Foundation
+import HourglassInterop
+import HourglassRPC
+import HourglassTransport
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+
+/// The server the C client is tested against. This is the one line to change to test the real
+/// coordinator's TaskService instead of the in-memory fake (it must return an `RPCRouter`
+/// that serves `/hourglass.v1.TaskService/{Schedule,Get,List,Delete}`, and `Get` of
+/// `FakeTaskService.waitTaskID` must not answer before the deadline test's deadline).
+let makeTaskService: @Sendable () -> RPCRouter = { FakeTaskService().router() }
+
+/// Certificates written to a fresh temporary folder, made once per test.
+struct Fixture: Sendable {
+  let pki: InteropPKI
+  let files: InteropPKI.Files
+  let directory: String
+
+  init() throws {
+    pki = try InteropPKI()
+    directory = NSTemporaryDirectory() + "hg-c-client-" + UUID().uuidString
+    files = try pki.write(to: directory)
+  }
+
+  func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// Runs blocking C code on its own thread, so that it never blocks Swift's cooperative pool
+/// (which the in-process server's handlers need).
+func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+  await withCheckedContinuation { continuation in
+    let thread = Thread {
+      continuation.resume(returning: body())
+    }
+    thread.start()
+  }
+}
+
+/// The message of an `hg_status`.
+func message(_ status: hg_status) -> String {
+  withUnsafeBytes(of: status.message) { raw in
+    String(cString: raw.bindMemory(to: CChar.self).baseAddress!)
+  }
+}
+
+/// A C connection, opened from Swift values; the C strings live as long as the call.
+func connect(
+  host: String = "127.0.0.1",
+  port: Int,
+  files: InteropPKI.Files,
+  userID: String? = nil,
+  callTimeoutMs: UInt32 = 5000,
+  connectTimeoutMs: UInt32 = 5000
+) -> (OpaquePointer?, hg_status) {
+  var status = hg_status()
+  let client = host.withCString { host in
+    files.ca.withCString { ca in
+      files.certificate.withCString { cert in
+        files.key.withCString { key in
+          withOptionalCString(userID) { user in
+            var options = hg_connect_options()
+            options.host = host
+            options.port = UInt16(port)
+            options.ca_file = ca
+            options.cert_file = cert
+            options.key_file = key
+            options.user_id = user
+            options.connect_timeout_ms = connectTimeoutMs
+            options.call_timeout_ms = callTimeoutMs
+            return hg_connect(&options, &status)
+          }
+        }
+      }
+    }
+  }
+  return (client, status)
+}
+
+func withOptionalCString<T>(_ text: String?, _ body: (UnsafePointer<CChar>?) -> T) -> T {
+  guard let text else { return body(nil) }
+  return text.withCString { body($0) }
+}
+
+/// What a schedule call needs, in Swift terms.
+struct ScheduleInput: Sendable {
+  enum Kind: Sendable {
+    case cron(String)
+    case at(String)
+    case every(UInt64)
+  }
+  var kind: Kind
+  var blob: [UInt8] = Array("#!/bin/sh\necho hello\n".utf8)
+  var timeZone: String? = "UTC"
+  var name: String? = "from-c"
+  var arguments: [String] = []
+  var recurring = true
+}
+
+/// Calls hg_schedule; returns the status and the task id (or nil).
+func schedule(_ client: OpaquePointer, _ input: ScheduleInput) -> (hg_status, String?) {
+  var status = hg_status()
+  var taskID: UnsafeMutablePointer<CChar>? = nil
+  var owned: [UnsafeMutablePointer<CChar>?] = []
+  func keep(_ text: String?) -> UnsafePointer<CChar>? {
+    guard let text else { return nil }
+    let copy = strdup(text)
+    owned.append(copy)
+    return UnsafePointer(copy)
+  }
+  defer { owned.forEach { free($0) } }
+
+  var request = hg_schedule_request()
+  switch input.kind {
+  case .cron(let expression):
+    request.kind = HG_SCHEDULE_CRON
+    request.cron = keep(expression)
+  case .at(let text):
+    request.kind = HG_SCHEDULE_AT
+    request.at = keep(text)
+  case .every(let seconds):
+    request.kind = HG_SCHEDULE_EVERY
+    request.every_seconds = seconds
+  }
+  request.time_zone = keep(input.timeZone)
+  request.name = keep(input.name)
+  request.is_recurring = input.recurring ? 1 : 0
+  let arguments: [UnsafePointer<CChar>?] = input.arguments.map { keep($0) }
+  let code = input.blob.withUnsafeBufferPointer { blob in
+    arguments.withUnsafeBufferPointer { argv in
+      request.blob = blob.baseAddress
+      request.blob_len = blob.count
+      request.arguments = argv.baseAddress
+      request.n_arguments = argv.count
+      return hg_schedule(client, &request, &taskID, nil, &status)
+    }
+  }
+  _ = code
+  defer { hg_string_free(taskID) }
+  return (status, taskID.map { String(cString: $0) })
+}
+
+/// A task copied out of an `hg_task`.
+struct TaskCopy: Sendable, Equatable {
+  var id: String
+  var status: Int32
+  var schedule: String
+  var name: String
+  var blobSHA256: String
+  var arguments: [String]
+  var recurring: Bool
+  var hasNextExecution: Bool
+
+  init(_ t: hg_task) {
+    id = String(cString: t.task_id)
+    status = t.status
+    schedule = String(cString: t.schedule)
+    name = String(cString: t.name)
+    blobSHA256 = String(cString: t.blob_sha256)
+    arguments = (0..<t.n_arguments).map { String(cString: t.arguments[$0]!) }
+    recurring = t.is_recurring != 0
+    hasNextExecution = t.has_next_execution != 0
+  }
+}
+
+func get(_ client: OpaquePointer, _ id: String) -> (hg_status, TaskCopy?) {
+  var status = hg_status()
+  var task: UnsafeMutablePointer<hg_task>? = nil
+  _ = hg_get(client, id, &task, &status)
+  defer { hg_task_free(task) }
+  return (status, task.map { TaskCopy($0.pointee) })
+}
+
+func list(_ client: OpaquePointer, token: String?, pageSize: UInt32) -> (hg_status, [TaskCopy], String) {
+  var status = hg_status()
+  var page: UnsafeMutablePointer<hg_task_list>? = nil
+  _ = withOptionalCString(token) { hg_list(client, $0, pageSize, &page, &status) }
+  defer { hg_task_list_free(page) }
+  guard let page else { return (status, [], "") }
+  let tasks = (0..<page.pointee.count).map { TaskCopy(page.pointee.tasks[$0]) }
+  return (status, tasks, String(cString: page.pointee.next_page_token))
+}
+
+func delete(_ client: OpaquePointer, _ id: String) -> hg_status {
+  var status = hg_status()
+  _ = hg_delete(client, id, 1, nil, &status)
+  return status
+}
+
+/// A TLS server that speaks just enough hourglass/1 to let a client connect (it sends an empty
+/// SETTINGS), then closes the connection as soon as the client's first HEADERS frame arrives:
+/// a server that goes away in the middle of a call.
+enum ClosingServer {
+  static func with<T: Sendable>(credentials: TLSCredentials, _ body: (Int) async throws -> T) async throws -> T {
+    let context = try NIOSSLContext(configuration: credentials.serverConfiguration())
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+      .childChannelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+          try channel.pipeline.syncOperations.addHandler(CloseOnHeaders())
+        }
+      }
+      .bind(host: "127.0.0.1", port: 0).get()
+    do {
+      let result = try await body(channel.localAddress!.port!)
+      try await channel.close()
+      return result
+    } catch {
+      try? await channel.close()
+      throw error
+    }
+  }
+
+  private final class CloseOnHeaders: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private var received: [UInt8] = []
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+      if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
+        // SETTINGS, empty payload (all defaults), stream 0.
+        let settings: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: settings)), promise: nil)
+      }
+      context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+      var bytes = unwrapInboundIn(data)
+      received += bytes.readBytes(length: bytes.readableBytes) ?? []
+      // Skip the 8-byte preface, then walk complete frames.
+      var offset = 8
+      while received.count >= offset + 10 {
+        let length = Int(received[offset]) << 24 | Int(received[offset + 1]) << 16 | Int(received[offset + 2]) << 8 | Int(received[offset + 3])
+        let type = received[offset + 4]
+        if type == 1 {
+          context.close(promise: nil)
+          return
+        }
+        offset += 10 + length
+      }
+    }
+  }
+}
