@@ -21,6 +21,7 @@ let package = Package(
     .library(name: "HourglassCore", targets: ["HourglassCore"]),
     .library(name: "HourglassRPC", targets: ["HourglassRPC"]),
     .library(name: "HourglassTransport", targets: ["HourglassTransport"]),
+    .library(name: "CHourglassClient", targets: ["CHourglassClient"]),
     .executable(name: "hourglass", targets: ["hourglass"]),
     .executable(name: "hourglass-bench", targets: ["hourglass-bench"]),
   ],
@@ -161,6 +162,34 @@ let package = Package(
       swiftSettings: strictSettings
     ),
 
+    // MARK: C client (docs/c-client.md)
+    // Strict C warnings are checked by tools/c-client-check.sh, not with unsafeFlags here, so
+    // that the package stays usable as a dependency.
+    .target(
+      name: "CHourglassClient",
+      cSettings: [.headerSearchPath("generated")],
+      linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto"), .linkedLibrary("protobuf-c")]
+    ),
+    .target(
+      name: "HourglassInterop",
+      dependencies: [
+        "HourglassRPC",
+        "HourglassTransport",
+        "HourglassProto",
+        "HourglassCertificates",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .executableTarget(
+      name: "hourglass-c-interop-server",
+      dependencies: ["HourglassInterop"],
+      swiftSettings: strictSettings
+    ),
+
     // MARK: Tests
     .testTarget(
       name: "HourglassCoreTests",
@@ -216,6 +245,25 @@ let package = Package(
         "HourglassStorePostgres",
         "HourglassStoreConformance",
         .product(name: "PostgresNIO", package: "postgres-nio"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "CHourglassClientTests",
+      dependencies: [
+        "CHourglassClient",
+        "HourglassInterop",
+        "HourglassRPC",
+        "HourglassTransport",
+        "HourglassProto",
+        "HourglassCertificates",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        .product(name: "NIOTLS", package: "swift-nio"),
+        .product(name: "Crypto", package: "swift-crypto"),
       ],
       swiftSettings: strictSettings
     ),
