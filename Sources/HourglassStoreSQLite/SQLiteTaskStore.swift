@@ -82,7 +82,7 @@ public final class SQLiteTaskStore: TaskStore {
 
   let pool: DatabasePool
   let logger: Logger
-  private let committer: GroupCommitter<NewTask>
+  private let committer: GroupCommitter<PreparedInsert>
 
   /// Opens (creating and migrating if needed) the store described by `configuration`.
   public init(configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.sqlite"))
@@ -140,13 +140,12 @@ public final class SQLiteTaskStore: TaskStore {
       throw Self.mapError(error)
     }
 
-    let partitions = configuration.partitionCount
     self.committer = GroupCommitter(
       maxBatchItems: configuration.maxBatchRows, maxConcurrentBatches: 1,
       closedError: TaskStoreError.closed
-    ) { [pool] tasks in
+    ) { [pool] rows in
       do {
-        try await pool.write { db in try SQLiteTaskStore.insertBatch(tasks, partitions: partitions, db: db) }
+        try await pool.write { db in try SQLiteTaskStore.insertBatch(rows, db: db) }
       } catch {
         throw SQLiteTaskStore.mapError(error)
       }
@@ -199,7 +198,10 @@ public final class SQLiteTaskStore: TaskStore {
 
   public func insert(_ tasks: [NewTask]) async throws {
     for task in tasks { try Self.validate(task) }
-    try await committer.submit(tasks)
+    // Rows are turned into statement arguments here, on the callers' tasks and in parallel,
+    // so the single writer only executes statements.
+    let partitions = configuration.partitionCount
+    try await committer.submit(tasks.map { PreparedInsert($0, partitions: partitions) })
   }
 
   static func validate(_ task: NewTask) throws {
@@ -215,28 +217,39 @@ public final class SQLiteTaskStore: TaskStore {
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
     """
 
-  static func insertBatch(_ tasks: [NewTask], partitions: Int32, db: Database) throws {
+  static func insertBatch(_ rows: [PreparedInsert], db: Database) throws {
     let blobStatement = try db.cachedStatement(
       sql: "INSERT OR IGNORE INTO blobs (digest, content, size) VALUES (?, ?, ?)")
     let taskStatement = try db.cachedStatement(sql: insertTaskSQL)
     var seenBlobs = Set<BlobDigest>()
-    for task in tasks {
-      if let blob = task.blob, seenBlobs.insert(blob.digest).inserted {
-        try blobStatement.execute(arguments: [
-          Data(blob.digest.bytes), Data(blob.content), blob.content.count,
-        ])
+    for row in rows {
+      if let (digest, arguments) = row.blob, seenBlobs.insert(digest).inserted {
+        try blobStatement.execute(arguments: arguments)
       }
-      let partition = Partition(taskID: task.id, count: partitions)
-      let state: TaskState = task.firstRunMicros == nil ? .paused : .active
-      let bucket = task.firstRunMicros.map { HourBucket(containing: $0).rawValue }
-      let values: [(any DatabaseValueConvertible)?] = [
-        Data(task.id.bytes), task.owner, task.name, task.operatorName,
-        task.blob.map { Data($0.digest.bytes) }, Data(encodeArguments(task.arguments)),
-        task.timeZone, Data(task.scheduleSpec), task.recurring, task.priority, task.maxAttempts,
-        task.timeoutMicros, state.rawValue, partition.rawValue, task.firstRunMicros,
-        task.firstRunMicros, bucket, task.createdAtMicros,
-      ]
-      try taskStatement.execute(arguments: StatementArguments(values))
+      try taskStatement.execute(arguments: row.task)
+    }
+  }
+}
+
+/// One task turned into statement arguments, ready for the writer.
+struct PreparedInsert: Sendable {
+  var task: StatementArguments
+  var blob: (BlobDigest, StatementArguments)?
+
+  init(_ task: NewTask, partitions: Int32) {
+    let partition = Partition(taskID: task.id, count: partitions)
+    let state: TaskState = task.firstRunMicros == nil ? .paused : .active
+    let bucket = task.firstRunMicros.map { HourBucket(containing: $0).rawValue }
+    let values: [(any DatabaseValueConvertible)?] = [
+      Data(task.id.bytes), task.owner, task.name, task.operatorName,
+      task.blob.map { Data($0.digest.bytes) }, Data(encodeArguments(task.arguments)),
+      task.timeZone, Data(task.scheduleSpec), task.recurring, task.priority, task.maxAttempts,
+      task.timeoutMicros, state.rawValue, partition.rawValue, task.firstRunMicros,
+      task.firstRunMicros, bucket, task.createdAtMicros,
+    ]
+    self.task = StatementArguments(values)
+    self.blob = task.blob.map { blob in
+      (blob.digest, [Data(blob.digest.bytes), Data(blob.content), blob.content.count])
     }
   }
 }
