@@ -162,7 +162,7 @@ struct CClientInteropTests {
   func serverClosesMidCall() async throws {
     let fixture = try Fixture()
     defer { fixture.remove() }
-    try await ClosingServer.with(credentials: fixture.pki.serverCredentials) { port in
+    try await ScriptedServer.with(credentials: fixture.pki.serverCredentials, behaviour: .closeOnHeaders) { port in
       let result = await onThread { () -> (Int32, Int32, String, Int32) in
         let (client, status) = connect(port: port, files: fixture.files)
         guard let client else { return (-1, -1, "connect: " + message(status), -1) }

@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
+import Synchronization
 
 /// The server the C client is tested against. This is the one line to change to test the real
 /// coordinator's TaskService instead of the in-memory fake (it must return an `RPCRouter`
@@ -190,18 +191,36 @@ func delete(_ client: OpaquePointer, _ id: String) -> hg_status {
   return status
 }
 
-/// A TLS server that speaks just enough hourglass/1 to let a client connect (it sends an empty
-/// SETTINGS), then closes the connection as soon as the client's first HEADERS frame arrives:
-/// a server that goes away in the middle of a call.
-enum ClosingServer {
-  static func with<T: Sendable>(credentials: TLSCredentials, _ body: (Int) async throws -> T) async throws -> T {
+/// A hand-driven hourglass/1 server for the framing cases a well-behaved server never
+/// produces: it sends an empty SETTINGS after the handshake, records every frame the client
+/// sends, and either closes the connection at the client's first HEADERS (a server that goes
+/// away mid-call) or answers each request (the MESSAGE with END_STREAM) with scripted bytes.
+enum ScriptedServer {
+  enum Behaviour: Sendable {
+    case closeOnHeaders
+    case reply(@Sendable (_ streamID: UInt32) -> [UInt8])
+  }
+
+  /// The frames the client sent, after its preface: (type, flags, stream id, payload).
+  final class Recorder: Sendable {
+    private let frames = Mutex<[(UInt8, UInt8, UInt32, [UInt8])]>([])
+    func append(_ frame: (UInt8, UInt8, UInt32, [UInt8])) { frames.withLock { $0.append(frame) } }
+    var all: [(UInt8, UInt8, UInt32, [UInt8])] { frames.withLock { $0 } }
+  }
+
+  static func with<T: Sendable>(
+    credentials: TLSCredentials,
+    behaviour: Behaviour,
+    recorder: Recorder = Recorder(),
+    _ body: (Int) async throws -> T
+  ) async throws -> T {
     let context = try NIOSSLContext(configuration: credentials.serverConfiguration())
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-          try channel.pipeline.syncOperations.addHandler(CloseOnHeaders())
+          try channel.pipeline.syncOperations.addHandler(Handler(behaviour: behaviour, recorder: recorder))
         }
       }
       .bind(host: "127.0.0.1", port: 0).get()
@@ -215,16 +234,41 @@ enum ClosingServer {
     }
   }
 
-  private final class CloseOnHeaders: ChannelInboundHandler {
+  /// One frame's bytes.
+  static func frame(_ type: UInt8, _ flags: UInt8 = 0, _ streamID: UInt32, _ payload: [UInt8] = []) -> [UInt8] {
+    let n = UInt32(payload.count)
+    return [UInt8(n >> 24), UInt8((n >> 16) & 0xFF), UInt8((n >> 8) & 0xFF), UInt8(n & 0xFF), type, flags]
+      + [UInt8(streamID >> 24), UInt8((streamID >> 16) & 0xFF), UInt8((streamID >> 8) & 0xFF), UInt8(streamID & 0xFF)] + payload
+  }
+
+  /// A protobuf length-delimited field (lengths under 128 only, enough for these tests).
+  static func field(_ number: UInt8, _ bytes: [UInt8]) -> [UInt8] {
+    precondition(bytes.count < 128)
+    return [number << 3 | 2, UInt8(bytes.count)] + bytes
+  }
+
+  /// A protobuf varint field (values under 128 only).
+  static func varintField(_ number: UInt8, _ value: UInt8) -> [UInt8] {
+    precondition(value < 128)
+    return [number << 3, value]
+  }
+
+  private final class Handler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+    private let behaviour: Behaviour
+    private let recorder: Recorder
     private var received: [UInt8] = []
+    private var offset = 8  // past the preface
+
+    init(behaviour: Behaviour, recorder: Recorder) {
+      self.behaviour = behaviour
+      self.recorder = recorder
+    }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
       if let tls = event as? TLSUserEvent, case .handshakeCompleted = tls {
-        // SETTINGS, empty payload (all defaults), stream 0.
-        let settings: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: settings)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: ScriptedServer.frame(0, 0, 0))), promise: nil)
       }
       context.fireUserInboundEventTriggered(event)
     }
@@ -232,16 +276,25 @@ enum ClosingServer {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
       var bytes = unwrapInboundIn(data)
       received += bytes.readBytes(length: bytes.readableBytes) ?? []
-      // Skip the 8-byte preface, then walk complete frames.
-      var offset = 8
       while received.count >= offset + 10 {
-        let length = Int(received[offset]) << 24 | Int(received[offset + 1]) << 16 | Int(received[offset + 2]) << 8 | Int(received[offset + 3])
-        let type = received[offset + 4]
-        if type == 1 {
-          context.close(promise: nil)
-          return
-        }
+        let h = Array(received[offset..<offset + 10])
+        let length = Int(h[0]) << 24 | Int(h[1]) << 16 | Int(h[2]) << 8 | Int(h[3])
+        guard received.count >= offset + 10 + length else { return }
+        let streamID = UInt32(h[6]) << 24 | UInt32(h[7]) << 16 | UInt32(h[8]) << 8 | UInt32(h[9])
+        let payload = Array(received[offset + 10..<offset + 10 + length])
         offset += 10 + length
+        recorder.append((h[4], h[5], streamID, payload))
+        switch behaviour {
+        case .closeOnHeaders:
+          if h[4] == 1 {
+            context.close(promise: nil)
+            return
+          }
+        case .reply(let script):
+          if h[4] == 2 && h[5] & 1 != 0 {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: script(streamID))), promise: nil)
+          }
+        }
       }
     }
   }
