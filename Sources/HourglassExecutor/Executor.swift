@@ -69,7 +69,8 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
     var chosen: [String: any Operator] = [:]
     for name in configuration.operators {
       guard let op = available[name] else {
-        throw ExecutorConfigurationError(field: "operators", problem: "names \"\(name)\", which is not an operator (known: \(available.keys.sorted().joined(separator: ", ")))")
+        throw ExecutorConfigurationError(
+          field: "operators", problem: "names \"\(name)\", which is not an operator (known: \(available.keys.sorted().joined(separator: ", ")))")
       }
       chosen[name] = op
     }
@@ -97,7 +98,10 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
     let shell = Shell(transport: transport, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID)
     logger.info(
       "executor starting",
-      metadata: ["hourglass.executor_id": "\(configuration.executorID)", "hourglass.slots": "\(configuration.slots)", "hourglass.operators": "\(configuration.operators.joined(separator: ","))"])
+      metadata: [
+        "hourglass.executor_id": "\(configuration.executorID)", "hourglass.slots": "\(configuration.slots)",
+        "hourglass.operators": "\(configuration.operators.joined(separator: ","))",
+      ])
 
     let sink = self.sink
     await withGracefulShutdownHandler {
@@ -159,7 +163,8 @@ extension Executor {
     private var nextGeneration: UInt64 = 0
     private var cancellations: [RunKey: RunCancellation] = [:]
 
-    init(transport: any ClientTransport, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger, operators: [String: any Operator], executorID: String) {
+    init(transport: any ClientTransport, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger, operators: [String: any Operator], executorID: String)
+    {
       self.transport = transport
       self.clock = clock
       self.sink = sink
@@ -297,7 +302,12 @@ extension Executor {
         timeout: grant.hasTimeout ? Duration(grant.timeout.seconds, grant.timeout.nanos) : nil
       )
       let sink = self.sink
-      logger.info("run starting", metadata: ["hourglass.run_id": "\(key.runID)", "hourglass.task_id": "\(grant.taskID)", "hourglass.fence": "\(key.fence)", "hourglass.operator": "\(grant.operator)"])
+      logger.info(
+        "run starting",
+        metadata: [
+          "hourglass.run_id": "\(key.runID)", "hourglass.task_id": "\(grant.taskID)", "hourglass.fence": "\(key.fence)",
+          "hourglass.operator": "\(grant.operator)",
+        ])
       group.addTask {
         let outcome = await op.run(request, cancellation: cancellation)
         sink.yield(.runFinished(key, outcome))

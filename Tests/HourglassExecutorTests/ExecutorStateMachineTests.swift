@@ -21,7 +21,11 @@ struct ExecutorStateMachineTests {
   }
 
   static func registered(leaseDuration: Int64 = 30) -> Hourglass_V1_CoordinatorMessage {
-    .with { $0.registered = .with { $0.coordinatorID = "c1"; $0.leaseDuration.seconds = leaseDuration } }
+    .with {
+      $0.registered = .with {
+        $0.coordinatorID = "c1"; $0.leaseDuration.seconds = leaseDuration
+      }
+    }
   }
 
   static func lease(_ runID: String, fence: UInt64 = 1, leaseDuration: Int64 = 30, timeout: Int64 = 0) -> Hourglass_V1_CoordinatorMessage {
@@ -61,7 +65,13 @@ struct ExecutorStateMachineTests {
     var machine = Self.machine(slots: 3)
     let start = machine.start(now: Self.at(0))
     guard case .connect(let connection) = start.first else { Issue.record("no connect: \(start)"); return }
-    #expect(Self.sent(start) == [.register(.with { $0.executorID = "e1"; $0.operators = ["exec", "noop"]; $0.slots = 3; $0.version = "test" })])
+    #expect(
+      Self.sent(start) == [
+        .register(
+          .with {
+            $0.executorID = "e1"; $0.operators = ["exec", "noop"]; $0.slots = 3; $0.version = "test"
+          })
+      ])
     let actions = machine.received(Self.registered(), on: connection, now: Self.at(0))
     #expect(Self.sent(actions) == [.credit(.with { $0.credits = 3 })])
   }
@@ -82,8 +92,19 @@ struct ExecutorStateMachineTests {
     _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
     let key = RunKey(runID: "a", fence: 1)
     let renew = machine.timerFired(.renewal(key), now: Self.at(10))
-    #expect(Self.sent(renew) == [.renewal(.with { $0.runID = "a"; $0.fence = 1 })])
-    let ack = machine.received(.with { $0.renewalAck = .with { $0.runID = "a"; $0.fence = 1; $0.renewed = true } }, on: 1, now: Self.at(15))
+    #expect(
+      Self.sent(renew) == [
+        .renewal(
+          .with {
+            $0.runID = "a"; $0.fence = 1
+          })
+      ])
+    let ack = machine.received(
+      .with {
+        $0.renewalAck = .with {
+          $0.runID = "a"; $0.fence = 1; $0.renewed = true
+        }
+      }, on: 1, now: Self.at(15))
     #expect(machine.runs[key]?.leaseExpiry == Self.at(40))
     #expect(ack.contains { if case .schedule(.leaseExpiry(key), Self.at(40)) = $0 { true } else { false } })
   }
@@ -105,7 +126,12 @@ struct ExecutorStateMachineTests {
     _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
     let key = RunKey(runID: "a", fence: 1)
     _ = machine.timerFired(.renewal(key), now: Self.at(10))
-    _ = machine.received(.with { $0.renewalAck = .with { $0.runID = "a"; $0.fence = 1; $0.renewed = true } }, on: 1, now: Self.at(11))
+    _ = machine.received(
+      .with {
+        $0.renewalAck = .with {
+          $0.runID = "a"; $0.fence = 1; $0.renewed = true
+        }
+      }, on: 1, now: Self.at(11))
     let actions = machine.timerFired(.leaseExpiry(key), now: Self.at(30))
     #expect(Self.stops(actions).isEmpty)
     #expect(actions.contains { if case .schedule(.leaseExpiry(key), Self.at(40)) = $0 { true } else { false } })
@@ -122,7 +148,11 @@ struct ExecutorStateMachineTests {
     guard case .connect(let connection) = reconnect.first else { Issue.record("no reconnect: \(reconnect)"); return }
     let sent = Self.sent(machine.received(Self.registered(), on: connection, now: Self.at(3)))
     #expect(sent.count == 2)
-    if case .result(let result)? = sent.first { #expect(result.runID == "a" && result.outcome == .succeeded) } else { Issue.record("expected the result first: \(sent)") }
+    if case .result(let result)? = sent.first {
+      #expect(result.runID == "a" && result.outcome == .succeeded)
+    } else {
+      Issue.record("expected the result first: \(sent)")
+    }
     #expect(sent.last == .credit(.with { $0.credits = 2 }))
   }
 
@@ -149,7 +179,12 @@ struct ExecutorStateMachineTests {
     let reconnect = machine.timerFired(.reconnect, now: Self.at(11))
     guard case .connect(let connection) = reconnect.first else { return }
     let sent = Self.sent(machine.received(Self.registered(), on: connection, now: Self.at(12)))
-    #expect(sent.first == .renewal(.with { $0.runID = "a"; $0.fence = 1 }))
+    #expect(
+      sent.first
+        == .renewal(
+          .with {
+            $0.runID = "a"; $0.fence = 1
+          }))
     #expect(sent.last == .credit(.with { $0.credits = 1 }))
   }
 
@@ -198,8 +233,23 @@ struct ExecutorStateMachineTests {
   func cancelMatchesFence() {
     var machine = Self.connected()
     _ = machine.received(Self.lease("a", fence: 5), on: 1, now: Self.at(0))
-    #expect(Self.stops(machine.received(.with { $0.cancel = .with { $0.runID = "a"; $0.fence = 4 } }, on: 1, now: Self.at(1))).isEmpty)
-    #expect(Self.stops(machine.received(.with { $0.cancel = .with { $0.runID = "a"; $0.fence = 5; $0.reason = "x" } }, on: 1, now: Self.at(1))) == [.cancelled(reason: "x")])
+    #expect(
+      Self.stops(
+        machine.received(
+          .with {
+            $0.cancel = .with {
+              $0.runID = "a"; $0.fence = 4
+            }
+          }, on: 1, now: Self.at(1))
+      ).isEmpty)
+    #expect(
+      Self.stops(
+        machine.received(
+          .with {
+            $0.cancel = .with {
+              $0.runID = "a"; $0.fence = 5; $0.reason = "x"
+            }
+          }, on: 1, now: Self.at(1))) == [.cancelled(reason: "x")])
   }
 
   @Test("messages from a stream that has been replaced are ignored")
@@ -208,6 +258,19 @@ struct ExecutorStateMachineTests {
     _ = machine.connectionEnded(1, error: nil, now: Self.at(0), random: 0)
     _ = machine.timerFired(.reconnect, now: Self.at(1))
     #expect(machine.received(Self.lease("a"), on: 1, now: Self.at(2)).isEmpty)
+  }
+
+  @Test("a lease for an operator that was not registered is answered FAILED at once, and its credit returned")
+  func unknownOperator() {
+    var machine = Self.connected(slots: 1)
+    var grant = Self.lease("a")
+    grant.lease.operator = "docker"
+    let actions = machine.received(grant, on: 1, now: Self.at(0))
+    #expect(!actions.contains { if case .startRun = $0 { true } else { false } })
+    let sent = Self.sent(actions)
+    guard case .result(let result)? = sent.first else { Issue.record("no result: \(sent)"); return }
+    #expect(result.outcome == .failed)
+    #expect(sent.last == .credit(.with { $0.credits = 1 }))
   }
 
   @Test(

@@ -114,7 +114,12 @@ struct ExecutorStreamTests {
       #expect(heartbeat.freeSlots == 2)
       #expect(heartbeat.running == 0)
       #expect(abs(Double(heartbeat.executorTime.seconds) - Date().timeIntervalSince1970) < 60)
-      connection.send(.with { $0.heartbeatAck = .with { $0.sequence = 1; $0.eligible = false; $0.measuredSkewMicros = 9_000_000 } })
+      connection.send(
+        .with {
+          $0.heartbeatAck = .with {
+            $0.sequence = 1; $0.eligible = false; $0.measuredSkewMicros = 9_000_000
+          }
+        })
       harness.clock.advance(by: .seconds(5))
       let second = try await connection.receive(skippingHeartbeats: false)
       #expect(second.heartbeat.sequence == 2)
@@ -145,7 +150,12 @@ struct ExecutorStreamTests {
       let fifo = try harness.scratch.fifo("pids")
       connection.send(Self.lease(script: "#!/bin/sh\necho $$ > \"$1\"\nexec sleep 1000\n", arguments: [fifo]))
       let pid = try #require(Self.pids(await readFIFO(fifo)).first)
-      connection.send(.with { $0.cancel = .with { $0.runID = "run-1"; $0.fence = 7; $0.reason = "deleted by its owner" } })
+      connection.send(
+        .with {
+          $0.cancel = .with {
+            $0.runID = "run-1"; $0.fence = 7; $0.reason = "deleted by its owner"
+          }
+        })
       let result = try await connection.receive()
       #expect(result.result.outcome == .cancelled)
       #expect(result.result.error.contains("deleted by its owner"))
@@ -165,7 +175,12 @@ struct ExecutorStreamTests {
       let renewal = try await connection.receive()
       #expect(renewal.renewal.runID == "run-1")
       #expect(renewal.renewal.fence == 7)
-      connection.send(.with { $0.renewalAck = .with { $0.runID = "run-1"; $0.fence = 7; $0.renewed = false } })
+      connection.send(
+        .with {
+          $0.renewalAck = .with {
+            $0.runID = "run-1"; $0.fence = 7; $0.renewed = false
+          }
+        })
       let next = try await connection.receive()
       guard case .credit(let credit) = next.kind else { Issue.record("expected only a credit, got \(next)"); return }
       #expect(credit.credits == 1)
@@ -201,7 +216,12 @@ struct ExecutorStreamTests {
       _ = await readFIFO(fifo)
       harness.clock.advance(by: .seconds(10))
       #expect(try await connection.receive().renewal.fence == 7)
-      connection.send(.with { $0.renewalAck = .with { $0.runID = "run-1"; $0.fence = 7; $0.renewed = true; $0.leaseDuration.seconds = 30 } })
+      connection.send(
+        .with {
+          $0.renewalAck = .with {
+            $0.runID = "run-1"; $0.fence = 7; $0.renewed = true; $0.leaseDuration.seconds = 30
+          }
+        })
       // A noop run's result proves the acknowledgement was taken in (one stream, in order).
       connection.send(Self.lease(runID: "sync", fence: 1, operator: "noop"))
       #expect(try await connection.receive().result.runID == "sync")
@@ -210,7 +230,12 @@ struct ExecutorStreamTests {
       harness.clock.advance(by: .seconds(10))
       #expect(try await connection.receive().renewal.fence == 7)
       harness.clock.advance(by: .seconds(15))
-      connection.send(.with { $0.cancel = .with { $0.runID = "run-1"; $0.fence = 7 } })
+      connection.send(
+        .with {
+          $0.cancel = .with {
+            $0.runID = "run-1"; $0.fence = 7
+          }
+        })
       var next = try await connection.receive()
       while case .renewal = next.kind { next = try await connection.receive() }
       #expect(next.result.outcome == .cancelled)
@@ -230,12 +255,22 @@ struct ExecutorStreamTests {
       harness.clock.advance(by: .seconds(1))
       let second = await harness.coordinator.nextConnection()
       #expect(try await second.receive().register.executorID == "executor-test")
-      second.send(.with { $0.registered = .with { $0.coordinatorID = "fake-2"; $0.leaseDuration.seconds = 30 } })
+      second.send(
+        .with {
+          $0.registered = .with {
+            $0.coordinatorID = "fake-2"; $0.leaseDuration.seconds = 30
+          }
+        })
       let renewal = try await second.receive()
       #expect(renewal.renewal.runID == "run-1" && renewal.renewal.fence == 7)
       #expect(try await second.receive().credit.credits == 1, "one slot is free, one is busy")
       #expect(isAlive(pid))
-      second.send(.with { $0.cancel = .with { $0.runID = "run-1"; $0.fence = 7 } })
+      second.send(
+        .with {
+          $0.cancel = .with {
+            $0.runID = "run-1"; $0.fence = 7
+          }
+        })
       #expect(try await second.receive().result.outcome == .cancelled)
     }
   }
@@ -247,7 +282,8 @@ struct ExecutorStreamTests {
     let coordinator = FakeCoordinator()
     var logger = Logger(label: "executor-test")
     logger.logLevel = .critical
-    let executor = Executor(configuration: Self.configuration(slots: 1, scratch: scratch), transport: coordinator.transport, clock: ManualClock(), logger: logger)
+    let executor = Executor(
+      configuration: Self.configuration(slots: 1, scratch: scratch), transport: coordinator.transport, clock: ManualClock(), logger: logger)
     let running = Task { try await executor.run() }
     let (connection, _, _) = try await coordinator.accept()
     let pidsFIFO = try scratch.fifo("pids")
@@ -263,6 +299,34 @@ struct ExecutorStreamTests {
     #expect(String(decoding: result.result.outputTail, as: UTF8.self) == "finishing now\n")
     let after = try await connection.receiveOrEnd()
     #expect(after == nil, "after draining the executor grants no credit and closes the stream")
+    try await running.value
+  }
+
+  @Test("drain: when the grace runs out the task is killed, reported FAILED, and the stream closes")
+  func drainGraceRunsOut() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let coordinator = FakeCoordinator()
+    let clock = ManualClock()
+    var logger = Logger(label: "executor-test")
+    logger.logLevel = .critical
+    let executor = Executor(
+      configuration: Self.configuration(slots: 1, scratch: scratch), transport: coordinator.transport, clock: clock, logger: logger)
+    let running = Task { try await executor.run() }
+    let (connection, _, _) = try await coordinator.accept()
+    let fifo = try scratch.fifo("pids")
+    connection.send(Self.lease(script: "#!/bin/sh\necho $$ > \"$1\"\nexec sleep 1000\n", arguments: [fifo], leaseDuration: .seconds(120)))
+    let pid = try #require(Self.pids(await readFIFO(fifo)).first)
+    executor.drain()
+    #expect(try await connection.receive().draining.grace.seconds == 30)
+    // The drain deadline was armed when Draining was sent; the lease (120 s) outlives it.
+    clock.advance(by: .seconds(30))
+    var next = try await connection.receive()
+    while case .renewal = next.kind { next = try await connection.receive() }
+    #expect(next.result.outcome == .failed)
+    #expect(next.result.error.contains("drain grace"))
+    #expect(!isAlive(pid))
+    #expect(try await connection.receiveOrEnd() == nil)
     try await running.value
   }
 }

@@ -235,7 +235,13 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       if isConnected {
         if run.renewalSentAt == nil { run.renewalSentAt = now }
         runs[key] = run
-        actions.insert(.send(.with { $0.renewal = .with { $0.runID = key.runID; $0.fence = key.fence } }), at: 0)
+        actions.insert(
+          .send(
+            .with {
+              $0.renewal = .with {
+                $0.runID = key.runID; $0.fence = key.fence
+              }
+            }), at: 0)
       }
       return actions
 
@@ -339,7 +345,13 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       case .running, .stopping:
         run.renewalSentAt = now
         runs[key] = run
-        actions.append(.send(.with { $0.renewal = .with { $0.runID = key.runID; $0.fence = key.fence } }))
+        actions.append(
+          .send(
+            .with {
+              $0.renewal = .with {
+                $0.runID = key.runID; $0.fence = key.fence
+              }
+            }))
       }
     }
     switch lifecycle {
@@ -375,7 +387,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       result.outcome = .failed
       result.exitCode = ExecOperator.notStartedExitCode
       result.error = "this executor has no operator \"\(grant.operator)\""
-      return [.log(.error, "the coordinator pushed a lease for operator \"\(grant.operator)\", which was not registered", run: key), .send(.with { $0.result = result })]
+      return [
+        .log(.error, "the coordinator pushed a lease for operator \"\(grant.operator)\", which was not registered", run: key),
+        .send(.with { $0.result = result }),
+      ]
         + slotFreed()
     }
     let granted = grant.hasLeaseDuration ? Duration(grant.leaseDuration.seconds, grant.leaseDuration.nanos) : .zero

@@ -46,17 +46,20 @@ final class FakeCoordinator: Sendable {
   }
 
   /// Accepts the next stream: reads `Register`, answers `Registered`, reads the first credit.
-  func accept(heartbeatInterval: Duration = .seconds(10), leaseDuration: Duration = .seconds(30)) async throws -> (FakeConnection, register: Hourglass_V1_Register, credits: UInt32) {
+  func accept(
+    heartbeatInterval: Duration = .seconds(10), leaseDuration: Duration = .seconds(30)
+  ) async throws -> (FakeConnection, register: Hourglass_V1_Register, credits: UInt32) {
     let connection = await nextConnection()
     let register = try await connection.receive()
     guard case .register(let body) = register.kind else { throw FakeCoordinatorError("expected Register, got \(register)") }
-    connection.send(.with {
-      $0.registered = .with {
-        $0.coordinatorID = "fake-coordinator"
-        $0.heartbeatInterval.seconds = heartbeatInterval.components.seconds
-        $0.leaseDuration.seconds = leaseDuration.components.seconds
-      }
-    })
+    connection.send(
+      .with {
+        $0.registered = .with {
+          $0.coordinatorID = "fake-coordinator"
+          $0.heartbeatInterval.seconds = heartbeatInterval.components.seconds
+          $0.leaseDuration.seconds = leaseDuration.components.seconds
+        }
+      })
     let credit = try await connection.receive()
     guard case .credit(let grant) = credit.kind else { throw FakeCoordinatorError("expected CreditGrant, got \(credit)") }
     return (connection, body, grant.credits)
