@@ -192,7 +192,7 @@ extension Executor {
           openStream(connection, group: &group)
         case .send(let message):
           outbox?.continuation.yield(message)
-        case .sendHeartbeat(let sequence, let freeSlots, let running):
+        case .sendHeartbeat(let sequence, let freeSlots, let running, let lastRoundTripMicros):
           let (seconds, nanos) = Date().protoParts
           outbox?.continuation.yield(
             .with {
@@ -202,6 +202,7 @@ extension Executor {
                 $0.executorTime.nanos = nanos
                 $0.freeSlots = freeSlots
                 $0.running = running
+                $0.lastRoundTripMicros = lastRoundTripMicros
               }
             })
         case .startRun(let key, let grant):

@@ -260,6 +260,23 @@ struct ExecutorStateMachineTests {
     #expect(machine.received(Self.lease("a"), on: 1, now: Self.at(2)).isEmpty)
   }
 
+  @Test("each heartbeat carries the previous one's round trip by the monotonic clock")
+  func heartbeatRoundTrip() {
+    var machine = Self.connected()
+    let first = machine.timerFired(.heartbeat, now: Self.at(10))
+    guard case .sendHeartbeat(1, 2, 0, 0)? = first.first else { Issue.record("unexpected: \(first)"); return }
+    let half = ManualClock.Instant(offset: .milliseconds(10_500))
+    _ = machine.received(
+      .with {
+        $0.heartbeatAck = .with {
+          $0.sequence = 1; $0.eligible = true
+        }
+      }, on: 1, now: half)
+    let second = machine.timerFired(.heartbeat, now: Self.at(20))
+    guard case .sendHeartbeat(2, _, _, let roundTrip)? = second.first else { Issue.record("unexpected: \(second)"); return }
+    #expect(roundTrip == 500_000)
+  }
+
   @Test("a lease for an operator that was not registered is answered FAILED at once, and its credit returned")
   func unknownOperator() {
     var machine = Self.connected(slots: 1)

@@ -42,7 +42,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     case connect(connection: UInt64)
     case send(Hourglass_V1_ExecutorMessage)
     /// Send a heartbeat stamped with the wall clock.
-    case sendHeartbeat(sequence: UInt64, freeSlots: UInt32, running: UInt32)
+    case sendHeartbeat(sequence: UInt64, freeSlots: UInt32, running: UInt32, lastRoundTripMicros: UInt64)
     case startRun(RunKey, Hourglass_V1_LeaseGrant)
     case stopRun(RunKey, RunStopReason)
     case schedule(ExecutorTimer, at: Instant)
@@ -115,6 +115,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private var nextConnection: UInt64 = 0
   private var failedAttempts = 0
   private var heartbeatSequence: UInt64 = 0
+  /// The heartbeat awaiting its acknowledgement, and when it was sent (monotonic clock).
+  private var heartbeatInFlight: (sequence: UInt64, sentAt: Instant)?
+  /// The last heartbeat's round trip, sent with the next one for skew correction.
+  private var lastRoundTrip: Duration?
 
   init(settings: Settings) {
     self.settings = settings
@@ -167,7 +171,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     switch message.kind {
     case .registered(let registered): return handleRegistered(registered, connection: connection, now: now)
     case .lease(let grant): return handleLease(grant, now: now)
-    case .heartbeatAck(let ack): return handleHeartbeatAck(ack)
+    case .heartbeatAck(let ack): return handleHeartbeatAck(ack, now: now)
     case .renewalAck(let ack): return handleRenewalAck(ack, now: now)
     case .cancel(let cancel): return handleCancel(cancel)
     case .resultAck(let ack):
@@ -223,8 +227,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     case .heartbeat:
       guard case .connected(let session) = link else { return [] }
       heartbeatSequence += 1
+      heartbeatInFlight = (heartbeatSequence, now)
+      let roundTrip = lastRoundTrip.map { UInt64(max(0, $0.microseconds)) } ?? 0
       return [
-        .sendHeartbeat(sequence: heartbeatSequence, freeSlots: UInt32(freeSlots), running: UInt32(runs.count)),
+        .sendHeartbeat(sequence: heartbeatSequence, freeSlots: UInt32(freeSlots), running: UInt32(runs.count), lastRoundTripMicros: roundTrip),
         .schedule(.heartbeat, at: now.advanced(by: session.heartbeatInterval)),
       ]
 
@@ -408,8 +414,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return actions
   }
 
-  private mutating func handleHeartbeatAck(_ ack: Hourglass_V1_HeartbeatAck) -> [Action] {
+  private mutating func handleHeartbeatAck(_ ack: Hourglass_V1_HeartbeatAck, now: Instant) -> [Action] {
     defer { eligible = ack.eligible }
+    if let inFlight = heartbeatInFlight, inFlight.sequence == ack.sequence {
+      lastRoundTrip = inFlight.sentAt.duration(to: now)
+      heartbeatInFlight = nil
+    }
     if eligible && !ack.eligible {
       return [.log(.warning, "the coordinator finds this executor ineligible for leases: clock skew \(ack.measuredSkewMicros) µs", run: nil)]
     }
@@ -462,6 +472,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     nextConnection += 1
     link = .registering(connection: nextConnection)
     outstandingCredits = 0
+    heartbeatInFlight = nil
+    lastRoundTrip = nil
     let register = Hourglass_V1_ExecutorMessage.with {
       $0.register = .with {
         $0.executorID = settings.executorID
@@ -536,6 +548,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 }
 
 extension Duration {
+  /// Whole microseconds (truncated).
+  var microseconds: Int64 {
+    let (seconds, attoseconds) = components
+    return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+  }
+
   /// A duration from protobuf's seconds and nanoseconds.
   init(_ seconds: Int64, _ nanos: Int32) {
     self = .seconds(seconds) + .nanoseconds(Int64(nanos))
