@@ -277,6 +277,26 @@ struct ExecutorStateMachineTests {
     #expect(roundTrip == 500_000)
   }
 
+  @Test("a coordinator that stops acknowledging heartbeats for three intervals loses the stream")
+  func heartbeatsUnanswered() {
+    var machine = Self.connected()
+    for second in [10, 20, 30] {
+      let actions = machine.timerFired(.heartbeat, now: Self.at(second))
+      #expect(!actions.contains { if case .abandonStream = $0 { true } else { false } })
+      if second == 20 {
+        // An acknowledgement of the first heartbeat keeps the stream; the count starts again.
+        _ = machine.received(
+          .with {
+            $0.heartbeatAck = .with {
+              $0.sequence = 1; $0.eligible = true
+            }
+          }, on: 1, now: Self.at(21))
+      }
+    }
+    #expect(!machine.timerFired(.heartbeat, now: Self.at(40)).contains { if case .abandonStream = $0 { true } else { false } })
+    #expect(machine.timerFired(.heartbeat, now: Self.at(50)).contains { if case .abandonStream = $0 { true } else { false } })
+  }
+
   @Test("a lease for an operator that was not registered is answered FAILED at once, and its credit returned")
   func unknownOperator() {
     var machine = Self.connected(slots: 1)

@@ -105,6 +105,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var phase: Phase
   }
 
+  /// Heartbeat intervals without an acknowledgement after which the stream is given up.
+  static var missedHeartbeatLimit: Int { 3 }
+
   let settings: Settings
   private(set) var link: Link = .idle
   private(set) var lifecycle: Lifecycle = .running
@@ -115,8 +118,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private var nextConnection: UInt64 = 0
   private var failedAttempts = 0
   private var heartbeatSequence: UInt64 = 0
-  /// The heartbeat awaiting its acknowledgement, and when it was sent (monotonic clock).
-  private var heartbeatInFlight: (sequence: UInt64, sentAt: Instant)?
+  /// Heartbeats awaiting their acknowledgement, by sequence, with when they were sent
+  /// (monotonic clock).
+  private var heartbeatsInFlight: [UInt64: Instant] = [:]
   /// The last heartbeat's round trip, sent with the next one for skew correction.
   private var lastRoundTrip: Duration?
 
@@ -226,8 +230,17 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
     case .heartbeat:
       guard case .connected(let session) = link else { return [] }
+      if let oldest = heartbeatsInFlight.values.min(), oldest.duration(to: now) >= session.heartbeatInterval * Self.missedHeartbeatLimit {
+        // The coordinator has stopped answering while the stream looks open (a wedged peer or
+        // a half-dead connection): give the stream up and reconnect.
+        heartbeatsInFlight = [:]
+        return [
+          .log(.warning, "no HeartbeatAck for \(Self.missedHeartbeatLimit) heartbeat intervals; abandoning the stream", run: nil),
+          .abandonStream,
+        ]
+      }
       heartbeatSequence += 1
-      heartbeatInFlight = (heartbeatSequence, now)
+      heartbeatsInFlight[heartbeatSequence] = now
       let roundTrip = lastRoundTrip.map { UInt64(max(0, $0.microseconds)) } ?? 0
       return [
         .sendHeartbeat(sequence: heartbeatSequence, freeSlots: UInt32(freeSlots), running: UInt32(runs.count), lastRoundTripMicros: roundTrip),
@@ -416,9 +429,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
   private mutating func handleHeartbeatAck(_ ack: Hourglass_V1_HeartbeatAck, now: Instant) -> [Action] {
     defer { eligible = ack.eligible }
-    if let inFlight = heartbeatInFlight, inFlight.sequence == ack.sequence {
-      lastRoundTrip = inFlight.sentAt.duration(to: now)
-      heartbeatInFlight = nil
+    if let sentAt = heartbeatsInFlight[ack.sequence] {
+      lastRoundTrip = sentAt.duration(to: now)
+      heartbeatsInFlight = heartbeatsInFlight.filter { $0.key > ack.sequence }
     }
     if eligible && !ack.eligible {
       return [.log(.warning, "the coordinator finds this executor ineligible for leases: clock skew \(ack.measuredSkewMicros) µs", run: nil)]
@@ -472,7 +485,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     nextConnection += 1
     link = .registering(connection: nextConnection)
     outstandingCredits = 0
-    heartbeatInFlight = nil
+    heartbeatsInFlight = [:]
     lastRoundTrip = nil
     let register = Hourglass_V1_ExecutorMessage.with {
       $0.register = .with {
