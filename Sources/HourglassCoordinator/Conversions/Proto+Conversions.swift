@@ -1,0 +1,227 @@
+import Foundation
+import HourglassCore
+import HourglassProto
+import HourglassRPC
+import HourglassStore
+import SwiftProtobuf
+
+/// Microseconds ↔ protobuf well-known types.
+enum ProtoTime {
+  static func timestamp(_ micros: Int64) -> Google_Protobuf_Timestamp {
+    var value = Google_Protobuf_Timestamp()
+    value.seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
+    value.nanos = Int32((micros - value.seconds * 1_000_000) * 1000)
+    return value
+  }
+
+  static func micros(_ timestamp: Google_Protobuf_Timestamp) -> Int64 {
+    timestamp.seconds * 1_000_000 + Int64(timestamp.nanos) / 1000
+  }
+
+  static func duration(_ micros: Int64) -> Google_Protobuf_Duration {
+    var value = Google_Protobuf_Duration()
+    value.seconds = micros / 1_000_000
+    value.nanos = Int32((micros % 1_000_000) * 1000)
+    return value
+  }
+
+  static func micros(_ duration: Google_Protobuf_Duration) -> Int64 {
+    duration.seconds * 1_000_000 + Int64(duration.nanos) / 1000
+  }
+}
+
+extension ScheduleValidationError {
+  /// The status a client sees: INVALID_ARGUMENT naming the field and the reason.
+  var rpcError: RPCError { RPCError(code: .invalidArgument, message: description) }
+}
+
+/// The wire schedule → the domain's `ScheduleSpec`, validated; errors name the field.
+enum ScheduleConversion {
+  static func spec(from wire: Hourglass_V1_ScheduleSpec, isRecurring: Bool) throws(ScheduleValidationError) -> ScheduleSpec {
+    let zone = wire.timeZone.isEmpty ? "UTC" : wire.timeZone
+    let kind: ScheduleSpec.Kind
+    switch wire.kind {
+    case .once(let once):
+      switch once.at {
+      case .instant(let instant):
+        kind = .once(.instant(ProtoTime.micros(instant)))
+      case .localDateTime(let text):
+        switch try RFC3339.parse(text, field: "schedule.once.local_date_time") {
+        case .instant(let micros): kind = .once(.instant(micros))
+        case .local(let local): kind = .once(.local(local))
+        }
+      case nil:
+        throw ScheduleValidationError(field: "schedule.once", reason: "needs an instant or a local date-time")
+      }
+    case .cron(let cron):
+      kind = .cron(cron.expression)
+    case .interval(let interval):
+      let every = ProtoTime.micros(interval.every)
+      kind = .interval(every: every, anchor: interval.hasAnchor ? ProtoTime.micros(interval.anchor) : 0)
+    case nil:
+      throw ScheduleValidationError(field: "schedule", reason: "one of once, cron or interval is required")
+    }
+    var misfire = MisfirePolicy.defaults
+    switch wire.misfire {
+    case .skip: misfire = .skip
+    case .runAll: misfire = try MisfirePolicy.runAll(limit: wire.misfireLimit == 0 ? 100 : Int(wire.misfireLimit))
+    case .runOnce, .unspecified, .UNRECOGNIZED: misfire = .runOnce
+    }
+    let dst = DSTPolicy(
+      gap: wire.dstGap == .skip ? .skip : .runAfter,
+      overlap: wire.dstOverlap == .both ? .both : .once
+    )
+    var maxRuns: Int? = wire.maxRuns == 0 ? nil : Int(wire.maxRuns)
+    if !isRecurring, case .once = kind {
+      maxRuns = nil
+    } else if !isRecurring {
+      maxRuns = 1  // A cron or interval schedule that is not recurring fires its first time only.
+    }
+    let spec = ScheduleSpec(
+      kind,
+      timeZone: zone,
+      start: wire.hasNotBefore ? ProtoTime.micros(wire.notBefore) : nil,
+      end: wire.hasNotAfter ? ProtoTime.micros(wire.notAfter) : nil,
+      maxRuns: maxRuns,
+      jitter: wire.hasJitter ? ProtoTime.micros(wire.jitter) : 0,
+      dst: dst,
+      misfire: misfire,
+      overlap: wire.overlap == .allow ? .allow : .skip
+    )
+    try spec.validate()
+    return spec
+  }
+
+  static func retry(from wire: Hourglass_V1_RetryPolicy?, timeoutMicros: Int64?) throws(ScheduleValidationError) -> RetryPolicy {
+    let defaults = RetryPolicy.defaults
+    guard let wire else {
+      var policy = defaults
+      policy.attemptTimeout = timeoutMicros
+      return policy
+    }
+    return try RetryPolicy(
+      maxAttempts: wire.maxAttempts == 0 ? defaults.maxAttempts : Int(wire.maxAttempts),
+      initialBackoff: wire.hasInitialBackoff ? ProtoTime.micros(wire.initialBackoff) : defaults.initialBackoff,
+      multiplier: wire.multiplier == 0 ? defaults.multiplier : wire.multiplier,
+      maxBackoff: wire.hasMaxBackoff ? ProtoTime.micros(wire.maxBackoff) : defaults.maxBackoff,
+      jitter: wire.jitter,
+      attemptTimeout: timeoutMicros
+    )
+  }
+
+  /// The domain spec back to the wire, for Get and List.
+  static func wire(_ spec: ScheduleSpec) -> Hourglass_V1_ScheduleSpec {
+    var wire = Hourglass_V1_ScheduleSpec()
+    switch spec.kind {
+    case .once(.instant(let micros)):
+      var once = Hourglass_V1_OnceSchedule()
+      once.instant = ProtoTime.timestamp(micros)
+      wire.once = once
+    case .once(.local(let local)):
+      var once = Hourglass_V1_OnceSchedule()
+      once.localDateTime = "\(local)"
+      wire.once = once
+    case .cron(let expression):
+      var cron = Hourglass_V1_CronSchedule()
+      cron.expression = expression
+      wire.cron = cron
+    case .interval(let every, let anchor):
+      var interval = Hourglass_V1_IntervalSchedule()
+      interval.every = ProtoTime.duration(every)
+      interval.anchor = ProtoTime.timestamp(anchor)
+      wire.interval = interval
+    }
+    wire.timeZone = spec.timeZone
+    if let start = spec.start { wire.notBefore = ProtoTime.timestamp(start) }
+    if let end = spec.end { wire.notAfter = ProtoTime.timestamp(end) }
+    wire.maxRuns = UInt32(clamping: spec.maxRuns ?? 0)
+    if spec.jitter > 0 { wire.jitter = ProtoTime.duration(spec.jitter) }
+    wire.dstGap = spec.dst.gap == .skip ? .skip : .runAfter
+    wire.dstOverlap = spec.dst.overlap == .both ? .both : .once
+    switch spec.misfire.mode {
+    case .runOnce: wire.misfire = .runOnce
+    case .runAll:
+      wire.misfire = .runAll
+      wire.misfireLimit = UInt32(clamping: spec.misfire.limit)
+    case .skip: wire.misfire = .skip
+    }
+    wire.overlap = spec.overlap == .allow ? .allow : .skip
+    return wire
+  }
+}
+
+/// Store records → what users see.
+enum RecordConversion {
+  static func taskStatus(_ record: TaskRecord) -> Hourglass_V1_TaskStatus {
+    switch record.state {
+    case .active:
+      // A retry keeps the run (next_run = its scheduled time) and moves only its due time.
+      if let due = record.dueMicros, let next = record.nextRunMicros, due != next { return .retrying }
+      return .scheduled
+    case .running: return .running
+    case .paused: return .paused
+    case .completed: return .succeeded
+    case .dead: return .failed
+    case .deleted: return .deleted
+    }
+  }
+
+  static func runStatus(_ state: RunState) -> Hourglass_V1_RunStatus {
+    switch state {
+    case .pending: return .pending
+    case .leased: return .running
+    case .succeeded: return .succeeded
+    case .failed: return .failed
+    case .retrying: return .failed
+    case .dead: return .dead
+    case .cancelled: return .cancelled
+    case .skipped: return .skipped
+    }
+  }
+
+  static func taskInfo(_ record: TaskRecord) -> Hourglass_V1_TaskInfo {
+    var info = Hourglass_V1_TaskInfo()
+    info.taskID = record.id.description
+    info.taskStatus = taskStatus(record)
+    if let last = record.lastRunMicros { info.lastExecuted = ProtoTime.timestamp(last) }
+    if let next = record.dueMicros ?? record.nextRunMicros, !record.state.isFinal {
+      info.nextExecution = ProtoTime.timestamp(next)
+    }
+    info.name = record.name
+    info.operator = record.operatorName
+    info.isRecurring = record.recurring
+    info.priority = record.priority
+    if let last = record.lastRunState { info.lastRunStatus = runStatus(last) }
+    info.created = ProtoTime.timestamp(record.createdAtMicros)
+    info.blobSha256 = record.blobDigest?.hex ?? ""
+    info.arguments = record.arguments
+    info.timeout = ProtoTime.duration(record.timeoutMicros)
+    if let stored = try? StoredTaskSpec.decode(record.scheduleSpec) {
+      info.schedule = ScheduleConversion.wire(stored.schedule)
+      var retry = Hourglass_V1_RetryPolicy()
+      retry.maxAttempts = UInt32(clamping: stored.retry.maxAttempts)
+      retry.initialBackoff = ProtoTime.duration(stored.retry.initialBackoff)
+      retry.multiplier = stored.retry.multiplier
+      retry.maxBackoff = ProtoTime.duration(stored.retry.maxBackoff)
+      retry.jitter = stored.retry.jitter
+      info.retry = retry
+    }
+    return info
+  }
+
+  static func runInfo(_ record: RunRecord) -> Hourglass_V1_RunInfo {
+    var info = Hourglass_V1_RunInfo()
+    info.runID = record.id.description
+    info.taskID = record.id.taskID.description
+    info.scheduledAt = ProtoTime.timestamp(record.id.scheduledMicros)
+    info.attempt = UInt32(clamping: record.attempt)
+    info.status = runStatus(record.state)
+    if let started = record.startedMicros { info.started = ProtoTime.timestamp(started) }
+    if let finished = record.finishedMicros { info.finished = ProtoTime.timestamp(finished) }
+    info.exitCode = record.exitStatus ?? 0
+    info.error = record.error ?? ""
+    info.outputTail = Data(record.outputTail)
+    info.executor = record.leaseOwner ?? ""
+    return info
+  }
+}

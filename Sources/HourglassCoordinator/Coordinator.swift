@@ -1,0 +1,66 @@
+import HourglassRPC
+import HourglassStore
+import HourglassTransport
+import Logging
+import ServiceLifecycle
+
+/// The Hourglass server: the task service for users, the executor stream, and the dispatcher
+/// that pushes due runs under leases. A `Service`: `run()` serves until graceful shutdown, then
+/// stops accepting, lets calls in flight finish, and stops dispatching.
+public final class Coordinator: Service, Sendable {
+  private let configuration: CoordinatorConfiguration
+  private let store: any TaskStore
+  private let clock: any CoordinatorClock
+  private let logger: Logger
+  let dispatcher: Dispatcher
+  /// The handlers, for any transport (TLS in production, in-process in tests).
+  public let server: RPCServer
+  private let listener: RPCTLSServer?
+
+  /// Creates a coordinator.
+  /// - Parameters:
+  ///   - tls: where to listen; `nil` serves only through ``server`` (in-process tests).
+  public init(configuration: CoordinatorConfiguration, store: any TaskStore, tls: RPCTLSServer.Configuration?, clock: any CoordinatorClock = SystemCoordinatorClock(), logger: Logger) throws {
+    try configuration.validate()
+    self.configuration = configuration
+    self.store = store
+    self.clock = clock
+    self.logger = logger
+    let dispatcher = Dispatcher(store: store, clock: clock, configuration: configuration, logger: logger)
+    self.dispatcher = dispatcher
+    var router = RPCRouter()
+    TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger).register(into: &router)
+    ExecutorService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger).register(into: &router)
+    self.server = RPCServer(router: router, logger: logger)
+    self.listener = tls.map { RPCTLSServer(configuration: $0, server: RPCServer(router: router, logger: logger), logger: logger) }
+  }
+
+  /// The port the TLS listener is bound to, once it is.
+  public func port() async throws -> Int? {
+    guard let listener else { return nil }
+    return try await listener.localAddress().port
+  }
+
+  /// Runs queued for dispatch, for tests and metrics.
+  public func queuedRuns() async -> Int { await dispatcher.queuedCount }
+
+  /// Runs dispatched since start, for tests and metrics.
+  public func dispatchedRuns() async -> Int { await dispatcher.dispatched }
+
+  public func run() async throws {
+    let dispatcher = self.dispatcher
+    let listener = self.listener
+    try await withThrowingDiscardingTaskGroup { group in
+      group.addTask {
+        // Dispatching stops when shutdown begins; leases in flight run out or finish.
+        try await cancelWhenGracefulShutdown {
+          try await dispatcher.run()
+        }
+      }
+      if let listener {
+        group.addTask { try await listener.run() }
+      }
+    }
+    logger.info("coordinator stopped")
+  }
+}

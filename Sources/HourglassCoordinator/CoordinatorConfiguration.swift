@@ -1,0 +1,67 @@
+/// How the coordinator dispatches and leases; validated once at start-up.
+public struct CoordinatorConfiguration: Sendable, Hashable {
+  /// This coordinator's name (lease owner records name executors; this names the coordinator in logs).
+  public var coordinatorID: String
+  /// How long a lease lasts without renewal, in microseconds.
+  public var leaseDurationMicros: Int64
+  /// How often executors should heartbeat, in microseconds.
+  public var heartbeatIntervalMicros: Int64
+  /// The largest clock offset an executor may have and still receive leases; also added to a
+  /// lease's expiry before its run is dispatched again.
+  public var skewBoundMicros: Int64
+  /// How far ahead of now the due queue is filled from the store.
+  public var loadAheadMicros: Int64
+  /// At start-up, how far back overdue runs are looked for (downtime longer than this is not
+  /// caught up).
+  public var backlogLookBackMicros: Int64
+  /// How often expired leases are recovered.
+  public var recoveryIntervalMicros: Int64
+  /// Due entries read per store query.
+  public var loadBatch: Int
+  /// The attempt timeout for tasks that do not set one.
+  public var defaultTimeoutMicros: Int64
+  /// A one-shot time this far in the past is still accepted (run now) rather than refused.
+  public var pastGraceMicros: Int64
+
+  /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog.
+  public static var defaults: CoordinatorConfiguration {
+    CoordinatorConfiguration(
+      coordinatorID: "coordinator",
+      leaseDurationMicros: 30_000_000,
+      heartbeatIntervalMicros: 5_000_000,
+      skewBoundMicros: 500_000,
+      loadAheadMicros: 60_000_000,
+      backlogLookBackMicros: 24 * 3_600_000_000,
+      recoveryIntervalMicros: 1_000_000,
+      loadBatch: 10_000,
+      defaultTimeoutMicros: 3_600_000_000,
+      pastGraceMicros: 60_000_000
+    )
+  }
+
+  /// Checks every field; the error names the one that is wrong.
+  public func validate() throws {
+    func positive(_ value: Int64, _ name: String) throws {
+      guard value > 0 else { throw ConfigurationError(field: name, reason: "must be positive") }
+    }
+    try positive(leaseDurationMicros, "lease_duration")
+    try positive(heartbeatIntervalMicros, "heartbeat_interval")
+    try positive(loadAheadMicros, "load_ahead")
+    try positive(recoveryIntervalMicros, "recovery_interval")
+    try positive(defaultTimeoutMicros, "default_timeout")
+    guard skewBoundMicros >= 0 else { throw ConfigurationError(field: "skew_bound", reason: "must not be negative") }
+    guard heartbeatIntervalMicros < leaseDurationMicros else {
+      throw ConfigurationError(field: "heartbeat_interval", reason: "must be shorter than the lease duration")
+    }
+    guard loadBatch >= 1 else { throw ConfigurationError(field: "load_batch", reason: "must be at least 1") }
+  }
+}
+
+/// A configuration value is wrong; names the field.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+  /// The field.
+  public var field: String
+  /// Why.
+  public var reason: String
+  public var description: String { "\(field): \(reason)" }
+}

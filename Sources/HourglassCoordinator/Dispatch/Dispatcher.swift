@@ -1,0 +1,308 @@
+import Foundation
+import HourglassCore
+import HourglassProto
+import HourglassRPC
+import HourglassStore
+import Logging
+
+/// Pushes due runs to executors: keeps the due-time queue filled from the store a little ahead of
+/// time, waits for each run's due time, picks an executor holding a credit for its operator,
+/// creates the lease (a fresh fence) in the store and sends it on that executor's stream.
+///
+/// Dispatch cost follows what is due: the store is asked only for the entries of the window
+/// about to come due, shard by shard (partition × hour bucket), never for every task.
+actor Dispatcher {
+  /// A connected executor's stream, as the dispatcher sees it.
+  struct Session: Sendable {
+    var executorID: String
+    var send: @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
+  }
+
+  /// A lease this coordinator granted and has not seen the end of.
+  struct ActiveLease: Sendable {
+    var session: UInt64
+    var fence: Fence
+  }
+
+  private let store: any TaskStore
+  private let clock: any CoordinatorClock
+  private let configuration: CoordinatorConfiguration
+  private let logger: Logger
+  private var queue = DueQueue()
+  private var pool = ExecutorPool()
+  private var sessions: [UInt64: Session] = [:]
+  private var leases: [RunID: ActiveLease] = [:]
+  private var loadedUntil: Int64 = .min
+  private var blobCache: [BlobDigest: [UInt8]] = [:]
+  private let wake = WakeSignal()
+  private var nextSession: UInt64 = 0
+  /// Counters for metrics and tests.
+  private(set) var dispatched = 0
+
+  init(store: any TaskStore, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger) {
+    self.store = store
+    self.clock = clock
+    self.configuration = configuration
+    self.logger = logger
+  }
+
+  // MARK: Inputs
+
+  /// A run that became due or will: queued when it falls inside the loaded window (later ones
+  /// are loaded from the store when their time approaches).
+  func enqueue(taskID: TaskID, scheduledMicros: Int64, dueMicros: Int64, priority: Int32) {
+    guard dueMicros < loadedUntil else { return }
+    if queue.push(.init(taskID: taskID, scheduledMicros: scheduledMicros, dueMicros: dueMicros, priority: priority)) {
+      poke()
+    }
+  }
+
+  /// A task was deleted: drop its queued run; cancel its running one on the executor if asked.
+  func forget(taskID: TaskID, cancelling runID: RunID?, reason: String) async {
+    queue.remove(taskID)
+    guard let runID, let lease = leases.removeValue(forKey: runID), let session = sessions[lease.session] else { return }
+    var cancel = Hourglass_V1_CancelRun()
+    cancel.runID = runID.description
+    cancel.fence = lease.fence.rawValue
+    cancel.reason = reason
+    var message = Hourglass_V1_CoordinatorMessage()
+    message.cancel = cancel
+    do {
+      try await session.send(message)
+    } catch {
+      logger.info("could not send a cancel; the run will be fenced out", metadata: ["hourglass.run_id": "\(runID)", "hourglass.error": "\(error)"])
+    }
+  }
+
+  /// An executor stream registered.
+  func addExecutor(executorID: String, operators: Set<String>, slots: Int, send: @escaping @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void) -> UInt64 {
+    nextSession += 1
+    sessions[nextSession] = Session(executorID: executorID, send: send)
+    pool.add(session: nextSession, executorID: executorID, operators: operators, slots: slots)
+    logger.info("executor connected", metadata: ["hourglass.executor": "\(executorID)", "hourglass.slots": "\(slots)", "hourglass.operators": "\(operators.sorted())"])
+    return nextSession
+  }
+
+  /// An executor stream ended; its leases run out in the store and are recovered from there.
+  func removeExecutor(session: UInt64) {
+    if let gone = sessions.removeValue(forKey: session) {
+      logger.info("executor disconnected", metadata: ["hourglass.executor": "\(gone.executorID)"])
+    }
+    pool.remove(session: session)
+    leases = leases.filter { $0.value.session != session }
+  }
+
+  /// The executor granted credits.
+  func grant(session: UInt64, credits: Int) {
+    pool.grant(session: session, count: credits)
+    poke()
+  }
+
+  /// The executor's measured clock skew; outside the bound it gets no leases.
+  func setSkew(session: UInt64, skewMicros: Int64) -> Bool {
+    let eligible = abs(skewMicros) <= configuration.skewBoundMicros
+    let was = pool.members[session]?.eligible ?? true
+    pool.setEligible(session: session, eligible, skewMicros: skewMicros)
+    if was != eligible, let id = sessions[session]?.executorID {
+      if eligible {
+        logger.info("executor back inside the clock-skew bound", metadata: ["hourglass.executor": "\(id)", "hourglass.skew_us": "\(skewMicros)"])
+        poke()
+      } else {
+        logger.warning("executor outside the clock-skew bound: no leases until it is back", metadata: ["hourglass.executor": "\(id)", "hourglass.skew_us": "\(skewMicros)", "hourglass.bound_us": "\(configuration.skewBoundMicros)"])
+      }
+    }
+    return eligible
+  }
+
+  /// The executor is draining.
+  func drain(session: UInt64) {
+    pool.setDraining(session: session)
+  }
+
+  /// A lease ended (result recorded, refused, or cancelled).
+  func leaseEnded(_ runID: RunID) {
+    leases[runID] = nil
+  }
+
+  /// Runs queued (waiting and ready), for metrics and tests.
+  var queuedCount: Int { queue.count }
+
+  /// Free executor slots, for metrics.
+  var freeCredits: Int { pool.totalCredits }
+
+  private func poke() {
+    wake.signal()
+  }
+
+  // MARK: The loop
+
+  /// Runs until cancelled: loads ahead, recovers expired leases, dispatches due runs.
+  func run() async throws {
+    var lastRecovery = clock.nowMicros() - configuration.recoveryIntervalMicros
+    try await loadBacklog()
+    while !Task.isCancelled {
+      let now = clock.nowMicros()
+      if now + configuration.loadAheadMicros / 2 >= loadedUntil {
+        try await load(until: now + configuration.loadAheadMicros)
+      }
+      if now - lastRecovery >= configuration.recoveryIntervalMicros {
+        lastRecovery = now
+        await recoverExpiredLeases(now: now)
+      }
+      queue.promote(now: clock.nowMicros())
+      let sent = await dispatchReady()
+      // Sleep until the next run is due, the window needs loading, recovery is due, or
+      // something changes (new run, credits).
+      var wakeAt = min(loadedUntil - configuration.loadAheadMicros / 2, lastRecovery + configuration.recoveryIntervalMicros)
+      if queue.readyCount == 0, let next = queue.nextDueMicros { wakeAt = min(wakeAt, next) }
+      if sent > 0, queue.readyCount > 0, pool.totalCredits > 0 { continue }
+      await sleep(untilMicros: wakeAt)
+    }
+  }
+
+  private func sleep(untilMicros deadline: Int64) async {
+    if deadline <= clock.nowMicros() { return }
+    let clock = self.clock
+    let wake = self.wake
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { try? await clock.sleep(untilMicros: deadline) }
+      group.addTask { await wake.wait() }
+      _ = await group.next()
+      group.cancelAll()
+    }
+  }
+
+  /// At start-up: everything overdue from before (downtime), within the configured look-back.
+  private func loadBacklog() async throws {
+    let now = clock.nowMicros()
+    let from = now - configuration.backlogLookBackMicros
+    loadedUntil = from
+    try await load(until: now + configuration.loadAheadMicros)
+  }
+
+  /// Loads due entries in `[loadedUntil, until)` from every partition's hour buckets.
+  private func load(until: Int64) async throws {
+    guard until > loadedUntil else { return }
+    let from = loadedUntil == .min ? clock.nowMicros() : loadedUntil
+    // Widen the window before reading: a task scheduled while the reads are in flight is then
+    // queued by the Schedule RPC itself (the queue drops the duplicate if the read saw it too).
+    loadedUntil = until
+    var bucket = HourBucket(containing: from)
+    var loaded = 0
+    while bucket.startMicros < until {
+      for p in 0..<store.partitionCount {
+        let shard = ShardID(partition: Partition(rawValue: p), bucket: bucket)
+        let lower = max(from, bucket.startMicros)
+        let upper = min(until, bucket.endMicros)
+        var cursor = lower
+        while cursor < upper {
+          let entries = try await store.loadDue(shard: shard, from: cursor, until: upper, limit: configuration.loadBatch)
+          for entry in entries {
+            if queue.push(.init(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)) {
+              loaded += 1
+            }
+          }
+          guard entries.count == configuration.loadBatch, let last = entries.last else { break }
+          cursor = last.dueMicros  // entries at exactly this instant may repeat: the queue dedupes them
+          if cursor == lower { break }
+        }
+      }
+      bucket = bucket.next
+    }
+    if loaded > 0 {
+      logger.debug("loaded due runs", metadata: ["hourglass.count": "\(loaded)", "hourglass.until": "\(until)"])
+    }
+  }
+
+  private func recoverExpiredLeases(now: Int64) async {
+    do {
+      let recovered = try await store.recoverExpiredLeases(now: now, skewBound: configuration.skewBoundMicros, limit: 10_000)
+      for run in recovered {
+        leases[run.id] = nil
+        logger.info("lease expired: run goes out again", metadata: ["hourglass.run_id": "\(run.id)", "hourglass.executor": "\(run.leaseOwner ?? "-")"])
+        if let task = try await store.dispatchRecord(taskID: run.id.taskID) {
+          queue.push(.init(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task.priority))
+        }
+      }
+    } catch {
+      logger.error("lease recovery failed", metadata: ["hourglass.error": "\(error)"])
+    }
+  }
+
+  /// Sends ready runs while executors hold credits for them.
+  @discardableResult
+  private func dispatchReady() async -> Int {
+    var sent = 0
+    var parked: [DueQueue.Entry] = []
+    defer { for entry in parked { queue.returnReady(entry) } }
+    while pool.totalCredits > 0, let entry = queue.popReady() {
+      do {
+        guard let task = try await store.dispatchRecord(taskID: entry.taskID), task.state == .active,
+          task.nextRunMicros == entry.scheduledMicros
+        else {
+          continue  // deleted, finished, or moved on since it was queued
+        }
+        guard let session = pool.take(operatorName: task.operatorName) else {
+          parked.append(entry)
+          continue
+        }
+        guard let executor = sessions[session] else { continue }
+        let now = clock.nowMicros()
+        let lease: Lease
+        do {
+          lease = try await store.createLease(taskID: entry.taskID, owner: executor.executorID, now: now, expiresAt: now + configuration.leaseDurationMicros)
+        } catch TaskStoreError.notDispatchable {
+          pool.refund(session: session)
+          continue
+        }
+        var grant = Hourglass_V1_LeaseGrant()
+        grant.runID = lease.runID.description
+        grant.taskID = entry.taskID.description
+        grant.scheduledAt = ProtoTime.timestamp(lease.runID.scheduledMicros)
+        grant.attempt = UInt32(clamping: lease.attempt)
+        grant.fence = lease.fence.rawValue
+        grant.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
+        grant.operator = task.operatorName
+        if let digest = task.blobDigest {
+          grant.blob = Data(try await blob(digest))
+          grant.blobSha256 = digest.hex
+        }
+        grant.arguments = task.arguments
+        grant.timeout = ProtoTime.duration(task.timeoutMicros)
+        var message = Hourglass_V1_CoordinatorMessage()
+        message.lease = grant
+        leases[lease.runID] = ActiveLease(session: session, fence: lease.fence)
+        do {
+          try await executor.send(message)
+          dispatched += 1
+          sent += 1
+          logger.debug(
+            "lease granted",
+            metadata: [
+              "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
+              "hourglass.lateness_us": "\(now - entry.dueMicros)",
+            ])
+        } catch {
+          // The lease stays in the store and runs out; recovery sends the run again.
+          leases[lease.runID] = nil
+          logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
+        }
+      } catch {
+        logger.error("dispatch failed; retrying shortly", metadata: ["hourglass.task_id": "\(entry.taskID)", "hourglass.error": "\(error)"])
+        parked.append(entry)
+        break
+      }
+    }
+    return sent
+  }
+
+  private func blob(_ digest: BlobDigest) async throws -> [UInt8] {
+    if let cached = blobCache[digest] { return cached }
+    guard let bytes = try await store.blob(digest) else {
+      throw TaskStoreError.io("blob \(digest) is missing")
+    }
+    if blobCache.count > 1024 { blobCache.removeAll(keepingCapacity: true) }
+    blobCache[digest] = bytes
+    return bytes
+  }
+}

@@ -1,0 +1,72 @@
+/// The executors connected to this coordinator and what each may be sent: a plain value the
+/// dispatcher owns. An executor receives a lease only while it holds a credit (one per free
+/// slot), offers the run's operator, is inside the clock-skew bound and is not draining.
+struct ExecutorPool {
+  /// One connected executor stream.
+  struct Member: Sendable {
+    var executorID: String
+    var operators: Set<String>
+    var slots: Int
+    var credits = 0
+    var eligible = true
+    var draining = false
+    var skewMicros: Int64 = 0
+  }
+
+  private(set) var members: [UInt64: Member] = [:]
+  private var rotation: UInt64 = 0
+
+  /// Adds an executor's stream.
+  mutating func add(session: UInt64, executorID: String, operators: Set<String>, slots: Int) {
+    members[session] = Member(executorID: executorID, operators: operators, slots: slots)
+  }
+
+  /// Removes a stream; its credits go with it.
+  mutating func remove(session: UInt64) {
+    members[session] = nil
+  }
+
+  /// The executor granted `count` more credits; capped at its slot count.
+  mutating func grant(session: UInt64, count: Int) {
+    guard var member = members[session] else { return }
+    member.credits = min(member.slots, member.credits + max(0, count))
+    members[session] = member
+  }
+
+  /// Sets whether an executor's clock is inside the skew bound.
+  mutating func setEligible(session: UInt64, _ eligible: Bool, skewMicros: Int64) {
+    members[session]?.eligible = eligible
+    members[session]?.skewMicros = skewMicros
+  }
+
+  /// The executor is shutting down.
+  mutating func setDraining(session: UInt64) {
+    members[session]?.draining = true
+  }
+
+  /// Picks the executor for a run of `operatorName` and takes one of its credits: the one with
+  /// the most credits left (the least loaded), ties broken in rotation to spread load.
+  mutating func take(operatorName: String) -> UInt64? {
+    rotation &+= 1
+    var best: (session: UInt64, credits: Int, order: UInt64)?
+    for (session, member) in members where member.credits > 0 && member.eligible && !member.draining && member.operators.contains(operatorName) {
+      let order = (session &+ rotation) % UInt64(max(1, members.count))
+      if best == nil || member.credits > best!.credits || (member.credits == best!.credits && order < best!.order) {
+        best = (session, member.credits, order)
+      }
+    }
+    guard let chosen = best?.session else { return nil }
+    members[chosen]!.credits -= 1
+    return chosen
+  }
+
+  /// Gives back a credit taken for a lease that could not be created.
+  mutating func refund(session: UInt64) {
+    guard var member = members[session] else { return }
+    member.credits = min(member.slots, member.credits + 1)
+    members[session] = member
+  }
+
+  /// Free slots across executors, for metrics.
+  var totalCredits: Int { members.values.reduce(0) { $0 + $1.credits } }
+}

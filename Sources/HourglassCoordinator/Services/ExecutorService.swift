@@ -1,0 +1,222 @@
+import Foundation
+import HourglassCore
+import HourglassProto
+import HourglassRPC
+import HourglassStore
+import Logging
+
+/// The executors' long-lived stream: registration, credits, heartbeats with clock-skew
+/// measurement, lease renewals and results (recorded only with the current fence).
+struct ExecutorService: Sendable {
+  static let connect = MethodDescriptor(service: "hourglass.v1.ExecutorService", method: "Connect")
+
+  let store: any TaskStore
+  let dispatcher: Dispatcher
+  let clock: any CoordinatorClock
+  let configuration: CoordinatorConfiguration
+  let logger: Logger
+
+  func register(into router: inout RPCRouter) {
+    router.registerBidirectional(Self.connect) {
+      (requests: RPCMessages<Hourglass_V1_ExecutorMessage>, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>, context) in
+      try await serve(requests, writer, context)
+    }
+  }
+
+  private func serve(_ requests: RPCMessages<Hourglass_V1_ExecutorMessage>, _ writer: RPCWriter<Hourglass_V1_CoordinatorMessage>, _ context: ServerContext) async throws {
+    guard let peer = context.peer else {
+      throw RPCError(code: .unauthenticated, message: "an executor certificate is required")
+    }
+    guard peer.role == "executor" else {
+      throw RPCError(code: .permissionDenied, message: "role \(peer.role) may not connect as an executor")
+    }
+    var iterator = requests.makeAsyncIterator()
+    guard let first = try await iterator.next(), case .register(let registration)? = first.kind else {
+      throw RPCError(code: .invalidArgument, message: "the first message must be Register")
+    }
+    guard registration.executorID == peer.name else {
+      throw RPCError(code: .permissionDenied, message: "executor_id \(registration.executorID) is not the certificate's name \(peer.name)")
+    }
+    guard registration.slots > 0, !registration.operators.isEmpty else {
+      throw RPCError(code: .invalidArgument, message: "register: slots and operators are required")
+    }
+    var registered = Hourglass_V1_Registered()
+    registered.coordinatorID = configuration.coordinatorID
+    registered.heartbeatInterval = ProtoTime.duration(configuration.heartbeatIntervalMicros)
+    registered.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
+    var hello = Hourglass_V1_CoordinatorMessage()
+    hello.registered = registered
+    try await writer.write(hello)
+
+    let session = await dispatcher.addExecutor(
+      executorID: registration.executorID,
+      operators: Set(registration.operators),
+      slots: Int(registration.slots),
+      send: { try await writer.write($0) }
+    )
+    do {
+      while let message = try await iterator.next() {
+        try await handle(message, session: session, executorID: registration.executorID, writer: writer)
+      }
+      await dispatcher.removeExecutor(session: session)
+    } catch {
+      await dispatcher.removeExecutor(session: session)
+      throw error
+    }
+  }
+
+  private func handle(_ message: Hourglass_V1_ExecutorMessage, session: UInt64, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
+    switch message.kind {
+    case .credit(let grant):
+      await dispatcher.grant(session: session, credits: Int(grant.credits))
+    case .heartbeat(let heartbeat):
+      let now = clock.nowMicros()
+      // offset = executor clock − coordinator clock at the moment the executor sent it.
+      let sentAt = now - Int64(heartbeat.lastRoundTripMicros / 2)
+      let skew = ProtoTime.micros(heartbeat.executorTime) - sentAt
+      let eligible = await dispatcher.setSkew(session: session, skewMicros: skew)
+      var ack = Hourglass_V1_HeartbeatAck()
+      ack.sequence = heartbeat.sequence
+      ack.coordinatorTime = ProtoTime.timestamp(now)
+      ack.measuredSkewMicros = skew
+      ack.eligible = eligible
+      var reply = Hourglass_V1_CoordinatorMessage()
+      reply.heartbeatAck = ack
+      try await writer.write(reply)
+    case .renewal(let renewal):
+      var ack = Hourglass_V1_RenewalAck()
+      ack.runID = renewal.runID
+      ack.fence = renewal.fence
+      if let runID = RunID(renewal.runID) {
+        do {
+          try await store.renewLease(runID: runID, fence: Fence(rawValue: renewal.fence), expiresAt: clock.nowMicros() + configuration.leaseDurationMicros)
+          ack.renewed = true
+          ack.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
+        } catch TaskStoreError.staleFence {
+          ack.renewed = false
+          await dispatcher.leaseEnded(runID)
+        }
+      }
+      var reply = Hourglass_V1_CoordinatorMessage()
+      reply.renewalAck = ack
+      try await writer.write(reply)
+    case .result(let result):
+      let recorded = try await record(result, executorID: executorID)
+      var ack = Hourglass_V1_ResultAck()
+      ack.runID = result.runID
+      ack.fence = result.fence
+      ack.recorded = recorded
+      var reply = Hourglass_V1_CoordinatorMessage()
+      reply.resultAck = ack
+      try await writer.write(reply)
+    case .draining:
+      await dispatcher.drain(session: session)
+      logger.info("executor draining", metadata: ["hourglass.executor": "\(executorID)"])
+    case .register:
+      throw RPCError(code: .invalidArgument, message: "Register may be sent only once")
+    case nil:
+      break  // A message kind from a newer executor: ignored.
+    }
+  }
+
+  /// Records a run's result if its fence is still current, and moves the task on: the next
+  /// run of a recurring task, a retry with backoff, or its end.
+  func record(_ result: Hourglass_V1_RunResult, executorID: String) async throws -> Bool {
+    guard let runID = RunID(result.runID) else {
+      throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
+    }
+    let fence = Fence(rawValue: result.fence)
+    defer { Task { await dispatcher.leaseEnded(runID) } }
+    guard let task = try await store.dispatchRecord(taskID: runID.taskID) else { return false }
+    guard let current = try await store.runs(taskID: runID.taskID, owner: task.owner, before: runID.scheduledMicros + 1, limit: 1).first,
+      current.id == runID, current.fence == fence, current.state == .leased
+    else {
+      logger.info("result with a stale fence refused", metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executorID)", "hourglass.fence": "\(fence.rawValue)"])
+      return false
+    }
+    let now = clock.nowMicros()
+    let plan = try ResultPlanner(configuration: configuration).plan(task: task, run: current, outcome: result.outcome, now: now)
+    let outcome = try await store.recordResult(
+      runID: runID,
+      fence: fence,
+      result: RunResult(
+        state: plan.state,
+        finishedMicros: result.hasFinished ? ProtoTime.micros(result.finished) : now,
+        exitStatus: result.exitCode,
+        outputTail: Array(result.outputTail.suffix(65_536)),
+        error: result.error.isEmpty ? nil : result.error,
+        next: plan.next
+      )
+    )
+    guard outcome == .recorded else {
+      logger.info("result with a stale fence refused", metadata: ["hourglass.run_id": "\(runID)", "hourglass.fence": "\(fence.rawValue)"])
+      return false
+    }
+    switch plan.next {
+    case .retry(let at):
+      logger.info("run failed; retrying", metadata: ["hourglass.run_id": "\(runID)", "hourglass.attempt": "\(current.attempt)", "hourglass.retry_at": "\(at)"])
+      await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: runID.scheduledMicros, dueMicros: at, priority: task.priority)
+    case .reschedule(let next):
+      await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: next, dueMicros: next, priority: task.priority)
+    case .finish(let state):
+      if state == .dead {
+        logger.warning("task failed for good after its last attempt", metadata: ["hourglass.task_id": "\(runID.taskID)", "hourglass.run_id": "\(runID)"])
+      }
+    }
+    return true
+  }
+}
+
+/// Decides what a run's outcome means for its task: a pure function of the task, the run, the
+/// outcome and the time, tested without a store.
+struct ResultPlanner {
+  let configuration: CoordinatorConfiguration
+
+  struct Plan: Equatable {
+    var state: RunState
+    var next: RunResult.Next
+    /// Runs skipped by the misfire policy on the way to the next one.
+    var skipped: Int
+  }
+
+  func plan(task: TaskRecord, run: RunRecord, outcome: Hourglass_V1_RunOutcome, now: Int64) throws -> Plan {
+    let stored = try StoredTaskSpec.decode(task.scheduleSpec)
+    switch outcome {
+    case .succeeded:
+      return nextRun(task: task, stored: stored, after: run.id.scheduledMicros, now: now, state: .succeeded)
+    case .cancelled:
+      return Plan(state: .cancelled, next: .finish(.completed), skipped: 0)
+    case .failed, .timedOut, .unspecified, .UNRECOGNIZED:
+      let attempt = Int(run.attempt)
+      if attempt < stored.retry.maxAttempts,
+        let delay = stored.retry.backoff(afterAttempt: attempt, seed: StableHash.hash(run.id.description))
+      {
+        return Plan(state: .failed, next: .retry(atMicros: now + delay), skipped: 0)
+      }
+      var plan = nextRun(task: task, stored: stored, after: run.id.scheduledMicros, now: now, state: .dead)
+      if case .finish = plan.next { plan.next = .finish(.dead) }
+      return plan
+    }
+  }
+
+  /// The next run of a recurring task, applying the misfire policy when runs were missed.
+  private func nextRun(task: TaskRecord, stored: StoredTaskSpec, after scheduled: Int64, now: Int64, state: RunState) -> Plan {
+    guard task.recurring, let schedule = try? Schedule(stored.schedule, taskID: task.id.description) else {
+      return Plan(state: state, next: .finish(state == .dead ? .dead : .completed), skipped: 0)
+    }
+    guard let next = schedule.nextFireTime(after: scheduled) else {
+      return Plan(state: state, next: .finish(.completed), skipped: 0)
+    }
+    if next >= now - stored.schedule.misfire.grace {
+      return Plan(state: state, next: .reschedule(nextRunMicros: next), skipped: 0)
+    }
+    let decision = schedule.misfire(after: scheduled, now: now)
+    if let catchUp = decision.runsToStart.first {
+      return Plan(state: state, next: .reschedule(nextRunMicros: catchUp), skipped: decision.skipped)
+    }
+    if let future = decision.nextFireTime {
+      return Plan(state: state, next: .reschedule(nextRunMicros: future), skipped: decision.skipped)
+    }
+    return Plan(state: state, next: .finish(.completed), skipped: decision.skipped)
+  }
+}

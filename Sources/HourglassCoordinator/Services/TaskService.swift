@@ -1,0 +1,213 @@
+import Foundation
+import HourglassCore
+import HourglassProto
+import HourglassRPC
+import HourglassStore
+import Logging
+
+/// The user-facing RPCs: Schedule, Get, List, Delete and ListRuns.
+///
+/// The caller is whoever its certificate says (role `user`); a request's `user_id` must equal
+/// that name, and another user's task answers exactly like a missing one (NOT_FOUND).
+struct TaskService: Sendable {
+  static let service = "hourglass.v1.TaskService"
+  static let schedule = MethodDescriptor(service: service, method: "Schedule")
+  static let get = MethodDescriptor(service: service, method: "Get")
+  static let list = MethodDescriptor(service: service, method: "List")
+  static let delete = MethodDescriptor(service: service, method: "Delete")
+  static let listRuns = MethodDescriptor(service: service, method: "ListRuns")
+
+  let store: any TaskStore
+  let dispatcher: Dispatcher
+  let clock: any CoordinatorClock
+  let configuration: CoordinatorConfiguration
+  let logger: Logger
+
+  func register(into router: inout RPCRouter) {
+    router.registerUnary(Self.schedule) { (request: Hourglass_V1_ScheduleRequest, context) in
+      try await schedule(request, owner: try owner(request.userID, context))
+    }
+    router.registerUnary(Self.get) { (request: Hourglass_V1_GetRequest, context) in
+      try await get(request, owner: try owner(request.userID, context))
+    }
+    router.registerUnary(Self.list) { (request: Hourglass_V1_ListRequest, context) in
+      try await list(request, owner: try owner(request.userID, context))
+    }
+    router.registerUnary(Self.delete) { (request: Hourglass_V1_DeleteRequest, context) in
+      try await delete(request, owner: try owner(request.userID, context))
+    }
+    router.registerUnary(Self.listRuns) { (request: Hourglass_V1_ListRunsRequest, context) in
+      try await listRuns(request, owner: try owner(request.userID, context))
+    }
+  }
+
+  /// The authenticated owner of the call; `user_id`, when given, must be the same name.
+  private func owner(_ userID: String, _ context: ServerContext) throws(RPCError) -> String {
+    guard let peer = context.peer else {
+      throw RPCError(code: .unauthenticated, message: "a client certificate is required")
+    }
+    guard peer.role == "user" else {
+      throw RPCError(code: .permissionDenied, message: "role \(peer.role) may not call the task service")
+    }
+    guard userID.isEmpty || userID == peer.name else {
+      throw RPCError(code: .permissionDenied, message: "user_id \(userID) is not the authenticated caller")
+    }
+    return peer.name
+  }
+
+  private func taskID(_ text: String) throws(RPCError) -> TaskID {
+    guard let id = TaskID(text) else {
+      throw RPCError(code: .invalidArgument, message: "task_id: \"\(text)\" is not a task id")
+    }
+    return id
+  }
+
+  func schedule(_ request: Hourglass_V1_ScheduleRequest, owner: String) async throws -> Hourglass_V1_ScheduleResponse {
+    let operatorName = request.operator.isEmpty ? "exec" : request.operator
+    guard operatorName.count <= 64, operatorName.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+      throw RPCError(code: .invalidArgument, message: "operator: must be 1-64 letters, digits, '-' or '_'")
+    }
+    if operatorName == "exec", request.taskBlob.isEmpty {
+      throw RPCError(code: .invalidArgument, message: "task_blob: the exec operator needs a binary")
+    }
+    guard (-100...100).contains(request.priority) else {
+      throw RPCError(code: .invalidArgument, message: "priority: \(request.priority) out of range -100-100")
+    }
+    guard request.hasSchedule else {
+      throw RPCError(code: .invalidArgument, message: "schedule: required")
+    }
+    let timeout = request.hasTimeout ? ProtoTime.micros(request.timeout) : configuration.defaultTimeoutMicros
+    guard timeout > 0 else { throw RPCError(code: .invalidArgument, message: "timeout: must be positive") }
+    let spec: ScheduleSpec
+    let retry: RetryPolicy
+    do {
+      spec = try ScheduleConversion.spec(from: request.schedule, isRecurring: request.isRecurring)
+      retry = try ScheduleConversion.retry(from: request.hasRetry ? request.retry : nil, timeoutMicros: timeout)
+    } catch {
+      throw error.rpcError
+    }
+    let id = TaskID.now()
+    let schedule: Schedule
+    do {
+      schedule = try Schedule(spec, taskID: id.description)
+    } catch {
+      throw error.rpcError
+    }
+    let now = clock.nowMicros()
+    // A one-shot time slightly in the past (clock skew, "--in 0s") still runs, at once; a
+    // recurring schedule starts from now, never with a run before it.
+    let after = spec.isRecurring ? now - 1 : now - configuration.pastGraceMicros
+    guard let first = schedule.nextFireTime(after: after) else {
+      throw RPCError(code: .invalidArgument, message: "schedule: it never fires after now")
+    }
+    let stored = StoredTaskSpec(schedule: spec, retry: retry)
+    let task = NewTask(
+      id: id,
+      owner: owner,
+      name: request.name,
+      operatorName: operatorName,
+      blob: request.taskBlob.isEmpty ? nil : TaskBlob(Array(request.taskBlob)),
+      arguments: request.arguments,
+      timeZone: spec.timeZone,
+      scheduleSpec: try stored.encoded(),
+      recurring: spec.isRecurring && request.isRecurring,
+      priority: request.priority,
+      maxAttempts: Int32(retry.maxAttempts),
+      timeoutMicros: timeout,
+      firstRunMicros: first,
+      createdAtMicros: now
+    )
+    do {
+      try await store.insert([task])
+    } catch {
+      throw RPCError(code: .unavailable, message: "the task could not be stored; it was not scheduled", cause: error)
+    }
+    await dispatcher.enqueue(taskID: id, scheduledMicros: first, dueMicros: first, priority: request.priority)
+    var response = Hourglass_V1_ScheduleResponse()
+    response.taskID = id.description
+    response.nextExecution = ProtoTime.timestamp(first)
+    return response
+  }
+
+  func get(_ request: Hourglass_V1_GetRequest, owner: String) async throws -> Hourglass_V1_GetResponse {
+    let id = try taskID(request.taskID)
+    guard let record = try await store.task(id: id, owner: owner) else {
+      throw RPCError(code: .notFound, message: "no task \(request.taskID)")
+    }
+    var response = Hourglass_V1_GetResponse()
+    response.task = RecordConversion.taskInfo(record)
+    return response
+  }
+
+  func list(_ request: Hourglass_V1_ListRequest, owner: String) async throws -> Hourglass_V1_ListResponse {
+    let limit = request.pageSize == 0 ? 100 : min(Int(request.pageSize), 1000)
+    var after: TaskID?
+    if !request.pageToken.isEmpty {
+      guard let token = TaskID(request.pageToken) else {
+        throw RPCError(code: .invalidArgument, message: "page_token: not a token from a previous page")
+      }
+      after = token
+    }
+    var states: Set<TaskState>?
+    switch request.status {
+    case .unspecified, .UNRECOGNIZED: states = [.active, .running, .paused, .completed, .dead]
+    case .scheduled, .retrying: states = [.active]
+    case .running: states = [.running]
+    case .succeeded: states = [.completed]
+    case .failed: states = [.dead]
+    case .deleted: states = [.deleted]
+    case .paused: states = [.paused]
+    }
+    let page = try await store.listTasks(owner: owner, query: TaskListQuery(after: after, states: states, limit: limit))
+    var response = Hourglass_V1_ListResponse()
+    response.tasks = page.tasks.map(RecordConversion.taskInfo).filter { info in
+      switch request.status {
+      case .scheduled: return info.taskStatus == .scheduled
+      case .retrying: return info.taskStatus == .retrying
+      default: return true
+      }
+    }
+    response.nextPageToken = page.nextCursor?.description ?? ""
+    return response
+  }
+
+  func delete(_ request: Hourglass_V1_DeleteRequest, owner: String) async throws -> Hourglass_V1_DeleteResponse {
+    let id = try taskID(request.taskID)
+    let outcome = try await store.deleteTask(id: id, owner: owner, cancelRunning: request.cancelRunning, now: clock.nowMicros())
+    var response = Hourglass_V1_DeleteResponse()
+    switch outcome {
+    case .deleted:
+      await dispatcher.forget(taskID: id, cancelling: nil, reason: "")
+    case .deletedCancellingRun(let runID):
+      await dispatcher.forget(taskID: id, cancelling: runID, reason: "the task was deleted")
+      response.cancelledRun = true
+    case .runInProgress(let runID):
+      throw RPCError(code: .failedPrecondition, message: "run \(runID) is in progress; delete with cancel_running to stop it")
+    case .notFound:
+      throw RPCError(code: .notFound, message: "no task \(request.taskID)")
+    }
+    return response
+  }
+
+  func listRuns(_ request: Hourglass_V1_ListRunsRequest, owner: String) async throws -> Hourglass_V1_ListRunsResponse {
+    let id = try taskID(request.taskID)
+    guard try await store.task(id: id, owner: owner) != nil else {
+      throw RPCError(code: .notFound, message: "no task \(request.taskID)")
+    }
+    let limit = request.pageSize == 0 ? 50 : min(Int(request.pageSize), 500)
+    var before: Int64?
+    if !request.pageToken.isEmpty {
+      guard let value = Int64(request.pageToken) else {
+        throw RPCError(code: .invalidArgument, message: "page_token: not a token from a previous page")
+      }
+      before = value
+    }
+    let runs = try await store.runs(taskID: id, owner: owner, before: before, limit: limit)
+    var response = Hourglass_V1_ListRunsResponse()
+    response.runs = runs.map(RecordConversion.runInfo)
+    if runs.count == limit, let last = runs.last {
+      response.nextPageToken = String(last.id.scheduledMicros)
+    }
+    return response
+  }
+}

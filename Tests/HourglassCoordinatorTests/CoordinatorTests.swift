@@ -1,0 +1,260 @@
+import Foundation
+import HourglassCoordinator
+import HourglassProto
+import HourglassRPC
+import SwiftProtobuf
+import Testing
+
+@Suite("Coordinator: scheduling, leases and results")
+struct CoordinatorTests {
+  @Test("a one-shot task runs once at its due time; status, last and next execution are right")
+  func oneShot() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let id = try await alice.schedule(once: 10)
+      let before = try await alice.get(id)
+      #expect(before.taskStatus == .scheduled)
+      #expect(before.nextExecution.seconds == Harness.start / 1_000_000 + 10)
+      #expect(!before.hasLastExecuted)
+
+      let executor = try await harness.executor("exec-1")
+      executor.grant(2)
+      harness.advance(seconds: 10)
+      let lease = try await executor.nextLease()
+      #expect(lease.taskID == id)
+      #expect(lease.runID == "\(id)@\(Harness.start + 10_000_000)")
+      #expect(lease.attempt == 1)
+      #expect(try await alice.get(id).taskStatus == .running)
+
+      #expect(try await executor.report(lease, outcome: .succeeded))
+      let after = try await alice.get(id)
+      #expect(after.taskStatus == .succeeded)
+      #expect(after.lastExecuted.seconds == Harness.start / 1_000_000 + 10)
+      #expect(!after.hasNextExecution)
+      let runs = try await alice.runs(id)
+      #expect(runs.count == 1)
+      #expect(runs.first?.status == .succeeded)
+      await executor.close()
+    }
+  }
+
+  @Test("a recurring task runs on schedule")
+  func recurring() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let id = try await alice.schedule(every: 60, recurring: true)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(1)
+      var scheduled: [String] = []
+      for round in 0..<3 {
+        // The anchor (now) is the first fire time; then every 60 s.
+        if round > 0 { harness.advance(seconds: 60) }
+        let lease = try await executor.nextLease()
+        scheduled.append(lease.runID)
+        #expect(try await executor.report(lease, outcome: .succeeded))
+        executor.grant(1)
+      }
+      #expect(scheduled == [0, 1, 2].map { "\(id)@\(Harness.start + Int64($0) * 60_000_000)" })
+      let info = try await alice.get(id)
+      #expect(info.taskStatus == .scheduled)
+      #expect(info.nextExecution.seconds == Harness.start / 1_000_000 + 180)
+      #expect(info.lastExecuted.seconds == Harness.start / 1_000_000 + 120)
+      await executor.close()
+    }
+  }
+
+  @Test("a failing run is retried with backoff, then dead")
+  func retries() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      var retry = Hourglass_V1_RetryPolicy()
+      retry.maxAttempts = 3
+      retry.initialBackoff = Google_Protobuf_Duration(seconds: 5)
+      retry.multiplier = 2
+      let id = try await alice.schedule(once: 1, retry: retry)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(1)
+      harness.advance(seconds: 1)
+      var runID = ""
+      for attempt in 1...3 {
+        let lease = try await executor.nextLease()
+        #expect(lease.attempt == UInt32(attempt))
+        if attempt > 1 { #expect(lease.runID == runID) }  // a retry is the same run
+        runID = lease.runID
+        #expect(try await executor.report(lease, outcome: .failed, exitCode: 3))
+        executor.grant(1)
+        if attempt < 3 {
+          #expect(try await alice.get(id).taskStatus == .retrying)
+          // Backoff: 5 s, then 10 s (no jitter set).
+          harness.advance(seconds: attempt == 1 ? 5 : 10)
+        }
+      }
+      let info = try await alice.get(id)
+      #expect(info.taskStatus == .failed)
+      let runs = try await alice.runs(id)
+      #expect(runs.count == 1)
+      #expect(runs.first?.status == .dead)
+      #expect(runs.first?.attempt == 3)
+      #expect(runs.first?.exitCode == 3)
+      await executor.close()
+    }
+  }
+
+  @Test("a stale result with an old fence is refused; the current one is recorded once")
+  func staleFence() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let id = try await alice.schedule(once: 1)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(1)
+      harness.advance(seconds: 1)
+      let lease = try await executor.nextLease()
+      #expect(try await executor.report(lease, outcome: .succeeded, fence: lease.fence + 1) == false)
+      #expect(try await executor.report(lease, outcome: .succeeded, fence: lease.fence - 1) == false)
+      #expect(try await executor.report(lease, outcome: .succeeded))
+      #expect(try await executor.report(lease, outcome: .failed) == false)
+      #expect(try await alice.get(id).taskStatus == .succeeded)
+      await executor.close()
+    }
+  }
+
+  @Test("an executor killed mid-run: the run goes out again after lease expiry, one result recorded")
+  func executorKilled() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let id = try await alice.schedule(once: 1)
+      let first = try await harness.executor("exec-1")
+      first.grant(1)
+      harness.advance(seconds: 1)
+      let lost = try await first.nextLease()
+      await first.kill()
+
+      let second = try await harness.executor("exec-2")
+      second.grant(1)
+      // Not before the lease (30 s) plus the skew bound (0.5 s) has run out.
+      harness.advance(seconds: 20)
+      harness.advance(seconds: 11)
+      let again = try await second.nextLease()
+      #expect(again.runID == lost.runID)
+      #expect(again.fence > lost.fence)
+      #expect(again.attempt == 2)
+      #expect(try await second.report(again, outcome: .succeeded))
+
+      // The first executor comes back and reports its stale attempt: refused.
+      let returning = try await harness.executor("exec-1")
+      #expect(try await returning.report(lost, outcome: .failed) == false)
+      let runs = try await alice.runs(id)
+      #expect(runs.count == 1)
+      #expect(runs.first?.status == .succeeded)
+      await second.close()
+      await returning.close()
+    }
+  }
+
+  @Test("deleting a pending task stops it from ever running")
+  func deletePending() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let doomed = try await alice.schedule(once: 10)
+      let later = try await alice.schedule(once: 20)
+      _ = try await alice.delete(doomed)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(2)
+      harness.advance(seconds: 30)
+      // The first lease to arrive is the later task's: the deleted one never went out.
+      let lease = try await executor.nextLease()
+      #expect(lease.taskID == later)
+      await #expect(throws: RPCError.self) { _ = try await alice.get(doomed) }
+      await executor.close()
+    }
+  }
+
+  @Test("deleting a running task: FAILED_PRECONDITION, or the executor is told to cancel")
+  func deleteRunning() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let id = try await alice.schedule(once: 1)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(1)
+      harness.advance(seconds: 1)
+      let lease = try await executor.nextLease()
+      await #expect {
+        _ = try await alice.delete(id)
+      } throws: { ($0 as? RPCError)?.code == .failedPrecondition }
+      let response = try await alice.delete(id, cancelRunning: true)
+      #expect(response.cancelledRun)
+      let message = try await executor.next()
+      guard case .cancel(let cancel)? = message.kind else {
+        Issue.record("expected a cancel, got \(message)")
+        return
+      }
+      #expect(cancel.runID == lease.runID)
+      #expect(cancel.fence == lease.fence)
+      // Its late result is not recorded.
+      #expect(try await executor.report(lease, outcome: .cancelled) == false)
+      await executor.close()
+    }
+  }
+
+  @Test("another user's task looks exactly like a missing one")
+  func crossUser() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let bob = harness.client("bob")
+      let id = try await alice.schedule(once: 100)
+      let missing = "01900000-0000-7000-8000-000000000000"
+      for target in [id, missing] {
+        await #expect { _ = try await bob.get(target) } throws: { ($0 as? RPCError)?.code == .notFound }
+        await #expect { _ = try await bob.delete(target) } throws: { ($0 as? RPCError)?.code == .notFound }
+        await #expect { _ = try await bob.runs(target) } throws: { ($0 as? RPCError)?.code == .notFound }
+      }
+      #expect(try await bob.list().isEmpty)
+      #expect(try await alice.list().map(\.taskID) == [id])
+      // And bob may not act as alice.
+      var request = Hourglass_V1_GetRequest()
+      request.userID = "alice"
+      request.taskID = id
+      await #expect {
+        let _: Hourglass_V1_GetResponse = try await bob.rpc.unary(MethodDescriptor(service: "hourglass.v1.TaskService", method: "Get"), request: request)
+      } throws: { ($0 as? RPCError)?.code == .permissionDenied }
+    }
+  }
+
+  @Test("invalid schedules are refused with the field and the reason")
+  func invalidSchedule() async throws {
+    try await Harness.with { harness in
+      var request = Hourglass_V1_ScheduleRequest()
+      request.taskBlob = Data([1])
+      request.schedule.cron = .with { $0.expression = "0 24 * * *" }
+      let rpc = harness.client("alice").rpc
+      await #expect {
+        let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(MethodDescriptor(service: "hourglass.v1.TaskService", method: "Schedule"), request: request)
+      } throws: { error in
+        guard let error = error as? RPCError else { return false }
+        return error.code == .invalidArgument && error.message.contains("hour 24 out of range 0-23")
+      }
+    }
+  }
+
+  @Test("runs due together go out by priority")
+  func priority() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let low = try await alice.schedule(once: 5, priority: -5)
+      let high = try await alice.schedule(once: 5, priority: 50)
+      let middle = try await alice.schedule(once: 5, priority: 0)
+      harness.advance(seconds: 6)
+      let executor = try await harness.executor("exec-1", slots: 1)
+      executor.grant(1)
+      var order: [String] = []
+      for _ in 0..<3 {
+        let lease = try await executor.nextLease()
+        order.append(lease.taskID)
+        #expect(try await executor.report(lease, outcome: .succeeded))
+        executor.grant(1)
+      }
+      #expect(order == [high, middle, low])
+      await executor.close()
+    }
+  }
+}

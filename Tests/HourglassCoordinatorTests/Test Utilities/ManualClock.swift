@@ -1,0 +1,51 @@
+import HourglassCoordinator
+import Synchronization
+
+/// A clock that moves only when the test says so; sleepers wake when it passes their deadline.
+final class ManualClock: CoordinatorClock {
+  private struct Sleeper {
+    var deadline: Int64
+    var continuation: CheckedContinuation<Void, any Error>
+  }
+
+  private let state: Mutex<(now: Int64, sleepers: [UInt64: Sleeper], next: UInt64)>
+
+  init(nowMicros: Int64) {
+    state = Mutex((nowMicros, [:], 0))
+  }
+
+  func nowMicros() -> Int64 { state.withLock { $0.now } }
+
+  /// Moves time forward and wakes every sleeper whose deadline has come.
+  func advance(byMicros delta: Int64) {
+    let woken = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
+      state.now += delta
+      let now = state.now
+      let due = state.sleepers.filter { $0.value.deadline <= now }
+      for key in due.keys { state.sleepers[key] = nil }
+      return due.values.map(\.continuation)
+    }
+    for continuation in woken { continuation.resume() }
+  }
+
+  func sleep(untilMicros deadline: Int64) async throws {
+    let id = state.withLock { state -> UInt64 in
+      state.next += 1
+      return state.next
+    }
+    try await withTaskCancellationHandler {
+      try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        let resumeNow = state.withLock { state -> Bool in
+          if state.now >= deadline || Task.isCancelled { return true }
+          state.sleepers[id] = Sleeper(deadline: deadline, continuation: continuation)
+          return false
+        }
+        if resumeNow { continuation.resume() }
+      }
+    } onCancel: {
+      let continuation = state.withLock { $0.sleepers.removeValue(forKey: id)?.continuation }
+      continuation?.resume(throwing: CancellationError())
+    }
+    try Task.checkCancellation()
+  }
+}
