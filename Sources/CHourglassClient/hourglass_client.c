@@ -91,6 +91,7 @@ struct hg_client {
 
   uint32_t call_timeout_ms;
   char *user_id;
+  hg_connect_options options; /* a copy, strings owned, for reconnecting */
 };
 
 /* A growable byte buffer. */
@@ -695,51 +696,9 @@ static int exchange_settings(hg_client *c, int64_t deadline, hg_status *st) {
   return HG_OK;
 }
 
-hg_client *hg_connect(const hg_connect_options *o, hg_status *st) {
-  if (o == NULL || o->host == NULL || o->host[0] == '\0' || o->port == 0 || o->ca_file == NULL ||
-      o->cert_file == NULL || o->key_file == NULL) {
-    set_status(st, HG_INVALID_ARGUMENT, HG_LOCAL_ARGUMENT, "host, port, ca_file, cert_file and key_file are required");
-    return NULL;
-  }
-  hg_client *c = calloc(1, sizeof *c);
-  if (c == NULL) {
-    set_status(st, HG_RESOURCE_EXHAUSTED, HG_LOCAL_NOMEM, "out of memory");
-    return NULL;
-  }
-  c->fd = -1;
-  c->next_stream_id = 1;
-  c->call_timeout_ms = o->call_timeout_ms;
-  uint32_t connect_ms = o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
-
-  if (setup_tls(c, o, st) != HG_OK) goto failed;
-  if (o->user_id != NULL) {
-    c->user_id = strdup(o->user_id);
-  } else {
-    c->user_id = certificate_common_name(SSL_get_certificate(c->ssl));
-    if (c->user_id == NULL) {
-      set_status(st, HG_INVALID_ARGUMENT, HG_LOCAL_ARGUMENT, "no user_id given and %s has no common name", o->cert_file);
-      goto failed;
-    }
-  }
-  if (c->user_id == NULL) {
-    set_status(st, HG_RESOURCE_EXHAUSTED, HG_LOCAL_NOMEM, "out of memory");
-    goto failed;
-  }
-  c->fd = tcp_connect(o->host, o->port, deadline_after(connect_ms), st);
-  if (c->fd < 0) goto failed;
-  if (tls_handshake(c, deadline_after(connect_ms), st) != HG_OK) goto failed;
-  if (exchange_settings(c, deadline_after(connect_ms), st) != HG_OK) goto failed;
-  ok_status(st);
-  return c;
-
-failed:
-  c->broken = 1;
-  hg_close(c);
-  return NULL;
-}
-
-void hg_close(hg_client *c) {
-  if (c == NULL) return;
+/* Ends the current connection, politely when it still works (GOAWAY, close_notify), and
+ * releases its resources; the client keeps its options and can open a new one. */
+static void close_connection(hg_client *c) {
   if (c->fd >= 0 && c->ssl != NULL && !c->broken) {
     int64_t deadline = now_ms() + CLOSE_GRACE_MS;
     Hourglass__Rpc__V1__GoAway g = HOURGLASS__RPC__V1__GO_AWAY__INIT;
@@ -756,10 +715,102 @@ void hg_close(hg_client *c) {
   }
   ERR_clear_error();
   if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
   SSL_free(c->ssl); /* frees both BIOs */
   SSL_CTX_free(c->ctx);
+  c->ssl = NULL;
+  c->ctx = NULL;
+  c->rbio = c->wbio = NULL;
+  c->in_off = c->in_len = 0;
+  c->broken = 1;
+}
+
+/* Opens a connection with the client's stored options: TCP, TLS, preface and SETTINGS. */
+static int open_connection(hg_client *c, hg_status *st) {
+  const hg_connect_options *o = &c->options;
+  uint32_t connect_ms = o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+  c->broken = 0;
+  c->goaway = 0;
+  c->goaway_last_stream_id = 0;
+  c->next_stream_id = 1;
+  c->last_stream_id = 0;
+  c->in_off = c->in_len = 0;
+  int rc = setup_tls(c, o, st);
+  if (rc == HG_OK && c->user_id == NULL) {
+    if (o->user_id != NULL) {
+      c->user_id = strdup(o->user_id);
+    } else {
+      c->user_id = certificate_common_name(SSL_get_certificate(c->ssl));
+      if (c->user_id == NULL) {
+        rc = set_status(st, HG_INVALID_ARGUMENT, HG_LOCAL_ARGUMENT, "no user_id given and %s has no common name",
+                        o->cert_file);
+      }
+    }
+    if (rc == HG_OK && c->user_id == NULL) rc = set_status(st, HG_RESOURCE_EXHAUSTED, HG_LOCAL_NOMEM, "out of memory");
+  }
+  if (rc == HG_OK) {
+    c->fd = tcp_connect(o->host, o->port, deadline_after(connect_ms), st);
+    if (c->fd < 0) rc = st ? st->code : HG_UNAVAILABLE;
+  }
+  if (rc == HG_OK) rc = tls_handshake(c, deadline_after(connect_ms), st);
+  if (rc == HG_OK) rc = exchange_settings(c, deadline_after(connect_ms), st);
+  if (rc != HG_OK) {
+    c->broken = 1;
+    close_connection(c);
+    return rc;
+  }
+  return ok_status(st);
+}
+
+static void free_options(hg_connect_options *o) {
+  free((char *)o->host);
+  free((char *)o->ca_file);
+  free((char *)o->cert_file);
+  free((char *)o->key_file);
+  free((char *)o->user_id);
+  memset(o, 0, sizeof *o);
+}
+
+static char *copy_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+hg_client *hg_connect(const hg_connect_options *o, hg_status *st) {
+  if (o == NULL || o->host == NULL || o->host[0] == '\0' || o->port == 0 || o->ca_file == NULL ||
+      o->cert_file == NULL || o->key_file == NULL) {
+    set_status(st, HG_INVALID_ARGUMENT, HG_LOCAL_ARGUMENT, "host, port, ca_file, cert_file and key_file are required");
+    return NULL;
+  }
+  hg_client *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    set_status(st, HG_RESOURCE_EXHAUSTED, HG_LOCAL_NOMEM, "out of memory");
+    return NULL;
+  }
+  c->fd = -1;
+  c->call_timeout_ms = o->call_timeout_ms;
+  c->options = *o;
+  c->options.host = copy_or_null(o->host);
+  c->options.ca_file = copy_or_null(o->ca_file);
+  c->options.cert_file = copy_or_null(o->cert_file);
+  c->options.key_file = copy_or_null(o->key_file);
+  c->options.user_id = copy_or_null(o->user_id);
+  if (!c->options.host || !c->options.ca_file || !c->options.cert_file || !c->options.key_file ||
+      (o->user_id && !c->options.user_id)) {
+    set_status(st, HG_RESOURCE_EXHAUSTED, HG_LOCAL_NOMEM, "out of memory");
+    hg_close(c);
+    return NULL;
+  }
+  if (open_connection(c, st) != HG_OK) {
+    hg_close(c);
+    return NULL;
+  }
+  return c;
+}
+
+void hg_close(hg_client *c) {
+  if (c == NULL) return;
+  close_connection(c);
   free(c->in);
   free(c->user_id);
+  free_options(&c->options);
   free(c);
 }
 
@@ -781,6 +832,51 @@ static void send_reset(hg_client *c, uint32_t stream_id, int code, const char *t
 }
 
 /*
+ * Handles what arrived while no call was running (the server's PINGs, a GOAWAY, the connection
+ * closing, late frames of finished streams) without waiting for anything.
+ */
+static void service_idle(hg_client *c) {
+  hg_status quiet;
+  while (!c->broken) {
+    frame f;
+    int rc = read_frame(c, now_ms(), &f, &quiet);
+    if (rc != HG_OK) return; /* nothing more has arrived (deadline now), or the connection failed */
+    switch (f.type) {
+      case FRAME_PING:
+        answer_ping(c, &f, now_ms() + CLOSE_GRACE_MS, &quiet);
+        break;
+      case FRAME_GOAWAY:
+        take_goaway(c, &f, &quiet);
+        break;
+      case FRAME_SETTINGS:
+        connection_error(c, HG_INTERNAL, "a second SETTINGS frame", &quiet);
+        break;
+      case FRAME_HEADERS:
+      case FRAME_MESSAGE:
+      case FRAME_TRAILERS:
+      case FRAME_RESET:
+      case FRAME_CREDIT:
+        if (f.stream_id == 0 || (f.stream_id & 1u) == 0 || f.stream_id > c->last_stream_id) {
+          connection_error(c, HG_INTERNAL, "frame for a stream that was never opened", &quiet);
+        }
+        break; /* a finished stream's late frame: ignored */
+      default:
+        break;
+    }
+  }
+}
+
+/* Makes sure there is a connection that can take a new call: answers what the server sent
+ * meanwhile and, when the old connection failed or is going away, opens a new one. The request
+ * has not been sent yet, so reconnecting is always safe. */
+static int ready_for_call(hg_client *c, hg_status *st) {
+  if (!c->broken) service_idle(c);
+  if (!c->broken && !c->goaway && c->next_stream_id <= MAX_STREAM_ID) return HG_OK;
+  close_connection(c);
+  return open_connection(c, st);
+}
+
+/*
  * One unary call: HEADERS, the request as MESSAGE frame(s) with END_STREAM, then frames until
  * TRAILERS or RESET. On success *response / *response_len hold the single response message
  * (malloc'd, possibly zero bytes long; free it).
@@ -791,13 +887,8 @@ static int unary_call(hg_client *c, const char *method, const ProtobufCMessage *
   if (st == NULL) st = &scratch; /* the logic below reads back what it wrote */
   *response = NULL;
   *response_len = 0;
-  if (c->broken) return set_status(st, HG_UNAVAILABLE, HG_LOCAL_CLOSED, "the connection is closed; reconnect");
-  if (c->goaway) {
-    return set_status(st, HG_UNAVAILABLE, HG_LOCAL_GOAWAY, "the server is going away; reconnect");
-  }
-  if (c->next_stream_id > MAX_STREAM_ID) {
-    return set_status(st, HG_UNAVAILABLE, HG_LOCAL_CLOSED, "stream ids used up on this connection; reconnect");
-  }
+  int rc = ready_for_call(c, st);
+  if (rc != HG_OK) return rc;
   int64_t deadline = deadline_after(c->call_timeout_ms);
 
   size_t request_len = protobuf_c_message_get_packed_size(request);
@@ -842,7 +933,7 @@ static int unary_call(hg_client *c, const char *method, const ProtobufCMessage *
     buf_free(&out);
     return set_status(st, HG_RESOURCE_EXHAUSTED, HG_LOCAL_NOMEM, "out of memory");
   }
-  int rc = send_buf(c, &out, deadline, st);
+  rc = send_buf(c, &out, deadline, st);
   buf_free(&out);
   if (rc != HG_OK) {
     if (rc == HG_DEADLINE_EXCEEDED) send_reset(c, sid, HG_DEADLINE_EXCEEDED, "deadline exceeded");

@@ -68,12 +68,14 @@ public enum InteropServer {
     router: RPCRouter,
     credentials: TLSCredentials,
     port: Int = 0,
+    connection: RPCConnectionHandler.Configuration = .defaults,
     _ body: (Int) async throws -> T
   ) async throws -> T {
     var logger = Logger(label: "hourglass.interop.server")
     logger.logLevel = .warning
     let tls = RPCTLSServer(
-      configuration: .init(host: "127.0.0.1", port: port, credentials: credentials, handshakeTimeout: .seconds(5), drainTimeout: .seconds(2)),
+      configuration: .init(
+        host: "127.0.0.1", port: port, credentials: credentials, connection: connection, handshakeTimeout: .seconds(5), drainTimeout: .seconds(2)),
       server: RPCServer(router: router, logger: logger),
       logger: logger
     )

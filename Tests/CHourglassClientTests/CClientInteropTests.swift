@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import HourglassCertificates
 import HourglassInterop
+import HourglassRPC
 import HourglassTransport
 import Testing
 
@@ -155,6 +156,31 @@ struct CClientInteropTests {
       #expect(result.3 >= 0.25 && result.3 < 3, "took \(result.3) s")
       #expect(result.4 == 0, "a later call on the same connection")
       #expect(result.5 == 1)
+    }
+  }
+
+  @Test("a connection the server closed while idle (unanswered keepalive PINGs) is reopened by the next call")
+  func reconnectsAfterIdleClose() async throws {
+    let fixture = try Fixture()
+    defer { fixture.remove() }
+    var connection = RPCConnectionHandler.Configuration.defaults
+    connection.keepaliveInterval = .milliseconds(100)
+    connection.keepaliveTimeout = .milliseconds(100)
+    try await InteropServer.with(router: makeTaskService(), credentials: fixture.pki.serverCredentials, connection: connection) { port in
+      let result = await onThread { () -> (Int32, Int32, String, Int32, Int32) in
+        let (client, status) = connect(port: port, files: fixture.files)
+        guard let client else { return (-1, -1, message(status), -1, -1) }
+        defer { hg_close(client) }
+        let (first, _) = schedule(client, ScheduleInput(kind: .every(60)))
+        usleep(1_500_000)  // idle: the server's PINGs go unanswered and it closes the connection
+        let (second, _, _) = list(client, token: nil, pageSize: 0)
+        let (third, tasks, _) = list(client, token: nil, pageSize: 0)
+        return (first.code, second.code, message(second), third.code, Int32(tasks.count))
+      }
+      #expect(result.0 == 0)
+      #expect(result.1 == 0, "\(result.2)")
+      #expect(result.3 == 0)
+      #expect(result.4 == 1, "the task scheduled on the first connection")
     }
   }
 

@@ -21,6 +21,12 @@
  *    connections may be used on different threads at once.
  *  - Blocking. Every call blocks until it has a result or its deadline passes. Deadlines are
  *    enforced with poll(); signals are not used (SIGPIPE is avoided with MSG_NOSIGNAL).
+ *  - Reconnecting. Before sending a call, the client answers what the server sent while it was
+ *    idle (PING, GOAWAY) and, when the connection has failed, been closed by the server (for
+ *    example after unanswered keepalive PINGs on an idle connection) or received GOAWAY, it
+ *    connects again with the options given to hg_connect (which it copied). A call that fails
+ *    after its request was sent is never retried by the library: it reports UNAVAILABLE (or
+ *    its status), and only GOAWAY-refused calls (HG_LOCAL_GOAWAY) are known not to have run.
  */
 #ifndef HOURGLASS_CLIENT_H
 #define HOURGLASS_CLIENT_H
@@ -83,7 +89,8 @@ const char *hg_status_code_name(int code);
 /* A connection to a coordinator. Opaque; made by hg_connect, freed by hg_close. */
 typedef struct hg_client hg_client;
 
-/* What hg_connect needs. Zero-initialise, then fill in. Only read during hg_connect. */
+/* What hg_connect needs. Zero-initialise, then fill in. hg_connect copies it (for reconnecting);
+ * the caller's strings may be freed once it returns. */
 typedef struct hg_connect_options {
   const char *host;            /* DNS name or IP address; the server certificate must match it */
   uint16_t port;
@@ -108,8 +115,9 @@ hg_client *hg_connect(const hg_connect_options *options, hg_status *status);
  * returned by earlier calls (tasks, lists, strings) stay valid. Accepts NULL. */
 void hg_close(hg_client *client);
 
-/* Whether the connection can still carry calls (1) or has failed or been told to go away (0);
- * a client that returns 0 should be closed and a new one connected. */
+/* Whether the current connection can still carry calls (1) or has failed or been told to go
+ * away by the server (0). Informative only: the next call opens a new connection by itself
+ * (see "Reconnecting" above). */
 int hg_is_usable(const hg_client *client);
 
 /* Kinds of schedule (one per request). */
