@@ -20,7 +20,7 @@ struct CClientInteropTests {
     let blob = Array("#!/bin/sh\necho from C\n".utf8)
     let expectedSHA = SHA256.hash(data: blob).map { String(format: "%02x", $0) }.joined()
 
-    try await InteropServer.with(router: makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
+    try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
       let outcome = await onThread { () -> [String: String] in
         var notes: [String: String] = [:]
         let (client, connectStatus) = connect(port: port, files: fixture.files)
@@ -50,7 +50,7 @@ struct CClientInteropTests {
 
         // Four more, one of each other kind.
         var ids = [id1]
-        for kind in [ScheduleInput.Kind.every(90), .at("2031-02-03T04:05:06Z"), .at("2031-02-03T04:05"), .cron("@daily")] {
+        for kind in [ScheduleInput.Kind.every(90), .at("2031-02-03T04:05:06Z"), .at("2031-02-03T04:05:00"), .cron("@daily")] {
           let (s, id) = schedule(client, ScheduleInput(kind: kind, timeZone: "Europe/Paris"))
           if s.code != 0 { notes["schedule.more"] = message(s) }
           if let id { ids.append(id) }
@@ -104,7 +104,7 @@ struct CClientInteropTests {
       #expect(outcome["listed"] == outcome["ids"])
       #expect(
         outcome["everyKind"]
-          == "cron */5 * * * * in UTC|every 90s in Europe/Paris|once at 2031-02-03T04:05:06Z in Europe/Paris|once at 2031-02-03T04:05 in Europe/Paris|cron @daily in Europe/Paris"
+          == "cron */5 * * * * in UTC|every 90s in Europe/Paris|once at 2031-02-03T04:05:06Z in Europe/Paris|once at 2031-02-03T04:05:00 in Europe/Paris|cron @daily in Europe/Paris"
       )
       #expect(outcome["delete"] == "0")
       #expect(outcome["getAfterDelete"] == "\(HG_NOT_FOUND)")
@@ -120,7 +120,7 @@ struct CClientInteropTests {
     defer { fixture.remove() }
     let blob = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
     let expectedSHA = SHA256.hash(data: blob).map { String(format: "%02x", $0) }.joined()
-    try await InteropServer.with(router: makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
+    try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
       let (scheduled, sha) = await onThread { () -> (String, String?) in
         let (client, status) = connect(port: port, files: fixture.files)
         guard let client else { return (message(status), nil) }
@@ -140,7 +140,7 @@ struct CClientInteropTests {
   func deadlineExceeded() async throws {
     let fixture = try Fixture()
     defer { fixture.remove() }
-    try await InteropServer.with(router: makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
+    try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
       let result = await onThread { () -> (Int32, Int32, String, Double, Int32, Int32) in
         let (client, status) = connect(port: port, files: fixture.files, callTimeoutMs: 300)
         guard let client else { return (-1, -1, message(status), 0, -1, -1) }
@@ -166,7 +166,7 @@ struct CClientInteropTests {
     var connection = RPCConnectionHandler.Configuration.defaults
     connection.keepaliveInterval = .milliseconds(100)
     connection.keepaliveTimeout = .milliseconds(100)
-    try await InteropServer.with(router: makeTaskService(), credentials: fixture.pki.serverCredentials, connection: connection) { port in
+    try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials, connection: connection) { port in
       let result = await onThread { () -> (Int32, Int32, String, Int32, Int32) in
         let (client, status) = connect(port: port, files: fixture.files)
         guard let client else { return (-1, -1, message(status), -1, -1) }
@@ -207,7 +207,7 @@ struct CClientInteropTests {
     let fixture = try Fixture()
     defer { fixture.remove() }
     let other = try InteropPKI(caName: "Other CA")
-    try await InteropServer.with(router: makeTaskService(), credentials: other.serverCredentials) { port in
+    try await InteropServer.with(router: try await makeTaskService(), credentials: other.serverCredentials) { port in
       let (code, local, text) = await onThread { () -> (Int32, Int32, String) in
         let (client, status) = connect(port: port, files: fixture.files)
         if let client { hg_close(client) }
@@ -226,7 +226,7 @@ struct CClientInteropTests {
     let dnsOnly = try fixture.pki.ca.issue(name: "coordinator-dns", role: .coordinator, dnsNames: ["hourglass.test"])
     let credentials = TLSCredentials(
       trustedCAPEM: fixture.pki.ca.authority.certificatePEM, certificatePEM: dnsOnly.certificatePEM, privateKeyPEM: dnsOnly.privateKeyPEM)
-    try await InteropServer.with(router: makeTaskService(), credentials: credentials) { port in
+    try await InteropServer.with(router: try await makeTaskService(), credentials: credentials) { port in
       let (code, text) = await onThread { () -> (Int32, String) in
         let (client, status) = connect(host: "127.0.0.1", port: port, files: fixture.files)
         if let client { hg_close(client) }
@@ -247,7 +247,7 @@ struct CClientInteropTests {
     let files = InteropPKI.Files(
       ca: fixture.files.ca, certificate: otherFiles.certificate, key: otherFiles.key,
       serverCertificate: otherFiles.serverCertificate, serverKey: otherFiles.serverKey)
-    try await InteropServer.with(router: makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
+    try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
       let (code, text) = await onThread { () -> (Int32, String) in
         let (client, status) = connect(port: port, files: files)
         guard let client else { return (status.code, message(status)) }
@@ -263,7 +263,7 @@ struct CClientInteropTests {
   func serverStatusPassesThrough() async throws {
     let fixture = try Fixture()
     defer { fixture.remove() }
-    try await InteropServer.with(router: makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
+    try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
       let (code, local, text) = await onThread { () -> (Int32, Int32, String) in
         let (client, status) = connect(port: port, files: fixture.files, userID: "bob")
         guard let client else { return (-1, -1, message(status)) }
@@ -282,7 +282,7 @@ struct CClientInteropTests {
     let fixture = try Fixture()
     defer { fixture.remove() }
     // Take a free port and release it.
-    let port = try await InteropServer.with(router: makeTaskService(), credentials: fixture.pki.serverCredentials) { $0 }
+    let port = try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials) { $0 }
     let (code, local) = await onThread { () -> (Int32, Int32) in
       let (client, status) = connect(port: port, files: fixture.files)
       if let client { hg_close(client) }

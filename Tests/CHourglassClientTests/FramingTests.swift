@@ -31,6 +31,13 @@ struct CClientFramingTests {
     }
   }
 
+  /// Waits up to 2 s for the recorded frames to satisfy `done`.
+  static func waitFor(_ recorder: S.Recorder, _ done: ([(UInt8, UInt8, UInt32, [UInt8])]) -> Bool) async throws {
+    for _ in 0..<100 where !done(recorder.all) {
+      try await Task.sleep(for: .milliseconds(20))
+    }
+  }
+
   @Test("PING answered with PONG; unknown frames, response HEADERS, CREDIT and fragments handled")
   func everythingAClientMustHandle() async throws {
     let recorder = S.Recorder()
@@ -51,6 +58,9 @@ struct CClientFramingTests {
     #expect(task?.name == "n")
     #expect(task?.status == Int32(HG_TASK_SUCCEEDED.rawValue))
     #expect(usable == 1)
+    // The client sent its frames before the call returned; the server's event loop may still
+    // be reading them.
+    try await Self.waitFor(recorder) { frames in frames.contains { $0.0 == 7 } }
     let frames = recorder.all
     #expect(frames.first?.0 == 0, "SETTINGS first")
     #expect(frames.contains { $0.0 == 7 && $0.2 == 0 && $0.3 == Array("12345678".utf8) }, "PONG with the PING's bytes")
@@ -103,9 +113,7 @@ struct CClientFramingTests {
     #expect(status.local == Int32(HG_LOCAL_PROTOCOL))
     #expect(usable == 0)
     // The GOAWAY is sent before the call returns; give the server's event loop a moment.
-    for _ in 0..<50 where !recorder.all.contains(where: { $0.0 == 8 }) {
-      try await Task.sleep(for: .milliseconds(20))
-    }
+    try await Self.waitFor(recorder) { frames in frames.contains { $0.0 == 8 } }
     #expect(recorder.all.contains { $0.0 == 8 && $0.3.starts(with: [0x10, 13]) }, "GOAWAY code 13")
   }
 

@@ -10,10 +10,13 @@ import NIOTLS
 import Synchronization
 
 /// The server the C client is tested against. This is the one line to change to test the real
-/// coordinator's TaskService instead of the in-memory fake (it must return an `RPCRouter`
-/// that serves `/hourglass.v1.TaskService/{Schedule,Get,List,Delete}`, and `Get` of
-/// `FakeTaskService.waitTaskID` must not answer before the deadline test's deadline).
-let makeTaskService: @Sendable () -> RPCRouter = { FakeTaskService().router() }
+/// coordinator's TaskService instead of the in-memory fake: it returns an `RPCRouter` serving
+/// `/hourglass.v1.TaskService/{Schedule,Get,List,Delete}`, e.g.
+/// `{ try await Coordinator(configuration: .defaults, store: SQLiteTaskStore(configuration: .defaults(path: NSTemporaryDirectory() + UUID().uuidString), logger: Logger(label: "t")), tls: nil, logger: Logger(label: "t")).server.router }`
+/// (with HourglassCoordinator and HourglassStoreSQLite added to the test target's dependencies).
+/// The deadline test needs `Get` of `FakeTaskService.waitTaskID` not to answer before its
+/// deadline, which only the fake does.
+let makeTaskService: @Sendable () async throws -> RPCRouter = { FakeTaskService().router() }
 
 /// Certificates written to a fresh temporary folder, made once per test.
 struct Fixture: Sendable {

@@ -6,7 +6,8 @@
  *   hourglass_error_paths HOST PORT PKI_DIR
  *
  * PKI_DIR holds the files the interop server writes (ca.pem, user.pem, user-key.pem,
- * server.pem).
+ * server.pem). The deadline case needs the interop server's FakeTaskService, whose Get of the
+ * task id "wait-forever" never answers; every other case also holds against the coordinator.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -55,10 +56,15 @@ int main(int argc, char **argv) {
   if (c != NULL) {
     hg_task *t = NULL;
     expect("get past its deadline", hg_get(c, "wait-forever", &t, &st), HG_DEADLINE_EXCEEDED, &st);
-    expect("get of a missing task", hg_get(c, "no-such-task", &t, &st), HG_NOT_FOUND, &st);
-    expect("delete of a missing task", hg_delete(c, "no-such-task", 0, NULL, &st), HG_NOT_FOUND, &st);
+    /* A well-formed id (a UUID) that names no task. */
+    const char *missing = "00000000-0000-7000-8000-000000000000";
+    expect("get of a missing task", hg_get(c, missing, &t, &st), HG_NOT_FOUND, &st);
+    expect("delete of a missing task", hg_delete(c, missing, 0, NULL, &st), HG_NOT_FOUND, &st);
     hg_schedule_request r;
     memset(&r, 0, sizeof r);
+    static const uint8_t script[] = "#!/bin/sh\nexit 0\n";
+    r.blob = script;
+    r.blob_len = sizeof script - 1;
     r.kind = HG_SCHEDULE_AT;
     r.at = "not a time";
     char *id = NULL;
