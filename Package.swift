@@ -126,11 +126,50 @@ let package = Package(
       swiftSettings: strictSettings
     ),
 
+    // MARK: Scheduling
+    .target(
+      name: "HourglassExecutor",
+      dependencies: [
+        "HourglassRPC",
+        "HourglassTransport",
+        "HourglassProto",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "NIOCore", package: "swift-nio"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .target(
+      name: "HourglassCoordinator",
+      dependencies: [
+        "HourglassCore",
+        "HourglassProto",
+        "HourglassRPC",
+        "HourglassTransport",
+        "HourglassStore",
+        .product(name: "Crypto", package: "swift-crypto"),
+        .product(name: "DequeModule", package: "swift-collections"),
+        .product(name: "HeapModule", package: "swift-collections"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "NIOCore", package: "swift-nio"),
+      ],
+      swiftSettings: strictSettings
+    ),
+
     // MARK: Executables
     .executableTarget(
       name: "hourglass",
       dependencies: [
         "HourglassCore",
+        "HourglassCoordinator",
+        "HourglassExecutor",
+        "HourglassStore",
+        "HourglassStoreSQLite",
+        "HourglassStorePostgres",
+        "HourglassCertificates",
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         "HourglassProto",
         "HourglassRPC",
         "HourglassTransport",
@@ -191,6 +230,32 @@ let package = Package(
     ),
 
     // MARK: Tests
+    .testTarget(
+      name: "HourglassExecutorTests",
+      dependencies: [
+        "HourglassExecutor",
+        "HourglassRPC",
+        "HourglassProto",
+        .product(name: "Logging", package: "swift-log"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "HourglassCoordinatorTests",
+      dependencies: [
+        "HourglassCoordinator",
+        "HourglassStore",
+        "HourglassStoreSQLite",
+        "HourglassCertificates",
+        "HourglassTransport",
+        "HourglassRPC",
+        "HourglassProto",
+        "HourglassCore",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strictSettings
+    ),
     .testTarget(
       name: "HourglassCoreTests",
       dependencies: ["HourglassCore"],

@@ -146,20 +146,25 @@ public final class RPCTLSServer: Service, Sendable {
     for channel in open {
       channel.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent())
     }
+    guard !open.isEmpty else { return }
     let deadline = ContinuousClock.now + .nanoseconds(configuration.drainTimeout.nanoseconds)
-    await withTaskGroup(of: Void.self) { group in
+    await withTaskGroup(of: Bool.self) { group in
       for channel in open {
-        group.addTask { try? await channel.closeFuture.get() }
+        group.addTask {
+          try? await channel.closeFuture.get()
+          return true
+        }
       }
       group.addTask {
         try? await Task.sleep(until: deadline)
+        return false
       }
       // Either every connection closed, or the grace period ended.
       var closed = 0
-      while await group.next() != nil {
+      while let connectionClosed = await group.next() {
+        guard connectionClosed else { break }
         closed += 1
         if closed == open.count { break }
-        if ContinuousClock.now >= deadline { break }
       }
       group.cancelAll()
     }

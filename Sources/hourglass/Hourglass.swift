@@ -13,7 +13,10 @@ struct Hourglass: AsyncParsableCommand {
     commandName: "hourglass",
     abstract: "A distributed task scheduler: schedule binaries once, by cron or at an interval.",
     subcommands: [
-      Preview.self
+      CoordinatorCommand.self,
+      ExecutorCommand.self,
+      CertsCommand.self,
+      Preview.self,
     ]
   )
 

@@ -6,218 +6,220 @@ import NIOSSL
 import SwiftProtobuf
 import Testing
 
-@Suite("TLS transport")
-struct TLSTransportTests {
-  @Test("the caller's identity comes from its client certificate")
-  func identity() async throws {
-    try await TestServer.with { server in
-      let (client, connection) = try server.client()
-      let reply = try await client.unary(TestService.whoAmI, request: Google_Protobuf_StringValue(""), responseType: Google_Protobuf_StringValue.self)
-      #expect(reply.value == "user:alice")
-      await connection.close()
+extension TLSLoopbackTests {
+  @Suite("TLS transport")
+  struct TLSTransportTests {
+    @Test("the caller's identity comes from its client certificate")
+    func identity() async throws {
+      try await TestServer.with { server in
+        let (client, connection) = try server.client()
+        let reply = try await client.unary(TestService.whoAmI, request: Google_Protobuf_StringValue(""), responseType: Google_Protobuf_StringValue.self)
+        #expect(reply.value == "user:alice")
+        await connection.close()
+      }
     }
-  }
 
-  @Test("1,000 concurrent streams on one connection")
-  func manyStreams() async throws {
-    try await TestServer.with { server in
-      let (client, connection) = try server.client()
-      let replies = try await withThrowingTaskGroup(of: String.self) { group in
-        for i in 0..<1000 {
-          group.addTask {
-            try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("m\(i)"), responseType: Google_Protobuf_StringValue.self).value
+    @Test("1,000 concurrent streams on one connection")
+    func manyStreams() async throws {
+      try await TestServer.with { server in
+        let (client, connection) = try server.client()
+        let replies = try await withThrowingTaskGroup(of: String.self) { group in
+          for i in 0..<1000 {
+            group.addTask {
+              try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("m\(i)"), responseType: Google_Protobuf_StringValue.self).value
+            }
+          }
+          var all = Set<String>()
+          for try await reply in group { all.insert(reply) }
+          return all
+        }
+        #expect(replies.count == 1000)
+        #expect(replies.contains("M999"))
+        await connection.close()
+      }
+    }
+
+    @Test("more concurrent calls than the server allows wait for a free stream instead of failing")
+    func streamLimitQueues() async throws {
+      var settings = RPCConnectionHandler.Configuration.defaults
+      settings.settings.maxConcurrentStreams = 4
+      try await TestServer.with(connection: settings) { server in
+        let (client, connection) = try server.client()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+          for i in 0..<50 {
+            group.addTask {
+              _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("m\(i)"), responseType: Google_Protobuf_StringValue.self)
+            }
+          }
+          try await group.waitForAll()
+        }
+        await connection.close()
+      }
+    }
+
+    @Test("an oversized frame gets GOAWAY RESOURCE_EXHAUSTED, and the server still serves others")
+    func oversizedFrame() async throws {
+      try await TestServer.with { server in
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        var header: [UInt8] = []
+        header += [0x10, 0x00, 0x00, 0x00]  // 256 MiB payload announced
+        header += [FrameType.message.rawValue, 0]
+        header += [0, 0, 0, 1]
+        try await raw.send(RawFrames.preface + RawFrames.emptySettings + header)
+        let frames = await raw.framesUntilClose()
+        let goAway = try #require(frames.last { $0.type == .goAway })
+        let wire = try WireGoAway(serializedBytes: Array(goAway.payload.readableBytesView))
+        #expect(wire.code == StatusCode.resourceExhausted.rawValue)
+        #expect(wire.message.contains("exceeds the maximum frame size"))
+
+        let (client, connection) = try server.client()
+        let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("still here"), responseType: Google_Protobuf_StringValue.self)
+        #expect(reply.value == "STILL HERE")
+        await connection.close()
+      }
+    }
+
+    @Test("an oversized message resets only its stream")
+    func oversizedMessage() async throws {
+      var small = RPCConnectionHandler.Configuration.defaults
+      small.settings.maxMessageSize = 1024
+      try await TestServer.with(connection: small) { server in
+        let (client, connection) = try server.client()
+        await #expect {
+          _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue(String(repeating: "x", count: 5000)), responseType: Google_Protobuf_StringValue.self)
+        } throws: { ($0 as? RPCError)?.code == .resourceExhausted }
+        let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("ok"), responseType: Google_Protobuf_StringValue.self)
+        #expect(reply.value == "OK")
+        await connection.close()
+      }
+    }
+
+    @Test("random garbage closes only that connection", arguments: [UInt64(1), 2, 3, 4])
+    func garbage(seed: UInt64) async throws {
+      try await TestServer.with { server in
+        var rng = SplitMix64(seed: seed)
+        let garbage = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        try? await raw.send(garbage)
+        await raw.waitForClose()
+        // And garbage after a valid start.
+        let raw2 = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        try? await raw2.send(RawFrames.preface + RawFrames.emptySettings + garbage)
+        await raw2.waitForClose()
+
+        let (client, connection) = try server.client()
+        let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("fine"), responseType: Google_Protobuf_StringValue.self)
+        #expect(reply.value == "FINE")
+        await connection.close()
+      }
+    }
+
+    @Test("a client certificate from another CA is refused")
+    func otherCA() async throws {
+      try await TestServer.with { server in
+        let (client, connection) = try server.client(credentials: TestPKI.intruderCredentials)
+        // TLS 1.3 reports the refusal at the client's first read: the call must fail.
+        await #expect {
+          _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("let me in"), responseType: Google_Protobuf_StringValue.self)
+        } throws: { ($0 as? RPCError)?.code == .unavailable }
+        await connection.close()
+      }
+    }
+
+    @Test("a client without a certificate is refused")
+    func noCertificate() async throws {
+      try await TestServer.with { server in
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv13
+        configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(TestPKI.ca.authority.certificatePEM.utf8)))
+        configuration.applicationProtocols = ["hourglass/1"]
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: configuration, serverName: "localhost")
+        try? await raw.send(RawFrames.preface + RawFrames.emptySettings)
+        let frames = await raw.framesUntilClose()
+        #expect(frames.isEmpty)
+      }
+    }
+
+    @Test("a TLS 1.2-only client is refused")
+    func tls12() async throws {
+      try await TestServer.with { server in
+        var configuration = try RawTLSClient.standardConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.maximumTLSVersion = .tlsv12
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: configuration, serverName: "localhost")
+        try? await raw.send(RawFrames.preface + RawFrames.emptySettings)
+        let frames = await raw.framesUntilClose()
+        #expect(frames.isEmpty)
+      }
+    }
+
+    @Test("a server certificate that does not name the host is refused")
+    func wrongHostname() async throws {
+      let dnsOnly = TLSCredentials(trustedCAPEM: TestPKI.ca.authority.certificatePEM, certificatePEM: TestPKI.dnsOnlyServer.certificatePEM, privateKeyPEM: TestPKI.dnsOnlyServer.privateKeyPEM)
+      try await TestServer.with(credentials: dnsOnly) { server in
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let transport = try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: server.port, serverName: "localhost", credentials: TestPKI.aliceCredentials), logger: logger)
+        await #expect {
+          _ = try await RPCClient(transport: transport).unary(TestService.unary, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
+        } throws: { ($0 as? RPCError)?.code == .unavailable }
+      }
+    }
+
+    @Test("a connection that never sends SETTINGS is closed at the deadline")
+    func settingsTimeout() async throws {
+      var quick = RPCConnectionHandler.Configuration.defaults
+      quick.settingsTimeout = .milliseconds(200)
+      try await TestServer.with(connection: quick) { server in
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        try await raw.send(RawFrames.preface)
+        let frames = await raw.framesUntilClose()
+        let goAway = try #require(frames.last { $0.type == .goAway })
+        let wire = try WireGoAway(serializedBytes: Array(goAway.payload.readableBytesView))
+        #expect(wire.code == StatusCode.deadlineExceeded.rawValue)
+      }
+    }
+
+    @Test("keepalive: a peer that stops answering PINGs is dropped")
+    func keepalive() async throws {
+      var pinging = RPCConnectionHandler.Configuration.defaults
+      pinging.keepaliveInterval = .milliseconds(100)
+      pinging.keepaliveTimeout = .milliseconds(200)
+      try await TestServer.with(connection: pinging) { server in
+        // The raw client completes the handshake but never answers a PING.
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        try await raw.send(RawFrames.preface + RawFrames.emptySettings)
+        let frames = await raw.framesUntilClose()
+        #expect(frames.contains { $0.type == .ping })
+      }
+    }
+
+    @Test("GOAWAY drain lets in-flight calls finish and refuses new ones")
+    func goAwayDrain() async throws {
+      try await TestServer.with { server in
+        let (client, connection) = try server.client()
+        let inFlight = Task {
+          try await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
+        }
+        await server.probe.started.wait()
+        await server.group.triggerGracefulShutdown()
+        // New calls are refused once the drain has begun (polling with real calls, no sleeps).
+        var refused = false
+        for _ in 0..<10_000 where !refused {
+          do {
+            _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("late"), responseType: Google_Protobuf_StringValue.self)
+          } catch let error as RPCError {
+            #expect(error.code == .unavailable)
+            refused = true
           }
         }
-        var all = Set<String>()
-        for try await reply in group { all.insert(reply) }
-        return all
+        #expect(refused)
+        // The call accepted before the GOAWAY still completes normally.
+        server.probe.gate.signal()
+        let reply = try await inFlight.value
+        #expect(reply.value == "done:a")
+        await connection.close()
       }
-      #expect(replies.count == 1000)
-      #expect(replies.contains("M999"))
-      await connection.close()
-    }
-  }
-
-  @Test("more concurrent calls than the server allows wait for a free stream instead of failing")
-  func streamLimitQueues() async throws {
-    var settings = RPCConnectionHandler.Configuration.defaults
-    settings.settings.maxConcurrentStreams = 4
-    try await TestServer.with(connection: settings) { server in
-      let (client, connection) = try server.client()
-      try await withThrowingTaskGroup(of: Void.self) { group in
-        for i in 0..<50 {
-          group.addTask {
-            _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("m\(i)"), responseType: Google_Protobuf_StringValue.self)
-          }
-        }
-        try await group.waitForAll()
-      }
-      await connection.close()
-    }
-  }
-
-  @Test("an oversized frame gets GOAWAY RESOURCE_EXHAUSTED, and the server still serves others")
-  func oversizedFrame() async throws {
-    try await TestServer.with { server in
-      let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
-      var header: [UInt8] = []
-      header += [0x10, 0x00, 0x00, 0x00]  // 256 MiB payload announced
-      header += [FrameType.message.rawValue, 0]
-      header += [0, 0, 0, 1]
-      try await raw.send(RawFrames.preface + RawFrames.emptySettings + header)
-      let frames = await raw.framesUntilClose()
-      let goAway = try #require(frames.last { $0.type == .goAway })
-      let wire = try WireGoAway(serializedBytes: Array(goAway.payload.readableBytesView))
-      #expect(wire.code == StatusCode.resourceExhausted.rawValue)
-      #expect(wire.message.contains("exceeds the maximum frame size"))
-
-      let (client, connection) = try server.client()
-      let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("still here"), responseType: Google_Protobuf_StringValue.self)
-      #expect(reply.value == "STILL HERE")
-      await connection.close()
-    }
-  }
-
-  @Test("an oversized message resets only its stream")
-  func oversizedMessage() async throws {
-    var small = RPCConnectionHandler.Configuration.defaults
-    small.settings.maxMessageSize = 1024
-    try await TestServer.with(connection: small) { server in
-      let (client, connection) = try server.client()
-      await #expect {
-        _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue(String(repeating: "x", count: 5000)), responseType: Google_Protobuf_StringValue.self)
-      } throws: { ($0 as? RPCError)?.code == .resourceExhausted }
-      let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("ok"), responseType: Google_Protobuf_StringValue.self)
-      #expect(reply.value == "OK")
-      await connection.close()
-    }
-  }
-
-  @Test("random garbage closes only that connection", arguments: [UInt64(1), 2, 3, 4])
-  func garbage(seed: UInt64) async throws {
-    try await TestServer.with { server in
-      var rng = SplitMix64(seed: seed)
-      let garbage = (0..<4096).map { _ in UInt8.random(in: 0...255, using: &rng) }
-      let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
-      try? await raw.send(garbage)
-      await raw.waitForClose()
-      // And garbage after a valid start.
-      let raw2 = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
-      try? await raw2.send(RawFrames.preface + RawFrames.emptySettings + garbage)
-      await raw2.waitForClose()
-
-      let (client, connection) = try server.client()
-      let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("fine"), responseType: Google_Protobuf_StringValue.self)
-      #expect(reply.value == "FINE")
-      await connection.close()
-    }
-  }
-
-  @Test("a client certificate from another CA is refused")
-  func otherCA() async throws {
-    try await TestServer.with { server in
-      let (client, connection) = try server.client(credentials: TestPKI.intruderCredentials)
-      // TLS 1.3 reports the refusal at the client's first read: the call must fail.
-      await #expect {
-        _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("let me in"), responseType: Google_Protobuf_StringValue.self)
-      } throws: { ($0 as? RPCError)?.code == .unavailable }
-      await connection.close()
-    }
-  }
-
-  @Test("a client without a certificate is refused")
-  func noCertificate() async throws {
-    try await TestServer.with { server in
-      var configuration = TLSConfiguration.makeClientConfiguration()
-      configuration.minimumTLSVersion = .tlsv13
-      configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(TestPKI.ca.authority.certificatePEM.utf8)))
-      configuration.applicationProtocols = ["hourglass/1"]
-      let raw = try await RawTLSClient.connect(port: server.port, configuration: configuration, serverName: "localhost")
-      try? await raw.send(RawFrames.preface + RawFrames.emptySettings)
-      let frames = await raw.framesUntilClose()
-      #expect(frames.isEmpty)
-    }
-  }
-
-  @Test("a TLS 1.2-only client is refused")
-  func tls12() async throws {
-    try await TestServer.with { server in
-      var configuration = try RawTLSClient.standardConfiguration()
-      configuration.minimumTLSVersion = .tlsv12
-      configuration.maximumTLSVersion = .tlsv12
-      let raw = try await RawTLSClient.connect(port: server.port, configuration: configuration, serverName: "localhost")
-      try? await raw.send(RawFrames.preface + RawFrames.emptySettings)
-      let frames = await raw.framesUntilClose()
-      #expect(frames.isEmpty)
-    }
-  }
-
-  @Test("a server certificate that does not name the host is refused")
-  func wrongHostname() async throws {
-    let dnsOnly = TLSCredentials(trustedCAPEM: TestPKI.ca.authority.certificatePEM, certificatePEM: TestPKI.dnsOnlyServer.certificatePEM, privateKeyPEM: TestPKI.dnsOnlyServer.privateKeyPEM)
-    try await TestServer.with(credentials: dnsOnly) { server in
-      var logger = Logger(label: "test")
-      logger.logLevel = .critical
-      let transport = try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: server.port, serverName: "localhost", credentials: TestPKI.aliceCredentials), logger: logger)
-      await #expect {
-        _ = try await RPCClient(transport: transport).unary(TestService.unary, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
-      } throws: { ($0 as? RPCError)?.code == .unavailable }
-    }
-  }
-
-  @Test("a connection that never sends SETTINGS is closed at the deadline")
-  func settingsTimeout() async throws {
-    var quick = RPCConnectionHandler.Configuration.defaults
-    quick.settingsTimeout = .milliseconds(200)
-    try await TestServer.with(connection: quick) { server in
-      let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
-      try await raw.send(RawFrames.preface)
-      let frames = await raw.framesUntilClose()
-      let goAway = try #require(frames.last { $0.type == .goAway })
-      let wire = try WireGoAway(serializedBytes: Array(goAway.payload.readableBytesView))
-      #expect(wire.code == StatusCode.deadlineExceeded.rawValue)
-    }
-  }
-
-  @Test("keepalive: a peer that stops answering PINGs is dropped")
-  func keepalive() async throws {
-    var pinging = RPCConnectionHandler.Configuration.defaults
-    pinging.keepaliveInterval = .milliseconds(100)
-    pinging.keepaliveTimeout = .milliseconds(200)
-    try await TestServer.with(connection: pinging) { server in
-      // The raw client completes the handshake but never answers a PING.
-      let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
-      try await raw.send(RawFrames.preface + RawFrames.emptySettings)
-      let frames = await raw.framesUntilClose()
-      #expect(frames.contains { $0.type == .ping })
-    }
-  }
-
-  @Test("GOAWAY drain lets in-flight calls finish and refuses new ones")
-  func goAwayDrain() async throws {
-    try await TestServer.with { server in
-      let (client, connection) = try server.client()
-      let inFlight = Task {
-        try await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
-      }
-      await server.probe.started.wait()
-      await server.group.triggerGracefulShutdown()
-      // New calls are refused once the drain has begun (polling with real calls, no sleeps).
-      var refused = false
-      for _ in 0..<10_000 where !refused {
-        do {
-          _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("late"), responseType: Google_Protobuf_StringValue.self)
-        } catch let error as RPCError {
-          #expect(error.code == .unavailable)
-          refused = true
-        }
-      }
-      #expect(refused)
-      // The call accepted before the GOAWAY still completes normally.
-      server.probe.gate.signal()
-      let reply = try await inFlight.value
-      #expect(reply.value == "done:a")
-      await connection.close()
     }
   }
 }

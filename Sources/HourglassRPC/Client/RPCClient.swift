@@ -67,10 +67,19 @@ public struct RPCClient: Sendable {
     try await call(method, options: options, firstMessage: nil, endStream: false) { stream in
       try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
         group.addTask {
-          try await requests(Self.writer(stream))
-          try await stream.writer.halfClose()
+          do {
+            try await requests(Self.writer(stream))
+            try await stream.writer.halfClose()
+          } catch {
+            // Once the responses are done the call is over: a request writer stopped by that
+            // is not an error. A writer that failed on its own abandons the call.
+            if Task.isCancelled { return }
+            stream.writer.cancel(RPCError(code: .cancelled, message: "the request writer failed: \(error)"))
+            throw error
+          }
         }
         let result = try await responses(Self.responses(Response.self, stream.inbound))
+        group.cancelAll()
         try await group.waitForAll()
         return result
       }

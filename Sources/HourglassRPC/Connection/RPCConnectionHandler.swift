@@ -634,6 +634,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       promise.fail(RPCError(code: .unavailable, message: "the connection is closed"))
       return
     }
+    if let firstMessage, firstMessage.readableBytes > connection.remoteSettings.maxMessageSize {
+      // The server would refuse it: fail the call here, before any frame is sent.
+      _ = connection.streamClosed()
+      promise.fail(
+        RPCError(
+          code: .resourceExhausted,
+          message: "message of \(firstMessage.readableBytes) bytes exceeds the server's maximum message size of \(connection.remoteSettings.maxMessageSize)"
+        ))
+      openPendingStreams()
+      return
+    }
     var machine = StreamStateMachine(
       role: .client,
       sendCredit: connection.remoteSettings.initialStreamCredit,

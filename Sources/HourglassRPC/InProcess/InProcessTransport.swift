@@ -28,14 +28,18 @@ public struct InProcessTransport: ClientTransport {
       termination: termination
     )
     let server = self.server
-    let task = Task { await server.handle(serverStream) }
+    Task { await server.handle(serverStream) }
     if let timeout = head.timeout {
-      Task {
+      let deadline = Task {
         try await Task.sleep(for: timeout)
         state.terminate(RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"), reason: .deadlineExceeded)
       }
+      // The timer goes when the call ends, whichever way.
+      Task {
+        _ = await termination.wait()
+        deadline.cancel()
+      }
     }
-    _ = task
     return RPCClientStream(inbound: RPCInbound(responses, creditReturn: nil), writer: InProcessClientWriter(state: state))
   }
 }
@@ -91,6 +95,7 @@ struct InProcessServerWriter: ServerStreamWriter {
     state.responses.yield(.trailers(status, metadata))
     state.responses.finish()
     state.requests.finish()
+    state.termination.signal(.finished)
   }
 }
 

@@ -179,57 +179,56 @@ public final class CreditReturn: Sendable {
   }
 }
 
-/// A one-shot signal that a server stream ended early, and why.
+/// A one-shot signal that a server stream ended early, and why. Any number of tasks may wait.
 public final class StreamTermination: Sendable {
-  private enum State {
-    case waiting(CheckedContinuation<StreamTerminationReason, Never>?)
-    case done(StreamTerminationReason)
+  private struct State {
+    var reason: StreamTerminationReason?
+    var waiters: [UInt64: CheckedContinuation<StreamTerminationReason, Never>] = [:]
+    var nextWaiter: UInt64 = 0
   }
 
-  private let state = Mutex<State>(.waiting(nil))
+  private let state = Mutex(State())
 
   /// Creates an unresolved signal.
   public init() {}
 
   /// Resolves the signal; later calls do nothing.
   public func signal(_ reason: StreamTerminationReason) {
-    let continuation: CheckedContinuation<StreamTerminationReason, Never>? = state.withLock { state in
-      switch state {
-      case .waiting(let continuation):
-        state = .done(reason)
-        return continuation
-      case .done:
-        return nil
-      }
+    let waiters: [CheckedContinuation<StreamTerminationReason, Never>] = state.withLock { state in
+      guard state.reason == nil else { return [] }
+      state.reason = reason
+      let waiting = Array(state.waiters.values)
+      state.waiters.removeAll()
+      return waiting
     }
-    continuation?.resume(returning: reason)
+    for waiter in waiters { waiter.resume(returning: reason) }
   }
 
   /// The reason, once resolved.
   public var reason: StreamTerminationReason? {
-    state.withLock { state in
-      if case .done(let reason) = state { return reason }
-      return nil
-    }
+    state.withLock { $0.reason }
   }
 
-  /// Waits for the signal; returns `.finished` if the waiting task is cancelled.
+  /// Waits for the signal; a waiter whose task is cancelled returns `.finished` without
+  /// resolving the signal for anyone else.
   public func wait() async -> StreamTerminationReason {
-    await withTaskCancellationHandler {
+    let id = state.withLock { state -> UInt64 in
+      state.nextWaiter += 1
+      return state.nextWaiter
+    }
+    return await withTaskCancellationHandler {
       await withCheckedContinuation { (continuation: CheckedContinuation<StreamTerminationReason, Never>) in
         let resolved: StreamTerminationReason? = state.withLock { state in
-          switch state {
-          case .waiting:
-            state = .waiting(continuation)
-            return nil
-          case .done(let reason):
-            return reason
-          }
+          if let reason = state.reason { return reason }
+          if Task.isCancelled { return .finished }
+          state.waiters[id] = continuation
+          return nil
         }
         if let resolved { continuation.resume(returning: resolved) }
       }
     } onCancel: {
-      self.signal(.finished)
+      let waiter = state.withLock { $0.waiters.removeValue(forKey: id) }
+      waiter?.resume(returning: .finished)
     }
   }
 }

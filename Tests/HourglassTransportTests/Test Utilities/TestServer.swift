@@ -21,7 +21,7 @@ struct TestServer {
     logger.logLevel = .warning
     let server = RPCServer(router: TestService.router(probe: probe), logger: logger)
     let tls = RPCTLSServer(
-      configuration: .init(host: "127.0.0.1", port: 0, credentials: credentials, connection: connection, handshakeTimeout: handshakeTimeout, drainTimeout: .seconds(10)),
+      configuration: .init(host: "127.0.0.1", port: 0, credentials: credentials, connection: connection, handshakeTimeout: handshakeTimeout, drainTimeout: .seconds(2)),
       server: server,
       logger: logger
     )

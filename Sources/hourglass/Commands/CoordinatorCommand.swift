@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import HourglassCoordinator
+import HourglassStore
+import HourglassStorePostgres
+import HourglassStoreSQLite
+import HourglassTransport
+import Logging
+import ServiceLifecycle
+
+/// `hourglass coordinator`: runs the server on a store, listening for clients and executors.
+struct CoordinatorCommand: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "coordinator",
+    abstract: "Run a coordinator: the task service, the executor streams and the dispatcher."
+  )
+
+  @Option(help: "The store: sqlite:PATH, or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.")
+  var store: String
+
+  @Option(help: "Address to listen on, HOST:PORT.")
+  var listen: String = "127.0.0.1:7443"
+
+  @Option(help: "PEM file of the CA that signs client and executor certificates.")
+  var ca: String
+
+  @Option(help: "PEM file of this coordinator's certificate.")
+  var cert: String
+
+  @Option(help: "PEM file of this coordinator's private key.")
+  var key: String
+
+  @Option(help: "This coordinator's name, in logs and in the executors' Registered message.")
+  var id: String = "coordinator"
+
+  @Option(help: "Lease length in seconds.")
+  var leaseSeconds: Double = 30
+
+  @Option(help: "Largest executor clock skew, in milliseconds, before it gets no leases.")
+  var skewBoundMs: Int = 500
+
+  @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+  var logLevel: String = "info"
+
+  func run() async throws {
+    var logger = Logger(label: "hourglass.coordinator")
+    logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+    let (host, port) = try Self.hostPort(listen, option: "--listen")
+    let credentials = try TLSCredentials(caFile: ca, certificateFile: cert, keyFile: key)
+    let taskStore = try await Self.openStore(store, logger: logger)
+    var configuration = CoordinatorConfiguration.defaults
+    configuration.coordinatorID = id
+    configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
+    configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
+    let coordinator = try Coordinator(
+      configuration: configuration,
+      store: taskStore,
+      tls: .init(host: host, port: port, credentials: credentials),
+      logger: logger
+    )
+    let group = ServiceGroup(
+      services: [coordinator],
+      gracefulShutdownSignals: [.sigterm, .sigint],
+      cancellationSignals: [],
+      logger: logger
+    )
+    try await group.run()
+    try await taskStore.close()
+  }
+
+  /// Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
+  static func hostPort(_ text: String, option: String) throws -> (String, Int) {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port) else {
+      throw ValidationError("\(option): expected HOST:PORT, got \(text)")
+    }
+    var host = String(text[..<colon])
+    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    return (host.isEmpty ? "0.0.0.0" : host, port)
+  }
+
+  /// Opens the store named by a `sqlite:` path or a PostgreSQL URL.
+  static func openStore(_ url: String, logger: Logger) async throws -> any TaskStore {
+    if url.hasPrefix("sqlite:") {
+      let path = String(url.dropFirst("sqlite:".count))
+      guard !path.isEmpty else { throw ValidationError("--store: sqlite: needs a path") }
+      let directory = (path as NSString).deletingLastPathComponent
+      if !directory.isEmpty {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+      }
+      return try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
+    }
+    if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+      guard let components = URLComponents(string: url), let host = components.host, let user = components.user else {
+        throw ValidationError("--store: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+      }
+      let database = String(components.path.drop { $0 == "/" })
+      var configuration = PostgresTaskStore.Configuration.defaults(host: host, port: components.port ?? 5432, username: user, database: database.isEmpty ? user : database)
+      configuration.password = components.password
+      return try await PostgresTaskStore(configuration: configuration, logger: logger)
+    }
+    throw ValidationError("--store: expected sqlite:PATH or a postgres:// URL, got \(url)")
+  }
+}
