@@ -20,7 +20,10 @@ public final class Coordinator: Service, Sendable {
   /// Creates a coordinator.
   /// - Parameters:
   ///   - tls: where to listen; `nil` serves only through ``server`` (in-process tests).
-  public init(configuration: CoordinatorConfiguration, store: any TaskStore, tls: RPCTLSServer.Configuration?, clock: any CoordinatorClock = SystemCoordinatorClock(), logger: Logger) throws {
+  public init(
+    configuration: CoordinatorConfiguration, store: any TaskStore, tls: RPCTLSServer.Configuration?, clock: any CoordinatorClock = SystemCoordinatorClock(),
+    logger: Logger
+  ) throws {
     try configuration.validate()
     self.configuration = configuration
     self.store = store

@@ -31,7 +31,9 @@ public protocol TaskStore: Sendable {
   /// Deletes a task. A task with no run in progress disappears from ``loadDue(shard:from:until:limit:)``
   /// at once (its row is purged later); a task with a leased run is left alone unless
   /// `cancelRunning` is true, in which case the run is cancelled and its fence voided.
-  func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws
+  func deleteTask(
+    id: TaskID, owner: String, cancelRunning: Bool, now: Int64
+  ) async throws
     -> DeleteOutcome
 
   /// Removes the rows of tasks deleted before `before` (and their runs); returns how many tasks.
@@ -43,7 +45,9 @@ public protocol TaskStore: Sendable {
   /// Leases the run of `taskID` scheduled at the task's current next-run time to `owner` until
   /// `expiresAt`, with a fresh fence. Fails with ``TaskStoreError/notDispatchable(_:)`` unless
   /// the task is active and that run is pending or retrying.
-  func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws
+  func createLease(
+    taskID: TaskID, owner: String, now: Int64, expiresAt: Int64
+  ) async throws
     -> Lease
 
   /// Extends a lease. Fails with ``TaskStoreError/staleFence(_:)`` unless `fence` is the run's
@@ -63,7 +67,9 @@ public protocol TaskStore: Sendable {
   /// misfire skip, a pause, a schedule edit), only if its version is still `expectedVersion`.
   /// `nextRunMicros == nil` completes the task. Returns the new version, or nil if the version
   /// did not match or the task is running or gone.
-  func advance(taskID: TaskID, expectedVersion: Int64, nextRunMicros: Int64?, state: TaskState)
+  func advance(
+    taskID: TaskID, expectedVersion: Int64, nextRunMicros: Int64?, state: TaskState
+  )
     async throws -> Int64?
 
   /// The runs of a task of `owner`, newest scheduled first, before `before` if given.

@@ -51,7 +51,9 @@ func expect(_ condition: Bool, _ message: @autoclosure () -> String, line: UInt 
   if !condition { throw ConformanceFailure(message: message(), line: line) }
 }
 
-func expectEqual<T: Equatable>(_ actual: T, _ expected: T, _ what: String, line: UInt = #line)
+func expectEqual<T: Equatable>(
+  _ actual: T, _ expected: T, _ what: String, line: UInt = #line
+)
   throws
 {
   if actual != expected {

@@ -234,9 +234,12 @@ extension ConformanceCase {
       try expectEqual(
         try await store.deleteTask(id: id, owner: "alice", cancelRunning: false, now: t0 + second),
         .notFound, "second delete")
-      try await expectThrows("lease a deleted task", {
-        try await store.createLease(taskID: id, owner: "e", now: t0, expiresAt: t0 + second)
-      }) { if case .notDispatchable = $0 { return true } else { return false } }
+      try await expectThrows(
+        "lease a deleted task",
+        {
+          try await store.createLease(taskID: id, owner: "e", now: t0, expiresAt: t0 + second)
+        }
+      ) { if case .notDispatchable = $0 { return true } else { return false } }
       try expectEqual(try await store.counts().tasks[.deleted], 1, "deleted, not purged")
       try expectEqual(try await store.purgeDeleted(before: t0, limit: 10), 0, "too recent")
       try expectEqual(try await store.purgeDeleted(before: t0 + hour, limit: 10), 1, "purged")
@@ -256,9 +259,12 @@ extension ConformanceCase {
         runID: lease.runID, fence: lease.fence,
         result: RunResult(state: .succeeded, finishedMicros: t0 + 13 * second, next: .finish(.completed)))
       try expectEqual(outcome, .staleFence, "result after cancellation")
-      try await expectThrows("renew after cancellation", {
-        try await store.renewLease(runID: lease.runID, fence: lease.fence, expiresAt: t0 + hour)
-      }) { $0 == .staleFence(lease.runID) }
+      try await expectThrows(
+        "renew after cancellation",
+        {
+          try await store.renewLease(runID: lease.runID, fence: lease.fence, expiresAt: t0 + hour)
+        }
+      ) { $0 == .staleFence(lease.runID) }
     },
   ]
 
@@ -275,12 +281,18 @@ extension ConformanceCase {
         try await store.loadDue(
           shard: ShardID(partition: record.partition, bucket: HourBucket(containing: t0)),
           from: .min, until: .max, limit: 10), [], "a running task is not due")
-      try await expectThrows("second lease of the same run", {
-        try await store.createLease(taskID: id, owner: "executor-2", now: t0, expiresAt: t0 + hour)
-      }) { $0 == .notDispatchable(id) }
-      try await expectThrows("lease of a missing task", {
-        try await store.createLease(taskID: makeIDs(1, seed: 4242)[0], owner: "e", now: t0, expiresAt: t0 + 1)
-      }) { if case .taskNotFound = $0 { return true } else { return false } }
+      try await expectThrows(
+        "second lease of the same run",
+        {
+          try await store.createLease(taskID: id, owner: "executor-2", now: t0, expiresAt: t0 + hour)
+        }
+      ) { $0 == .notDispatchable(id) }
+      try await expectThrows(
+        "lease of a missing task",
+        {
+          try await store.createLease(taskID: makeIDs(1, seed: 4242)[0], owner: "e", now: t0, expiresAt: t0 + 1)
+        }
+      ) { if case .taskNotFound = $0 { return true } else { return false } }
       let runs = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 10)
       try expectEqual(runs.map(\.state), [.leased], "run states")
       try expectEqual(runs.first?.fence, lease.fence, "stored fence")
@@ -306,9 +318,12 @@ extension ConformanceCase {
     ConformanceCase("renew checks the fence") { store in
       let (_, lease) = try await leasedTask(store)
       try await store.renewLease(runID: lease.runID, fence: lease.fence, expiresAt: t0 + 90 * second)
-      try await expectThrows("stale renew", {
-        try await store.renewLease(runID: lease.runID, fence: lease.fence.next, expiresAt: t0 + hour)
-      }) { $0 == .staleFence(lease.runID) }
+      try await expectThrows(
+        "stale renew",
+        {
+          try await store.renewLease(runID: lease.runID, fence: lease.fence.next, expiresAt: t0 + hour)
+        }
+      ) { $0 == .staleFence(lease.runID) }
       let runs = try await store.runs(taskID: lease.taskID, owner: "alice", before: nil, limit: 1)
       try expectEqual(runs.first?.leaseExpiresMicros, t0 + 90 * second, "expiry after renew")
     },
@@ -453,11 +468,14 @@ extension ConformanceCase {
     },
     ConformanceCase("a non-final run state with a final next step is refused") { store in
       let (_, lease) = try await leasedTask(store)
-      try await expectThrows("leased as a result", {
-        try await store.recordResult(
-          runID: lease.runID, fence: lease.fence,
-          result: RunResult(state: .leased, finishedMicros: t0, next: .finish(.completed)))
-      }) { if case .invalidArgument = $0 { return true } else { return false } }
+      try await expectThrows(
+        "leased as a result",
+        {
+          try await store.recordResult(
+            runID: lease.runID, fence: lease.fence,
+            result: RunResult(state: .leased, finishedMicros: t0, next: .finish(.completed)))
+        }
+      ) { if case .invalidArgument = $0 { return true } else { return false } }
       try expectEqual(
         try await store.runs(taskID: lease.taskID, owner: "alice", before: nil, limit: 1).first?.state,
         .leased, "unchanged")
@@ -478,9 +496,12 @@ extension ConformanceCase {
     },
     ConformanceCase("a closed store refuses inserts") { store in
       try await store.close()
-      try await expectThrows("insert after close", {
-        try await store.insert([newTask(makeIDs(1)[0])])
-      }) { $0 == .closed }
+      try await expectThrows(
+        "insert after close",
+        {
+          try await store.insert([newTask(makeIDs(1)[0])])
+        }
+      ) { $0 == .closed }
     },
   ]
 }

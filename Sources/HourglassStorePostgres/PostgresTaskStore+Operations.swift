@@ -108,7 +108,9 @@ extension PostgresTaskStore {
     return TaskPage(tasks: tasks, nextCursor: cursor)
   }
 
-  public func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws
+  public func loadDue(
+    shard: ShardID, from: Int64, until: Int64, limit: Int
+  ) async throws
     -> [DueEntry]
   {
     var entries: [DueEntry] = []
@@ -130,7 +132,9 @@ extension PostgresTaskStore {
     return entries
   }
 
-  public func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws
+  public func runs(
+    taskID: TaskID, owner: String, before: Int64?, limit: Int
+  ) async throws
     -> [RunRecord]
   {
     guard
@@ -169,7 +173,9 @@ extension PostgresTaskStore {
 
   // MARK: Writes
 
-  public func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws
+  public func deleteTask(
+    id: TaskID, owner: String, cancelRunning: Bool, now: Int64
+  ) async throws
     -> DeleteOutcome
   {
     try await transaction { [logger] connection in
@@ -220,7 +226,9 @@ extension PostgresTaskStore {
     }
   }
 
-  public func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws
+  public func createLease(
+    taskID: TaskID, owner: String, now: Int64, expiresAt: Int64
+  ) async throws
     -> Lease
   {
     guard expiresAt > now else { throw TaskStoreError.invalidArgument("expiresAt must be after now") }
@@ -277,7 +285,9 @@ extension PostgresTaskStore {
     if updated.isEmpty { throw TaskStoreError.staleFence(runID) }
   }
 
-  public func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws
+  public func recordResult(
+    runID: RunID, fence: Fence, result: RunResult
+  ) async throws
     -> RecordOutcome
   {
     let runState: RunState
@@ -339,7 +349,9 @@ extension PostgresTaskStore {
     }
   }
 
-  public func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws
+  public func recoverExpiredLeases(
+    now: Int64, skewBound: Int64, limit: Int
+  ) async throws
     -> [RunRecord]
   {
     try await transaction { [logger] connection in

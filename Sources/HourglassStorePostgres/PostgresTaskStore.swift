@@ -35,7 +35,9 @@ public final class PostgresTaskStore: TaskStore {
     public var maxConnections: Int
 
     /// Defaults for a database on `host:port`.
-    public static func defaults(host: String, port: Int, username: String, database: String)
+    public static func defaults(
+      host: String, port: Int, username: String, database: String
+    )
       -> Configuration
     {
       Configuration(
@@ -67,7 +69,9 @@ public final class PostgresTaskStore: TaskStore {
   private let committer: GroupCommitter<NewTask>
 
   /// Connects, applies pending migrations and checks the partition count.
-  public init(configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.postgres"))
+  public init(
+    configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.postgres")
+  )
     async throws
   {
     try configuration.validate()

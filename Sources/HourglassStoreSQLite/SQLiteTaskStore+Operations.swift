@@ -100,7 +100,9 @@ extension SQLiteTaskStore {
     }
   }
 
-  public func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws
+  public func loadDue(
+    shard: ShardID, from: Int64, until: Int64, limit: Int
+  ) async throws
     -> [DueEntry]
   {
     try await read { db in
@@ -124,7 +126,9 @@ extension SQLiteTaskStore {
     }
   }
 
-  public func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws
+  public func runs(
+    taskID: TaskID, owner: String, before: Int64?, limit: Int
+  ) async throws
     -> [RunRecord]
   {
     try await read { db in
@@ -167,7 +171,9 @@ extension SQLiteTaskStore {
 
   // MARK: Writes
 
-  public func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws
+  public func deleteTask(
+    id: TaskID, owner: String, cancelRunning: Bool, now: Int64
+  ) async throws
     -> DeleteOutcome
   {
     try await write { db in
@@ -214,7 +220,9 @@ extension SQLiteTaskStore {
     }
   }
 
-  public func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws
+  public func createLease(
+    taskID: TaskID, owner: String, now: Int64, expiresAt: Int64
+  ) async throws
     -> Lease
   {
     guard expiresAt > now else { throw TaskStoreError.invalidArgument("expiresAt must be after now") }
@@ -273,7 +281,9 @@ extension SQLiteTaskStore {
     }
   }
 
-  public func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws
+  public func recordResult(
+    runID: RunID, fence: Fence, result: RunResult
+  ) async throws
     -> RecordOutcome
   {
     let runState: RunState
@@ -335,7 +345,9 @@ extension SQLiteTaskStore {
     }
   }
 
-  public func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws
+  public func recoverExpiredLeases(
+    now: Int64, skewBound: Int64, limit: Int
+  ) async throws
     -> [RunRecord]
   {
     try await write { db in

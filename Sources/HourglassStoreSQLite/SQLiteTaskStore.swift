@@ -85,7 +85,9 @@ public final class SQLiteTaskStore: TaskStore {
   private let committer: GroupCommitter<PreparedInsert>
 
   /// Opens (creating and migrating if needed) the store described by `configuration`.
-  public init(configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.sqlite"))
+  public init(
+    configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.sqlite")
+  )
     async throws
   {
     try configuration.validate()

@@ -27,7 +27,10 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     public var connectTimeout: TimeAmount
 
     /// Creates a configuration with default timers.
-    public init(host: String, port: Int, serverName: String? = nil, credentials: TLSCredentials, connection: RPCConnectionHandler.Configuration = .defaults, connectTimeout: TimeAmount = .seconds(10)) {
+    public init(
+      host: String, port: Int, serverName: String? = nil, credentials: TLSCredentials, connection: RPCConnectionHandler.Configuration = .defaults,
+      connectTimeout: TimeAmount = .seconds(10)
+    ) {
       self.host = host
       self.port = port
       self.serverName = serverName
@@ -151,7 +154,8 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           let sync = channel.pipeline.syncOperations
-          let tls = try NIOSSLClientHandler(context: sslContext, serverHostname: configuration.serverName ?? (Self.isIPAddress(configuration.host) ? nil : configuration.host))
+          let tls = try NIOSSLClientHandler(
+            context: sslContext, serverHostname: configuration.serverName ?? (Self.isIPAddress(configuration.host) ? nil : configuration.host))
           try sync.addHandler(tls)
           try sync.addHandler(
             TLSHandshakeHandler(timeout: configuration.connectTimeout, logger: logger) { context, _ in

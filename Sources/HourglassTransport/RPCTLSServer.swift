@@ -29,7 +29,10 @@ public final class RPCTLSServer: Service, Sendable {
     public var drainTimeout: TimeAmount
 
     /// Creates a configuration with default timers.
-    public init(host: String, port: Int, credentials: TLSCredentials, connection: RPCConnectionHandler.Configuration = .defaults, handshakeTimeout: TimeAmount = .seconds(10), drainTimeout: TimeAmount = .seconds(30)) {
+    public init(
+      host: String, port: Int, credentials: TLSCredentials, connection: RPCConnectionHandler.Configuration = .defaults,
+      handshakeTimeout: TimeAmount = .seconds(10), drainTimeout: TimeAmount = .seconds(30)
+    ) {
       self.host = host
       self.port = port
       self.credentials = credentials

@@ -25,7 +25,8 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
   func handlerAdded(context: ChannelHandlerContext) {
     timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
       guard let self, !self.done else { return }
-      self.logger.info("closing connection: TLS handshake did not finish in time", metadata: ["hourglass.peer": "\(context.channel.remoteAddress.map { "\($0)" } ?? "-")"])
+      self.logger.info(
+        "closing connection: TLS handshake did not finish in time", metadata: ["hourglass.peer": "\(context.channel.remoteAddress.map { "\($0)" } ?? "-")"])
       context.close(promise: nil)
     }
   }

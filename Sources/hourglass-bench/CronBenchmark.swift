@@ -96,7 +96,9 @@ struct CronBenchmark: ParsableCommand {
 
   /// The headline case again, but each call starts from an unrelated random instant in the next
   /// 30 years, so nothing is gained from the previous answer being close by.
-  private func measureRandomStarts(into report: inout BenchmarkReport, start: Int64, horizon: Int64)
+  private func measureRandomStarts(
+    into report: inout BenchmarkReport, start: Int64, horizon: Int64
+  )
     throws
   {
     let schedule = try Schedule(.cron("*/5 * * * *", timeZone: "America/New_York"))

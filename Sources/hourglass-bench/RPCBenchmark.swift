@@ -40,8 +40,10 @@ struct RPCBenchmark: AsyncParsableCommand {
     let ca = try DevelopmentCA(name: "bench CA")
     let server = try ca.issue(name: "bench-server", role: .coordinator, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
     let client = try ca.issue(name: "bench-client", role: .user)
-    let serverCredentials = TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: server.certificatePEM, privateKeyPEM: server.privateKeyPEM)
-    let clientCredentials = TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: client.certificatePEM, privateKeyPEM: client.privateKeyPEM)
+    let serverCredentials = TLSCredentials(
+      trustedCAPEM: ca.authority.certificatePEM, certificatePEM: server.certificatePEM, privateKeyPEM: server.privateKeyPEM)
+    let clientCredentials = TLSCredentials(
+      trustedCAPEM: ca.authority.certificatePEM, certificatePEM: client.certificatePEM, privateKeyPEM: client.privateKeyPEM)
     let shapes = [(1, 1), (1, 64), (4, 64)]
     let seconds = duration
     var report = BenchmarkReport(benchmark: "rpc")
@@ -54,7 +56,8 @@ struct RPCBenchmark: AsyncParsableCommand {
     var bareRates: [String: Double] = [:]
     let bare = try await BareEcho.start(credentials: serverCredentials, replyBytes: replyBytes)
     for (connections, inFlight) in shapes {
-      let result = try await BareEcho.load(port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds)
+      let result = try await BareEcho.load(
+        port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds)
       let name = "bare_tls_\(connections)x\(inFlight)"
       bareRates[name] = result.rate
       report.results.append(result.row(name))
@@ -76,7 +79,9 @@ struct RPCBenchmark: AsyncParsableCommand {
       tasks.addTask { try await group.run() }
       let port = try await tls.localAddress().port!
       for (connections, inFlight) in shapes {
-        let result = try await Self.rpcLoad(port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds, logger: logger)
+        let result = try await Self.rpcLoad(
+          port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds, logger: logger
+        )
         let name = "rpc_tls_\(connections)x\(inFlight)"
         var row = result.row(name)
         if let ceiling = bareRates["bare_tls_\(connections)x\(inFlight)"], ceiling > 0 {
@@ -90,7 +95,9 @@ struct RPCBenchmark: AsyncParsableCommand {
     report.print(json: json)
   }
 
-  static func rpcLoad(port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, logger: Logger) async throws -> LoadResult {
+  static func rpcLoad(
+    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, logger: Logger
+  ) async throws -> LoadResult {
     let transports = try (0..<connections).map { _ in
       try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
     }

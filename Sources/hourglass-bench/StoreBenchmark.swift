@@ -66,7 +66,8 @@ struct StoreBenchmark: AsyncParsableCommand {
     guard !writerCounts.isEmpty, writerCounts.allSatisfy({ $0 > 0 }) else {
       throw ValidationError("--writers must list positive numbers")
     }
-    let workDirectory = directory ?? FileManager.default.temporaryDirectory.path
+    let workDirectory =
+      directory ?? FileManager.default.temporaryDirectory.path
       + "/hourglass-bench-store-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
     defer { if directory == nil { try? FileManager.default.removeItem(atPath: workDirectory) } }
@@ -170,7 +171,9 @@ struct StoreBenchmark: AsyncParsableCommand {
 
   // MARK: Helpers
 
-  func makeTasks(count: Int, seed: UInt64, firstRun: (Int) -> Int64 = { _ in 1_767_225_600_000_000 })
+  func makeTasks(
+    count: Int, seed: UInt64, firstRun: (Int) -> Int64 = { _ in 1_767_225_600_000_000 }
+  )
     -> [NewTask]
   {
     var rng = BenchGenerator(state: seed)
@@ -246,7 +249,8 @@ struct StoreBenchmark: AsyncParsableCommand {
           targeted += 1
         } else {
           let hour = Int64.random(in: 1..<168, using: &rng)
-          due = bucket.startMicros + hour * HourBucket.microsPerHour
+          due =
+            bucket.startMicros + hour * HourBucket.microsPerHour
             + Int64.random(in: 0..<HourBucket.microsPerHour, using: &rng)
         }
         tasks.append(
@@ -262,7 +266,9 @@ struct StoreBenchmark: AsyncParsableCommand {
     return (shard, (ContinuousClock.now - start).seconds)
   }
 
-  func postgresConfiguration(server: BenchPostgresServer?, database: String) throws
+  func postgresConfiguration(
+    server: BenchPostgresServer?, database: String
+  ) throws
     -> PostgresTaskStore.Configuration
   {
     if let server {
@@ -348,7 +354,8 @@ struct BenchPostgresServer {
   /// file, not a pipe: `pg_ctl start` leaves a server running that would hold a pipe open, and
   /// Foundation's `Process` was seen to miss the exit of `runuser … pg_ctl start`.
   static func run(_ arguments: [String]) throws {
-    let outputPath = FileManager.default.temporaryDirectory.path
+    let outputPath =
+      FileManager.default.temporaryDirectory.path
       + "/hourglass-pg-cmd-\(UUID().uuidString.prefix(8)).log"
     defer { try? FileManager.default.removeItem(atPath: outputPath) }
     var actions = posix_spawn_file_actions_t()

@@ -1,3 +1,9 @@
+import Foundation
+import HourglassCore
+import HourglassStore
+import HourglassStoreSQLite
+import Synchronization
+
 // hourglass-store-crashtest: the child process of the store's crash-safety test.
 //
 //   hourglass-store-crashtest <database> <ack-log> <seed> [writers]
@@ -9,11 +15,6 @@
 #if canImport(Glibc)
   import Glibc
 #endif
-import Foundation
-import HourglassCore
-import HourglassStore
-import HourglassStoreSQLite
-import Synchronization
 
 let arguments = CommandLine.arguments
 guard arguments.count >= 4, let seed = UInt64(arguments[3]) else {

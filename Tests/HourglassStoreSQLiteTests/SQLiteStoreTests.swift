@@ -6,7 +6,9 @@ import Testing
 
 @testable import HourglassStoreSQLite
 
-func sampleTask(_ i: Int, owner: String = "alice", firstRun: Int64 = 1_767_225_600_000_000)
+func sampleTask(
+  _ i: Int, owner: String = "alice", firstRun: Int64 = 1_767_225_600_000_000
+)
   -> NewTask
 {
   var rng = SplitMix(state: UInt64(i) &+ 1)

@@ -44,7 +44,9 @@ extension TLSLoopbackTests {
     func serverStreaming(_ transport: Transport) async throws {
       try await withClient(transport) { client, _ in
         // More messages than the initial credit (64): flow control must let them all through.
-        let received = try await client.serverStreaming(TestService.serverStream, request: Google_Protobuf_Int64Value(300), responseType: Google_Protobuf_Int64Value.self) { responses in
+        let received = try await client.serverStreaming(
+          TestService.serverStream, request: Google_Protobuf_Int64Value(300), responseType: Google_Protobuf_Int64Value.self
+        ) { responses in
           var values: [Int64] = []
           for try await value in responses { values.append(value.value) }
           return values
@@ -56,7 +58,9 @@ extension TLSLoopbackTests {
     @Test("client streaming", arguments: Transport.allCases)
     func clientStreaming(_ transport: Transport) async throws {
       try await withClient(transport) { client, _ in
-        let sum = try await client.clientStreaming(TestService.clientStream, requestType: Google_Protobuf_Int64Value.self, responseType: Google_Protobuf_Int64Value.self) { writer in
+        let sum = try await client.clientStreaming(
+          TestService.clientStream, requestType: Google_Protobuf_Int64Value.self, responseType: Google_Protobuf_Int64Value.self
+        ) { writer in
           for i in 1...200 { try await writer.write(Google_Protobuf_Int64Value(Int64(i))) }
         }
         #expect(sum.value == 20_100)
@@ -87,7 +91,8 @@ extension TLSLoopbackTests {
     func unimplemented(_ transport: Transport) async throws {
       try await withClient(transport) { client, _ in
         await #expect {
-          _ = try await client.unary(MethodDescriptor(service: "test.Echo", method: "Nope"), request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
+          _ = try await client.unary(
+            MethodDescriptor(service: "test.Echo", method: "Nope"), request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
         } throws: { ($0 as? RPCError)?.code == .unimplemented }
       }
     }
@@ -96,7 +101,9 @@ extension TLSLoopbackTests {
     func deadline(_ transport: Transport) async throws {
       try await withClient(transport) { client, probe in
         await #expect {
-          _ = try await client.unary(TestService.wait, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self, options: CallOptions(timeout: .milliseconds(100)))
+          _ = try await client.unary(
+            TestService.wait, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self,
+            options: CallOptions(timeout: .milliseconds(100)))
         } throws: { ($0 as? RPCError)?.code == .deadlineExceeded }
         // The server's handler is stopped too.
         await probe.cancelled.wait()

@@ -73,7 +73,8 @@ extension TLSLoopbackTests {
         #expect(wire.message.contains("exceeds the maximum frame size"))
 
         let (client, connection) = try server.client()
-        let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("still here"), responseType: Google_Protobuf_StringValue.self)
+        let reply = try await client.unary(
+          TestService.unary, request: Google_Protobuf_StringValue("still here"), responseType: Google_Protobuf_StringValue.self)
         #expect(reply.value == "STILL HERE")
         await connection.close()
       }
@@ -86,7 +87,8 @@ extension TLSLoopbackTests {
       try await TestServer.with(connection: small) { server in
         let (client, connection) = try server.client()
         await #expect {
-          _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue(String(repeating: "x", count: 5000)), responseType: Google_Protobuf_StringValue.self)
+          _ = try await client.unary(
+            TestService.unary, request: Google_Protobuf_StringValue(String(repeating: "x", count: 5000)), responseType: Google_Protobuf_StringValue.self)
         } throws: { ($0 as? RPCError)?.code == .resourceExhausted }
         let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("ok"), responseType: Google_Protobuf_StringValue.self)
         #expect(reply.value == "OK")
@@ -155,13 +157,17 @@ extension TLSLoopbackTests {
 
     @Test("a server certificate that does not name the host is refused")
     func wrongHostname() async throws {
-      let dnsOnly = TLSCredentials(trustedCAPEM: TestPKI.ca.authority.certificatePEM, certificatePEM: TestPKI.dnsOnlyServer.certificatePEM, privateKeyPEM: TestPKI.dnsOnlyServer.privateKeyPEM)
+      let dnsOnly = TLSCredentials(
+        trustedCAPEM: TestPKI.ca.authority.certificatePEM, certificatePEM: TestPKI.dnsOnlyServer.certificatePEM,
+        privateKeyPEM: TestPKI.dnsOnlyServer.privateKeyPEM)
       try await TestServer.with(credentials: dnsOnly) { server in
         var logger = Logger(label: "test")
         logger.logLevel = .critical
-        let transport = try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: server.port, serverName: "localhost", credentials: TestPKI.aliceCredentials), logger: logger)
+        let transport = try RPCTLSConnection(
+          configuration: .init(host: "127.0.0.1", port: server.port, serverName: "localhost", credentials: TestPKI.aliceCredentials), logger: logger)
         await #expect {
-          _ = try await RPCClient(transport: transport).unary(TestService.unary, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
+          _ = try await RPCClient(transport: transport).unary(
+            TestService.unary, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
         } throws: { ($0 as? RPCError)?.code == .unavailable }
       }
     }

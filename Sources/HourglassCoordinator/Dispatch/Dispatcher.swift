@@ -75,11 +75,14 @@ actor Dispatcher {
   }
 
   /// An executor stream registered.
-  func addExecutor(executorID: String, operators: Set<String>, slots: Int, send: @escaping @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void) -> UInt64 {
+  func addExecutor(
+    executorID: String, operators: Set<String>, slots: Int, send: @escaping @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
+  ) -> UInt64 {
     nextSession += 1
     sessions[nextSession] = Session(executorID: executorID, send: send)
     pool.add(session: nextSession, executorID: executorID, operators: operators, slots: slots)
-    logger.info("executor connected", metadata: ["hourglass.executor": "\(executorID)", "hourglass.slots": "\(slots)", "hourglass.operators": "\(operators.sorted())"])
+    logger.info(
+      "executor connected", metadata: ["hourglass.executor": "\(executorID)", "hourglass.slots": "\(slots)", "hourglass.operators": "\(operators.sorted())"])
     return nextSession
   }
 
@@ -108,7 +111,9 @@ actor Dispatcher {
         logger.info("executor back inside the clock-skew bound", metadata: ["hourglass.executor": "\(id)", "hourglass.skew_us": "\(skewMicros)"])
         poke()
       } else {
-        logger.warning("executor outside the clock-skew bound: no leases until it is back", metadata: ["hourglass.executor": "\(id)", "hourglass.skew_us": "\(skewMicros)", "hourglass.bound_us": "\(configuration.skewBoundMicros)"])
+        logger.warning(
+          "executor outside the clock-skew bound: no leases until it is back",
+          metadata: ["hourglass.executor": "\(id)", "hourglass.skew_us": "\(skewMicros)", "hourglass.bound_us": "\(configuration.skewBoundMicros)"])
       }
     }
     return eligible
@@ -285,7 +290,8 @@ actor Dispatcher {
         } catch {
           // The lease stays in the store and runs out; recovery sends the run again.
           leases[lease.runID] = nil
-          logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
+          logger.info(
+            "could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
         }
       } catch {
         logger.error("dispatch failed; retrying shortly", metadata: ["hourglass.task_id": "\(entry.taskID)", "hourglass.error": "\(error)"])

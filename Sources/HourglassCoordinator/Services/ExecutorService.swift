@@ -23,7 +23,9 @@ struct ExecutorService: Sendable {
     }
   }
 
-  private func serve(_ requests: RPCMessages<Hourglass_V1_ExecutorMessage>, _ writer: RPCWriter<Hourglass_V1_CoordinatorMessage>, _ context: ServerContext) async throws {
+  private func serve(
+    _ requests: RPCMessages<Hourglass_V1_ExecutorMessage>, _ writer: RPCWriter<Hourglass_V1_CoordinatorMessage>, _ context: ServerContext
+  ) async throws {
     guard let peer = context.peer else {
       throw RPCError(code: .unauthenticated, message: "an executor certificate is required")
     }
@@ -65,7 +67,9 @@ struct ExecutorService: Sendable {
     }
   }
 
-  private func handle(_ message: Hourglass_V1_ExecutorMessage, session: UInt64, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
+  private func handle(
+    _ message: Hourglass_V1_ExecutorMessage, session: UInt64, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>
+  ) async throws {
     switch message.kind {
     case .credit(let grant):
       await dispatcher.grant(session: session, credits: Int(grant.credits))
@@ -131,7 +135,9 @@ struct ExecutorService: Sendable {
     guard let current = try await store.runs(taskID: runID.taskID, owner: task.owner, before: runID.scheduledMicros + 1, limit: 1).first,
       current.id == runID, current.fence == fence, current.state == .leased
     else {
-      logger.info("result with a stale fence refused", metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executorID)", "hourglass.fence": "\(fence.rawValue)"])
+      logger.info(
+        "result with a stale fence refused",
+        metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executorID)", "hourglass.fence": "\(fence.rawValue)"])
       return false
     }
     let now = clock.nowMicros()

@@ -99,10 +99,14 @@ public struct LocalDateTime: Sendable, Hashable, Comparable, CustomStringConvert
   public var second: Int
 
   /// Creates a wall-clock date-time, checking every field (the error names the field that is wrong).
-  public init(year: Int, month: Int, day: Int, hour: Int = 0, minute: Int = 0, second: Int = 0)
+  public init(
+    year: Int, month: Int, day: Int, hour: Int = 0, minute: Int = 0, second: Int = 0
+  )
     throws(ScheduleValidationError)
   {
-    func check(_ value: Int, _ name: String, _ range: ClosedRange<Int>)
+    func check(
+      _ value: Int, _ name: String, _ range: ClosedRange<Int>
+    )
       throws(ScheduleValidationError)
     {
       guard range.contains(value) else {

@@ -73,7 +73,9 @@ public enum CronParser {
     nameBase: 0,
     allowsQuestion: true)
 
-  private static func parseFields(_ text: String, source: String) throws(ScheduleValidationError)
+  private static func parseFields(
+    _ text: String, source: String
+  ) throws(ScheduleValidationError)
     -> CronExpression
   {
     let fields = text.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" })
@@ -130,7 +132,9 @@ public enum CronParser {
     throw error("day-of-month \(smallest) never occurs in \(chosen.joined(separator: ", "))")
   }
 
-  private static func parseField(_ text: String, _ spec: FieldSpec) throws(ScheduleValidationError)
+  private static func parseField(
+    _ text: String, _ spec: FieldSpec
+  ) throws(ScheduleValidationError)
     -> UInt64
   {
     var mask: UInt64 = 0
@@ -144,7 +148,9 @@ public enum CronParser {
     return mask
   }
 
-  private static func parseElement(_ element: Substring, _ spec: FieldSpec)
+  private static func parseElement(
+    _ element: Substring, _ spec: FieldSpec
+  )
     throws(ScheduleValidationError) -> UInt64
   {
     var rangePart = element
@@ -199,7 +205,9 @@ public enum CronParser {
     return mask
   }
 
-  private static func value(_ text: Substring, _ spec: FieldSpec) throws(ScheduleValidationError)
+  private static func value(
+    _ text: Substring, _ spec: FieldSpec
+  ) throws(ScheduleValidationError)
     -> Int
   {
     if text.isEmpty { throw error("\(spec.name): missing value") }

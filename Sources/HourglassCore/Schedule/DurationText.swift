@@ -12,7 +12,9 @@ public enum DurationText {
   ]
 
   /// Parses a duration into microseconds. `field` names the schedule field in errors.
-  public static func parse(_ text: String, field: String = "duration")
+  public static func parse(
+    _ text: String, field: String = "duration"
+  )
     throws(ScheduleValidationError) -> Int64
   {
     func fail(_ why: String) -> ScheduleValidationError {

@@ -31,7 +31,9 @@ public struct MisfirePolicy: Sendable, Hashable, Codable {
   public static let defaults = MisfirePolicy(uncheckedMode: .runOnce, limit: 100, grace: 60_000_000)
 
   /// Creates a policy, validating the limit and grace.
-  public init(_ mode: Mode = .runOnce, limit: Int = 100, grace: Int64 = 60_000_000)
+  public init(
+    _ mode: Mode = .runOnce, limit: Int = 100, grace: Int64 = 60_000_000
+  )
     throws(ScheduleValidationError)
   {
     self.init(uncheckedMode: mode, limit: limit, grace: grace)

@@ -15,7 +15,9 @@ public enum RFC3339 {
   ///
   /// `field` names the schedule field in the error. Fractions finer than a microsecond are refused
   /// rather than rounded; leap seconds (`:60`) are refused.
-  public static func parseInstant(_ text: String, field: String = "time")
+  public static func parseInstant(
+    _ text: String, field: String = "time"
+  )
     throws(ScheduleValidationError) -> Int64
   {
     switch try parse(text, field: field) {
@@ -27,7 +29,9 @@ public enum RFC3339 {
   }
 
   /// Parses either an RFC 3339 instant or a local date-time `YYYY-MM-DDTHH:MM[:SS[.frac]]`.
-  public static func parse(_ text: String, field: String = "time") throws(ScheduleValidationError)
+  public static func parse(
+    _ text: String, field: String = "time"
+  ) throws(ScheduleValidationError)
     -> Parsed
   {
     let bytes = Array(text.utf8)

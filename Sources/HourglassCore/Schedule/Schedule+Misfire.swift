@@ -94,8 +94,7 @@ extension Schedule {
   }
 
   /// The last `keep` fire times at or before `now`, searching back from `now` in widening windows.
-  private func latestDue(before now: Int64, keep: Int, runsSoFar: Int, notBefore: Int64) -> [Int64]
-  {
+  private func latestDue(before now: Int64, keep: Int, runsSoFar: Int, notBefore: Int64) -> [Int64] {
     var window: Int64 = 60_000_000
     while true {
       let from = max(notBefore, now - window)

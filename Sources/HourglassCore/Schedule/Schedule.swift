@@ -193,7 +193,9 @@ public struct Schedule: Sendable {
   /// (unless it is the second occurrence of a repeated wall time and the overlap policy is
   /// `once`); a match that lands in the wall-clock gap at the segment's end fires at the
   /// transition under `run-after`; otherwise the walk moves on to the next segment.
-  static func cronNext(_ cron: CronExpression, zone: ZoneRules, dst: DSTPolicy, after: Int64)
+  static func cronNext(
+    _ cron: CronExpression, zone: ZoneRules, dst: DSTPolicy, after: Int64
+  )
     -> Int64?
   {
     var s = CivilTime.floorDiv(after, 1_000_000) + 1  // first whole second strictly after

@@ -40,7 +40,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
 
     /// Creates a configuration.
-    public init(settings: ConnectionSettings, settingsTimeout: TimeAmount, keepaliveInterval: TimeAmount?, keepaliveTimeout: TimeAmount, idleTimeout: TimeAmount?) {
+    public init(
+      settings: ConnectionSettings, settingsTimeout: TimeAmount, keepaliveInterval: TimeAmount?, keepaliveTimeout: TimeAmount, idleTimeout: TimeAmount?
+    ) {
       self.settings = settings
       self.settingsTimeout = settingsTimeout
       self.keepaliveInterval = keepaliveInterval
@@ -97,7 +99,10 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   /// Creates the server side of a connection; `onStream` is called (on the event loop) for
   /// every accepted stream.
-  public init(serverWith configuration: Configuration, peer: PeerIdentity?, logger: Logger, onStream: @escaping @Sendable (RPCServerStream) -> Void, onClose: (@Sendable () -> Void)? = nil) {
+  public init(
+    serverWith configuration: Configuration, peer: PeerIdentity?, logger: Logger, onStream: @escaping @Sendable (RPCServerStream) -> Void,
+    onClose: (@Sendable () -> Void)? = nil
+  ) {
     self.connection = ConnectionStateMachine(role: .server, localSettings: configuration.settings)
     self.configuration = configuration
     self.peer = peer
@@ -446,7 +451,10 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     guard message.readableBytes <= connection.remoteSettings.maxMessageSize else {
       // The peer would refuse it: fail here, without sending anything.
-      promise?.fail(RPCError(code: .resourceExhausted, message: "message of \(message.readableBytes) bytes exceeds the peer's maximum message size of \(connection.remoteSettings.maxMessageSize)"))
+      promise?.fail(
+        RPCError(
+          code: .resourceExhausted,
+          message: "message of \(message.readableBytes) bytes exceeds the peer's maximum message size of \(connection.remoteSettings.maxMessageSize)"))
       return
     }
     if !box.waitingForCredit.isEmpty {
@@ -629,7 +637,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
   }
 
-  private func startClientStream(_ streamID: UInt32, _ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, promise: EventLoopPromise<RPCClientStream>) {
+  private func startClientStream(
+    _ streamID: UInt32, _ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, promise: EventLoopPromise<RPCClientStream>
+  ) {
     guard let context else {
       promise.fail(RPCError(code: .unavailable, message: "the connection is closed"))
       return

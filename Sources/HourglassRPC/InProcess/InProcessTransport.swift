@@ -51,7 +51,10 @@ final class InProcessStreamState: Sendable {
   let termination: StreamTermination
   private let finished = Mutex(false)
 
-  init(requests: AsyncThrowingStream<ByteBuffer, any Error>.Continuation, responses: AsyncThrowingStream<ClientInboundPart, any Error>.Continuation, termination: StreamTermination) {
+  init(
+    requests: AsyncThrowingStream<ByteBuffer, any Error>.Continuation, responses: AsyncThrowingStream<ClientInboundPart, any Error>.Continuation,
+    termination: StreamTermination
+  ) {
     self.requests = requests
     self.responses = responses
     self.termination = termination

@@ -7,8 +7,6 @@ public struct Metadata: Hashable, Sendable, ExpressibleByDictionaryLiteral, Sequ
   public typealias Key = String
   public typealias Value = String
 
-
-
   /// The pairs, in the order they were added.
   public private(set) var entries: [(key: String, value: MetadataValue)]
 

@@ -134,7 +134,8 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
 
   /// Wraps a stream; `creditReturn` is told about each consumed element for which
   /// `costsCredit` is true (messages, not headers or trailers).
-  public init(_ base: AsyncThrowingStream<Element, any Error>, creditReturn: CreditReturn?, costsCredit: @escaping @Sendable (Element) -> Bool = { _ in true }) {
+  public init(_ base: AsyncThrowingStream<Element, any Error>, creditReturn: CreditReturn?, costsCredit: @escaping @Sendable (Element) -> Bool = { _ in true })
+  {
     self.base = base
     self.creditReturn = creditReturn
     self.costsCredit = costsCredit

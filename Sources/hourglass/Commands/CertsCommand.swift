@@ -53,7 +53,8 @@ struct CertificateFiles {
     try manager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     let ca: DevelopmentCA
     if manager.fileExists(atPath: files.ca), manager.fileExists(atPath: files.caKey) {
-      ca = try DevelopmentCA(certificatePEM: String(contentsOfFile: files.ca, encoding: .utf8), privateKeyPEM: String(contentsOfFile: files.caKey, encoding: .utf8))
+      ca = try DevelopmentCA(
+        certificatePEM: String(contentsOfFile: files.ca, encoding: .utf8), privateKeyPEM: String(contentsOfFile: files.caKey, encoding: .utf8))
     } else {
       ca = try DevelopmentCA()
       try write(ca.authority, certificate: files.ca, key: files.caKey)

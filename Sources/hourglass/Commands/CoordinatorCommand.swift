@@ -94,7 +94,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         throw ValidationError("--store: expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
       }
       let database = String(components.path.drop { $0 == "/" })
-      var configuration = PostgresTaskStore.Configuration.defaults(host: host, port: components.port ?? 5432, username: user, database: database.isEmpty ? user : database)
+      var configuration = PostgresTaskStore.Configuration.defaults(
+        host: host, port: components.port ?? 5432, username: user, database: database.isEmpty ? user : database)
       configuration.password = components.password
       return try await PostgresTaskStore(configuration: configuration, logger: logger)
     }

@@ -70,7 +70,10 @@ struct UserClient: Sendable {
 
   static let service = "hourglass.v1.TaskService"
 
-  func schedule(once offsetSeconds: Int64? = nil, every: Int64? = nil, recurring: Bool = false, retry: Hourglass_V1_RetryPolicy? = nil, blob: [UInt8] = Array("#!/bin/sh\necho hi\n".utf8), priority: Int32 = 0) async throws -> String {
+  func schedule(
+    once offsetSeconds: Int64? = nil, every: Int64? = nil, recurring: Bool = false, retry: Hourglass_V1_RetryPolicy? = nil,
+    blob: [UInt8] = Array("#!/bin/sh\necho hi\n".utf8), priority: Int32 = 0
+  ) async throws -> String {
     var request = Hourglass_V1_ScheduleRequest()
     request.userID = user
     request.taskBlob = Data(blob)
@@ -134,7 +137,10 @@ final class FakeExecutor: Sendable {
   private let inbound: AsyncThrowingStream<Hourglass_V1_CoordinatorMessage, any Error>
   private let call: Task<Void, any Error>
 
-  private init(outbound: AsyncStream<Hourglass_V1_ExecutorMessage>.Continuation, inbound: AsyncThrowingStream<Hourglass_V1_CoordinatorMessage, any Error>, call: Task<Void, any Error>) {
+  private init(
+    outbound: AsyncStream<Hourglass_V1_ExecutorMessage>.Continuation, inbound: AsyncThrowingStream<Hourglass_V1_CoordinatorMessage, any Error>,
+    call: Task<Void, any Error>
+  ) {
     self.outbound = outbound
     self.inbound = inbound
     self.call = call

@@ -171,7 +171,9 @@ struct CronParserTests {
 
 /// Random cron expressions from the grammar, biased toward ones that fire often.
 enum RandomCron {
-  static func field(min: Int, max: Int, using rng: inout ScheduleTestRNG, starWeight: Int = 3)
+  static func field(
+    min: Int, max: Int, using rng: inout ScheduleTestRNG, starWeight: Int = 3
+  )
     -> String
   {
     switch Int.random(in: 0..<(6 + starWeight), using: &rng) {

@@ -4,7 +4,9 @@ import Testing
 
 @Suite("Misfire, overlap and retry policies")
 struct MisfireTests {
-  static func schedule(_ cron: String, _ misfire: MisfirePolicy, maxRuns: Int? = nil) throws
+  static func schedule(
+    _ cron: String, _ misfire: MisfirePolicy, maxRuns: Int? = nil
+  ) throws
     -> Schedule
   {
     var spec = cronSpec(cron)
@@ -168,7 +170,6 @@ struct MisfireTests {
   func priority() throws {
     #expect(try Priority(100) > Priority(-100))
     #expect(Priority.defaults.value == 0)
-    #expect(throws: ScheduleValidationError(field: "priority", reason: "101 out of range -100-100"))
-    { try Priority(101) }
+    #expect(throws: ScheduleValidationError(field: "priority", reason: "101 out of range -100-100")) { try Priority(101) }
   }
 }

@@ -11,7 +11,8 @@ import Testing
 /// the tests run as root the server runs as the `postgres` user through `runuser`.
 final class PostgresTestServer: Sendable {
   /// Where Debian's `postgresql-15` package installs the server binaries.
-  static let binaries = ProcessInfo.processInfo.environment["HOURGLASS_PG_BIN"]
+  static let binaries =
+    ProcessInfo.processInfo.environment["HOURGLASS_PG_BIN"]
     ?? "/usr/lib/postgresql/15/bin"
 
   /// True when `initdb` and `pg_ctl` are installed.
@@ -45,7 +46,8 @@ final class PostgresTestServer: Sendable {
     guard isInstalled else {
       throw LaunchError(message: "PostgreSQL binaries not found in \(binaries) (apt-get install postgresql)")
     }
-    let directory = FileManager.default.temporaryDirectory.path
+    let directory =
+      FileManager.default.temporaryDirectory.path
       + "/hourglass-pg-\(UUID().uuidString.lowercased().prefix(8))"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     var runAs: [String] = []
@@ -106,7 +108,8 @@ final class PostgresTestServer: Sendable {
   /// Foundation's `Process` was seen to miss the exit of `runuser … pg_ctl start`.
   @discardableResult
   static func run(_ arguments: [String]) throws -> String {
-    let outputPath = FileManager.default.temporaryDirectory.path
+    let outputPath =
+      FileManager.default.temporaryDirectory.path
       + "/hourglass-pg-cmd-\(UUID().uuidString.prefix(8)).log"
     defer { try? FileManager.default.removeItem(atPath: outputPath) }
     var actions = posix_spawn_file_actions_t()

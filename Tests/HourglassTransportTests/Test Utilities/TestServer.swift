@@ -21,7 +21,8 @@ struct TestServer {
     logger.logLevel = .warning
     let server = RPCServer(router: TestService.router(probe: probe), logger: logger)
     let tls = RPCTLSServer(
-      configuration: .init(host: "127.0.0.1", port: 0, credentials: credentials, connection: connection, handshakeTimeout: handshakeTimeout, drainTimeout: .seconds(2)),
+      configuration: .init(
+        host: "127.0.0.1", port: 0, credentials: credentials, connection: connection, handshakeTimeout: handshakeTimeout, drainTimeout: .seconds(2)),
       server: server,
       logger: logger
     )
@@ -36,7 +37,9 @@ struct TestServer {
     }
   }
 
-  func client(credentials: TLSCredentials = TestPKI.aliceCredentials, connection: RPCConnectionHandler.Configuration = .defaults) throws -> (RPCClient, RPCTLSConnection) {
+  func client(
+    credentials: TLSCredentials = TestPKI.aliceCredentials, connection: RPCConnectionHandler.Configuration = .defaults
+  ) throws -> (RPCClient, RPCTLSConnection) {
     var logger = Logger(label: "test.client")
     logger.logLevel = .warning
     let transport = try RPCTLSConnection(
