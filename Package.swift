@@ -316,6 +316,8 @@ let package = Package(
     .testTarget(
       name: "CHourglassClientTests",
       dependencies: [
+        "HourglassCoordinator",
+        "HourglassStoreSQLite",
         "CHourglassClient",
         "HourglassInterop",
         "HourglassRPC",

@@ -140,7 +140,7 @@ struct CClientInteropTests {
   func deadlineExceeded() async throws {
     let fixture = try Fixture()
     defer { fixture.remove() }
-    try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
+    try await InteropServer.with(router: FakeTaskService().router(), credentials: fixture.pki.serverCredentials) { port in
       let result = await onThread { () -> (Int32, Int32, String, Double, Int32, Int32) in
         let (client, status) = connect(port: port, files: fixture.files, callTimeoutMs: 300)
         guard let client else { return (-1, -1, message(status), 0, -1, -1) }

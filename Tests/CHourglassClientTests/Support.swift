@@ -1,22 +1,27 @@
 import CHourglassClient
 import Foundation
+import HourglassCoordinator
 import HourglassInterop
 import HourglassRPC
+import HourglassStoreSQLite
 import HourglassTransport
+import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
 import NIOTLS
 import Synchronization
 
-/// The server the C client is tested against. This is the one line to change to test the real
-/// coordinator's TaskService instead of the in-memory fake: it returns an `RPCRouter` serving
-/// `/hourglass.v1.TaskService/{Schedule,Get,List,Delete}`, e.g.
-/// `{ try await Coordinator(configuration: .defaults, store: SQLiteTaskStore(configuration: .defaults(path: NSTemporaryDirectory() + UUID().uuidString), logger: Logger(label: "t")), tls: nil, logger: Logger(label: "t")).server.router }`
-/// (with HourglassCoordinator and HourglassStoreSQLite added to the test target's dependencies).
-/// The deadline test needs `Get` of `FakeTaskService.waitTaskID` not to answer before its
-/// deadline, which only the fake does.
-let makeTaskService: @Sendable () async throws -> RPCRouter = { FakeTaskService().router() }
+/// The server the C client is tested against: the real coordinator's TaskService on a fresh
+/// SQLite store (its dispatcher is not started; these tests only schedule, read and delete).
+/// The deadline test alone uses `FakeTaskService`, whose `Get` of a special id never answers.
+let makeTaskService: @Sendable () async throws -> RPCRouter = {
+  var logger = Logger(label: "test.c-interop")
+  logger.logLevel = .warning
+  let path = NSTemporaryDirectory() + "hg-c-interop-\(UUID().uuidString).db"
+  let store = try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
+  return try Coordinator(configuration: .defaults, store: store, tls: nil, logger: logger).server.router
+}
 
 /// Certificates written to a fresh temporary folder, made once per test.
 struct Fixture: Sendable {
