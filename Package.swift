@@ -181,6 +181,7 @@ let package = Package(
     .executableTarget(
       name: "hourglass-bench",
       dependencies: [
+        "HourglassCoordinator",
         "HourglassCore",
         "HourglassProto",
         "HourglassRPC",

@@ -12,6 +12,7 @@ struct HourglassBench: AsyncParsableCommand {
       CronBenchmark.self,
       StoreBenchmark.self,
       RPCBenchmark.self,
+      SubmitBenchmark.self,
     ]
   )
 }

@@ -144,11 +144,22 @@ actor Dispatcher {
   /// Runs until cancelled: loads ahead, recovers expired leases, dispatches due runs.
   func run() async throws {
     var lastRecovery = clock.nowMicros() - configuration.recoveryIntervalMicros
-    try await loadBacklog()
+    do {
+      try await loadBacklog()
+    } catch {
+      if Task.isCancelled { return }
+      logger.error("loading the backlog failed; continuing with what is due from now", metadata: ["hourglass.error": "\(error)"])
+    }
     while !Task.isCancelled {
       let now = clock.nowMicros()
       if now + configuration.loadAheadMicros / 2 >= loadedUntil {
-        try await load(until: now + configuration.loadAheadMicros)
+        do {
+          try await load(until: now + configuration.loadAheadMicros)
+        } catch {
+          if Task.isCancelled { return }
+          // The store is unavailable: keep what is queued, and try again on the next pass.
+          logger.error("loading due runs failed; retrying", metadata: ["hourglass.error": "\(error)"])
+        }
       }
       if now - lastRecovery >= configuration.recoveryIntervalMicros {
         lastRecovery = now
