@@ -70,8 +70,7 @@ public final class RPCTLSServer: Service, Sendable {
   }
 
   public func run() async throws {
-    let tls = NIOSSLContext.init
-    let sslContext = try tls(try configuration.credentials.serverConfiguration())
+    let sslContext = try NIOSSLContext(configuration: configuration.credentials.serverConfiguration())
     let (streams, streamContinuation) = AsyncStream<RPCServerStream>.makeStream()
     let connectionConfiguration = configuration.connection
     let handshakeTimeout = configuration.handshakeTimeout

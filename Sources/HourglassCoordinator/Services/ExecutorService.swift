@@ -129,8 +129,19 @@ struct ExecutorService: Sendable {
     guard let runID = RunID(result.runID) else {
       throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
     }
+    // Whatever happens to the result, this lease is over.
+    do {
+      let recorded = try await record(result, runID: runID, executorID: executorID)
+      await dispatcher.leaseEnded(runID)
+      return recorded
+    } catch {
+      await dispatcher.leaseEnded(runID)
+      throw error
+    }
+  }
+
+  private func record(_ result: Hourglass_V1_RunResult, runID: RunID, executorID: String) async throws -> Bool {
     let fence = Fence(rawValue: result.fence)
-    defer { Task { await dispatcher.leaseEnded(runID) } }
     guard let task = try await store.dispatchRecord(taskID: runID.taskID) else { return false }
     guard let current = try await store.runs(taskID: runID.taskID, owner: task.owner, before: runID.scheduledMicros + 1, limit: 1).first,
       current.id == runID, current.fence == fence, current.state == .leased

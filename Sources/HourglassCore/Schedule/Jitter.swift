@@ -6,12 +6,18 @@
 public enum StableHash {
   /// Hashes `bytes` (for example a task id's UTF-8 or its 16 raw bytes).
   public static func hash<Bytes: Sequence>(_ bytes: Bytes) -> UInt64 where Bytes.Element == UInt8 {
+    mix(fnv1a(bytes))
+  }
+
+  /// Plain FNV-1a, 64 bits, without the finaliser: identical on every process, machine and
+  /// release. Partitions are assigned with it (and persisted), so its output must never change.
+  public static func fnv1a<Bytes: Sequence>(_ bytes: Bytes) -> UInt64 where Bytes.Element == UInt8 {
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
     for b in bytes {
       h ^= UInt64(b)
       h = h &* 0x0000_0100_0000_01b3
     }
-    return mix(h)
+    return h
   }
 
   /// Hashes the UTF-8 bytes of `text`.

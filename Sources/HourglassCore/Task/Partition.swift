@@ -18,14 +18,9 @@ public struct Partition: Sendable, Hashable, Comparable, Codable, CustomStringCo
     self.rawValue = Int32(truncatingIfNeeded: Self.stableHash(taskID.bytes) % UInt64(count))
   }
 
-  /// FNV-1a, 64 bits: identical on every process, machine and release.
+  /// FNV-1a, 64 bits (``StableHash/fnv1a(_:)``): identical on every process, machine and release.
   public static func stableHash(_ bytes: some Sequence<UInt8>) -> UInt64 {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in bytes {
-      hash ^= UInt64(byte)
-      hash = hash &* 0x0000_0100_0000_01B3
-    }
-    return hash
+    StableHash.fnv1a(bytes)
   }
 
   public var description: String { "p\(rawValue)" }
