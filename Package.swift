@@ -21,6 +21,7 @@ let package = Package(
     .library(name: "HourglassCore", targets: ["HourglassCore"]),
     .library(name: "HourglassRPC", targets: ["HourglassRPC"]),
     .library(name: "HourglassTransport", targets: ["HourglassTransport"]),
+    .library(name: "HourglassClient", targets: ["HourglassClient"]),
     .library(name: "CHourglassClient", targets: ["CHourglassClient"]),
     .executable(name: "hourglass", targets: ["hourglass"]),
     .executable(name: "hourglass-bench", targets: ["hourglass-bench"]),
@@ -158,10 +159,26 @@ let package = Package(
       swiftSettings: strictSettings
     ),
 
+    // MARK: Client (docs/client.md)
+    .target(
+      name: "HourglassClient",
+      dependencies: [
+        "HourglassProto",
+        "HourglassRPC",
+        "HourglassTransport",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+      ],
+      swiftSettings: strictSettings
+    ),
+
     // MARK: Executables
     .executableTarget(
       name: "hourglass",
       dependencies: [
+        "HourglassClient",
         "HourglassCore",
         "HourglassCoordinator",
         "HourglassExecutor",
@@ -252,6 +269,22 @@ let package = Package(
         "HourglassRPC",
         "HourglassProto",
         "HourglassCore",
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "HourglassClientTests",
+      dependencies: [
+        "HourglassClient",
+        "HourglassCoordinator",
+        "HourglassStoreSQLite",
+        "HourglassCertificates",
+        "HourglassTransport",
+        "HourglassRPC",
+        "HourglassProto",
+        "hourglass",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],

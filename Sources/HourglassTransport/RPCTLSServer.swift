@@ -46,7 +46,8 @@ public final class RPCTLSServer: Service, Sendable {
   private let server: RPCServer
   private let group: any EventLoopGroup
   private let logger: Logger
-  private let address = Mutex<(SocketAddress?, [CheckedContinuation<SocketAddress, any Error>])>((nil, []))
+  /// The bound address (or why binding failed), and callers of `localAddress()` waiting for it.
+  private let address = Mutex<(Result<SocketAddress, any Error>?, [CheckedContinuation<SocketAddress, any Error>])>((nil, []))
   private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
 
   /// Creates a server; nothing listens until ``run()``.
@@ -57,20 +58,36 @@ public final class RPCTLSServer: Service, Sendable {
     self.logger = logger
   }
 
-  /// The address the server listens on, once it does.
+  /// The address the server listens on, once it does; throws the bind error if it cannot.
   public func localAddress() async throws -> SocketAddress {
     try await withCheckedThrowingContinuation { continuation in
-      let known: SocketAddress? = address.withLock { state in
+      let known: Result<SocketAddress, any Error>? = address.withLock { state in
         if let bound = state.0 { return bound }
         state.1.append(continuation)
         return nil
       }
-      if let known { continuation.resume(returning: known) }
+      if let known { continuation.resume(with: known) }
     }
   }
 
+  private func settleAddress(_ result: Result<SocketAddress, any Error>) {
+    let waiting = address.withLock { state in
+      state.0 = result
+      let waiting = state.1
+      state.1 = []
+      return waiting
+    }
+    for continuation in waiting { continuation.resume(with: result) }
+  }
+
   public func run() async throws {
-    let sslContext = try NIOSSLContext(configuration: configuration.credentials.serverConfiguration())
+    let sslContext: NIOSSLContext
+    do {
+      sslContext = try NIOSSLContext(configuration: configuration.credentials.serverConfiguration())
+    } catch {
+      settleAddress(.failure(error))
+      throw error
+    }
     let (streams, streamContinuation) = AsyncStream<RPCServerStream>.makeStream()
     let connectionConfiguration = configuration.connection
     let handshakeTimeout = configuration.handshakeTimeout
@@ -100,15 +117,15 @@ public final class RPCTLSServer: Service, Sendable {
         }
       }
 
-    let listener = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
-    let local = listener.localAddress!
-    let waiting = address.withLock { state in
-      state.0 = local
-      let waiting = state.1
-      state.1 = []
-      return waiting
+    let listener: any Channel
+    do {
+      listener = try await bootstrap.bind(host: configuration.host, port: configuration.port).get()
+    } catch {
+      settleAddress(.failure(error))
+      throw error
     }
-    for continuation in waiting { continuation.resume(returning: local) }
+    let local = listener.localAddress!
+    settleAddress(.success(local))
     logger.info("listening", metadata: ["hourglass.address": "\(local)"])
 
     let server = self.server

@@ -13,6 +13,12 @@ struct Hourglass: AsyncParsableCommand {
     commandName: "hourglass",
     abstract: "A distributed task scheduler: schedule binaries once, by cron or at an interval.",
     subcommands: [
+      DevCommand.self,
+      ScheduleCommand.self,
+      GetCommand.self,
+      ListCommand.self,
+      DeleteCommand.self,
+      RunsCommand.self,
       CoordinatorCommand.self,
       ExecutorCommand.self,
       CertsCommand.self,

@@ -29,7 +29,7 @@ struct CertsCommand: AsyncParsableCommand {
     var executor: String = "executor-1"
 
     func run() async throws {
-      let files = try CertificateFiles.ensure(in: dir, hosts: host, user: user, executor: executor)
+      let files = try CertificateFiles.ensure(in: dir, hosts: host, user: user, executors: [(file: "executor", name: executor)])
       for line in files.summary { print(line) }
     }
   }
@@ -46,8 +46,9 @@ struct CertificateFiles {
   func key(_ name: String) -> String { directory + "/\(name)-key.pem" }
 
   /// Creates the CA (unless present) and the coordinator, executor and user certificates
-  /// (each unless present). Private keys are written with mode 0600.
-  static func ensure(in directory: String, hosts: [String], user: String, executor: String) throws -> CertificateFiles {
+  /// (each unless present). Private keys are written with mode 0600. Each executor gets its
+  /// own certificate, `FILE.pem`, whose common name is its executor id.
+  static func ensure(in directory: String, hosts: [String], user: String, executors: [(file: String, name: String)]) throws -> CertificateFiles {
     var files = CertificateFiles(directory: directory)
     let manager = FileManager.default
     try manager.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -62,11 +63,9 @@ struct CertificateFiles {
     }
     let ips = hosts.filter { $0.contains(":") || $0.allSatisfy { $0.isNumber || $0 == "." } }
     let names = hosts.filter { !ips.contains($0) }
-    let wanted: [(String, String, CertificateRole, [String], [String])] = [
-      ("coordinator", "coordinator", .coordinator, names, ips),
-      ("executor", executor, .executor, [], []),
-      ("user", user, .user, [], []),
-    ]
+    let wanted: [(String, String, CertificateRole, [String], [String])] =
+      [("coordinator", "coordinator", .coordinator, names, ips), ("user", user, .user, [], [])]
+      + executors.map { ($0.file, $0.name, .executor, [], []) }
     for (file, name, role, dns, addresses) in wanted where !manager.fileExists(atPath: files.certificate(file)) {
       let issued = try ca.issue(name: name, role: role, dnsNames: dns, ipAddresses: addresses)
       try write(issued, certificate: files.certificate(file), key: files.key(file))

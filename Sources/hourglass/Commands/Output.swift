@@ -35,3 +35,23 @@ enum OutputFormat: String, CaseIterable, Sendable {
   case table
   case json
 }
+
+/// Aligned plain-text tables: a header row, then data rows, columns two spaces apart.
+enum TextTable {
+  /// Renders `rows` (the first is the header); columns listed in `rightAligned` are padded on
+  /// the left, the others on the right; the last column is never padded.
+  static func render(_ rows: [[String]], rightAligned: Set<Int> = []) -> String {
+    guard let header = rows.first else { return "" }
+    var widths = [Int](repeating: 0, count: header.count)
+    for row in rows {
+      for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) }
+    }
+    return rows.map { row in
+      row.enumerated().map { i, cell in
+        let padding = String(repeating: " ", count: widths[i] - cell.count)
+        if rightAligned.contains(i) { return padding + cell }
+        return i == row.count - 1 ? cell : cell + padding
+      }.joined(separator: "  ")
+    }.joined(separator: "\n")
+  }
+}

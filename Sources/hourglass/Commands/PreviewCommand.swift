@@ -157,16 +157,6 @@ enum PreviewTable {
         String(i + 1), schedule.format(t), weekdays[weekday], RFC3339.formatUTC(micros: t),
       ])
     }
-    var widths = [Int](repeating: 0, count: rows[0].count)
-    for row in rows {
-      for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
-    }
-    return rows.map { row in
-      row.enumerated().map { i, cell in
-        i == 0
-          ? String(repeating: " ", count: widths[i] - cell.count) + cell
-          : cell + String(repeating: " ", count: i == row.count - 1 ? 0 : widths[i] - cell.count)
-      }.joined(separator: "  ")
-    }.joined(separator: "\n")
+    return TextTable.render(rows, rightAligned: [0])
   }
 }

@@ -1,0 +1,258 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The `hourglass` executable, built beside the test bundle.
+enum CLI {
+  static var executable: String {
+    URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("hourglass").path
+  }
+
+  /// An environment without any HOURGLASS_* variable of the machine running the tests.
+  static var cleanEnvironment: [String: String] {
+    ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("HOURGLASS_") }
+  }
+
+  struct Result {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+
+    var json: Any? { try? JSONSerialization.jsonObject(with: Data(stdout.utf8)) }
+  }
+
+  /// Runs `hourglass ARGS` in `directory` to completion.
+  static func run(_ arguments: [String], in directory: String, environment: [String: String] = cleanEnvironment) throws -> Result {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    process.environment = environment
+    let out = directory + "/.out-\(UUID().uuidString)"
+    let err = directory + "/.err-\(UUID().uuidString)"
+    _ = FileManager.default.createFile(atPath: out, contents: nil)
+    _ = FileManager.default.createFile(atPath: err, contents: nil)
+    defer {
+      try? FileManager.default.removeItem(atPath: out)
+      try? FileManager.default.removeItem(atPath: err)
+    }
+    process.standardOutput = FileHandle(forWritingAtPath: out)
+    process.standardError = FileHandle(forWritingAtPath: err)
+    try process.run()
+    process.waitUntilExit()
+    return Result(
+      status: process.terminationStatus, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
+      stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+  }
+}
+
+/// `hourglass dev` as a child process; ready once it prints its banner.
+struct DevProcess {
+  let process: Process
+
+  static func start(in directory: String, arguments: [String]) async throws -> DevProcess {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: CLI.executable)
+    process.arguments = ["dev"] + arguments
+    process.currentDirectoryURL = URL(fileURLWithPath: directory)
+    process.environment = CLI.cleanEnvironment
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    try process.run()
+    let handle = pipe.fileHandleForReading
+    // A dev server that never gets ready is killed, which ends the wait below with an error.
+    let watchdog = Task {
+      try await Task.sleep(for: .seconds(120))
+      if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+    }
+    defer { watchdog.cancel() }
+    // The banner is the readiness signal: it is printed once the coordinator listens and the
+    // profile is written.
+    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+      Thread {
+        var text = ""
+        while true {
+          let data = handle.availableData
+          if data.isEmpty {
+            continuation.resume(throwing: CLIError(message: "hourglass dev exited before it was ready: \(text)"))
+            return
+          }
+          text += String(decoding: data, as: UTF8.self)
+          if text.contains("Ctrl-C stops.") {
+            continuation.resume()
+            while !handle.availableData.isEmpty {}
+            return
+          }
+        }
+      }.start()
+    }
+    return DevProcess(process: process)
+  }
+
+  /// SIGKILL if still running (cleanup after a failed test).
+  func kill() {
+    if process.isRunning {
+      Glibc.kill(process.processIdentifier, SIGKILL)
+      process.waitUntilExit()
+    }
+  }
+
+  /// SIGTERM, then the exit status.
+  func stop() -> Int32 {
+    Glibc.kill(process.processIdentifier, SIGTERM)
+    process.waitUntilExit()
+    return process.terminationStatus
+  }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+  var message: String
+  var description: String { message }
+}
+
+/// Blocks a thread on a named pipe until the scheduled script writes to it: the signal that the
+/// run happened. Gives up (and fails) after `limit`.
+func awaitFIFO(_ path: String, limit: Duration) async throws -> String {
+  try await withThrowingTaskGroup(of: String?.self) { group in
+    group.addTask {
+      await withCheckedContinuation { continuation in
+        Thread {
+          // Opening blocks until the script opens its end; reading ends when it closes it.
+          var bytes: [UInt8] = []
+          let fd = open(path, O_RDONLY)
+          if fd >= 0 {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while true {
+              let count = read(fd, &buffer, buffer.count)
+              if count <= 0 { break }
+              bytes += buffer[0..<count]
+            }
+            close(fd)
+          }
+          continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
+        }.start()
+      }
+    }
+    group.addTask {
+      try await Task.sleep(for: limit)
+      return nil
+    }
+    let first = try await group.next()!
+    group.cancelAll()
+    guard let text = first else {
+      // Unblock the reader thread before failing.
+      let fd = open(path, O_WRONLY | O_NONBLOCK)
+      if fd >= 0 { close(fd) }
+      throw CLIError(message: "the scheduled script did not run within \(limit)")
+    }
+    return text
+  }
+}
+
+@Suite("The hourglass CLI end to end, against `hourglass dev`", .serialized)
+struct CLIEndToEndTests {
+  @Test("schedule a script, see it succeed, find it in list and runs, delete it")
+  func tour() async throws {
+    let folder = NSTemporaryDirectory() + "hourglass-cli-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let dev = try await DevProcess.start(in: folder, arguments: ["--port", "0", "--executors", "1"])
+    defer { dev.kill() }
+    let profile = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/.hourglass-dev/profile.json"))) as? [String: Any]
+    #expect((profile?["server"] as? String)?.hasPrefix("127.0.0.1:") == true)
+
+    let fifo = folder + "/ran.fifo"
+    #expect(mkfifo(fifo, 0o600) == 0)
+    let script = folder + "/job.sh"
+    try "#!/bin/sh\necho \"$HOURGLASS_RUN_ID\" > \(fifo)\n".write(toFile: script, atomically: true, encoding: .utf8)
+
+    let scheduled = try CLI.run(["schedule", "--in", "2s", "--file", script, "--name", "tour", "--format", "json"], in: folder)
+    #expect(scheduled.status == 0, "\(scheduled.stderr)")
+    let taskID = try #require((scheduled.json as? [String: Any])?["task_id"] as? String)
+
+    let runID = try await awaitFIFO(fifo, limit: .seconds(60)).trimmingCharacters(in: .whitespacesAndNewlines)
+    #expect(runID.hasPrefix(taskID + "@"))
+
+    // The script has run; its result is recorded right after it exits.
+    var task: [String: Any] = [:]
+    let deadline = ContinuousClock.now + .seconds(30)
+    while ContinuousClock.now < deadline {
+      let got = try CLI.run(["get", taskID, "--format", "json"], in: folder)
+      #expect(got.status == 0, "\(got.stderr)")
+      task = got.json as? [String: Any] ?? [:]
+      if task["task_status"] as? String == "succeeded" { break }
+    }
+    #expect(task["task_status"] as? String == "succeeded")
+    #expect(task["task_id"] as? String == taskID)
+    #expect(task["last_executed"] is String)
+    #expect(task["next_execution"] is NSNull)
+
+    let listed = try CLI.run(["list", "--format", "json"], in: folder)
+    #expect(listed.status == 0)
+    let ids = (listed.json as? [[String: Any]])?.compactMap { $0["task_id"] as? String } ?? []
+    #expect(ids.contains(taskID))
+    let table = try CLI.run(["list"], in: folder)
+    #expect(table.stdout.hasPrefix("TASK_ID"))
+    #expect(table.stdout.contains(taskID))
+
+    let runs = try CLI.run(["runs", taskID, "--format", "json"], in: folder)
+    #expect(runs.status == 0, "\(runs.stderr)")
+    let run = try #require((runs.json as? [[String: Any]])?.first)
+    #expect(run["run_id"] as? String == runID)
+    #expect(run["status"] as? String == "succeeded")
+    #expect(run["exit_code"] as? Int == 0)
+    #expect(try CLI.run(["runs", taskID], in: folder).stdout.contains(runID))
+
+    let deleted = try CLI.run(["delete", taskID, "--format", "json"], in: folder)
+    #expect(deleted.status == 0, "\(deleted.stderr)")
+    #expect((deleted.json as? [String: Any])?["deleted"] as? Bool == true)
+    let gone = try CLI.run(["get", taskID, "--format", "json"], in: folder)
+    #expect(gone.status == 1)
+    #expect(gone.stderr.contains("NOT_FOUND"))
+
+    #expect(dev.stop() == 0)
+  }
+
+  @Test("invalid input exits with status 2 and says why; a missing task exits 1")
+  func invalidInput() async throws {
+    let folder = NSTemporaryDirectory() + "hourglass-cli-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: folder) }
+    let script = folder + "/job.sh"
+    try "#!/bin/sh\ntrue\n".write(toFile: script, atomically: true, encoding: .utf8)
+
+    // Refused before any connection is attempted.
+    let badCron = try CLI.run(["schedule", "--cron", "61 * * * *", "--file", script], in: folder)
+    #expect(badCron.status == 2)
+    #expect(badCron.stderr.contains("minute"))
+    let twoKinds = try CLI.run(["schedule", "--in", "5s", "--every", "1m", "--file", script], in: folder)
+    #expect(twoKinds.status == 2)
+    #expect(twoKinds.stderr.contains("exactly one"))
+    let badZone = try CLI.run(["schedule", "--cron", "* * * * *", "--time-zone", "Mars/Olympus", "--file", script], in: folder)
+    #expect(badZone.status == 2)
+    #expect(badZone.stderr.contains("--time-zone"))
+    let noFile = try CLI.run(["schedule", "--in", "5s", "--file", folder + "/missing"], in: folder)
+    #expect(noFile.status == 2)
+    #expect(noFile.stderr.contains("--file"))
+    let badStatus = try CLI.run(["list", "--status", "sleeping"], in: folder)
+    #expect(badStatus.status == 2)
+    let noServer = try CLI.run(["list"], in: folder)
+    #expect(noServer.status == 2)
+    #expect(noServer.stderr.contains("hourglass dev"))
+
+    // Refused by the service.
+    let dev = try await DevProcess.start(in: folder, arguments: ["--port", "0", "--executors", "1"])
+    defer { dev.kill() }
+    let notAnID = try CLI.run(["get", "not-a-task-id"], in: folder)
+    #expect(notAnID.status == 2)
+    #expect(notAnID.stderr.contains("task_id"))
+    let missing = try CLI.run(["get", "01890a5d-ac96-774b-bcce-b302099a8057"], in: folder)
+    #expect(missing.status == 1)
+    #expect(missing.stderr.contains("NOT_FOUND"))
+    #expect(dev.stop() == 0)
+  }
+}
