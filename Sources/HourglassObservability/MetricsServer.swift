@@ -143,6 +143,7 @@ public final class MetricsServer: Service, Sendable {
 public struct MetricsServerError: Error, Sendable, CustomStringConvertible {
   /// What went wrong.
   public var message: String
+  /// The message.
   public var description: String { message }
 }
 
