@@ -136,6 +136,7 @@ let package = Package(
         "HourglassProto",
         .product(name: "Crypto", package: "swift-crypto"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "NIOCore", package: "swift-nio"),
       ],
@@ -153,6 +154,7 @@ let package = Package(
         .product(name: "DequeModule", package: "swift-collections"),
         .product(name: "HeapModule", package: "swift-collections"),
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "NIOCore", package: "swift-nio"),
       ],
@@ -174,6 +176,24 @@ let package = Package(
       swiftSettings: strictSettings
     ),
 
+    // MARK: Observability (docs/operations.md)
+    // The Prometheus side: the /metrics listener, the factory with Hourglass's histogram
+    // buckets, and the JSON log handler. Libraries above depend only on the swift-metrics and
+    // swift-log APIs; only executables bootstrap anything.
+    .target(
+      name: "HourglassObservability",
+      dependencies: [
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strictSettings
+    ),
+
     // MARK: Executables
     .executableTarget(
       name: "hourglass",
@@ -182,10 +202,13 @@ let package = Package(
         "HourglassCore",
         "HourglassCoordinator",
         "HourglassExecutor",
+        "HourglassObservability",
         "HourglassStore",
         "HourglassStoreSQLite",
         "HourglassStorePostgres",
         "HourglassCertificates",
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         "HourglassProto",
         "HourglassRPC",
@@ -252,6 +275,7 @@ let package = Package(
       name: "HourglassExecutorTests",
       dependencies: [
         "HourglassExecutor",
+        .product(name: "MetricsTestKit", package: "swift-metrics"),
         "HourglassRPC",
         "HourglassProto",
         .product(name: "Logging", package: "swift-log"),
@@ -262,6 +286,11 @@ let package = Package(
       name: "HourglassCoordinatorTests",
       dependencies: [
         "HourglassCoordinator",
+        "HourglassObservability",
+        .product(name: "Prometheus", package: "swift-prometheus"),
+        .product(name: "CoreMetrics", package: "swift-metrics"),
+        .product(name: "NIOCore", package: "swift-nio"),
+        .product(name: "NIOPosix", package: "swift-nio"),
         "HourglassStore",
         "HourglassStoreSQLite",
         "HourglassCertificates",
@@ -287,6 +316,14 @@ let package = Package(
         "hourglass",
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+      ],
+      swiftSettings: strictSettings
+    ),
+    .testTarget(
+      name: "HourglassObservabilityTests",
+      dependencies: [
+        "HourglassObservability",
+        .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strictSettings
     ),

@@ -1,3 +1,4 @@
+import CoreMetrics
 import HourglassRPC
 import HourglassStore
 import HourglassTransport
@@ -20,22 +21,33 @@ public final class Coordinator: Service, Sendable {
   /// Creates a coordinator.
   /// - Parameters:
   ///   - tls: where to listen; `nil` serves only through ``server`` (in-process tests).
+  ///   - metricsFactory: where the metrics go (docs/operations.md lists them): the factory of
+  ///     a Prometheus registry that a `MetricsServer` serves, or the global `MetricsSystem`'s
+  ///     by default (a no-op unless the program bootstrapped it).
   public init(
     configuration: CoordinatorConfiguration, store: any TaskStore, tls: RPCTLSServer.Configuration?, clock: any CoordinatorClock = SystemCoordinatorClock(),
-    logger: Logger
+    logger: Logger, metricsFactory: any MetricsFactory = MetricsSystem.factory
   ) throws {
     try configuration.validate()
     self.configuration = configuration
     self.store = store
     self.clock = clock
     self.logger = logger
-    let dispatcher = Dispatcher(store: store, clock: clock, configuration: configuration, logger: logger)
+    let metrics = CoordinatorMetrics(factory: metricsFactory)
+    let dispatcher = Dispatcher(store: store, clock: clock, configuration: configuration, logger: logger, metrics: metrics)
     self.dispatcher = dispatcher
     var router = RPCRouter()
-    TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger).register(into: &router)
-    ExecutorService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger).register(into: &router)
-    self.server = RPCServer(router: router, logger: logger)
-    self.listener = tls.map { RPCTLSServer(configuration: $0, server: RPCServer(router: router, logger: logger), logger: logger) }
+    TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(into: &router)
+    ExecutorService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(
+      into: &router)
+    let methods = Set(router.methods)
+    let onCallFinished: @Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void = { _, context, status, duration in
+      metrics.rpcFinished(method: methods.contains(context.method) ? context.method : "unknown", code: status.code, duration: duration)
+    }
+    self.server = RPCServer(router: router, logger: logger, onCallFinished: onCallFinished)
+    self.listener = tls.map {
+      RPCTLSServer(configuration: $0, server: RPCServer(router: router, logger: logger, onCallFinished: onCallFinished), logger: logger)
+    }
   }
 
   /// The port the TLS listener is bound to, once it is.

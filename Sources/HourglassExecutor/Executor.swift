@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import HourglassProto
 import HourglassRPC
@@ -34,6 +35,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   private let clock: C
   private let logger: Logger
   private let customOperators: [any Operator]
+  private let metrics: ExecutorMetrics
   private let events: AsyncStream<Event>
   private let sink: AsyncStream<Event>.Continuation
   private let started = Atomic(false)
@@ -46,12 +48,19 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   ///   - logger: where the executor logs (metadata keys `hourglass.*`).
   ///   - operators: operators beside the built-in `exec` and `noop`; one with a built-in's name
   ///     replaces it. Only those named in `configuration.operators` are offered.
-  public init(configuration: ExecutorConfiguration, transport: any ClientTransport, clock: C, logger: Logger, operators: [any Operator] = []) {
+  ///   - metricsFactory: where the executor's metrics go (docs/operations.md): a Prometheus
+  ///     registry's factory, or the global `MetricsSystem`'s by default (a no-op unless the
+  ///     program bootstrapped it).
+  public init(
+    configuration: ExecutorConfiguration, transport: any ClientTransport, clock: C, logger: Logger, operators: [any Operator] = [],
+    metricsFactory: any MetricsFactory = MetricsSystem.factory
+  ) {
     self.configuration = configuration
     self.transport = transport
     self.clock = clock
     self.logger = logger
     self.customOperators = operators
+    self.metrics = ExecutorMetrics(factory: metricsFactory, executorID: configuration.executorID)
     (events, sink) = AsyncStream<Event>.makeStream()
   }
 
@@ -95,7 +104,13 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
         drainGrace: configuration.drainGrace,
         closeTimeout: configuration.closeTimeout
       ))
-    let shell = Shell(transport: transport, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID)
+    let shell = Shell(
+      transport: transport, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID, metrics: metrics)
+    let metrics = self.metrics
+    metrics.slots.record(configuration.slots)
+    metrics.running.record(0)
+    metrics.connected.record(0)
+    metrics.eligible.record(1)
     logger.info(
       "executor starting",
       metadata: [
@@ -114,18 +129,30 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             switch event {
             case .inbound(let connection, let message):
               actions = machine.received(message, on: connection, now: now)
+              switch message.kind {
+              case .registered?:
+                metrics.connected.record(machine.currentConnection == connection ? 1 : 0)
+              case .heartbeatAck?:
+                if let roundTrip = machine.lastRoundTrip { metrics.heartbeatRoundTrip.recordNanoseconds(roundTrip.wholeNanoseconds) }
+                metrics.eligible.record(machine.eligible ? 1 : 0)
+              default:
+                break
+              }
             case .connectionEnded(let connection, let error):
               actions = machine.connectionEnded(connection, error: error, now: now, random: Double.random(in: 0..<1))
+              metrics.connected.record(0)
             case .timer(let timer, let generation):
               guard shell.isCurrent(timer, generation: generation) else { continue }
               actions = machine.timerFired(timer, now: now)
             case .runFinished(let key, let outcome):
               shell.runEnded(key)
+              metrics.runFinished(outcome.status)
               actions = machine.runFinished(key, outcome: outcome, now: now)
             case .shutdown:
               actions = machine.shutdown(now: now)
             }
             done = shell.perform(actions, group: &group)
+            metrics.running.record(machine.runs.count)
             if done { break }
           }
         }
@@ -142,8 +169,12 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
 
 extension Executor where C == ContinuousClock {
   /// Creates an executor that counts time on the continuous (monotonic) clock.
-  public convenience init(configuration: ExecutorConfiguration, transport: any ClientTransport, logger: Logger, operators: [any Operator] = []) {
-    self.init(configuration: configuration, transport: transport, clock: ContinuousClock(), logger: logger, operators: operators)
+  public convenience init(
+    configuration: ExecutorConfiguration, transport: any ClientTransport, logger: Logger, operators: [any Operator] = [],
+    metricsFactory: any MetricsFactory = MetricsSystem.factory
+  ) {
+    self.init(
+      configuration: configuration, transport: transport, clock: ContinuousClock(), logger: logger, operators: operators, metricsFactory: metricsFactory)
   }
 }
 
@@ -156,6 +187,7 @@ extension Executor {
     private let logger: Logger
     private let operators: [String: any Operator]
     private let executorID: String
+    private let metrics: ExecutorMetrics
 
     private var outbox: (connection: UInt64, continuation: AsyncStream<Hourglass_V1_ExecutorMessage>.Continuation)?
     private var streamTask: Task<Void, Never>?
@@ -163,14 +195,17 @@ extension Executor {
     private var nextGeneration: UInt64 = 0
     private var cancellations: [RunKey: RunCancellation] = [:]
 
-    init(transport: any ClientTransport, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger, operators: [String: any Operator], executorID: String)
-    {
+    init(
+      transport: any ClientTransport, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger, operators: [String: any Operator], executorID: String,
+      metrics: ExecutorMetrics
+    ) {
       self.transport = transport
       self.clock = clock
       self.sink = sink
       self.logger = logger
       self.operators = operators
       self.executorID = executorID
+      self.metrics = metrics
     }
 
     func isCurrent(_ timer: ExecutorTimer, generation: UInt64) -> Bool {
@@ -208,6 +243,7 @@ extension Executor {
         case .startRun(let key, let grant):
           startRun(key, grant, group: &group)
         case .stopRun(let key, let reason):
+          if reason == .leaseExpired { metrics.selfFenced.increment() }
           cancellations[key]?.cancel(reason)
         case .schedule(let timer, let instant):
           schedule(timer, at: instant)
@@ -309,10 +345,20 @@ extension Executor {
           "hourglass.run_id": "\(key.runID)", "hourglass.task_id": "\(grant.taskID)", "hourglass.fence": "\(key.fence)",
           "hourglass.operator": "\(grant.operator)",
         ])
+      metrics.runsStarted.increment()
       group.addTask {
         let outcome = await op.run(request, cancellation: cancellation)
         sink.yield(.runFinished(key, outcome))
       }
     }
+  }
+}
+
+extension Duration {
+  /// Whole nanoseconds, saturating.
+  var wholeNanoseconds: Int64 {
+    let (seconds, attoseconds) = components
+    let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+    return overflow ? .max : scaled &+ attoseconds / 1_000_000_000
   }
 }

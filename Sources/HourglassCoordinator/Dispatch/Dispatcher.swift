@@ -28,6 +28,7 @@ actor Dispatcher {
   private let clock: any CoordinatorClock
   private let configuration: CoordinatorConfiguration
   private let logger: Logger
+  private let metrics: CoordinatorMetrics
   private var queue = DueQueue()
   private var pool = ExecutorPool()
   private var sessions: [UInt64: Session] = [:]
@@ -38,12 +39,15 @@ actor Dispatcher {
   private var nextSession: UInt64 = 0
   /// Counters for metrics and tests.
   private(set) var dispatched = 0
+  /// Per-executor gauges, by executor name, with the number of its streams.
+  private var executorGauges: [String: (gauges: CoordinatorMetrics.ExecutorGauges, streams: Int)] = [:]
 
-  init(store: any TaskStore, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger) {
+  init(store: any TaskStore, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger, metrics: CoordinatorMetrics) {
     self.store = store
     self.clock = clock
     self.configuration = configuration
     self.logger = logger
+    self.metrics = metrics
   }
 
   // MARK: Inputs
@@ -53,6 +57,7 @@ actor Dispatcher {
   func enqueue(taskID: TaskID, scheduledMicros: Int64, dueMicros: Int64, priority: Int32) {
     guard dueMicros < loadedUntil else { return }
     if queue.push(.init(taskID: taskID, scheduledMicros: scheduledMicros, dueMicros: dueMicros, priority: priority)) {
+      publishQueue()
       poke()
     }
   }
@@ -60,6 +65,7 @@ actor Dispatcher {
   /// A task was deleted: drop its queued run; cancel its running one on the executor if asked.
   func forget(taskID: TaskID, cancelling runID: RunID?, reason: String) async {
     queue.remove(taskID)
+    publishQueue()
     guard let runID, let lease = leases.removeValue(forKey: runID), let session = sessions[lease.session] else { return }
     var cancel = Hourglass_V1_CancelRun()
     cancel.runID = runID.description
@@ -81,6 +87,11 @@ actor Dispatcher {
     nextSession += 1
     sessions[nextSession] = Session(executorID: executorID, send: send)
     pool.add(session: nextSession, executorID: executorID, operators: operators, slots: slots)
+    var entry = executorGauges[executorID] ?? (gauges: metrics.executorGauges(executorID), streams: 0)
+    entry.streams += 1
+    entry.gauges.freeSlots.record(0)
+    executorGauges[executorID] = entry
+    metrics.executorsConnected.record(sessions.count)
     logger.info(
       "executor connected", metadata: ["hourglass.executor": "\(executorID)", "hourglass.slots": "\(slots)", "hourglass.operators": "\(operators.sorted())"])
     return nextSession
@@ -90,14 +101,26 @@ actor Dispatcher {
   func removeExecutor(session: UInt64) {
     if let gone = sessions.removeValue(forKey: session) {
       logger.info("executor disconnected", metadata: ["hourglass.executor": "\(gone.executorID)"])
+      if var entry = executorGauges[gone.executorID] {
+        entry.streams -= 1
+        if entry.streams <= 0 {
+          entry.gauges.destroy()
+          executorGauges[gone.executorID] = nil
+        } else {
+          executorGauges[gone.executorID] = entry
+        }
+      }
     }
     pool.remove(session: session)
+    metrics.executorsConnected.record(sessions.count)
+    publishRefused()
     leases = leases.filter { $0.value.session != session }
   }
 
   /// The executor granted credits.
   func grant(session: UInt64, credits: Int) {
     pool.grant(session: session, count: credits)
+    publishFreeSlots(session)
     poke()
   }
 
@@ -106,6 +129,11 @@ actor Dispatcher {
     let eligible = abs(skewMicros) <= configuration.skewBoundMicros
     let was = pool.members[session]?.eligible ?? true
     pool.setEligible(session: session, eligible, skewMicros: skewMicros)
+    if let id = sessions[session]?.executorID, let gauges = executorGauges[id]?.gauges {
+      gauges.skewSeconds.record(Double(skewMicros) / 1_000_000)
+      if was && !eligible { gauges.skewRefusals.increment() }
+    }
+    if was != eligible { publishRefused() }
     if was != eligible, let id = sessions[session]?.executorID {
       if eligible {
         logger.info("executor back inside the clock-skew bound", metadata: ["hourglass.executor": "\(id)", "hourglass.skew_us": "\(skewMicros)"])
@@ -139,10 +167,29 @@ actor Dispatcher {
     wake.signal()
   }
 
+  // MARK: Metrics
+
+  /// Queued and overdue runs. Called whenever the queue changes, before any lease that follows
+  /// from the change is sent, so a test that received the lease sees the gauges that led to it.
+  private func publishQueue() {
+    metrics.runsQueued.record(queue.count)
+    metrics.runsOverdue.record(queue.readyCount)
+  }
+
+  private func publishFreeSlots(_ session: UInt64) {
+    guard let member = pool.members[session] else { return }
+    executorGauges[member.executorID]?.gauges.freeSlots.record(member.credits)
+  }
+
+  private func publishRefused() {
+    metrics.executorsSkewRefused.record(pool.members.values.filter { !$0.eligible }.count)
+  }
+
   // MARK: The loop
 
   /// Runs until cancelled: loads ahead, recovers expired leases, dispatches due runs.
   func run() async throws {
+    metrics.ownShards(partitions: Int(store.partitionCount), owner: configuration.coordinatorID)
     var lastRecovery = clock.nowMicros() - configuration.recoveryIntervalMicros
     do {
       try await loadBacklog()
@@ -166,6 +213,7 @@ actor Dispatcher {
         await recoverExpiredLeases(now: now)
       }
       queue.promote(now: clock.nowMicros())
+      publishQueue()
       let sent = await dispatchReady()
       // Sleep until the next run is due, the window needs loading, recovery is due, or
       // something changes (new run, credits).
@@ -226,6 +274,7 @@ actor Dispatcher {
       bucket = bucket.next
     }
     if loaded > 0 {
+      publishQueue()
       logger.debug("loaded due runs", metadata: ["hourglass.count": "\(loaded)", "hourglass.until": "\(until)"])
     }
   }
@@ -235,9 +284,11 @@ actor Dispatcher {
       let recovered = try await store.recoverExpiredLeases(now: now, skewBound: configuration.skewBoundMicros, limit: 10_000)
       for run in recovered {
         leases[run.id] = nil
-        logger.info("lease expired: run goes out again", metadata: ["hourglass.run_id": "\(run.id)", "hourglass.executor": "\(run.leaseOwner ?? "-")"])
+        metrics.leasesExpired.increment()
+        logger.debug("lease expired: run goes out again", metadata: ["hourglass.run_id": "\(run.id)", "hourglass.executor": "\(run.leaseOwner ?? "-")"])
         if let task = try await store.dispatchRecord(taskID: run.id.taskID) {
           queue.push(.init(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task.priority))
+          publishQueue()
         }
       }
     } catch {
@@ -250,8 +301,12 @@ actor Dispatcher {
   private func dispatchReady() async -> Int {
     var sent = 0
     var parked: [DueQueue.Entry] = []
-    defer { for entry in parked { queue.returnReady(entry) } }
+    defer {
+      for entry in parked { queue.returnReady(entry) }
+      publishQueue()
+    }
     while pool.totalCredits > 0, let entry = queue.popReady() {
+      publishQueue()
       do {
         guard let task = try await store.dispatchRecord(taskID: entry.taskID), task.state == .active,
           task.nextRunMicros == entry.scheduledMicros
@@ -262,6 +317,7 @@ actor Dispatcher {
           parked.append(entry)
           continue
         }
+        publishFreeSlots(session)
         guard let executor = sessions[session] else { continue }
         let now = clock.nowMicros()
         let lease: Lease
@@ -269,6 +325,7 @@ actor Dispatcher {
           lease = try await store.createLease(taskID: entry.taskID, owner: executor.executorID, now: now, expiresAt: now + configuration.leaseDurationMicros)
         } catch TaskStoreError.notDispatchable {
           pool.refund(session: session)
+          publishFreeSlots(session)
           continue
         }
         var grant = Hourglass_V1_LeaseGrant()
@@ -288,6 +345,9 @@ actor Dispatcher {
         var message = Hourglass_V1_CoordinatorMessage()
         message.lease = grant
         leases[lease.runID] = ActiveLease(session: session, fence: lease.fence)
+        // Counted before the send, so whoever receives the lease sees it counted.
+        metrics.runsDispatched.increment()
+        metrics.dispatchLateness.recordMicroseconds(max(0, now - entry.dueMicros))
         do {
           try await executor.send(message)
           dispatched += 1

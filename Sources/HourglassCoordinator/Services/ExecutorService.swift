@@ -15,6 +15,7 @@ struct ExecutorService: Sendable {
   let clock: any CoordinatorClock
   let configuration: CoordinatorConfiguration
   let logger: Logger
+  let metrics: CoordinatorMetrics
 
   func register(into router: inout RPCRouter) {
     router.registerBidirectional(Self.connect) {
@@ -29,6 +30,7 @@ struct ExecutorService: Sendable {
     guard let peer = context.peer else {
       throw RPCError(code: .unauthenticated, message: "an executor certificate is required")
     }
+    context.annotations["hourglass.executor"] = "\(peer.name)"
     guard peer.role == "executor" else {
       throw RPCError(code: .permissionDenied, message: "role \(peer.role) may not connect as an executor")
     }
@@ -169,16 +171,29 @@ struct ExecutorService: Sendable {
       logger.info("result with a stale fence refused", metadata: ["hourglass.run_id": "\(runID)", "hourglass.fence": "\(fence.rawValue)"])
       return false
     }
+    switch plan.state {
+    case .succeeded: metrics.runsSucceeded.increment()
+    case .cancelled: metrics.runsCancelled.increment()
+    default: metrics.runsFailed.increment()
+    }
+    if plan.state == .dead {
+      metrics.taskFailed(operatorName: task.operatorName)
+      var metadata: Logger.Metadata = [
+        "hourglass.task_id": "\(runID.taskID)", "hourglass.run_id": "\(runID)", "hourglass.owner": "\(task.owner)",
+        "hourglass.operator": "\(task.operatorName)", "hourglass.attempt": "\(current.attempt)", "hourglass.exit_code": "\(result.exitCode)",
+      ]
+      if !result.error.isEmpty { metadata["hourglass.error"] = "\(result.error)" }
+      logger.warning("run failed after its last attempt", metadata: metadata)
+    }
     switch plan.next {
     case .retry(let at):
+      metrics.runsRetried.increment()
       logger.info("run failed; retrying", metadata: ["hourglass.run_id": "\(runID)", "hourglass.attempt": "\(current.attempt)", "hourglass.retry_at": "\(at)"])
       await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: runID.scheduledMicros, dueMicros: at, priority: task.priority)
     case .reschedule(let next):
       await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: next, dueMicros: next, priority: task.priority)
-    case .finish(let state):
-      if state == .dead {
-        logger.warning("task failed for good after its last attempt", metadata: ["hourglass.task_id": "\(runID.taskID)", "hourglass.run_id": "\(runID)"])
-      }
+    case .finish:
+      break
     }
     return true
   }

@@ -22,22 +22,28 @@ struct TaskService: Sendable {
   let clock: any CoordinatorClock
   let configuration: CoordinatorConfiguration
   let logger: Logger
+  let metrics: CoordinatorMetrics
 
   func register(into router: inout RPCRouter) {
     router.registerUnary(Self.schedule) { (request: Hourglass_V1_ScheduleRequest, context) in
-      try await schedule(request, owner: try owner(request.userID, context))
+      let response = try await schedule(request, owner: try owner(request.userID, context))
+      context.annotations["hourglass.task_id"] = "\(response.taskID)"
+      return response
     }
     router.registerUnary(Self.get) { (request: Hourglass_V1_GetRequest, context) in
-      try await get(request, owner: try owner(request.userID, context))
+      context.annotations["hourglass.task_id"] = "\(request.taskID)"
+      return try await get(request, owner: try owner(request.userID, context))
     }
     router.registerUnary(Self.list) { (request: Hourglass_V1_ListRequest, context) in
       try await list(request, owner: try owner(request.userID, context))
     }
     router.registerUnary(Self.delete) { (request: Hourglass_V1_DeleteRequest, context) in
-      try await delete(request, owner: try owner(request.userID, context))
+      context.annotations["hourglass.task_id"] = "\(request.taskID)"
+      return try await delete(request, owner: try owner(request.userID, context))
     }
     router.registerUnary(Self.listRuns) { (request: Hourglass_V1_ListRunsRequest, context) in
-      try await listRuns(request, owner: try owner(request.userID, context))
+      context.annotations["hourglass.task_id"] = "\(request.taskID)"
+      return try await listRuns(request, owner: try owner(request.userID, context))
     }
   }
 
@@ -122,6 +128,7 @@ struct TaskService: Sendable {
     } catch {
       throw RPCError(code: .unavailable, message: "the task could not be stored; it was not scheduled", cause: error)
     }
+    metrics.tasksScheduled.increment()
     await dispatcher.enqueue(taskID: id, scheduledMicros: first, dueMicros: first, priority: request.priority)
     var response = Hourglass_V1_ScheduleResponse()
     response.taskID = id.description

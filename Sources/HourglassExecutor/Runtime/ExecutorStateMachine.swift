@@ -122,7 +122,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// (monotonic clock).
   private var heartbeatsInFlight: [UInt64: Instant] = [:]
   /// The last heartbeat's round trip, sent with the next one for skew correction.
-  private var lastRoundTrip: Duration?
+  private(set) var lastRoundTrip: Duration?
 
   init(settings: Settings) {
     self.settings = settings

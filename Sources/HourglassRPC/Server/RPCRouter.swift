@@ -29,7 +29,7 @@ public struct RPCRouter: Sendable {
     _ body: @escaping @Sendable (Request, ServerContext) async throws -> Response
   ) {
     register(method) { stream, context in
-      await Self.run(stream) {
+      await Self.run(stream, context) {
         let request = try await Self.single(Request.self, from: stream.inbound)
         let response = try await body(request, context)
         return try MessageCoding.encode(response)
@@ -43,7 +43,7 @@ public struct RPCRouter: Sendable {
     _ body: @escaping @Sendable (Request, RPCWriter<Response>, ServerContext) async throws -> Void
   ) {
     register(method) { stream, context in
-      await Self.run(stream) {
+      await Self.run(stream, context) {
         let request = try await Self.single(Request.self, from: stream.inbound)
         try await body(request, Self.writer(stream), context)
         return nil
@@ -57,7 +57,7 @@ public struct RPCRouter: Sendable {
     _ body: @escaping @Sendable (RPCMessages<Request>, ServerContext) async throws -> Response
   ) {
     register(method) { stream, context in
-      await Self.run(stream) {
+      await Self.run(stream, context) {
         let response = try await body(Self.messages(Request.self, stream.inbound), context)
         return try MessageCoding.encode(response)
       }
@@ -70,7 +70,7 @@ public struct RPCRouter: Sendable {
     _ body: @escaping @Sendable (RPCMessages<Request>, RPCWriter<Response>, ServerContext) async throws -> Void
   ) {
     register(method) { stream, context in
-      await Self.run(stream) {
+      await Self.run(stream, context) {
         try await body(Self.messages(Request.self, stream.inbound), Self.writer(stream), context)
         return nil
       }
@@ -78,16 +78,19 @@ public struct RPCRouter: Sendable {
   }
 
   /// Runs a handler body and ends the call: OK with the body's last message, or the status of
-  /// the error it threw (`UNKNOWN` without details for errors that are not ``RPCError``).
-  private static func run(_ stream: RPCServerStream, _ body: () async throws -> ByteBuffer?) async {
+  /// the error it threw (`UNKNOWN` without details for errors that are not ``RPCError``). The
+  /// error's cause, which the client is not told, goes into the call's annotations for its log.
+  private static func run(_ stream: RPCServerStream, _ context: ServerContext, _ body: () async throws -> ByteBuffer?) async {
     do {
       let last = try await body()
       try? await stream.writer.finish(lastMessage: last, status: .ok, metadata: [:])
     } catch let error as RPCError {
+      if let cause = error.cause { context.annotations["hourglass.error_cause"] = "\(cause)" }
       try? await stream.writer.finish(lastMessage: nil, status: Status(code: error.code, message: error.message), metadata: error.metadata)
     } catch is CancellationError {
       try? await stream.writer.finish(lastMessage: nil, status: Status(code: .cancelled, message: "the call was cancelled"), metadata: [:])
     } catch {
+      context.annotations["hourglass.error_cause"] = "\(error)"
       try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unknown, message: "the server failed to handle the call"), metadata: [:])
     }
   }

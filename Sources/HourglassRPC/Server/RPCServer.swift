@@ -22,16 +22,28 @@ public struct RPCServer: Sendable {
   }
 
   /// Runs one call to completion. Cancelling the calling task cancels the handler.
+  ///
+  /// `onCallFinished` runs once per call, before its final status goes to the client (so a
+  /// client that saw the status also sees the call in the metrics); the call's log line follows.
   public func handle(_ incoming: RPCServerStream) async {
     let start = ContinuousClock.now
+    let context = ServerContext(method: incoming.head.method, metadata: incoming.head.metadata, peer: incoming.peer, timeout: incoming.head.timeout)
     let outcome = StatusRecorder()
+    let interceptor = self.interceptor
+    let report: @Sendable (Status) -> Void = { status in
+      guard outcome.claimReport() else { return }
+      interceptor?(incoming, context, status, ContinuousClock.now - start)
+    }
     var observed = incoming
-    observed.writer = RecordingWriter(base: incoming.writer, recorder: outcome)
+    observed.writer = RecordingWriter(base: incoming.writer, recorder: outcome) { status in
+      // A call the client reset or whose deadline passed ends with that status, whatever the
+      // handler answered after being cancelled.
+      report(Self.status(ending: incoming.termination.reason) ?? status)
+    }
     let stream = observed
-    let context = ServerContext(method: stream.head.method, metadata: stream.head.metadata, peer: stream.peer, timeout: stream.head.timeout)
     guard let handler = router[stream.head.method] else {
       try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unimplemented, message: "unknown method \(stream.head.method)"), metadata: [:])
-      logger.info("rpc", metadata: ["hourglass.method": "\(stream.head.method)", "hourglass.status": "UNIMPLEMENTED"])
+      log(stream, context, Status(code: .unimplemented), ContinuousClock.now - start)
       return
     }
     // The handler races the stream's termination (client RESET, deadline, connection loss);
@@ -44,43 +56,60 @@ public struct RPCServer: Sendable {
     }
     let reason = stream.termination.reason
     stream.termination.signal(.finished)
-    let status: Status
+    let status = Self.status(ending: reason) ?? outcome.status ?? Status(code: .unknown)
+    report(status)
+    log(stream, context, status, ContinuousClock.now - start)
+  }
+
+  /// The status of a call that ended early for `reason`, if it did.
+  private static func status(ending reason: StreamTerminationReason?) -> Status? {
     switch reason {
-    case .reset(let code)?: status = Status(code: code, message: "reset by the client")
-    case .deadlineExceeded?: status = Status(code: .deadlineExceeded)
-    case .connectionClosed?: status = Status(code: .unavailable, message: "connection closed")
-    case .finished?, nil: status = outcome.status ?? Status(code: .unknown)
+    case .reset(let code)?: Status(code: code, message: "reset by the client")
+    case .deadlineExceeded?: Status(code: .deadlineExceeded)
+    case .connectionClosed?: Status(code: .unavailable, message: "connection closed")
+    case .finished?, nil: nil
     }
-    let duration = ContinuousClock.now - start
-    interceptor?(stream, context, status, duration)
-    logger.info(
-      "rpc",
-      metadata: [
-        "hourglass.method": "\(stream.head.method)",
-        "hourglass.status": "\(status.code)",
-        "hourglass.duration_ms": "\(Double(duration.components.attoseconds / 1_000_000_000_000 + duration.components.seconds * 1_000_000) / 1000)",
-        "hourglass.caller": "\(stream.peer?.description ?? "-")",
-      ]
-    )
+  }
+
+  /// One line per call: at info, or at error when the server is at fault.
+  private func log(_ stream: RPCServerStream, _ context: ServerContext, _ status: Status, _ duration: Duration) {
+    var metadata = context.annotations.metadata
+    metadata["hourglass.method"] = "\(stream.head.method)"
+    metadata["hourglass.status"] = "\(status.code)"
+    if status.code != .ok, !status.message.isEmpty { metadata["hourglass.status_message"] = "\(status.message)" }
+    metadata["hourglass.duration_ms"] = "\(Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds / 1_000_000_000) / 1_000_000)"
+    metadata["hourglass.caller"] = "\(stream.peer?.description ?? "-")"
+    let serverFault = status.code == .unknown || status.code == .internal || status.code == .dataLoss
+    logger.log(level: serverFault ? .error : .info, "rpc", metadata: metadata)
   }
 }
 
-/// Remembers the status a handler ended its call with.
+/// Remembers the status a handler ended its call with, and whether the call was reported.
 final class StatusRecorder: Sendable {
-  private let value = Mutex<Status?>(nil)
-  var status: Status? { value.withLock { $0 } }
-  func record(_ status: Status) { value.withLock { if $0 == nil { $0 = status } } }
+  private let value = Mutex<(status: Status?, reported: Bool)>((nil, false))
+  var status: Status? { value.withLock { $0.status } }
+  func record(_ status: Status) { value.withLock { if $0.status == nil { $0.status = status } } }
+  /// True the first time only.
+  func claimReport() -> Bool {
+    value.withLock { state in
+      defer { state.reported = true }
+      return !state.reported
+    }
+  }
 }
 
-/// A writer that tells a ``StatusRecorder`` the final status.
+/// A writer that tells a ``StatusRecorder`` the final status, and reports the call before the
+/// status leaves.
 struct RecordingWriter: ServerStreamWriter {
   let base: any ServerStreamWriter
   let recorder: StatusRecorder
+  let beforeFinish: @Sendable (Status) -> Void
 
   func writeHeaders(_ metadata: Metadata) async throws { try await base.writeHeaders(metadata) }
   func writeMessage(_ message: ByteBuffer) async throws { try await base.writeMessage(message) }
   func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws {
     recorder.record(status)
+    beforeFinish(status)
     try await base.finish(lastMessage: lastMessage, status: status, metadata: metadata)
   }
 }

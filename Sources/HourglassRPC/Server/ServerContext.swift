@@ -1,3 +1,6 @@
+import Logging
+import Synchronization
+
 /// What a server handler knows about its call besides the request.
 public struct ServerContext: Sendable {
   /// The method called.
@@ -8,6 +11,9 @@ public struct ServerContext: Sendable {
   public var peer: PeerIdentity?
   /// The time the client allows, measured from when the server received the call.
   public var timeout: Duration?
+  /// What the handler learned about the call (the task it concerns, why it failed), added to
+  /// the call's log line and visible to the server's `onCallFinished` hook.
+  public let annotations = CallAnnotations()
 
   /// Creates a context.
   public init(method: String, metadata: Metadata, peer: PeerIdentity?, timeout: Duration?) {
@@ -16,6 +22,25 @@ public struct ServerContext: Sendable {
     self.peer = peer
     self.timeout = timeout
   }
+}
+
+/// Log metadata a handler attaches to its call, for the one log line each call gets when it
+/// ends (`hourglass.task_id`, `hourglass.error`). Shared by every copy of the call's
+/// ``ServerContext``; safe to set from any task.
+public final class CallAnnotations: Sendable {
+  private let values = Mutex<Logger.Metadata>([:])
+
+  /// An empty set.
+  public init() {}
+
+  /// One value; setting `nil` removes it.
+  public subscript(key: String) -> Logger.MetadataValue? {
+    get { values.withLock { $0[key] } }
+    set { values.withLock { $0[key] = newValue } }
+  }
+
+  /// Every value set so far.
+  public var metadata: Logger.Metadata { values.withLock { $0 } }
 }
 
 /// Sends response messages of a streaming call, in order.

@@ -42,7 +42,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
   @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
   var logLevel: String = "info"
 
+  @OptionGroup var observability: ObservabilityOptions
+
   func run() async throws {
+    observability.bootstrapLogging()
     var logger = Logger(label: "hourglass.coordinator")
     logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
     let (host, port) = try Self.hostPort(listen, option: "--listen")
@@ -52,14 +55,18 @@ struct CoordinatorCommand: AsyncParsableCommand {
     configuration.coordinatorID = id
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
+    let metrics = try await observability.metrics(logger: logger)
     let coordinator = try Coordinator(
       configuration: configuration,
       store: taskStore,
       tls: .init(host: host, port: port, credentials: credentials),
-      logger: logger
+      logger: logger,
+      metricsFactory: metrics.factory
     )
+    var services: [any Service] = [coordinator]
+    if let server = metrics.server { services.append(server) }
     let group = ServiceGroup(
-      services: [coordinator],
+      services: services,
       gracefulShutdownSignals: [.sigterm, .sigint],
       cancellationSignals: [],
       logger: logger

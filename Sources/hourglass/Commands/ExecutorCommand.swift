@@ -52,6 +52,8 @@ struct ExecutorCommand: AsyncParsableCommand {
   @Option(name: .customLong("temporary-directory"), help: "Where exec runs get their private directories.")
   var temporaryDirectory: String = "/tmp"
 
+  @OptionGroup var observability: ObservabilityOptions
+
   func validate() throws {
     if coordinators.isEmpty { throw ValidationError("--coordinator HOST:PORT is required") }
     for address in coordinators where Self.parseAddress(address) == nil {
@@ -62,6 +64,7 @@ struct ExecutorCommand: AsyncParsableCommand {
   }
 
   func run() async throws {
+    observability.bootstrapLogging()
     var logger = Logger(label: "hourglass.executor")
     logger.logLevel = .info
 
@@ -92,10 +95,15 @@ struct ExecutorCommand: AsyncParsableCommand {
         try RPCTLSConnection(configuration: .init(host: host, port: port, credentials: credentials), logger: logger))
     }
     let transport: any ClientTransport = connections.count == 1 ? connections[0] : FailoverTransport(connections)
-    let executor = Executor(configuration: configuration, transport: transport, logger: logger)
+    let metrics = try await observability.metrics(logger: logger)
+    let executor = Executor(configuration: configuration, transport: transport, logger: logger, metricsFactory: metrics.factory)
+    var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+      .init(service: executor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+    ]
+    if let server = metrics.server { services.append(.init(service: server)) }
     let group = ServiceGroup(
       configuration: .init(
-        services: [.init(service: executor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)],
+        services: services,
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger
       ))

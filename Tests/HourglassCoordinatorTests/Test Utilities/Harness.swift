@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import HourglassCoordinator
 import HourglassCore
@@ -19,19 +20,24 @@ struct Harness {
   let clock: ManualClock
   let directory: URL
 
-  static func with<T: Sendable>(configure: (inout CoordinatorConfiguration) -> Void = { _ in }, _ body: (Harness) async throws -> T) async throws -> T {
+  static func with<T: Sendable>(
+    configure: (inout CoordinatorConfiguration) -> Void = { _ in }, metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance,
+    logger customLogger: Logger? = nil, _ body: (Harness) async throws -> T
+  ) async throws -> T {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hourglass-coord-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
     var logger = Logger(label: "test.coordinator")
     logger.logLevel = .warning
+    if let customLogger { logger = customLogger }
     var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: directory.appendingPathComponent("tasks.db").path)
     storeConfiguration.partitionCount = 4
     let store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: logger)
     let clock = ManualClock(nowMicros: start)
     var configuration = CoordinatorConfiguration.defaults
     configure(&configuration)
-    let coordinator = try Coordinator(configuration: configuration, store: store, tls: nil, clock: clock, logger: logger)
+    let coordinator = try Coordinator(
+      configuration: configuration, store: store, tls: nil, clock: clock, logger: logger, metricsFactory: metricsFactory)
     let running = Task { try await coordinator.run() }
     let harness = Harness(coordinator: coordinator, store: store, clock: clock, directory: directory)
     do {
@@ -217,6 +223,23 @@ final class FakeExecutor: Sendable {
     let message = try await next()
     guard case .resultAck(let ack)? = message.kind else { throw RPCError(code: .internal, message: "expected a result ack, got \(message)") }
     return ack.recorded
+  }
+
+  /// Sends a heartbeat stamped `executorTimeMicros` (with a zero round trip) and returns the
+  /// coordinator's acknowledgement, skipping other messages.
+  func heartbeat(executorTimeMicros: Int64, sequence: UInt64 = 1) async throws -> Hourglass_V1_HeartbeatAck {
+    send {
+      $0.heartbeat = .with {
+        $0.sequence = sequence
+        $0.executorTime = Google_Protobuf_Timestamp(seconds: executorTimeMicros / 1_000_000, nanos: Int32(executorTimeMicros % 1_000_000) * 1000)
+        $0.lastRoundTripMicros = 0
+      }
+    }
+    var iterator = inbound.makeAsyncIterator()
+    while let message = try await iterator.next() {
+      if case .heartbeatAck(let ack)? = message.kind { return ack }
+    }
+    throw RPCError(code: .unavailable, message: "the stream ended")
   }
 
   /// Ends the stream as a crashed executor would.

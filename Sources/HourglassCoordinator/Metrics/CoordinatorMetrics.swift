@@ -1,0 +1,128 @@
+import CoreMetrics
+import HourglassRPC
+import Synchronization
+
+/// The coordinator's metrics, recorded through the swift-metrics API into the factory the
+/// coordinator was given (a Prometheus registry's in production, a test's own in tests). Names
+/// follow Prometheus conventions; docs/operations.md lists every one.
+final class CoordinatorMetrics: Sendable {
+  let factory: any MetricsFactory
+
+  /// Tasks accepted by Schedule; `rate()` of it is tasks scheduled per second.
+  let tasksScheduled: Counter
+  /// Leases pushed to executors.
+  let runsDispatched: Counter
+  /// Results recorded as succeeded.
+  let runsSucceeded: Counter
+  /// Results recorded as failed or timed out (every attempt).
+  let runsFailed: Counter
+  /// Results recorded as cancelled.
+  let runsCancelled: Counter
+  /// Failed attempts that were given another one.
+  let runsRetried: Counter
+  /// Leases that ran out without a result and were recovered.
+  let leasesExpired: Counter
+  /// How long after its due time each run was dispatched.
+  let dispatchLateness: CoreMetrics.Timer
+  /// Runs in the due-time queue (waiting or due).
+  let runsQueued: Gauge
+  /// Runs past their due time and not yet dispatched.
+  let runsOverdue: Gauge
+  /// Executor streams registered.
+  let executorsConnected: Gauge
+  /// Executors currently outside the clock-skew bound.
+  let executorsSkewRefused: Gauge
+
+  private let byOperator = Mutex<[String: Counter]>([:])
+  private let rpcCounters = Mutex<[RPCKey: Counter]>([:])
+  private let rpcTimers = Mutex<[String: CoreMetrics.Timer]>([:])
+
+  private struct RPCKey: Hashable {
+    var method: String
+    var code: StatusCode
+  }
+
+  init(factory: any MetricsFactory) {
+    self.factory = factory
+    tasksScheduled = Counter(label: "hourglass_tasks_scheduled_total", factory: factory)
+    runsDispatched = Counter(label: "hourglass_runs_dispatched_total", factory: factory)
+    runsSucceeded = Counter(label: "hourglass_runs_succeeded_total", factory: factory)
+    runsFailed = Counter(label: "hourglass_runs_failed_total", factory: factory)
+    runsCancelled = Counter(label: "hourglass_runs_cancelled_total", factory: factory)
+    runsRetried = Counter(label: "hourglass_runs_retried_total", factory: factory)
+    leasesExpired = Counter(label: "hourglass_leases_expired_total", factory: factory)
+    dispatchLateness = CoreMetrics.Timer(label: "hourglass_dispatch_lateness_seconds", factory: factory)
+    runsQueued = Gauge(label: "hourglass_runs_queued", factory: factory)
+    runsOverdue = Gauge(label: "hourglass_runs_overdue", factory: factory)
+    executorsConnected = Gauge(label: "hourglass_executors_connected", factory: factory)
+    executorsSkewRefused = Gauge(label: "hourglass_executors_skew_refused", factory: factory)
+  }
+
+  /// A task failed for good: its last attempt failed (the seed design's `user_task_fail`).
+  func taskFailed(operatorName: String) {
+    let counter = byOperator.withLock { counters in
+      if let counter = counters[operatorName] { return counter }
+      let counter = Counter(label: "hourglass_task_failures_total", dimensions: [("operator", operatorName)], factory: factory)
+      counters[operatorName] = counter
+      return counter
+    }
+    counter.increment()
+  }
+
+  /// Partitions this coordinator owns (all of them, on a single node).
+  func ownShards(partitions: Int, owner: String) {
+    for partition in 0..<partitions {
+      Gauge(label: "hourglass_shard_owner", dimensions: [("partition", "\(partition)"), ("owner", owner)], factory: factory).record(1)
+    }
+  }
+
+  /// One RPC ended. `method` is a registered path or `unknown` (clients choose the paths they
+  /// send, so unregistered ones share one label value).
+  func rpcFinished(method: String, code: StatusCode, duration: Duration) {
+    let counter = rpcCounters.withLock { counters in
+      let key = RPCKey(method: method, code: code)
+      if let counter = counters[key] { return counter }
+      let counter = Counter(label: "hourglass_rpc_server_handled_total", dimensions: [("method", method), ("code", "\(code)")], factory: factory)
+      counters[key] = counter
+      return counter
+    }
+    let timer = rpcTimers.withLock { timers in
+      if let timer = timers[method] { return timer }
+      let timer = CoreMetrics.Timer(label: "hourglass_rpc_server_handling_seconds", dimensions: [("method", method)], factory: factory)
+      timers[method] = timer
+      return timer
+    }
+    counter.increment()
+    timer.recordNanoseconds(duration.nanoseconds)
+  }
+
+  /// Gauges for one connected executor, labelled by its name.
+  func executorGauges(_ executorID: String) -> ExecutorGauges {
+    ExecutorGauges(
+      freeSlots: Gauge(label: "hourglass_executor_free_slots", dimensions: [("executor", executorID)], factory: factory),
+      skewSeconds: Gauge(label: "hourglass_executor_clock_skew_seconds", dimensions: [("executor", executorID)], factory: factory),
+      skewRefusals: Counter(label: "hourglass_executor_skew_refusals_total", dimensions: [("executor", executorID)], factory: factory)
+    )
+  }
+
+  /// The per-executor gauges; destroyed when the executor's last stream ends.
+  struct ExecutorGauges: Sendable {
+    var freeSlots: Gauge
+    var skewSeconds: Gauge
+    var skewRefusals: Counter
+
+    func destroy() {
+      freeSlots.destroy()
+      skewSeconds.destroy()
+    }
+  }
+}
+
+extension Duration {
+  /// Whole nanoseconds, saturating.
+  var nanoseconds: Int64 {
+    let (seconds, attoseconds) = components
+    let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+    return overflow ? .max : scaled &+ attoseconds / 1_000_000_000
+  }
+}
