@@ -190,6 +190,7 @@ let package = Package(
         "HourglassStoreSQLite",
         "HourglassStorePostgres",
         "HourglassCertificates",
+        "HourglassExecutor",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
@@ -245,6 +246,7 @@ let package = Package(
       name: "HourglassCoordinatorTests",
       dependencies: [
         "HourglassCoordinator",
+        "HourglassExecutor",
         "HourglassStore",
         "HourglassStoreSQLite",
         "HourglassCertificates",

@@ -33,7 +33,9 @@ public final class Coordinator: Service, Sendable {
     self.dispatcher = dispatcher
     var router = RPCRouter()
     TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger).register(into: &router)
-    ExecutorService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger).register(into: &router)
+    let results = ResultRecorder(store: store, maxBatch: configuration.resultBatch)
+    ExecutorService(store: store, dispatcher: dispatcher, results: results, clock: clock, configuration: configuration, logger: logger)
+      .register(into: &router)
     self.server = RPCServer(router: router, logger: logger)
     self.listener = tls.map { RPCTLSServer(configuration: $0, server: RPCServer(router: router, logger: logger), logger: logger) }
   }
@@ -49,6 +51,13 @@ public final class Coordinator: Service, Sendable {
 
   /// Runs dispatched since start, for tests and metrics.
   public func dispatchedRuns() async -> Int { await dispatcher.dispatched }
+
+  /// Run results recorded (with a current fence) since start, for tests, metrics and benchmarks.
+  public func recordedResults() async -> Int { await dispatcher.recorded }
+
+  /// Returns once at least `count` run results have been recorded since start: a signal for tests
+  /// and benchmarks to wait on instead of polling.
+  public func waitUntilRecorded(_ count: Int) async { await dispatcher.waitUntilRecorded(count) }
 
   public func run() async throws {
     let dispatcher = self.dispatcher

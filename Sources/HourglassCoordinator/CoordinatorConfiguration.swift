@@ -18,6 +18,11 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   public var recoveryIntervalMicros: Int64
   /// Due entries read per store query.
   public var loadBatch: Int
+  /// Most leases created in one store transaction (the dispatcher batches due runs).
+  public var leaseBatch: Int
+  /// Most run results recorded in one store transaction (results from every executor stream
+  /// are gathered, as inserts are).
+  public var resultBatch: Int
   /// The attempt timeout for tasks that do not set one.
   public var defaultTimeoutMicros: Int64
   /// A one-shot time this far in the past is still accepted (run now) rather than refused.
@@ -34,6 +39,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       backlogLookBackMicros: 24 * 3_600_000_000,
       recoveryIntervalMicros: 1_000_000,
       loadBatch: 10_000,
+      leaseBatch: 512,
+      resultBatch: 1_000,
       defaultTimeoutMicros: 3_600_000_000,
       pastGraceMicros: 60_000_000
     )
@@ -54,6 +61,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       throw ConfigurationError(field: "heartbeat_interval", reason: "must be shorter than the lease duration")
     }
     guard loadBatch >= 1 else { throw ConfigurationError(field: "load_batch", reason: "must be at least 1") }
+    guard leaseBatch >= 1 else { throw ConfigurationError(field: "lease_batch", reason: "must be at least 1") }
+    guard resultBatch >= 1 else { throw ConfigurationError(field: "result_batch", reason: "must be at least 1") }
   }
 }
 

@@ -22,6 +22,11 @@ actor Dispatcher {
   struct ActiveLease: Sendable {
     var session: UInt64
     var fence: Fence
+    /// The task as read when the lease was granted, and the lease's attempt: what planning the
+    /// result needs, so a result does not read the store again (the fence is still checked by
+    /// the store's compare-and-set when it is recorded).
+    var task: TaskRecord
+    var attempt: Int32
   }
 
   private let store: any TaskStore
@@ -38,6 +43,9 @@ actor Dispatcher {
   private var nextSession: UInt64 = 0
   /// Counters for metrics and tests.
   private(set) var dispatched = 0
+  /// Results recorded (fence matched) since start.
+  private(set) var recorded = 0
+  private var recordedWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
 
   init(store: any TaskStore, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger) {
     self.store = store
@@ -124,9 +132,32 @@ actor Dispatcher {
     pool.setDraining(session: session)
   }
 
+  /// What the dispatcher knows of a lease it granted with `fence`, if it is still active here.
+  func activeLease(_ runID: RunID, fence: Fence) -> ActiveLease? {
+    guard let lease = leases[runID], lease.fence == fence else { return nil }
+    return lease
+  }
+
   /// A lease ended (result recorded, refused, or cancelled).
-  func leaseEnded(_ runID: RunID) {
+  func leaseEnded(_ runID: RunID, recorded: Bool = false) {
     leases[runID] = nil
+    if recorded {
+      self.recorded += 1
+      if !recordedWaiters.isEmpty {
+        let count = self.recorded
+        let ready = recordedWaiters.filter { $0.count <= count }
+        recordedWaiters.removeAll { $0.count <= count }
+        for waiter in ready { waiter.continuation.resume() }
+      }
+    }
+  }
+
+  /// Returns once at least `count` results have been recorded since start (a signal for tests).
+  func waitUntilRecorded(_ count: Int) async {
+    if recorded >= count { return }
+    await withCheckedContinuation { continuation in
+      recordedWaiters.append((count, continuation))
+    }
   }
 
   /// Runs queued (waiting and ready), for metrics and tests.
@@ -245,17 +276,35 @@ actor Dispatcher {
     }
   }
 
-  /// Sends ready runs while executors hold credits for them.
+  /// Sends ready runs while executors hold credits for them, in batches: one store read for
+  /// the batch's tasks, one durable transaction for all of its leases, then the grants.
   @discardableResult
   private func dispatchReady() async -> Int {
     var sent = 0
     var parked: [DueQueue.Entry] = []
     defer { for entry in parked { queue.returnReady(entry) } }
-    while pool.totalCredits > 0, let entry = queue.popReady() {
+    while pool.totalCredits > 0 {
+      var batch: [DueQueue.Entry] = []
+      let room = min(pool.totalCredits, configuration.leaseBatch)
+      while batch.count < room, let entry = queue.popReady() { batch.append(entry) }
+      if batch.isEmpty { break }
+      let records: [TaskID: TaskRecord]
       do {
-        guard let task = try await store.dispatchRecord(taskID: entry.taskID), task.state == .active,
-          task.nextRunMicros == entry.scheduledMicros
-        else {
+        records = try await store.dispatchRecords(taskIDs: batch.map(\.taskID))
+      } catch {
+        logger.error("dispatch failed; retrying shortly", metadata: ["hourglass.count": "\(batch.count)", "hourglass.error": "\(error)"])
+        parked += batch
+        break
+      }
+      struct Pick {
+        var entry: DueQueue.Entry
+        var task: TaskRecord
+        var session: UInt64
+        var executor: Session
+      }
+      var picks: [Pick] = []
+      for entry in batch {
+        guard let task = records[entry.taskID], task.state == .active, task.nextRunMicros == entry.scheduledMicros else {
           continue  // deleted, finished, or moved on since it was queued
         }
         guard let session = pool.take(operatorName: task.operatorName) else {
@@ -263,54 +312,75 @@ actor Dispatcher {
           continue
         }
         guard let executor = sessions[session] else { continue }
-        let now = clock.nowMicros()
-        let lease: Lease
-        do {
-          lease = try await store.createLease(taskID: entry.taskID, owner: executor.executorID, now: now, expiresAt: now + configuration.leaseDurationMicros)
-        } catch TaskStoreError.notDispatchable {
-          pool.refund(session: session)
+        picks.append(Pick(entry: entry, task: task, session: session, executor: executor))
+      }
+      if picks.isEmpty { continue }
+      let now = clock.nowMicros()
+      let requests = picks.map {
+        LeaseRequest(
+          taskID: $0.entry.taskID, scheduledMicros: $0.entry.scheduledMicros, owner: $0.executor.executorID,
+          expiresAt: now + configuration.leaseDurationMicros)
+      }
+      let granted: [Lease?]
+      do {
+        granted = try await store.createLeases(requests, now: now)
+      } catch {
+        logger.error("creating leases failed; retrying shortly", metadata: ["hourglass.count": "\(picks.count)", "hourglass.error": "\(error)"])
+        for pick in picks {
+          pool.refund(session: pick.session)
+          parked.append(pick.entry)
+        }
+        break
+      }
+      for (pick, lease) in zip(picks, granted) {
+        guard let lease else {
+          pool.refund(session: pick.session)
           continue
         }
-        var grant = Hourglass_V1_LeaseGrant()
-        grant.runID = lease.runID.description
-        grant.taskID = entry.taskID.description
-        grant.scheduledAt = ProtoTime.timestamp(lease.runID.scheduledMicros)
-        grant.attempt = UInt32(clamping: lease.attempt)
-        grant.fence = lease.fence.rawValue
-        grant.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
-        grant.operator = task.operatorName
-        if let digest = task.blobDigest {
-          grant.blob = Data(try await blob(digest))
-          grant.blobSha256 = digest.hex
-        }
-        grant.arguments = task.arguments
-        grant.timeout = ProtoTime.duration(task.timeoutMicros)
-        var message = Hourglass_V1_CoordinatorMessage()
-        message.lease = grant
-        leases[lease.runID] = ActiveLease(session: session, fence: lease.fence)
-        do {
-          try await executor.send(message)
-          dispatched += 1
+        if await send(lease, of: pick.task, to: pick.executor, session: pick.session, dueMicros: pick.entry.dueMicros, now: now) {
           sent += 1
-          logger.debug(
-            "lease granted",
-            metadata: [
-              "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
-              "hourglass.lateness_us": "\(now - entry.dueMicros)",
-            ])
-        } catch {
-          // The lease stays in the store and runs out; recovery sends the run again.
-          leases[lease.runID] = nil
-          logger.info(
-            "could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
         }
-      } catch {
-        logger.error("dispatch failed; retrying shortly", metadata: ["hourglass.task_id": "\(entry.taskID)", "hourglass.error": "\(error)"])
-        parked.append(entry)
-        break
       }
     }
     return sent
+  }
+
+  /// Pushes one granted lease on its executor's stream; false if that failed (the lease then
+  /// runs out in the store and is recovered).
+  private func send(_ lease: Lease, of task: TaskRecord, to executor: Session, session: UInt64, dueMicros: Int64, now: Int64) async -> Bool {
+    var grant = Hourglass_V1_LeaseGrant()
+    grant.runID = lease.runID.description
+    grant.taskID = task.id.description
+    grant.scheduledAt = ProtoTime.timestamp(lease.runID.scheduledMicros)
+    grant.attempt = UInt32(clamping: lease.attempt)
+    grant.fence = lease.fence.rawValue
+    grant.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
+    grant.operator = task.operatorName
+    grant.arguments = task.arguments
+    grant.timeout = ProtoTime.duration(task.timeoutMicros)
+    do {
+      if let digest = task.blobDigest {
+        grant.blob = Data(try await blob(digest))
+        grant.blobSha256 = digest.hex
+      }
+      var message = Hourglass_V1_CoordinatorMessage()
+      message.lease = grant
+      leases[lease.runID] = ActiveLease(session: session, fence: lease.fence, task: task, attempt: lease.attempt)
+      try await executor.send(message)
+      dispatched += 1
+      logger.debug(
+        "lease granted",
+        metadata: [
+          "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
+          "hourglass.lateness_us": "\(now - dueMicros)",
+        ])
+      return true
+    } catch {
+      leases[lease.runID] = nil
+      logger.info(
+        "could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
+      return false
+    }
   }
 
   private func blob(_ digest: BlobDigest) async throws -> [UInt8] {

@@ -12,6 +12,7 @@ struct ExecutorService: Sendable {
 
   let store: any TaskStore
   let dispatcher: Dispatcher
+  let results: ResultRecorder
   let clock: any CoordinatorClock
   let configuration: CoordinatorConfiguration
   let logger: Logger
@@ -57,8 +58,17 @@ struct ExecutorService: Sendable {
       send: { try await writer.write($0) }
     )
     do {
-      while let message = try await iterator.next() {
-        try await handle(message, session: session, executorID: registration.executorID, writer: writer)
+      // Results are recorded concurrently (a child task each, at most one per slot), so that
+      // results from every stream share group-committed transactions; the other messages are
+      // handled in order.
+      try await withThrowingDiscardingTaskGroup { group in
+        while let message = try await iterator.next() {
+          if case .result(let result)? = message.kind {
+            group.addTask { try await answer(result, executorID: registration.executorID, writer: writer) }
+          } else {
+            try await handle(message, session: session, executorID: registration.executorID, writer: writer)
+          }
+        }
       }
       await dispatcher.removeExecutor(session: session)
     } catch {
@@ -105,14 +115,7 @@ struct ExecutorService: Sendable {
       reply.renewalAck = ack
       try await writer.write(reply)
     case .result(let result):
-      let recorded = try await record(result, executorID: executorID)
-      var ack = Hourglass_V1_ResultAck()
-      ack.runID = result.runID
-      ack.fence = result.fence
-      ack.recorded = recorded
-      var reply = Hourglass_V1_CoordinatorMessage()
-      reply.resultAck = ack
-      try await writer.write(reply)
+      try await answer(result, executorID: executorID, writer: writer)
     case .draining:
       await dispatcher.drain(session: session)
       logger.info("executor draining", metadata: ["hourglass.executor": "\(executorID)"])
@@ -121,6 +124,18 @@ struct ExecutorService: Sendable {
     case nil:
       break  // A message kind from a newer executor: ignored.
     }
+  }
+
+  /// Records a result and acknowledges it.
+  private func answer(_ result: Hourglass_V1_RunResult, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
+    let recorded = try await record(result, executorID: executorID)
+    var ack = Hourglass_V1_ResultAck()
+    ack.runID = result.runID
+    ack.fence = result.fence
+    ack.recorded = recorded
+    var reply = Hourglass_V1_CoordinatorMessage()
+    reply.resultAck = ack
+    try await writer.write(reply)
   }
 
   /// Records a run's result if its fence is still current, and moves the task on: the next
@@ -132,7 +147,7 @@ struct ExecutorService: Sendable {
     // Whatever happens to the result, this lease is over.
     do {
       let recorded = try await record(result, runID: runID, executorID: executorID)
-      await dispatcher.leaseEnded(runID)
+      await dispatcher.leaseEnded(runID, recorded: recorded)
       return recorded
     } catch {
       await dispatcher.leaseEnded(runID)
@@ -142,36 +157,50 @@ struct ExecutorService: Sendable {
 
   private func record(_ result: Hourglass_V1_RunResult, runID: RunID, executorID: String) async throws -> Bool {
     let fence = Fence(rawValue: result.fence)
-    guard let task = try await store.dispatchRecord(taskID: runID.taskID) else { return false }
-    guard let current = try await store.runs(taskID: runID.taskID, owner: task.owner, before: runID.scheduledMicros + 1, limit: 1).first,
-      current.id == runID, current.fence == fence, current.state == .leased
-    else {
-      logger.info(
-        "result with a stale fence refused",
-        metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executorID)", "hourglass.fence": "\(fence.rawValue)"])
-      return false
+    // The lease this coordinator granted carries the task and the attempt: no store read. A
+    // lease it does not know (granted before a restart) is read from the store.
+    let task: TaskRecord
+    let attempt: Int32
+    if let active = await dispatcher.activeLease(runID, fence: fence) {
+      task = active.task
+      attempt = active.attempt
+    } else {
+      guard let stored = try await store.dispatchRecord(taskID: runID.taskID) else { return false }
+      guard
+        let current = try await store.runs(taskID: runID.taskID, owner: stored.owner, before: runID.scheduledMicros + 1, limit: 1).first,
+        current.id == runID, current.fence == fence, current.state == .leased
+      else {
+        logger.info(
+          "result with a stale fence refused",
+          metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executorID)", "hourglass.fence": "\(fence.rawValue)"])
+        return false
+      }
+      task = stored
+      attempt = current.attempt
     }
     let now = clock.nowMicros()
-    let plan = try ResultPlanner(configuration: configuration).plan(task: task, run: current, outcome: result.outcome, now: now)
-    let outcome = try await store.recordResult(
-      runID: runID,
-      fence: fence,
-      result: RunResult(
-        state: plan.state,
-        finishedMicros: result.hasFinished ? ProtoTime.micros(result.finished) : now,
-        exitStatus: result.exitCode,
-        outputTail: Array(result.outputTail.suffix(65_536)),
-        error: result.error.isEmpty ? nil : result.error,
-        next: plan.next
-      )
-    )
+    let plan = try ResultPlanner(configuration: configuration).plan(task: task, runID: runID, attempt: attempt, outcome: result.outcome, now: now)
+    // The store's compare-and-set on the fence decides; results from all streams share
+    // transactions.
+    let outcome = try await results.record(
+      ResultRecord(
+        runID: runID,
+        fence: fence,
+        result: RunResult(
+          state: plan.state,
+          finishedMicros: result.hasFinished ? ProtoTime.micros(result.finished) : now,
+          exitStatus: result.exitCode,
+          outputTail: Array(result.outputTail.suffix(65_536)),
+          error: result.error.isEmpty ? nil : result.error,
+          next: plan.next
+        )))
     guard outcome == .recorded else {
       logger.info("result with a stale fence refused", metadata: ["hourglass.run_id": "\(runID)", "hourglass.fence": "\(fence.rawValue)"])
       return false
     }
     switch plan.next {
     case .retry(let at):
-      logger.info("run failed; retrying", metadata: ["hourglass.run_id": "\(runID)", "hourglass.attempt": "\(current.attempt)", "hourglass.retry_at": "\(at)"])
+      logger.info("run failed; retrying", metadata: ["hourglass.run_id": "\(runID)", "hourglass.attempt": "\(attempt)", "hourglass.retry_at": "\(at)"])
       await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: runID.scheduledMicros, dueMicros: at, priority: task.priority)
     case .reschedule(let next):
       await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: next, dueMicros: next, priority: task.priority)
@@ -197,20 +226,24 @@ struct ResultPlanner {
   }
 
   func plan(task: TaskRecord, run: RunRecord, outcome: Hourglass_V1_RunOutcome, now: Int64) throws -> Plan {
+    try plan(task: task, runID: run.id, attempt: run.attempt, outcome: outcome, now: now)
+  }
+
+  func plan(task: TaskRecord, runID: RunID, attempt runAttempt: Int32, outcome: Hourglass_V1_RunOutcome, now: Int64) throws -> Plan {
     let stored = try StoredTaskSpec.decode(task.scheduleSpec)
     switch outcome {
     case .succeeded:
-      return nextRun(task: task, stored: stored, after: run.id.scheduledMicros, now: now, state: .succeeded)
+      return nextRun(task: task, stored: stored, after: runID.scheduledMicros, now: now, state: .succeeded)
     case .cancelled:
       return Plan(state: .cancelled, next: .finish(.completed), skipped: 0)
     case .failed, .timedOut, .unspecified, .UNRECOGNIZED:
-      let attempt = Int(run.attempt)
+      let attempt = Int(runAttempt)
       if attempt < stored.retry.maxAttempts,
-        let delay = stored.retry.backoff(afterAttempt: attempt, seed: StableHash.hash(run.id.description))
+        let delay = stored.retry.backoff(afterAttempt: attempt, seed: StableHash.hash(runID.description))
       {
         return Plan(state: .failed, next: .retry(atMicros: now + delay), skipped: 0)
       }
-      var plan = nextRun(task: task, stored: stored, after: run.id.scheduledMicros, now: now, state: .dead)
+      var plan = nextRun(task: task, stored: stored, after: runID.scheduledMicros, now: now, state: .dead)
       if case .finish = plan.next { plan.next = .finish(.dead) }
       return plan
     }
