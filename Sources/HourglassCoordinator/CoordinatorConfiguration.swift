@@ -27,6 +27,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   public var defaultTimeoutMicros: Int64
   /// A one-shot time this far in the past is still accepted (run now) rather than refused.
   public var pastGraceMicros: Int64
+  /// Users' bearer tokens (empty: certificates only).
+  public var tokens: BearerTokens
 
   /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog.
   public static var defaults: CoordinatorConfiguration {
@@ -42,7 +44,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       leaseBatch: 512,
       resultBatch: 1_000,
       defaultTimeoutMicros: 3_600_000_000,
-      pastGraceMicros: 60_000_000
+      pastGraceMicros: 60_000_000,
+      tokens: BearerTokens()
     )
   }
 

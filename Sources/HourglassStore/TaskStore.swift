@@ -18,6 +18,11 @@ public protocol TaskStore: Sendable {
   /// already exists is a no-op, so a client may retry a timed-out insert with the same ids.
   func insert(_ tasks: [NewTask]) async throws
 
+  /// The id of the task `owner` created with idempotency key `key`, if any, deleted or not. A
+  /// task inserted with a key that its owner already used is not inserted (the insert still
+  /// succeeds), so after an insert this names the one task the key stands for.
+  func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID?
+
   /// The task `id` if it exists, is not deleted, and belongs to `owner`.
   func task(id: TaskID, owner: String) async throws -> TaskRecord?
 
@@ -60,6 +65,13 @@ public protocol TaskStore: Sendable {
   /// The tasks among `taskIDs` that exist and are not deleted, whatever their owner (the batch
   /// form of ``dispatchRecord(taskID:)``, for the coordinator's own use).
   func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord]
+
+  /// Overlap `allow`: moves the task whose run `runID` is leased on to its next run at
+  /// `nextRunMicros` (active, due then), leaving that run leased, so the next run can be
+  /// dispatched while this one goes on; its result is then recorded with
+  /// ``RunResult/Next/runOnly``. Returns false, and changes nothing, unless the task is running
+  /// that very run.
+  func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool
 
   /// Extends a lease. Fails with ``TaskStoreError/staleFence(_:)`` unless `fence` is the run's
   /// current fence and the run is still leased.
@@ -112,13 +124,17 @@ public struct LeaseRequest: Sendable, Hashable {
   public var owner: String
   /// When the lease runs out without renewal.
   public var expiresAt: Int64
+  /// Overlap `allow`: the task's next run. The leased run is detached from its task in the same
+  /// transaction (see ``TaskStore/detachRun(_:nextRunMicros:)``); nil leases as usual.
+  public var advanceTo: Int64?
 
   /// Creates a request.
-  public init(taskID: TaskID, scheduledMicros: Int64, owner: String, expiresAt: Int64) {
+  public init(taskID: TaskID, scheduledMicros: Int64, owner: String, expiresAt: Int64, advanceTo: Int64? = nil) {
     self.taskID = taskID
     self.scheduledMicros = scheduledMicros
     self.owner = owner
     self.expiresAt = expiresAt
+    self.advanceTo = advanceTo
   }
 }
 
@@ -153,6 +169,9 @@ extension TaskStore {
       }
       do {
         let lease = try await createLease(taskID: request.taskID, owner: request.owner, now: now, expiresAt: request.expiresAt)
+        if let next = request.advanceTo {
+          _ = try await detachRun(lease.runID, nextRunMicros: next)
+        }
         leases.append(lease)
       } catch TaskStoreError.notDispatchable, TaskStoreError.taskNotFound {
         leases.append(nil)

@@ -34,6 +34,28 @@ extension ConformanceCase {
       try expectEqual(record.createdAtMicros, t0, "created")
       try expectEqual(try await store.blob(blob.digest), blob.content, "blob content")
     },
+    ConformanceCase("an idempotency key stands for one task per owner") { store in
+      let ids = makeIDs(5, seed: 77)
+      var first = newTask(ids[0])
+      first.idempotencyKey = "k1"
+      try await store.insert([first])
+      var retry = newTask(ids[1])
+      retry.idempotencyKey = "k1"
+      var sameBatch = newTask(ids[2])
+      sameBatch.idempotencyKey = "k2"
+      var sameBatchAgain = newTask(ids[3])
+      sameBatchAgain.idempotencyKey = "k2"
+      try await store.insert([retry, sameBatch, sameBatchAgain])
+      try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "alice"), ids[0], "k1")
+      try expectEqual(try await store.taskID(idempotencyKey: "k2", owner: "alice"), ids[2], "k2")
+      try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "bob"), nil, "another owner")
+      let page = try await store.listTasks(owner: "alice", query: TaskListQuery(limit: 10))
+      try expectEqual(page.tasks.map(\.id), [ids[0], ids[2]], "tasks stored")
+      var bobs = newTask(ids[4], owner: "bob")
+      bobs.idempotencyKey = "k1"
+      try await store.insert([bobs])
+      try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "bob"), ids[4], "bob's own k1")
+    },
     ConformanceCase("insert is idempotent by id") { store in
       let id = makeIDs(1)[0]
       try await store.insert([newTask(id)])

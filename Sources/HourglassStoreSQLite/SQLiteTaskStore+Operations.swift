@@ -61,6 +61,14 @@ extension SQLiteTaskStore {
     }
   }
 
+  public func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID? {
+    try await read { db in
+      try Data.fetchOne(
+        db, sql: "SELECT task_id FROM idempotency_keys WHERE owner = ? AND key = ?", arguments: [owner, key]
+      ).flatMap { TaskID(bytes: $0) }
+    }
+  }
+
   public func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? {
     try await read { db in
       try Row.fetchOne(
@@ -214,6 +222,7 @@ extension SQLiteTaskStore {
         arguments: [before, limit])
       for id in ids {
         try db.execute(sql: "DELETE FROM runs WHERE task_id = ?", arguments: [id])
+        try db.execute(sql: "DELETE FROM idempotency_keys WHERE task_id = ?", arguments: [id])
         try db.execute(sql: "DELETE FROM tasks WHERE id = ?", arguments: [id])
       }
       return ids.count
@@ -227,7 +236,7 @@ extension SQLiteTaskStore {
   {
     guard expiresAt > now else { throw TaskStoreError.invalidArgument("expiresAt must be after now") }
     return try await write { db in
-      switch try Self.lease(db, taskID: taskID, expected: nil, owner: owner, now: now, expiresAt: expiresAt) {
+      switch try Self.lease(db, taskID: taskID, expected: nil, owner: owner, now: now, expiresAt: expiresAt, advanceTo: nil) {
       case .leased(let lease): return lease
       case .missing: throw TaskStoreError.taskNotFound(taskID)
       case .notDispatchable: throw TaskStoreError.notDispatchable(taskID)
@@ -244,7 +253,7 @@ extension SQLiteTaskStore {
       try requests.map { request -> Lease? in
         let outcome = try Self.lease(
           db, taskID: request.taskID, expected: request.scheduledMicros, owner: request.owner, now: now,
-          expiresAt: request.expiresAt)
+          expiresAt: request.expiresAt, advanceTo: request.advanceTo)
         if case .leased(let lease) = outcome { return lease }
         return nil
       }
@@ -280,7 +289,8 @@ extension SQLiteTaskStore {
 
   /// Leases the task's next run inside the caller's write transaction.
   static func lease(
-    _ db: Database, taskID: TaskID, expected: Int64?, owner: String, now: Int64, expiresAt: Int64
+    _ db: Database, taskID: TaskID, expected: Int64?, owner: String, now: Int64, expiresAt: Int64,
+    advanceTo: Int64?
   ) throws -> LeaseOutcome {
     let id = Data(taskID.bytes)
     guard
@@ -315,13 +325,36 @@ extension SQLiteTaskStore {
             started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
           RETURNING attempt
           """), arguments: [id, scheduled, owner, expiresAt, fence, now])
-    try db.cachedStatement(sql: "UPDATE tasks SET state = 'running', version = version + 1 WHERE id = ?")
-      .execute(arguments: [id])
+    if let next = advanceTo {
+      // Overlap allowed: the task moves on at once; this run stays leased on its own.
+      try db.cachedStatement(
+        sql: "UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?, version = version + 1 WHERE id = ?"
+      ).execute(arguments: [next, next, HourBucket(containing: next).rawValue, id])
+    } else {
+      try db.cachedStatement(sql: "UPDATE tasks SET state = 'running', version = version + 1 WHERE id = ?")
+        .execute(arguments: [id])
+    }
     return .leased(
       Lease(
         runID: RunID(taskID: taskID, scheduledMicros: scheduled), owner: owner,
         fence: Fence(rawValue: UInt64(fence)), attempt: attempt ?? 1, grantedAtMicros: now,
         expiresAtMicros: expiresAt))
+  }
+
+  public func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool {
+    try await write { db in
+      try db.execute(
+        sql: """
+          UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?,
+            version = version + 1
+          WHERE id = ? AND state = 'running' AND next_run_us = ?
+          """,
+        arguments: [
+          nextRunMicros, nextRunMicros, HourBucket(containing: nextRunMicros).rawValue,
+          Data(runID.taskID.bytes), runID.scheduledMicros,
+        ])
+      return db.changesCount > 0
+    }
   }
 
   public func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws {
@@ -356,7 +389,7 @@ extension SQLiteTaskStore {
     switch result.next {
     case .retry:
       break
-    case .reschedule, .finish:
+    case .reschedule, .finish, .runOnly:
       guard result.state.isTerminal else {
         throw TaskStoreError.invalidArgument("result.state \(result.state) is not final")
       }
@@ -415,6 +448,13 @@ extension SQLiteTaskStore {
           WHERE id = ? AND state = 'running'
           """
       ).execute(arguments: [state.rawValue, runID.scheduledMicros, runState.rawValue, id])
+    case .runOnly:
+      try db.cachedStatement(
+        sql: """
+          UPDATE tasks SET last_run_us = ?, last_run_state = ?, version = version + 1
+          WHERE id = ? AND (last_run_us IS NULL OR last_run_us <= ?)
+          """
+      ).execute(arguments: [runID.scheduledMicros, runState.rawValue, id, runID.scheduledMicros])
     }
     return .recorded
   }
@@ -436,13 +476,23 @@ extension SQLiteTaskStore {
         var run = try Self.runRecord(row)
         let id = Data(run.id.taskID.bytes)
         try db.execute(
-          sql: "UPDATE runs SET state = 'pending' WHERE task_id = ? AND scheduled_us = ? AND state = 'leased'",
-          arguments: [id, run.id.scheduledMicros])
-        try db.execute(
           sql: """
             UPDATE tasks SET state = 'active', due_us = ?, due_bucket = ?, version = version + 1
             WHERE id = ? AND state = 'running' AND next_run_us = ?
             """, arguments: [now, HourBucket(containing: now).rawValue, id, run.id.scheduledMicros])
+        if db.changesCount == 0 {
+          // A run detached from its task (overlap allowed): its task has moved on, so the run
+          // is not sent again; it ends as dead.
+          try db.execute(
+            sql: """
+              UPDATE runs SET state = 'dead', finished_us = ?, error = 'the lease expired; a run of an overlap-allowed task is not sent again'
+              WHERE task_id = ? AND scheduled_us = ? AND state = 'leased'
+              """, arguments: [now, id, run.id.scheduledMicros])
+          continue
+        }
+        try db.execute(
+          sql: "UPDATE runs SET state = 'pending' WHERE task_id = ? AND scheduled_us = ? AND state = 'leased'",
+          arguments: [id, run.id.scheduledMicros])
         run.state = .pending
         recovered.append(run)
       }

@@ -27,6 +27,9 @@ actor Dispatcher {
     /// the store's compare-and-set when it is recorded).
     var task: TaskRecord
     var attempt: Int32
+    /// Overlap allowed: the task moved on when this run was leased; its result records the run
+    /// only.
+    var detached: Bool
   }
 
   private let store: any TaskStore
@@ -319,7 +322,7 @@ actor Dispatcher {
       let requests = picks.map {
         LeaseRequest(
           taskID: $0.entry.taskID, scheduledMicros: $0.entry.scheduledMicros, owner: $0.executor.executorID,
-          expiresAt: now + configuration.leaseDurationMicros)
+          expiresAt: now + configuration.leaseDurationMicros, advanceTo: overlapNext(of: $0.task, after: $0.entry.scheduledMicros, now: now))
       }
       let granted: [Lease?]
       do {
@@ -332,22 +335,53 @@ actor Dispatcher {
         }
         break
       }
-      for (pick, lease) in zip(picks, granted) {
+      // The grants go out on each executor's stream in order, the streams side by side, so one
+      // slow stream (waiting for message credit) does not hold up the others.
+      var outgoing: [UInt64: [(RunID, Hourglass_V1_CoordinatorMessage)]] = [:]
+      var senders: [UInt64: Session] = [:]
+      for ((pick, request), lease) in zip(zip(picks, requests), granted) {
         guard let lease else {
           pool.refund(session: pick.session)
           continue
         }
-        if await send(lease, of: pick.task, to: pick.executor, session: pick.session, dueMicros: pick.entry.dueMicros, now: now) {
-          sent += 1
+        let detached = request.advanceTo != nil && lease.runID.scheduledMicros == request.scheduledMicros
+        if detached, let next = request.advanceTo {
+          // Overlap allowed: the next run is queued now, while this one runs.
+          enqueue(taskID: pick.task.id, scheduledMicros: next, dueMicros: next, priority: pick.task.priority)
         }
+        guard let message = await grantMessage(lease, of: pick.task) else { continue }
+        leases[lease.runID] = ActiveLease(session: pick.session, fence: lease.fence, task: pick.task, attempt: lease.attempt, detached: detached)
+        outgoing[pick.session, default: []].append((lease.runID, message))
+        senders[pick.session] = pick.executor
       }
+      let failed = await withTaskGroup(of: [RunID].self) { group in
+        for (session, messages) in outgoing {
+          guard let send = senders[session]?.send else { continue }
+          group.addTask {
+            var failed: [RunID] = []
+            for (runID, message) in messages {
+              do { try await send(message) } catch { failed.append(runID) }
+            }
+            return failed
+          }
+        }
+        return await group.reduce(into: [RunID]()) { $0 += $1 }
+      }
+      for runID in failed {
+        // The lease stays in the store and runs out; recovery sends the run again.
+        leases[runID] = nil
+        logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(runID)"])
+      }
+      let count = outgoing.values.reduce(0) { $0 + $1.count } - failed.count
+      dispatched += count
+      sent += count
     }
     return sent
   }
 
-  /// Pushes one granted lease on its executor's stream; false if that failed (the lease then
-  /// runs out in the store and is recovered).
-  private func send(_ lease: Lease, of task: TaskRecord, to executor: Session, session: UInt64, dueMicros: Int64, now: Int64) async -> Bool {
+  /// The `LeaseGrant` for a lease; nil (logged) if the task's blob cannot be read, in which case
+  /// the lease runs out in the store and is recovered.
+  private func grantMessage(_ lease: Lease, of task: TaskRecord) async -> Hourglass_V1_CoordinatorMessage? {
     var grant = Hourglass_V1_LeaseGrant()
     grant.runID = lease.runID.description
     grant.taskID = task.id.description
@@ -358,29 +392,32 @@ actor Dispatcher {
     grant.operator = task.operatorName
     grant.arguments = task.arguments
     grant.timeout = ProtoTime.duration(task.timeoutMicros)
-    do {
-      if let digest = task.blobDigest {
+    if let digest = task.blobDigest {
+      do {
         grant.blob = Data(try await blob(digest))
         grant.blobSha256 = digest.hex
+      } catch {
+        logger.error(
+          "could not read a task's blob; the lease will expire and be recovered",
+          metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
+        return nil
       }
-      var message = Hourglass_V1_CoordinatorMessage()
-      message.lease = grant
-      leases[lease.runID] = ActiveLease(session: session, fence: lease.fence, task: task, attempt: lease.attempt)
-      try await executor.send(message)
-      dispatched += 1
-      logger.debug(
-        "lease granted",
-        metadata: [
-          "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
-          "hourglass.lateness_us": "\(now - dueMicros)",
-        ])
-      return true
-    } catch {
-      leases[lease.runID] = nil
-      logger.info(
-        "could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
-      return false
     }
+    var message = Hourglass_V1_CoordinatorMessage()
+    message.lease = grant
+    return message
+  }
+
+  /// For a recurring task whose overlap policy is `allow`: the run after `scheduled` (misfire
+  /// policy applied), which becomes the task's next run as soon as this one is leased. Nil for
+  /// every other task, and for the last run of a schedule.
+  private func overlapNext(of task: TaskRecord, after scheduled: Int64, now: Int64) -> Int64? {
+    guard task.recurring, let stored = try? StoredTaskSpec.decode(task.scheduleSpec), stored.schedule.overlap == .allow else {
+      return nil
+    }
+    let plan = ResultPlanner(configuration: configuration).nextRun(task: task, stored: stored, after: scheduled, now: now, state: .succeeded)
+    if case .reschedule(let next) = plan.next { return next }
+    return nil
   }
 
   private func blob(_ digest: BlobDigest) async throws -> [UInt8] {

@@ -161,9 +161,11 @@ struct ExecutorService: Sendable {
     // lease it does not know (granted before a restart) is read from the store.
     let task: TaskRecord
     let attempt: Int32
+    let detached: Bool
     if let active = await dispatcher.activeLease(runID, fence: fence) {
       task = active.task
       attempt = active.attempt
+      detached = active.detached
     } else {
       guard let stored = try await store.dispatchRecord(taskID: runID.taskID) else { return false }
       guard
@@ -177,9 +179,12 @@ struct ExecutorService: Sendable {
       }
       task = stored
       attempt = current.attempt
+      // The task moved on while this run was leased: it was detached (overlap allowed).
+      detached = stored.state != .running || stored.nextRunMicros != runID.scheduledMicros
     }
     let now = clock.nowMicros()
-    let plan = try ResultPlanner(configuration: configuration).plan(task: task, runID: runID, attempt: attempt, outcome: result.outcome, now: now)
+    let plan = try ResultPlanner(configuration: configuration).plan(
+      task: task, runID: runID, attempt: attempt, outcome: result.outcome, now: now, detached: detached)
     // The store's compare-and-set on the fence decides; results from all streams share
     // transactions.
     let outcome = try await results.record(
@@ -204,6 +209,8 @@ struct ExecutorService: Sendable {
       await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: runID.scheduledMicros, dueMicros: at, priority: task.priority)
     case .reschedule(let next):
       await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: next, dueMicros: next, priority: task.priority)
+    case .runOnly:
+      break
     case .finish(let state):
       if state == .dead {
         logger.warning("task failed for good after its last attempt", metadata: ["hourglass.task_id": "\(runID.taskID)", "hourglass.run_id": "\(runID)"])
@@ -229,7 +236,18 @@ struct ResultPlanner {
     try plan(task: task, runID: run.id, attempt: run.attempt, outcome: outcome, now: now)
   }
 
-  func plan(task: TaskRecord, runID: RunID, attempt runAttempt: Int32, outcome: Hourglass_V1_RunOutcome, now: Int64) throws -> Plan {
+  func plan(
+    task: TaskRecord, runID: RunID, attempt runAttempt: Int32, outcome: Hourglass_V1_RunOutcome, now: Int64, detached: Bool = false
+  ) throws -> Plan {
+    if detached {
+      // Overlap allowed: the task moved on when this run was leased; record the run only. Such
+      // a run gets one attempt (a retry would need a second due time for one task).
+      switch outcome {
+      case .succeeded: return Plan(state: .succeeded, next: .runOnly, skipped: 0)
+      case .cancelled: return Plan(state: .cancelled, next: .runOnly, skipped: 0)
+      case .failed, .timedOut, .unspecified, .UNRECOGNIZED: return Plan(state: .dead, next: .runOnly, skipped: 0)
+      }
+    }
     let stored = try StoredTaskSpec.decode(task.scheduleSpec)
     switch outcome {
     case .succeeded:
@@ -250,7 +268,7 @@ struct ResultPlanner {
   }
 
   /// The next run of a recurring task, applying the misfire policy when runs were missed.
-  private func nextRun(task: TaskRecord, stored: StoredTaskSpec, after scheduled: Int64, now: Int64, state: RunState) -> Plan {
+  func nextRun(task: TaskRecord, stored: StoredTaskSpec, after scheduled: Int64, now: Int64, state: RunState) -> Plan {
     guard task.recurring, let schedule = try? Schedule(stored.schedule, taskID: task.id.description) else {
       return Plan(state: state, next: .finish(state == .dead ? .dead : .completed), skipped: 0)
     }
