@@ -11,6 +11,9 @@ public enum CertificateRole: String, Sendable, CaseIterable {
   case executor
   /// A user: may call the task service for its own tasks.
   case user
+  /// A program acting for users who authenticate with bearer tokens (a shared CLI or gateway
+  /// certificate): may call the task service only with a token, as the token's user.
+  case client
 }
 
 /// A certificate and its private key, PEM-encoded.

@@ -38,8 +38,9 @@ public final class Coordinator: Service, Sendable {
     self.dispatcher = dispatcher
     var router = RPCRouter()
     TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(into: &router)
-    ExecutorService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(
-      into: &router)
+    let results = ResultRecorder(store: store, maxBatch: configuration.resultBatch)
+    ExecutorService(store: store, dispatcher: dispatcher, results: results, clock: clock, configuration: configuration, logger: logger, metrics: metrics)
+      .register(into: &router)
     let methods = Set(router.methods)
     let onCallFinished: @Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void = { _, context, status, duration in
       metrics.rpcFinished(method: methods.contains(context.method) ? context.method : "unknown", code: status.code, duration: duration)
@@ -61,6 +62,13 @@ public final class Coordinator: Service, Sendable {
 
   /// Runs dispatched since start, for tests and metrics.
   public func dispatchedRuns() async -> Int { await dispatcher.dispatched }
+
+  /// Run results recorded (with a current fence) since start, for tests, metrics and benchmarks.
+  public func recordedResults() async -> Int { await dispatcher.recorded }
+
+  /// Returns once at least `count` run results have been recorded since start: a signal for tests
+  /// and benchmarks to wait on instead of polling.
+  public func waitUntilRecorded(_ count: Int) async { await dispatcher.waitUntilRecorded(count) }
 
   public func run() async throws {
     let dispatcher = self.dispatcher

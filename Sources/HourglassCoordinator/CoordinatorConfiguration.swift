@@ -18,10 +18,17 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   public var recoveryIntervalMicros: Int64
   /// Due entries read per store query.
   public var loadBatch: Int
+  /// Most leases created in one store transaction (the dispatcher batches due runs).
+  public var leaseBatch: Int
+  /// Most run results recorded in one store transaction (results from every executor stream
+  /// are gathered, as inserts are).
+  public var resultBatch: Int
   /// The attempt timeout for tasks that do not set one.
   public var defaultTimeoutMicros: Int64
   /// A one-shot time this far in the past is still accepted (run now) rather than refused.
   public var pastGraceMicros: Int64
+  /// Users' bearer tokens (empty: certificates only).
+  public var tokens: BearerTokens
 
   /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog.
   public static var defaults: CoordinatorConfiguration {
@@ -34,8 +41,11 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       backlogLookBackMicros: 24 * 3_600_000_000,
       recoveryIntervalMicros: 1_000_000,
       loadBatch: 10_000,
+      leaseBatch: 512,
+      resultBatch: 1_000,
       defaultTimeoutMicros: 3_600_000_000,
-      pastGraceMicros: 60_000_000
+      pastGraceMicros: 60_000_000,
+      tokens: BearerTokens()
     )
   }
 
@@ -54,6 +64,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       throw ConfigurationError(field: "heartbeat_interval", reason: "must be shorter than the lease duration")
     }
     guard loadBatch >= 1 else { throw ConfigurationError(field: "load_batch", reason: "must be at least 1") }
+    guard leaseBatch >= 1 else { throw ConfigurationError(field: "lease_batch", reason: "must be at least 1") }
+    guard resultBatch >= 1 else { throw ConfigurationError(field: "result_batch", reason: "must be at least 1") }
   }
 }
 

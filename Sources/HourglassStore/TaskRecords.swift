@@ -44,14 +44,19 @@ public struct NewTask: Sendable, Hashable {
   public var firstRunMicros: Int64?
   /// Insertion time (UTC µs).
   public var createdAtMicros: Int64
+  /// The client's idempotency key, if it sent one: the store inserts the task only if its owner
+  /// has not used the key before (see ``TaskStore/taskID(idempotencyKey:owner:)``).
+  public var idempotencyKey: String?
 
   /// Describes a task to insert.
   public init(
     id: TaskID, owner: String, name: String = "", operatorName: String, blob: TaskBlob? = nil,
     arguments: [String] = [], timeZone: String = "UTC", scheduleSpec: [UInt8] = [],
     recurring: Bool = false, priority: Int32 = 0, maxAttempts: Int32 = 1,
-    timeoutMicros: Int64 = 3_600_000_000, firstRunMicros: Int64?, createdAtMicros: Int64
+    timeoutMicros: Int64 = 3_600_000_000, firstRunMicros: Int64?, createdAtMicros: Int64,
+    idempotencyKey: String? = nil
   ) {
+    self.idempotencyKey = idempotencyKey
     self.id = id
     self.owner = owner
     self.name = name
@@ -273,6 +278,10 @@ public struct RunResult: Sendable, Hashable {
     case reschedule(nextRunMicros: Int64)
     /// The run is over and the task has no more runs; it becomes `completed` or `dead`.
     case finish(TaskState)
+    /// The run was detached from its task when it was leased (overlap `allow`): the task has
+    /// moved on already, so only the run (and the task's last-run fields, if this run is the
+    /// latest) is recorded.
+    case runOnly
   }
 
   /// Final state of the run: `succeeded`, `failed`, `dead` or `cancelled` (ignored for `.retry`,

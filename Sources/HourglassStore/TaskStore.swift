@@ -18,6 +18,11 @@ public protocol TaskStore: Sendable {
   /// already exists is a no-op, so a client may retry a timed-out insert with the same ids.
   func insert(_ tasks: [NewTask]) async throws
 
+  /// The id of the task `owner` created with idempotency key `key`, if any, deleted or not. A
+  /// task inserted with a key that its owner already used is not inserted (the insert still
+  /// succeeds), so after an insert this names the one task the key stands for.
+  func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID?
+
   /// The task `id` if it exists, is not deleted, and belongs to `owner`.
   func task(id: TaskID, owner: String) async throws -> TaskRecord?
 
@@ -50,6 +55,24 @@ public protocol TaskStore: Sendable {
   ) async throws
     -> Lease
 
+  /// Many ``createLease(taskID:owner:now:expiresAt:)`` calls in one durable transaction, each
+  /// with the same checks plus one more: the task's next run must still be
+  /// `request.scheduledMicros`. Returns one element per request, in order: the lease, or nil
+  /// where that run is not dispatchable (the others are unaffected). Throws, and leases nothing,
+  /// if the transaction fails.
+  func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?]
+
+  /// The tasks among `taskIDs` that exist and are not deleted, whatever their owner (the batch
+  /// form of ``dispatchRecord(taskID:)``, for the coordinator's own use).
+  func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord]
+
+  /// Overlap `allow`: moves the task whose run `runID` is leased on to its next run at
+  /// `nextRunMicros` (active, due then), leaving that run leased, so the next run can be
+  /// dispatched while this one goes on; its result is then recorded with
+  /// ``RunResult/Next/runOnly``. Returns false, and changes nothing, unless the task is running
+  /// that very run.
+  func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool
+
   /// Extends a lease. Fails with ``TaskStoreError/staleFence(_:)`` unless `fence` is the run's
   /// current fence and the run is still leased.
   func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws
@@ -58,6 +81,11 @@ public protocol TaskStore: Sendable {
   /// run's current fence and the run is still leased (compare-and-set). Returns `.staleFence`, and
   /// changes nothing, otherwise.
   func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws -> RecordOutcome
+
+  /// Many ``recordResult(runID:fence:result:)`` calls in one durable transaction, each its own
+  /// compare-and-set; one outcome per item, in order. Throws, and records nothing, if the
+  /// transaction fails.
+  func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome]
 
   /// Returns leased runs whose lease ran out before `now - skewBound` to `pending`, and their tasks
   /// to `active` and due at `now`, so they are dispatched again (as the same run, with a new fence).
@@ -83,4 +111,91 @@ public protocol TaskStore: Sendable {
 
   /// Stops background work and closes connections; pending inserts fail.
   func close() async throws
+}
+
+/// One lease asked of ``TaskStore/createLeases(_:now:)``.
+public struct LeaseRequest: Sendable, Hashable {
+  /// The task whose next run is leased.
+  public var taskID: TaskID
+  /// The run the caller means: the task's next run time when it was read. If the task has moved
+  /// on since, no lease is created.
+  public var scheduledMicros: Int64
+  /// The executor the lease goes to.
+  public var owner: String
+  /// When the lease runs out without renewal.
+  public var expiresAt: Int64
+  /// Overlap `allow`: the task's next run. The leased run is detached from its task in the same
+  /// transaction (see ``TaskStore/detachRun(_:nextRunMicros:)``); nil leases as usual.
+  public var advanceTo: Int64?
+
+  /// Creates a request.
+  public init(taskID: TaskID, scheduledMicros: Int64, owner: String, expiresAt: Int64, advanceTo: Int64? = nil) {
+    self.taskID = taskID
+    self.scheduledMicros = scheduledMicros
+    self.owner = owner
+    self.expiresAt = expiresAt
+    self.advanceTo = advanceTo
+  }
+}
+
+/// One result given to ``TaskStore/recordResults(_:)``.
+public struct ResultRecord: Sendable, Hashable {
+  /// The run.
+  public var runID: RunID
+  /// The fence of the lease the result was produced under.
+  public var fence: Fence
+  /// What happened and what the task does next.
+  public var result: RunResult
+
+  /// Creates an item.
+  public init(runID: RunID, fence: Fence, result: RunResult) {
+    self.runID = runID
+    self.fence = fence
+    self.result = result
+  }
+}
+
+extension TaskStore {
+  /// One ``createLease(taskID:owner:now:expiresAt:)`` per request, for backends without a batch
+  /// path: correct, but one transaction each; the next-run check is a read before each lease,
+  /// so a task that moves on between the two is leased at its new run (the lease names it).
+  public func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?] {
+    var leases: [Lease?] = []
+    leases.reserveCapacity(requests.count)
+    for request in requests {
+      guard let record = try await dispatchRecord(taskID: request.taskID), record.nextRunMicros == request.scheduledMicros else {
+        leases.append(nil)
+        continue
+      }
+      do {
+        let lease = try await createLease(taskID: request.taskID, owner: request.owner, now: now, expiresAt: request.expiresAt)
+        if let next = request.advanceTo {
+          _ = try await detachRun(lease.runID, nextRunMicros: next)
+        }
+        leases.append(lease)
+      } catch TaskStoreError.notDispatchable, TaskStoreError.taskNotFound {
+        leases.append(nil)
+      }
+    }
+    return leases
+  }
+
+  /// One ``dispatchRecord(taskID:)`` per id, for backends without a batch path.
+  public func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {
+    var records: [TaskID: TaskRecord] = [:]
+    for id in taskIDs {
+      if let record = try await dispatchRecord(taskID: id) { records[id] = record }
+    }
+    return records
+  }
+
+  /// One ``recordResult(runID:fence:result:)`` per item, for backends without a batch path.
+  public func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] {
+    var outcomes: [RecordOutcome] = []
+    outcomes.reserveCapacity(items.count)
+    for item in items {
+      outcomes.append(try await recordResult(runID: item.runID, fence: item.fence, result: item.result))
+    }
+    return outcomes
+  }
 }

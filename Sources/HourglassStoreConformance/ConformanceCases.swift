@@ -34,6 +34,28 @@ extension ConformanceCase {
       try expectEqual(record.createdAtMicros, t0, "created")
       try expectEqual(try await store.blob(blob.digest), blob.content, "blob content")
     },
+    ConformanceCase("an idempotency key stands for one task per owner") { store in
+      let ids = makeIDs(5, seed: 77)
+      var first = newTask(ids[0])
+      first.idempotencyKey = "k1"
+      try await store.insert([first])
+      var retry = newTask(ids[1])
+      retry.idempotencyKey = "k1"
+      var sameBatch = newTask(ids[2])
+      sameBatch.idempotencyKey = "k2"
+      var sameBatchAgain = newTask(ids[3])
+      sameBatchAgain.idempotencyKey = "k2"
+      try await store.insert([retry, sameBatch, sameBatchAgain])
+      try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "alice"), ids[0], "k1")
+      try expectEqual(try await store.taskID(idempotencyKey: "k2", owner: "alice"), ids[2], "k2")
+      try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "bob"), nil, "another owner")
+      let page = try await store.listTasks(owner: "alice", query: TaskListQuery(limit: 10))
+      try expectEqual(page.tasks.map(\.id), [ids[0], ids[2]], "tasks stored")
+      var bobs = newTask(ids[4], owner: "bob")
+      bobs.idempotencyKey = "k1"
+      try await store.insert([bobs])
+      try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "bob"), ids[4], "bob's own k1")
+    },
     ConformanceCase("insert is idempotent by id") { store in
       let id = makeIDs(1)[0]
       try await store.insert([newTask(id)])
@@ -483,6 +505,38 @@ extension ConformanceCase {
   ]
 
   static let miscCases: [ConformanceCase] = [
+    ConformanceCase("batches: leases, task reads and results, each item on its own") { store in
+      let ids = makeIDs(3, seed: 31)
+      let missing = makeIDs(1, seed: 4243)[0]
+      try await store.insert(ids.map { newTask($0) })
+      let due = t0 + 10 * second
+      let leases = try await store.createLeases(
+        [
+          LeaseRequest(taskID: ids[0], scheduledMicros: due, owner: "e1", expiresAt: t0 + hour),
+          LeaseRequest(taskID: ids[1], scheduledMicros: due + 1, owner: "e1", expiresAt: t0 + hour),
+          LeaseRequest(taskID: missing, scheduledMicros: due, owner: "e1", expiresAt: t0 + hour),
+          LeaseRequest(taskID: ids[2], scheduledMicros: due, owner: "e2", expiresAt: t0 + hour),
+        ], now: t0)
+      try expectEqual(leases.map { $0 != nil }, [true, false, false, true], "which runs were leased")
+      guard let first = leases[0], let last = leases[3] else {
+        throw ConformanceFailure(message: "leases 0 and 3 missing", line: #line)
+      }
+      try expectEqual(first.runID, RunID(taskID: ids[0], scheduledMicros: due), "run id")
+      try expectEqual(last.owner, "e2", "owner")
+      try expect(first.fence != last.fence, "distinct fences")
+      let records = try await store.dispatchRecords(taskIDs: [ids[0], ids[1], missing])
+      try expectEqual(Set(records.keys), [ids[0], ids[1]], "records found")
+      try expectEqual(records[ids[0]]?.state, .running, "leased task")
+      try expectEqual(records[ids[1]]?.state, .active, "task whose request named another run")
+      let done = RunResult(state: .succeeded, finishedMicros: t0 + 11 * second, next: .finish(.completed))
+      let outcomes = try await store.recordResults([
+        ResultRecord(runID: first.runID, fence: first.fence, result: done),
+        ResultRecord(runID: last.runID, fence: last.fence.next, result: done),
+      ])
+      try expectEqual(outcomes, [.recorded, .staleFence], "outcomes")
+      try expectEqual(try await store.task(id: ids[0], owner: "alice")?.state, .completed, "recorded task")
+      try expectEqual(try await store.task(id: ids[2], owner: "alice")?.state, .running, "stale result changed nothing")
+    },
     ConformanceCase("counts tasks and runs by state") { store in
       let ids = makeIDs(5, seed: 21)
       try await store.insert(ids.map { newTask($0) })

@@ -85,7 +85,20 @@ enum PostgresMigrations {
             expires_us bigint NOT NULL
           )
           """,
-        ])
+        ]),
+      Migration(
+        version: 2, name: "idempotency-keys",
+        statements: [
+          """
+          CREATE TABLE idempotency_keys (
+            owner text NOT NULL,
+            key text NOT NULL,
+            task_id uuid NOT NULL,
+            PRIMARY KEY (owner, key)
+          )
+          """,
+          "CREATE INDEX idempotency_keys_task ON idempotency_keys (task_id)",
+        ]),
     ]
   }
 }

@@ -73,6 +73,13 @@ extension PostgresTaskStore {
     ).first.map(Self.taskRecord)
   }
 
+  public func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID? {
+    guard let row = try await rows("SELECT task_id FROM idempotency_keys WHERE owner = \(owner) AND key = \(key)").first else {
+      return nil
+    }
+    return TaskID(uuid: try row.decode(UUID.self))
+  }
+
   public func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? {
     try await rows(
       "SELECT \(unescaped: Self.taskColumns) FROM tasks WHERE id = \(taskID.uuid) AND state <> 'deleted'"
@@ -221,6 +228,7 @@ extension PostgresTaskStore {
       }
       if ids.isEmpty { return 0 }
       try await connection.query("DELETE FROM runs WHERE task_id = ANY(\(ids)::uuid[])", logger: logger)
+      try await connection.query("DELETE FROM idempotency_keys WHERE task_id = ANY(\(ids)::uuid[])", logger: logger)
       try await connection.query("DELETE FROM tasks WHERE id = ANY(\(ids)::uuid[])", logger: logger)
       return ids.count
     }
@@ -296,7 +304,7 @@ extension PostgresTaskStore {
     case .retry(let at):
       runState = .retrying
       retryAt = at
-    case .reschedule, .finish:
+    case .reschedule, .finish, .runOnly:
       guard result.state.isTerminal else {
         throw TaskStoreError.invalidArgument("result.state \(result.state) is not final")
       }
@@ -344,9 +352,27 @@ extension PostgresTaskStore {
             last_run_state = \(runState.rawValue), version = version + 1
           WHERE id = \(id) AND state = 'running'
           """, logger: logger)
+      case .runOnly:
+        try await connection.query(
+          """
+          UPDATE tasks SET last_run_us = \(runID.scheduledMicros), last_run_state = \(runState.rawValue),
+            version = version + 1
+          WHERE id = \(id) AND (last_run_us IS NULL OR last_run_us <= \(runID.scheduledMicros))
+          """, logger: logger)
       }
       return .recorded
     }
+  }
+
+  public func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool {
+    let rows = try await rows(
+      """
+      UPDATE tasks SET state = 'active', next_run_us = \(nextRunMicros), due_us = \(nextRunMicros),
+        due_bucket = \(HourBucket(containing: nextRunMicros).rawValue), version = version + 1
+      WHERE id = \(runID.taskID.uuid) AND state = 'running' AND next_run_us = \(runID.scheduledMicros)
+      RETURNING 1
+      """)
+    return !rows.isEmpty
   }
 
   public func recoverExpiredLeases(
@@ -366,16 +392,28 @@ extension PostgresTaskStore {
       for row in rows {
         var run = try Self.runRecord(row)
         let id = run.id.taskID.uuid
-        try await connection.query(
-          """
-          UPDATE runs SET state = 'pending'
-          WHERE task_id = \(id) AND scheduled_us = \(run.id.scheduledMicros) AND state = 'leased'
-          """, logger: logger)
-        try await connection.query(
+        let moved = try await connection.query(
           """
           UPDATE tasks SET state = 'active', due_us = \(now),
             due_bucket = \(HourBucket(containing: now).rawValue), version = version + 1
           WHERE id = \(id) AND state = 'running' AND next_run_us = \(run.id.scheduledMicros)
+          RETURNING 1
+          """, logger: logger
+        ).collect()
+        if moved.isEmpty {
+          // A run detached from its task (overlap allowed): not sent again; it ends as dead.
+          try await connection.query(
+            """
+            UPDATE runs SET state = 'dead', finished_us = \(now),
+              error = 'the lease expired; a run of an overlap-allowed task is not sent again'
+            WHERE task_id = \(id) AND scheduled_us = \(run.id.scheduledMicros) AND state = 'leased'
+            """, logger: logger)
+          continue
+        }
+        try await connection.query(
+          """
+          UPDATE runs SET state = 'pending'
+          WHERE task_id = \(id) AND scheduled_us = \(run.id.scheduledMicros) AND state = 'leased'
           """, logger: logger)
         run.state = .pending
         recovered.append(run)

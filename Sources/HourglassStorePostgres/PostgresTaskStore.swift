@@ -228,6 +228,25 @@ public final class PostgresTaskStore: TaskStore {
   static func insertBatch(
     _ tasks: [NewTask], partitions: Int32, connection: PostgresConnection, logger: Logger
   ) async throws {
+    // Tasks with an idempotency key their owner used before are not inserted.
+    var tasks = tasks
+    if tasks.contains(where: { $0.idempotencyKey != nil }) {
+      var kept: [NewTask] = []
+      for task in tasks {
+        if let key = task.idempotencyKey {
+          let claimed = try await connection.query(
+            """
+            INSERT INTO idempotency_keys (owner, key, task_id) VALUES (\(task.owner), \(key), \(task.id.uuid))
+            ON CONFLICT (owner, key) DO NOTHING RETURNING task_id
+            """, logger: logger
+          ).collect()
+          if claimed.isEmpty { continue }
+        }
+        kept.append(task)
+      }
+      tasks = kept
+      if tasks.isEmpty { return }
+    }
     var digests: [ByteBuffer] = []
     var contents: [ByteBuffer] = []
     var sizes: [Int32] = []

@@ -68,6 +68,18 @@ enum SQLiteMigrations {
           CREATE INDEX runs_lease ON runs (state, lease_expires_us);
           """)
     }
+    migrator.registerMigration("0002-idempotency-keys") { db in
+      try db.execute(
+        sql: """
+          CREATE TABLE idempotency_keys (
+            owner TEXT NOT NULL,
+            key TEXT NOT NULL,
+            task_id BLOB NOT NULL,
+            PRIMARY KEY (owner, key)
+          ) WITHOUT ROWID;
+          CREATE INDEX idempotency_keys_task ON idempotency_keys (task_id);
+          """)
+    }
     return migrator
   }
 }

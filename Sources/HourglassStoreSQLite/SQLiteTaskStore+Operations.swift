@@ -61,6 +61,14 @@ extension SQLiteTaskStore {
     }
   }
 
+  public func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID? {
+    try await read { db in
+      try Data.fetchOne(
+        db, sql: "SELECT task_id FROM idempotency_keys WHERE owner = ? AND key = ?", arguments: [owner, key]
+      ).flatMap { TaskID(bytes: $0) }
+    }
+  }
+
   public func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? {
     try await read { db in
       try Row.fetchOne(
@@ -214,6 +222,7 @@ extension SQLiteTaskStore {
         arguments: [before, limit])
       for id in ids {
         try db.execute(sql: "DELETE FROM runs WHERE task_id = ?", arguments: [id])
+        try db.execute(sql: "DELETE FROM idempotency_keys WHERE task_id = ?", arguments: [id])
         try db.execute(sql: "DELETE FROM tasks WHERE id = ?", arguments: [id])
       }
       return ids.count
@@ -227,28 +236,85 @@ extension SQLiteTaskStore {
   {
     guard expiresAt > now else { throw TaskStoreError.invalidArgument("expiresAt must be after now") }
     return try await write { db in
-      let id = Data(taskID.bytes)
-      guard
-        let task = try Row.fetchOne(
-          db, sql: "SELECT state, next_run_us FROM tasks WHERE id = ?", arguments: [id])
-      else { throw TaskStoreError.taskNotFound(taskID) }
-      let state: String = task[0]
-      guard state == TaskState.active.rawValue, let scheduled = task[1] as Int64? else {
-        throw TaskStoreError.notDispatchable(taskID)
+      switch try Self.lease(db, taskID: taskID, expected: nil, owner: owner, now: now, expiresAt: expiresAt, advanceTo: nil) {
+      case .leased(let lease): return lease
+      case .missing: throw TaskStoreError.taskNotFound(taskID)
+      case .notDispatchable: throw TaskStoreError.notDispatchable(taskID)
       }
-      if let runState = try String.fetchOne(
-        db, sql: "SELECT state FROM runs WHERE task_id = ? AND scheduled_us = ?",
-        arguments: [id, scheduled]),
-        runState != RunState.pending.rawValue && runState != RunState.retrying.rawValue
-      {
-        throw TaskStoreError.notDispatchable(taskID)
+    }
+  }
+
+  public func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?] {
+    if requests.isEmpty { return [] }
+    for request in requests where request.expiresAt <= now {
+      throw TaskStoreError.invalidArgument("expiresAt must be after now")
+    }
+    return try await write { db in
+      try requests.map { request -> Lease? in
+        let outcome = try Self.lease(
+          db, taskID: request.taskID, expected: request.scheduledMicros, owner: request.owner, now: now,
+          expiresAt: request.expiresAt, advanceTo: request.advanceTo)
+        if case .leased(let lease) = outcome { return lease }
+        return nil
       }
-      guard
-        let fence = try Int64.fetchOne(
-          db, sql: "UPDATE store_meta SET value = value + 1 WHERE key = 'fence' RETURNING value")
-      else { throw TaskStoreError.io("fence counter missing") }
-      let attempt = try Int32.fetchOne(
-        db,
+    }
+  }
+
+  public func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {
+    if taskIDs.isEmpty { return [:] }
+    return try await read { db in
+      var records: [TaskID: TaskRecord] = [:]
+      // SQLite allows 32,766 parameters; stay well below.
+      for start in stride(from: 0, to: taskIDs.count, by: 500) {
+        let chunk = taskIDs[start..<min(taskIDs.count, start + 500)]
+        let placeholders = Array(repeating: "?", count: chunk.count).joined(separator: ", ")
+        let rows = try Row.fetchAll(
+          db,
+          sql: "SELECT \(Self.taskColumns) FROM tasks WHERE id IN (\(placeholders)) AND state <> 'deleted'",
+          arguments: StatementArguments(chunk.map { Data($0.bytes) }))
+        for row in rows {
+          let record = try Self.taskRecord(row)
+          records[record.id] = record
+        }
+      }
+      return records
+    }
+  }
+
+  enum LeaseOutcome {
+    case leased(Lease)
+    case missing
+    case notDispatchable
+  }
+
+  /// Leases the task's next run inside the caller's write transaction.
+  static func lease(
+    _ db: Database, taskID: TaskID, expected: Int64?, owner: String, now: Int64, expiresAt: Int64,
+    advanceTo: Int64?
+  ) throws -> LeaseOutcome {
+    let id = Data(taskID.bytes)
+    guard
+      let task = try Row.fetchOne(
+        try db.cachedStatement(sql: "SELECT state, next_run_us FROM tasks WHERE id = ?"), arguments: [id])
+    else { return .missing }
+    let state: String = task[0]
+    guard state == TaskState.active.rawValue, let scheduled = task[1] as Int64? else {
+      return .notDispatchable
+    }
+    if let expected, expected != scheduled { return .notDispatchable }
+    if let runState = try String.fetchOne(
+      try db.cachedStatement(sql: "SELECT state FROM runs WHERE task_id = ? AND scheduled_us = ?"),
+      arguments: [id, scheduled]),
+      runState != RunState.pending.rawValue && runState != RunState.retrying.rawValue
+    {
+      return .notDispatchable
+    }
+    guard
+      let fence = try Int64.fetchOne(
+        try db.cachedStatement(sql: "UPDATE store_meta SET value = value + 1 WHERE key = 'fence' RETURNING value"))
+    else { throw TaskStoreError.io("fence counter missing") }
+    let attempt = try Int32.fetchOne(
+      try db.cachedStatement(
         sql: """
           INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
             fence, started_us)
@@ -258,14 +324,36 @@ extension SQLiteTaskStore {
             lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
             started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
           RETURNING attempt
-          """, arguments: [id, scheduled, owner, expiresAt, fence, now])
-      try db.execute(
-        sql: "UPDATE tasks SET state = 'running', version = version + 1 WHERE id = ?",
-        arguments: [id])
-      return Lease(
+          """), arguments: [id, scheduled, owner, expiresAt, fence, now])
+    if let next = advanceTo {
+      // Overlap allowed: the task moves on at once; this run stays leased on its own.
+      try db.cachedStatement(
+        sql: "UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?, version = version + 1 WHERE id = ?"
+      ).execute(arguments: [next, next, HourBucket(containing: next).rawValue, id])
+    } else {
+      try db.cachedStatement(sql: "UPDATE tasks SET state = 'running', version = version + 1 WHERE id = ?")
+        .execute(arguments: [id])
+    }
+    return .leased(
+      Lease(
         runID: RunID(taskID: taskID, scheduledMicros: scheduled), owner: owner,
         fence: Fence(rawValue: UInt64(fence)), attempt: attempt ?? 1, grantedAtMicros: now,
-        expiresAtMicros: expiresAt)
+        expiresAtMicros: expiresAt))
+  }
+
+  public func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool {
+    try await write { db in
+      try db.execute(
+        sql: """
+          UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?,
+            version = version + 1
+          WHERE id = ? AND state = 'running' AND next_run_us = ?
+          """,
+        arguments: [
+          nextRunMicros, nextRunMicros, HourBucket(containing: nextRunMicros).rawValue,
+          Data(runID.taskID.bytes), runID.scheduledMicros,
+        ])
+      return db.changesCount > 0
     }
   }
 
@@ -286,63 +374,89 @@ extension SQLiteTaskStore {
   ) async throws
     -> RecordOutcome
   {
-    let runState: RunState
-    var retryAt: Int64? = nil
+    try Self.check(result)
+    let item = ResultRecord(runID: runID, fence: fence, result: result)
+    return try await write { db in try Self.record(db, item) }
+  }
+
+  public func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] {
+    if items.isEmpty { return [] }
+    for item in items { try Self.check(item.result) }
+    return try await write { db in try items.map { try Self.record(db, $0) } }
+  }
+
+  static func check(_ result: RunResult) throws {
     switch result.next {
-    case .retry(let at):
-      runState = .retrying
-      retryAt = at
-    case .reschedule, .finish:
+    case .retry:
+      break
+    case .reschedule, .finish, .runOnly:
       guard result.state.isTerminal else {
         throw TaskStoreError.invalidArgument("result.state \(result.state) is not final")
       }
-      runState = result.state
     }
     if case .finish(let state) = result.next, state != .completed && state != .dead {
       throw TaskStoreError.invalidArgument("a task finishes completed or dead, not \(state)")
     }
-    let retryAtValue = retryAt
-    return try await write { db in
-      let id = Data(runID.taskID.bytes)
-      try db.execute(
-        sql: """
-          UPDATE runs SET state = ?, finished_us = ?, exit_status = ?, output_tail = ?, error = ?,
-            retry_at_us = ?
-          WHERE task_id = ? AND scheduled_us = ? AND fence = ? AND state = 'leased'
-          """,
-        arguments: [
-          runState.rawValue, result.finishedMicros, result.exitStatus, Data(result.outputTail),
-          result.error, retryAtValue, id, runID.scheduledMicros, Int64(fence.rawValue),
-        ])
-      if db.changesCount == 0 { return .staleFence }
-      switch result.next {
-      case .retry(let at):
-        try db.execute(
-          sql: """
-            UPDATE tasks SET state = 'active', due_us = ?, due_bucket = ?, version = version + 1
-            WHERE id = ? AND state = 'running'
-            """, arguments: [at, HourBucket(containing: at).rawValue, id])
-      case .reschedule(let next):
-        try db.execute(
-          sql: """
-            UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?,
-              last_run_us = ?, last_run_state = ?, version = version + 1
-            WHERE id = ? AND state = 'running'
-            """,
-          arguments: [
-            next, next, HourBucket(containing: next).rawValue, runID.scheduledMicros,
-            runState.rawValue, id,
-          ])
-      case .finish(let state):
-        try db.execute(
-          sql: """
-            UPDATE tasks SET state = ?, next_run_us = NULL, due_us = NULL, due_bucket = NULL,
-              last_run_us = ?, last_run_state = ?, version = version + 1
-            WHERE id = ? AND state = 'running'
-            """, arguments: [state.rawValue, runID.scheduledMicros, runState.rawValue, id])
-      }
-      return .recorded
+  }
+
+  /// Records one result inside the caller's write transaction (compare-and-set on the fence).
+  static func record(_ db: Database, _ item: ResultRecord) throws -> RecordOutcome {
+    let result = item.result
+    let runID = item.runID
+    var runState = result.state
+    var retryAt: Int64? = nil
+    if case .retry(let at) = result.next {
+      runState = .retrying
+      retryAt = at
     }
+    let id = Data(runID.taskID.bytes)
+    try db.cachedStatement(
+      sql: """
+        UPDATE runs SET state = ?, finished_us = ?, exit_status = ?, output_tail = ?, error = ?,
+          retry_at_us = ?
+        WHERE task_id = ? AND scheduled_us = ? AND fence = ? AND state = 'leased'
+        """
+    ).execute(arguments: [
+      runState.rawValue, result.finishedMicros, result.exitStatus, Data(result.outputTail),
+      result.error, retryAt, id, runID.scheduledMicros, Int64(item.fence.rawValue),
+    ])
+    if db.changesCount == 0 { return .staleFence }
+    switch result.next {
+    case .retry(let at):
+      try db.cachedStatement(
+        sql: """
+          UPDATE tasks SET state = 'active', due_us = ?, due_bucket = ?, version = version + 1
+          WHERE id = ? AND state = 'running'
+          """
+      ).execute(arguments: [at, HourBucket(containing: at).rawValue, id])
+    case .reschedule(let next):
+      try db.cachedStatement(
+        sql: """
+          UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?,
+            last_run_us = ?, last_run_state = ?, version = version + 1
+          WHERE id = ? AND state = 'running'
+          """
+      ).execute(arguments: [
+        next, next, HourBucket(containing: next).rawValue, runID.scheduledMicros,
+        runState.rawValue, id,
+      ])
+    case .finish(let state):
+      try db.cachedStatement(
+        sql: """
+          UPDATE tasks SET state = ?, next_run_us = NULL, due_us = NULL, due_bucket = NULL,
+            last_run_us = ?, last_run_state = ?, version = version + 1
+          WHERE id = ? AND state = 'running'
+          """
+      ).execute(arguments: [state.rawValue, runID.scheduledMicros, runState.rawValue, id])
+    case .runOnly:
+      try db.cachedStatement(
+        sql: """
+          UPDATE tasks SET last_run_us = ?, last_run_state = ?, version = version + 1
+          WHERE id = ? AND (last_run_us IS NULL OR last_run_us <= ?)
+          """
+      ).execute(arguments: [runID.scheduledMicros, runState.rawValue, id, runID.scheduledMicros])
+    }
+    return .recorded
   }
 
   public func recoverExpiredLeases(
@@ -362,13 +476,23 @@ extension SQLiteTaskStore {
         var run = try Self.runRecord(row)
         let id = Data(run.id.taskID.bytes)
         try db.execute(
-          sql: "UPDATE runs SET state = 'pending' WHERE task_id = ? AND scheduled_us = ? AND state = 'leased'",
-          arguments: [id, run.id.scheduledMicros])
-        try db.execute(
           sql: """
             UPDATE tasks SET state = 'active', due_us = ?, due_bucket = ?, version = version + 1
             WHERE id = ? AND state = 'running' AND next_run_us = ?
             """, arguments: [now, HourBucket(containing: now).rawValue, id, run.id.scheduledMicros])
+        if db.changesCount == 0 {
+          // A run detached from its task (overlap allowed): its task has moved on, so the run
+          // is not sent again; it ends as dead.
+          try db.execute(
+            sql: """
+              UPDATE runs SET state = 'dead', finished_us = ?, error = 'the lease expired; a run of an overlap-allowed task is not sent again'
+              WHERE task_id = ? AND scheduled_us = ? AND state = 'leased'
+              """, arguments: [now, id, run.id.scheduledMicros])
+          continue
+        }
+        try db.execute(
+          sql: "UPDATE runs SET state = 'pending' WHERE task_id = ? AND scheduled_us = ? AND state = 'leased'",
+          arguments: [id, run.id.scheduledMicros])
         run.state = .pending
         recovered.append(run)
       }

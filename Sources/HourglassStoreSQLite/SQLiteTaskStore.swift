@@ -225,6 +225,12 @@ public final class SQLiteTaskStore: TaskStore {
     let taskStatement = try db.cachedStatement(sql: insertTaskSQL)
     var seenBlobs = Set<BlobDigest>()
     for row in rows {
+      if let key = row.key {
+        // A key its owner used before: that earlier task stands; this one is not inserted.
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO idempotency_keys (owner, key, task_id) VALUES (?, ?, ?)")
+          .execute(arguments: key)
+        if db.changesCount == 0 { continue }
+      }
       if let (digest, arguments) = row.blob, seenBlobs.insert(digest).inserted {
         try blobStatement.execute(arguments: arguments)
       }
@@ -237,6 +243,7 @@ public final class SQLiteTaskStore: TaskStore {
 struct PreparedInsert: Sendable {
   var task: StatementArguments
   var blob: (BlobDigest, StatementArguments)?
+  var key: StatementArguments?
 
   init(_ task: NewTask, partitions: Int32) {
     let partition = Partition(taskID: task.id, count: partitions)
@@ -250,6 +257,9 @@ struct PreparedInsert: Sendable {
       task.firstRunMicros, bucket, task.createdAtMicros,
     ]
     self.task = StatementArguments(values)
+    self.key = task.idempotencyKey.map { key -> StatementArguments in
+      [task.owner, key, Data(task.id.bytes)]
+    }
     self.blob = task.blob.map { blob in
       (blob.digest, [Data(blob.digest.bytes), Data(blob.content), blob.content.count])
     }

@@ -13,6 +13,7 @@ struct HourglassBench: AsyncParsableCommand {
       StoreBenchmark.self,
       RPCBenchmark.self,
       SubmitBenchmark.self,
+      DispatchBenchmark.self,
     ]
   )
 }

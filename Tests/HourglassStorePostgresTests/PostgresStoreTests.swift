@@ -11,15 +11,15 @@ import Testing
 struct PostgresStoreTests {
   @Test func numberedMigrationsAndClusterTable() async throws {
     let store = try await openTestStore()
-    #expect(try await store.appliedMigrations() == ["0001-initial"])
+    #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys"])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     ).map { try $0.decode(String.self) }
-    #expect(tables == ["blobs", "hourglass_schema_migrations", "partition_leases", "runs", "store_meta", "tasks"])
+    #expect(tables == ["blobs", "hourglass_schema_migrations", "idempotency_keys", "partition_leases", "runs", "store_meta", "tasks"])
     let indexes = try await store.rows(
       "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
     ).map { try $0.decode(String.self) }
-    #expect(indexes == ["runs_lease", "tasks_deleted", "tasks_due", "tasks_owner"])
+    #expect(indexes == ["idempotency_keys_task", "runs_lease", "tasks_deleted", "tasks_due", "tasks_owner"])
     let commit = try await store.scalar("SHOW synchronous_commit", as: String.self)
     #expect(commit == "on", "acknowledged means flushed to the server's WAL")
     try await store.close()

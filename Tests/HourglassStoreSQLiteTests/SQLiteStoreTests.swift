@@ -55,11 +55,11 @@ struct SQLiteStoreTests {
   @Test func numberedMigrationsAndIndexes() async throws {
     try await TemporaryDirectory.with { dir in
       let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
-      #expect(try await store.appliedMigrations() == ["0001-initial"])
+      #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys"])
       let indexes = try await store.pool.read { db in
         try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
       }
-      #expect(indexes == ["runs_lease", "tasks_deleted", "tasks_due", "tasks_owner"])
+      #expect(indexes == ["idempotency_keys_task", "runs_lease", "tasks_deleted", "tasks_due", "tasks_owner"])
       let plan = try await store.pool.read { db in
         try Row.fetchAll(
           db,
@@ -74,7 +74,7 @@ struct SQLiteStoreTests {
       try await store.close()
       // Reopening migrates nothing and keeps the data.
       let again = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
-      #expect(try await again.appliedMigrations() == ["0001-initial"])
+      #expect(try await again.appliedMigrations() == ["0001-initial", "0002-idempotency-keys"])
       try await again.close()
     }
   }

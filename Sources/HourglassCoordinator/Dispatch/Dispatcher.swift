@@ -22,6 +22,14 @@ actor Dispatcher {
   struct ActiveLease: Sendable {
     var session: UInt64
     var fence: Fence
+    /// The task as read when the lease was granted, and the lease's attempt: what planning the
+    /// result needs, so a result does not read the store again (the fence is still checked by
+    /// the store's compare-and-set when it is recorded).
+    var task: TaskRecord
+    var attempt: Int32
+    /// Overlap allowed: the task moved on when this run was leased; its result records the run
+    /// only.
+    var detached: Bool
   }
 
   private let store: any TaskStore
@@ -41,6 +49,9 @@ actor Dispatcher {
   private(set) var dispatched = 0
   /// Per-executor gauges, by executor name, with the number of its streams.
   private var executorGauges: [String: (gauges: CoordinatorMetrics.ExecutorGauges, streams: Int)] = [:]
+  /// Results recorded (fence matched) since start.
+  private(set) var recorded = 0
+  private var recordedWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
 
   init(store: any TaskStore, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger, metrics: CoordinatorMetrics) {
     self.store = store
@@ -152,9 +163,32 @@ actor Dispatcher {
     pool.setDraining(session: session)
   }
 
+  /// What the dispatcher knows of a lease it granted with `fence`, if it is still active here.
+  func activeLease(_ runID: RunID, fence: Fence) -> ActiveLease? {
+    guard let lease = leases[runID], lease.fence == fence else { return nil }
+    return lease
+  }
+
   /// A lease ended (result recorded, refused, or cancelled).
-  func leaseEnded(_ runID: RunID) {
+  func leaseEnded(_ runID: RunID, recorded: Bool = false) {
     leases[runID] = nil
+    if recorded {
+      self.recorded += 1
+      if !recordedWaiters.isEmpty {
+        let count = self.recorded
+        let ready = recordedWaiters.filter { $0.count <= count }
+        recordedWaiters.removeAll { $0.count <= count }
+        for waiter in ready { waiter.continuation.resume() }
+      }
+    }
+  }
+
+  /// Returns once at least `count` results have been recorded since start (a signal for tests).
+  func waitUntilRecorded(_ count: Int) async {
+    if recorded >= count { return }
+    await withCheckedContinuation { continuation in
+      recordedWaiters.append((count, continuation))
+    }
   }
 
   /// Runs queued (waiting and ready), for metrics and tests.
@@ -296,7 +330,8 @@ actor Dispatcher {
     }
   }
 
-  /// Sends ready runs while executors hold credits for them.
+  /// Sends ready runs while executors hold credits for them, in batches: one store read for
+  /// the batch's tasks, one durable transaction for all of its leases, then the grants.
   @discardableResult
   private func dispatchReady() async -> Int {
     var sent = 0
@@ -305,12 +340,29 @@ actor Dispatcher {
       for entry in parked { queue.returnReady(entry) }
       publishQueue()
     }
-    while pool.totalCredits > 0, let entry = queue.popReady() {
+    while pool.totalCredits > 0 {
+      var batch: [DueQueue.Entry] = []
+      let room = min(pool.totalCredits, configuration.leaseBatch)
+      while batch.count < room, let entry = queue.popReady() { batch.append(entry) }
+      if batch.isEmpty { break }
       publishQueue()
+      let records: [TaskID: TaskRecord]
       do {
-        guard let task = try await store.dispatchRecord(taskID: entry.taskID), task.state == .active,
-          task.nextRunMicros == entry.scheduledMicros
-        else {
+        records = try await store.dispatchRecords(taskIDs: batch.map(\.taskID))
+      } catch {
+        logger.error("dispatch failed; retrying shortly", metadata: ["hourglass.count": "\(batch.count)", "hourglass.error": "\(error)"])
+        parked += batch
+        break
+      }
+      struct Pick {
+        var entry: DueQueue.Entry
+        var task: TaskRecord
+        var session: UInt64
+        var executor: Session
+      }
+      var picks: [Pick] = []
+      for entry in batch {
+        guard let task = records[entry.taskID], task.state == .active, task.nextRunMicros == entry.scheduledMicros else {
           continue  // deleted, finished, or moved on since it was queued
         }
         guard let session = pool.take(operatorName: task.operatorName) else {
@@ -319,58 +371,120 @@ actor Dispatcher {
         }
         publishFreeSlots(session)
         guard let executor = sessions[session] else { continue }
-        let now = clock.nowMicros()
-        let lease: Lease
-        do {
-          lease = try await store.createLease(taskID: entry.taskID, owner: executor.executorID, now: now, expiresAt: now + configuration.leaseDurationMicros)
-        } catch TaskStoreError.notDispatchable {
-          pool.refund(session: session)
-          publishFreeSlots(session)
-          continue
-        }
-        var grant = Hourglass_V1_LeaseGrant()
-        grant.runID = lease.runID.description
-        grant.taskID = entry.taskID.description
-        grant.scheduledAt = ProtoTime.timestamp(lease.runID.scheduledMicros)
-        grant.attempt = UInt32(clamping: lease.attempt)
-        grant.fence = lease.fence.rawValue
-        grant.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
-        grant.operator = task.operatorName
-        if let digest = task.blobDigest {
-          grant.blob = Data(try await blob(digest))
-          grant.blobSha256 = digest.hex
-        }
-        grant.arguments = task.arguments
-        grant.timeout = ProtoTime.duration(task.timeoutMicros)
-        var message = Hourglass_V1_CoordinatorMessage()
-        message.lease = grant
-        leases[lease.runID] = ActiveLease(session: session, fence: lease.fence)
-        // Counted before the send, so whoever receives the lease sees it counted.
-        metrics.runsDispatched.increment()
-        metrics.dispatchLateness.recordMicroseconds(max(0, now - entry.dueMicros))
-        do {
-          try await executor.send(message)
-          dispatched += 1
-          sent += 1
-          logger.debug(
-            "lease granted",
-            metadata: [
-              "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
-              "hourglass.lateness_us": "\(now - entry.dueMicros)",
-            ])
-        } catch {
-          // The lease stays in the store and runs out; recovery sends the run again.
-          leases[lease.runID] = nil
-          logger.info(
-            "could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
-        }
+        picks.append(Pick(entry: entry, task: task, session: session, executor: executor))
+      }
+      if picks.isEmpty { continue }
+      let now = clock.nowMicros()
+      let requests = picks.map {
+        LeaseRequest(
+          taskID: $0.entry.taskID, scheduledMicros: $0.entry.scheduledMicros, owner: $0.executor.executorID,
+          expiresAt: now + configuration.leaseDurationMicros, advanceTo: overlapNext(of: $0.task, after: $0.entry.scheduledMicros, now: now))
+      }
+      let granted: [Lease?]
+      do {
+        granted = try await store.createLeases(requests, now: now)
       } catch {
-        logger.error("dispatch failed; retrying shortly", metadata: ["hourglass.task_id": "\(entry.taskID)", "hourglass.error": "\(error)"])
-        parked.append(entry)
+        logger.error("creating leases failed; retrying shortly", metadata: ["hourglass.count": "\(picks.count)", "hourglass.error": "\(error)"])
+        for pick in picks {
+          pool.refund(session: pick.session)
+          publishFreeSlots(pick.session)
+          parked.append(pick.entry)
+        }
         break
       }
+      // The grants go out on each executor's stream in order, the streams side by side, so one
+      // slow stream (waiting for message credit) does not hold up the others.
+      var outgoing: [UInt64: [(RunID, Hourglass_V1_CoordinatorMessage)]] = [:]
+      var senders: [UInt64: Session] = [:]
+      for ((pick, request), lease) in zip(zip(picks, requests), granted) {
+        guard let lease else {
+          pool.refund(session: pick.session)
+          publishFreeSlots(pick.session)
+          continue
+        }
+        let detached = request.advanceTo != nil && lease.runID.scheduledMicros == request.scheduledMicros
+        if detached, let next = request.advanceTo {
+          // Overlap allowed: the next run is queued now, while this one runs.
+          enqueue(taskID: pick.task.id, scheduledMicros: next, dueMicros: next, priority: pick.task.priority)
+        }
+        guard let message = await grantMessage(lease, of: pick.task) else { continue }
+        leases[lease.runID] = ActiveLease(session: pick.session, fence: lease.fence, task: pick.task, attempt: lease.attempt, detached: detached)
+        // Counted before the send, so whoever receives the lease sees it counted.
+        metrics.runsDispatched.increment()
+        metrics.dispatchLateness.recordMicroseconds(max(0, now - pick.entry.dueMicros))
+        logger.debug(
+          "lease granted",
+          metadata: [
+            "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(pick.executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
+            "hourglass.lateness_us": "\(now - pick.entry.dueMicros)",
+          ])
+        outgoing[pick.session, default: []].append((lease.runID, message))
+        senders[pick.session] = pick.executor
+      }
+      let failed = await withTaskGroup(of: [RunID].self) { group in
+        for (session, messages) in outgoing {
+          guard let send = senders[session]?.send else { continue }
+          group.addTask {
+            var failed: [RunID] = []
+            for (runID, message) in messages {
+              do { try await send(message) } catch { failed.append(runID) }
+            }
+            return failed
+          }
+        }
+        return await group.reduce(into: [RunID]()) { $0 += $1 }
+      }
+      for runID in failed {
+        // The lease stays in the store and runs out; recovery sends the run again.
+        leases[runID] = nil
+        logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(runID)"])
+      }
+      let count = outgoing.values.reduce(0) { $0 + $1.count } - failed.count
+      dispatched += count
+      sent += count
     }
     return sent
+  }
+
+  /// The `LeaseGrant` for a lease; nil (logged) if the task's blob cannot be read, in which case
+  /// the lease runs out in the store and is recovered.
+  private func grantMessage(_ lease: Lease, of task: TaskRecord) async -> Hourglass_V1_CoordinatorMessage? {
+    var grant = Hourglass_V1_LeaseGrant()
+    grant.runID = lease.runID.description
+    grant.taskID = task.id.description
+    grant.scheduledAt = ProtoTime.timestamp(lease.runID.scheduledMicros)
+    grant.attempt = UInt32(clamping: lease.attempt)
+    grant.fence = lease.fence.rawValue
+    grant.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
+    grant.operator = task.operatorName
+    grant.arguments = task.arguments
+    grant.timeout = ProtoTime.duration(task.timeoutMicros)
+    if let digest = task.blobDigest {
+      do {
+        grant.blob = Data(try await blob(digest))
+        grant.blobSha256 = digest.hex
+      } catch {
+        logger.error(
+          "could not read a task's blob; the lease will expire and be recovered",
+          metadata: ["hourglass.run_id": "\(lease.runID)", "hourglass.error": "\(error)"])
+        return nil
+      }
+    }
+    var message = Hourglass_V1_CoordinatorMessage()
+    message.lease = grant
+    return message
+  }
+
+  /// For a recurring task whose overlap policy is `allow`: the run after `scheduled` (misfire
+  /// policy applied), which becomes the task's next run as soon as this one is leased. Nil for
+  /// every other task, and for the last run of a schedule.
+  private func overlapNext(of task: TaskRecord, after scheduled: Int64, now: Int64) -> Int64? {
+    guard task.recurring, let stored = try? StoredTaskSpec.decode(task.scheduleSpec), stored.schedule.overlap == .allow else {
+      return nil
+    }
+    let plan = ResultPlanner(configuration: configuration).nextRun(task: task, stored: stored, after: scheduled, now: now, state: .succeeded)
+    if case .reschedule(let next) = plan.next { return next }
+    return nil
   }
 
   private func blob(_ digest: BlobDigest) async throws -> [UInt8] {

@@ -12,6 +12,7 @@ struct ExecutorService: Sendable {
 
   let store: any TaskStore
   let dispatcher: Dispatcher
+  let results: ResultRecorder
   let clock: any CoordinatorClock
   let configuration: CoordinatorConfiguration
   let logger: Logger
@@ -59,8 +60,17 @@ struct ExecutorService: Sendable {
       send: { try await writer.write($0) }
     )
     do {
-      while let message = try await iterator.next() {
-        try await handle(message, session: session, executorID: registration.executorID, writer: writer)
+      // Results are recorded concurrently (a child task each, at most one per slot), so that
+      // results from every stream share group-committed transactions; the other messages are
+      // handled in order.
+      try await withThrowingDiscardingTaskGroup { group in
+        while let message = try await iterator.next() {
+          if case .result(let result)? = message.kind {
+            group.addTask { try await answer(result, executorID: registration.executorID, writer: writer) }
+          } else {
+            try await handle(message, session: session, executorID: registration.executorID, writer: writer)
+          }
+        }
       }
       await dispatcher.removeExecutor(session: session)
     } catch {
@@ -107,14 +117,7 @@ struct ExecutorService: Sendable {
       reply.renewalAck = ack
       try await writer.write(reply)
     case .result(let result):
-      let recorded = try await record(result, executorID: executorID)
-      var ack = Hourglass_V1_ResultAck()
-      ack.runID = result.runID
-      ack.fence = result.fence
-      ack.recorded = recorded
-      var reply = Hourglass_V1_CoordinatorMessage()
-      reply.resultAck = ack
-      try await writer.write(reply)
+      try await answer(result, executorID: executorID, writer: writer)
     case .draining:
       await dispatcher.drain(session: session)
       logger.info("executor draining", metadata: ["hourglass.executor": "\(executorID)"])
@@ -123,6 +126,18 @@ struct ExecutorService: Sendable {
     case nil:
       break  // A message kind from a newer executor: ignored.
     }
+  }
+
+  /// Records a result and acknowledges it.
+  private func answer(_ result: Hourglass_V1_RunResult, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
+    let recorded = try await record(result, executorID: executorID)
+    var ack = Hourglass_V1_ResultAck()
+    ack.runID = result.runID
+    ack.fence = result.fence
+    ack.recorded = recorded
+    var reply = Hourglass_V1_CoordinatorMessage()
+    reply.resultAck = ack
+    try await writer.write(reply)
   }
 
   /// Records a run's result if its fence is still current, and moves the task on: the next
@@ -134,7 +149,7 @@ struct ExecutorService: Sendable {
     // Whatever happens to the result, this lease is over.
     do {
       let recorded = try await record(result, runID: runID, executorID: executorID)
-      await dispatcher.leaseEnded(runID)
+      await dispatcher.leaseEnded(runID, recorded: recorded)
       return recorded
     } catch {
       await dispatcher.leaseEnded(runID)
@@ -144,29 +159,48 @@ struct ExecutorService: Sendable {
 
   private func record(_ result: Hourglass_V1_RunResult, runID: RunID, executorID: String) async throws -> Bool {
     let fence = Fence(rawValue: result.fence)
-    guard let task = try await store.dispatchRecord(taskID: runID.taskID) else { return false }
-    guard let current = try await store.runs(taskID: runID.taskID, owner: task.owner, before: runID.scheduledMicros + 1, limit: 1).first,
-      current.id == runID, current.fence == fence, current.state == .leased
-    else {
-      logger.info(
-        "result with a stale fence refused",
-        metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executorID)", "hourglass.fence": "\(fence.rawValue)"])
-      return false
+    // The lease this coordinator granted carries the task and the attempt: no store read. A
+    // lease it does not know (granted before a restart) is read from the store.
+    let task: TaskRecord
+    let attempt: Int32
+    let detached: Bool
+    if let active = await dispatcher.activeLease(runID, fence: fence) {
+      task = active.task
+      attempt = active.attempt
+      detached = active.detached
+    } else {
+      guard let stored = try await store.dispatchRecord(taskID: runID.taskID) else { return false }
+      guard
+        let current = try await store.runs(taskID: runID.taskID, owner: stored.owner, before: runID.scheduledMicros + 1, limit: 1).first,
+        current.id == runID, current.fence == fence, current.state == .leased
+      else {
+        logger.info(
+          "result with a stale fence refused",
+          metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executorID)", "hourglass.fence": "\(fence.rawValue)"])
+        return false
+      }
+      task = stored
+      attempt = current.attempt
+      // The task moved on while this run was leased: it was detached (overlap allowed).
+      detached = stored.state != .running || stored.nextRunMicros != runID.scheduledMicros
     }
     let now = clock.nowMicros()
-    let plan = try ResultPlanner(configuration: configuration).plan(task: task, run: current, outcome: result.outcome, now: now)
-    let outcome = try await store.recordResult(
-      runID: runID,
-      fence: fence,
-      result: RunResult(
-        state: plan.state,
-        finishedMicros: result.hasFinished ? ProtoTime.micros(result.finished) : now,
-        exitStatus: result.exitCode,
-        outputTail: Array(result.outputTail.suffix(65_536)),
-        error: result.error.isEmpty ? nil : result.error,
-        next: plan.next
-      )
-    )
+    let plan = try ResultPlanner(configuration: configuration).plan(
+      task: task, runID: runID, attempt: attempt, outcome: result.outcome, now: now, detached: detached)
+    // The store's compare-and-set on the fence decides; results from all streams share
+    // transactions.
+    let outcome = try await results.record(
+      ResultRecord(
+        runID: runID,
+        fence: fence,
+        result: RunResult(
+          state: plan.state,
+          finishedMicros: result.hasFinished ? ProtoTime.micros(result.finished) : now,
+          exitStatus: result.exitCode,
+          outputTail: Array(result.outputTail.suffix(65_536)),
+          error: result.error.isEmpty ? nil : result.error,
+          next: plan.next
+        )))
     guard outcome == .recorded else {
       logger.info("result with a stale fence refused", metadata: ["hourglass.run_id": "\(runID)", "hourglass.fence": "\(fence.rawValue)"])
       return false
@@ -180,7 +214,7 @@ struct ExecutorService: Sendable {
       metrics.taskFailed(operatorName: task.operatorName)
       var metadata: Logger.Metadata = [
         "hourglass.task_id": "\(runID.taskID)", "hourglass.run_id": "\(runID)", "hourglass.owner": "\(task.owner)",
-        "hourglass.operator": "\(task.operatorName)", "hourglass.attempt": "\(current.attempt)", "hourglass.exit_code": "\(result.exitCode)",
+        "hourglass.operator": "\(task.operatorName)", "hourglass.attempt": "\(attempt)", "hourglass.exit_code": "\(result.exitCode)",
       ]
       if !result.error.isEmpty { metadata["hourglass.error"] = "\(result.error)" }
       logger.warning("run failed after its last attempt", metadata: metadata)
@@ -188,11 +222,11 @@ struct ExecutorService: Sendable {
     switch plan.next {
     case .retry(let at):
       metrics.runsRetried.increment()
-      logger.info("run failed; retrying", metadata: ["hourglass.run_id": "\(runID)", "hourglass.attempt": "\(current.attempt)", "hourglass.retry_at": "\(at)"])
+      logger.info("run failed; retrying", metadata: ["hourglass.run_id": "\(runID)", "hourglass.attempt": "\(attempt)", "hourglass.retry_at": "\(at)"])
       await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: runID.scheduledMicros, dueMicros: at, priority: task.priority)
     case .reschedule(let next):
       await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: next, dueMicros: next, priority: task.priority)
-    case .finish:
+    case .runOnly, .finish:
       break
     }
     return true
@@ -212,27 +246,42 @@ struct ResultPlanner {
   }
 
   func plan(task: TaskRecord, run: RunRecord, outcome: Hourglass_V1_RunOutcome, now: Int64) throws -> Plan {
+    try plan(task: task, runID: run.id, attempt: run.attempt, outcome: outcome, now: now)
+  }
+
+  func plan(
+    task: TaskRecord, runID: RunID, attempt runAttempt: Int32, outcome: Hourglass_V1_RunOutcome, now: Int64, detached: Bool = false
+  ) throws -> Plan {
+    if detached {
+      // Overlap allowed: the task moved on when this run was leased; record the run only. Such
+      // a run gets one attempt (a retry would need a second due time for one task).
+      switch outcome {
+      case .succeeded: return Plan(state: .succeeded, next: .runOnly, skipped: 0)
+      case .cancelled: return Plan(state: .cancelled, next: .runOnly, skipped: 0)
+      case .failed, .timedOut, .unspecified, .UNRECOGNIZED: return Plan(state: .dead, next: .runOnly, skipped: 0)
+      }
+    }
     let stored = try StoredTaskSpec.decode(task.scheduleSpec)
     switch outcome {
     case .succeeded:
-      return nextRun(task: task, stored: stored, after: run.id.scheduledMicros, now: now, state: .succeeded)
+      return nextRun(task: task, stored: stored, after: runID.scheduledMicros, now: now, state: .succeeded)
     case .cancelled:
       return Plan(state: .cancelled, next: .finish(.completed), skipped: 0)
     case .failed, .timedOut, .unspecified, .UNRECOGNIZED:
-      let attempt = Int(run.attempt)
+      let attempt = Int(runAttempt)
       if attempt < stored.retry.maxAttempts,
-        let delay = stored.retry.backoff(afterAttempt: attempt, seed: StableHash.hash(run.id.description))
+        let delay = stored.retry.backoff(afterAttempt: attempt, seed: StableHash.hash(runID.description))
       {
         return Plan(state: .failed, next: .retry(atMicros: now + delay), skipped: 0)
       }
-      var plan = nextRun(task: task, stored: stored, after: run.id.scheduledMicros, now: now, state: .dead)
+      var plan = nextRun(task: task, stored: stored, after: runID.scheduledMicros, now: now, state: .dead)
       if case .finish = plan.next { plan.next = .finish(.dead) }
       return plan
     }
   }
 
   /// The next run of a recurring task, applying the misfire policy when runs were missed.
-  private func nextRun(task: TaskRecord, stored: StoredTaskSpec, after scheduled: Int64, now: Int64, state: RunState) -> Plan {
+  func nextRun(task: TaskRecord, stored: StoredTaskSpec, after scheduled: Int64, now: Int64, state: RunState) -> Plan {
     guard task.recurring, let schedule = try? Schedule(stored.schedule, taskID: task.id.description) else {
       return Plan(state: state, next: .finish(state == .dead ? .dead : .completed), skipped: 0)
     }

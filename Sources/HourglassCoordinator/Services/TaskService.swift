@@ -7,8 +7,9 @@ import Logging
 
 /// The user-facing RPCs: Schedule, Get, List, Delete and ListRuns.
 ///
-/// The caller is whoever its certificate says (role `user`); a request's `user_id` must equal
-/// that name, and another user's task answers exactly like a missing one (NOT_FOUND).
+/// The caller is whoever its certificate says (role `user`), or the user of its bearer token
+/// (with a certificate of role `client`); a request's `user_id` must equal that name, and
+/// another user's task answers exactly like a missing one (NOT_FOUND).
 struct TaskService: Sendable {
   static let service = "hourglass.v1.TaskService"
   static let schedule = MethodDescriptor(service: service, method: "Schedule")
@@ -48,17 +49,39 @@ struct TaskService: Sendable {
   }
 
   /// The authenticated owner of the call; `user_id`, when given, must be the same name.
+  ///
+  /// A certificate of role `user` is the caller's identity; a bearer token (metadata
+  /// `authorization: Bearer TOKEN`) sent with it must name the same user. A certificate of role
+  /// `client` (a program acting for token-holding users) needs a bearer token, and the token's
+  /// user is the caller. Any other role may not call the task service.
   private func owner(_ userID: String, _ context: ServerContext) throws(RPCError) -> String {
-    guard let peer = context.peer else {
-      throw RPCError(code: .unauthenticated, message: "a client certificate is required")
+    var tokenUser: String?
+    if let header = context.metadata[text: "authorization"] {
+      let parts = header.split(separator: " ", maxSplits: 1)
+      guard parts.count == 2, parts[0].lowercased() == "bearer", let user = configuration.tokens.user(forToken: String(parts[1])) else {
+        throw RPCError(code: .unauthenticated, message: "the bearer token is not valid")
+      }
+      tokenUser = user
     }
-    guard peer.role == "user" else {
-      throw RPCError(code: .permissionDenied, message: "role \(peer.role) may not call the task service")
+    let caller: String
+    switch context.peer?.role {
+    case "user":
+      caller = context.peer!.name
+      if let tokenUser, tokenUser != caller {
+        throw RPCError(code: .unauthenticated, message: "the bearer token and the certificate name different users")
+      }
+    case "client", nil:
+      guard let tokenUser else {
+        throw RPCError(code: .unauthenticated, message: "a user certificate or a bearer token is required")
+      }
+      caller = tokenUser
+    case let role?:
+      throw RPCError(code: .permissionDenied, message: "role \(role) may not call the task service")
     }
-    guard userID.isEmpty || userID == peer.name else {
+    guard userID.isEmpty || userID == caller else {
       throw RPCError(code: .permissionDenied, message: "user_id \(userID) is not the authenticated caller")
     }
-    return peer.name
+    return caller
   }
 
   private func taskID(_ text: String) throws(RPCError) -> TaskID {
@@ -81,6 +104,14 @@ struct TaskService: Sendable {
     }
     guard request.hasSchedule else {
       throw RPCError(code: .invalidArgument, message: "schedule: required")
+    }
+    let key = request.idempotencyKey
+    guard key.utf8.count <= 256 else {
+      throw RPCError(code: .invalidArgument, message: "idempotency_key: at most 256 bytes")
+    }
+    // A retried request: answer with the task the key already stands for.
+    if !key.isEmpty, let existing = try await store.taskID(idempotencyKey: key, owner: owner) {
+      return try await scheduled(existing, owner: owner)
     }
     let timeout = request.hasTimeout ? ProtoTime.micros(request.timeout) : configuration.defaultTimeoutMicros
     guard timeout > 0 else { throw RPCError(code: .invalidArgument, message: "timeout: must be positive") }
@@ -121,18 +152,33 @@ struct TaskService: Sendable {
       maxAttempts: Int32(retry.maxAttempts),
       timeoutMicros: timeout,
       firstRunMicros: first,
-      createdAtMicros: now
+      createdAtMicros: now,
+      idempotencyKey: key.isEmpty ? nil : key
     )
     do {
       try await store.insert([task])
     } catch {
       throw RPCError(code: .unavailable, message: "the task could not be stored; it was not scheduled", cause: error)
     }
+    // Two requests with one key in flight together: the store kept one task; answer with it.
+    if !key.isEmpty, let winner = try await store.taskID(idempotencyKey: key, owner: owner), winner != id {
+      return try await scheduled(winner, owner: owner)
+    }
     metrics.tasksScheduled.increment()
     await dispatcher.enqueue(taskID: id, scheduledMicros: first, dueMicros: first, priority: request.priority)
     var response = Hourglass_V1_ScheduleResponse()
     response.taskID = id.description
     response.nextExecution = ProtoTime.timestamp(first)
+    return response
+  }
+
+  /// The answer to a Schedule whose idempotency key names an existing task.
+  private func scheduled(_ id: TaskID, owner: String) async throws -> Hourglass_V1_ScheduleResponse {
+    var response = Hourglass_V1_ScheduleResponse()
+    response.taskID = id.description
+    if let record = try await store.task(id: id, owner: owner), let next = record.nextRunMicros {
+      response.nextExecution = ProtoTime.timestamp(next)
+    }
     return response
   }
 

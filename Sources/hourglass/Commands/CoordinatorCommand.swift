@@ -39,6 +39,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
   @Option(help: "Largest executor clock skew, in milliseconds, before it gets no leases.")
   var skewBoundMs: Int = 500
 
+  @Option(help: "File of users' bearer tokens, one \"TOKEN USER_ID\" (or \"sha256:HEX USER_ID\") per line.")
+  var tokens: String?
+
   @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
   var logLevel: String = "info"
 
@@ -55,6 +58,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     configuration.coordinatorID = id
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
+    if let tokens {
+      configuration.tokens = try BearerTokens.load(path: tokens)
+      logger.info("bearer tokens loaded", metadata: ["hourglass.tokens": "\(configuration.tokens.count)"])
+    }
     let metrics = try await observability.metrics(logger: logger)
     let coordinator = try Coordinator(
       configuration: configuration,

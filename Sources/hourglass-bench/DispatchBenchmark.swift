@@ -1,0 +1,294 @@
+import ArgumentParser
+import Foundation
+import HourglassCertificates
+import HourglassCoordinator
+import HourglassCore
+import HourglassExecutor
+import HourglassStore
+import HourglassStoreSQLite
+import HourglassTransport
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `hourglass-bench dispatch`: how late due runs start, and how many runs per second go from due
+/// to recorded result, through a real coordinator on SQLite and real executors over loopback TLS,
+/// all in this process so due times and start times are read from one clock.
+///
+/// For each store size in `--stored`, a fresh store is filled with that many tasks due days
+/// ahead (stored, not due), then a burst of runs all due at one instant and a steady stream at
+/// `--rate` per second are inserted; the coordinator loads them from the store as their time
+/// approaches, exactly as it loads any task.
+struct DispatchBenchmark: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "dispatch",
+    abstract: "Dispatch lateness (due → executor start) and runs/s (due → result recorded), noop operator."
+  )
+
+  @Option(help: "Stored (not due) task counts to measure against, comma separated; each gets a fresh store.")
+  var stored: String = "10000,1000000"
+
+  @Option(help: "Runs due at one instant.")
+  var burst: Int = 20_000
+
+  @Option(help: "Seconds the burst has before the steady phase begins.")
+  var burstWindow: Double = 10
+
+  @Option(help: "Runs per second in the steady phase.")
+  var rate: Int = 5_000
+
+  @Option(help: "Seconds of the steady phase.")
+  var steadySeconds: Double = 10
+
+  @Option(help: "Executors (each its own TLS connection).")
+  var executors: Int = 4
+
+  @Option(help: "Slots (credits) per executor.")
+  var slots: Int = 256
+
+  @Option(help: "Tasks per insert call while preloading the store.")
+  var preloadBatch: Int = 20_000
+
+  @Option(help: "Folder for the SQLite files (a temporary one by default).")
+  var directory: String?
+
+  @Flag(help: "Print JSON.")
+  var json = false
+
+  func run() async throws {
+    let sizes = stored.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard !sizes.isEmpty, sizes.allSatisfy({ $0 >= 0 }) else { throw ValidationError("--stored must list counts") }
+    guard burst >= 0, rate > 0, steadySeconds > 0, executors > 0, slots > 0, preloadBatch > 0 else {
+      throw ValidationError("counts, rate and durations must be positive")
+    }
+    let folder = directory ?? NSTemporaryDirectory() + "hourglass-dispatch-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+    defer { if directory == nil { try? FileManager.default.removeItem(atPath: folder) } }
+
+    var report = BenchmarkReport(benchmark: "dispatch")
+    report.parameters = [
+      "burst": "\(burst)", "rate_per_s": "\(rate)", "steady_s": "\(steadySeconds)", "executors": "\(executors)",
+      "slots_per_executor": "\(slots)", "operator": "noop (records its start on the wall clock)",
+      "store": "sqlite synchronous=FULL", "load_ahead_s": "4", "cores": "\(ProcessInfo.processInfo.activeProcessorCount)",
+    ]
+    for (index, size) in sizes.enumerated() {
+      let rows = try await measure(storedTasks: size, path: "\(folder)/dispatch-\(index).db")
+      report.results += rows
+      if !json {
+        for row in rows {
+          let name = row["name"].map { "\($0)" } ?? "-"
+          FileHandle.standardError.write(Data("  done: \(name)\n".utf8))
+        }
+      }
+    }
+    report.print(json: json)
+  }
+
+  /// One store size: preload, then the burst and the steady phase, through one coordinator.
+  private func measure(storedTasks: Int, path: String) async throws -> [[String: BenchmarkValue]] {
+    var logger = Logger(label: "bench.dispatch")
+    logger.logLevel = .error
+    let store = try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
+    var rows: [[String: BenchmarkValue]] = []
+
+    // 1. Stored, not due: days ahead, spread over a day of hour buckets.
+    let preloadStart = ContinuousClock.now
+    try await preload(store: store, count: storedTasks)
+    let preloadSeconds = seconds(ContinuousClock.now - preloadStart)
+    rows.append([
+      "name": .string("preload_\(storedTasks)"), "tasks": .int(storedTasks), "seconds": .double(preloadSeconds),
+      "tasks_per_s": .double(storedTasks == 0 ? 0 : Double(storedTasks) / preloadSeconds),
+    ])
+
+    // 2. The measured runs: a burst at t0, then `rate` per second from t1. Inserted before the
+    //    coordinator starts, with enough lead that the insert is over before the first is due.
+    let steadyCount = Int(Double(rate) * steadySeconds)
+    let lead = 4.0 + Double(burst + steadyCount) / 8_000
+    let t0 = wallMicros() + Int64(lead * 1_000_000)
+    let t1 = t0 + Int64(burstWindow * 1_000_000)
+    let spacing = 1_000_000.0 / Double(rate)
+    let spec = try StoredTaskSpec(schedule: .once(at: t0), retry: RetryPolicy.defaults).encoded()
+    var due: [Int64] = Array(repeating: t0, count: burst)
+    due += (0..<steadyCount).map { t1 + Int64(Double($0) * spacing) }
+    for start in stride(from: 0, to: due.count, by: preloadBatch) {
+      let now = wallMicros()
+      let batch = due[start..<min(due.count, start + preloadBatch)].map { at in
+        NewTask(
+          id: TaskID.now(), owner: "bench-user", operatorName: "noop", scheduleSpec: spec, maxAttempts: 1, firstRunMicros: at, createdAtMicros: now)
+      }
+      try await store.insert(batch)
+    }
+    guard wallMicros() < t0 - 2_000_000 else {
+      throw ValidationError("inserting the measured runs took too long on this machine; lower --burst or --rate")
+    }
+
+    // 3. A coordinator on TLS, and executors connected to it.
+    let ca = try DevelopmentCA(name: "bench CA")
+    let server = try ca.issue(name: "coordinator", role: .coordinator, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
+    let serverCredentials = TLSCredentials(
+      trustedCAPEM: ca.authority.certificatePEM, certificatePEM: server.certificatePEM, privateKeyPEM: server.privateKeyPEM)
+    var configuration = CoordinatorConfiguration.defaults
+    configuration.loadAheadMicros = 4_000_000
+    let coordinator = try Coordinator(
+      configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
+    let recorder = StartRecorder(capacity: due.count)
+    let group = ServiceGroup(services: [coordinator], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
+
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+      tasks.addTask { try await group.run() }
+      let port = try await coordinator.port()!
+      var running: [Executor<ContinuousClock>] = []
+      for n in 0..<executors {
+        let name = "bench-executor-\(n)"
+        let identity = try ca.issue(name: name, role: .executor)
+        let credentials = TLSCredentials(
+          trustedCAPEM: ca.authority.certificatePEM, certificatePEM: identity.certificatePEM, privateKeyPEM: identity.privateKeyPEM)
+        let transport = try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
+        var executorConfiguration = ExecutorConfiguration.defaults
+        executorConfiguration.executorID = name
+        executorConfiguration.slots = slots
+        executorConfiguration.operators = ["noop"]
+        executorConfiguration.drainGrace = .seconds(5)
+        let executor = Executor(
+          configuration: executorConfiguration, transport: transport, clock: ContinuousClock(), logger: logger,
+          operators: [TimedNoopOperator(recorder: recorder)])
+        running.append(executor)
+        tasks.addTask { try await executor.run() }
+      }
+
+      // Burst: done when every burst run's result is recorded.
+      let burstDone = try await waitForResults(coordinator, count: burst, deadlineMicros: t1 + 120_000_000)
+      // Steady: done when every run's result is recorded.
+      let steadyEnd = t1 + Int64(steadySeconds * 1_000_000)
+      let allDone = try await waitForResults(coordinator, count: due.count, deadlineMicros: steadyEnd + 120_000_000)
+      let starts = recorder.snapshot()
+
+      let burstLateness = starts.filter { $0.scheduled < t1 }.map { $0.started - $0.scheduled }
+      let steadyLateness = starts.filter { $0.scheduled >= t1 }.map { $0.started - $0.scheduled }
+      if burst > 0 {
+        var row = latencyRow("burst_\(burst)_stored_\(storedTasks)", burstLateness)
+        row["end_to_end_runs_per_s"] = .double(burstDone.map { Double(burst) / (Double($0 - t0) / 1e6) } ?? 0)
+        row["recorded"] = .int(burstDone == nil ? -1 : burst)
+        row["last_result_after_due_ms"] = .double(burstDone.map { Double($0 - t0) / 1000 } ?? -1)
+        rows.append(row)
+      }
+      var row = latencyRow("steady_\(rate)_per_s_stored_\(storedTasks)", steadyLateness)
+      let lastDue = steadyCount > 0 ? due[due.count - 1] : t1
+      row["end_to_end_runs_per_s"] = .double(allDone.map { Double(steadyCount) / (Double($0 - t1) / 1e6) } ?? 0)
+      row["last_result_after_last_due_ms"] = .double(allDone.map { Double($0 - lastDue) / 1000 } ?? -1)
+      rows.append(row)
+
+      for executor in running { executor.drain() }
+      await group.triggerGracefulShutdown()
+      try await tasks.waitForAll()
+    }
+    try await store.close()
+    return rows
+  }
+
+  /// Inserts `count` tasks due 2–3 days ahead, in big batches, two calls in flight.
+  private func preload(store: SQLiteTaskStore, count: Int) async throws {
+    guard count > 0 else { return }
+    let base = wallMicros() + 2 * 86_400_000_000
+    let spec = try StoredTaskSpec(schedule: .once(at: base), retry: .defaults).encoded()
+    let batch = preloadBatch
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      var next = 0
+      var inFlight = 0
+      while next < count || inFlight > 0 {
+        while inFlight < 2 && next < count {
+          let range = next..<min(count, next + batch)
+          next = range.upperBound
+          inFlight += 1
+          group.addTask {
+            var generator = SystemRandomNumberGenerator()
+            let now = wallMicros()
+            let tasks = range.map { i in
+              NewTask(
+                id: TaskID(unixMilliseconds: now / 1000, using: &generator), owner: "bench-stored", operatorName: "noop", scheduleSpec: spec,
+                firstRunMicros: base + Int64(i % 86_400) * 1_000_000, createdAtMicros: now)
+            }
+            try await store.insert(tasks)
+          }
+        }
+        try await group.next()
+        inFlight -= 1
+      }
+    }
+  }
+
+  /// Polls the coordinator's recorded-results counter until it reaches `count`; returns the wall
+  /// clock instant it was first seen there, or nil at the deadline.
+  private func waitForResults(_ coordinator: Coordinator, count: Int, deadlineMicros: Int64) async throws -> Int64? {
+    while wallMicros() < deadlineMicros {
+      if await coordinator.recordedResults() >= count { return wallMicros() }
+      try await Task.sleep(for: .milliseconds(2))
+    }
+    return nil
+  }
+
+  private func latencyRow(_ name: String, _ values: [Int64]) -> [String: BenchmarkValue] {
+    let sorted = values.sorted()
+    func pick(_ p: Double) -> Double {
+      guard !sorted.isEmpty else { return 0 }
+      return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
+    }
+    return [
+      "name": .string(name), "runs_started": .int(sorted.count), "lateness_p50_ms": .double(pick(0.5)),
+      "lateness_p99_ms": .double(pick(0.99)), "lateness_p999_ms": .double(pick(0.999)),
+      "lateness_max_ms": .double(sorted.last.map { Double($0) / 1000 } ?? 0),
+    ]
+  }
+
+  private func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+  }
+}
+
+/// The wall clock in UTC microseconds: the clock the coordinator's due times are on.
+private func wallMicros() -> Int64 {
+  var spec = timespec()
+  clock_gettime(CLOCK_REALTIME, &spec)
+  return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
+}
+
+/// Every run's scheduled instant and the instant its operator started, on the wall clock.
+final class StartRecorder: Sendable {
+  struct Start: Sendable {
+    var scheduled: Int64
+    var started: Int64
+  }
+
+  private let starts: Mutex<[Start]>
+
+  init(capacity: Int) {
+    var initial: [Start] = []
+    initial.reserveCapacity(capacity)
+    starts = Mutex(initial)
+  }
+
+  func record(scheduled: Int64, started: Int64) {
+    starts.withLock { $0.append(Start(scheduled: scheduled, started: started)) }
+  }
+
+  func snapshot() -> [Start] { starts.withLock { $0 } }
+}
+
+/// `noop`, measured: reads the wall clock the moment the executor hands it the run, records it
+/// beside the run's scheduled instant, and succeeds.
+struct TimedNoopOperator: Operator {
+  let recorder: StartRecorder
+  var name: String { "noop" }
+
+  func run(_ request: RunRequest, cancellation: RunCancellation) async -> RunOutcome {
+    let started = wallMicros()
+    let scheduled = Int64((request.scheduledAt.timeIntervalSince1970 * 1_000_000).rounded())
+    recorder.record(scheduled: scheduled, started: started)
+    let now = Date()
+    return RunOutcome(status: .succeeded, started: now, finished: now)
+  }
+}
