@@ -178,7 +178,6 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
               let ops = context.pipeline.syncOperations
               let handler = RPCConnectionHandler(clientWith: configuration.connection, logger: logger)
               try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.connection.settings.maxFrameSize, expectPreface: false)))
-              try ops.addHandler(FrameEncoderHandler(writePreface: true))
               try ops.addHandler(handler)
               handshakeDone.succeed(Ready(channel: context.channel, opener: NIOClientStreamOpener(handler: handler, loop: context.eventLoop)))
             }

@@ -96,7 +96,6 @@ public final class RPCTLSServer: Service, Sendable {
             TLSHandshakeHandler(timeout: handshakeTimeout, logger: logger) { context, peer in
               let ops = context.pipeline.syncOperations
               try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: connectionConfiguration.settings.maxFrameSize, expectPreface: true)))
-              try ops.addHandler(FrameEncoderHandler(writePreface: false))
               // Each call runs in a task of its own, started here on the connection's event
               // loop and (by default) preferring that loop as its executor.
               let executor = handlersOnEventLoop ? EventLoopTaskExecutor(loop: context.eventLoop) : nil

@@ -7,12 +7,15 @@ import SwiftProtobuf
 /// Runs `hourglass/1` on one channel: feeds frames to the connection and stream state
 /// machines, bridges streams to async code, and enforces deadlines, keepalive and limits.
 ///
-/// It sits after ``FrameDecoder`` / ``FrameEncoder`` in the pipeline (after TLS). All its state
-/// is confined to the channel's event loop; async code reaches it through ``ClientStreamWriter``
-/// and ``ServerStreamWriter`` values that hop onto the loop.
+/// It sits after a ``FrameDecoder`` in the pipeline (after TLS) and writes bytes: it encodes
+/// the frames it sends itself (the client's preface first), gathering every frame written
+/// before a flush into one buffer, so that a frame costs neither a trip through the pipeline
+/// nor a TLS record of its own. All its state is confined to the channel's event loop; async
+/// code reaches it through ``ClientStreamWriter`` and ``ServerStreamWriter`` values that hop
+/// onto the loop.
 public final class RPCConnectionHandler: ChannelInboundHandler {
   public typealias InboundIn = Frame
-  public typealias OutboundOut = Frame
+  public typealias OutboundOut = ByteBuffer
 
   /// Timers and limits of a connection.
   public struct Configuration: Sendable {
@@ -113,6 +116,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     var timeoutMicros: UInt64
   }
   private var context: ChannelHandlerContext?
+  /// Frames encoded since the last flush.
+  private var gathered: ByteBuffer?
   private var needsFlush = false
   private var flushScheduled = false
   private var inRead = false
@@ -169,6 +174,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     started = true
     var announced = configuration.settings
     announced.keepaliveInterval = configuration.keepaliveInterval
+    if !isServer {
+      var preface = context.channel.allocator.buffer(capacity: 1024)
+      preface.writeBytes(ConnectionPreface.bytes)
+      gathered = preface
+    }
     write(Frame(type: .settings, streamID: 0, payload: serialize(announced.wire, context.channel.allocator)))
     flushIfNeeded()
     settingsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.settingsTimeout) { [weak self] in
@@ -186,6 +196,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   public func handlerRemoved(context: ChannelHandlerContext) {
     tearDown(RPCError(code: .unavailable, message: "the connection closed"))
     self.context = nil
+    gathered = nil
   }
 
   public func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -443,13 +454,25 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   private func write(_ frame: Frame) {
     guard let context, !closed || frame.type == .goAway else { return }
-    context.write(wrapOutboundOut(frame), promise: nil)
+    if gathered == nil {
+      gathered = context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + frame.payload.readableBytes))
+    }
+    FrameEncoderHandler.write(frame, into: &gathered!)
     needsFlush = true
+    if gathered!.readableBytes >= FrameEncoderHandler.gatherLimit {
+      // A large message: pass on what is gathered now rather than let the buffer grow.
+      context.write(wrapOutboundOut(gathered!), promise: nil)
+      gathered = nil
+    }
   }
 
   private func flushIfNeeded() {
     guard needsFlush, let context else { return }
     needsFlush = false
+    if let buffer = gathered {
+      gathered = nil
+      context.write(wrapOutboundOut(buffer), promise: nil)
+    }
     context.flush()
   }
 

@@ -69,12 +69,12 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
 }
 
 /// Writes frames as header plus payload; on the client side, puts the connection preface
-/// ahead of the first frame.
+/// ahead of the first frame. For pipelines that write ``Frame`` values; ``RPCConnectionHandler``
+/// encodes its own frames with ``write(_:into:)`` and needs no encoder after it.
 ///
 /// Frames written between two flushes are gathered into one buffer and passed on as a single
 /// write at the flush, so that TLS seals them into one record instead of one record per
-/// frame: a unary call's HEADERS and MESSAGE (or MESSAGE and TRAILERS), and the frames of
-/// every call answered in the same event-loop tick, share a record and a syscall.
+/// frame.
 public final class FrameEncoderHandler: ChannelOutboundHandler {
   public typealias OutboundIn = Frame
   public typealias OutboundOut = ByteBuffer
