@@ -78,6 +78,22 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     }
   }
 
+  public func unary(_ head: RequestHead, request: ByteBuffer) async throws -> UnaryResponse {
+    let ready = try await connection()
+    do {
+      return try await ready.opener.unary(head, request: request)
+    } catch is CallNotStarted {
+      // As for streams: the call never started. Retry once on a fresh connection.
+      retire(ready.channel)
+      let fresh = try await connection()
+      do {
+        return try await fresh.opener.unary(head, request: request)
+      } catch let refused as CallNotStarted {
+        throw refused.error
+      }
+    }
+  }
+
   /// Sends GOAWAY and closes once open calls finish; later calls fail with UNAVAILABLE.
   public func close() async {
     let current: State = state.withLock { state in
@@ -162,7 +178,6 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
               let ops = context.pipeline.syncOperations
               let handler = RPCConnectionHandler(clientWith: configuration.connection, logger: logger)
               try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.connection.settings.maxFrameSize, expectPreface: false)))
-              try ops.addHandler(FrameEncoderHandler(writePreface: true))
               try ops.addHandler(handler)
               handshakeDone.succeed(Ready(channel: context.channel, opener: NIOClientStreamOpener(handler: handler, loop: context.eventLoop)))
             }

@@ -7,7 +7,8 @@ import ServiceLifecycle
 import Synchronization
 
 /// Serves an ``RPCServer`` over TLS 1.3 on TCP: accepts connections, authenticates callers by
-/// their client certificates, runs every stream as a child task, and drains gracefully.
+/// their client certificates, runs every stream in a task of its own on its connection's event
+/// loop, and drains gracefully.
 ///
 /// A `Service`: `run()` serves until the task is cancelled or graceful shutdown is triggered;
 /// then it stops accepting, sends GOAWAY on every connection, lets accepted calls finish
@@ -27,11 +28,15 @@ public final class RPCTLSServer: Service, Sendable {
     public var handshakeTimeout: TimeAmount
     /// How long a drain may take before the remaining connections are closed.
     public var drainTimeout: TimeAmount
+    /// Whether handlers run on their connection's event loop (the default: no thread hops per
+    /// call) rather than on the global concurrent executor. Turn it off for handlers that do
+    /// long stretches of synchronous work, which would stall the connections of that loop.
+    public var handlersOnEventLoop: Bool
 
     /// Creates a configuration with default timers.
     public init(
       host: String, port: Int, credentials: TLSCredentials, connection: RPCConnectionHandler.Configuration = .defaults,
-      handshakeTimeout: TimeAmount = .seconds(10), drainTimeout: TimeAmount = .seconds(30)
+      handshakeTimeout: TimeAmount = .seconds(10), drainTimeout: TimeAmount = .seconds(30), handlersOnEventLoop: Bool = true
     ) {
       self.host = host
       self.port = port
@@ -39,6 +44,7 @@ public final class RPCTLSServer: Service, Sendable {
       self.connection = connection
       self.handshakeTimeout = handshakeTimeout
       self.drainTimeout = drainTimeout
+      self.handlersOnEventLoop = handlersOnEventLoop
     }
   }
 
@@ -88,9 +94,11 @@ public final class RPCTLSServer: Service, Sendable {
       settleAddress(.failure(error))
       throw error
     }
-    let (streams, streamContinuation) = AsyncStream<RPCServerStream>.makeStream()
+    let handlers = HandlerTasks()
+    let server = self.server
     let connectionConfiguration = configuration.connection
     let handshakeTimeout = configuration.handshakeTimeout
+    let handlersOnEventLoop = configuration.handlersOnEventLoop
     let logger = self.logger
 
     let bootstrap = ServerBootstrap(group: group)
@@ -105,10 +113,17 @@ public final class RPCTLSServer: Service, Sendable {
             TLSHandshakeHandler(timeout: handshakeTimeout, logger: logger) { context, peer in
               let ops = context.pipeline.syncOperations
               try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: connectionConfiguration.settings.maxFrameSize, expectPreface: true)))
-              try ops.addHandler(FrameEncoderHandler(writePreface: false))
+              // Each call runs in a task of its own, started here on the connection's event
+              // loop and (by default) preferring that loop as its executor.
+              let executor = handlersOnEventLoop ? EventLoopTaskExecutor(loop: context.eventLoop) : nil
               try ops.addHandler(
                 RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { stream in
-                  streamContinuation.yield(stream)
+                  handlers.started()
+                  let task = Task(executorPreference: executor) {
+                    await server.handle(stream)
+                    handlers.finished()
+                  }
+                  stream.termination.cancelOnEarlyEnd(task)
                 }
               )
             }
@@ -128,26 +143,19 @@ public final class RPCTLSServer: Service, Sendable {
     settleAddress(.success(local))
     logger.info("listening", metadata: ["hourglass.address": "\(local)"])
 
-    let server = self.server
-    await withDiscardingTaskGroup { group in
-      group.addTask {
-        await withGracefulShutdownHandler {
-          await withTaskCancellationHandler {
-            try? await listener.closeFuture.get()
-          } onCancel: {
-            listener.close(promise: nil)
-          }
-        } onGracefulShutdown: {
-          listener.close(promise: nil)
-        }
-        // No new connections: drain the open ones, then stop the stream loop.
-        await self.drain()
-        streamContinuation.finish()
+    await withGracefulShutdownHandler {
+      await withTaskCancellationHandler {
+        try? await listener.closeFuture.get()
+      } onCancel: {
+        listener.close(promise: nil)
       }
-      for await stream in streams {
-        group.addTask { await server.handle(stream) }
-      }
+    } onGracefulShutdown: {
+      listener.close(promise: nil)
     }
+    // No new connections: drain the open ones (closing a connection cancels the handlers of
+    // its unfinished calls), then wait for the last handler to return.
+    await drain()
+    await handlers.waitUntilNoneRunning()
     logger.info("stopped", metadata: ["hourglass.address": "\(local)"])
   }
 
@@ -189,6 +197,38 @@ public final class RPCTLSServer: Service, Sendable {
     }
     for channel in channels.withLock({ Array($0.values) }) {
       channel.close(promise: nil)
+    }
+  }
+}
+
+/// Counts the handler tasks still running, so that ``RPCTLSServer/run()`` returns only after
+/// the last one.
+private final class HandlerTasks: Sendable {
+  private let state = Mutex<(running: Int, idle: CheckedContinuation<Void, Never>?)>((0, nil))
+
+  func started() {
+    state.withLock { $0.running += 1 }
+  }
+
+  func finished() {
+    let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
+      state.running -= 1
+      guard state.running == 0 else { return nil }
+      let waiter = state.idle
+      state.idle = nil
+      return waiter
+    }
+    waiter?.resume()
+  }
+
+  func waitUntilNoneRunning() async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let idle: Bool = state.withLock { state in
+        if state.running == 0 { return true }
+        state.idle = continuation
+        return false
+      }
+      if idle { continuation.resume() }
     }
   }
 }

@@ -32,6 +32,9 @@ struct RPCBenchmark: AsyncParsableCommand {
   @Flag(help: "Print JSON.")
   var json = false
 
+  @Flag(help: "Run the server's handlers on the global concurrent executor instead of their connection's event loop.")
+  var handlersOnGlobalExecutor = false
+
   static let method = MethodDescriptor(service: "bench.Echo", method: "Unary")
 
   func run() async throws {
@@ -50,6 +53,7 @@ struct RPCBenchmark: AsyncParsableCommand {
     report.parameters = [
       "duration_s": "\(duration)", "request_bytes": "\(requestBytes)", "reply_bytes": "\(replyBytes)",
       "event_loop_threads": "\(System.coreCount)", "cores": "\(System.coreCount)",
+      "handlers_on": handlersOnGlobalExecutor ? "global executor" : "event loop",
     ]
 
     // The ceiling: bare frames.
@@ -69,7 +73,7 @@ struct RPCBenchmark: AsyncParsableCommand {
     let reply = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x2A, count: replyBytes) }
     router.registerUnary(Self.method) { (_: Google_Protobuf_BytesValue, _) in reply }
     let tls = RPCTLSServer(
-      configuration: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials),
+      configuration: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials, handlersOnEventLoop: !handlersOnGlobalExecutor),
       server: RPCServer(router: router, logger: logger),
       logger: logger
     )
@@ -107,6 +111,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       _ = try await RPCClient(transport: transport).unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
     }
     let start = ContinuousClock.now
+    let cpuAtStart = LoadResult.processCPUSeconds()
     let end = start + .milliseconds(Int64(seconds * 1000))
     let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
       for transport in transports {
@@ -129,8 +134,9 @@ struct RPCBenchmark: AsyncParsableCommand {
       return all
     }
     let elapsed = ContinuousClock.now - start
+    let cpu = LoadResult.processCPUSeconds() - cpuAtStart
     for transport in transports { await transport.close() }
-    return LoadResult(latencies: latencies, elapsed: elapsed)
+    return LoadResult(latencies: latencies, elapsed: elapsed, cpuSeconds: cpu)
   }
 }
 
@@ -138,6 +144,22 @@ struct RPCBenchmark: AsyncParsableCommand {
 struct LoadResult {
   var latencies: [Duration]
   var elapsed: Duration
+  /// CPU time (user + system, every thread of the process: client and server) spent while
+  /// measuring; what a call costs when the machine is shared and the rate is noisy.
+  var cpuSeconds: Double? = nil
+
+  /// CPU time this process has used so far, in seconds.
+  static func processCPUSeconds() -> Double {
+    var usage = rusage()
+    #if canImport(Glibc)
+      getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+    #else
+      getrusage(RUSAGE_SELF, &usage)
+    #endif
+    let user = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
+    let system = Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+    return user + system
+  }
 
   var rate: Double {
     Double(latencies.count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
@@ -152,13 +174,17 @@ struct LoadResult {
 
   func row(_ name: String) -> [String: BenchmarkValue] {
     let sorted = latencies.sorted()
-    return [
+    var row: [String: BenchmarkValue] = [
       "name": .string(name),
       "calls": .int(latencies.count),
       "calls_per_s": .double(rate),
       "p50_us": .double(percentile(0.50, sorted: sorted)),
       "p99_us": .double(percentile(0.99, sorted: sorted)),
     ]
+    if let cpuSeconds, !latencies.isEmpty {
+      row["cpu_us_per_call"] = .double(cpuSeconds * 1e6 / Double(latencies.count))
+    }
+    return row
   }
 }
 
@@ -254,6 +280,7 @@ enum BareEcho {
   static func load(port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double) async throws -> LoadResult {
     let sslContext = try NIOSSLContext(configuration: credentials.clientConfiguration())
     let start = ContinuousClock.now
+    let cpuAtStart = LoadResult.processCPUSeconds()
     let end = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
     var futures: [EventLoopFuture<[Duration]>] = []
     var channels: [any Channel] = []
@@ -281,7 +308,8 @@ enum BareEcho {
     var all: [Duration] = []
     for future in futures { all += try await future.get() }
     let elapsed = ContinuousClock.now - start
+    let cpu = LoadResult.processCPUSeconds() - cpuAtStart
     for channel in channels { try? await channel.close() }
-    return LoadResult(latencies: all, elapsed: elapsed)
+    return LoadResult(latencies: all, elapsed: elapsed, cpuSeconds: cpu)
   }
 }

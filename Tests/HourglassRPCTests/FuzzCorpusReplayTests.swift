@@ -64,7 +64,7 @@ struct FuzzCorpusReplayTests {
 /// - the decoder alone: every frame it returns re-encodes to exactly the bytes it consumed; it
 ///   never stalls on a complete frame nor waits for the payload of an oversized one; it throws
 ///   only `ProtocolViolation`s; and the chunking changes nothing.
-/// - the server pipeline (`FrameDecoder` → `FrameEncoderHandler` → `RPCConnectionHandler`) on
+/// - the server pipeline (`FrameDecoder` → `RPCConnectionHandler`, which encodes its frames) on
 ///   an `EmbeddedChannel`: only `ProtocolViolation`s reach the connection handler, it writes
 ///   well-formed frames (SETTINGS first, nothing after GOAWAY), the connection is closed once
 ///   the SETTINGS and keepalive timers have run out, and the chunking changes nothing.
@@ -239,7 +239,6 @@ enum FrameFuzzHarness {
       try channel.pipeline.syncOperations.addHandlers([
         ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize, expectPreface: true)),
         recorder,
-        FrameEncoderHandler(writePreface: false),
         RPCConnectionHandler(
           serverWith: .defaults,
           peer: nil,

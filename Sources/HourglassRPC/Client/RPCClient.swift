@@ -21,9 +21,27 @@ public struct RPCClient: Sendable {
     options: CallOptions = .defaults
   ) async throws(RPCError) -> Response {
     let payload = try MessageCoding.encode(request)
-    return try await call(method, options: options, firstMessage: payload, endStream: true) { stream in
-      try await Self.singleResponse(Response.self, from: stream.inbound)
+    if Task.isCancelled {
+      throw RPCError(code: .cancelled, message: "the call was cancelled before it started")
     }
+    let head = RequestHead(method: method.path, metadata: options.metadata, timeout: options.timeout)
+    let response: UnaryResponse
+    do {
+      response = try await transport.unary(head, request: payload)
+    } catch let error as RPCError {
+      throw error
+    } catch is CancellationError {
+      throw RPCError(code: .cancelled, message: "the client cancelled the call")
+    } catch {
+      throw RPCError(code: .unknown, message: "\(error)", cause: error)
+    }
+    guard response.status.code == .ok else {
+      throw RPCError(code: response.status.code, message: response.status.message, metadata: response.trailers)
+    }
+    guard let message = response.message else {
+      throw RPCError(code: .internal, message: "the server ended the call without a response message")
+    }
+    return try MessageCoding.decode(Response.self, from: message)
   }
 
   /// One request, then a stream of responses handed to `body` as they arrive.

@@ -7,12 +7,15 @@ import SwiftProtobuf
 /// Runs `hourglass/1` on one channel: feeds frames to the connection and stream state
 /// machines, bridges streams to async code, and enforces deadlines, keepalive and limits.
 ///
-/// It sits after ``FrameDecoder`` / ``FrameEncoder`` in the pipeline (after TLS). All its state
-/// is confined to the channel's event loop; async code reaches it through ``ClientStreamWriter``
-/// and ``ServerStreamWriter`` values that hop onto the loop.
+/// It sits after a ``FrameDecoder`` in the pipeline (after TLS) and writes bytes: it encodes
+/// the frames it sends itself (the client's preface first), gathering every frame written
+/// before a flush into one buffer, so that a frame costs neither a trip through the pipeline
+/// nor a TLS record of its own. All its state is confined to the channel's event loop; async
+/// code reaches it through ``ClientStreamWriter`` and ``ServerStreamWriter`` values that hop
+/// onto the loop.
 public final class RPCConnectionHandler: ChannelInboundHandler {
   public typealias InboundIn = Frame
-  public typealias OutboundOut = Frame
+  public typealias OutboundOut = ByteBuffer
 
   /// Timers and limits of a connection.
   public struct Configuration: Sendable {
@@ -53,28 +56,47 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   private final class StreamBox {
     var machine: StreamStateMachine
-    let server: (inbound: AsyncThrowingStream<ByteBuffer, any Error>.Continuation, termination: StreamTermination)?
-    let client: AsyncThrowingStream<ClientInboundPart, any Error>.Continuation?
+    let server: (inbound: InboundQueue<ByteBuffer>, termination: StreamTermination)?
+    let client: InboundQueue<ClientInboundPart>?
+    /// A unary call's outcome goes here instead of through `client`.
+    let unary: UnaryCall?
     var waitingForCredit = Deque<(message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?)>()
     var pendingTrailers: (status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?)?
     var deadline: Scheduled<Void>?
 
     init(
       machine: StreamStateMachine,
-      server: (AsyncThrowingStream<ByteBuffer, any Error>.Continuation, StreamTermination)?,
-      client: AsyncThrowingStream<ClientInboundPart, any Error>.Continuation?
+      server: (InboundQueue<ByteBuffer>, StreamTermination)?,
+      client: InboundQueue<ClientInboundPart>?,
+      unary: UnaryCall? = nil
     ) {
       self.machine = machine
       self.server = server.map { (inbound: $0.0, termination: $0.1) }
       self.client = client
+      self.unary = unary
     }
   }
 
   private struct PendingOpen {
+    enum Caller {
+      /// A streaming call, handed its stream once open.
+      case stream(EventLoopPromise<RPCClientStream>)
+      /// A unary call, which waits for its outcome instead.
+      case unary(UnaryCall)
+    }
+
     var head: RequestHead
     var firstMessage: ByteBuffer?
     var endStream: Bool
-    var promise: EventLoopPromise<RPCClientStream>
+    var caller: Caller
+
+    /// Fails a call before its stream opened.
+    func fail(_ error: RPCError) {
+      switch caller {
+      case .stream(let promise): promise.fail(error)
+      case .unary(let call): call.failBeforeStart(error)
+      }
+    }
   }
 
   private var connection: ConnectionStateMachine
@@ -85,7 +107,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private let onClose: (@Sendable () -> Void)?
   private var streams: [UInt32: StreamBox] = [:]
   private var pendingOpens = Deque<PendingOpen>()
+  private var requestHeadersCache: [String: ByteBuffer] = [:]
+  private var lastRequestHeaders: (payload: ByteBuffer, decoded: DecodedRequestHeaders)?
+
+  private struct DecodedRequestHeaders {
+    var method: String
+    var metadata: Metadata
+    var timeoutMicros: UInt64
+  }
   private var context: ChannelHandlerContext?
+  /// Frames encoded since the last flush.
+  private var gathered: ByteBuffer?
   private var needsFlush = false
   private var flushScheduled = false
   private var inRead = false
@@ -142,6 +174,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     started = true
     var announced = configuration.settings
     announced.keepaliveInterval = configuration.keepaliveInterval
+    if !isServer {
+      var preface = context.channel.allocator.buffer(capacity: 1024)
+      preface.writeBytes(ConnectionPreface.bytes)
+      gathered = preface
+    }
     write(Frame(type: .settings, streamID: 0, payload: serialize(announced.wire, context.channel.allocator)))
     flushIfNeeded()
     settingsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.settingsTimeout) { [weak self] in
@@ -159,6 +196,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   public func handlerRemoved(context: ChannelHandlerContext) {
     tearDown(RPCError(code: .unavailable, message: "the connection closed"))
     self.context = nil
+    gathered = nil
   }
 
   public func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -240,14 +278,16 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       // Response headers on a client stream.
       try box.machine.receiveResponseHeaders()
       let wire: WireResponseHeaders = try decode(frame.payload, "HEADERS")
-      box.client?.yield(.headers(Metadata(wire: wire.metadata)))
+      let metadata = Metadata(wire: wire.metadata)
+      box.client?.yield(.headers(metadata))
+      box.unary?.headers = metadata
       return
     }
     guard isServer else {
       if connection.isKnownStream(frame.streamID) { return }  // a stream this side already reset
       throw ProtocolViolation(.badStreamID, "HEADERS for unknown stream \(frame.streamID)")
     }
-    let wire: WireRequestHeaders = try decode(frame.payload, "HEADERS")
+    let wire = try decodeRequestHeaders(frame.payload)
     switch try connection.acceptStream(frame.streamID) {
     case .refuse(let code, let message):
       writeReset(frame.streamID, code: code, message: message)
@@ -266,9 +306,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       receiveCredit: configuration.settings.initialStreamCredit,
       maxMessageSize: configuration.settings.maxMessageSize
     )
-    let (inbound, continuation) = AsyncThrowingStream<ByteBuffer, any Error>.makeStream()
+    let inbound = InboundQueue<ByteBuffer>()
     let termination = StreamTermination()
-    let box = StreamBox(machine: machine, server: (continuation, termination), client: nil)
+    let box = StreamBox(machine: machine, server: (inbound, termination), client: nil)
     streams[frame.streamID] = box
     idleTimer?.cancel()
     let timeout: Duration? = wire.timeoutMicros == 0 ? nil : .microseconds(Int64(clamping: wire.timeoutMicros))
@@ -278,7 +318,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         self?.serverDeadlineExpired(streamID)
       }
     }
-    let head = RequestHead(method: wire.method, metadata: Metadata(wire: wire.metadata), timeout: timeout)
+    let head = RequestHead(method: wire.method, metadata: wire.metadata, timeout: timeout)
     let stream = RPCServerStream(
       head: head,
       peer: peer,
@@ -288,9 +328,22 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     )
     if frame.flags.contains(.endStream) {
       box.machine.receiveEndStream()
-      continuation.finish()
+      inbound.finish()
     }
     onStream?(stream)
+  }
+
+  /// Decodes a request's HEADERS; the payload of the previous one is remembered, since a
+  /// client calling one method over and over sends the same bytes every time.
+  private func decodeRequestHeaders(_ payload: ByteBuffer) throws(ProtocolViolation) -> DecodedRequestHeaders {
+    if let last = lastRequestHeaders, last.payload == payload { return last.decoded }
+    let wire: WireRequestHeaders = try decode(payload, "HEADERS")
+    let decoded = DecodedRequestHeaders(method: wire.method, metadata: Metadata(wire: wire.metadata), timeoutMicros: wire.timeoutMicros)
+    if payload.readableBytes <= 256 {
+      // A copy: a slice would keep the whole read buffer alive.
+      lastRequestHeaders = (ByteBuffer(bytes: payload.readableBytesView), decoded)
+    }
+    return decoded
   }
 
   private func receiveMessage(_ frame: Frame) throws(ProtocolViolation) {
@@ -312,6 +365,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       if let server = box.server {
         server.inbound.yield(message)
         if endStream { server.inbound.finish() }
+      } else if let call = box.unary {
+        call.receive(message)
       } else {
         box.client?.yield(.message(message))
       }
@@ -328,8 +383,10 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     try box.machine.receiveTrailers()
     let wire: WireTrailers = try decode(frame.payload, "TRAILERS")
     let code = StatusCode(rawValue: wire.code) ?? .unknown
-    box.client?.yield(.trailers(Status(code: code, message: wire.message), Metadata(wire: wire.metadata)))
+    let status = Status(code: code, message: wire.message)
+    box.client?.yield(.trailers(status, Metadata(wire: wire.metadata)))
     box.client?.finish()
+    box.unary?.complete(status: status, trailers: Metadata(wire: wire.metadata))
     removeStream(frame.streamID)
   }
 
@@ -376,7 +433,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       removeStream(id)
     }
     for pending in pendingOpens {
-      pending.promise.fail(RPCError(code: .unavailable, message: "the server is going away"))
+      pending.fail(RPCError(code: .unavailable, message: "the server is going away"))
     }
     pendingOpens.removeAll()
     if closeNow || connection.openStreams == 0 { closeConnection() }
@@ -397,13 +454,25 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   private func write(_ frame: Frame) {
     guard let context, !closed || frame.type == .goAway else { return }
-    context.write(wrapOutboundOut(frame), promise: nil)
+    if gathered == nil {
+      gathered = context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + frame.payload.readableBytes))
+    }
+    FrameEncoderHandler.write(frame, into: &gathered!)
     needsFlush = true
+    if gathered!.readableBytes >= FrameEncoderHandler.gatherLimit {
+      // A large message: pass on what is gathered now rather than let the buffer grow.
+      context.write(wrapOutboundOut(gathered!), promise: nil)
+      gathered = nil
+    }
   }
 
   private func flushIfNeeded() {
     guard needsFlush, let context else { return }
     needsFlush = false
+    if let buffer = gathered {
+      gathered = nil
+      context.write(wrapOutboundOut(buffer), promise: nil)
+    }
     context.flush()
   }
 
@@ -563,11 +632,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       promise?.fail(RPCError(code: .internal, message: error.message, cause: error))
       return
     }
-    var wire = WireTrailers()
-    wire.code = status.code.rawValue
-    wire.message = status.message
-    wire.metadata = metadata.wire
-    write(Frame(type: .trailers, streamID: streamID, payload: serialize(wire)))
+    let payload: ByteBuffer
+    if status.code == .ok, status.message.isEmpty, metadata.isEmpty {
+      payload = ByteBuffer()  // All fields at their defaults: protobuf encodes nothing.
+    } else {
+      var wire = WireTrailers()
+      wire.code = status.code.rawValue
+      wire.message = status.message
+      wire.metadata = metadata.wire
+      payload = serialize(wire)
+    }
+    write(Frame(type: .trailers, streamID: streamID, payload: payload))
     scheduleFlush()
     box.server?.inbound.finish()
     box.server?.termination.signal(.finished)
@@ -604,21 +679,56 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   // MARK: Client streams
 
   fileprivate func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, promise: EventLoopPromise<RPCClientStream>) {
+    open(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: .stream(promise)))
+  }
+
+  /// Starts a unary call: HEADERS and the request go out in the next flush; the call's
+  /// outcome resumes its task once the TRAILERS (or a failure) arrive.
+  fileprivate func startUnary(_ call: UnaryCall) {
+    guard !call.cancelled else {
+      call.finish(.failure(RPCError(code: .cancelled, message: "the client cancelled the call")))
+      return
+    }
+    call.phase = .waiting
+    open(PendingOpen(head: call.head, firstMessage: call.request, endStream: true, caller: .unary(call)))
+  }
+
+  /// Cancels a unary call wherever it is: not yet seen, waiting for a stream, or open.
+  fileprivate func cancelUnary(_ call: UnaryCall, _ error: RPCError) {
+    switch call.phase {
+    case .new:
+      call.cancelled = true  // `startUnary`, still queued on the loop, fails it.
+    case .waiting:
+      pendingOpens.removeAll { pending in
+        if case .unary(let waiting) = pending.caller { return waiting === call }
+        return false
+      }
+      call.finish(.failure(error))
+    case .open(let streamID):
+      if let box = streams[streamID], box.unary === call {
+        sendCancel(streamID, error)
+      }
+    case .finished:
+      break
+    }
+  }
+
+  private func open(_ pending: PendingOpen) {
     guard !closed else {
-      promise.fail(RPCError(code: .unavailable, message: "the connection is closed"))
+      pending.fail(RPCError(code: .unavailable, message: "the connection is closed"))
       return
     }
     if !pendingOpens.isEmpty || connection.state == .awaitingSettings {
-      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, promise: promise))
+      pendingOpens.append(pending)
       return
     }
     switch connection.openStream() {
     case .wait:
-      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, promise: promise))
+      pendingOpens.append(pending)
     case .unavailable(let why):
-      promise.fail(RPCError(code: .unavailable, message: why))
+      pending.fail(RPCError(code: .unavailable, message: why))
     case .open(let streamID):
-      startClientStream(streamID, head, firstMessage: firstMessage, endStream: endStream, promise: promise)
+      startClientStream(streamID, pending)
     }
   }
 
@@ -629,25 +739,44 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         return
       case .unavailable(let why):
         pendingOpens.removeFirst()
-        next.promise.fail(RPCError(code: .unavailable, message: why))
+        next.fail(RPCError(code: .unavailable, message: why))
       case .open(let streamID):
         pendingOpens.removeFirst()
-        startClientStream(streamID, next.head, firstMessage: next.firstMessage, endStream: next.endStream, promise: next.promise)
+        startClientStream(streamID, next)
       }
     }
   }
 
-  private func startClientStream(
-    _ streamID: UInt32, _ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, promise: EventLoopPromise<RPCClientStream>
-  ) {
+  /// The HEADERS payload of a request: serialised once per method for the common head with
+  /// no metadata and no deadline, every time otherwise.
+  private func requestHeadersPayload(_ head: RequestHead) -> ByteBuffer {
+    let cacheable = head.timeout == nil && head.metadata.isEmpty
+    if cacheable, let cached = requestHeadersCache[head.method] { return cached }
+    var wire = WireRequestHeaders()
+    wire.method = head.method
+    if let timeout = head.timeout {
+      let micros = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
+      wire.timeoutMicros = UInt64(max(1, micros))
+    }
+    wire.metadata = head.metadata.wire
+    let payload = serialize(wire)
+    if cacheable {
+      if requestHeadersCache.count >= 64 { requestHeadersCache.removeAll() }
+      requestHeadersCache[head.method] = payload
+    }
+    return payload
+  }
+
+  private func startClientStream(_ streamID: UInt32, _ pending: PendingOpen) {
     guard let context else {
-      promise.fail(RPCError(code: .unavailable, message: "the connection is closed"))
+      pending.fail(RPCError(code: .unavailable, message: "the connection is closed"))
       return
     }
-    if let firstMessage, firstMessage.readableBytes > connection.remoteSettings.maxMessageSize {
+    let head = pending.head
+    if let firstMessage = pending.firstMessage, firstMessage.readableBytes > connection.remoteSettings.maxMessageSize {
       // The server would refuse it: fail the call here, before any frame is sent.
       _ = connection.streamClosed()
-      promise.fail(
+      pending.fail(
         RPCError(
           code: .resourceExhausted,
           message: "message of \(firstMessage.readableBytes) bytes exceeds the server's maximum message size of \(connection.remoteSettings.maxMessageSize)"
@@ -661,38 +790,42 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       receiveCredit: configuration.settings.initialStreamCredit,
       maxMessageSize: configuration.settings.maxMessageSize
     )
-    var wire = WireRequestHeaders()
-    wire.method = head.method
-    if let timeout = head.timeout {
-      let micros = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
-      wire.timeoutMicros = UInt64(max(1, micros))
-    }
-    wire.metadata = head.metadata.wire
-    let (inbound, continuation) = AsyncThrowingStream<ClientInboundPart, any Error>.makeStream()
-    let headersFlags: FrameFlags = (firstMessage == nil && endStream) ? .endStream : []
+    let headersFlags: FrameFlags = (pending.firstMessage == nil && pending.endStream) ? .endStream : []
     if headersFlags.contains(.endStream) { try? machine.sendEndStream() }
-    let box = StreamBox(machine: machine, server: nil, client: continuation)
+    let box: StreamBox
+    var opened: (promise: EventLoopPromise<RPCClientStream>, inbound: InboundQueue<ClientInboundPart>)?
+    switch pending.caller {
+    case .stream(let promise):
+      let inbound = InboundQueue<ClientInboundPart>()
+      box = StreamBox(machine: machine, server: nil, client: inbound)
+      opened = (promise, inbound)
+    case .unary(let call):
+      box = StreamBox(machine: machine, server: nil, client: nil, unary: call)
+      call.phase = .open(streamID)
+    }
     streams[streamID] = box
     idleTimer?.cancel()
-    write(Frame(type: .headers, flags: headersFlags, streamID: streamID, payload: serialize(wire)))
+    write(Frame(type: .headers, flags: headersFlags, streamID: streamID, payload: requestHeadersPayload(head)))
     if let timeout = head.timeout {
       let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
       box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1, nanos))) { [weak self] in
         self?.sendCancel(streamID, RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"))
       }
     }
-    let stream = RPCClientStream(
-      inbound: RPCInbound(inbound, creditReturn: makeCreditReturn(streamID)) { part in
-        if case .message = part { return true }
-        return false
-      },
-      writer: NIOStreamWriter(handler: self, loop: context.eventLoop, streamID: streamID)
-    )
-    if let firstMessage {
-      sendMessage(streamID, firstMessage, endStream: endStream, promise: nil)
+    if let firstMessage = pending.firstMessage {
+      sendMessage(streamID, firstMessage, endStream: pending.endStream, promise: nil)
     }
     scheduleFlush()
-    promise.succeed(stream)
+    if let opened {
+      let stream = RPCClientStream(
+        inbound: RPCInbound(opened.inbound, creditReturn: makeCreditReturn(streamID)) { part in
+          if case .message = part { return true }
+          return false
+        },
+        writer: NIOStreamWriter(handler: self, loop: context.eventLoop, streamID: streamID)
+      )
+      opened.promise.succeed(stream)
+    }
   }
 
   // MARK: Errors, deadlines, shutdown
@@ -745,7 +878,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     write(Frame(type: .goAway, streamID: 0, payload: serialize(wire)))
     flushIfNeeded()
     for pending in pendingOpens {
-      pending.promise.fail(RPCError(code: .unavailable, message: "the connection is going away"))
+      pending.fail(RPCError(code: .unavailable, message: "the connection is going away"))
     }
     pendingOpens.removeAll()
     if connection.openStreams == 0 { closeConnection() }
@@ -807,6 +940,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     if let client = box.client {
       client.finish(throwing: error)
     }
+    box.unary?.finish(.failure(error))
     for waiting in box.waitingForCredit {
       waiting.promise?.fail(error)
     }
@@ -841,7 +975,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       fail(box, error, reason: .connectionClosed)
     }
     for pending in pendingOpens {
-      pending.promise.fail(error)
+      pending.fail(error)
     }
     pendingOpens.removeAll()
     onClose?()
@@ -947,10 +1081,92 @@ public struct NIOClientStreamOpener: Sendable {
     return try await promise.futureResult.get()
   }
 
+  /// Makes one unary call: sends the request and waits for the outcome, with a single hop
+  /// onto the event loop and a single resumption, and no stream object. Cancelling the
+  /// calling task resets the stream.
+  ///
+  /// Throws ``CallNotStarted`` when the call failed before its stream opened.
+  package func unary(_ head: RequestHead, request: ByteBuffer) async throws -> UnaryResponse {
+    let call = UnaryCall(head: head, request: request)
+    let handler = self.handler
+    let loop = self.loop
+    return try await withTaskCancellationHandler {
+      try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<UnaryResponse, any Error>) in
+        call.continuation = continuation
+        loop.execute { handler.value.startUnary(call) }
+      }
+    } onCancel: {
+      loop.execute { handler.value.cancelUnary(call, RPCError(code: .cancelled, message: "the client cancelled the call")) }
+    }
+  }
+
   /// Starts a graceful drain of the connection.
   public func startGracefulShutdown() {
     let handler = self.handler
     loop.execute { handler.value.startGracefulShutdown() }
+  }
+}
+
+/// A unary call failed before its stream opened (the connection was closing or going away),
+/// so the server never saw it and it can be retried on another connection.
+package struct CallNotStarted: Error {
+  /// Why.
+  package var error: RPCError
+}
+
+/// One unary call on the client side of a connection.
+///
+/// Unchecked: the calling task sets `continuation` and then hands the call to the event loop
+/// through `execute`; from then on only the loop touches it.
+final class UnaryCall: @unchecked Sendable {
+  enum Phase {
+    /// The loop has not seen the call yet.
+    case new
+    /// Waiting for a stream (SETTINGS not yet received, or the stream limit reached).
+    case waiting
+    /// On this stream.
+    case open(UInt32)
+    /// The task has been resumed.
+    case finished
+  }
+
+  let head: RequestHead
+  let request: ByteBuffer
+  var continuation: UnsafeContinuation<UnaryResponse, any Error>?
+  var phase = Phase.new
+  var cancelled = false
+  var headers = Metadata()
+  var message: ByteBuffer?
+
+  init(head: RequestHead, request: ByteBuffer) {
+    self.head = head
+    self.request = request
+  }
+
+  /// A response message arrived; a second one fails the call.
+  func receive(_ message: ByteBuffer) {
+    guard self.message == nil else {
+      finish(.failure(RPCError(code: .internal, message: "the server sent more than one response message")))
+      return
+    }
+    self.message = message
+  }
+
+  func complete(status: Status, trailers: Metadata) {
+    finish(.success(UnaryResponse(headers: headers, message: message, status: status, trailers: trailers)))
+  }
+
+  /// Fails the call before its stream opened: when unavailable, as ``CallNotStarted``.
+  func failBeforeStart(_ error: RPCError) {
+    finish(.failure(error.code == .unavailable ? CallNotStarted(error: error) : error))
+  }
+
+  /// Resumes the calling task, once.
+  func finish(_ result: Result<UnaryResponse, any Error>) {
+    if case .finished = phase { return }
+    phase = .finished
+    continuation?.resume(with: result)
+    continuation = nil
   }
 }
 

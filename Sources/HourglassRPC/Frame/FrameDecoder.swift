@@ -69,12 +69,23 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
 }
 
 /// Writes frames as header plus payload; on the client side, puts the connection preface
-/// ahead of the first frame.
+/// ahead of the first frame. For pipelines that write ``Frame`` values; ``RPCConnectionHandler``
+/// encodes its own frames with ``write(_:into:)`` and needs no encoder after it.
+///
+/// Frames written between two flushes are gathered into one buffer and passed on as a single
+/// write at the flush, so that TLS seals them into one record instead of one record per
+/// frame.
 public final class FrameEncoderHandler: ChannelOutboundHandler {
   public typealias OutboundIn = Frame
   public typealias OutboundOut = ByteBuffer
 
+  /// Gathered bytes are passed on without waiting for the flush once they reach this size,
+  /// which keeps the buffer bounded when a large message is written.
+  static let gatherLimit = 64 * 1024
+
   private var prefacePending: Bool
+  private var gathered: ByteBuffer?
+  private var gatheredPromise: EventLoopPromise<Void>?
 
   /// Creates an encoder; `writePreface` for the client side of a connection.
   public init(writePreface: Bool) {
@@ -83,12 +94,43 @@ public final class FrameEncoderHandler: ChannelOutboundHandler {
 
   public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
     let frame = unwrapOutboundIn(data)
-    var buffer = context.channel.allocator.buffer(capacity: Frame.headerSize + frame.payload.readableBytes + (prefacePending ? 8 : 0))
+    let size = Frame.headerSize + frame.payload.readableBytes
+    if gathered == nil {
+      gathered = context.channel.allocator.buffer(capacity: max(size + (prefacePending ? 8 : 0), 1024))
+    }
     if prefacePending {
       prefacePending = false
-      buffer.writeBytes(ConnectionPreface.bytes)
+      gathered!.writeBytes(ConnectionPreface.bytes)
     }
-    Self.write(frame, into: &buffer)
+    Self.write(frame, into: &gathered!)
+    if let promise {
+      if let earlier = gatheredPromise {
+        earlier.futureResult.cascade(to: promise)
+      } else {
+        gatheredPromise = promise
+      }
+    }
+    if gathered!.readableBytes >= Self.gatherLimit {
+      passOn(context: context)
+    }
+  }
+
+  public func flush(context: ChannelHandlerContext) {
+    passOn(context: context)
+    context.flush()
+  }
+
+  public func handlerRemoved(context: ChannelHandlerContext) {
+    gathered = nil
+    gatheredPromise?.fail(ChannelError.ioOnClosedChannel)
+    gatheredPromise = nil
+  }
+
+  private func passOn(context: ChannelHandlerContext) {
+    guard let buffer = gathered else { return }
+    let promise = gatheredPromise
+    gathered = nil
+    gatheredPromise = nil
     context.write(wrapOutboundOut(buffer), promise: promise)
   }
 

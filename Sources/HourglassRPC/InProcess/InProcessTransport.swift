@@ -28,7 +28,7 @@ public struct InProcessTransport: ClientTransport {
       termination: termination
     )
     let server = self.server
-    Task { await server.handle(serverStream) }
+    server.serve(serverStream)
     if let timeout = head.timeout {
       let deadline = Task {
         try await Task.sleep(for: timeout)

@@ -21,7 +21,22 @@ public struct RPCServer: Sendable {
     self.interceptor = onCallFinished
   }
 
-  /// Runs one call to completion. Cancelling the calling task cancels the handler.
+  /// Starts a task that runs one call (see ``handle(_:)``) and is cancelled as soon as the
+  /// stream ends early: a client RESET, the deadline, or the connection closing.
+  ///
+  /// - Parameter executorPreference: where the handler runs; a transport passes the executor
+  ///   of the connection's event loop so that the call is read, handled and answered on one
+  ///   thread, without hops.
+  @discardableResult
+  public func serve(_ stream: RPCServerStream, executorPreference: (any TaskExecutor)? = nil) -> Task<Void, Never> {
+    let task = Task(executorPreference: executorPreference) { await self.handle(stream) }
+    stream.termination.cancelOnEarlyEnd(task)
+    return task
+  }
+
+  /// Runs one call to completion in the calling task. Cancelling that task cancels the
+  /// handler; the caller cancels it when `stream.termination` reports an early end, as
+  /// ``serve(_:executorPreference:)`` does.
   ///
   /// `onCallFinished` runs once per call, before its final status goes to the client (so a
   /// client that saw the status also sees the call in the metrics); the call's log line follows.
@@ -46,14 +61,9 @@ public struct RPCServer: Sendable {
       log(stream, context, Status(code: .unimplemented), ContinuousClock.now - start)
       return
     }
-    // The handler races the stream's termination (client RESET, deadline, connection loss);
-    // whichever ends first cancels the other.
-    await withTaskGroup(of: Void.self) { group in
-      group.addTask { await handler(stream, context) }
-      group.addTask { _ = await stream.termination.wait() }
-      await group.next()
-      group.cancelAll()
-    }
+    // A client RESET, the deadline or connection loss cancels this task (see `serve`), which
+    // the handler sees as cancellation.
+    await handler(stream, context)
     let reason = stream.termination.reason
     stream.termination.signal(.finished)
     let status = Self.status(ending: reason) ?? outcome.status ?? Status(code: .unknown)

@@ -118,6 +118,62 @@ public struct RPCClientStream: Sendable {
 public protocol ClientTransport: Sendable {
   /// Opens a stream; sends `firstMessage` with the headers (and half-closes when `endStream`).
   func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool) async throws -> RPCClientStream
+
+  /// Makes a unary call: sends `request` and half-closes, then returns everything the server
+  /// sent. Cancelling the calling task cancels the call (RESET). A transport may implement
+  /// this more cheaply than through ``openStream(_:firstMessage:endStream:)``, which the
+  /// default implementation uses.
+  func unary(_ head: RequestHead, request: ByteBuffer) async throws -> UnaryResponse
+}
+
+/// Everything the server sent in answer to a unary call.
+public struct UnaryResponse: Sendable {
+  /// Response metadata (empty when the server sent no HEADERS).
+  public var headers: Metadata
+  /// The response message, if the server sent one.
+  public var message: ByteBuffer?
+  /// The call's status.
+  public var status: Status
+  /// Trailing metadata.
+  public var trailers: Metadata
+
+  /// Creates a response.
+  public init(headers: Metadata, message: ByteBuffer?, status: Status, trailers: Metadata) {
+    self.headers = headers
+    self.message = message
+    self.status = status
+    self.trailers = trailers
+  }
+}
+
+extension ClientTransport {
+  public func unary(_ head: RequestHead, request: ByteBuffer) async throws -> UnaryResponse {
+    let stream = try await openStream(head, firstMessage: request, endStream: true)
+    return try await withTaskCancellationHandler {
+      var headers = Metadata()
+      var message: ByteBuffer?
+      for try await part in stream.inbound {
+        switch part {
+        case .headers(let metadata):
+          headers = metadata
+        case .message(let buffer):
+          guard message == nil else {
+            throw RPCError(code: .internal, message: "the server sent more than one response message")
+          }
+          message = buffer
+        case .trailers(let status, let metadata):
+          return UnaryResponse(headers: headers, message: message, status: status, trailers: metadata)
+        }
+      }
+      // Async streams end their iteration when the task is cancelled.
+      if Task.isCancelled {
+        throw RPCError(code: .cancelled, message: "the client cancelled the call")
+      }
+      throw RPCError(code: .internal, message: "the stream ended without trailers")
+    } onCancel: {
+      stream.writer.cancel(RPCError(code: .cancelled, message: "the client cancelled the call"))
+    }
+  }
 }
 
 /// An async sequence of what arrives on one stream.
@@ -128,7 +184,12 @@ public protocol ClientTransport: Sendable {
 public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
   public typealias Failure = any Error
 
-  private let base: AsyncThrowingStream<Element, any Error>
+  private enum Source: Sendable {
+    case stream(AsyncThrowingStream<Element, any Error>)
+    case queue(InboundQueue<Element>)
+  }
+
+  private let source: Source
   private let creditReturn: CreditReturn?
   private let costsCredit: @Sendable (Element) -> Bool
 
@@ -136,23 +197,47 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
   /// `costsCredit` is true (messages, not headers or trailers).
   public init(_ base: AsyncThrowingStream<Element, any Error>, creditReturn: CreditReturn?, costsCredit: @escaping @Sendable (Element) -> Bool = { _ in true })
   {
-    self.base = base
+    self.source = .stream(base)
+    self.creditReturn = creditReturn
+    self.costsCredit = costsCredit
+  }
+
+  /// Reads from a queue the event loop fills.
+  init(_ queue: InboundQueue<Element>, creditReturn: CreditReturn?, costsCredit: @escaping @Sendable (Element) -> Bool = { _ in true }) {
+    self.source = .queue(queue)
     self.creditReturn = creditReturn
     self.costsCredit = costsCredit
   }
 
   public func makeAsyncIterator() -> Iterator {
-    Iterator(base: base.makeAsyncIterator(), creditReturn: creditReturn, costsCredit: costsCredit)
+    switch source {
+    case .stream(let stream):
+      Iterator(base: .stream(stream.makeAsyncIterator()), creditReturn: creditReturn, costsCredit: costsCredit)
+    case .queue(let queue):
+      Iterator(base: .queue(queue), creditReturn: creditReturn, costsCredit: costsCredit)
+    }
   }
 
   /// The iterator.
   public struct Iterator: AsyncIteratorProtocol {
-    var base: AsyncThrowingStream<Element, any Error>.AsyncIterator
+    enum Base {
+      case stream(AsyncThrowingStream<Element, any Error>.AsyncIterator)
+      case queue(InboundQueue<Element>)
+    }
+
+    var base: Base
     let creditReturn: CreditReturn?
     let costsCredit: @Sendable (Element) -> Bool
 
     public mutating func next() async throws -> Element? {
-      let element = try await base.next()
+      let element: Element?
+      switch base {
+      case .stream(var iterator):
+        element = try await iterator.next()
+        base = .stream(iterator)
+      case .queue(let queue):
+        element = try await queue.next()
+      }
       if let element, let creditReturn, costsCredit(element) { creditReturn.consumed() }
       return element
     }
@@ -181,9 +266,13 @@ public final class CreditReturn: Sendable {
 }
 
 /// A one-shot signal that a server stream ended early, and why. Any number of tasks may wait.
+///
+/// The task running the stream's handler can be bound to it with ``cancelOnEarlyEnd(_:)``:
+/// that task is then cancelled as soon as the stream ends for any reason but `.finished`.
 public final class StreamTermination: Sendable {
   private struct State {
     var reason: StreamTerminationReason?
+    var handlerTask: Task<Void, Never>?
     var waiters: [UInt64: CheckedContinuation<StreamTerminationReason, Never>] = [:]
     var nextWaiter: UInt64 = 0
   }
@@ -195,14 +284,29 @@ public final class StreamTermination: Sendable {
 
   /// Resolves the signal; later calls do nothing.
   public func signal(_ reason: StreamTerminationReason) {
-    let waiters: [CheckedContinuation<StreamTerminationReason, Never>] = state.withLock { state in
-      guard state.reason == nil else { return [] }
+    let (waiters, task): ([CheckedContinuation<StreamTerminationReason, Never>], Task<Void, Never>?) = state.withLock { state in
+      guard state.reason == nil else { return ([], nil) }
       state.reason = reason
+      let task = state.handlerTask
+      state.handlerTask = nil
+      guard !state.waiters.isEmpty else { return ([], task) }
       let waiting = Array(state.waiters.values)
       state.waiters.removeAll()
-      return waiting
+      return (waiting, task)
     }
+    if reason != .finished { task?.cancel() }
     for waiter in waiters { waiter.resume(returning: reason) }
+  }
+
+  /// Cancels `task` when the stream ends early (at once if it already has); forgets it when
+  /// the stream finishes normally.
+  public func cancelOnEarlyEnd(_ task: Task<Void, Never>) {
+    let endedEarly: Bool = state.withLock { state in
+      if let reason = state.reason { return reason != .finished }
+      state.handlerTask = task
+      return false
+    }
+    if endedEarly { task.cancel() }
   }
 
   /// The reason, once resolved.
