@@ -89,7 +89,9 @@ public struct ClientProfile: Codable, Sendable, Hashable {
   /// Resolves a profile field by field: `flags` first, then `HOURGLASS_*` environment
   /// variables, then the profile file named by `HOURGLASS_PROFILE`, then
   /// `.hourglass-dev/profile.json` under `currentDirectory` if it exists.
-  public static func resolve(flags: ClientProfile, environment: [String: String], currentDirectory: String) throws(ClientProfileError)
+  public static func resolve(
+    flags: ClientProfile, environment: [String: String], currentDirectory: String
+  ) throws(ClientProfileError)
     -> ClientProfile
   {
     var fromEnvironment = ClientProfile()

@@ -131,7 +131,7 @@ public final class HourglassClient: Sendable {
     while true {
       do {
         return try await rpc.unary(method, request: request, responseType: Response.self, options: options)
-      } catch where error.code == .unavailable && attempt < configuration.retry.maxAttempts {
+      } catch  where error.code == .unavailable && attempt < configuration.retry.maxAttempts {
         let delay = configuration.retry.backoff(afterAttempt: attempt, random: Double.random(in: 0...1))
         attempt += 1
         do {

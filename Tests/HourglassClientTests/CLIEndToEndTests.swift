@@ -52,6 +52,14 @@ enum CLI {
 /// `hourglass dev` as a child process; ready once it prints its banner.
 struct DevProcess {
   let process: Process
+  /// What it printed up to and including its banner.
+  let banner: String
+
+  /// The port of its `/metrics` listener, from the banner.
+  var metricsPort: Int? {
+    guard let range = banner.range(of: "Metrics: http://127.0.0.1:") else { return nil }
+    return Int(banner[range.upperBound...].prefix { $0.isNumber })
+  }
 
   static func start(in directory: String, arguments: [String]) async throws -> DevProcess {
     let process = Process()
@@ -72,7 +80,7 @@ struct DevProcess {
     defer { watchdog.cancel() }
     // The banner is the readiness signal: it is printed once the coordinator listens and the
     // profile is written.
-    try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+    let banner = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
       Thread {
         var text = ""
         while true {
@@ -83,14 +91,14 @@ struct DevProcess {
           }
           text += String(decoding: data, as: UTF8.self)
           if text.contains("Ctrl-C stops.") {
-            continuation.resume()
+            continuation.resume(returning: text)
             while !handle.availableData.isEmpty {}
             return
           }
         }
       }.start()
     }
-    return DevProcess(process: process)
+    return DevProcess(process: process, banner: banner)
   }
 
   /// SIGKILL if still running (cleanup after a failed test).
@@ -107,6 +115,41 @@ struct DevProcess {
     process.waitUntilExit()
     return process.terminationStatus
   }
+}
+
+/// GET http://127.0.0.1:PORT/PATH over a plain socket; the response body.
+func httpGet(port: Int, path: String) throws -> String {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  guard fd >= 0 else { throw CLIError(message: "socket failed") }
+  defer { close(fd) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = in_port_t(UInt16(port).bigEndian)
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  let connected = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+  }
+  guard connected == 0 else { throw CLIError(message: "cannot connect to 127.0.0.1:\(port)") }
+  let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
+  guard send(fd, request, request.count, 0) == request.count else { throw CLIError(message: "send failed") }
+  var bytes: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 65_536)
+  while true {
+    let count = recv(fd, &buffer, buffer.count, 0)
+    if count <= 0 { break }
+    bytes += buffer[0..<count]
+  }
+  let text = String(decoding: bytes, as: UTF8.self)
+  guard let body = text.range(of: "\r\n\r\n") else { throw CLIError(message: "no HTTP response: \(text)") }
+  return String(text[body.upperBound...])
+}
+
+/// The value of an unlabelled sample in Prometheus text.
+func sample(_ name: String, in text: String) -> Double? {
+  for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+    return Double(line.dropFirst(name.count + 1).split(separator: " ").first ?? "")
+  }
+  return nil
 }
 
 struct CLIError: Error, CustomStringConvertible {
@@ -160,7 +203,7 @@ struct CLIEndToEndTests {
     let folder = NSTemporaryDirectory() + "hourglass-cli-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: folder) }
-    let dev = try await DevProcess.start(in: folder, arguments: ["--port", "0", "--executors", "1"])
+    let dev = try await DevProcess.start(in: folder, arguments: ["--port", "0", "--executors", "1", "--metrics-listen", "127.0.0.1:0"])
     defer { dev.kill() }
     let profile = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: folder + "/.hourglass-dev/profile.json"))) as? [String: Any]
     #expect((profile?["server"] as? String)?.hasPrefix("127.0.0.1:") == true)
@@ -207,6 +250,12 @@ struct CLIEndToEndTests {
     #expect(run["exit_code"] as? Int == 0)
     #expect(try CLI.run(["runs", taskID], in: folder).stdout.contains(runID))
 
+    // `hourglass dev` serves the metrics of its coordinator and executors.
+    let metrics = try httpGet(port: try #require(dev.metricsPort), path: "/metrics")
+    #expect(sample("hourglass_tasks_scheduled_total", in: metrics) == 1)
+    #expect(sample("hourglass_runs_succeeded_total", in: metrics) == 1)
+    #expect(sample("hourglass_executors_connected", in: metrics) == 1)
+
     let deleted = try CLI.run(["delete", taskID, "--format", "json"], in: folder)
     #expect(deleted.status == 0, "\(deleted.stderr)")
     #expect((deleted.json as? [String: Any])?["deleted"] as? Bool == true)
@@ -245,7 +294,7 @@ struct CLIEndToEndTests {
     #expect(noServer.stderr.contains("hourglass dev"))
 
     // Refused by the service.
-    let dev = try await DevProcess.start(in: folder, arguments: ["--port", "0", "--executors", "1"])
+    let dev = try await DevProcess.start(in: folder, arguments: ["--port", "0", "--executors", "1", "--metrics-listen", "127.0.0.1:0"])
     defer { dev.kill() }
     let notAnID = try CLI.run(["get", "not-a-task-id"], in: folder)
     #expect(notAnID.status == 2)

@@ -31,7 +31,8 @@ struct ClientProfileTests {
 
   @Test("without HOURGLASS_PROFILE, .hourglass-dev/profile.json in the current folder is used; relative paths are read from its folder")
   func defaultFile() throws {
-    try write(#"{"server": "127.0.0.1:7443", "ca": "certs/ca.pem", "cert": "/abs/user.pem", "key": "certs/user-key.pem"}"#, to: folder + "/.hourglass-dev/profile.json")
+    try write(
+      #"{"server": "127.0.0.1:7443", "ca": "certs/ca.pem", "cert": "/abs/user.pem", "key": "certs/user-key.pem"}"#, to: folder + "/.hourglass-dev/profile.json")
     let resolved = try ClientProfile.resolve(flags: ClientProfile(), environment: [:], currentDirectory: folder)
     #expect(resolved.server == "127.0.0.1:7443")
     #expect(resolved.ca == folder + "/.hourglass-dev/certs/ca.pem")

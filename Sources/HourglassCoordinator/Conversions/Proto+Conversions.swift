@@ -5,31 +5,6 @@ import HourglassRPC
 import HourglassStore
 import SwiftProtobuf
 
-/// Microseconds ↔ protobuf well-known types.
-enum ProtoTime {
-  static func timestamp(_ micros: Int64) -> Google_Protobuf_Timestamp {
-    var value = Google_Protobuf_Timestamp()
-    value.seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
-    value.nanos = Int32((micros - value.seconds * 1_000_000) * 1000)
-    return value
-  }
-
-  static func micros(_ timestamp: Google_Protobuf_Timestamp) -> Int64 {
-    timestamp.seconds * 1_000_000 + Int64(timestamp.nanos) / 1000
-  }
-
-  static func duration(_ micros: Int64) -> Google_Protobuf_Duration {
-    var value = Google_Protobuf_Duration()
-    value.seconds = micros / 1_000_000
-    value.nanos = Int32((micros % 1_000_000) * 1000)
-    return value
-  }
-
-  static func micros(_ duration: Google_Protobuf_Duration) -> Int64 {
-    duration.seconds * 1_000_000 + Int64(duration.nanos) / 1000
-  }
-}
-
 extension ScheduleValidationError {
   /// The status a client sees: INVALID_ARGUMENT naming the field and the reason.
   var rpcError: RPCError { RPCError(code: .invalidArgument, message: description) }

@@ -1,17 +1,19 @@
 import ArgumentParser
-
-#if canImport(Glibc)
-  import Glibc
-#endif
+import CoreMetrics
 import Foundation
 import HourglassClient
 import HourglassCoordinator
 import HourglassExecutor
+import HourglassObservability
 import HourglassRPC
 import HourglassStoreSQLite
 import HourglassTransport
 import Logging
 import ServiceLifecycle
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 /// `hourglass dev`: a whole Hourglass in one process, for trying it out and for development.
 ///
@@ -45,14 +47,23 @@ struct DevCommand: AsyncParsableCommand {
   @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
   var logLevel: String = "notice"
 
+  @Option(help: "Log format: text or json (one JSON object per line).")
+  var logFormat: LogFormat = .text
+
+  @Option(help: "Serve Prometheus metrics of the coordinator and the executors at http://HOST:PORT/metrics; \"off\" for none.")
+  var metricsListen: String = "127.0.0.1:9464"
+
   func validate() throws {
     if !(0...65_535).contains(port) { throw ValidationError("--port must be between 0 and 65535") }
     if !(1...64).contains(executors) { throw ValidationError("--executors must be between 1 and 64") }
     if !(1...1024).contains(slots) { throw ValidationError("--slots must be between 1 and 1024") }
     if Logger.Level(rawValue: logLevel) == nil { throw ValidationError("--log-level: \(logLevel) is not a log level") }
+    if metricsListen != "off" { _ = try CoordinatorCommand.hostPort(metricsListen, option: "--metrics-listen") }
   }
 
   func run() async throws {
+    let format = logFormat
+    LoggingSystem.bootstrap { label in format.makeHandler(label: label) }
     var logger = Logger(label: "hourglass.dev")
     logger.logLevel = Logger.Level(rawValue: logLevel) ?? .notice
     let directory = URL(fileURLWithPath: dataDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
@@ -67,17 +78,25 @@ struct DevCommand: AsyncParsableCommand {
       caFile: files.ca, certificateFile: files.certificate("coordinator"), keyFile: files.key("coordinator"))
     var configuration = CoordinatorConfiguration.defaults
     configuration.coordinatorID = "dev-coordinator"
+    // One registry for the coordinator and every executor: executor metrics carry an
+    // `executor` label and never share a name with the coordinator's.
+    let metrics = try await ObservabilityOptions.metrics(listen: metricsListen == "off" ? nil : metricsListen, logger: logger)
     let coordinator = try Coordinator(
-      configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: port, credentials: coordinatorCredentials), logger: logger)
+      configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: port, credentials: coordinatorCredentials), logger: logger,
+      metricsFactory: metrics.factory)
 
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: coordinator)]
+    if let server = metrics.server { services.append(.init(service: server)) }
     for name in executorNames {
       var executorConfiguration = ExecutorConfiguration.defaults
       executorConfiguration.executorID = name
       executorConfiguration.slots = slots
       executorConfiguration.operators = ["exec", "noop"]
       let credentials = try TLSCredentials(caFile: files.ca, certificateFile: files.certificate(name), keyFile: files.key(name))
-      services.append(.init(service: DeferredExecutor(coordinator: coordinator, configuration: executorConfiguration, credentials: credentials, logger: logger)))
+      services.append(
+        .init(
+          service: DeferredExecutor(
+            coordinator: coordinator, configuration: executorConfiguration, credentials: credentials, logger: logger, metricsFactory: metrics.factory)))
     }
     let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -88,7 +107,9 @@ struct DevCommand: AsyncParsableCommand {
         let profile = ClientProfile(server: "127.0.0.1:\(bound)", ca: files.ca, cert: files.certificate("user"), key: files.key("user"))
         try Self.write(profile, to: directory + "/profile.json")
         // Unbuffered: scripts and tests wait for the banner on a pipe.
-        FileHandleOutput.standardOutput.write(Self.banner(port: bound, executors: executors, directory: directory) + "\n")
+        var banner = Self.banner(port: bound, executors: executors, directory: directory)
+        if let server = metrics.server { banner = "Metrics: http://127.0.0.1:\(server.port)/metrics\n" + banner }
+        FileHandleOutput.standardOutput.write(banner + "\n")
       } catch {
         await group.triggerGracefulShutdown()
         throw error
@@ -113,7 +134,8 @@ struct DevCommand: AsyncParsableCommand {
   }
 
   static func banner(port: Int, executors: Int, directory: String) -> String {
-    let relative = directory.hasPrefix(FileManager.default.currentDirectoryPath + "/")
+    let relative =
+      directory.hasPrefix(FileManager.default.currentDirectoryPath + "/")
       ? String(directory.dropFirst(FileManager.default.currentDirectoryPath.count + 1)) : directory
     return """
       Hourglass dev is running: coordinator on 127.0.0.1:\(port), \(executors) executor\(executors == 1 ? "" : "s"), data in \(relative)
@@ -135,18 +157,20 @@ final class DeferredExecutor: Service, Sendable {
   private let configuration: ExecutorConfiguration
   private let credentials: TLSCredentials
   private let logger: Logger
+  private let metricsFactory: any MetricsFactory
 
-  init(coordinator: Coordinator, configuration: ExecutorConfiguration, credentials: TLSCredentials, logger: Logger) {
+  init(coordinator: Coordinator, configuration: ExecutorConfiguration, credentials: TLSCredentials, logger: Logger, metricsFactory: any MetricsFactory) {
     self.coordinator = coordinator
     self.configuration = configuration
     self.credentials = credentials
     self.logger = logger
+    self.metricsFactory = metricsFactory
   }
 
   func run() async throws {
     guard let port = try await coordinator.port() else { return }
     let connection = try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
-    let executor = Executor(configuration: configuration, transport: connection, logger: logger)
+    let executor = Executor(configuration: configuration, transport: connection, logger: logger, metricsFactory: metricsFactory)
     try await executor.run()
     await connection.close()
   }

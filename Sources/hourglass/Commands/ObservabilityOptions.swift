@@ -27,8 +27,13 @@ struct ObservabilityOptions: ParsableArguments {
   /// The metrics factory to give the coordinator or executor, and the listener that serves it
   /// when `--metrics-listen` was given (no-op metrics otherwise).
   func metrics(logger: Logger) async throws -> (factory: any MetricsFactory, server: MetricsServer?) {
-    guard let metricsListen else { return (NOOPMetricsHandler.instance, nil) }
-    let (host, port) = try CoordinatorCommand.hostPort(metricsListen, option: "--metrics-listen")
+    try await Self.metrics(listen: metricsListen, logger: logger)
+  }
+
+  /// Metrics served at `listen` (`HOST:PORT`), or no-op metrics when `nil`.
+  static func metrics(listen: String?, logger: Logger) async throws -> (factory: any MetricsFactory, server: MetricsServer?) {
+    guard let listen else { return (NOOPMetricsHandler.instance, nil) }
+    let (host, port) = try CoordinatorCommand.hostPort(listen, option: "--metrics-listen")
     let registry = PrometheusCollectorRegistry()
     let server = try await MetricsServer.bind(host: host, port: port, registry: registry, logger: logger)
     return (HourglassMetrics.makeFactory(registry: registry), server)
