@@ -13,7 +13,13 @@ struct CertsCommand: AsyncParsableCommand {
   /// `hourglass certs init --dir DIR`.
   struct Init: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Create a CA and coordinator, executor and user certificates in DIR (existing files are kept)."
+      abstract: "Create a CA and coordinator, executor, user and token-client certificates in DIR (existing files are kept).",
+      discussion: """
+        Files: ca.pem (+ ca-key.pem), coordinator.pem, executor.pem, user.pem (role user, named by \
+        --user: its holder is that user) and client.pem (role client: no identity of its own, for \
+        callers that name themselves with a bearer token, see `hourglass coordinator --tokens`). \
+        Each NAME.pem has its key in NAME-key.pem, mode 0600.
+        """
     )
 
     @Option(help: "Folder to write the PEM files to.")
@@ -63,8 +69,10 @@ struct CertificateFiles {
     }
     let ips = hosts.filter { $0.contains(":") || $0.allSatisfy { $0.isNumber || $0 == "." } }
     let names = hosts.filter { !ips.contains($0) }
+    // `client`: a certificate that carries no user identity, for callers who name themselves with
+    // a bearer token (coordinator --tokens).
     let wanted: [(String, String, CertificateRole, [String], [String])] =
-      [("coordinator", "coordinator", .coordinator, names, ips), ("user", user, .user, [], [])]
+      [("coordinator", "coordinator", .coordinator, names, ips), ("user", user, .user, [], []), ("client", "token-client", .client, [], [])]
       + executors.map { ($0.file, $0.name, .executor, [], []) }
     for (file, name, role, dns, addresses) in wanted where !manager.fileExists(atPath: files.certificate(file)) {
       let issued = try ca.issue(name: name, role: role, dnsNames: dns, ipAddresses: addresses)
