@@ -1,4 +1,5 @@
 import Foundation
+import HourglassCertificates
 import NIOSSL
 
 /// The PEM material one side of a TLS connection uses: the private CA it trusts, its own
@@ -75,4 +76,13 @@ public struct TransportError: Error, Sendable, CustomStringConvertible {
   /// Creates an error.
   public init(_ message: String) { self.message = message }
   public var description: String { message }
+}
+
+extension DevelopmentCA {
+  /// Issues a certificate for `name` in `role` and returns it as credentials that trust this
+  /// CA: the whole TLS identity of a development coordinator, executor or user in one call.
+  public func credentials(name: String, role: CertificateRole, dnsNames: [String] = [], ipAddresses: [String] = []) throws -> TLSCredentials {
+    let issued = try issue(name: name, role: role, dnsNames: dnsNames, ipAddresses: ipAddresses)
+    return TLSCredentials(trustedCAPEM: authority.certificatePEM, certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM)
+  }
 }

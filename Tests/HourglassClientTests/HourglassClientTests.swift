@@ -39,8 +39,7 @@ final class LiveCoordinator: Sendable {
     let directory = NSTemporaryDirectory() + "hourglass-client-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     let ca = try DevelopmentCA()
-    let server = try ca.issue(name: "coordinator", role: .coordinator, ipAddresses: ["127.0.0.1"])
-    let credentials = TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: server.certificatePEM, privateKeyPEM: server.privateKeyPEM)
+    let credentials = try ca.credentials(name: "coordinator", role: .coordinator, ipAddresses: ["127.0.0.1"])
     let store = try await SQLiteTaskStore(configuration: .defaults(path: directory + "/tasks.db"), logger: quietLogger)
     let coordinator = try Coordinator(
       configuration: .defaults, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: credentials), logger: quietLogger)
@@ -51,8 +50,7 @@ final class LiveCoordinator: Sendable {
   }
 
   func client(user: String, userID: String? = nil) throws -> HourglassClient {
-    let issued = try ca.issue(name: user, role: .user)
-    let credentials = TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM)
+    let credentials = try ca.credentials(name: user, role: .user)
     return try HourglassClient(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials, userID: userID))
   }
 

@@ -38,19 +38,14 @@ struct BearerTokenTests {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(atPath: directory) }
     let ca = try DevelopmentCA()
-    func credentials(_ name: String, _ role: CertificateRole, server: Bool = false) throws -> TLSCredentials {
-      let issued =
-        server
-        ? try ca.issue(name: name, role: role, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
-        : try ca.issue(name: name, role: role)
-      return TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM)
-    }
     let store = try await SQLiteTaskStore(configuration: .defaults(path: directory + "/tasks.db"), logger: logger)
     var configuration = CoordinatorConfiguration.defaults
     configuration.tokens = BearerTokens([Self.aliceToken: "alice"])
     let coordinator = try Coordinator(
       configuration: configuration, store: store,
-      tls: .init(host: "127.0.0.1", port: 0, credentials: try credentials("coordinator", .coordinator, server: true)), logger: logger)
+      tls: .init(
+        host: "127.0.0.1", port: 0,
+        credentials: try ca.credentials(name: "coordinator", role: .coordinator, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])), logger: logger)
     let services = ServiceGroup(services: [coordinator], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await services.run() }
@@ -58,10 +53,10 @@ struct BearerTokenTests {
       func client(_ credentials: TLSCredentials) throws -> RPCClient {
         RPCClient(transport: try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger))
       }
-      let gateway = try client(try credentials("cli", .client))
-      let bob = try client(try credentials("bob", .user))
-      let aliceByCertificate = try client(try credentials("alice", .user))
-      let executor = try client(try credentials("executor-1", .executor))
+      let gateway = try client(try ca.credentials(name: "cli", role: .client))
+      let bob = try client(try ca.credentials(name: "bob", role: .user))
+      let aliceByCertificate = try client(try ca.credentials(name: "alice", role: .user))
+      let executor = try client(try ca.credentials(name: "executor-1", role: .executor))
 
       // A client certificate with alice's token schedules as alice.
       let id = try await schedule(gateway, token: Self.aliceToken)

@@ -24,17 +24,12 @@ struct RealExecutorTests {
     logger.logLevel = .critical
 
     let ca = try DevelopmentCA()
-    func credentials(_ name: String, _ role: CertificateRole, server: Bool = false) throws -> TLSCredentials {
-      let issued =
-        server
-        ? try ca.issue(name: name, role: role, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
-        : try ca.issue(name: name, role: role)
-      return TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: issued.certificatePEM, privateKeyPEM: issued.privateKeyPEM)
-    }
     let store = try await SQLiteTaskStore(configuration: .defaults(path: directory + "/tasks.db"), logger: logger)
     let coordinator = try Coordinator(
       configuration: .defaults, store: store,
-      tls: .init(host: "127.0.0.1", port: 0, credentials: try credentials("coordinator", .coordinator, server: true)), logger: logger)
+      tls: .init(
+        host: "127.0.0.1", port: 0,
+        credentials: try ca.credentials(name: "coordinator", role: .coordinator, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])), logger: logger)
     let services = ServiceGroup(services: [coordinator], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
 
     try await withThrowingTaskGroup(of: Void.self) { group in
@@ -43,7 +38,8 @@ struct RealExecutorTests {
 
       // The user schedules a one-shot script due now, over TLS with its certificate.
       let user = RPCClient(
-        transport: try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: try credentials("alice", .user)), logger: logger))
+        transport: try RPCTLSConnection(
+          configuration: .init(host: "127.0.0.1", port: port, credentials: try ca.credentials(name: "alice", role: .user)), logger: logger))
       var request = Hourglass_V1_ScheduleRequest()
       request.userID = "alice"
       request.operator = "exec"
@@ -62,7 +58,7 @@ struct RealExecutorTests {
       let executor = Executor(
         configuration: configuration,
         transport: try RPCTLSConnection(
-          configuration: .init(host: "127.0.0.1", port: port, credentials: try credentials("executor-1", .executor)), logger: logger),
+          configuration: .init(host: "127.0.0.1", port: port, credentials: try ca.credentials(name: "executor-1", role: .executor)), logger: logger),
         clock: ContinuousClock(), logger: logger)
       group.addTask { try await executor.run() }
 

@@ -108,7 +108,10 @@ struct DevCommand: AsyncParsableCommand {
         try Self.write(profile, to: directory + "/profile.json")
         // Unbuffered: scripts and tests wait for the banner on a pipe.
         var banner = Self.banner(port: bound, executors: executors, directory: directory)
-        if let server = metrics.server { banner = "Metrics: http://127.0.0.1:\(server.port)/metrics\n" + banner }
+        if let server = metrics.server {
+          let host = (try? CoordinatorCommand.hostPort(metricsListen, option: "--metrics-listen").0) ?? "127.0.0.1"
+          banner = "Metrics: http://\(host):\(server.port)/metrics\n" + banner
+        }
         FileHandleOutput.standardOutput.write(banner + "\n")
       } catch {
         await group.triggerGracefulShutdown()
