@@ -81,7 +81,7 @@ public final class HourglassClient: Sendable {
     return WireConversion.task(response.task)
   }
 
-  /// The caller's tasks, page by page, optionally only those with `status`.
+  /// The caller's tasks, oldest first, page by page, optionally only those with `status`.
   public func list(status: TaskStatus? = nil, pageSize: Int = 100, timeout: Duration? = nil) -> Pages<TaskDetails> {
     Pages { (token: String) async throws(HourglassClientError) -> ([TaskDetails], String) in
       var request = Hourglass_V1_ListRequest()

@@ -169,7 +169,7 @@ struct GetCommand: AsyncParsableCommand {
 
 /// `hourglass list`.
 struct ListCommand: AsyncParsableCommand {
-  static let configuration = CommandConfiguration(commandName: "list", abstract: "List your tasks, newest first.")
+  static let configuration = CommandConfiguration(commandName: "list", abstract: "List your tasks, oldest first (in the order they were created).")
 
   @Option(help: "Only tasks in this status: \(TaskStatus.allCases.map(\.rawValue).joined(separator: ", ")).")
   var status: String?
