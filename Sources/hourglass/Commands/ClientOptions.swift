@@ -166,7 +166,6 @@ enum ClientFormatting {
       "last_run_status": task.lastRunStatus?.rawValue ?? NSNull(),
       "created": utc(task.created),
       "blob_sha256": task.blobSHA256,
-      "runs_completed": task.runsCompleted,
       "max_attempts": task.retry?.maxAttempts ?? NSNull(),
       "timeout": task.timeout.map { duration($0) } ?? NSNull(),
       "arguments": task.arguments,
