@@ -134,10 +134,7 @@ public struct ClientProfile: Codable, Sendable, Hashable {
 
   /// Splits `HOST:PORT` or `[v6]:PORT`.
   public static func hostPort(_ text: String) -> (String, Int)? {
-    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) else { return nil }
-    var host = String(text[..<colon])
-    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-    return host.isEmpty ? nil : (host, port)
+    HostPort.parseDialable(text).map { ($0.host, $0.port) }
   }
 }
 

@@ -187,6 +187,9 @@ public struct Pages<Item: Sendable>: AsyncSequence, Sendable {
       self.fetch = fetch
     }
 
+    /// Whether the service said another page follows the ones fetched so far.
+    public var hasMore: Bool { token != nil && token != "" }
+
     /// The next page, or `nil` after the last one.
     public mutating func next() async throws(HourglassClientError) -> [Item]? {
       guard let current = token else { return nil }

@@ -24,10 +24,8 @@ public struct HourglassClientConfiguration: Sendable, Hashable {
 
     /// The wait after failed attempt `attempt` (from 1), with up to 50% of it random.
     public func backoff(afterAttempt attempt: Int, random: Double) -> Duration {
-      let base = Double(initialBackoff.components.seconds) + Double(initialBackoff.components.attoseconds) / 1e18
-      let ceiling = Double(maxBackoff.components.seconds) + Double(maxBackoff.components.attoseconds) / 1e18
-      let grown = min(ceiling, base * pow(multiplier, Double(max(0, attempt - 1))))
-      return .microseconds(Int64(grown * (0.5 + 0.5 * min(1, max(0, random))) * 1_000_000))
+      let grown = min(maxBackoff, initialBackoff * pow(multiplier, Double(max(0, attempt - 1))))
+      return grown * (0.5 + 0.5 * min(1, max(0, random)))
     }
   }
 

@@ -116,8 +116,7 @@ public struct TaskSchedule: Sendable, Hashable {
 
   /// Once, `delay` from now.
   public static func after(_ delay: Duration, from now: Date = Date()) -> TaskSchedule {
-    let seconds = Double(delay.components.seconds) + Double(delay.components.attoseconds) / 1e18
-    return .at(now.addingTimeInterval(seconds))
+    .at(now.addingTimeInterval(delay / .seconds(1)))
   }
 
   /// Repeatedly, by a cron expression in an IANA time zone.

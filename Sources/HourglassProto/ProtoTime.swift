@@ -30,9 +30,15 @@ public enum ProtoTime {
     duration.seconds * 1_000_000 + Int64(duration.nanos) / 1000
   }
 
+  /// Microseconds since the epoch of a `Date`, to the nearest microsecond (so that a date made
+  /// from a microsecond count gives that count back).
+  public static func micros(_ date: Date) -> Int64 {
+    Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+  }
+
   /// A timestamp for a `Date`, to the microsecond.
   public static func timestamp(_ date: Date) -> Google_Protobuf_Timestamp {
-    timestamp(Int64((date.timeIntervalSince1970 * 1_000_000).rounded()))
+    timestamp(micros(date))
   }
 
   /// The `Date` of a timestamp.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HourglassClient
 import HourglassCore
+import HourglassProto
 
 /// The connection and output options every client command takes.
 ///
@@ -121,7 +122,7 @@ enum ClientFormatting {
   /// A time in `zone` with its offset (table output), or `-`.
   static func local(_ date: Date?, zone: String) -> String {
     guard let date else { return "-" }
-    let micros = Int64((date.timeIntervalSince1970 * 1_000_000).rounded())
+    let micros = ProtoTime.micros(date)
     guard let rules = try? ZoneRules.named(zone) else { return RFC3339.formatUTC(micros: micros) }
     return RFC3339.format(micros: micros, offsetSeconds: rules.offset(atMicros: micros))
   }
@@ -129,14 +130,13 @@ enum ClientFormatting {
   /// A time as RFC 3339 UTC (JSON output).
   static func utc(_ date: Date?) -> Any {
     guard let date else { return NSNull() }
-    return RFC3339.formatUTC(micros: Int64((date.timeIntervalSince1970 * 1_000_000).rounded()))
+    return RFC3339.formatUTC(micros: ProtoTime.micros(date))
   }
 
   /// A duration as `1h30m`-style text.
   static func duration(_ duration: Duration?) -> String {
     guard let duration else { return "-" }
-    let (seconds, attoseconds) = duration.components
-    return DurationText.format(seconds * 1_000_000 + attoseconds / 1_000_000_000_000)
+    return DurationText.format(ProtoTime.micros(duration))
   }
 
   /// The schedule in one line, e.g. `cron "*/5 * * * *" in Europe/Paris`.

@@ -84,11 +84,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
   /// Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
   static func hostPort(_ text: String, option: String) throws -> (String, Int) {
-    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port) else {
+    guard let (host, port) = HostPort.parse(text) else {
       throw ValidationError("\(option): expected HOST:PORT, got \(text)")
     }
-    var host = String(text[..<colon])
-    if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
     return (host.isEmpty ? "0.0.0.0" : host, port)
   }
 

@@ -109,8 +109,7 @@ struct DevCommand: AsyncParsableCommand {
         // Unbuffered: scripts and tests wait for the banner on a pipe.
         var banner = Self.banner(port: bound, executors: executors, directory: directory)
         if let server = metrics.server {
-          let host = (try? CoordinatorCommand.hostPort(metricsListen, option: "--metrics-listen").0) ?? "127.0.0.1"
-          banner = "Metrics: http://\(host):\(server.port)/metrics\n" + banner
+          banner = "Metrics: http://\(server.localAddress.ipAddress ?? "127.0.0.1"):\(server.port)/metrics\n" + banner
         }
         FileHandleOutput.standardOutput.write(banner + "\n")
       } catch {

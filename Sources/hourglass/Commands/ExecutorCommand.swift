@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HourglassCertificates
+import HourglassCore
 import HourglassExecutor
 import HourglassRPC
 import HourglassTransport
@@ -56,10 +57,12 @@ struct ExecutorCommand: AsyncParsableCommand {
 
   func validate() throws {
     if coordinators.isEmpty { throw ValidationError("--coordinator HOST:PORT is required") }
-    for address in coordinators where Self.parseAddress(address) == nil {
+    for address in coordinators where HostPort.parseDialable(address) == nil {
       throw ValidationError("--coordinator \(address) is not HOST:PORT")
     }
-    if Self.parseDuration(drainGrace) == nil { throw ValidationError("--drain-grace \(drainGrace) is not a duration such as 30s or 2m") }
+    if (try? DurationText.parse(drainGrace, field: "--drain-grace")) == nil {
+      throw ValidationError("--drain-grace \(drainGrace) is not a duration such as 30s or 2m")
+    }
     if slots < 1 { throw ValidationError("--slots must be at least 1") }
   }
 
@@ -80,7 +83,7 @@ struct ExecutorCommand: AsyncParsableCommand {
     configuration.executorID = name
     configuration.slots = slots
     configuration.operators = operators.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-    configuration.drainGrace = Self.parseDuration(drainGrace)!
+    configuration.drainGrace = .microseconds(try DurationText.parse(drainGrace, field: "--drain-grace"))
     configuration.temporaryDirectory = temporaryDirectory
     do {
       try configuration.validate()
@@ -90,7 +93,7 @@ struct ExecutorCommand: AsyncParsableCommand {
 
     var connections: [RPCTLSConnection] = []
     for address in coordinators {
-      let (host, port) = Self.parseAddress(address)!
+      let (host, port) = HostPort.parseDialable(address)!
       connections.append(
         try RPCTLSConnection(configuration: .init(host: host, port: port, credentials: credentials), logger: logger))
     }
@@ -109,44 +112,6 @@ struct ExecutorCommand: AsyncParsableCommand {
       ))
     try await group.run()
     for connection in connections { await connection.close() }
-  }
-
-  /// `host:port`, `[v6]:port`.
-  static func parseAddress(_ text: String) -> (String, Int)? {
-    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
-    var host = String(text[..<colon])
-    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-    return host.isEmpty ? nil : (host, port)
-  }
-
-  /// `500ms`, `30s`, `2m`, `1h30m`.
-  static func parseDuration(_ text: String) -> Duration? {
-    var total = Duration.zero
-    var number = ""
-    var rest = Substring(text)
-    guard !rest.isEmpty else { return nil }
-    while let first = rest.first {
-      if first.isNumber {
-        number.append(first)
-        rest = rest.dropFirst()
-        continue
-      }
-      guard let value = Int64(number) else { return nil }
-      number = ""
-      if rest.hasPrefix("ms") {
-        total += .milliseconds(value)
-        rest = rest.dropFirst(2)
-      } else {
-        switch first {
-        case "s": total += .seconds(value)
-        case "m": total += .seconds(value * 60)
-        case "h": total += .seconds(value * 3600)
-        default: return nil
-        }
-        rest = rest.dropFirst()
-      }
-    }
-    return number.isEmpty ? total : nil
   }
 
   /// The common name of the first certificate in `pem`.

@@ -195,11 +195,8 @@ struct ListCommand: AsyncParsableCommand {
         var pages = client.list(status: status.flatMap(TaskStatus.init(rawValue:)), pageSize: limit).makeAsyncIterator()
         while let page = try await pages.next() {
           tasks += page
-          // One page unless --all-pages; peek whether another exists, to say so.
-          if !allPages {
-            let next = try await pages.next()
-            return (tasks, !(next ?? []).isEmpty)
-          }
+          // One page unless --all-pages; its page token says whether more exist.
+          if !allPages { return (tasks, pages.hasMore) }
         }
         return (tasks, false)
       }
