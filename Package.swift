@@ -121,6 +121,10 @@ let package = Package(
       dependencies: ["HourglassStore"],
       swiftSettings: strictSettings
     ),
+    .target(
+      name: "HourglassPostgresLauncher",
+      swiftSettings: strictSettings
+    ),
     .executableTarget(
       name: "hourglass-store-crashtest",
       dependencies: ["HourglassCore", "HourglassStore", "HourglassStoreSQLite"],
@@ -229,6 +233,7 @@ let package = Package(
         "HourglassStore",
         "HourglassStoreSQLite",
         "HourglassStorePostgres",
+        "HourglassPostgresLauncher",
         "HourglassCertificates",
         "HourglassExecutor",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -382,6 +387,7 @@ let package = Package(
         "HourglassStore",
         "HourglassStorePostgres",
         "HourglassStoreConformance",
+        "HourglassPostgresLauncher",
         .product(name: "PostgresNIO", package: "postgres-nio"),
       ],
       swiftSettings: strictSettings

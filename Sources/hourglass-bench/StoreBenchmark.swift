@@ -1,14 +1,11 @@
 import ArgumentParser
 import Foundation
 import HourglassCore
+import HourglassPostgresLauncher
 import HourglassStore
 import HourglassStorePostgres
 import HourglassStoreSQLite
 import Synchronization
-
-#if canImport(Glibc)
-  import Glibc
-#endif
 
 /// `hourglass-bench store`: acknowledged insert throughput of the durable task store under 1, 64
 /// and 512 concurrent writers, the latency of loading a shard's due entries from a large store,
@@ -72,11 +69,11 @@ struct StoreBenchmark: AsyncParsableCommand {
     try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
     defer { if directory == nil { try? FileManager.default.removeItem(atPath: workDirectory) } }
 
-    var server: BenchPostgresServer?
+    var server: ThrowawayPostgres?
     if backend == .postgres && postgresURL == nil {
-      server = try BenchPostgresServer.start(in: workDirectory + "/pg")
+      server = try ThrowawayPostgres.start(in: workDirectory + "/pg", settings: ["shared_buffers=1GB", "max_wal_size=8GB"])
     }
-    defer { server?.stop() }
+    defer { server?.stop(immediately: false, removingDirectory: false) }
 
     var report = BenchmarkReport(benchmark: "store")
     report.parameters = [
@@ -267,13 +264,13 @@ struct StoreBenchmark: AsyncParsableCommand {
   }
 
   func postgresConfiguration(
-    server: BenchPostgresServer?, database: String
+    server: ThrowawayPostgres?, database: String
   ) throws
     -> PostgresTaskStore.Configuration
   {
     if let server {
       try server.createDatabase(database)
-      return .defaults(host: "127.0.0.1", port: server.port, username: "hourglass", database: database)
+      return .defaults(host: server.host, port: server.port, username: server.username, database: database)
     }
     guard let url = postgresURL.flatMap(URLComponents.init(string:)), let host = url.host else {
       throw ValidationError("--postgres-url must look like postgres://user@host:port/database")
@@ -311,87 +308,5 @@ struct BenchGenerator: RandomNumberGenerator {
     z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
     z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
     return z ^ (z >> 31)
-  }
-}
-
-/// A throwaway PostgreSQL server for the benchmark (the same steps as the test launcher in
-/// `Tests/HourglassStorePostgresTests/Test Utilities/`): initdb in a folder, a free loopback port,
-/// run as `postgres` when we are root, stopped and removed at the end.
-struct BenchPostgresServer {
-  static let binaries = "/usr/lib/postgresql/15/bin"
-  let directory: String
-  let port: Int
-  let runAs: [String]
-
-  static func start(in directory: String) throws -> BenchPostgresServer {
-    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-    var runAs: [String] = []
-    if geteuid() == 0 {
-      runAs = ["/usr/sbin/runuser", "-u", "postgres", "--"]
-      try run(["/bin/chown", "postgres:postgres", directory])
-      try run(["/bin/chmod", "o+rx", URL(fileURLWithPath: directory).deletingLastPathComponent().path])
-    }
-    try run(runAs + ["\(binaries)/initdb", "-D", "\(directory)/data", "-U", "hourglass", "--auth=trust", "--no-sync"])
-    let port = try freePort()
-    try run(
-      runAs + [
-        "\(binaries)/pg_ctl", "-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-o",
-        "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c shared_buffers=1GB -c max_wal_size=8GB",
-        "start",
-      ])
-    return BenchPostgresServer(directory: directory, port: port, runAs: runAs)
-  }
-
-  func createDatabase(_ name: String) throws {
-    try Self.run(["\(Self.binaries)/createdb", "-h", "127.0.0.1", "-p", String(port), "-U", "hourglass", name])
-  }
-
-  func stop() {
-    _ = try? Self.run(runAs + ["\(Self.binaries)/pg_ctl", "-D", "\(directory)/data", "-m", "fast", "-w", "stop"])
-  }
-
-  /// Runs a command to completion with posix_spawn and waitpid. Its output goes to a temporary
-  /// file, not a pipe: `pg_ctl start` leaves a server running that would hold a pipe open, and
-  /// Foundation's `Process` was seen to miss the exit of `runuser … pg_ctl start`.
-  static func run(_ arguments: [String]) throws {
-    let outputPath =
-      FileManager.default.temporaryDirectory.path
-      + "/hourglass-pg-cmd-\(UUID().uuidString.prefix(8)).log"
-    defer { try? FileManager.default.removeItem(atPath: outputPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    var cArguments = arguments.map { strdup($0) } + [nil]
-    defer { for pointer in cArguments { free(pointer) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &cArguments, environ)
-    guard spawned == 0 else {
-      throw ValidationError("\(arguments.joined(separator: " ")) failed (spawn \(spawned)): ")
-    }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-    guard status == 0 else {
-      throw ValidationError("\(arguments.joined(separator: " ")) failed (\(status)): \(text)")
-    }
-  }
-
-  static func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-      }
-    }
-    guard ok else { throw ValidationError("no free loopback port") }
-    return Int(UInt16(bigEndian: address.sin_port))
   }
 }

@@ -1,3 +1,4 @@
+import HourglassPostgresLauncher
 import HourglassStore
 import HourglassStoreConformance
 import HourglassStorePostgres

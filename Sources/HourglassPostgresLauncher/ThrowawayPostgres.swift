@@ -1,0 +1,146 @@
+import Foundation
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// A throwaway PostgreSQL server, for tests and benchmarks: `initdb` into a folder, `pg_ctl
+/// start` on a free loopback port (its Unix socket in the same folder, so no system service is
+/// touched), `pg_ctl stop` at the end. PostgreSQL refuses to run as root, so as root the server
+/// runs as the `postgres` user through `runuser`. The binaries come from Debian's `postgresql`
+/// package (`HOURGLASS_PG_BIN` overrides their folder).
+public final class ThrowawayPostgres: Sendable {
+  /// Where Debian's `postgresql-15` package installs the server binaries.
+  public static let binaries = ProcessInfo.processInfo.environment["HOURGLASS_PG_BIN"] ?? "/usr/lib/postgresql/15/bin"
+
+  /// True when `initdb` and `pg_ctl` are installed.
+  public static var isInstalled: Bool {
+    FileManager.default.isExecutableFile(atPath: "\(binaries)/initdb") && FileManager.default.isExecutableFile(atPath: "\(binaries)/pg_ctl")
+  }
+
+  /// The server's folder (data directory, socket, log).
+  public let directory: String
+  /// Its TCP port on 127.0.0.1.
+  public let port: Int
+  /// The superuser, trusted without a password.
+  public let username = "hourglass"
+  /// The address it listens on.
+  public let host = "127.0.0.1"
+  private let runAs: [String]
+
+  private init(directory: String, port: Int, runAs: [String]) {
+    self.directory = directory
+    self.port = port
+    self.runAs = runAs
+  }
+
+  /// Creates and starts a server in `directory` (a new temporary folder when `nil`), with extra
+  /// `-c name=value` server settings; throws with the tool's output if any step fails.
+  public static func start(in directory: String? = nil, settings: [String] = ["max_connections=200", "shared_buffers=128MB"]) throws
+    -> ThrowawayPostgres
+  {
+    guard isInstalled else {
+      throw LaunchError(message: "PostgreSQL binaries not found in \(binaries) (apt-get install postgresql)")
+    }
+    let directory = directory ?? FileManager.default.temporaryDirectory.path + "/hourglass-pg-\(UUID().uuidString.lowercased().prefix(8))"
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    var runAs: [String] = []
+    if geteuid() == 0 {
+      runAs = ["/usr/sbin/runuser", "-u", "postgres", "--"]
+      try run(["/bin/chown", "postgres:postgres", directory])
+      try run(["/bin/chmod", "o+rx", URL(fileURLWithPath: directory).deletingLastPathComponent().path])
+    }
+    try run(
+      runAs + ["\(binaries)/initdb", "-D", "\(directory)/data", "-U", "hourglass", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
+    let options = (["-c listen_addresses=127.0.0.1"] + settings.map { "-c \($0)" }).joined(separator: " ")
+    // A free port can be taken by someone else between probing and binding: retry a few times.
+    var lastError: (any Error)?
+    for _ in 0..<5 {
+      let port = try freeLoopbackPort()
+      do {
+        try run(
+          runAs + [
+            "\(binaries)/pg_ctl", "-D", "\(directory)/data", "-l", "\(directory)/server.log", "-w", "-t", "60", "-o",
+            "-p \(port) -k \(directory) \(options)", "start",
+          ])
+        return ThrowawayPostgres(directory: directory, port: port, runAs: runAs)
+      } catch {
+        lastError = error
+      }
+    }
+    try? FileManager.default.removeItem(atPath: directory)
+    throw lastError ?? LaunchError(message: "could not start PostgreSQL")
+  }
+
+  /// Stops the server (`immediate`: no checkpoint; `fast`: a clean shutdown) and, if asked,
+  /// removes its folder.
+  public func stop(immediately: Bool = true, removingDirectory: Bool = true) {
+    _ = try? Self.run(runAs + ["\(Self.binaries)/pg_ctl", "-D", "\(directory)/data", "-m", immediately ? "immediate" : "fast", "-w", "stop"])
+    if removingDirectory { try? FileManager.default.removeItem(atPath: directory) }
+  }
+
+  /// Creates an empty database (a fresh name when `nil`) and returns its name.
+  @discardableResult
+  public func createDatabase(_ name: String? = nil) throws -> String {
+    let name = name ?? "t_\(UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(16))"
+    try Self.run(["\(Self.binaries)/createdb", "-h", host, "-p", String(port), "-U", username, "-T", "template0", name])
+    return name
+  }
+
+  /// A step of starting or stopping the server failed; the message has the tool's output.
+  public struct LaunchError: Error, CustomStringConvertible {
+    /// What failed, with the tool's output.
+    public var message: String
+    public var description: String { message }
+  }
+
+  /// Runs a command to completion with posix_spawn and waitpid. Its output goes to a temporary
+  /// file, not a pipe: `pg_ctl start` leaves a server running that would hold a pipe open, and
+  /// Foundation's `Process` was seen to miss the exit of `runuser … pg_ctl start`.
+  @discardableResult
+  static func run(_ arguments: [String]) throws -> String {
+    let outputPath = FileManager.default.temporaryDirectory.path + "/hourglass-pg-cmd-\(UUID().uuidString.prefix(8)).log"
+    defer { try? FileManager.default.removeItem(atPath: outputPath) }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    var cArguments = arguments.map { strdup($0) } + [nil]
+    defer { for pointer in cArguments { free(pointer) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &cArguments, environ)
+    guard spawned == 0 else {
+      throw LaunchError(message: "\(arguments.joined(separator: " ")) failed (spawn \(spawned)): ")
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    guard status == 0 else {
+      throw LaunchError(message: "\(arguments.joined(separator: " ")) failed (\(status)): \(text)")
+    }
+    return text
+  }
+
+  /// Asks the kernel for a free TCP port on 127.0.0.1.
+  static func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw LaunchError(message: "socket() failed") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+    }
+    guard bound == 0 else { throw LaunchError(message: "bind() failed") }
+    let named = withUnsafeMutablePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+    }
+    guard named == 0 else { throw LaunchError(message: "getsockname() failed") }
+    return Int(UInt16(bigEndian: address.sin_port))
+  }
+}
