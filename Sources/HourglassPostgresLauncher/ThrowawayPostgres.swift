@@ -36,7 +36,9 @@ public final class ThrowawayPostgres: Sendable {
 
   /// Creates and starts a server in `directory` (a new temporary folder when `nil`), with extra
   /// `-c name=value` server settings; throws with the tool's output if any step fails.
-  public static func start(in directory: String? = nil, settings: [String] = ["max_connections=200", "shared_buffers=128MB"]) throws
+  public static func start(
+    in directory: String? = nil, settings: [String] = ["max_connections=200", "shared_buffers=128MB"]
+  ) throws
     -> ThrowawayPostgres
   {
     guard isInstalled else {
