@@ -111,7 +111,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
     let t0 = wallMicros() + Int64(lead * 1_000_000)
     let t1 = t0 + Int64(burstWindow * 1_000_000)
     let spacing = 1_000_000.0 / Double(rate)
-    let spec = try StoredTaskSpec(schedule: .once(at: t0), retry: RetryPolicy.defaults).encoded()
+    let spec = StoredTaskSpec(schedule: .once(at: t0), retry: RetryPolicy.defaults).encoded()
     var due: [Int64] = Array(repeating: t0, count: burst)
     due += (0..<steadyCount).map { t1 + Int64(Double($0) * spacing) }
     for start in stride(from: 0, to: due.count, by: preloadBatch) {
@@ -194,7 +194,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
   private func preload(store: SQLiteTaskStore, count: Int) async throws {
     guard count > 0 else { return }
     let base = wallMicros() + 2 * 86_400_000_000
-    let spec = try StoredTaskSpec(schedule: .once(at: base), retry: .defaults).encoded()
+    let spec = StoredTaskSpec(schedule: .once(at: base), retry: .defaults).encoded()
     let batch = preloadBatch
     try await withThrowingTaskGroup(of: Void.self) { group in
       var next = 0

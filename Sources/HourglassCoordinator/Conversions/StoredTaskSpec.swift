@@ -18,15 +18,24 @@ public struct StoredTaskSpec: Codable, Sendable, Hashable {
     self.retry = retry
   }
 
-  /// The bytes for `NewTask.scheduleSpec` (JSON with sorted keys).
-  public func encoded() throws -> [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    return Array(try encoder.encode(self))
+  /// The bytes for `NewTask.scheduleSpec`: `{"retry": …, "schedule": …}`, the documented JSON
+  /// shapes with sorted keys — the same document `JSONEncoder` writes for this `Codable` value
+  /// (with `/` unescaped), written without `Codable`, which cost ~20% of a Schedule call's CPU.
+  public func encoded() -> [UInt8] {
+    var writer = JSONBytesWriter()
+    writer.object { w in
+      w.member("retry", value: { retry.writeJSON(to: &$0) })
+      w.member("schedule", value: { schedule.writeJSON(to: &$0) })
+    }
+    return writer.bytes
   }
 
-  /// Decodes what ``encoded()`` wrote.
+  /// Decodes what ``encoded()`` (or `JSONEncoder`, in earlier versions) wrote.
   public static func decode(_ bytes: [UInt8]) throws -> StoredTaskSpec {
-    try JSONDecoder().decode(StoredTaskSpec.self, from: Data(bytes))
+    let document = try JSONFields(try JSONValue.parse(bytes), path: "")
+    guard let retry = document.value("retry"), let schedule = document.value("schedule") else {
+      throw ScheduleValidationError(field: "stored spec", reason: "retry and schedule are required")
+    }
+    return StoredTaskSpec(schedule: try ScheduleSpec(json: schedule), retry: try RetryPolicy(json: retry))
   }
 }

@@ -146,7 +146,7 @@ struct TaskService: Sendable {
       blob: request.taskBlob.isEmpty ? nil : TaskBlob(Array(request.taskBlob)),
       arguments: request.arguments,
       timeZone: spec.timeZone,
-      scheduleSpec: try stored.encoded(),
+      scheduleSpec: stored.encoded(),
       recurring: spec.isRecurring && request.isRecurring,
       priority: request.priority,
       maxAttempts: Int32(retry.maxAttempts),
