@@ -16,7 +16,13 @@ public protocol TaskStore: Sendable {
   /// Durably inserts tasks. Concurrent calls are gathered into one transaction (group commit),
   /// and each returns once the transaction holding its tasks has committed. Inserting an id that
   /// already exists is a no-op, so a client may retry a timed-out insert with the same ids.
-  func insert(_ tasks: [NewTask]) async throws
+  ///
+  /// Returns, for each task in order, the id of the task that stands for it: its own, or — when
+  /// its owner had already used its idempotency key (before, or earlier in the same call) — the
+  /// task that key stands for, and then this one was not inserted. A caller answering a retried
+  /// request learns the original task from the insert itself, with no read before or after.
+  @discardableResult
+  func insert(_ tasks: [NewTask]) async throws -> [TaskID]
 
   /// The id of the task `owner` created with idempotency key `key`, if any, deleted or not. A
   /// task inserted with a key that its owner already used is not inserted (the insert still

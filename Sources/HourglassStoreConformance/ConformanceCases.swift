@@ -38,22 +38,24 @@ extension ConformanceCase {
       let ids = makeIDs(5, seed: 77)
       var first = newTask(ids[0])
       first.idempotencyKey = "k1"
-      try await store.insert([first])
+      try expectEqual(try await store.insert([first]), [ids[0]], "a new key stands for its own task")
       var retry = newTask(ids[1])
       retry.idempotencyKey = "k1"
       var sameBatch = newTask(ids[2])
       sameBatch.idempotencyKey = "k2"
       var sameBatchAgain = newTask(ids[3])
       sameBatchAgain.idempotencyKey = "k2"
-      try await store.insert([retry, sameBatch, sameBatchAgain])
+      let unkeyed = makeIDs(1, seed: 78)[0]
+      let standing = try await store.insert([retry, sameBatch, newTask(unkeyed), sameBatchAgain])
+      try expectEqual(standing, [ids[0], ids[2], unkeyed, ids[2]], "insert answers with the task each key stands for")
       try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "alice"), ids[0], "k1")
       try expectEqual(try await store.taskID(idempotencyKey: "k2", owner: "alice"), ids[2], "k2")
       try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "bob"), nil, "another owner")
       let page = try await store.listTasks(owner: "alice", query: TaskListQuery(limit: 10))
-      try expectEqual(page.tasks.map(\.id), [ids[0], ids[2]], "tasks stored")
+      try expectEqual(page.tasks.map(\.id), [ids[0], ids[2], unkeyed].sorted(), "tasks stored")
       var bobs = newTask(ids[4], owner: "bob")
       bobs.idempotencyKey = "k1"
-      try await store.insert([bobs])
+      try expectEqual(try await store.insert([bobs]), [ids[4]], "another owner's key is another key")
       try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "bob"), ids[4], "bob's own k1")
     },
     ConformanceCase("insert is idempotent by id") { store in

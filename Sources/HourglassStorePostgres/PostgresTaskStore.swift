@@ -66,7 +66,7 @@ public final class PostgresTaskStore: TaskStore {
   let client: PostgresClient
   let logger: Logger
   private let runTask: Task<Void, Never>
-  private let committer: GroupCommitter<NewTask>
+  private let committer: GroupCommitter<KeyedNewTask>
 
   /// Connects, applies pending migrations and checks the partition count.
   public init(
@@ -213,38 +213,50 @@ public final class PostgresTaskStore: TaskStore {
 
   // MARK: Insert
 
-  public func insert(_ tasks: [NewTask]) async throws {
+  @discardableResult
+  public func insert(_ tasks: [NewTask]) async throws -> [TaskID] {
     for task in tasks {
       if task.owner.isEmpty { throw TaskStoreError.invalidArgument("owner is empty") }
       if task.operatorName.isEmpty { throw TaskStoreError.invalidArgument("operatorName is empty") }
       if task.maxAttempts < 1 { throw TaskStoreError.invalidArgument("maxAttempts must be at least 1") }
     }
-    try await committer.submit(tasks)
+    let items = tasks.map { KeyedNewTask(task: $0, outcome: $0.idempotencyKey == nil ? nil : KeyedInsertOutcome()) }
+    try await committer.submit(items)
+    return items.map { $0.outcome?.existing ?? $0.task.id }
   }
 
   /// Stands for NULL in `bigint[]` parameters, which postgres-nio cannot bind with NULL elements.
   static let nullMicros = Int64.min
 
   static func insertBatch(
-    _ tasks: [NewTask], partitions: Int32, connection: PostgresConnection, logger: Logger
+    _ items: [KeyedNewTask], partitions: Int32, connection: PostgresConnection, logger: Logger
   ) async throws {
-    // Tasks with an idempotency key their owner used before are not inserted.
-    var tasks = tasks
-    if tasks.contains(where: { $0.idempotencyKey != nil }) {
-      var kept: [NewTask] = []
-      for task in tasks {
-        if let key = task.idempotencyKey {
-          let claimed = try await connection.query(
-            """
-            INSERT INTO idempotency_keys (owner, key, task_id) VALUES (\(task.owner), \(key), \(task.id.uuid))
-            ON CONFLICT (owner, key) DO NOTHING RETURNING task_id
-            """, logger: logger
-          ).collect()
-          if claimed.isEmpty { continue }
-        }
-        kept.append(task)
+    var tasks = items.map(\.task)
+    let keyed = items.filter { $0.outcome != nil }
+    if !keyed.isEmpty {
+      // Claim every key in one statement, in batch order (so the first of two tasks with one key
+      // in this batch wins); a task whose key was already used is not inserted, and the task the
+      // key stands for is noted for its caller.
+      let owners = keyed.map(\.task.owner)
+      let keys = keyed.map { $0.task.idempotencyKey! }
+      let ids = keyed.map(\.task.id.uuid)
+      var claimed = Set<UUID>()
+      for try await row in try await connection.query(
+        """
+        INSERT INTO idempotency_keys (owner, key, task_id)
+        SELECT owner, key, task_id FROM unnest(\(owners)::text[], \(keys)::text[], \(ids)::uuid[])
+          WITH ORDINALITY AS k(owner, key, task_id, ordinal) ORDER BY ordinal
+        ON CONFLICT (owner, key) DO NOTHING RETURNING task_id
+        """, logger: logger)
+      {
+        claimed.insert(try row.decode(UUID.self))
       }
-      tasks = kept
+      for item in keyed where !claimed.contains(item.task.id.uuid) {
+        let rows = try await connection.query(
+          "SELECT task_id FROM idempotency_keys WHERE owner = \(item.task.owner) AND key = \(item.task.idempotencyKey!)", logger: logger)
+        for try await row in rows { item.outcome?.noteExisting(TaskID(uuid: try row.decode(UUID.self))) }
+      }
+      tasks = tasks.filter { $0.idempotencyKey == nil || claimed.contains($0.id.uuid) }
       if tasks.isEmpty { return }
     }
     var digests: [ByteBuffer] = []
@@ -312,3 +324,9 @@ public final class PostgresTaskStore: TaskStore {
 func encodeArguments(_ arguments: [String]) -> [UInt8] { ArgumentsCoding.encode(arguments) }
 
 func decodeArguments(_ text: String) -> [String] { ArgumentsCoding.decode(Array(text.utf8)) }
+
+/// A task on its way into a batch, with the slot its caller reads after the commit.
+struct KeyedNewTask: Sendable {
+  var task: NewTask
+  let outcome: KeyedInsertOutcome?
+}

@@ -198,12 +198,15 @@ public final class SQLiteTaskStore: TaskStore {
 
   // MARK: Insert
 
-  public func insert(_ tasks: [NewTask]) async throws {
+  @discardableResult
+  public func insert(_ tasks: [NewTask]) async throws -> [TaskID] {
     for task in tasks { try Self.validate(task) }
     // Rows are turned into statement arguments here, on the callers' tasks and in parallel,
     // so the single writer only executes statements.
     let partitions = configuration.partitionCount
-    try await committer.submit(tasks.map { PreparedInsert($0, partitions: partitions) })
+    let rows = tasks.map { PreparedInsert($0, partitions: partitions) }
+    try await committer.submit(rows)
+    return zip(tasks, rows).map { task, row in row.outcome?.existing ?? task.id }
   }
 
   static func validate(_ task: NewTask) throws {
@@ -228,8 +231,13 @@ public final class SQLiteTaskStore: TaskStore {
       if let key = row.key {
         // A key its owner used before: that earlier task stands; this one is not inserted.
         try db.cachedStatement(sql: "INSERT OR IGNORE INTO idempotency_keys (owner, key, task_id) VALUES (?, ?, ?)")
-          .execute(arguments: key)
-        if db.changesCount == 0 { continue }
+          .execute(arguments: key.claim)
+        if db.changesCount == 0 {
+          let existing = try Data.fetchOne(
+            db.cachedStatement(sql: "SELECT task_id FROM idempotency_keys WHERE owner = ? AND key = ?"), arguments: key.lookup)
+          if let existing, let id = TaskID(bytes: existing) { row.outcome?.noteExisting(id) }
+          continue
+        }
       }
       if let (digest, arguments) = row.blob, seenBlobs.insert(digest).inserted {
         try blobStatement.execute(arguments: arguments)
@@ -243,7 +251,9 @@ public final class SQLiteTaskStore: TaskStore {
 struct PreparedInsert: Sendable {
   var task: StatementArguments
   var blob: (BlobDigest, StatementArguments)?
-  var key: StatementArguments?
+  var key: (claim: StatementArguments, lookup: StatementArguments)?
+  /// Set for keyed tasks: where the writer notes the earlier task when the key was already used.
+  let outcome: KeyedInsertOutcome?
 
   init(_ task: NewTask, partitions: Int32) {
     let partition = Partition(taskID: task.id, count: partitions)
@@ -257,9 +267,10 @@ struct PreparedInsert: Sendable {
       task.firstRunMicros, bucket, task.createdAtMicros,
     ]
     self.task = StatementArguments(values)
-    self.key = task.idempotencyKey.map { key -> StatementArguments in
-      [task.owner, key, Data(task.id.bytes)]
+    self.key = task.idempotencyKey.map { key in
+      (claim: [task.owner, key, Data(task.id.bytes)], lookup: [task.owner, key])
     }
+    self.outcome = task.idempotencyKey == nil ? nil : KeyedInsertOutcome()
     self.blob = task.blob.map { blob in
       (blob.digest, [Data(blob.digest.bytes), Data(blob.content), blob.content.count])
     }

@@ -2,11 +2,15 @@ import ArgumentParser
 import Foundation
 import HourglassCertificates
 import HourglassCoordinator
+import HourglassCore
 import HourglassProto
 import HourglassRPC
+import HourglassStore
 import HourglassStoreSQLite
 import HourglassTransport
 import Logging
+import NIOCore
+import NIOPosix
 import ServiceLifecycle
 import SwiftProtobuf
 
@@ -30,6 +34,15 @@ struct SubmitBenchmark: AsyncParsableCommand {
 
   @Option(help: "Folder for the SQLite file (a temporary one by default).")
   var directory: String?
+
+  @Flag(inversion: .prefixedNo, help: "Send an idempotency key with every Schedule, as HourglassClient and the CLI do.")
+  var idempotencyKeys = true
+
+  @Option(help: "Rows for the ceiling: the same tasks written by one TaskStore.insert call (one transaction); 0 skips it.")
+  var ceilingRows = 50_000
+
+  @Option(help: "Event-loop threads for the clients (their own group, as if they were other processes).")
+  var clientThreads = System.coreCount
 
   @Flag(help: "Print JSON.")
   var json = false
@@ -60,13 +73,21 @@ struct SubmitBenchmark: AsyncParsableCommand {
     let seconds = duration
     let (connections, inFlight) = (self.connections, self.inFlight)
     var report = BenchmarkReport(benchmark: "submit")
-    report.parameters = ["duration_s": "\(duration)", "connections": "\(connections)", "in_flight": "\(inFlight)", "store": "sqlite synchronous=FULL"]
+    let keys = idempotencyKeys
+    report.parameters = [
+      "duration_s": "\(duration)", "connections": "\(connections)", "in_flight": "\(inFlight)", "store": "sqlite synchronous=FULL",
+      "idempotency_keys": "\(keys)", "client_threads": "\(clientThreads)",
+    ]
+    // The clients get their own event loops, as they would in other processes. Sharing the
+    // coordinator's group put every server connection on one loop (the group hands out loops
+    // round-robin, alternating between client and server channels), leaving the other idle.
+    let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
 
     try await withThrowingTaskGroup(of: Void.self) { tasks in
       tasks.addTask { try await group.run() }
       let port = try await coordinator.port()!
       let transports = try (0..<connections).map { _ in
-        try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: userCredentials), logger: logger)
+        try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: userCredentials), group: clientGroup, logger: logger)
       }
       for transport in transports {
         let _: Hourglass_V1_ScheduleResponse = try await RPCClient(transport: transport).unary(method, request: request)
@@ -80,7 +101,9 @@ struct SubmitBenchmark: AsyncParsableCommand {
           for _ in 0..<inFlight {
             calls.addTask {
               var samples: [Duration] = []
+              var request = request
               while ContinuousClock.now < end {
+                if keys { request.idempotencyKey = UUID().uuidString }
                 let t0 = ContinuousClock.now
                 let _: Hourglass_V1_ScheduleResponse = try await client.unary(method, request: request)
                 samples.append(ContinuousClock.now - t0)
@@ -95,11 +118,39 @@ struct SubmitBenchmark: AsyncParsableCommand {
       }
       let result = LoadResult(latencies: latencies, elapsed: ContinuousClock.now - start)
       report.results.append(result.row("schedule_rpc_tls_\(connections)x\(inFlight)"))
+      let commits = store.groupCommitStatistics
+      report.parameters["group_commit"] = "\(commits.items) rows in \(commits.batches) transactions, largest \(commits.largestBatch)"
       for transport in transports { await transport.close() }
       await group.triggerGracefulShutdown()
       try await tasks.waitForAll()
     }
     try await store.close()
+    try await clientGroup.shutdownGracefully()
+    if ceilingRows > 0 {
+      report.results.append(try await Self.ceiling(rows: ceilingRows, folder: folder, blob: Array(request.taskBlob), keys: keys, logger: logger))
+    }
     report.print(json: json)
+  }
+
+  /// SQLite's batched-insert ceiling for the rows a Schedule writes: the same kind of task (same
+  /// blob, spec, owner, key or not) written by one `insert` call, so one transaction and one sync
+  /// for all of them, in a fresh store beside the benchmark's.
+  static func ceiling(rows: Int, folder: String, blob: [UInt8], keys: Bool, logger: Logger) async throws -> [String: BenchmarkValue] {
+    let store = try await SQLiteTaskStore(configuration: .defaults(path: folder + "/ceiling.db"), logger: logger)
+    let now = Date().unixMicros
+    let due = now + 86_400_000_000
+    let spec = StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded()
+    let taskBlob = TaskBlob(blob)
+    let tasks = (0..<rows).map { _ in
+      NewTask(
+        id: TaskID.now(), owner: "bench-user", operatorName: "exec", blob: taskBlob, scheduleSpec: spec, maxAttempts: 3,
+        firstRunMicros: due, createdAtMicros: now, idempotencyKey: keys ? UUID().uuidString : nil)
+    }
+    let start = ContinuousClock.now
+    try await store.insert(tasks)
+    let elapsed = ContinuousClock.now - start
+    try await store.close()
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    return ["name": .string("sqlite_ceiling_one_insert_call"), "rows": .int(rows), "rows_per_s": .double(Double(rows) / seconds)]
   }
 }

@@ -92,6 +92,46 @@ struct TaskService: Sendable {
   }
 
   func schedule(_ request: Hourglass_V1_ScheduleRequest, owner: String) async throws -> Hourglass_V1_ScheduleResponse {
+    let key = request.idempotencyKey
+    guard key.utf8.count <= 256 else {
+      throw RPCError(code: .invalidArgument, message: "idempotency_key: at most 256 bytes")
+    }
+    let task: NewTask
+    switch Result(catching: { () throws(RPCError) in try newTask(request, owner: owner) }) {
+    case .success(let valid):
+      task = valid
+    case .failure(let error):
+      // A retry of a request that was accepted may no longer validate (its one-shot time has
+      // passed): it is still answered with the task its key stands for. The key is only looked
+      // up on this path; an accepted request learns about an earlier task from the insert.
+      if !key.isEmpty, let existing = try await store.taskID(idempotencyKey: key, owner: owner) {
+        return try await scheduled(existing, owner: owner)
+      }
+      throw error
+    }
+    let standing: [TaskID]
+    do {
+      standing = try await store.insert([task])
+    } catch {
+      throw RPCError(code: .unavailable, message: "the task could not be stored; it was not scheduled", cause: error)
+    }
+    // The key was used before (a retry, or two requests with one key in flight together): the
+    // store kept the earlier task and inserted nothing; answer with that task.
+    if let winner = standing.first, winner != task.id {
+      return try await scheduled(winner, owner: owner)
+    }
+    let first = task.firstRunMicros!
+    metrics.tasksScheduled.increment()
+    await dispatcher.enqueue(taskID: task.id, scheduledMicros: first, dueMicros: first, priority: request.priority)
+    var response = Hourglass_V1_ScheduleResponse()
+    response.taskID = task.id.description
+    response.nextExecution = ProtoTime.timestamp(first)
+    return response
+  }
+
+  /// Validates a Schedule request and builds the task it asks for (with a new id and its first
+  /// run); throws INVALID_ARGUMENT naming the field at fault.
+  private func newTask(_ request: Hourglass_V1_ScheduleRequest, owner: String) throws(RPCError) -> NewTask {
     let operatorName = request.operator.isEmpty ? "exec" : request.operator
     guard operatorName.count <= 64, operatorName.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
       throw RPCError(code: .invalidArgument, message: "operator: must be 1-64 letters, digits, '-' or '_'")
@@ -104,14 +144,6 @@ struct TaskService: Sendable {
     }
     guard request.hasSchedule else {
       throw RPCError(code: .invalidArgument, message: "schedule: required")
-    }
-    let key = request.idempotencyKey
-    guard key.utf8.count <= 256 else {
-      throw RPCError(code: .invalidArgument, message: "idempotency_key: at most 256 bytes")
-    }
-    // A retried request: answer with the task the key already stands for.
-    if !key.isEmpty, let existing = try await store.taskID(idempotencyKey: key, owner: owner) {
-      return try await scheduled(existing, owner: owner)
     }
     let timeout = request.hasTimeout ? ProtoTime.micros(request.timeout) : configuration.defaultTimeoutMicros
     guard timeout > 0 else { throw RPCError(code: .invalidArgument, message: "timeout: must be positive") }
@@ -137,8 +169,7 @@ struct TaskService: Sendable {
     guard let first = schedule.nextFireTime(after: after) else {
       throw RPCError(code: .invalidArgument, message: "schedule: it never fires after now")
     }
-    let stored = StoredTaskSpec(schedule: spec, retry: retry)
-    let task = NewTask(
+    return NewTask(
       id: id,
       owner: owner,
       name: request.name,
@@ -146,30 +177,15 @@ struct TaskService: Sendable {
       blob: request.taskBlob.isEmpty ? nil : TaskBlob(Array(request.taskBlob)),
       arguments: request.arguments,
       timeZone: spec.timeZone,
-      scheduleSpec: stored.encoded(),
+      scheduleSpec: StoredTaskSpec(schedule: spec, retry: retry).encoded(),
       recurring: spec.isRecurring && request.isRecurring,
       priority: request.priority,
       maxAttempts: Int32(retry.maxAttempts),
       timeoutMicros: timeout,
       firstRunMicros: first,
       createdAtMicros: now,
-      idempotencyKey: key.isEmpty ? nil : key
+      idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey
     )
-    do {
-      try await store.insert([task])
-    } catch {
-      throw RPCError(code: .unavailable, message: "the task could not be stored; it was not scheduled", cause: error)
-    }
-    // Two requests with one key in flight together: the store kept one task; answer with it.
-    if !key.isEmpty, let winner = try await store.taskID(idempotencyKey: key, owner: owner), winner != id {
-      return try await scheduled(winner, owner: owner)
-    }
-    metrics.tasksScheduled.increment()
-    await dispatcher.enqueue(taskID: id, scheduledMicros: first, dueMicros: first, priority: request.priority)
-    var response = Hourglass_V1_ScheduleResponse()
-    response.taskID = id.description
-    response.nextExecution = ProtoTime.timestamp(first)
-    return response
   }
 
   /// The answer to a Schedule whose idempotency key names an existing task.
