@@ -12,6 +12,15 @@ public struct TaskBlob: Sendable, Hashable {
     self.content = content
     self.digest = BlobDigest(of: content)
   }
+
+  /// Wraps `content` with its SHA-256 `digest`, computed by the caller (e.g. with a hardware-
+  /// accelerated library; HourglassCore's portable SHA-256 is several times slower). The digest
+  /// names the stored copy, so it must be right: debug builds check it.
+  public init(_ content: [UInt8], digest: BlobDigest) {
+    assert(BlobDigest(of: content) == digest, "the digest is not the SHA-256 of the content")
+    self.content = content
+    self.digest = digest
+  }
 }
 
 /// A task to insert. The store adds the partition, state, version and hour bucket.

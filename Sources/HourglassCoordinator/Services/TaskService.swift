@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HourglassCore
 import HourglassProto
@@ -174,7 +175,7 @@ struct TaskService: Sendable {
       owner: owner,
       name: request.name,
       operatorName: operatorName,
-      blob: request.taskBlob.isEmpty ? nil : TaskBlob(Array(request.taskBlob)),
+      blob: request.taskBlob.isEmpty ? nil : Self.blob(request.taskBlob),
       arguments: request.arguments,
       timeZone: spec.timeZone,
       scheduleSpec: StoredTaskSpec(schedule: spec, retry: retry).encoded(),
@@ -186,6 +187,12 @@ struct TaskService: Sendable {
       createdAtMicros: now,
       idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey
     )
+  }
+
+  /// The task's binary with its digest from swift-crypto's SHA-256 (BoringSSL's, hardware
+  /// accelerated): the portable one in HourglassCore cost ~5% of a Schedule call's CPU.
+  private static func blob(_ data: Data) -> TaskBlob {
+    TaskBlob(Array(data), digest: BlobDigest(bytes: Array(Crypto.SHA256.hash(data: data)))!)
   }
 
   /// The answer to a Schedule whose idempotency key names an existing task.
