@@ -246,7 +246,7 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
       let element: Element?
       switch base {
       case .stream(var iterator):
-        element = try await iterator.next()
+        element = try await iterator.next(isolation: #isolation)
         base = .stream(iterator)
       case .queue(let queue):
         element = try await queue.next()
