@@ -1112,9 +1112,9 @@ public struct GracefulShutdownEvent: Sendable, Hashable {
 /// The async face of one stream of an ``RPCConnectionHandler``.
 ///
 /// Two words (the connection's shared ``Core`` and the stream id), so that it fits in an
-/// existential without a box of its own. A writer called on the connection's event loop (a
-/// handler task preferring that loop as its executor) writes straight into the handler, and
-/// needs no promise when the write can go out at once.
+/// existential without a box of its own. A call's last write (`finish`) made on the
+/// connection's event loop (a handler task preferring that loop as its executor) goes straight
+/// into the handler, with no promise, when it can go out at once.
 struct NIOStreamWriter: ServerStreamWriter, ClientStreamWriter {
   /// What every stream writer of one connection shares: the handler and its loop.
   ///
@@ -1168,11 +1168,9 @@ struct NIOStreamWriter: ServerStreamWriter, ClientStreamWriter {
   }
 
   func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws {
+    // Always through a promise, even on the loop: waiting for it lets the loop flush and read
+    // between the messages of a stream.
     let id = streamID
-    if core.loop.inEventLoop, core.handler.canSendAtOnce(id, message) {
-      core.handler.sendMessage(id, message, endStream: endStream, promise: nil)
-      return
-    }
     try await core.onLoop { $0.sendMessage(id, message, endStream: endStream, promise: $1) }
   }
 
