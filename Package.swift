@@ -14,6 +14,14 @@ let strictSettings: [SwiftSetting] = [
   .enableUpcomingFeature("ExistentialAny")
 ]
 
+/// The RPC layer's async functions run on their caller's executor instead of hopping to the
+/// generic one at every call and return: a call's task prefers its connection's event loop,
+/// and each hop made the runtime look that preference up under a lock.
+let rpcSettings: [SwiftSetting] =
+  strictSettings + [
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault")
+  ]
+
 let package = Package(
   name: "hourglass",
   platforms: [.macOS(.v15)],
@@ -64,7 +72,7 @@ let package = Package(
         .product(name: "DequeModule", package: "swift-collections"),
         .product(name: "Logging", package: "swift-log"),
       ],
-      swiftSettings: strictSettings
+      swiftSettings: rpcSettings
     ),
     .target(
       name: "HourglassTransport",
@@ -78,7 +86,7 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
       ],
-      swiftSettings: strictSettings
+      swiftSettings: rpcSettings
     ),
 
     .target(

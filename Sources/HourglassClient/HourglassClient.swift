@@ -57,6 +57,11 @@ public final class HourglassClient: Sendable {
     self.rpc = RPCClient(transport: transport)
   }
 
+  /// The executor of the connection's event loop (`nil` over another transport). A task that
+  /// makes many calls and does little else can prefer it (`Task(executorPreference:)`): its
+  /// calls then start and resume on the connection's thread, with no thread hop.
+  public var executor: (any TaskExecutor)? { connection?.executor }
+
   /// Closes the connection once calls in flight finish.
   public func close() async {
     await connection?.close()

@@ -53,15 +53,25 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
   }
 
   private let configuration: Configuration
-  private let group: any EventLoopGroup
+  private let loop: any EventLoop
   private let logger: Logger
   private let sslContext: NIOSSLContext
   private let state = Mutex<State>(.idle)
 
+  /// The executor of the event loop this connection runs on (every reconnection included).
+  ///
+  /// A task that makes many calls over this connection can prefer it
+  /// (`Task(executorPreference: connection.executor)`, `withTaskExecutorPreference`): its calls
+  /// then start and resume on the connection's own thread, with no thread hop either way. Only
+  /// for tasks that do little besides calling: their other work also runs on the loop and
+  /// delays every call on the connection while it runs.
+  public let executor: any TaskExecutor
+
   /// Creates a connection; nothing is dialled until the first call.
   public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) throws {
     self.configuration = configuration
-    self.group = group
+    self.loop = group.next()
+    self.executor = EventLoopTaskExecutor(loop: loop)
     self.logger = logger
     self.sslContext = try NIOSSLContext(configuration: configuration.credentials.clientConfiguration())
   }
@@ -162,7 +172,7 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     let configuration = self.configuration
     let sslContext = self.sslContext
     let logger = self.logger
-    let loop = group.next()
+    let loop = self.loop
     let handshakeDone = loop.makePromise(of: Ready.self)
     ClientBootstrap(group: loop)
       .connectTimeout(configuration.connectTimeout)
@@ -177,7 +187,6 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
             TLSHandshakeHandler(timeout: configuration.connectTimeout, logger: logger) { context, _ in
               let ops = context.pipeline.syncOperations
               let handler = RPCConnectionHandler(clientWith: configuration.connection, logger: logger)
-              try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.connection.settings.maxFrameSize, expectPreface: false)))
               try ops.addHandler(handler)
               handshakeDone.succeed(Ready(channel: context.channel, opener: NIOClientStreamOpener(handler: handler, loop: context.eventLoop)))
             }

@@ -111,8 +111,8 @@ public final class RPCTLSServer: Service, Sendable {
           try sync.addHandler(NIOSSLServerHandler(context: sslContext))
           try sync.addHandler(
             TLSHandshakeHandler(timeout: handshakeTimeout, logger: logger) { context, peer in
+              // The connection handler splits the bytes into frames itself.
               let ops = context.pipeline.syncOperations
-              try ops.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: connectionConfiguration.settings.maxFrameSize, expectPreface: true)))
               // Each call runs in a task of its own, started here on the connection's event
               // loop and (by default) preferring that loop as its executor.
               let executor = handlersOnEventLoop ? EventLoopTaskExecutor(loop: context.eventLoop) : nil

@@ -35,6 +35,9 @@ struct RPCBenchmark: AsyncParsableCommand {
   @Flag(help: "Run the server's handlers on the global concurrent executor instead of their connection's event loop.")
   var handlersOnGlobalExecutor = false
 
+  @Flag(help: "Run the client's calling tasks on the global concurrent executor instead of preferring their connection's event loop.")
+  var clientTasksOnGlobalExecutor = false
+
   static let method = MethodDescriptor(service: "bench.Echo", method: "Unary")
 
   func run() async throws {
@@ -54,6 +57,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       "duration_s": "\(duration)", "request_bytes": "\(requestBytes)", "reply_bytes": "\(replyBytes)",
       "event_loop_threads": "\(System.coreCount)", "cores": "\(System.coreCount)",
       "handlers_on": handlersOnGlobalExecutor ? "global executor" : "event loop",
+      "client_tasks_on": clientTasksOnGlobalExecutor ? "global executor" : "event loop",
     ]
 
     // The ceiling: bare frames.
@@ -79,12 +83,14 @@ struct RPCBenchmark: AsyncParsableCommand {
     )
     let group = ServiceGroup(services: [tls], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
     let requestBytes = self.requestBytes
+    let clientTasksOnLoop = !clientTasksOnGlobalExecutor
     try await withThrowingTaskGroup(of: Void.self) { tasks in
       tasks.addTask { try await group.run() }
       let port = try await tls.localAddress().port!
       for (connections, inFlight) in shapes {
         let result = try await Self.rpcLoad(
-          port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds, logger: logger
+          port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+          tasksOnLoop: clientTasksOnLoop, logger: logger
         )
         let name = "rpc_tls_\(connections)x\(inFlight)"
         var row = result.row(name)
@@ -100,7 +106,7 @@ struct RPCBenchmark: AsyncParsableCommand {
   }
 
   static func rpcLoad(
-    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, logger: Logger
+    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, tasksOnLoop: Bool, logger: Logger
   ) async throws -> LoadResult {
     let transports = try (0..<connections).map { _ in
       try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
@@ -116,8 +122,11 @@ struct RPCBenchmark: AsyncParsableCommand {
     let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
       for transport in transports {
         let client = RPCClient(transport: transport)
+        // Calling tasks that prefer their connection's event loop start and resume their
+        // calls there, without a thread hop.
+        let executor = tasksOnLoop ? transport.executor : nil
         for _ in 0..<inFlight {
-          group.addTask {
+          group.addTask(executorPreference: executor) {
             var samples: [Duration] = []
             samples.reserveCapacity(100_000)
             while ContinuousClock.now < end {

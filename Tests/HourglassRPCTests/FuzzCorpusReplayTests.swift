@@ -64,7 +64,7 @@ struct FuzzCorpusReplayTests {
 /// - the decoder alone: every frame it returns re-encodes to exactly the bytes it consumed; it
 ///   never stalls on a complete frame nor waits for the payload of an oversized one; it throws
 ///   only `ProtocolViolation`s; and the chunking changes nothing.
-/// - the server pipeline (`FrameDecoder` → `RPCConnectionHandler`, which encodes its frames) on
+/// - the server pipeline (`RPCConnectionHandler`, which decodes and encodes its frames) on
 ///   an `EmbeddedChannel`: only `ProtocolViolation`s reach the connection handler, it writes
 ///   well-formed frames (SETTINGS first, nothing after GOAWAY), the connection is closed once
 ///   the SETTINGS and keepalive timers have run out, and the chunking changes nothing.
@@ -216,10 +216,11 @@ enum FrameFuzzHarness {
     }
   }
 
-  /// Sits between the decoder and the rest of the pipeline and keeps every error that passes.
+  /// Sits in front of the connection handler (which decodes frames itself) and keeps every
+  /// error that passes.
   private final class ErrorRecorder: ChannelInboundHandler {
-    typealias InboundIn = Frame
-    typealias InboundOut = Frame
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
     var errors: [any Error] = []
 
@@ -233,14 +234,15 @@ enum FrameFuzzHarness {
     var outcome = PipelineOutcome()
     let channel = EmbeddedChannel()
     let recorder = ErrorRecorder()
+    var configuration = RPCConnectionHandler.Configuration.defaults
+    configuration.settings.maxFrameSize = maxFrameSize
     let accepted = NIOLoopBoundBox(0, eventLoop: channel.embeddedEventLoop)
     let closeCalls = NIOLoopBoundBox(0, eventLoop: channel.embeddedEventLoop)
     do {
       try channel.pipeline.syncOperations.addHandlers([
-        ByteToMessageHandler(FrameDecoder(maxFrameSize: maxFrameSize, expectPreface: true)),
         recorder,
         RPCConnectionHandler(
-          serverWith: .defaults,
+          serverWith: configuration,
           peer: nil,
           logger: logger,
           onStream: { _ in accepted.value += 1 },

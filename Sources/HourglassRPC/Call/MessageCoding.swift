@@ -5,8 +5,8 @@ import SwiftProtobuf
 enum MessageCoding {
   static func encode(_ message: some SwiftProtobuf.Message) throws(RPCError) -> ByteBuffer {
     do {
-      let bytes: [UInt8] = try message.serializedBytes()
-      return ByteBuffer(bytes: bytes)
+      let bytes: SerializedBytes = try message.serializedBytes()
+      return bytes.buffer
     } catch {
       throw RPCError(code: .internal, message: "could not serialise \(type(of: message)): \(error)", cause: error)
     }
@@ -18,5 +18,29 @@ enum MessageCoding {
     } catch {
       throw RPCError(code: .invalidArgument, message: "could not parse \(M.protoMessageName): \(error)", cause: error)
     }
+  }
+}
+
+/// A `ByteBuffer` swift-protobuf serialises into directly, instead of into an array that is
+/// then copied into a buffer.
+struct SerializedBytes: SwiftProtobufContiguousBytes {
+  var buffer: ByteBuffer
+
+  init(repeating: UInt8, count: Int) {
+    buffer = ByteBuffer(repeating: repeating, count: count)
+  }
+
+  init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
+    buffer = ByteBuffer(bytes: sequence)
+  }
+
+  var count: Int { buffer.readableBytes }
+
+  func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+    try buffer.withUnsafeReadableBytes(body)
+  }
+
+  mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+    try buffer.withUnsafeMutableReadableBytes(body)
   }
 }

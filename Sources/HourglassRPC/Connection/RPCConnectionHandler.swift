@@ -7,14 +7,15 @@ import SwiftProtobuf
 /// Runs `hourglass/1` on one channel: feeds frames to the connection and stream state
 /// machines, bridges streams to async code, and enforces deadlines, keepalive and limits.
 ///
-/// It sits after a ``FrameDecoder`` in the pipeline (after TLS) and writes bytes: it encodes
-/// the frames it sends itself (the client's preface first), gathering every frame written
-/// before a flush into one buffer, so that a frame costs neither a trip through the pipeline
-/// nor a TLS record of its own. All its state is confined to the channel's event loop; async
-/// code reaches it through ``ClientStreamWriter`` and ``ServerStreamWriter`` values that hop
-/// onto the loop.
+/// It sits right after TLS in the pipeline and reads and writes bytes: it splits what it reads
+/// into frames itself (with a ``FrameDecoder``), and encodes the frames it sends itself (the
+/// client's preface first), gathering every frame written before a flush into one buffer, so
+/// that a frame costs neither a trip through the pipeline nor a TLS record of its own. All its
+/// state is confined to the channel's event loop; async code reaches it through
+/// ``ClientStreamWriter`` and ``ServerStreamWriter`` values that hop onto the loop (or call
+/// straight in when they already run on it).
 public final class RPCConnectionHandler: ChannelInboundHandler {
-  public typealias InboundIn = Frame
+  public typealias InboundIn = ByteBuffer
   public typealias OutboundOut = ByteBuffer
 
   /// Timers and limits of a connection.
@@ -56,7 +57,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   private final class StreamBox {
     var machine: StreamStateMachine
-    let server: (inbound: InboundQueue<ByteBuffer>, termination: StreamTermination)?
+    /// A server stream's request queue (`nil` for a unary call, whose one request was handed
+    /// to the handler with the stream) and termination signal.
+    let server: (inbound: InboundQueue<ByteBuffer>?, termination: StreamTermination)?
     let client: InboundQueue<ClientInboundPart>?
     /// A unary call's outcome goes here instead of through `client`.
     let unary: UnaryCall?
@@ -66,7 +69,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
     init(
       machine: StreamStateMachine,
-      server: (InboundQueue<ByteBuffer>, StreamTermination)?,
+      server: (InboundQueue<ByteBuffer>?, StreamTermination)?,
       client: InboundQueue<ClientInboundPart>?,
       unary: UnaryCall? = nil
     ) {
@@ -116,6 +119,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     var timeoutMicros: UInt64
   }
   private var context: ChannelHandlerContext?
+  /// Splits the bytes read into frames.
+  private let frames: NIOSingleStepByteToMessageProcessor<FrameDecoder>
+  /// Reads that arrived while frames were being handled (a re-entrant `channelRead`).
+  private var deferredReads: [ByteBuffer] = []
+  private var decoding = false
+  /// A server's request HEADERS, held back until the next frame is decoded: when that frame
+  /// is the call's one and last request message, the handler gets the request with the
+  /// stream and no queue is needed.
+  private var heldHeaders: Frame?
+  /// The writers' way back to this handler, shared by all the streams of the connection.
+  private var streamWriterCore: NIOStreamWriter.Core?
   /// Frames encoded since the last flush.
   private var gathered: ByteBuffer?
   private var needsFlush = false
@@ -137,6 +151,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   ) {
     self.connection = ConnectionStateMachine(role: .server, localSettings: configuration.settings)
     self.configuration = configuration
+    self.frames = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxFrameSize: configuration.settings.maxFrameSize, expectPreface: true))
     self.peer = peer
     self.logger = logger
     self.onStream = onStream
@@ -147,6 +162,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   public init(clientWith configuration: Configuration, logger: Logger, onClose: (@Sendable () -> Void)? = nil) {
     self.connection = ConnectionStateMachine(role: .client, localSettings: configuration.settings)
     self.configuration = configuration
+    self.frames = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxFrameSize: configuration.settings.maxFrameSize, expectPreface: false))
     self.peer = nil
     self.logger = logger
     self.onStream = nil
@@ -159,6 +175,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   public func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
+    self.streamWriterCore = NIOStreamWriter.Core(handler: self, loop: context.eventLoop)
     if context.channel.isActive { start(context: context) }
   }
 
@@ -196,6 +213,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   public func handlerRemoved(context: ChannelHandlerContext) {
     tearDown(RPCError(code: .unavailable, message: "the connection closed"))
     self.context = nil
+    self.streamWriterCore = nil
     gathered = nil
   }
 
@@ -220,14 +238,60 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   // MARK: Reading
 
   public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-    let frame = unwrapInboundIn(data)
+    let bytes = unwrapInboundIn(data)
+    guard !closed else { return }
     readSinceLastKeepalive = true
     inRead = true
-    do {
-      try handle(frame)
-    } catch {
-      connectionError(error)
+    guard !decoding else {
+      deferredReads.append(bytes)
+      return
     }
+    decoding = true
+    defer { decoding = false }
+    var next: ByteBuffer? = bytes
+    while let input = next {
+      do {
+        try frames.process(buffer: input) { frame in try self.received(frame) }
+        if let held = heldHeaders {
+          heldHeaders = nil
+          try handle(held)
+        }
+      } catch let violation as ProtocolViolation {
+        heldHeaders = nil
+        deferredReads.removeAll()
+        connectionError(violation)
+        return
+      } catch {
+        heldHeaders = nil
+        deferredReads.removeAll()
+        connectionError(ProtocolViolation(.malformedFrame, "cannot decode frames: \(error)"))
+        return
+      }
+      next = deferredReads.isEmpty ? nil : deferredReads.removeFirst()
+    }
+  }
+
+  /// One decoded frame. A server's request HEADERS wait for the next frame, so that a unary
+  /// call (HEADERS, then one MESSAGE with END_STREAM, usually in the same read) reaches its
+  /// handler with its request.
+  private func received(_ frame: Frame) throws(ProtocolViolation) {
+    guard !closed else { return }
+    if let held = heldHeaders {
+      heldHeaders = nil
+      if frame.type == .message, frame.streamID == held.streamID, frame.flags == .endStream, frame.payload.readableBytes > 0,
+        frame.payload.readableBytes <= configuration.settings.maxMessageSize, configuration.settings.initialStreamCredit > 0
+      {
+        try connection.checkFrameAllowed(.headers)
+        try receiveHeaders(held, request: frame)
+        return
+      }
+      try handle(held)
+    }
+    if isServer, frame.type == .headers, !frame.flags.contains(.endStream), connection.state != .awaitingSettings, streams[frame.streamID] == nil {
+      heldHeaders = frame
+      return
+    }
+    try handle(frame)
   }
 
   public func channelReadComplete(context: ChannelHandlerContext) {
@@ -248,7 +312,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     try connection.checkFrameAllowed(frame.type)
     switch frame.type {
-    case .headers: try receiveHeaders(frame)
+    case .headers: try receiveHeaders(frame, request: nil)
     case .message: try receiveMessage(frame)
     case .trailers: try receiveTrailers(frame)
     case .reset: try receiveReset(frame)
@@ -273,7 +337,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
   }
 
-  private func receiveHeaders(_ frame: Frame) throws(ProtocolViolation) {
+  /// HEADERS; on the server, `request` is the MESSAGE frame that followed them when it carries
+  /// the call's whole and only request (a unary or server-streaming call).
+  private func receiveHeaders(_ frame: Frame, request: Frame?) throws(ProtocolViolation) {
     if let box = streams[frame.streamID] {
       // Response headers on a client stream.
       try box.machine.receiveResponseHeaders()
@@ -291,6 +357,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     switch try connection.acceptStream(frame.streamID) {
     case .refuse(let code, let message):
       writeReset(frame.streamID, code: code, message: message)
+      if let request { try receiveMessage(request) }  // a late frame now
       return
     case .accept:
       break
@@ -298,16 +365,30 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     guard wire.method.hasPrefix("/") else {
       _ = connection.streamClosed()
       writeReset(frame.streamID, code: .invalidArgument, message: "method must be a path like /package.Service/Method")
+      if let request { try receiveMessage(request) }
       return
     }
-    let machine = StreamStateMachine(
+    var machine = StreamStateMachine(
       role: .server,
       sendCredit: connection.remoteSettings.initialStreamCredit,
       receiveCredit: configuration.settings.initialStreamCredit,
       maxMessageSize: configuration.settings.maxMessageSize
     )
-    let inbound = InboundQueue<ByteBuffer>()
     let termination = StreamTermination()
+    let inbound: InboundQueue<ByteBuffer>?
+    let requests: RPCInbound<ByteBuffer>
+    if let request {
+      // The whole request is here: the caller checked the frame can only be delivered.
+      guard case .deliver(let message, endStream: true) = try machine.receiveMessage(request.payload, flags: request.flags) else {
+        preconditionFailure("a lone END_STREAM MESSAGE within the limits must be delivered")
+      }
+      inbound = nil
+      requests = RPCInbound(single: message)
+    } else {
+      let queue = InboundQueue<ByteBuffer>()
+      inbound = queue
+      requests = RPCInbound(queue, creditReturn: makeCreditReturn(frame.streamID))
+    }
     let box = StreamBox(machine: machine, server: (inbound, termination), client: nil)
     streams[frame.streamID] = box
     idleTimer?.cancel()
@@ -322,13 +403,13 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     let stream = RPCServerStream(
       head: head,
       peer: peer,
-      inbound: RPCInbound(inbound, creditReturn: makeCreditReturn(frame.streamID)),
-      writer: NIOStreamWriter(handler: self, loop: context!.eventLoop, streamID: frame.streamID),
+      inbound: requests,
+      writer: NIOStreamWriter(core: streamWriterCore!, streamID: frame.streamID),
       termination: termination
     )
     if frame.flags.contains(.endStream) {
       box.machine.receiveEndStream()
-      inbound.finish()
+      inbound?.finish()
     }
     onStream?(stream)
   }
@@ -363,15 +444,15 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       break
     case .deliver(let message, let endStream):
       if let server = box.server {
-        server.inbound.yield(message)
-        if endStream { server.inbound.finish() }
+        server.inbound?.yield(message)
+        if endStream { server.inbound?.finish() }
       } else if let call = box.unary {
         call.receive(message)
       } else {
         box.client?.yield(.message(message))
       }
     case .endOfMessages:
-      box.server?.inbound.finish()
+      box.server?.inbound?.finish()
     }
   }
 
@@ -381,12 +462,20 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       return
     }
     try box.machine.receiveTrailers()
-    let wire: WireTrailers = try decode(frame.payload, "TRAILERS")
-    let code = StatusCode(rawValue: wire.code) ?? .unknown
-    let status = Status(code: code, message: wire.message)
-    box.client?.yield(.trailers(status, Metadata(wire: wire.metadata)))
+    let status: Status
+    let metadata: Metadata
+    if frame.payload.readableBytes == 0 {
+      // Every field at its default, as a successful call usually ends: OK, no metadata.
+      status = Status(code: .ok, message: "")
+      metadata = Metadata()
+    } else {
+      let wire: WireTrailers = try decode(frame.payload, "TRAILERS")
+      status = Status(code: StatusCode(rawValue: wire.code) ?? .unknown, message: wire.message)
+      metadata = Metadata(wire: wire.metadata)
+    }
+    box.client?.yield(.trailers(status, metadata))
     box.client?.finish()
-    box.unary?.complete(status: status, trailers: Metadata(wire: wire.metadata))
+    box.unary?.complete(status: status, trailers: metadata)
     removeStream(frame.streamID)
   }
 
@@ -511,6 +600,19 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     wire.code = code.rawValue
     wire.message = message
     write(Frame(type: .reset, streamID: streamID, payload: serialize(wire)))
+  }
+
+  /// Whether `message` (if any), and after it the TRAILERS, can be sent on `streamID` right
+  /// now, with nothing queued ahead: then a writer on the loop needs no promise to learn the
+  /// outcome, since the write cannot fail or wait.
+  fileprivate func canSendAtOnce(_ streamID: UInt32, _ message: ByteBuffer?) -> Bool {
+    guard !closed, let box = streams[streamID], box.waitingForCredit.isEmpty, box.pendingTrailers == nil else { return false }
+    switch box.machine.state {
+    case .open, .halfClosedRemote: break
+    case .halfClosedLocal, .closed: return false
+    }
+    guard let message else { return true }
+    return box.machine.sendCredit > 0 && message.readableBytes <= connection.remoteSettings.maxMessageSize
   }
 
   fileprivate func sendMessage(_ streamID: UInt32, _ message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) {
@@ -644,7 +746,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     write(Frame(type: .trailers, streamID: streamID, payload: payload))
     scheduleFlush()
-    box.server?.inbound.finish()
+    box.server?.inbound?.finish()
     box.server?.termination.signal(.finished)
     removeStream(streamID)
     promise?.succeed()
@@ -822,7 +924,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
           if case .message = part { return true }
           return false
         },
-        writer: NIOStreamWriter(handler: self, loop: context.eventLoop, streamID: streamID)
+        writer: NIOStreamWriter(core: streamWriterCore!, streamID: streamID)
       )
       opened.promise.succeed(stream)
     }
@@ -934,7 +1036,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     box.deadline?.cancel()
     box.deadline = nil
     if let server = box.server {
-      server.inbound.finish(throwing: error)
+      server.inbound?.finish(throwing: error)
       server.termination.signal(reason)
     }
     if let client = box.client {
@@ -1008,57 +1110,81 @@ public struct GracefulShutdownEvent: Sendable, Hashable {
 }
 
 /// The async face of one stream of an ``RPCConnectionHandler``.
+///
+/// Two words (the connection's shared ``Core`` and the stream id), so that it fits in an
+/// existential without a box of its own. A call's last write (`finish`) made on the
+/// connection's event loop (a handler task preferring that loop as its executor) goes straight
+/// into the handler, with no promise, when it can go out at once.
 struct NIOStreamWriter: ServerStreamWriter, ClientStreamWriter {
-  let handler: NIOLoopBound<RPCConnectionHandler>
-  let loop: any EventLoop
-  let streamID: UInt32
+  /// What every stream writer of one connection shares: the handler and its loop.
+  ///
+  /// Unchecked: `handler` is only touched on `loop`, checked with `inEventLoop` or reached
+  /// through `execute`.
+  final class Core: @unchecked Sendable {
+    let handler: RPCConnectionHandler
+    let loop: any EventLoop
 
-  init(handler: RPCConnectionHandler, loop: any EventLoop, streamID: UInt32) {
-    self.handler = NIOLoopBound(handler, eventLoop: loop)
-    self.loop = loop
-    self.streamID = streamID
+    init(handler: RPCConnectionHandler, loop: any EventLoop) {
+      self.handler = handler
+      self.loop = loop
+    }
+
+    /// Runs `body` on the loop (at once when already there) and waits for its promise.
+    func onLoop(_ body: @escaping @Sendable (RPCConnectionHandler, EventLoopPromise<Void>) -> Void) async throws {
+      let promise = loop.makePromise(of: Void.self)
+      if loop.inEventLoop {
+        body(handler, promise)
+      } else {
+        loop.execute { body(self.handler, promise) }
+      }
+      try await promise.futureResult.get()
+    }
   }
 
-  private func onLoop(_ body: @escaping @Sendable (RPCConnectionHandler, EventLoopPromise<Void>) -> Void) async throws {
-    let promise = loop.makePromise(of: Void.self)
-    let handler = self.handler
-    if loop.inEventLoop {
-      body(handler.value, promise)
-    } else {
-      loop.execute { body(handler.value, promise) }
-    }
-    try await promise.futureResult.get()
+  let core: Core
+  let streamID: UInt32
+
+  init(core: Core, streamID: UInt32) {
+    self.core = core
+    self.streamID = streamID
   }
 
   func writeHeaders(_ metadata: Metadata) async throws {
     let id = streamID
-    try await onLoop { $0.sendResponseHeaders(id, metadata, promise: $1) }
+    try await core.onLoop { $0.sendResponseHeaders(id, metadata, promise: $1) }
   }
 
   func writeMessage(_ message: ByteBuffer) async throws {
-    let id = streamID
-    try await onLoop { $0.sendMessage(id, message, endStream: false, promise: $1) }
+    try await writeMessage(message, endStream: false)
   }
 
   func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws {
     let id = streamID
-    try await onLoop { $0.sendFinish(id, lastMessage: lastMessage, status: status, metadata: metadata, promise: $1) }
+    if core.loop.inEventLoop, core.handler.canSendAtOnce(id, lastMessage) {
+      core.handler.sendFinish(id, lastMessage: lastMessage, status: status, metadata: metadata, promise: nil)
+      return
+    }
+    try await core.onLoop { $0.sendFinish(id, lastMessage: lastMessage, status: status, metadata: metadata, promise: $1) }
   }
 
   func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws {
+    // Always through a promise, even on the loop: waiting for it lets the loop flush and read
+    // between the messages of a stream.
     let id = streamID
-    try await onLoop { $0.sendMessage(id, message, endStream: endStream, promise: $1) }
+    try await core.onLoop { $0.sendMessage(id, message, endStream: endStream, promise: $1) }
   }
 
   func halfClose() async throws {
     let id = streamID
-    try await onLoop { $0.sendHalfClose(id, promise: $1) }
+    try await core.onLoop { $0.sendHalfClose(id, promise: $1) }
   }
 
   func cancel(_ error: RPCError) {
     let id = streamID
-    let handler = self.handler
-    loop.execute { handler.value.sendCancel(id, error) }
+    let core = self.core
+    // Always later, never from inside the caller: a cancellation handler may run while the
+    // connection handler is in the middle of something else on this loop.
+    core.loop.execute { core.handler.sendCancel(id, error) }
   }
 }
 
@@ -1082,8 +1208,8 @@ public struct NIOClientStreamOpener: Sendable {
   }
 
   /// Makes one unary call: sends the request and waits for the outcome, with a single hop
-  /// onto the event loop and a single resumption, and no stream object. Cancelling the
-  /// calling task resets the stream.
+  /// onto the event loop (none when the calling task already runs there) and a single
+  /// resumption, and no stream object. Cancelling the calling task resets the stream.
   ///
   /// Throws ``CallNotStarted`` when the call failed before its stream opened.
   package func unary(_ head: RequestHead, request: ByteBuffer) async throws -> UnaryResponse {
@@ -1093,7 +1219,12 @@ public struct NIOClientStreamOpener: Sendable {
     return try await withTaskCancellationHandler {
       try await withUnsafeThrowingContinuation { (continuation: UnsafeContinuation<UnaryResponse, any Error>) in
         call.continuation = continuation
-        loop.execute { handler.value.startUnary(call) }
+        if loop.inEventLoop {
+          // A task that prefers this loop as its executor: no hop.
+          handler.value.startUnary(call)
+        } else {
+          loop.execute { handler.value.startUnary(call) }
+        }
       }
     } onCancel: {
       loop.execute { handler.value.cancelUnary(call, RPCError(code: .cancelled, message: "the client cancelled the call")) }

@@ -43,18 +43,9 @@ public struct RPCServer: Sendable {
   public func handle(_ incoming: RPCServerStream) async {
     let start = ContinuousClock.now
     let context = ServerContext(method: incoming.head.method, metadata: incoming.head.metadata, peer: incoming.peer, timeout: incoming.head.timeout)
-    let outcome = StatusRecorder()
-    let interceptor = self.interceptor
-    let report: @Sendable (Status) -> Void = { status in
-      guard outcome.claimReport() else { return }
-      interceptor?(incoming, context, status, ContinuousClock.now - start)
-    }
+    let outcome = RecordingWriter(incoming, context, start: start, interceptor: interceptor)
     var observed = incoming
-    observed.writer = RecordingWriter(base: incoming.writer, recorder: outcome) { status in
-      // A call the client reset or whose deadline passed ends with that status, whatever the
-      // handler answered after being cancelled.
-      report(Self.status(ending: incoming.termination.reason) ?? status)
-    }
+    observed.writer = outcome
     let stream = observed
     guard let handler = router[stream.head.method] else {
       try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unimplemented, message: "unknown method \(stream.head.method)"), metadata: [:])
@@ -67,12 +58,12 @@ public struct RPCServer: Sendable {
     let reason = stream.termination.reason
     stream.termination.signal(.finished)
     let status = Self.status(ending: reason) ?? outcome.status ?? Status(code: .unknown)
-    report(status)
+    outcome.report(status)
     log(stream, context, status, ContinuousClock.now - start)
   }
 
   /// The status of a call that ended early for `reason`, if it did.
-  private static func status(ending reason: StreamTerminationReason?) -> Status? {
+  static func status(ending reason: StreamTerminationReason?) -> Status? {
     switch reason {
     case .reset(let code)?: Status(code: code, message: "reset by the client")
     case .deadlineExceeded?: Status(code: .deadlineExceeded)
@@ -83,43 +74,61 @@ public struct RPCServer: Sendable {
 
   /// One line per call: at info, or at error when the server is at fault.
   private func log(_ stream: RPCServerStream, _ context: ServerContext, _ status: Status, _ duration: Duration) {
+    let serverFault = status.code == .unknown || status.code == .internal || status.code == .dataLoss
+    let level: Logger.Level = serverFault ? .error : .info
+    // The line's metadata costs more than the rest of a small call: build it only when logged.
+    guard logger.logLevel <= level else { return }
     var metadata = context.annotations.metadata
     metadata["hourglass.method"] = "\(stream.head.method)"
     metadata["hourglass.status"] = "\(status.code)"
     if status.code != .ok, !status.message.isEmpty { metadata["hourglass.status_message"] = "\(status.message)" }
     metadata["hourglass.duration_ms"] = "\(Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds / 1_000_000_000) / 1_000_000)"
     metadata["hourglass.caller"] = "\(stream.peer?.description ?? "-")"
-    let serverFault = status.code == .unknown || status.code == .internal || status.code == .dataLoss
-    logger.log(level: serverFault ? .error : .info, "rpc", metadata: metadata)
+    logger.log(level: level, "rpc", metadata: metadata)
   }
 }
 
-/// Remembers the status a handler ended its call with, and whether the call was reported.
-final class StatusRecorder: Sendable {
+/// The writer a handler gets: passes everything to the stream's own writer, remembers the
+/// status the call ended with, and reports the call (`onCallFinished`) before that status
+/// leaves. One object per call, and a class so that it fits in the `any ServerStreamWriter`
+/// existential without a box.
+final class RecordingWriter: ServerStreamWriter {
+  private let incoming: RPCServerStream
+  private let context: ServerContext
+  private let start: ContinuousClock.Instant
+  private let interceptor: (@Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void)?
   private let value = Mutex<(status: Status?, reported: Bool)>((nil, false))
+
+  init(
+    _ incoming: RPCServerStream, _ context: ServerContext, start: ContinuousClock.Instant,
+    interceptor: (@Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void)?
+  ) {
+    self.incoming = incoming
+    self.context = context
+    self.start = start
+    self.interceptor = interceptor
+  }
+
+  /// The status the handler ended the call with, if it did.
   var status: Status? { value.withLock { $0.status } }
-  func record(_ status: Status) { value.withLock { if $0.status == nil { $0.status = status } } }
-  /// True the first time only.
-  func claimReport() -> Bool {
-    value.withLock { state in
+
+  /// Tells `onCallFinished` about the call, the first time only.
+  func report(_ status: Status) {
+    let first: Bool = value.withLock { state in
       defer { state.reported = true }
       return !state.reported
     }
+    guard first, let interceptor else { return }
+    interceptor(incoming, context, status, ContinuousClock.now - start)
   }
-}
 
-/// A writer that tells a ``StatusRecorder`` the final status, and reports the call before the
-/// status leaves.
-struct RecordingWriter: ServerStreamWriter {
-  let base: any ServerStreamWriter
-  let recorder: StatusRecorder
-  let beforeFinish: @Sendable (Status) -> Void
-
-  func writeHeaders(_ metadata: Metadata) async throws { try await base.writeHeaders(metadata) }
-  func writeMessage(_ message: ByteBuffer) async throws { try await base.writeMessage(message) }
+  func writeHeaders(_ metadata: Metadata) async throws { try await incoming.writer.writeHeaders(metadata) }
+  func writeMessage(_ message: ByteBuffer) async throws { try await incoming.writer.writeMessage(message) }
   func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws {
-    recorder.record(status)
-    beforeFinish(status)
-    try await base.finish(lastMessage: lastMessage, status: status, metadata: metadata)
+    value.withLock { if $0.status == nil { $0.status = status } }
+    // A call the client reset or whose deadline passed ends with that status, whatever the
+    // handler answered after being cancelled.
+    report(RPCServer.status(ending: incoming.termination.reason) ?? status)
+    try await incoming.writer.finish(lastMessage: lastMessage, status: status, metadata: metadata)
   }
 }

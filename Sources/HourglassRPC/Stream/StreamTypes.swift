@@ -187,6 +187,8 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
   private enum Source: Sendable {
     case stream(AsyncThrowingStream<Element, any Error>)
     case queue(InboundQueue<Element>)
+    /// Everything there will be: one element, already received.
+    case single(Element)
   }
 
   private let source: Source
@@ -209,12 +211,22 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
     self.costsCredit = costsCredit
   }
 
+  /// Holds the one element a peer sent before half-closing (a unary call's request): no
+  /// queue, and no credit to return, since nothing more can arrive.
+  init(single element: Element) {
+    self.source = .single(element)
+    self.creditReturn = nil
+    self.costsCredit = { _ in false }
+  }
+
   public func makeAsyncIterator() -> Iterator {
     switch source {
     case .stream(let stream):
       Iterator(base: .stream(stream.makeAsyncIterator()), creditReturn: creditReturn, costsCredit: costsCredit)
     case .queue(let queue):
       Iterator(base: .queue(queue), creditReturn: creditReturn, costsCredit: costsCredit)
+    case .single(let element):
+      Iterator(base: .single(element), creditReturn: nil, costsCredit: costsCredit)
     }
   }
 
@@ -223,6 +235,7 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
     enum Base {
       case stream(AsyncThrowingStream<Element, any Error>.AsyncIterator)
       case queue(InboundQueue<Element>)
+      case single(Element?)
     }
 
     var base: Base
@@ -233,10 +246,13 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
       let element: Element?
       switch base {
       case .stream(var iterator):
-        element = try await iterator.next()
+        element = try await iterator.next(isolation: #isolation)
         base = .stream(iterator)
       case .queue(let queue):
         element = try await queue.next()
+      case .single(let remaining):
+        base = .single(nil)
+        return remaining
       }
       if let element, let creditReturn, costsCredit(element) { creditReturn.consumed() }
       return element
