@@ -99,7 +99,9 @@ struct SubmitBenchmark: AsyncParsableCommand {
         for transport in transports {
           let client = RPCClient(transport: transport)
           for _ in 0..<inFlight {
-            calls.addTask {
+            // Like HourglassClient's callers can, the load tasks prefer their connection's event
+            // loop, so a call starts and resumes there without a thread hop.
+            calls.addTask(executorPreference: transport.executor) {
               var samples: [Duration] = []
               var request = request
               while ContinuousClock.now < end {
