@@ -81,22 +81,23 @@ struct ScheduleSpecCodingTests {
     #expect(policies.overlap == .allow)
   }
 
-  @Test(
-    "bad documents are refused with the field named",
-    arguments: [
-      (#"{"kind":"weekly","cron":"* * * * *"}"#, "kind: unknown schedule kind"),
-      (#"{"kind":"interval","every":"15 minutes"}"#, "every: \"15 minutes\" is not a duration"),
-      (#"{"kind":"once","at":"tomorrow"}"#, "at: \"tomorrow\" is not an RFC 3339 time"),
-      (
-        #"{"kind":"cron","cron":"* * * * *","start":"2026-01-01T00:00:00"}"#,
-        "start: \"2026-01-01T00:00:00\" has no UTC offset"
-      ),
-      (
-        #"{"kind":"cron","cron":"* * * * *","misfire":{"policy":"run-all","limit":0}}"#,
-        "misfire.limit: 0 out of range 1-1000"
-      ),
-      (#"{"kind":"cron"}"#, "cron"),
-    ])
+  /// Documents both JSON readers refuse, with a fragment of the error that names the field.
+  static let refusedDocuments: [(String, String)] = [
+    (#"{"kind":"weekly","cron":"* * * * *"}"#, "kind: unknown schedule kind"),
+    (#"{"kind":"interval","every":"15 minutes"}"#, "every: \"15 minutes\" is not a duration"),
+    (#"{"kind":"once","at":"tomorrow"}"#, "at: \"tomorrow\" is not an RFC 3339 time"),
+    (
+      #"{"kind":"cron","cron":"* * * * *","start":"2026-01-01T00:00:00"}"#,
+      "start: \"2026-01-01T00:00:00\" has no UTC offset"
+    ),
+    (
+      #"{"kind":"cron","cron":"* * * * *","misfire":{"policy":"run-all","limit":0}}"#,
+      "misfire.limit: 0 out of range 1-1000"
+    ),
+    (#"{"kind":"cron"}"#, "cron"),
+  ]
+
+  @Test("bad documents are refused with the field named", arguments: refusedDocuments)
   func badDocuments(json: String, fragment: String) {
     do {
       _ = try Self.decode(json)
