@@ -285,6 +285,15 @@ struct TimedNoopOperator: Operator {
   var name: String { "noop" }
 
   func run(_ request: RunRequest, cancellation: RunCancellation) async -> RunOutcome {
+    measured(request)
+  }
+
+  /// As the built-in `noop`: done at once, so the executor starts no task for it.
+  func immediateOutcome(_ request: RunRequest) -> RunOutcome? {
+    measured(request)
+  }
+
+  private func measured(_ request: RunRequest) -> RunOutcome {
     let started = wallMicros()
     let scheduled = Int64((request.scheduledAt.timeIntervalSince1970 * 1_000_000).rounded())
     recorder.record(scheduled: scheduled, started: started)

@@ -15,6 +15,8 @@ actor Dispatcher {
   /// A connected executor's stream, as the dispatcher sees it.
   struct Session: Sendable {
     var executorID: String
+    /// The executor takes `LeaseGrantBatch`.
+    var batches: Bool
     var send: @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
   }
 
@@ -93,10 +95,11 @@ actor Dispatcher {
 
   /// An executor stream registered.
   func addExecutor(
-    executorID: String, operators: Set<String>, slots: Int, send: @escaping @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
+    executorID: String, operators: Set<String>, slots: Int, batches: Bool = false,
+    send: @escaping @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
   ) -> UInt64 {
     nextSession += 1
-    sessions[nextSession] = Session(executorID: executorID, send: send)
+    sessions[nextSession] = Session(executorID: executorID, batches: batches, send: send)
     pool.add(session: nextSession, executorID: executorID, operators: operators, slots: slots)
     var entry = executorGauges[executorID] ?? (gauges: metrics.executorGauges(executorID), streams: 0)
     entry.streams += 1
@@ -169,18 +172,43 @@ actor Dispatcher {
     return lease
   }
 
+  /// What the dispatcher knows of each of these leases (as ``activeLease(_:fence:)``), in one
+  /// call.
+  func activeLeases(_ keys: [(RunID, Fence)]) -> [ActiveLease?] {
+    keys.map { activeLease($0.0, fence: $0.1) }
+  }
+
   /// A lease ended (result recorded, refused, or cancelled).
   func leaseEnded(_ runID: RunID, recorded: Bool = false) {
     leases[runID] = nil
     if recorded {
       self.recorded += 1
-      if !recordedWaiters.isEmpty {
-        let count = self.recorded
-        let ready = recordedWaiters.filter { $0.count <= count }
-        recordedWaiters.removeAll { $0.count <= count }
-        for waiter in ready { waiter.continuation.resume() }
-      }
+      wakeRecordedWaiters()
     }
+  }
+
+  /// Several leases ended (results recorded or refused), and the runs their tasks go on with.
+  func resultsHandled(_ ended: [(RunID, Bool)], enqueue entries: [DueQueue.Entry]) {
+    var count = 0
+    for (runID, recorded) in ended {
+      leases[runID] = nil
+      if recorded { count += 1 }
+    }
+    for entry in entries {
+      enqueue(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)
+    }
+    if count > 0 {
+      recorded += count
+      wakeRecordedWaiters()
+    }
+  }
+
+  private func wakeRecordedWaiters() {
+    guard !recordedWaiters.isEmpty else { return }
+    let count = recorded
+    let ready = recordedWaiters.filter { $0.count <= count }
+    recordedWaiters.removeAll { $0.count <= count }
+    for waiter in ready { waiter.continuation.resume() }
   }
 
   /// Returns once at least `count` results have been recorded since start (a signal for tests).
@@ -423,14 +451,8 @@ actor Dispatcher {
       }
       let failed = await withTaskGroup(of: [RunID].self) { group in
         for (session, messages) in outgoing {
-          guard let send = senders[session]?.send else { continue }
-          group.addTask {
-            var failed: [RunID] = []
-            for (runID, message) in messages {
-              do { try await send(message) } catch { failed.append(runID) }
-            }
-            return failed
-          }
+          guard let executor = senders[session] else { continue }
+          group.addTask { await Self.push(messages, to: executor) }
         }
         return await group.reduce(into: [RunID]()) { $0 += $1 }
       }
@@ -445,6 +467,44 @@ actor Dispatcher {
     }
     return sent
   }
+
+  /// Sends one executor its grants of a batch: as one `LeaseGrantBatch` when it takes them,
+  /// else one message each, in order. Returns the runs whose grants could not be sent.
+  private static func push(_ messages: [(RunID, Hourglass_V1_CoordinatorMessage)], to executor: Session) async -> [RunID] {
+    var failed: [RunID] = []
+    guard executor.batches && messages.count > 1 else {
+      for (runID, message) in messages {
+        do { try await executor.send(message) } catch { failed.append(runID) }
+      }
+      return failed
+    }
+    // Batches of at most `batchBytes` of blobs and arguments, far below any message-size limit.
+    var start = messages.startIndex
+    while start < messages.endIndex {
+      var end = start
+      var bytes = 0
+      while end < messages.endIndex {
+        let grant = messages[end].1.lease
+        let size = 256 + grant.blob.count + grant.arguments.reduce(0) { $0 + $1.utf8.count }
+        if end > start && bytes + size > batchBytes { break }
+        bytes += size
+        end += 1
+      }
+      let chunk = messages[start..<end]
+      var message = chunk[start].1
+      if chunk.count > 1 {
+        message = Hourglass_V1_CoordinatorMessage()
+        message.leases = Hourglass_V1_LeaseGrantBatch.with { $0.grants = chunk.map(\.1.lease) }
+      }
+      do { try await executor.send(message) } catch { failed += chunk.map(\.0) }
+      start = end
+    }
+    return failed
+  }
+
+  /// The most bytes of blobs and arguments in one `LeaseGrantBatch` (a quarter of the default
+  /// message-size limit); a grant with a larger blob goes alone.
+  static var batchBytes: Int { 1 << 20 }
 
   /// The `LeaseGrant` for a lease; nil (logged) if the task's blob cannot be read, in which case
   /// the lease runs out in the store and is recovered.
