@@ -1,5 +1,6 @@
 import Foundation
 import HourglassCore
+import Synchronization
 
 /// What the coordinator keeps in the store's opaque schedule column: the schedule and the retry
 /// policy, as JSON. The store never reads it; the coordinator decodes it when a run ends.
@@ -26,7 +27,20 @@ public struct StoredTaskSpec: Codable, Sendable, Hashable {
   }
 
   /// Decodes what ``encoded()`` wrote.
+  ///
+  /// Every result of a run needs its task's spec, and many tasks share one (a recurring task's
+  /// bytes never change; one-shot tasks made by one tool often look alike), so recent decodings
+  /// are kept: a look-up by the bytes costs a fraction of a `JSONDecoder` run.
   public static func decode(_ bytes: [UInt8]) throws -> StoredTaskSpec {
-    try JSONDecoder().decode(StoredTaskSpec.self, from: Data(bytes))
+    if let known = recent.withLock({ $0[bytes] }) { return known }
+    let spec = try JSONDecoder().decode(StoredTaskSpec.self, from: Data(bytes))
+    recent.withLock { recent in
+      if recent.count >= recentLimit { recent.removeAll(keepingCapacity: true) }
+      recent[bytes] = spec
+    }
+    return spec
   }
+
+  private static let recentLimit = 4096
+  private static let recent = Mutex<[[UInt8]: StoredTaskSpec]>([:])
 }

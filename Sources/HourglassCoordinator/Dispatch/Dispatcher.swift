@@ -250,15 +250,46 @@ actor Dispatcher {
   // MARK: The loop
 
   /// Runs until cancelled: loads ahead, recovers expired leases, dispatches due runs.
+  ///
+  /// Loading ahead runs beside the dispatch loop, not in it: reading the next window (thousands
+  /// of entries at high rates) must not hold up the runs due meanwhile. The loader keeps three
+  /// quarters of the load-ahead window loaded; the dispatch loop loads by itself only when less
+  /// than half is (the loader fell behind, or the clock jumped).
   func run() async throws {
     metrics.ownShards(partitions: Int(store.partitionCount), owner: configuration.coordinatorID)
-    var lastRecovery = clock.nowMicros() - configuration.recoveryIntervalMicros
     do {
       try await loadBacklog()
     } catch {
       if Task.isCancelled { return }
       logger.error("loading the backlog failed; continuing with what is due from now", metadata: ["hourglass.error": "\(error)"])
     }
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await self.loadAhead() }
+      await dispatchLoop()
+      group.cancelAll()
+    }
+  }
+
+  /// Keeps the due queue filled for the coming window, until cancelled.
+  private func loadAhead() async {
+    while !Task.isCancelled {
+      let now = clock.nowMicros()
+      if now + configuration.loadAheadMicros * 3 / 4 >= loadedUntil {
+        do {
+          try await load(until: now + configuration.loadAheadMicros)
+        } catch {
+          if Task.isCancelled { return }
+          // The store is unavailable: keep what is queued, and try again on the next pass.
+          logger.error("loading due runs failed; retrying", metadata: ["hourglass.error": "\(error)"])
+        }
+      }
+      let next = max(loadedUntil - configuration.loadAheadMicros * 3 / 4, clock.nowMicros() + 1_000)
+      do { try await clock.sleep(untilMicros: next) } catch { return }
+    }
+  }
+
+  private func dispatchLoop() async {
+    var lastRecovery = clock.nowMicros() - configuration.recoveryIntervalMicros
     while !Task.isCancelled {
       let now = clock.nowMicros()
       if now + configuration.loadAheadMicros / 2 >= loadedUntil {
@@ -266,7 +297,6 @@ actor Dispatcher {
           try await load(until: now + configuration.loadAheadMicros)
         } catch {
           if Task.isCancelled { return }
-          // The store is unavailable: keep what is queued, and try again on the next pass.
           logger.error("loading due runs failed; retrying", metadata: ["hourglass.error": "\(error)"])
         }
       }
@@ -321,14 +351,21 @@ actor Dispatcher {
         let lower = max(from, bucket.startMicros)
         let upper = min(until, bucket.endMicros)
         var cursor = lower
+        let page = configuration.loadBatch
         while cursor < upper {
-          let entries = try await store.loadDue(shard: shard, from: cursor, until: upper, limit: configuration.loadBatch)
+          let entries = try await store.loadDue(shard: shard, from: cursor, until: upper, limit: page)
+          var added = 0
           for entry in entries {
             if queue.push(.init(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)) {
-              loaded += 1
+              added += 1
             }
           }
-          guard entries.count == configuration.loadBatch, let last = entries.last else { break }
+          if added > 0 {
+            loaded += added
+            // The dispatch loop may be asleep until a later instant than these.
+            poke()
+          }
+          guard entries.count == page, let last = entries.last else { break }
           cursor = last.dueMicros  // entries at exactly this instant may repeat: the queue dedupes them
           if cursor == lower { break }
         }

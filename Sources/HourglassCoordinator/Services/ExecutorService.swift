@@ -362,6 +362,15 @@ struct ResultPlanner {
       case .failed, .timedOut, .unspecified, .UNRECOGNIZED: return Plan(state: .dead, next: .runOnly, skipped: 0)
       }
     }
+    switch outcome {
+    case .succeeded where !task.recurring:
+      // A one-shot task that succeeded ends: its spec need not be read.
+      return Plan(state: .succeeded, next: .finish(.completed), skipped: 0)
+    case .cancelled:
+      return Plan(state: .cancelled, next: .finish(.completed), skipped: 0)
+    default:
+      break
+    }
     let stored = try StoredTaskSpec.decode(task.scheduleSpec)
     switch outcome {
     case .succeeded:
