@@ -25,7 +25,8 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   enum Event: Sendable {
     case inbound(UInt64, Hourglass_V1_CoordinatorMessage)
     case connectionEnded(UInt64, String?)
-    case timer(ExecutorTimer, generation: UInt64)
+    /// The timer task woke: fire what is due. The number names the sleeper.
+    case timersDue(UInt64)
     case runFinished(RunKey, RunOutcome)
     case shutdown
   }
@@ -132,6 +133,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
               switch message.kind {
               case .registered?:
                 metrics.connected.record(machine.currentConnection == connection ? 1 : 0)
+                if machine.currentConnection == connection && machine.coordinatorTakesBatches { shell.allowBatches(on: connection) }
               case .heartbeatAck?:
                 if let roundTrip = machine.lastRoundTrip { metrics.heartbeatRoundTrip.recordNanoseconds(roundTrip.wholeNanoseconds) }
                 metrics.eligible.record(machine.eligible ? 1 : 0)
@@ -141,9 +143,11 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             case .connectionEnded(let connection, let error):
               actions = machine.connectionEnded(connection, error: error, now: now, random: Double.random(in: 0..<1))
               metrics.connected.record(0)
-            case .timer(let timer, let generation):
-              guard shell.isCurrent(timer, generation: generation) else { continue }
-              actions = machine.timerFired(timer, now: now)
+            case .timersDue(let sleeper):
+              // Every timer due now, earliest first; timers they arm wait for the next wake.
+              var fired: [ExecutorStateMachine<C.Instant>.Action] = []
+              for timer in shell.takeDueTimers(sleeper: sleeper, now: now) { fired += machine.timerFired(timer, now: now) }
+              actions = fired
             case .runFinished(let key, let outcome):
               shell.runEnded(key)
               metrics.runFinished(outcome.status)
@@ -189,10 +193,12 @@ extension Executor {
     private let executorID: String
     private let metrics: ExecutorMetrics
 
-    private var outbox: (connection: UInt64, continuation: AsyncStream<Hourglass_V1_ExecutorMessage>.Continuation)?
+    private var outbox: (connection: UInt64, queue: ExecutorOutbox)?
     private var streamTask: Task<Void, Never>?
-    private var timers: [ExecutorTimer: (generation: UInt64, task: Task<Void, Never>)] = [:]
-    private var nextGeneration: UInt64 = 0
+    /// Every armed timer; one task sleeps until the earliest.
+    private var timers = TimerQueue<C.Instant>()
+    private var sleeper: (id: UInt64, deadline: C.Instant, task: Task<Void, Never>)?
+    private var nextSleeper: UInt64 = 0
     private var cancellations: [RunKey: RunCancellation] = [:]
 
     init(
@@ -208,10 +214,18 @@ extension Executor {
       self.metrics = metrics
     }
 
-    func isCurrent(_ timer: ExecutorTimer, generation: UInt64) -> Bool {
-      guard let armed = timers[timer], armed.generation == generation else { return false }
-      timers[timer] = nil
-      return true
+    /// The timers due at `now`, disarmed, earliest first; called when sleeper `id` woke.
+    func takeDueTimers(sleeper id: UInt64, now: C.Instant) -> [ExecutorTimer] {
+      if sleeper?.id == id { sleeper = nil }
+      var due: [ExecutorTimer] = []
+      while let timer = timers.popDue(now: now) { due.append(timer) }
+      return due
+    }
+
+    /// The coordinator of stream `connection` takes result batches.
+    func allowBatches(on connection: UInt64) {
+      guard let outbox, outbox.connection == connection else { return }
+      outbox.queue.allowBatches()
     }
 
     func runEnded(_ key: RunKey) {
@@ -226,10 +240,10 @@ extension Executor {
         case .connect(let connection):
           openStream(connection, group: &group)
         case .send(let message):
-          outbox?.continuation.yield(message)
+          outbox?.queue.yield(message)
         case .sendHeartbeat(let sequence, let freeSlots, let running, let lastRoundTripMicros):
           let (seconds, nanos) = Date().protoParts
-          outbox?.continuation.yield(
+          outbox?.queue.yield(
             .with {
               $0.heartbeat = .with {
                 $0.sequence = sequence
@@ -248,7 +262,7 @@ extension Executor {
         case .schedule(let timer, let instant):
           schedule(timer, at: instant)
         case .cancelTimer(let timer):
-          timers.removeValue(forKey: timer)?.task.cancel()
+          timers.cancel(timer)
         case .log(let level, let message, let run):
           var metadata: Logger.Metadata = ["hourglass.executor_id": "\(executorID)"]
           if let run {
@@ -257,45 +271,55 @@ extension Executor {
           }
           logger.log(level: level, "\(message)", metadata: metadata)
         case .closeStream:
-          outbox?.continuation.finish()
+          outbox?.queue.finish()
         case .abandonStream:
-          outbox?.continuation.finish()
+          outbox?.queue.finish()
           streamTask?.cancel()
         case .finish:
           finished = true
         }
       }
+      armSleeper()
       return finished
     }
 
     func tearDown() {
-      for (_, timer) in timers { timer.task.cancel() }
-      timers = [:]
-      outbox?.continuation.finish()
+      timers.removeAll()
+      sleeper?.task.cancel()
+      sleeper = nil
+      outbox?.queue.finish()
       streamTask?.cancel()
     }
 
     private func schedule(_ timer: ExecutorTimer, at instant: C.Instant) {
-      timers[timer]?.task.cancel()
-      nextGeneration += 1
-      let generation = nextGeneration
+      timers.schedule(timer, at: instant)
+    }
+
+    /// Makes sure one task sleeps until the earliest armed deadline (a sleeper that wakes
+    /// earlier, for a timer since cancelled, finds nothing due and is replaced).
+    private func armSleeper() {
+      guard let deadline = timers.nextDeadline() else { return }
+      if let sleeper, sleeper.deadline <= deadline { return }
+      sleeper?.task.cancel()
+      nextSleeper += 1
+      let id = nextSleeper
       let clock = self.clock
       let sink = self.sink
       let task = Task {
         do {
-          try await clock.sleep(until: instant, tolerance: nil)
+          try await clock.sleep(until: deadline, tolerance: nil)
         } catch {
           return
         }
-        sink.yield(.timer(timer, generation: generation))
+        sink.yield(.timersDue(id))
       }
-      timers[timer] = (generation, task)
+      sleeper = (id, deadline, task)
     }
 
     private func openStream(_ connection: UInt64, group: inout DiscardingTaskGroup) {
-      outbox?.continuation.finish()
-      let (messages, continuation) = AsyncStream<Hourglass_V1_ExecutorMessage>.makeStream()
-      outbox = (connection, continuation)
+      outbox?.queue.finish()
+      let queue = ExecutorOutbox()
+      outbox = (connection, queue)
       let client = RPCClient(transport: transport)
       let sink = self.sink
       // An unstructured task so that a stream can be abandoned on its own; it ends with the
@@ -307,17 +331,21 @@ extension Executor {
             requestType: Hourglass_V1_ExecutorMessage.self,
             responseType: Hourglass_V1_CoordinatorMessage.self,
             requests: { writer in
-              for await message in messages { try await writer.write(message) }
+              // Whatever queued up while the previous messages were being written goes out
+              // together (results and credits coalesced).
+              while let messages = await queue.next() {
+                for message in messages { try await writer.write(message) }
+              }
             },
             responses: { responses in
               // The request side waits on the outbox: end it with the responses.
-              defer { continuation.finish() }
+              defer { queue.finish() }
               for try await message in responses { sink.yield(.inbound(connection, message)) }
             }
           )
           sink.yield(.connectionEnded(connection, nil))
         } catch {
-          continuation.finish()
+          queue.finish()
           sink.yield(.connectionEnded(connection, "\(error)"))
         }
       }
@@ -346,6 +374,11 @@ extension Executor {
           "hourglass.operator": "\(grant.operator)",
         ])
       metrics.runsStarted.increment()
+      if let outcome = op.immediateOutcome(request) {
+        // Done already (noop): no task for it; the loop takes the result next.
+        sink.yield(.runFinished(key, outcome))
+        return
+      }
       group.addTask {
         let outcome = await op.run(request, cancellation: cancellation)
         sink.yield(.runFinished(key, outcome))

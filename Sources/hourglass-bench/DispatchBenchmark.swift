@@ -50,6 +50,9 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Option(help: "Slots (credits) per executor.")
   var slots: Int = 256
 
+  @Option(help: "Results per group-committed transaction at most (the coordinator's resultBatch; its default when absent).")
+  var resultBatch: Int?
+
   @Option(help: "Tasks per insert call while preloading the store.")
   var preloadBatch: Int = 20_000
 
@@ -133,6 +136,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
       trustedCAPEM: ca.authority.certificatePEM, certificatePEM: server.certificatePEM, privateKeyPEM: server.privateKeyPEM)
     var configuration = CoordinatorConfiguration.defaults
     configuration.loadAheadMicros = 4_000_000
+    if let resultBatch { configuration.resultBatch = resultBatch }
     let coordinator = try Coordinator(
       configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
     let recorder = StartRecorder(capacity: due.count)
@@ -285,6 +289,15 @@ struct TimedNoopOperator: Operator {
   var name: String { "noop" }
 
   func run(_ request: RunRequest, cancellation: RunCancellation) async -> RunOutcome {
+    measured(request)
+  }
+
+  /// As the built-in `noop`: done at once, so the executor starts no task for it.
+  func immediateOutcome(_ request: RunRequest) -> RunOutcome? {
+    measured(request)
+  }
+
+  private func measured(_ request: RunRequest) -> RunOutcome {
     let started = wallMicros()
     let scheduled = Int64((request.scheduledAt.timeIntervalSince1970 * 1_000_000).rounded())
     recorder.record(scheduled: scheduled, started: started)

@@ -236,6 +236,51 @@ struct CoordinatorTests {
     }
   }
 
+  @Test("batches: leases due together go out in one LeaseGrantBatch; a RunResultBatch is recorded and answered by one ResultAckBatch, each result fenced")
+  func batches() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      var ids: Set<String> = []
+      for _ in 0..<3 { ids.insert(try await alice.schedule(once: 5)) }
+      harness.advance(seconds: 6)
+      let executor = try await harness.executor("exec-1", batches: true)
+      executor.grant(3)
+      var grants: [Hourglass_V1_LeaseGrant] = []
+      while grants.count < 3 {
+        let message = try await executor.next()
+        switch message.kind {
+        case .leases(let batch)?: grants += batch.grants
+        case .lease(let grant)?: grants.append(grant)
+        default: Issue.record("expected leases, got \(message)")
+        }
+      }
+      #expect(Set(grants.map(\.taskID)) == ids)
+      // One stale fence among them: refused, the others recorded.
+      executor.send {
+        $0.results = .with {
+          $0.results = grants.enumerated().map { index, grant in
+            .with {
+              $0.runID = grant.runID
+              $0.fence = index == 1 ? grant.fence + 1 : grant.fence
+              $0.outcome = .succeeded
+            }
+          }
+        }
+      }
+      let reply = try await executor.next()
+      guard case .resultAcks(let acks)? = reply.kind else { Issue.record("expected a ResultAckBatch, got \(reply)"); return }
+      #expect(acks.acks.map(\.runID) == grants.map(\.runID))
+      #expect(acks.acks.map(\.recorded) == [true, false, true])
+      #expect(try await alice.get(grants[0].taskID).taskStatus == .succeeded)
+      #expect(try await alice.get(grants[1].taskID).taskStatus == .running)
+      #expect(try await alice.get(grants[2].taskID).taskStatus == .succeeded)
+      // The refused one is still leased: its right result is recorded once.
+      #expect(try await executor.report(grants[1], outcome: .succeeded))
+      #expect(try await executor.report(grants[1], outcome: .succeeded) == false)
+      await executor.close()
+    }
+  }
+
   @Test("runs due together go out by priority")
   func priority() async throws {
     try await Harness.with { harness in

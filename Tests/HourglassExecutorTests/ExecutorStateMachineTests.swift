@@ -69,7 +69,7 @@ struct ExecutorStateMachineTests {
       Self.sent(start) == [
         .register(
           .with {
-            $0.executorID = "e1"; $0.operators = ["exec", "noop"]; $0.slots = 3; $0.version = "test"
+            $0.executorID = "e1"; $0.operators = ["exec", "noop"]; $0.slots = 3; $0.version = "test"; $0.batches = true
           })
       ])
     let actions = machine.received(Self.registered(), on: connection, now: Self.at(0))
@@ -84,6 +84,51 @@ struct ExecutorStateMachineTests {
     let second = machine.received(Self.lease("b"), on: 1, now: Self.at(0))
     #expect(!second.contains { if case .startRun = $0 { true } else { false } })
     #expect(machine.runs.count == 1)
+  }
+
+  @Test("a LeaseGrantBatch starts each grant as its own LeaseGrant would, credits counted per grant")
+  func leaseBatch() {
+    var machine = Self.connected(slots: 2)
+    let batch = Hourglass_V1_CoordinatorMessage.with {
+      $0.leases = .with { $0.grants = ["a", "b", "c"].map { Self.lease($0).lease } }
+    }
+    let actions = machine.received(batch, on: 1, now: Self.at(0))
+    let started = actions.compactMap { if case .startRun(let key, _) = $0 { return key.runID } else { return nil } }
+    #expect(started == ["a", "b"], "two credits: the third grant is refused")
+    #expect(machine.runs.count == 2)
+    #expect(machine.outstandingCredits == 0)
+  }
+
+  @Test("ResultAckBatch: a refused result is logged as a single ResultAck would be")
+  func resultAckBatch() {
+    var machine = Self.connected()
+    let acks = Hourglass_V1_CoordinatorMessage.with {
+      $0.resultAcks = .with {
+        $0.acks = [
+          .with {
+            $0.runID = "a"; $0.recorded = true
+          },
+          .with {
+            $0.runID = "b"; $0.recorded = false
+          },
+        ]
+      }
+    }
+    let actions = machine.received(acks, on: 1, now: Self.at(0))
+    #expect(actions.count == 1)
+    guard case .log(.info, _, let run)? = actions.first else { Issue.record("no log: \(actions)"); return }
+    #expect(run?.runID == "b")
+  }
+
+  @Test("Registered.batches says whether the coordinator takes result batches")
+  func coordinatorBatches() {
+    var machine = Self.machine()
+    _ = machine.start(now: Self.at(0))
+    #expect(!machine.coordinatorTakesBatches)
+    var registered = Self.registered()
+    registered.registered.batches = true
+    _ = machine.received(registered, on: 1, now: Self.at(0))
+    #expect(machine.coordinatorTakesBatches)
   }
 
   @Test("the lease's expiry counts from the renewal's sending, not from its acknowledgement")

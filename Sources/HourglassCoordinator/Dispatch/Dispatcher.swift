@@ -15,6 +15,8 @@ actor Dispatcher {
   /// A connected executor's stream, as the dispatcher sees it.
   struct Session: Sendable {
     var executorID: String
+    /// The executor takes `LeaseGrantBatch`.
+    var batches: Bool
     var send: @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
   }
 
@@ -93,10 +95,11 @@ actor Dispatcher {
 
   /// An executor stream registered.
   func addExecutor(
-    executorID: String, operators: Set<String>, slots: Int, send: @escaping @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
+    executorID: String, operators: Set<String>, slots: Int, batches: Bool = false,
+    send: @escaping @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
   ) -> UInt64 {
     nextSession += 1
-    sessions[nextSession] = Session(executorID: executorID, send: send)
+    sessions[nextSession] = Session(executorID: executorID, batches: batches, send: send)
     pool.add(session: nextSession, executorID: executorID, operators: operators, slots: slots)
     var entry = executorGauges[executorID] ?? (gauges: metrics.executorGauges(executorID), streams: 0)
     entry.streams += 1
@@ -169,18 +172,43 @@ actor Dispatcher {
     return lease
   }
 
+  /// What the dispatcher knows of each of these leases (as ``activeLease(_:fence:)``), in one
+  /// call.
+  func activeLeases(_ keys: [(RunID, Fence)]) -> [ActiveLease?] {
+    keys.map { activeLease($0.0, fence: $0.1) }
+  }
+
   /// A lease ended (result recorded, refused, or cancelled).
   func leaseEnded(_ runID: RunID, recorded: Bool = false) {
     leases[runID] = nil
     if recorded {
       self.recorded += 1
-      if !recordedWaiters.isEmpty {
-        let count = self.recorded
-        let ready = recordedWaiters.filter { $0.count <= count }
-        recordedWaiters.removeAll { $0.count <= count }
-        for waiter in ready { waiter.continuation.resume() }
-      }
+      wakeRecordedWaiters()
     }
+  }
+
+  /// Several leases ended (results recorded or refused), and the runs their tasks go on with.
+  func resultsHandled(_ ended: [(RunID, Bool)], enqueue entries: [DueQueue.Entry]) {
+    var count = 0
+    for (runID, recorded) in ended {
+      leases[runID] = nil
+      if recorded { count += 1 }
+    }
+    for entry in entries {
+      enqueue(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)
+    }
+    if count > 0 {
+      recorded += count
+      wakeRecordedWaiters()
+    }
+  }
+
+  private func wakeRecordedWaiters() {
+    guard !recordedWaiters.isEmpty else { return }
+    let count = recorded
+    let ready = recordedWaiters.filter { $0.count <= count }
+    recordedWaiters.removeAll { $0.count <= count }
+    for waiter in ready { waiter.continuation.resume() }
   }
 
   /// Returns once at least `count` results have been recorded since start (a signal for tests).
@@ -222,15 +250,46 @@ actor Dispatcher {
   // MARK: The loop
 
   /// Runs until cancelled: loads ahead, recovers expired leases, dispatches due runs.
+  ///
+  /// Loading ahead runs beside the dispatch loop, not in it: reading the next window (thousands
+  /// of entries at high rates) must not hold up the runs due meanwhile. The loader keeps three
+  /// quarters of the load-ahead window loaded; the dispatch loop loads by itself only when less
+  /// than half is (the loader fell behind, or the clock jumped).
   func run() async throws {
     metrics.ownShards(partitions: Int(store.partitionCount), owner: configuration.coordinatorID)
-    var lastRecovery = clock.nowMicros() - configuration.recoveryIntervalMicros
     do {
       try await loadBacklog()
     } catch {
       if Task.isCancelled { return }
       logger.error("loading the backlog failed; continuing with what is due from now", metadata: ["hourglass.error": "\(error)"])
     }
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await self.loadAhead() }
+      await dispatchLoop()
+      group.cancelAll()
+    }
+  }
+
+  /// Keeps the due queue filled for the coming window, until cancelled.
+  private func loadAhead() async {
+    while !Task.isCancelled {
+      let now = clock.nowMicros()
+      if now + configuration.loadAheadMicros * 3 / 4 >= loadedUntil {
+        do {
+          try await load(until: now + configuration.loadAheadMicros)
+        } catch {
+          if Task.isCancelled { return }
+          // The store is unavailable: keep what is queued, and try again on the next pass.
+          logger.error("loading due runs failed; retrying", metadata: ["hourglass.error": "\(error)"])
+        }
+      }
+      let next = max(loadedUntil - configuration.loadAheadMicros * 3 / 4, clock.nowMicros() + 1_000)
+      do { try await clock.sleep(untilMicros: next) } catch { return }
+    }
+  }
+
+  private func dispatchLoop() async {
+    var lastRecovery = clock.nowMicros() - configuration.recoveryIntervalMicros
     while !Task.isCancelled {
       let now = clock.nowMicros()
       if now + configuration.loadAheadMicros / 2 >= loadedUntil {
@@ -238,7 +297,6 @@ actor Dispatcher {
           try await load(until: now + configuration.loadAheadMicros)
         } catch {
           if Task.isCancelled { return }
-          // The store is unavailable: keep what is queued, and try again on the next pass.
           logger.error("loading due runs failed; retrying", metadata: ["hourglass.error": "\(error)"])
         }
       }
@@ -293,14 +351,21 @@ actor Dispatcher {
         let lower = max(from, bucket.startMicros)
         let upper = min(until, bucket.endMicros)
         var cursor = lower
+        let page = configuration.loadBatch
         while cursor < upper {
-          let entries = try await store.loadDue(shard: shard, from: cursor, until: upper, limit: configuration.loadBatch)
+          let entries = try await store.loadDue(shard: shard, from: cursor, until: upper, limit: page)
+          var added = 0
           for entry in entries {
             if queue.push(.init(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)) {
-              loaded += 1
+              added += 1
             }
           }
-          guard entries.count == configuration.loadBatch, let last = entries.last else { break }
+          if added > 0 {
+            loaded += added
+            // The dispatch loop may be asleep until a later instant than these.
+            poke()
+          }
+          guard entries.count == page, let last = entries.last else { break }
           cursor = last.dueMicros  // entries at exactly this instant may repeat: the queue dedupes them
           if cursor == lower { break }
         }
@@ -423,14 +488,8 @@ actor Dispatcher {
       }
       let failed = await withTaskGroup(of: [RunID].self) { group in
         for (session, messages) in outgoing {
-          guard let send = senders[session]?.send else { continue }
-          group.addTask {
-            var failed: [RunID] = []
-            for (runID, message) in messages {
-              do { try await send(message) } catch { failed.append(runID) }
-            }
-            return failed
-          }
+          guard let executor = senders[session] else { continue }
+          group.addTask { await Self.push(messages, to: executor) }
         }
         return await group.reduce(into: [RunID]()) { $0 += $1 }
       }
@@ -445,6 +504,44 @@ actor Dispatcher {
     }
     return sent
   }
+
+  /// Sends one executor its grants of a batch: as one `LeaseGrantBatch` when it takes them,
+  /// else one message each, in order. Returns the runs whose grants could not be sent.
+  private static func push(_ messages: [(RunID, Hourglass_V1_CoordinatorMessage)], to executor: Session) async -> [RunID] {
+    var failed: [RunID] = []
+    guard executor.batches && messages.count > 1 else {
+      for (runID, message) in messages {
+        do { try await executor.send(message) } catch { failed.append(runID) }
+      }
+      return failed
+    }
+    // Batches of at most `batchBytes` of blobs and arguments, far below any message-size limit.
+    var start = messages.startIndex
+    while start < messages.endIndex {
+      var end = start
+      var bytes = 0
+      while end < messages.endIndex {
+        let grant = messages[end].1.lease
+        let size = 256 + grant.blob.count + grant.arguments.reduce(0) { $0 + $1.utf8.count }
+        if end > start && bytes + size > batchBytes { break }
+        bytes += size
+        end += 1
+      }
+      let chunk = messages[start..<end]
+      var message = chunk[start].1
+      if chunk.count > 1 {
+        message = Hourglass_V1_CoordinatorMessage()
+        message.leases = Hourglass_V1_LeaseGrantBatch.with { $0.grants = chunk.map(\.1.lease) }
+      }
+      do { try await executor.send(message) } catch { failed += chunk.map(\.0) }
+      start = end
+    }
+    return failed
+  }
+
+  /// The most bytes of blobs and arguments in one `LeaseGrantBatch` (a quarter of the default
+  /// message-size limit); a grant with a larger blob goes alone.
+  static var batchBytes: Int { 1 << 20 }
 
   /// The `LeaseGrant` for a lease; nil (logged) if the task's blob cannot be read, in which case
   /// the lease runs out in the store and is recovered.

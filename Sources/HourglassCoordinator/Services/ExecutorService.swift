@@ -49,6 +49,7 @@ struct ExecutorService: Sendable {
     registered.coordinatorID = configuration.coordinatorID
     registered.heartbeatInterval = ProtoTime.duration(configuration.heartbeatIntervalMicros)
     registered.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
+    registered.batches = true
     var hello = Hourglass_V1_CoordinatorMessage()
     hello.registered = registered
     try await writer.write(hello)
@@ -57,6 +58,7 @@ struct ExecutorService: Sendable {
       executorID: registration.executorID,
       operators: Set(registration.operators),
       slots: Int(registration.slots),
+      batches: registration.batches,
       send: { try await writer.write($0) }
     )
     do {
@@ -67,6 +69,8 @@ struct ExecutorService: Sendable {
         while let message = try await iterator.next() {
           if case .result(let result)? = message.kind {
             group.addTask { try await answer(result, executorID: registration.executorID, writer: writer) }
+          } else if case .results(let batch)? = message.kind {
+            group.addTask { try await answer(batch, executorID: registration.executorID, writer: writer) }
           } else {
             try await handle(message, session: session, executorID: registration.executorID, writer: writer)
           }
@@ -118,6 +122,8 @@ struct ExecutorService: Sendable {
       try await writer.write(reply)
     case .result(let result):
       try await answer(result, executorID: executorID, writer: writer)
+    case .results(let batch):
+      try await answer(batch, executorID: executorID, writer: writer)
     case .draining:
       await dispatcher.drain(session: session)
       logger.info("executor draining", metadata: ["hourglass.executor": "\(executorID)"])
@@ -138,6 +144,75 @@ struct ExecutorService: Sendable {
     var reply = Hourglass_V1_CoordinatorMessage()
     reply.resultAck = ack
     try await writer.write(reply)
+  }
+
+  /// Records a batch of results and acknowledges them in one `ResultAckBatch`.
+  private func answer(_ batch: Hourglass_V1_RunResultBatch, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
+    let recorded = try await record(batch.results, executorID: executorID)
+    var acks = Hourglass_V1_ResultAckBatch()
+    acks.acks.reserveCapacity(recorded.count)
+    for (result, recorded) in zip(batch.results, recorded) {
+      var ack = Hourglass_V1_ResultAck()
+      ack.runID = result.runID
+      ack.fence = result.fence
+      ack.recorded = recorded
+      acks.acks.append(ack)
+    }
+    var reply = Hourglass_V1_CoordinatorMessage()
+    reply.resultAcks = acks
+    try await writer.write(reply)
+  }
+
+  /// Records several results of one stream together: one look-up of their leases in the
+  /// dispatcher, one request to the group committer, one update of the dispatcher afterwards.
+  /// Each result is still its own compare-and-set on its fence, with the same outcome as
+  /// through ``record(_:executorID:)``; a result whose lease the dispatcher does not know goes
+  /// that way (it reads the store).
+  func record(_ results: [Hourglass_V1_RunResult], executorID: String) async throws -> [Bool] {
+    var keys: [(RunID, Fence)] = []
+    keys.reserveCapacity(results.count)
+    for result in results {
+      guard let runID = RunID(result.runID) else {
+        throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
+      }
+      keys.append((runID, Fence(rawValue: result.fence)))
+    }
+    let active = await dispatcher.activeLeases(keys)
+    var recorded = Array(repeating: false, count: results.count)
+    var pending: [(index: Int, prepared: Prepared)] = []
+    var ended: [(RunID, Bool)] = []
+    let now = clock.nowMicros()
+    do {
+      for index in results.indices {
+        guard let lease = active[index] else {
+          recorded[index] = try await record(results[index], executorID: executorID)
+          continue
+        }
+        let prepared = try prepare(
+          results[index], runID: keys[index].0, fence: keys[index].1, task: lease.task, attempt: lease.attempt, detached: lease.detached, now: now)
+        pending.append((index, prepared))
+      }
+      let outcomes = try await self.results.record(pending.map(\.prepared.record))
+      var follow: [DueQueue.Entry] = []
+      for ((index, prepared), outcome) in zip(pending, outcomes) {
+        let ok = outcome == .recorded
+        recorded[index] = ok
+        ended.append((prepared.record.runID, ok))
+        if ok {
+          if let next = finished(prepared, result: results[index]) { follow.append(next) }
+        } else {
+          logger.info(
+            "result with a stale fence refused",
+            metadata: ["hourglass.run_id": "\(prepared.record.runID)", "hourglass.fence": "\(prepared.record.fence.rawValue)"])
+        }
+      }
+      await dispatcher.resultsHandled(ended, enqueue: follow)
+    } catch {
+      // Whatever happened to them, these leases are over.
+      await dispatcher.resultsHandled(pending.map { ($0.prepared.record.runID, false) }, enqueue: [])
+      throw error
+    }
+    return recorded
   }
 
   /// Records a run's result if its fence is still current, and moves the task on: the next
@@ -184,27 +259,54 @@ struct ExecutorService: Sendable {
       // The task moved on while this run was leased: it was detached (overlap allowed).
       detached = stored.state != .running || stored.nextRunMicros != runID.scheduledMicros
     }
-    let now = clock.nowMicros()
-    let plan = try ResultPlanner(configuration: configuration).plan(
-      task: task, runID: runID, attempt: attempt, outcome: result.outcome, now: now, detached: detached)
+    let prepared = try prepare(result, runID: runID, fence: fence, task: task, attempt: attempt, detached: detached, now: clock.nowMicros())
     // The store's compare-and-set on the fence decides; results from all streams share
     // transactions.
-    let outcome = try await results.record(
-      ResultRecord(
-        runID: runID,
-        fence: fence,
-        result: RunResult(
-          state: plan.state,
-          finishedMicros: result.hasFinished ? ProtoTime.micros(result.finished) : now,
-          exitStatus: result.exitCode,
-          outputTail: Array(result.outputTail.suffix(65_536)),
-          error: result.error.isEmpty ? nil : result.error,
-          next: plan.next
-        )))
+    let outcome = try await results.record(prepared.record)
     guard outcome == .recorded else {
       logger.info("result with a stale fence refused", metadata: ["hourglass.run_id": "\(runID)", "hourglass.fence": "\(fence.rawValue)"])
       return false
     }
+    if let next = finished(prepared, result: result) {
+      await dispatcher.enqueue(taskID: next.taskID, scheduledMicros: next.scheduledMicros, dueMicros: next.dueMicros, priority: next.priority)
+    }
+    return true
+  }
+
+  /// A result, planned: what the store is to record, and what it means for the task.
+  struct Prepared {
+    var record: ResultRecord
+    var plan: ResultPlanner.Plan
+    var task: TaskRecord
+    var attempt: Int32
+  }
+
+  private func prepare(
+    _ result: Hourglass_V1_RunResult, runID: RunID, fence: Fence, task: TaskRecord, attempt: Int32, detached: Bool, now: Int64
+  ) throws -> Prepared {
+    let plan = try ResultPlanner(configuration: configuration).plan(
+      task: task, runID: runID, attempt: attempt, outcome: result.outcome, now: now, detached: detached)
+    let record = ResultRecord(
+      runID: runID,
+      fence: fence,
+      result: RunResult(
+        state: plan.state,
+        finishedMicros: result.hasFinished ? ProtoTime.micros(result.finished) : now,
+        exitStatus: result.exitCode,
+        outputTail: Array(result.outputTail.suffix(65_536)),
+        error: result.error.isEmpty ? nil : result.error,
+        next: plan.next
+      ))
+    return Prepared(record: record, plan: plan, task: task, attempt: attempt)
+  }
+
+  /// After a result was recorded: metrics, logs, and the run the task goes on with, if any (to
+  /// be queued in the dispatcher).
+  private func finished(_ prepared: Prepared, result: Hourglass_V1_RunResult) -> DueQueue.Entry? {
+    let plan = prepared.plan
+    let task = prepared.task
+    let attempt = prepared.attempt
+    let runID = prepared.record.runID
     switch plan.state {
     case .succeeded: metrics.runsSucceeded.increment()
     case .cancelled: metrics.runsCancelled.increment()
@@ -223,13 +325,12 @@ struct ExecutorService: Sendable {
     case .retry(let at):
       metrics.runsRetried.increment()
       logger.info("run failed; retrying", metadata: ["hourglass.run_id": "\(runID)", "hourglass.attempt": "\(attempt)", "hourglass.retry_at": "\(at)"])
-      await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: runID.scheduledMicros, dueMicros: at, priority: task.priority)
+      return DueQueue.Entry(taskID: runID.taskID, scheduledMicros: runID.scheduledMicros, dueMicros: at, priority: task.priority)
     case .reschedule(let next):
-      await dispatcher.enqueue(taskID: runID.taskID, scheduledMicros: next, dueMicros: next, priority: task.priority)
+      return DueQueue.Entry(taskID: runID.taskID, scheduledMicros: next, dueMicros: next, priority: task.priority)
     case .runOnly, .finish:
-      break
+      return nil
     }
-    return true
   }
 }
 
@@ -260,6 +361,15 @@ struct ResultPlanner {
       case .cancelled: return Plan(state: .cancelled, next: .runOnly, skipped: 0)
       case .failed, .timedOut, .unspecified, .UNRECOGNIZED: return Plan(state: .dead, next: .runOnly, skipped: 0)
       }
+    }
+    switch outcome {
+    case .succeeded where !task.recurring:
+      // A one-shot task that succeeded ends: its spec need not be read.
+      return Plan(state: .succeeded, next: .finish(.completed), skipped: 0)
+    case .cancelled:
+      return Plan(state: .cancelled, next: .finish(.completed), skipped: 0)
+    default:
+      break
     }
     let stored = try StoredTaskSpec.decode(task.scheduleSpec)
     switch outcome {

@@ -33,4 +33,13 @@ final class ResultRecorder: Sendable {
     try await committer.submit([Item(record: record, slot: slot)])
     return slot.outcome.withLock { $0 } ?? .staleFence
   }
+
+  /// Records several results in one request (committed in the same transaction); returns
+  /// their outcomes, in order, once it has committed.
+  func record(_ records: [ResultRecord]) async throws -> [RecordOutcome] {
+    if records.isEmpty { return [] }
+    let items = records.map { Item(record: $0, slot: Slot()) }
+    try await committer.submit(items)
+    return items.map { $0.slot.outcome.withLock { $0 } ?? .staleFence }
+  }
 }

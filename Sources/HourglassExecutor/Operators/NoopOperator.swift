@@ -11,6 +11,15 @@ public struct NoopOperator: Operator {
   public init() {}
 
   public func run(_ request: RunRequest, cancellation: RunCancellation) async -> RunOutcome {
+    Self.succeededNow()
+  }
+
+  /// Succeeded, now: the executor needs no task for a noop run.
+  public func immediateOutcome(_ request: RunRequest) -> RunOutcome? {
+    Self.succeededNow()
+  }
+
+  private static func succeededNow() -> RunOutcome {
     let now = Date()
     return RunOutcome(status: .succeeded, started: now, finished: now)
   }

@@ -12,6 +12,16 @@ public protocol Operator: Sendable {
 
   /// Carries out one run and says how it ended. Never throws: failures are outcomes.
   func run(_ request: RunRequest, cancellation: RunCancellation) async -> RunOutcome
+
+  /// The run's outcome, when the operator has it at once without waiting for anything (`noop`):
+  /// the executor then starts no task for the run. `nil`, the default, means the run goes
+  /// through ``run(_:cancellation:)``.
+  func immediateOutcome(_ request: RunRequest) -> RunOutcome?
+}
+
+extension Operator {
+  /// `nil`: the run goes through ``run(_:cancellation:)``.
+  public func immediateOutcome(_ request: RunRequest) -> RunOutcome? { nil }
 }
 
 /// What an operator is asked to run: the lease's content, minus the lease bookkeeping.

@@ -73,6 +73,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var coordinatorID: String
     var heartbeatInterval: Duration
     var leaseDuration: Duration?
+    /// The coordinator takes `RunResultBatch`.
+    var batches: Bool = false
   }
 
   enum Link: Sendable {
@@ -175,12 +177,18 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     switch message.kind {
     case .registered(let registered): return handleRegistered(registered, connection: connection, now: now)
     case .lease(let grant): return handleLease(grant, now: now)
+    case .leases(let batch):
+      var actions: [Action] = []
+      actions.reserveCapacity(batch.grants.count * 3)
+      for grant in batch.grants { actions += handleLease(grant, now: now) }
+      return actions
     case .heartbeatAck(let ack): return handleHeartbeatAck(ack, now: now)
     case .renewalAck(let ack): return handleRenewalAck(ack, now: now)
     case .cancel(let cancel): return handleCancel(cancel)
     case .resultAck(let ack):
-      let key = RunKey(runID: ack.runID, fence: ack.fence)
-      return ack.recorded ? [] : [.log(.info, "the coordinator did not record the result: its fence is stale", run: key)]
+      return Self.handleResultAck(ack)
+    case .resultAcks(let batch):
+      return batch.acks.flatMap(Self.handleResultAck)
     case nil:
       return [.log(.warning, "ignored a coordinator message of an unknown kind", run: nil)]
     }
@@ -345,7 +353,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       connection: connection,
       coordinatorID: registered.coordinatorID,
       heartbeatInterval: interval > .zero ? interval : settings.heartbeatInterval,
-      leaseDuration: lease > .zero ? lease : nil
+      leaseDuration: lease > .zero ? lease : nil,
+      batches: registered.batches
     )
     link = .connected(session)
     failedAttempts = 0
@@ -479,6 +488,18 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return [.log(.info, "cancelling the run: \(cancel.reason)", run: key), .stopRun(key, reason)]
   }
 
+  private static func handleResultAck(_ ack: Hourglass_V1_ResultAck) -> [Action] {
+    let key = RunKey(runID: ack.runID, fence: ack.fence)
+    return ack.recorded ? [] : [.log(.info, "the coordinator did not record the result: its fence is stale", run: key)]
+  }
+
+  /// Whether the coordinator of the current stream takes several results in one
+  /// `RunResultBatch`.
+  var coordinatorTakesBatches: Bool {
+    if case .connected(let session) = link { return session.batches }
+    return false
+  }
+
   // MARK: Helpers
 
   private mutating func connect() -> [Action] {
@@ -493,6 +514,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
         $0.operators = settings.operators
         $0.slots = UInt32(settings.slots)
         $0.version = settings.version
+        $0.batches = true
       }
     }
     return [.connect(connection: nextConnection), .send(register)]

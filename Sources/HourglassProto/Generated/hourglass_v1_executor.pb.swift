@@ -131,6 +131,15 @@ public nonisolated struct Hourglass_V1_ExecutorMessage: Sendable {
     set {kind = .draining(newValue)}
   }
 
+  /// Several results at once; sent only to a coordinator whose `Registered.batches` is set.
+  public var results: Hourglass_V1_RunResultBatch {
+    get {
+      if case .results(let v)? = kind {return v}
+      return Hourglass_V1_RunResultBatch()
+    }
+    set {kind = .results(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -140,6 +149,8 @@ public nonisolated struct Hourglass_V1_ExecutorMessage: Sendable {
     case renewal(Hourglass_V1_LeaseRenewal)
     case result(Hourglass_V1_RunResult)
     case draining(Hourglass_V1_Draining)
+    /// Several results at once; sent only to a coordinator whose `Registered.batches` is set.
+    case results(Hourglass_V1_RunResultBatch)
 
   }
 
@@ -202,6 +213,24 @@ public nonisolated struct Hourglass_V1_CoordinatorMessage: Sendable {
     set {kind = .resultAck(newValue)}
   }
 
+  /// Several leases at once; sent only to an executor whose `Register.batches` is set.
+  public var leases: Hourglass_V1_LeaseGrantBatch {
+    get {
+      if case .leases(let v)? = kind {return v}
+      return Hourglass_V1_LeaseGrantBatch()
+    }
+    set {kind = .leases(newValue)}
+  }
+
+  /// The answers to one `RunResultBatch`.
+  public var resultAcks: Hourglass_V1_ResultAckBatch {
+    get {
+      if case .resultAcks(let v)? = kind {return v}
+      return Hourglass_V1_ResultAckBatch()
+    }
+    set {kind = .resultAcks(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -211,6 +240,10 @@ public nonisolated struct Hourglass_V1_CoordinatorMessage: Sendable {
     case renewalAck(Hourglass_V1_RenewalAck)
     case cancel(Hourglass_V1_CancelRun)
     case resultAck(Hourglass_V1_ResultAck)
+    /// Several leases at once; sent only to an executor whose `Register.batches` is set.
+    case leases(Hourglass_V1_LeaseGrantBatch)
+    /// The answers to one `RunResultBatch`.
+    case resultAcks(Hourglass_V1_ResultAckBatch)
 
   }
 
@@ -233,6 +266,9 @@ public nonisolated struct Hourglass_V1_Register: Sendable {
   public var slots: UInt32 = 0
 
   public var version: String = String()
+
+  /// The executor understands `LeaseGrantBatch` and `ResultAckBatch`.
+  public var batches: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -265,6 +301,9 @@ public nonisolated struct Hourglass_V1_Registered: Sendable {
   public var hasLeaseDuration: Bool {self._leaseDuration != nil}
   /// Clears the value of `leaseDuration`. Subsequent reads from it will return its default value.
   public mutating func clearLeaseDuration() {self._leaseDuration = nil}
+
+  /// The coordinator understands `RunResultBatch`.
+  public var batches: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -412,6 +451,20 @@ public nonisolated struct Hourglass_V1_LeaseGrant: Sendable {
   fileprivate var _timeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
 }
 
+/// Leases pushed together (each one counts against the executor's credits as a `LeaseGrant`
+/// would), handled in order.
+public nonisolated struct Hourglass_V1_LeaseGrantBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var grants: [Hourglass_V1_LeaseGrant] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Hourglass_V1_LeaseRenewal: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -497,6 +550,20 @@ public nonisolated struct Hourglass_V1_RunResult: Sendable {
   fileprivate var _finished: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
 }
 
+/// Results sent together, each exactly as a `RunResult` would be; answered by one
+/// `ResultAckBatch` once all of them are recorded (or refused).
+public nonisolated struct Hourglass_V1_RunResultBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var results: [Hourglass_V1_RunResult] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Hourglass_V1_ResultAck: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -508,6 +575,18 @@ public nonisolated struct Hourglass_V1_ResultAck: Sendable {
 
   /// False: the fence no longer matched; the result was not recorded.
   public var recorded: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Hourglass_V1_ResultAckBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var acks: [Hourglass_V1_ResultAck] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -562,7 +641,7 @@ nonisolated extension Hourglass_V1_RunOutcome: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExecutorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}register\0\u{1}credit\0\u{1}heartbeat\0\u{1}renewal\0\u{1}result\0\u{1}draining\0\u{c}\u{7}\u{e}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}register\0\u{1}credit\0\u{1}heartbeat\0\u{1}renewal\0\u{1}result\0\u{1}draining\0\u{1}results\0\u{c}\u{8}\u{d}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -648,6 +727,19 @@ nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, Swift
           self.kind = .draining(v)
         }
       }()
+      case 7: try {
+        var v: Hourglass_V1_RunResultBatch?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .results(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .results(v)
+        }
+      }()
       default: break
       }
     }
@@ -683,6 +775,10 @@ nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, Swift
       guard case .draining(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     }()
+    case .results?: try {
+      guard case .results(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -697,7 +793,7 @@ nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, Swift
 
 nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CoordinatorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}registered\0\u{1}lease\0\u{3}heartbeat_ack\0\u{3}renewal_ack\0\u{1}cancel\0\u{3}result_ack\0\u{c}\u{7}\u{e}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}registered\0\u{1}lease\0\u{3}heartbeat_ack\0\u{3}renewal_ack\0\u{1}cancel\0\u{3}result_ack\0\u{1}leases\0\u{3}result_acks\0\u{c}\u{9}\u{c}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -783,6 +879,32 @@ nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, Sw
           self.kind = .resultAck(v)
         }
       }()
+      case 7: try {
+        var v: Hourglass_V1_LeaseGrantBatch?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .leases(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .leases(v)
+        }
+      }()
+      case 8: try {
+        var v: Hourglass_V1_ResultAckBatch?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .resultAcks(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .resultAcks(v)
+        }
+      }()
       default: break
       }
     }
@@ -818,6 +940,14 @@ nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, Sw
       guard case .resultAck(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
     }()
+    case .leases?: try {
+      guard case .leases(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    }()
+    case .resultAcks?: try {
+      guard case .resultAcks(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -832,7 +962,7 @@ nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, Sw
 
 nonisolated extension Hourglass_V1_Register: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Register"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}executor_id\0\u{1}operators\0\u{1}slots\0\u{1}version\0\u{c}\u{5}\u{6}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}executor_id\0\u{1}operators\0\u{1}slots\0\u{1}version\0\u{1}batches\0\u{c}\u{6}\u{5}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -844,6 +974,7 @@ nonisolated extension Hourglass_V1_Register: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.operators) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.slots) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.version) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.batches) }()
       default: break
       }
     }
@@ -862,6 +993,9 @@ nonisolated extension Hourglass_V1_Register: SwiftProtobuf.Message, SwiftProtobu
     if !self.version.isEmpty {
       try visitor.visitSingularStringField(value: self.version, fieldNumber: 4)
     }
+    if self.batches != false {
+      try visitor.visitSingularBoolField(value: self.batches, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -870,6 +1004,7 @@ nonisolated extension Hourglass_V1_Register: SwiftProtobuf.Message, SwiftProtobu
     if lhs.operators != rhs.operators {return false}
     if lhs.slots != rhs.slots {return false}
     if lhs.version != rhs.version {return false}
+    if lhs.batches != rhs.batches {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -877,7 +1012,7 @@ nonisolated extension Hourglass_V1_Register: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Registered"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}coordinator_id\0\u{3}heartbeat_interval\0\u{3}lease_duration\0\u{c}\u{4}\u{7}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}coordinator_id\0\u{3}heartbeat_interval\0\u{3}lease_duration\0\u{1}batches\0\u{c}\u{5}\u{6}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -888,6 +1023,7 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
       case 1: try { try decoder.decodeSingularStringField(value: &self.coordinatorID) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._heartbeatInterval) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._leaseDuration) }()
+      case 4: try { try decoder.decodeSingularBoolField(value: &self.batches) }()
       default: break
       }
     }
@@ -907,6 +1043,9 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
     try { if let v = self._leaseDuration {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
     } }()
+    if self.batches != false {
+      try visitor.visitSingularBoolField(value: self.batches, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -914,6 +1053,7 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
     if lhs.coordinatorID != rhs.coordinatorID {return false}
     if lhs._heartbeatInterval != rhs._heartbeatInterval {return false}
     if lhs._leaseDuration != rhs._leaseDuration {return false}
+    if lhs.batches != rhs.batches {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1136,6 +1276,36 @@ nonisolated extension Hourglass_V1_LeaseGrant: SwiftProtobuf.Message, SwiftProto
   }
 }
 
+nonisolated extension Hourglass_V1_LeaseGrantBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LeaseGrantBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}grants\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.grants) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.grants.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.grants, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hourglass_V1_LeaseGrantBatch, rhs: Hourglass_V1_LeaseGrantBatch) -> Bool {
+    if lhs.grants != rhs.grants {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Hourglass_V1_LeaseRenewal: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LeaseRenewal"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{1}fence\0")
@@ -1289,6 +1459,36 @@ nonisolated extension Hourglass_V1_RunResult: SwiftProtobuf.Message, SwiftProtob
   }
 }
 
+nonisolated extension Hourglass_V1_RunResultBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RunResultBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}results\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.results) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.results.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.results, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hourglass_V1_RunResultBatch, rhs: Hourglass_V1_RunResultBatch) -> Bool {
+    if lhs.results != rhs.results {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Hourglass_V1_ResultAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ResultAck"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{1}fence\0\u{1}recorded\0")
@@ -1324,6 +1524,36 @@ nonisolated extension Hourglass_V1_ResultAck: SwiftProtobuf.Message, SwiftProtob
     if lhs.runID != rhs.runID {return false}
     if lhs.fence != rhs.fence {return false}
     if lhs.recorded != rhs.recorded {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hourglass_V1_ResultAckBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ResultAckBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}acks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.acks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.acks.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.acks, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hourglass_V1_ResultAckBatch, rhs: Hourglass_V1_ResultAckBatch) -> Bool {
+    if lhs.acks != rhs.acks {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

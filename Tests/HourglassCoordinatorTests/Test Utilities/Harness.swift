@@ -58,10 +58,10 @@ struct Harness {
     UserClient(rpc: RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: user, role: "user"))), user: user)
   }
 
-  func executor(_ name: String, operators: [String] = ["exec", "noop"], slots: UInt32 = 4) async throws -> FakeExecutor {
+  func executor(_ name: String, operators: [String] = ["exec", "noop"], slots: UInt32 = 4, batches: Bool = false) async throws -> FakeExecutor {
     try await FakeExecutor.connect(
       RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: name, role: "executor"))),
-      name: name, operators: operators, slots: slots)
+      name: name, operators: operators, slots: slots, batches: batches)
   }
 
   func advance(seconds: Double) {
@@ -152,7 +152,7 @@ final class FakeExecutor: Sendable {
     self.call = call
   }
 
-  static func connect(_ rpc: RPCClient, name: String, operators: [String], slots: UInt32) async throws -> FakeExecutor {
+  static func connect(_ rpc: RPCClient, name: String, operators: [String], slots: UInt32, batches: Bool = false) async throws -> FakeExecutor {
     let (requests, requestContinuation) = AsyncStream<Hourglass_V1_ExecutorMessage>.makeStream()
     let (responses, responseContinuation) = AsyncThrowingStream<Hourglass_V1_CoordinatorMessage, any Error>.makeStream()
     let call = Task {
@@ -179,9 +179,11 @@ final class FakeExecutor: Sendable {
     register.executorID = name
     register.operators = operators
     register.slots = slots
+    register.batches = batches
     executor.send { $0.register = register }
     let hello = try await executor.next()
-    guard case .registered? = hello.kind else { throw RPCError(code: .internal, message: "expected Registered, got \(hello)") }
+    guard case .registered(let registered)? = hello.kind else { throw RPCError(code: .internal, message: "expected Registered, got \(hello)") }
+    guard registered.batches else { throw RPCError(code: .internal, message: "the coordinator does not take result batches") }
     return executor
   }
 

@@ -367,6 +367,51 @@ void   hourglass__v1__lease_grant__free_unpacked
   assert(message->base.descriptor == &hourglass__v1__lease_grant__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   hourglass__v1__lease_grant_batch__init
+                     (Hourglass__V1__LeaseGrantBatch         *message)
+{
+  static const Hourglass__V1__LeaseGrantBatch init_value = HOURGLASS__V1__LEASE_GRANT_BATCH__INIT;
+  *message = init_value;
+}
+size_t hourglass__v1__lease_grant_batch__get_packed_size
+                     (const Hourglass__V1__LeaseGrantBatch *message)
+{
+  assert(message->base.descriptor == &hourglass__v1__lease_grant_batch__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t hourglass__v1__lease_grant_batch__pack
+                     (const Hourglass__V1__LeaseGrantBatch *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &hourglass__v1__lease_grant_batch__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t hourglass__v1__lease_grant_batch__pack_to_buffer
+                     (const Hourglass__V1__LeaseGrantBatch *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &hourglass__v1__lease_grant_batch__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Hourglass__V1__LeaseGrantBatch *
+       hourglass__v1__lease_grant_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Hourglass__V1__LeaseGrantBatch *)
+     protobuf_c_message_unpack (&hourglass__v1__lease_grant_batch__descriptor,
+                                allocator, len, data);
+}
+void   hourglass__v1__lease_grant_batch__free_unpacked
+                     (Hourglass__V1__LeaseGrantBatch *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &hourglass__v1__lease_grant_batch__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   hourglass__v1__lease_renewal__init
                      (Hourglass__V1__LeaseRenewal         *message)
 {
@@ -502,6 +547,51 @@ void   hourglass__v1__run_result__free_unpacked
   assert(message->base.descriptor == &hourglass__v1__run_result__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   hourglass__v1__run_result_batch__init
+                     (Hourglass__V1__RunResultBatch         *message)
+{
+  static const Hourglass__V1__RunResultBatch init_value = HOURGLASS__V1__RUN_RESULT_BATCH__INIT;
+  *message = init_value;
+}
+size_t hourglass__v1__run_result_batch__get_packed_size
+                     (const Hourglass__V1__RunResultBatch *message)
+{
+  assert(message->base.descriptor == &hourglass__v1__run_result_batch__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t hourglass__v1__run_result_batch__pack
+                     (const Hourglass__V1__RunResultBatch *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &hourglass__v1__run_result_batch__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t hourglass__v1__run_result_batch__pack_to_buffer
+                     (const Hourglass__V1__RunResultBatch *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &hourglass__v1__run_result_batch__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Hourglass__V1__RunResultBatch *
+       hourglass__v1__run_result_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Hourglass__V1__RunResultBatch *)
+     protobuf_c_message_unpack (&hourglass__v1__run_result_batch__descriptor,
+                                allocator, len, data);
+}
+void   hourglass__v1__run_result_batch__free_unpacked
+                     (Hourglass__V1__RunResultBatch *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &hourglass__v1__run_result_batch__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   hourglass__v1__result_ack__init
                      (Hourglass__V1__ResultAck         *message)
 {
@@ -545,6 +635,51 @@ void   hourglass__v1__result_ack__free_unpacked
   if(!message)
     return;
   assert(message->base.descriptor == &hourglass__v1__result_ack__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   hourglass__v1__result_ack_batch__init
+                     (Hourglass__V1__ResultAckBatch         *message)
+{
+  static const Hourglass__V1__ResultAckBatch init_value = HOURGLASS__V1__RESULT_ACK_BATCH__INIT;
+  *message = init_value;
+}
+size_t hourglass__v1__result_ack_batch__get_packed_size
+                     (const Hourglass__V1__ResultAckBatch *message)
+{
+  assert(message->base.descriptor == &hourglass__v1__result_ack_batch__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t hourglass__v1__result_ack_batch__pack
+                     (const Hourglass__V1__ResultAckBatch *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &hourglass__v1__result_ack_batch__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t hourglass__v1__result_ack_batch__pack_to_buffer
+                     (const Hourglass__V1__ResultAckBatch *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &hourglass__v1__result_ack_batch__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Hourglass__V1__ResultAckBatch *
+       hourglass__v1__result_ack_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Hourglass__V1__ResultAckBatch *)
+     protobuf_c_message_unpack (&hourglass__v1__result_ack_batch__descriptor,
+                                allocator, len, data);
+}
+void   hourglass__v1__result_ack_batch__free_unpacked
+                     (Hourglass__V1__ResultAckBatch *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &hourglass__v1__result_ack_batch__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
 void   hourglass__v1__cancel_run__init
@@ -637,7 +772,7 @@ void   hourglass__v1__draining__free_unpacked
   assert(message->base.descriptor == &hourglass__v1__draining__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor hourglass__v1__executor_message__field_descriptors[6] =
+static const ProtobufCFieldDescriptor hourglass__v1__executor_message__field_descriptors[7] =
 {
   {
     "register",
@@ -711,6 +846,18 @@ static const ProtobufCFieldDescriptor hourglass__v1__executor_message__field_des
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "results",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__ExecutorMessage, kind_case),
+    offsetof(Hourglass__V1__ExecutorMessage, results),
+    &hourglass__v1__run_result_batch__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__executor_message__field_indices_by_name[] = {
   1,   /* field[1] = credit */
@@ -719,11 +866,12 @@ static const unsigned hourglass__v1__executor_message__field_indices_by_name[] =
   0,   /* field[0] = register */
   3,   /* field[3] = renewal */
   4,   /* field[4] = result */
+  6,   /* field[6] = results */
 };
 static const ProtobufCIntRange hourglass__v1__executor_message__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__executor_message__descriptor =
 {
@@ -733,14 +881,14 @@ const ProtobufCMessageDescriptor hourglass__v1__executor_message__descriptor =
   "Hourglass__V1__ExecutorMessage",
   "hourglass.v1",
   sizeof(Hourglass__V1__ExecutorMessage),
-  6,
+  7,
   hourglass__v1__executor_message__field_descriptors,
   hourglass__v1__executor_message__field_indices_by_name,
   1,  hourglass__v1__executor_message__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__executor_message__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_descriptors[6] =
+static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_descriptors[8] =
 {
   {
     "registered",
@@ -814,19 +962,45 @@ static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "leases",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__CoordinatorMessage, kind_case),
+    offsetof(Hourglass__V1__CoordinatorMessage, leases),
+    &hourglass__v1__lease_grant_batch__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "result_acks",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__CoordinatorMessage, kind_case),
+    offsetof(Hourglass__V1__CoordinatorMessage, result_acks),
+    &hourglass__v1__result_ack_batch__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__coordinator_message__field_indices_by_name[] = {
   4,   /* field[4] = cancel */
   2,   /* field[2] = heartbeat_ack */
   1,   /* field[1] = lease */
+  6,   /* field[6] = leases */
   0,   /* field[0] = registered */
   3,   /* field[3] = renewal_ack */
   5,   /* field[5] = result_ack */
+  7,   /* field[7] = result_acks */
 };
 static const ProtobufCIntRange hourglass__v1__coordinator_message__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__descriptor =
 {
@@ -836,14 +1010,14 @@ const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__descriptor 
   "Hourglass__V1__CoordinatorMessage",
   "hourglass.v1",
   sizeof(Hourglass__V1__CoordinatorMessage),
-  6,
+  8,
   hourglass__v1__coordinator_message__field_descriptors,
   hourglass__v1__coordinator_message__field_indices_by_name,
   1,  hourglass__v1__coordinator_message__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__coordinator_message__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__register__field_descriptors[4] =
+static const ProtobufCFieldDescriptor hourglass__v1__register__field_descriptors[5] =
 {
   {
     "executor_id",
@@ -893,8 +1067,21 @@ static const ProtobufCFieldDescriptor hourglass__v1__register__field_descriptors
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "batches",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__Register, batches),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__register__field_indices_by_name[] = {
+  4,   /* field[4] = batches */
   0,   /* field[0] = executor_id */
   1,   /* field[1] = operators */
   2,   /* field[2] = slots */
@@ -903,7 +1090,7 @@ static const unsigned hourglass__v1__register__field_indices_by_name[] = {
 static const ProtobufCIntRange hourglass__v1__register__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__register__descriptor =
 {
@@ -913,14 +1100,14 @@ const ProtobufCMessageDescriptor hourglass__v1__register__descriptor =
   "Hourglass__V1__Register",
   "hourglass.v1",
   sizeof(Hourglass__V1__Register),
-  4,
+  5,
   hourglass__v1__register__field_descriptors,
   hourglass__v1__register__field_indices_by_name,
   1,  hourglass__v1__register__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__register__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descriptors[3] =
+static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descriptors[4] =
 {
   {
     "coordinator_id",
@@ -958,8 +1145,21 @@ static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "batches",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__Registered, batches),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__registered__field_indices_by_name[] = {
+  3,   /* field[3] = batches */
   0,   /* field[0] = coordinator_id */
   1,   /* field[1] = heartbeat_interval */
   2,   /* field[2] = lease_duration */
@@ -967,7 +1167,7 @@ static const unsigned hourglass__v1__registered__field_indices_by_name[] = {
 static const ProtobufCIntRange hourglass__v1__registered__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor =
 {
@@ -977,7 +1177,7 @@ const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor =
   "Hourglass__V1__Registered",
   "hourglass.v1",
   sizeof(Hourglass__V1__Registered),
-  3,
+  4,
   hourglass__v1__registered__field_descriptors,
   hourglass__v1__registered__field_indices_by_name,
   1,  hourglass__v1__registered__number_ranges,
@@ -1357,6 +1557,44 @@ const ProtobufCMessageDescriptor hourglass__v1__lease_grant__descriptor =
   (ProtobufCMessageInit) hourglass__v1__lease_grant__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor hourglass__v1__lease_grant_batch__field_descriptors[1] =
+{
+  {
+    "grants",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__LeaseGrantBatch, n_grants),
+    offsetof(Hourglass__V1__LeaseGrantBatch, grants),
+    &hourglass__v1__lease_grant__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned hourglass__v1__lease_grant_batch__field_indices_by_name[] = {
+  0,   /* field[0] = grants */
+};
+static const ProtobufCIntRange hourglass__v1__lease_grant_batch__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor hourglass__v1__lease_grant_batch__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "hourglass.v1.LeaseGrantBatch",
+  "LeaseGrantBatch",
+  "Hourglass__V1__LeaseGrantBatch",
+  "hourglass.v1",
+  sizeof(Hourglass__V1__LeaseGrantBatch),
+  1,
+  hourglass__v1__lease_grant_batch__field_descriptors,
+  hourglass__v1__lease_grant_batch__field_indices_by_name,
+  1,  hourglass__v1__lease_grant_batch__number_ranges,
+  (ProtobufCMessageInit) hourglass__v1__lease_grant_batch__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor hourglass__v1__lease_renewal__field_descriptors[2] =
 {
   {
@@ -1614,6 +1852,44 @@ const ProtobufCMessageDescriptor hourglass__v1__run_result__descriptor =
   (ProtobufCMessageInit) hourglass__v1__run_result__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor hourglass__v1__run_result_batch__field_descriptors[1] =
+{
+  {
+    "results",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__RunResultBatch, n_results),
+    offsetof(Hourglass__V1__RunResultBatch, results),
+    &hourglass__v1__run_result__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned hourglass__v1__run_result_batch__field_indices_by_name[] = {
+  0,   /* field[0] = results */
+};
+static const ProtobufCIntRange hourglass__v1__run_result_batch__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor hourglass__v1__run_result_batch__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "hourglass.v1.RunResultBatch",
+  "RunResultBatch",
+  "Hourglass__V1__RunResultBatch",
+  "hourglass.v1",
+  sizeof(Hourglass__V1__RunResultBatch),
+  1,
+  hourglass__v1__run_result_batch__field_descriptors,
+  hourglass__v1__run_result_batch__field_indices_by_name,
+  1,  hourglass__v1__run_result_batch__number_ranges,
+  (ProtobufCMessageInit) hourglass__v1__run_result_batch__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor hourglass__v1__result_ack__field_descriptors[3] =
 {
   {
@@ -1676,6 +1952,44 @@ const ProtobufCMessageDescriptor hourglass__v1__result_ack__descriptor =
   hourglass__v1__result_ack__field_indices_by_name,
   1,  hourglass__v1__result_ack__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__result_ack__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor hourglass__v1__result_ack_batch__field_descriptors[1] =
+{
+  {
+    "acks",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__ResultAckBatch, n_acks),
+    offsetof(Hourglass__V1__ResultAckBatch, acks),
+    &hourglass__v1__result_ack__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned hourglass__v1__result_ack_batch__field_indices_by_name[] = {
+  0,   /* field[0] = acks */
+};
+static const ProtobufCIntRange hourglass__v1__result_ack_batch__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor hourglass__v1__result_ack_batch__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "hourglass.v1.ResultAckBatch",
+  "ResultAckBatch",
+  "Hourglass__V1__ResultAckBatch",
+  "hourglass.v1",
+  sizeof(Hourglass__V1__ResultAckBatch),
+  1,
+  hourglass__v1__result_ack_batch__field_descriptors,
+  hourglass__v1__result_ack_batch__field_indices_by_name,
+  1,  hourglass__v1__result_ack_batch__number_ranges,
+  (ProtobufCMessageInit) hourglass__v1__result_ack_batch__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor hourglass__v1__cancel_run__field_descriptors[3] =

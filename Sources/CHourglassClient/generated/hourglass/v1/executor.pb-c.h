@@ -25,10 +25,13 @@ typedef struct Hourglass__V1__CreditGrant Hourglass__V1__CreditGrant;
 typedef struct Hourglass__V1__Heartbeat Hourglass__V1__Heartbeat;
 typedef struct Hourglass__V1__HeartbeatAck Hourglass__V1__HeartbeatAck;
 typedef struct Hourglass__V1__LeaseGrant Hourglass__V1__LeaseGrant;
+typedef struct Hourglass__V1__LeaseGrantBatch Hourglass__V1__LeaseGrantBatch;
 typedef struct Hourglass__V1__LeaseRenewal Hourglass__V1__LeaseRenewal;
 typedef struct Hourglass__V1__RenewalAck Hourglass__V1__RenewalAck;
 typedef struct Hourglass__V1__RunResult Hourglass__V1__RunResult;
+typedef struct Hourglass__V1__RunResultBatch Hourglass__V1__RunResultBatch;
 typedef struct Hourglass__V1__ResultAck Hourglass__V1__ResultAck;
+typedef struct Hourglass__V1__ResultAckBatch Hourglass__V1__ResultAckBatch;
 typedef struct Hourglass__V1__CancelRun Hourglass__V1__CancelRun;
 typedef struct Hourglass__V1__Draining Hourglass__V1__Draining;
 
@@ -53,7 +56,8 @@ typedef enum {
   HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_HEARTBEAT = 3,
   HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_RENEWAL = 4,
   HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_RESULT = 5,
-  HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_DRAINING = 6
+  HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_DRAINING = 6,
+  HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_RESULTS = 7
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(HOURGLASS__V1__EXECUTOR_MESSAGE__KIND__CASE)
 } Hourglass__V1__ExecutorMessage__KindCase;
 
@@ -71,6 +75,10 @@ struct  Hourglass__V1__ExecutorMessage
     Hourglass__V1__LeaseRenewal *renewal;
     Hourglass__V1__RunResult *result;
     Hourglass__V1__Draining *draining;
+    /*
+     * Several results at once; sent only to a coordinator whose `Registered.batches` is set.
+     */
+    Hourglass__V1__RunResultBatch *results;
   };
 };
 #define HOURGLASS__V1__EXECUTOR_MESSAGE__INIT \
@@ -85,7 +93,9 @@ typedef enum {
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_HEARTBEAT_ACK = 3,
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RENEWAL_ACK = 4,
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_CANCEL = 5,
-  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RESULT_ACK = 6
+  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RESULT_ACK = 6,
+  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_LEASES = 7,
+  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RESULT_ACKS = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(HOURGLASS__V1__COORDINATOR_MESSAGE__KIND__CASE)
 } Hourglass__V1__CoordinatorMessage__KindCase;
 
@@ -103,6 +113,14 @@ struct  Hourglass__V1__CoordinatorMessage
     Hourglass__V1__RenewalAck *renewal_ack;
     Hourglass__V1__CancelRun *cancel;
     Hourglass__V1__ResultAck *result_ack;
+    /*
+     * Several leases at once; sent only to an executor whose `Register.batches` is set.
+     */
+    Hourglass__V1__LeaseGrantBatch *leases;
+    /*
+     * The answers to one `RunResultBatch`.
+     */
+    Hourglass__V1__ResultAckBatch *result_acks;
   };
 };
 #define HOURGLASS__V1__COORDINATOR_MESSAGE__INIT \
@@ -130,10 +148,14 @@ struct  Hourglass__V1__Register
    */
   uint32_t slots;
   char *version;
+  /*
+   * The executor understands `LeaseGrantBatch` and `ResultAckBatch`.
+   */
+  protobuf_c_boolean batches;
 };
 #define HOURGLASS__V1__REGISTER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__register__descriptor) \
-    , (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0,NULL, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 struct  Hourglass__V1__Registered
@@ -148,10 +170,14 @@ struct  Hourglass__V1__Registered
    * Lease length the coordinator grants.
    */
   Google__Protobuf__Duration *lease_duration;
+  /*
+   * The coordinator understands `RunResultBatch`.
+   */
+  protobuf_c_boolean batches;
 };
 #define HOURGLASS__V1__REGISTERED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__registered__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, NULL }
+    , (char *)protobuf_c_empty_string, NULL, NULL, 0 }
 
 
 /*
@@ -245,6 +271,21 @@ struct  Hourglass__V1__LeaseGrant
     , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, 0, NULL, (char *)protobuf_c_empty_string, {0,NULL}, (char *)protobuf_c_empty_string, 0,NULL, NULL }
 
 
+/*
+ * Leases pushed together (each one counts against the executor's credits as a `LeaseGrant`
+ * would), handled in order.
+ */
+struct  Hourglass__V1__LeaseGrantBatch
+{
+  ProtobufCMessage base;
+  size_t n_grants;
+  Hourglass__V1__LeaseGrant **grants;
+};
+#define HOURGLASS__V1__LEASE_GRANT_BATCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__lease_grant_batch__descriptor) \
+    , 0,NULL }
+
+
 struct  Hourglass__V1__LeaseRenewal
 {
   ProtobufCMessage base;
@@ -289,6 +330,21 @@ struct  Hourglass__V1__RunResult
     , (char *)protobuf_c_empty_string, 0, HOURGLASS__V1__RUN_OUTCOME__RUN_OUTCOME_UNSPECIFIED, 0, (char *)protobuf_c_empty_string, {0,NULL}, NULL, NULL }
 
 
+/*
+ * Results sent together, each exactly as a `RunResult` would be; answered by one
+ * `ResultAckBatch` once all of them are recorded (or refused).
+ */
+struct  Hourglass__V1__RunResultBatch
+{
+  ProtobufCMessage base;
+  size_t n_results;
+  Hourglass__V1__RunResult **results;
+};
+#define HOURGLASS__V1__RUN_RESULT_BATCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__run_result_batch__descriptor) \
+    , 0,NULL }
+
+
 struct  Hourglass__V1__ResultAck
 {
   ProtobufCMessage base;
@@ -302,6 +358,17 @@ struct  Hourglass__V1__ResultAck
 #define HOURGLASS__V1__RESULT_ACK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__result_ack__descriptor) \
     , (char *)protobuf_c_empty_string, 0, 0 }
+
+
+struct  Hourglass__V1__ResultAckBatch
+{
+  ProtobufCMessage base;
+  size_t n_acks;
+  Hourglass__V1__ResultAck **acks;
+};
+#define HOURGLASS__V1__RESULT_ACK_BATCH__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__result_ack_batch__descriptor) \
+    , 0,NULL }
 
 
 struct  Hourglass__V1__CancelRun
@@ -481,6 +548,25 @@ Hourglass__V1__LeaseGrant *
 void   hourglass__v1__lease_grant__free_unpacked
                      (Hourglass__V1__LeaseGrant *message,
                       ProtobufCAllocator *allocator);
+/* Hourglass__V1__LeaseGrantBatch methods */
+void   hourglass__v1__lease_grant_batch__init
+                     (Hourglass__V1__LeaseGrantBatch         *message);
+size_t hourglass__v1__lease_grant_batch__get_packed_size
+                     (const Hourglass__V1__LeaseGrantBatch   *message);
+size_t hourglass__v1__lease_grant_batch__pack
+                     (const Hourglass__V1__LeaseGrantBatch   *message,
+                      uint8_t             *out);
+size_t hourglass__v1__lease_grant_batch__pack_to_buffer
+                     (const Hourglass__V1__LeaseGrantBatch   *message,
+                      ProtobufCBuffer     *buffer);
+Hourglass__V1__LeaseGrantBatch *
+       hourglass__v1__lease_grant_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   hourglass__v1__lease_grant_batch__free_unpacked
+                     (Hourglass__V1__LeaseGrantBatch *message,
+                      ProtobufCAllocator *allocator);
 /* Hourglass__V1__LeaseRenewal methods */
 void   hourglass__v1__lease_renewal__init
                      (Hourglass__V1__LeaseRenewal         *message);
@@ -538,6 +624,25 @@ Hourglass__V1__RunResult *
 void   hourglass__v1__run_result__free_unpacked
                      (Hourglass__V1__RunResult *message,
                       ProtobufCAllocator *allocator);
+/* Hourglass__V1__RunResultBatch methods */
+void   hourglass__v1__run_result_batch__init
+                     (Hourglass__V1__RunResultBatch         *message);
+size_t hourglass__v1__run_result_batch__get_packed_size
+                     (const Hourglass__V1__RunResultBatch   *message);
+size_t hourglass__v1__run_result_batch__pack
+                     (const Hourglass__V1__RunResultBatch   *message,
+                      uint8_t             *out);
+size_t hourglass__v1__run_result_batch__pack_to_buffer
+                     (const Hourglass__V1__RunResultBatch   *message,
+                      ProtobufCBuffer     *buffer);
+Hourglass__V1__RunResultBatch *
+       hourglass__v1__run_result_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   hourglass__v1__run_result_batch__free_unpacked
+                     (Hourglass__V1__RunResultBatch *message,
+                      ProtobufCAllocator *allocator);
 /* Hourglass__V1__ResultAck methods */
 void   hourglass__v1__result_ack__init
                      (Hourglass__V1__ResultAck         *message);
@@ -556,6 +661,25 @@ Hourglass__V1__ResultAck *
                       const uint8_t       *data);
 void   hourglass__v1__result_ack__free_unpacked
                      (Hourglass__V1__ResultAck *message,
+                      ProtobufCAllocator *allocator);
+/* Hourglass__V1__ResultAckBatch methods */
+void   hourglass__v1__result_ack_batch__init
+                     (Hourglass__V1__ResultAckBatch         *message);
+size_t hourglass__v1__result_ack_batch__get_packed_size
+                     (const Hourglass__V1__ResultAckBatch   *message);
+size_t hourglass__v1__result_ack_batch__pack
+                     (const Hourglass__V1__ResultAckBatch   *message,
+                      uint8_t             *out);
+size_t hourglass__v1__result_ack_batch__pack_to_buffer
+                     (const Hourglass__V1__ResultAckBatch   *message,
+                      ProtobufCBuffer     *buffer);
+Hourglass__V1__ResultAckBatch *
+       hourglass__v1__result_ack_batch__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   hourglass__v1__result_ack_batch__free_unpacked
+                     (Hourglass__V1__ResultAckBatch *message,
                       ProtobufCAllocator *allocator);
 /* Hourglass__V1__CancelRun methods */
 void   hourglass__v1__cancel_run__init
@@ -621,6 +745,9 @@ typedef void (*Hourglass__V1__HeartbeatAck_Closure)
 typedef void (*Hourglass__V1__LeaseGrant_Closure)
                  (const Hourglass__V1__LeaseGrant *message,
                   void *closure_data);
+typedef void (*Hourglass__V1__LeaseGrantBatch_Closure)
+                 (const Hourglass__V1__LeaseGrantBatch *message,
+                  void *closure_data);
 typedef void (*Hourglass__V1__LeaseRenewal_Closure)
                  (const Hourglass__V1__LeaseRenewal *message,
                   void *closure_data);
@@ -630,8 +757,14 @@ typedef void (*Hourglass__V1__RenewalAck_Closure)
 typedef void (*Hourglass__V1__RunResult_Closure)
                  (const Hourglass__V1__RunResult *message,
                   void *closure_data);
+typedef void (*Hourglass__V1__RunResultBatch_Closure)
+                 (const Hourglass__V1__RunResultBatch *message,
+                  void *closure_data);
 typedef void (*Hourglass__V1__ResultAck_Closure)
                  (const Hourglass__V1__ResultAck *message,
+                  void *closure_data);
+typedef void (*Hourglass__V1__ResultAckBatch_Closure)
+                 (const Hourglass__V1__ResultAckBatch *message,
                   void *closure_data);
 typedef void (*Hourglass__V1__CancelRun_Closure)
                  (const Hourglass__V1__CancelRun *message,
@@ -675,10 +808,13 @@ extern const ProtobufCMessageDescriptor hourglass__v1__credit_grant__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__heartbeat_ack__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__lease_grant__descriptor;
+extern const ProtobufCMessageDescriptor hourglass__v1__lease_grant_batch__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__lease_renewal__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__renewal_ack__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__run_result__descriptor;
+extern const ProtobufCMessageDescriptor hourglass__v1__run_result_batch__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__result_ack__descriptor;
+extern const ProtobufCMessageDescriptor hourglass__v1__result_ack_batch__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__cancel_run__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__draining__descriptor;
 extern const ProtobufCServiceDescriptor hourglass__v1__executor_service__descriptor;
