@@ -14,9 +14,10 @@ let strictSettings: [SwiftSetting] = [
   .enableUpcomingFeature("ExistentialAny")
 ]
 
-/// The RPC layer's async functions run on their caller's executor instead of hopping to the
-/// generic one at every call and return: a call's task prefers its connection's event loop,
-/// and each hop made the runtime look that preference up under a lock.
+/// The RPC layer's async functions, and those of the modules that call it (client,
+/// coordinator, executor), run on their caller's executor instead of hopping to the generic
+/// one at every call and return: a call's task prefers its connection's event loop, and each
+/// hop made the runtime look that preference up under a lock.
 let rpcSettings: [SwiftSetting] =
   strictSettings + [
     .enableUpcomingFeature("NonisolatedNonsendingByDefault")
@@ -55,7 +56,7 @@ let package = Package(
     // MARK: Domain
     .target(
       name: "HourglassCore",
-      swiftSettings: strictSettings
+      swiftSettings: rpcSettings
     ),
 
     // MARK: Protocol
@@ -152,7 +153,7 @@ let package = Package(
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "NIOCore", package: "swift-nio"),
       ],
-      swiftSettings: strictSettings
+      swiftSettings: rpcSettings
     ),
     .target(
       name: "HourglassCoordinator",
@@ -170,7 +171,7 @@ let package = Package(
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "NIOCore", package: "swift-nio"),
       ],
-      swiftSettings: strictSettings
+      swiftSettings: rpcSettings
     ),
 
     // MARK: Client (docs/client.md)
