@@ -213,6 +213,40 @@ extension ConformanceCase {
       }
       try expectEqual(total, ids.count, "entries over all shards")
     },
+    ConformanceCase("loadDue pages by (due time, id): more than a page due at one instant") { store in
+      // Seven tasks of one shard due at the same instant, one before and two after it; read
+      // three at a time, every entry comes exactly once, in (due time, id) order.
+      let candidates = makeIDs(400, seed: 21)
+      let partition = Partition(taskID: candidates[0], count: store.partitionCount)
+      let ids = Array(
+        candidates.filter { Partition(taskID: $0, count: store.partitionCount) == partition }.prefix(10))
+      try expectEqual(ids.count, 10, "enough ids in one partition")
+      let instant = t0 + 600 * second
+      let dueTimes = [instant - second] + Array(repeating: instant, count: 7) + [instant + second, instant + second]
+      // Insert in an order unrelated to the ids.
+      try await store.insert(zip(ids, dueTimes).reversed().map { newTask($0.0, firstRun: $0.1) })
+      let expected = zip(ids, dueTimes).sorted {
+        $0.1 != $1.1 ? $0.1 < $1.1 : $0.0.bytes.lexicographicallyPrecedes($1.0.bytes)
+      }
+      let shard = ShardID(partition: partition, bucket: HourBucket(containing: instant))
+      var read: [DueEntry] = []
+      var after: DueCursor? = nil
+      for _ in 0..<10 {
+        let page = try await store.loadDue(
+          shard: shard, from: t0, until: t0 + hour, after: after, limit: 3)
+        try expect(page.count <= 3, "limit respected")
+        read += page
+        guard page.count == 3, let last = page.last else { break }
+        after = last.cursor
+      }
+      try expectEqual(read.map(\.taskID), expected.map(\.0), "every entry once, in (due, id) order")
+      try expectEqual(read.map(\.dueMicros), expected.map(\.1), "due times")
+      // A cursor inside the instant starts just after that entry; the window still applies.
+      let fromMiddle = try await store.loadDue(
+        shard: shard, from: t0, until: instant + second, after: DueCursor(dueMicros: expected[3].1, taskID: expected[3].0),
+        limit: 100)
+      try expectEqual(fromMiddle.map(\.taskID), expected[4..<8].map(\.0), "after a cursor, before until")
+    },
     ConformanceCase("advance is a compare-and-set on the version; a paused task is not due") { store in
       let id = makeIDs(1)[0]
       try await store.insert([newTask(id, recurring: true)])

@@ -109,20 +109,38 @@ extension SQLiteTaskStore {
   }
 
   public func loadDue(
-    shard: ShardID, from: Int64, until: Int64, limit: Int
+    shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int
   ) async throws
     -> [DueEntry]
   {
     try await read { db in
-      let statement = try db.cachedStatement(
-        sql: """
-          SELECT id, next_run_us, due_us, priority FROM tasks INDEXED BY tasks_due
-          WHERE state = 'active' AND partition = ? AND due_bucket = ? AND due_us >= ? AND due_us < ?
-          ORDER BY due_us LIMIT ?
-          """)
-      let rows = try Row.fetchCursor(
-        statement,
-        arguments: [shard.partition.rawValue, shard.bucket.rawValue, from, until, limit])
+      let rows: RowCursor
+      if let after {
+        // A row-value comparison: SQLite turns it into a range on the index's (due_us, id) tail.
+        let statement = try db.cachedStatement(
+          sql: """
+            SELECT id, next_run_us, due_us, priority FROM tasks INDEXED BY tasks_due_id
+            WHERE state = 'active' AND partition = ? AND due_bucket = ? AND due_us >= ? AND due_us < ?
+              AND (due_us, id) > (?, ?)
+            ORDER BY due_us, id LIMIT ?
+            """)
+        rows = try Row.fetchCursor(
+          statement,
+          arguments: [
+            shard.partition.rawValue, shard.bucket.rawValue, from, until, after.dueMicros,
+            Data(after.taskID.bytes), limit,
+          ])
+      } else {
+        let statement = try db.cachedStatement(
+          sql: """
+            SELECT id, next_run_us, due_us, priority FROM tasks INDEXED BY tasks_due_id
+            WHERE state = 'active' AND partition = ? AND due_bucket = ? AND due_us >= ? AND due_us < ?
+            ORDER BY due_us, id LIMIT ?
+            """)
+        rows = try Row.fetchCursor(
+          statement,
+          arguments: [shard.partition.rawValue, shard.bucket.rawValue, from, until, limit])
+      }
       var entries: [DueEntry] = []
       while let row = try rows.next() {
         let idData: Data = row[0]
