@@ -226,6 +226,24 @@ public struct DueEntry: Sendable, Hashable, Codable {
 
   /// The run this entry dispatches.
   public var runID: RunID { RunID(taskID: taskID, scheduledMicros: scheduledMicros) }
+
+  /// Where the next page of due entries starts.
+  public var cursor: DueCursor { DueCursor(dueMicros: dueMicros, taskID: taskID) }
+}
+
+/// A position in a shard's due entries, which are ordered by due time, then task id (compared as
+/// bytes): the next page holds the entries strictly after it.
+public struct DueCursor: Sendable, Hashable {
+  /// The due time of the last entry read.
+  public var dueMicros: Int64
+  /// The task of the last entry read.
+  public var taskID: TaskID
+
+  /// Builds a cursor.
+  public init(dueMicros: Int64, taskID: TaskID) {
+    self.dueMicros = dueMicros
+    self.taskID = taskID
+  }
 }
 
 /// A stored run.

@@ -39,7 +39,7 @@ public protocol TaskStore: Sendable {
   /// One page of `owner`'s tasks in id (creation) order, after `query.after`.
   func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage
 
-  /// Deletes a task. A task with no run in progress disappears from ``loadDue(shard:from:until:limit:)``
+  /// Deletes a task. A task with no run in progress disappears from ``loadDue(shard:from:until:after:limit:)``
   /// at once (its row is purged later); a task with a leased run is left alone unless
   /// `cancelRunning` is true, in which case the run is cancelled and its fence voided.
   func deleteTask(
@@ -50,8 +50,14 @@ public protocol TaskStore: Sendable {
   /// Removes the rows of tasks deleted before `before` (and their runs); returns how many tasks.
   func purgeDeleted(before: Int64, limit: Int) async throws -> Int
 
-  /// The dispatchable entries of a shard whose due time is in `from ..< until`, earliest first.
-  func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws -> [DueEntry]
+  /// At most `limit` dispatchable entries of a shard whose due time is in `from ..< until`, in
+  /// (due time, task id) order, starting after `after` when it is given. Page with
+  /// ``DueEntry/cursor``: the due time alone is not a cursor, since any number of entries may be
+  /// due at the same instant.
+  func loadDue(
+    shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int
+  ) async throws
+    -> [DueEntry]
 
   /// Leases the run of `taskID` scheduled at the task's current next-run time to `owner` until
   /// `expiresAt`, with a fresh fence. Fails with ``TaskStoreError/notDispatchable(_:)`` unless
@@ -203,5 +209,12 @@ extension TaskStore {
       outcomes.append(try await recordResult(runID: item.runID, fence: item.fence, result: item.result))
     }
     return outcomes
+  }
+}
+
+extension TaskStore {
+  /// The first page of ``loadDue(shard:from:until:after:limit:)``.
+  public func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws -> [DueEntry] {
+    try await loadDue(shard: shard, from: from, until: until, after: nil, limit: limit)
   }
 }

@@ -213,6 +213,40 @@ extension ConformanceCase {
       }
       try expectEqual(total, ids.count, "entries over all shards")
     },
+    ConformanceCase("loadDue pages by (due time, id): more than a page due at one instant") { store in
+      // Seven tasks of one shard due at the same instant, one before and two after it; read
+      // three at a time, every entry comes exactly once, in (due time, id) order.
+      let candidates = makeIDs(400, seed: 21)
+      let partition = Partition(taskID: candidates[0], count: store.partitionCount)
+      let ids = Array(
+        candidates.filter { Partition(taskID: $0, count: store.partitionCount) == partition }.prefix(10))
+      try expectEqual(ids.count, 10, "enough ids in one partition")
+      let instant = t0 + 600 * second
+      let dueTimes = [instant - second] + Array(repeating: instant, count: 7) + [instant + second, instant + second]
+      // Insert in an order unrelated to the ids.
+      try await store.insert(zip(ids, dueTimes).reversed().map { newTask($0.0, firstRun: $0.1) })
+      let expected = zip(ids, dueTimes).sorted {
+        $0.1 != $1.1 ? $0.1 < $1.1 : $0.0.bytes.lexicographicallyPrecedes($1.0.bytes)
+      }
+      let shard = ShardID(partition: partition, bucket: HourBucket(containing: instant))
+      var read: [DueEntry] = []
+      var after: DueCursor? = nil
+      for _ in 0..<10 {
+        let page = try await store.loadDue(
+          shard: shard, from: t0, until: t0 + hour, after: after, limit: 3)
+        try expect(page.count <= 3, "limit respected")
+        read += page
+        guard page.count == 3, let last = page.last else { break }
+        after = last.cursor
+      }
+      try expectEqual(read.map(\.taskID), expected.map(\.0), "every entry once, in (due, id) order")
+      try expectEqual(read.map(\.dueMicros), expected.map(\.1), "due times")
+      // A cursor inside the instant starts just after that entry; the window still applies.
+      let fromMiddle = try await store.loadDue(
+        shard: shard, from: t0, until: instant + second, after: DueCursor(dueMicros: expected[3].1, taskID: expected[3].0),
+        limit: 100)
+      try expectEqual(fromMiddle.map(\.taskID), expected[4..<8].map(\.0), "after a cursor, before until")
+    },
     ConformanceCase("advance is a compare-and-set on the version; a paused task is not due") { store in
       let id = makeIDs(1)[0]
       try await store.insert([newTask(id, recurring: true)])
@@ -538,6 +572,73 @@ extension ConformanceCase {
       try expectEqual(outcomes, [.recorded, .staleFence], "outcomes")
       try expectEqual(try await store.task(id: ids[0], owner: "alice")?.state, .completed, "recorded task")
       try expectEqual(try await store.task(id: ids[2], owner: "alice")?.state, .running, "stale result changed nothing")
+    },
+    ConformanceCase("a large mixed result batch: each result its own compare-and-set") { store in
+      // More finishing results than one statement of a batched path takes, mixed with stale
+      // fences, failures, retries and a result sent twice.
+      let ids = makeIDs(150, seed: 41)
+      try await store.insert(ids.map { newTask($0) })
+      let due = t0 + 10 * second
+      let leases = try await store.createLeases(
+        ids.map { LeaseRequest(taskID: $0, scheduledMicros: due, owner: "e1", expiresAt: t0 + hour) },
+        now: t0)
+      let leased = leases.compactMap { $0 }
+      try expectEqual(leased.count, ids.count, "all leased")
+      try expectEqual(Set(leased.map(\.fence)).count, ids.count, "distinct fences")
+      let finished = t0 + 11 * second
+      var records: [ResultRecord] = []
+      var expected: [RecordOutcome] = []
+      for (i, lease) in leased.enumerated() {
+        switch i % 10 {
+        case 3:
+          let done = RunResult(state: .succeeded, finishedMicros: finished, next: .finish(.completed))
+          records.append(ResultRecord(runID: lease.runID, fence: lease.fence.next, result: done))
+          expected.append(.staleFence)
+        case 5:
+          let dead = RunResult(
+            state: .failed, finishedMicros: finished, exitStatus: 2, error: "boom", next: .finish(.dead))
+          records.append(ResultRecord(runID: lease.runID, fence: lease.fence, result: dead))
+          expected.append(.recorded)
+        case 7:
+          let retry = RunResult(state: .failed, finishedMicros: finished, exitStatus: 1, next: .retry(atMicros: t0 + hour))
+          records.append(ResultRecord(runID: lease.runID, fence: lease.fence, result: retry))
+          expected.append(.recorded)
+        default:
+          let done = RunResult(
+            state: .succeeded, finishedMicros: finished, exitStatus: 0, outputTail: Array("ok \(i)".utf8),
+            next: .finish(.completed))
+          records.append(ResultRecord(runID: lease.runID, fence: lease.fence, result: done))
+          expected.append(.recorded)
+        }
+      }
+      records.append(records[0])
+      expected.append(.staleFence)
+      try expectEqual(try await store.recordResults(records), expected, "outcomes")
+      for (i, id) in ids.enumerated() {
+        let task = try await store.task(id: id, owner: "alice")
+        let run = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 5).first
+        switch i % 10 {
+        case 3:
+          try expectEqual(task?.state, .running, "stale result \(i): task unchanged")
+          try expectEqual(run?.state, .leased, "stale result \(i): run unchanged")
+        case 5:
+          try expectEqual(task?.state, .dead, "task \(i)")
+          try expectEqual(task?.lastRunState, .failed, "last run \(i)")
+          try expectEqual(run?.error, "boom", "error \(i)")
+        case 7:
+          try expectEqual(task?.state, .active, "retried task \(i)")
+          try expectEqual(run?.state, .retrying, "retried run \(i)")
+        default:
+          try expectEqual(task?.state, .completed, "task \(i)")
+          try expectEqual(task?.nextRunMicros, nil, "no next run \(i)")
+          try expectEqual(task?.lastRunMicros, due, "last run \(i)")
+          try expectEqual(task?.lastRunState, .succeeded, "last run state \(i)")
+          try expectEqual(run?.state, .succeeded, "run \(i)")
+          try expectEqual(run?.finishedMicros, finished, "finished \(i)")
+          try expectEqual(run?.exitStatus, 0, "exit status \(i)")
+          try expectEqual(run?.outputTail, Array("ok \(i)".utf8), "output \(i)")
+        }
+      }
     },
     ConformanceCase("counts tasks and runs by state") { store in
       let ids = makeIDs(5, seed: 21)

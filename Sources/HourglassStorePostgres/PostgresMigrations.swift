@@ -99,6 +99,13 @@ enum PostgresMigrations {
           """,
           "CREATE INDEX idempotency_keys_task ON idempotency_keys (task_id)",
         ]),
+      Migration(
+        version: 3, name: "due-cursor",
+        statements: [
+          // Due entries are paged by (due_us, id): many may be due at one instant.
+          "CREATE INDEX tasks_due_id ON tasks (partition, due_bucket, due_us, id) WHERE state = 'active'",
+          "DROP INDEX tasks_due",
+        ]),
     ]
   }
 }

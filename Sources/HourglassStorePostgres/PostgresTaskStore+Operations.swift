@@ -116,19 +116,32 @@ extension PostgresTaskStore {
   }
 
   public func loadDue(
-    shard: ShardID, from: Int64, until: Int64, limit: Int
+    shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int
   ) async throws
     -> [DueEntry]
   {
     var entries: [DueEntry] = []
     do {
-      let sequence = try await client.query(
-        """
-        SELECT id, next_run_us, due_us, priority FROM tasks
-        WHERE state = 'active' AND partition = \(shard.partition.rawValue)
-          AND due_bucket = \(shard.bucket.rawValue) AND due_us >= \(from) AND due_us < \(until)
-        ORDER BY due_us LIMIT \(Int64(limit))
-        """, logger: logger)
+      let sequence: PostgresRowSequence
+      if let after {
+        // uuid compares as its 16 bytes, the same order as TaskID and the SQLite store's blobs.
+        sequence = try await client.query(
+          """
+          SELECT id, next_run_us, due_us, priority FROM tasks
+          WHERE state = 'active' AND partition = \(shard.partition.rawValue)
+            AND due_bucket = \(shard.bucket.rawValue) AND due_us >= \(from) AND due_us < \(until)
+            AND (due_us, id) > (\(after.dueMicros), \(after.taskID.uuid))
+          ORDER BY due_us, id LIMIT \(Int64(limit))
+          """, logger: logger)
+      } else {
+        sequence = try await client.query(
+          """
+          SELECT id, next_run_us, due_us, priority FROM tasks
+          WHERE state = 'active' AND partition = \(shard.partition.rawValue)
+            AND due_bucket = \(shard.bucket.rawValue) AND due_us >= \(from) AND due_us < \(until)
+          ORDER BY due_us, id LIMIT \(Int64(limit))
+          """, logger: logger)
+      }
       for try await (id, scheduled, due, priority) in sequence.decode((UUID, Int64, Int64, Int32).self) {
         entries.append(
           DueEntry(taskID: TaskID(uuid: id), scheduledMicros: scheduled, dueMicros: due, priority: priority))

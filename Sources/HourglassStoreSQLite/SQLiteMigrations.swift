@@ -80,6 +80,14 @@ enum SQLiteMigrations {
           CREATE INDEX idempotency_keys_task ON idempotency_keys (task_id);
           """)
     }
+    migrator.registerMigration("0003-due-cursor") { db in
+      // Due entries are paged by (due_us, id): many may be due at one instant.
+      try db.execute(
+        sql: """
+          CREATE INDEX tasks_due_id ON tasks (partition, due_bucket, due_us, id) WHERE state = 'active';
+          DROP INDEX tasks_due;
+          """)
+    }
     return migrator
   }
 }

@@ -109,20 +109,38 @@ extension SQLiteTaskStore {
   }
 
   public func loadDue(
-    shard: ShardID, from: Int64, until: Int64, limit: Int
+    shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int
   ) async throws
     -> [DueEntry]
   {
     try await read { db in
-      let statement = try db.cachedStatement(
-        sql: """
-          SELECT id, next_run_us, due_us, priority FROM tasks INDEXED BY tasks_due
-          WHERE state = 'active' AND partition = ? AND due_bucket = ? AND due_us >= ? AND due_us < ?
-          ORDER BY due_us LIMIT ?
-          """)
-      let rows = try Row.fetchCursor(
-        statement,
-        arguments: [shard.partition.rawValue, shard.bucket.rawValue, from, until, limit])
+      let rows: RowCursor
+      if let after {
+        // A row-value comparison: SQLite turns it into a range on the index's (due_us, id) tail.
+        let statement = try db.cachedStatement(
+          sql: """
+            SELECT id, next_run_us, due_us, priority FROM tasks INDEXED BY tasks_due_id
+            WHERE state = 'active' AND partition = ? AND due_bucket = ? AND due_us >= ? AND due_us < ?
+              AND (due_us, id) > (?, ?)
+            ORDER BY due_us, id LIMIT ?
+            """)
+        rows = try Row.fetchCursor(
+          statement,
+          arguments: [
+            shard.partition.rawValue, shard.bucket.rawValue, from, until, after.dueMicros,
+            Data(after.taskID.bytes), limit,
+          ])
+      } else {
+        let statement = try db.cachedStatement(
+          sql: """
+            SELECT id, next_run_us, due_us, priority FROM tasks INDEXED BY tasks_due_id
+            WHERE state = 'active' AND partition = ? AND due_bucket = ? AND due_us >= ? AND due_us < ?
+            ORDER BY due_us, id LIMIT ?
+            """)
+        rows = try Row.fetchCursor(
+          statement,
+          arguments: [shard.partition.rawValue, shard.bucket.rawValue, from, until, limit])
+      }
       var entries: [DueEntry] = []
       while let row = try rows.next() {
         let idData: Data = row[0]
@@ -249,15 +267,73 @@ extension SQLiteTaskStore {
     for request in requests where request.expiresAt <= now {
       throw TaskStoreError.invalidArgument("expiresAt must be after now")
     }
-    return try await write { db in
-      try requests.map { request -> Lease? in
-        let outcome = try Self.lease(
-          db, taskID: request.taskID, expected: request.scheduledMicros, owner: request.owner, now: now,
-          expiresAt: request.expiresAt, advanceTo: request.advanceTo)
-        if case .leased(let lease) = outcome { return lease }
-        return nil
+    return try await write { db in try Self.leases(db, requests, now: now) }
+  }
+
+  /// Leases a batch inside the caller's write transaction: per run, one compare-and-set on the
+  /// task (active, next run as expected, the run not past pending/retrying) and one upsert of the
+  /// run; per batch, one read and one write of the fence counter. Inside the single write
+  /// transaction the fences handed out are `counter + 1, counter + 2, …`, so they still only grow.
+  static func leases(_ db: Database, _ requests: [LeaseRequest], now: Int64) throws -> [Lease?] {
+    guard
+      let counter = try Int64.fetchOne(
+        try db.cachedStatement(sql: "SELECT value FROM store_meta WHERE key = 'fence'"))
+    else { throw TaskStoreError.io("fence counter missing") }
+    var fence = counter
+    let notPast = """
+      NOT EXISTS (SELECT 1 FROM runs WHERE task_id = tasks.id AND scheduled_us = tasks.next_run_us
+        AND state NOT IN ('pending', 'retrying'))
+      """
+    let toRunning = try db.cachedStatement(
+      sql: """
+        UPDATE tasks SET state = 'running', version = version + 1
+        WHERE id = ? AND state = 'active' AND next_run_us = ? AND \(notPast)
+        """)
+    let moveOn = try db.cachedStatement(
+      sql: """
+        UPDATE tasks SET next_run_us = ?, due_us = ?, due_bucket = ?, version = version + 1
+        WHERE id = ? AND state = 'active' AND next_run_us = ? AND \(notPast)
+        """)
+    let upsert = try db.cachedStatement(
+      sql: """
+        INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
+          fence, started_us)
+        VALUES (?, ?, 1, 'leased', ?, ?, ?, ?)
+        ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
+          attempt = attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
+          lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
+          started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
+        RETURNING attempt
+        """)
+    var leases: [Lease?] = []
+    leases.reserveCapacity(requests.count)
+    for request in requests {
+      let id = Data(request.taskID.bytes)
+      let scheduled = request.scheduledMicros
+      if let next = request.advanceTo {
+        // Overlap allowed: the task moves on at once; this run stays leased on its own.
+        try moveOn.execute(arguments: [next, next, HourBucket(containing: next).rawValue, id, scheduled])
+      } else {
+        try toRunning.execute(arguments: [id, scheduled])
       }
+      guard db.changesCount > 0 else {
+        leases.append(nil)
+        continue
+      }
+      fence += 1
+      let attempt = try Int32.fetchOne(
+        upsert, arguments: [id, scheduled, request.owner, request.expiresAt, fence, now])
+      leases.append(
+        Lease(
+          runID: RunID(taskID: request.taskID, scheduledMicros: scheduled), owner: request.owner,
+          fence: Fence(rawValue: UInt64(fence)), attempt: attempt ?? 1, grantedAtMicros: now,
+          expiresAtMicros: request.expiresAt))
     }
+    if fence != counter {
+      try db.cachedStatement(sql: "UPDATE store_meta SET value = ? WHERE key = 'fence'")
+        .execute(arguments: [fence])
+    }
+    return leases
   }
 
   public func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {

@@ -302,4 +302,27 @@ struct CoordinatorTests {
       await executor.close()
     }
   }
+
+  @Test(
+    "the loader pages through more than a page of runs due at one instant",
+    .timeLimit(.minutes(1)))
+  func loaderPagesOneInstant() async throws {
+    try await Harness.with(configure: { configuration in
+      configuration.loadBatch = 3
+      configuration.loadAheadMicros = 10_000_000
+    }) { harness in
+      let alice = harness.client("alice")
+      // Beyond the loaded window, so the loader (not the Schedule RPC) queues them; with four
+      // partitions, one partition holds more than three of the twenty.
+      var ids: Set<String> = []
+      for _ in 0..<20 { ids.insert(try await alice.schedule(once: 120)) }
+      let executor = try await harness.executor("exec-1", slots: 20)
+      executor.grant(20)
+      harness.advance(seconds: 121)
+      var leased: Set<String> = []
+      for _ in 0..<20 { leased.insert(try await executor.nextLease().taskID) }
+      #expect(leased == ids)
+      await executor.close()
+    }
+  }
 }

@@ -11,7 +11,7 @@ import Testing
 struct PostgresStoreTests {
   @Test func numberedMigrationsAndClusterTable() async throws {
     let store = try await openTestStore()
-    #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys"])
+    #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor"])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     ).map { try $0.decode(String.self) }
@@ -19,7 +19,7 @@ struct PostgresStoreTests {
     let indexes = try await store.rows(
       "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
     ).map { try $0.decode(String.self) }
-    #expect(indexes == ["idempotency_keys_task", "runs_lease", "tasks_deleted", "tasks_due", "tasks_owner"])
+    #expect(indexes == ["idempotency_keys_task", "runs_lease", "tasks_deleted", "tasks_due_id", "tasks_owner"])
     let commit = try await store.scalar("SHOW synchronous_commit", as: String.self)
     #expect(commit == "on", "acknowledged means flushed to the server's WAL")
     try await store.close()

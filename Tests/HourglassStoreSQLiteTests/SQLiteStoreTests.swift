@@ -55,26 +55,27 @@ struct SQLiteStoreTests {
   @Test func numberedMigrationsAndIndexes() async throws {
     try await TemporaryDirectory.with { dir in
       let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
-      #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys"])
+      #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor"])
       let indexes = try await store.pool.read { db in
         try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
       }
-      #expect(indexes == ["idempotency_keys_task", "runs_lease", "tasks_deleted", "tasks_due", "tasks_owner"])
+      #expect(indexes == ["idempotency_keys_task", "runs_lease", "tasks_deleted", "tasks_due_id", "tasks_owner"])
       let plan = try await store.pool.read { db in
         try Row.fetchAll(
           db,
           sql: """
             EXPLAIN QUERY PLAN
             SELECT id FROM tasks WHERE state = 'active' AND partition = 1 AND due_bucket = 2
-            AND due_us >= 0 AND due_us < 10 ORDER BY due_us LIMIT 10
+            AND due_us >= 0 AND due_us < 10 AND (due_us, id) > (5, x'00') ORDER BY due_us, id LIMIT 10
             """
         ).map { $0["detail"] as String? ?? "" }
       }
-      #expect(plan.joined().contains("tasks_due"), "due query uses the partial index: \(plan)")
+      #expect(plan.joined().contains("tasks_due_id"), "due query uses the partial index: \(plan)")
+      #expect(!plan.joined().contains("TEMP B-TREE"), "due pages come in index order: \(plan)")
       try await store.close()
       // Reopening migrates nothing and keeps the data.
       let again = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
-      #expect(try await again.appliedMigrations() == ["0001-initial", "0002-idempotency-keys"])
+      #expect(try await again.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor"])
       try await again.close()
     }
   }

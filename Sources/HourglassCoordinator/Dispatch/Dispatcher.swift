@@ -350,10 +350,11 @@ actor Dispatcher {
         let shard = ShardID(partition: Partition(rawValue: p), bucket: bucket)
         let lower = max(from, bucket.startMicros)
         let upper = min(until, bucket.endMicros)
-        var cursor = lower
+        guard lower < upper else { continue }
+        var after: DueCursor? = nil
         let page = configuration.loadBatch
-        while cursor < upper {
-          let entries = try await store.loadDue(shard: shard, from: cursor, until: upper, limit: page)
+        while true {
+          let entries = try await store.loadDue(shard: shard, from: lower, until: upper, after: after, limit: page)
           var added = 0
           for entry in entries {
             if queue.push(.init(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)) {
@@ -366,8 +367,8 @@ actor Dispatcher {
             poke()
           }
           guard entries.count == page, let last = entries.last else { break }
-          cursor = last.dueMicros  // entries at exactly this instant may repeat: the queue dedupes them
-          if cursor == lower { break }
+          // (due time, id), not the due time alone: any number of entries may share an instant.
+          after = last.cursor
         }
       }
       bucket = bucket.next
