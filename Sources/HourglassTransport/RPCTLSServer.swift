@@ -119,21 +119,9 @@ public final class RPCTLSServer: Service, Sendable {
               try ops.addHandler(
                 RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { stream in
                   handlers.started()
-                  let task: Task<Void, Never>
-                  if let executor, #available(macOS 26, *) {
-                    // Already on the loop it prefers: the task starts at once, here, instead of
-                    // being queued as a job the loop runs later. A handler that does not
-                    // suspend (most unary calls) has replied before this returns; one that
-                    // does resumes on the loop as before.
-                    task = Task.immediate(executorPreference: executor) {
-                      await server.handle(stream)
-                      handlers.finished()
-                    }
-                  } else {
-                    task = Task(executorPreference: executor) {
-                      await server.handle(stream)
-                      handlers.finished()
-                    }
+                  let task = Task(executorPreference: executor) {
+                    await server.handle(stream)
+                    handlers.finished()
                   }
                   stream.termination.cancelOnEarlyEnd(task)
                 }
