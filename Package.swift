@@ -14,10 +14,9 @@ let strictSettings: [SwiftSetting] = [
   .enableUpcomingFeature("ExistentialAny")
 ]
 
-/// The RPC layer's async functions, and those of the modules that call it (client,
-/// coordinator, executor), run on their caller's executor instead of hopping to the generic
-/// one at every call and return: a call's task prefers its connection's event loop, and each
-/// hop made the runtime look that preference up under a lock.
+/// The RPC layer's async functions run on their caller's executor instead of hopping to the
+/// generic one at every call and return: a call's task prefers its connection's event loop,
+/// and each hop made the runtime look that preference up under a lock.
 let rpcSettings: [SwiftSetting] =
   strictSettings + [
     .enableUpcomingFeature("NonisolatedNonsendingByDefault")
@@ -56,7 +55,7 @@ let package = Package(
     // MARK: Domain
     .target(
       name: "HourglassCore",
-      swiftSettings: rpcSettings
+      swiftSettings: strictSettings
     ),
 
     // MARK: Protocol
@@ -153,7 +152,7 @@ let package = Package(
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "NIOCore", package: "swift-nio"),
       ],
-      swiftSettings: rpcSettings
+      swiftSettings: strictSettings
     ),
     .target(
       name: "HourglassCoordinator",
@@ -171,7 +170,7 @@ let package = Package(
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "NIOCore", package: "swift-nio"),
       ],
-      swiftSettings: rpcSettings
+      swiftSettings: strictSettings
     ),
 
     // MARK: Client (docs/client.md)

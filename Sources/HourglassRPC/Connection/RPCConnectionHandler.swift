@@ -543,18 +543,15 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   private func write(_ frame: Frame) {
     guard let context, !closed || frame.type == .goAway else { return }
-    // Taken out of the property while it is written to: one access to the property each way
-    // instead of one per integer of the header (the buffer stays uniquely referenced).
-    var buffer =
-      gathered.take()
-      ?? context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + frame.payload.readableBytes))
-    FrameEncoderHandler.write(frame, into: &buffer)
+    if gathered == nil {
+      gathered = context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + frame.payload.readableBytes))
+    }
+    FrameEncoderHandler.write(frame, into: &gathered!)
     needsFlush = true
-    if buffer.readableBytes >= FrameEncoderHandler.gatherLimit {
+    if gathered!.readableBytes >= FrameEncoderHandler.gatherLimit {
       // A large message: pass on what is gathered now rather than let the buffer grow.
-      context.write(wrapOutboundOut(buffer), promise: nil)
-    } else {
-      gathered = buffer
+      context.write(wrapOutboundOut(gathered!), promise: nil)
+      gathered = nil
     }
   }
 
