@@ -10,6 +10,20 @@ extension SQLiteTaskStore {
     last_run_state, version, created_us
     """
 
+  /// Leases a run (task id, scheduled time, owner, expiry, fence, start): a new run is attempt 1,
+  /// an existing one (a retry or a re-lease after expiry) counts one more attempt. Returns the
+  /// attempt.
+  static let leaseRunSQL = """
+    INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
+      fence, started_us)
+    VALUES (?, ?, 1, 'leased', ?, ?, ?, ?)
+    ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
+      attempt = attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
+      lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
+      started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
+    RETURNING attempt
+    """
+
   static let runColumns = """
     task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us, fence, started_us,
     finished_us, retry_at_us, exit_status, output_tail, error
@@ -294,17 +308,7 @@ extension SQLiteTaskStore {
         UPDATE tasks SET next_run_us = ?, due_us = ?, due_bucket = ?, version = version + 1
         WHERE id = ? AND state = 'active' AND next_run_us = ? AND \(notPast)
         """)
-    let upsert = try db.cachedStatement(
-      sql: """
-        INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
-          fence, started_us)
-        VALUES (?, ?, 1, 'leased', ?, ?, ?, ?)
-        ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
-          attempt = attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
-          lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
-          started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
-        RETURNING attempt
-        """)
+    let upsert = try db.cachedStatement(sql: Self.leaseRunSQL)
     var leases: [Lease?] = []
     leases.reserveCapacity(requests.count)
     for request in requests {
@@ -390,17 +394,7 @@ extension SQLiteTaskStore {
         try db.cachedStatement(sql: "UPDATE store_meta SET value = value + 1 WHERE key = 'fence' RETURNING value"))
     else { throw TaskStoreError.io("fence counter missing") }
     let attempt = try Int32.fetchOne(
-      try db.cachedStatement(
-        sql: """
-          INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
-            fence, started_us)
-          VALUES (?, ?, 1, 'leased', ?, ?, ?, ?)
-          ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
-            attempt = attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
-            lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
-            started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
-          RETURNING attempt
-          """), arguments: [id, scheduled, owner, expiresAt, fence, now])
+      try db.cachedStatement(sql: Self.leaseRunSQL), arguments: [id, scheduled, owner, expiresAt, fence, now])
     if let next = advanceTo {
       // Overlap allowed: the task moves on at once; this run stays leased on its own.
       try db.cachedStatement(

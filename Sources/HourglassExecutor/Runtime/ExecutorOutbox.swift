@@ -63,13 +63,7 @@ final class ExecutorOutbox: Sendable {
         if let ready { continuation.resume(returning: ready) }
       }
     } onCancel: {
-      let waiter = state.withLock { state in
-        state.finished = true
-        let waiter = state.waiter
-        state.waiter = nil
-        return waiter
-      }
-      waiter?.resume(returning: nil)
+      finish()
     }
   }
 
