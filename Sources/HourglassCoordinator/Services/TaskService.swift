@@ -98,6 +98,8 @@ struct TaskService: Sendable {
       throw RPCError(code: .invalidArgument, message: "idempotency_key: at most 256 bytes")
     }
     let task: NewTask
+    // A `do`/`catch` with a `where` clause here crashed the Swift 6.3 compiler (SILGen ownership
+    // verification); matching on a `Result` says the same.
     switch Result(catching: { () throws(RPCError) in try newTask(request, owner: owner) }) {
     case .success(let valid):
       task = valid

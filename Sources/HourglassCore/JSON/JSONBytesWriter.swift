@@ -59,6 +59,17 @@ public struct JSONBytesWriter: Sendable {
     body(&self)
   }
 
+  /// An array of strings.
+  public mutating func array(of values: [String]) {
+    bytes.append(UInt8(ascii: "["))
+    for (index, value) in values.enumerated() {
+      if index > 0 { bytes.append(UInt8(ascii: ",")) }
+      writeString(value)
+    }
+    bytes.append(UInt8(ascii: "]"))
+    first = false
+  }
+
   /// A string value.
   public mutating func string(_ value: String) {
     writeString(value)

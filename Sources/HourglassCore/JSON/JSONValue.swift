@@ -7,7 +7,7 @@
 ///
 /// The reader accepts RFC 8259 JSON (any whitespace, every string escape including surrogate
 /// pairs, `\/`), nested at most 64 deep. Numbers keep their text, so integers are read exactly.
-public enum JSONValue: Sendable, Hashable {
+public enum JSONValue: Sendable, Equatable {
   /// `null`.
   case null
   /// `true` or `false`.
@@ -61,20 +61,6 @@ public enum JSONValue: Sendable, Hashable {
     case (.object(let a), .object(let b)):
       return a.count == b.count && zip(a, b).allSatisfy { $0.key == $1.key && $0.value == $1.value }
     default: return false
-    }
-  }
-
-  public func hash(into hasher: inout Hasher) {
-    switch self {
-    case .null: hasher.combine(0)
-    case .bool(let value): hasher.combine(value)
-    case .number(let text), .string(let text): hasher.combine(text)
-    case .array(let values): hasher.combine(values)
-    case .object(let members):
-      for member in members {
-        hasher.combine(member.key)
-        hasher.combine(member.value)
-      }
     }
   }
 
