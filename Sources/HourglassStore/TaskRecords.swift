@@ -125,6 +125,8 @@ public struct TaskRecord: Sendable, Hashable, Codable {
   public var version: Int64
   /// Insertion time.
   public var createdAtMicros: Int64
+  /// Runs executed to an outcome so far (see ``RunState/countsAsCompleted``).
+  public var runsCompleted: Int64
 
   /// Builds a record (backends use this).
   public init(
@@ -132,7 +134,7 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     arguments: [String], timeZone: String, scheduleSpec: [UInt8], recurring: Bool,
     priority: Int32, maxAttempts: Int32, timeoutMicros: Int64, state: TaskState,
     partition: Partition, nextRunMicros: Int64?, dueMicros: Int64?, lastRunMicros: Int64?,
-    lastRunState: RunState?, version: Int64, createdAtMicros: Int64
+    lastRunState: RunState?, version: Int64, createdAtMicros: Int64, runsCompleted: Int64 = 0
   ) {
     self.id = id
     self.owner = owner
@@ -154,6 +156,7 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     self.lastRunState = lastRunState
     self.version = version
     self.createdAtMicros = createdAtMicros
+    self.runsCompleted = runsCompleted
   }
 
   /// The id of the current run, if the task has one.

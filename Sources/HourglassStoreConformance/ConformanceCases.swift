@@ -446,6 +446,7 @@ extension ConformanceCase {
       try expectEqual(task.lastRunMicros, lease.runID.scheduledMicros, "last run")
       try expectEqual(task.lastRunState, .succeeded, "last run state")
       try expectEqual(task.nextRunMicros, nil, "no next run")
+      try expectEqual(task.runsCompleted, 1, "counted once, not for the stale or repeated result")
       let run = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 10)
       try expectEqual(run.count, 1, "one run")
       try expectEqual(run[0].state, .succeeded, "run state")
@@ -467,6 +468,7 @@ extension ConformanceCase {
       try expectEqual(task.state, .active, "task active")
       try expectEqual(task.dueMicros, retryAt, "due at backoff")
       try expectEqual(task.nextRunMicros, lease.runID.scheduledMicros, "same run")
+      try expectEqual(task.runsCompleted, 0, "a retried attempt is not a completed run")
       let due = try await store.loadDue(
         shard: ShardID(partition: task.partition, bucket: HourBucket(containing: retryAt)),
         from: .min, until: .max, limit: 10)
@@ -487,7 +489,9 @@ extension ConformanceCase {
           runID: again.runID, fence: again.fence,
           result: RunResult(state: .dead, finishedMicros: retryAt + second, next: .finish(.dead))),
         .recorded, "final failure")
-      try expectEqual(try await store.task(id: id, owner: "alice")?.state, .dead, "task dead")
+      let dead = try await store.task(id: id, owner: "alice")
+      try expectEqual(dead?.state, .dead, "task dead")
+      try expectEqual(dead?.runsCompleted, 1, "a run of two attempts counts once")
     },
     ConformanceCase("a recurring task moves to its next run; history lists runs newest first") { store in
       let (id, lease) = try await leasedTask(store, recurring: true)
@@ -507,6 +511,7 @@ extension ConformanceCase {
         try expectEqual(task.nextRunMicros, next, "next run after run \(i)")
         try expectEqual(task.lastRunMicros, scheduled, "last run after run \(i)")
         try expectEqual(task.lastRunState, .succeeded, "last state after run \(i)")
+        try expectEqual(task.runsCompleted, Int64(i), "runs completed after run \(i)")
         scheduled = next
         let lease = try await store.createLease(
           taskID: id, owner: "executor-1", now: next, expiresAt: next + 30 * second)

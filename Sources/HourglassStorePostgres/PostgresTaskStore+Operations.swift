@@ -9,7 +9,7 @@ extension PostgresTaskStore {
   static let taskColumns = """
     id, owner, name, operator, blob_digest, arguments, time_zone, schedule_spec, recurring,
     priority, max_attempts, timeout_us, state, partition, next_run_us, due_us, last_run_us,
-    last_run_state, version, created_us
+    last_run_state, version, created_us, runs_completed
     """
 
   static let runColumns = """
@@ -39,7 +39,8 @@ extension PostgresTaskStore {
       nextRunMicros: try r[14].decode(Int64?.self), dueMicros: try r[15].decode(Int64?.self),
       lastRunMicros: try r[16].decode(Int64?.self),
       lastRunState: lastState.flatMap(RunState.init(rawValue:)),
-      version: try r[18].decode(Int64.self), createdAtMicros: try r[19].decode(Int64.self))
+      version: try r[18].decode(Int64.self), createdAtMicros: try r[19].decode(Int64.self),
+      runsCompleted: try r[20].decode(Int64.self))
   }
 
   static func runRecord(_ row: PostgresRow) throws -> RunRecord {
@@ -340,6 +341,7 @@ extension PostgresTaskStore {
         """, logger: logger
       ).collect()
       if updated.isEmpty { return .staleFence }
+      let completed: Int64 = runState.countsAsCompleted ? 1 : 0
       switch result.next {
       case .retry(let at):
         try await connection.query(
@@ -354,7 +356,7 @@ extension PostgresTaskStore {
           UPDATE tasks SET state = 'active', next_run_us = \(next), due_us = \(next),
             due_bucket = \(HourBucket(containing: next).rawValue),
             last_run_us = \(runID.scheduledMicros), last_run_state = \(runState.rawValue),
-            version = version + 1
+            runs_completed = runs_completed + \(completed), version = version + 1
           WHERE id = \(id) AND state = 'running'
           """, logger: logger)
       case .finish(let state):
@@ -362,15 +364,21 @@ extension PostgresTaskStore {
           """
           UPDATE tasks SET state = \(state.rawValue), next_run_us = NULL, due_us = NULL,
             due_bucket = NULL, last_run_us = \(runID.scheduledMicros),
-            last_run_state = \(runState.rawValue), version = version + 1
+            last_run_state = \(runState.rawValue), runs_completed = runs_completed + \(completed),
+            version = version + 1
           WHERE id = \(id) AND state = 'running'
           """, logger: logger)
       case .runOnly:
+        // A detached run: it counts, but the last-run fields keep the latest run.
+        let at = runID.scheduledMicros
         try await connection.query(
           """
-          UPDATE tasks SET last_run_us = \(runID.scheduledMicros), last_run_state = \(runState.rawValue),
-            version = version + 1
-          WHERE id = \(id) AND (last_run_us IS NULL OR last_run_us <= \(runID.scheduledMicros))
+          UPDATE tasks SET runs_completed = runs_completed + \(completed), version = version + 1,
+            last_run_state = CASE WHEN last_run_us IS NULL OR last_run_us <= \(at)
+              THEN \(runState.rawValue) ELSE last_run_state END,
+            last_run_us = CASE WHEN last_run_us IS NULL OR last_run_us <= \(at)
+              THEN \(at) ELSE last_run_us END
+          WHERE id = \(id)
           """, logger: logger)
       }
       return .recorded
@@ -421,6 +429,9 @@ extension PostgresTaskStore {
               error = 'the lease expired; a run of an overlap-allowed task is not sent again'
             WHERE task_id = \(id) AND scheduled_us = \(run.id.scheduledMicros) AND state = 'leased'
             """, logger: logger)
+          try await connection.query(
+            "UPDATE tasks SET runs_completed = runs_completed + 1, version = version + 1 WHERE id = \(id)",
+            logger: logger)
           continue
         }
         try await connection.query(
