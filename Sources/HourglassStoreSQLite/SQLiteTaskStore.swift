@@ -259,12 +259,17 @@ struct PreparedInsert: Sendable {
     let partition = Partition(taskID: task.id, count: partitions)
     let state: TaskState = task.firstRunMicros == nil ? .paused : .active
     let bucket = task.firstRunMicros.map { HourBucket(containing: $0).rawValue }
-    let values: [(any DatabaseValueConvertible)?] = [
-      Data(task.id.bytes), task.owner, task.name, task.operatorName,
-      task.blob.map { Data($0.digest.bytes) }, Data(encodeArguments(task.arguments)),
-      task.timeZone, Data(task.scheduleSpec), task.recurring, task.priority, task.maxAttempts,
-      task.timeoutMicros, state.rawValue, partition.rawValue, task.firstRunMicros,
-      task.firstRunMicros, bucket, task.createdAtMicros,
+    // Concrete `DatabaseValue`s, not `DatabaseValueConvertible` existentials: boxing and
+    // unboxing eighteen existentials per task stood out in profiles of the Schedule path.
+    let values: [DatabaseValue] = [
+      Data(task.id.bytes).databaseValue, task.owner.databaseValue, task.name.databaseValue,
+      task.operatorName.databaseValue, task.blob.map { Data($0.digest.bytes) }.databaseValue,
+      Data(encodeArguments(task.arguments)).databaseValue, task.timeZone.databaseValue,
+      Data(task.scheduleSpec).databaseValue, task.recurring.databaseValue,
+      task.priority.databaseValue, task.maxAttempts.databaseValue, task.timeoutMicros.databaseValue,
+      state.rawValue.databaseValue, partition.rawValue.databaseValue,
+      task.firstRunMicros.databaseValue, task.firstRunMicros.databaseValue, bucket.databaseValue,
+      task.createdAtMicros.databaseValue,
     ]
     self.task = StatementArguments(values)
     self.key = task.idempotencyKey.map { key in
