@@ -363,3 +363,23 @@ public struct StoreCounts: Sendable, Hashable {
     self.runs = runs
   }
 }
+
+extension RunResult {
+  /// The state the run row takes when this result is recorded: `retrying` for a retry, else
+  /// ``state``. Throws `invalidArgument` for a result no backend may record: a non-final state
+  /// with a final next step, or a task finishing in a state other than completed or dead.
+  public func recordedRunState() throws -> RunState {
+    if case .finish(let taskState) = next, taskState != .completed && taskState != .dead {
+      throw TaskStoreError.invalidArgument("a task finishes completed or dead, not \(taskState)")
+    }
+    switch next {
+    case .retry:
+      return .retrying
+    case .reschedule, .finish, .runOnly:
+      guard state.isTerminal else {
+        throw TaskStoreError.invalidArgument("result.state \(state) is not final")
+      }
+      return state
+    }
+  }
+}

@@ -373,6 +373,35 @@ extension ConformanceCase {
       }
       try expectEqual(wins, 1, "winning leases")
     },
+    ConformanceCase("concurrent lease batches over the same runs: each run leased once") { store in
+      let ids = makeIDs(40, seed: 77)
+      try await store.insert(ids.map { newTask($0) })
+      let due = t0 + 10 * second
+      // Four batches, each every task in its own order, one task named twice in each.
+      let batches = try await withThrowingTaskGroup(of: [Lease?].self) { group in
+        for b in 0..<4 {
+          group.addTask {
+            let order = b % 2 == 0 ? ids : ids.reversed()
+            let requests = (order + [order[0]]).map {
+              LeaseRequest(taskID: $0, scheduledMicros: due, owner: "e\(b)", expiresAt: t0 + hour)
+            }
+            let leases = try await store.createLeases(requests, now: t0)
+            try expectEqual(leases.last ?? nil, nil, "a task named twice in one batch is leased once")
+            return leases
+          }
+        }
+        return try await group.reduce(into: []) { $0.append($1) }
+      }
+      let granted = batches.flatMap { $0.compactMap { $0 } }
+      try expectEqual(granted.count, ids.count, "leases across all batches")
+      try expectEqual(Set(granted.map(\.runID.taskID)), Set(ids), "every run leased")
+      try expectEqual(Set(granted.map(\.fence)).count, ids.count, "distinct fences")
+      for lease in granted {
+        let runs = try await store.runs(taskID: lease.runID.taskID, owner: "alice", before: nil, limit: 10)
+        try expectEqual(runs.map(\.fence), [lease.fence], "the stored run carries the winner's fence")
+        try expectEqual(runs.map(\.leaseOwner), [lease.owner], "and its owner")
+      }
+    },
     ConformanceCase("renew checks the fence") { store in
       let (_, lease) = try await leasedTask(store)
       try await store.renewLease(runID: lease.runID, fence: lease.fence, expiresAt: t0 + 90 * second)

@@ -456,17 +456,7 @@ extension SQLiteTaskStore {
   }
 
   static func check(_ result: RunResult) throws {
-    switch result.next {
-    case .retry:
-      break
-    case .reschedule, .finish, .runOnly:
-      guard result.state.isTerminal else {
-        throw TaskStoreError.invalidArgument("result.state \(result.state) is not final")
-      }
-    }
-    if case .finish(let state) = result.next, state != .completed && state != .dead {
-      throw TaskStoreError.invalidArgument("a task finishes completed or dead, not \(state)")
-    }
+    _ = try result.recordedRunState()
   }
 
   /// Records one result inside the caller's write transaction (compare-and-set on the fence).
