@@ -110,6 +110,8 @@ let package = Package(
       dependencies: [
         "HourglassStore",
         .product(name: "GRDB", package: "GRDB.swift"),
+        // The system SQLite's C API, for the one statement bound without GRDB (TaskInsertStatement).
+        .product(name: "GRDBSQLite", package: "GRDB.swift"),
         .product(name: "Logging", package: "swift-log"),
       ],
       swiftSettings: strictSettings
