@@ -414,6 +414,32 @@ extension ConformanceCase {
       let runs = try await store.runs(taskID: lease.taskID, owner: "alice", before: nil, limit: 1)
       try expectEqual(runs.first?.leaseExpiresMicros, t0 + 90 * second, "expiry after renew")
     },
+    ConformanceCase("a renewal batch: each item its own compare-and-set on the fence") { store in
+      let ids = makeIDs(3, seed: 91)
+      try await store.insert(ids.map { newTask($0) })
+      let due = t0 + 10 * second
+      let leases = try await store.createLeases(
+        ids.map { LeaseRequest(taskID: $0, scheduledMicros: due, owner: "e1", expiresAt: t0 + hour) }, now: t0)
+      let leased = leases.compactMap { $0 }
+      try expectEqual(leased.count, 3, "leased")
+      let done = RunResult(state: .succeeded, finishedMicros: t0 + 11 * second, next: .finish(.completed))
+      try expectEqual(
+        try await store.recordResult(runID: leased[2].runID, fence: leased[2].fence, result: done), .recorded,
+        "third run finished")
+      let later = t0 + 2 * hour
+      let renewed = try await store.renewLeases([
+        LeaseRenewalRequest(runID: leased[0].runID, fence: leased[0].fence, expiresAt: later),
+        LeaseRenewalRequest(runID: leased[1].runID, fence: leased[1].fence.next, expiresAt: later),
+        LeaseRenewalRequest(runID: leased[2].runID, fence: leased[2].fence, expiresAt: later),
+        LeaseRenewalRequest(runID: leased[0].runID, fence: leased[0].fence, expiresAt: later + second),
+      ])
+      try expectEqual(renewed, [true, false, false, true], "current fence, stale fence, finished run, repeat")
+      let renewedRun = try await store.runs(taskID: ids[0], owner: "alice", before: nil, limit: 1)
+      try expectEqual(renewedRun.first?.leaseExpiresMicros, later + second, "extended to the latest expiry")
+      let staleRun = try await store.runs(taskID: ids[1], owner: "alice", before: nil, limit: 1)
+      try expectEqual(staleRun.first?.leaseExpiresMicros, t0 + hour, "a stale fence extends nothing")
+      try expectEqual(try await store.renewLeases([]), [], "an empty batch")
+    },
     ConformanceCase("expired leases are recovered after the skew bound, as the same run with a new fence") { store in
       let (id, lease) = try await leasedTask(store)
       // Expires at t0+40s; skew bound 5s.

@@ -419,6 +419,40 @@ extension PostgresTaskStore {
     if updated.isEmpty { throw TaskStoreError.staleFence(runID) }
   }
 
+  /// Renews a batch with one statement: `UPDATE runs … FROM unnest(…)`, each row its own
+  /// compare-and-set on the fence. A run named twice with one fence is renewed once, to the later
+  /// expiry, and both items answer true.
+  public func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool] {
+    if items.isEmpty { return [] }
+    struct Key: Hashable {
+      var run: RunID
+      var fence: Fence
+    }
+    var expiry: [Key: Int64] = [:]
+    for item in items {
+      let key = Key(run: item.runID, fence: item.fence)
+      expiry[key] = max(expiry[key] ?? .min, item.expiresAt)
+    }
+    let keys = Array(expiry.keys)
+    var renewed = Set<Key>()
+    for row in try await rows(
+      """
+      UPDATE runs SET lease_expires_us = u.expires
+      FROM unnest(\(keys.map(\.run.taskID.uuid))::uuid[], \(keys.map(\.run.scheduledMicros))::bigint[],
+        \(keys.map { Int64($0.fence.rawValue) })::bigint[], \(keys.map { expiry[$0]! })::bigint[])
+        AS u(id, scheduled, fence, expires)
+      WHERE runs.task_id = u.id AND runs.scheduled_us = u.scheduled AND runs.fence = u.fence
+        AND runs.state = 'leased'
+      RETURNING runs.task_id, runs.scheduled_us, runs.fence
+      """)
+    {
+      let (id, scheduled, fence) = try row.decode((UUID, Int64, Int64).self)
+      renewed.insert(
+        Key(run: RunID(taskID: TaskID(uuid: id), scheduledMicros: scheduled), fence: Fence(rawValue: UInt64(fence))))
+    }
+    return items.map { renewed.contains(Key(run: $0.runID, fence: $0.fence)) }
+  }
+
   public func recordResult(
     runID: RunID, fence: Fence, result: RunResult
   ) async throws

@@ -439,6 +439,23 @@ extension SQLiteTaskStore {
     }
   }
 
+  public func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool] {
+    if items.isEmpty { return [] }
+    return try await write { db in
+      let statement = try db.cachedStatement(
+        sql: """
+          UPDATE runs SET lease_expires_us = ?
+          WHERE task_id = ? AND scheduled_us = ? AND fence = ? AND state = 'leased'
+          """)
+      return try items.map { item in
+        try statement.execute(arguments: [
+          item.expiresAt, Data(item.runID.taskID.bytes), item.runID.scheduledMicros, Int64(item.fence.rawValue),
+        ])
+        return db.changesCount > 0
+      }
+    }
+  }
+
   public func recordResult(
     runID: RunID, fence: Fence, result: RunResult
   ) async throws
