@@ -81,21 +81,39 @@ public struct RPCRouter: Sendable {
   /// the error it threw (`UNKNOWN` without details for errors that are not ``RPCError``). The
   /// error's cause, which the client is not told, goes into the call's annotations for its log.
   private static func run(_ stream: RPCServerStream, _ context: ServerContext, _ body: () async throws -> ByteBuffer?) async {
+    let last: ByteBuffer?
+    let status: Status
+    let metadata: Metadata
     do {
-      let last = try await body()
-      try? await stream.writer.finish(lastMessage: last, status: .ok, metadata: [:])
+      last = try await body()
+      status = .ok
+      metadata = [:]
     } catch let error as RPCError {
       if let cause = error.cause { context.annotations["hourglass.error_cause"] = "\(cause)" }
-      try? await stream.writer.finish(lastMessage: nil, status: Status(code: error.code, message: error.message), metadata: error.metadata)
+      last = nil
+      status = Status(code: error.code, message: error.message)
+      metadata = error.metadata
     } catch is CancellationError {
-      try? await stream.writer.finish(lastMessage: nil, status: Status(code: .cancelled, message: "the call was cancelled"), metadata: [:])
+      last = nil
+      status = Status(code: .cancelled, message: "the call was cancelled")
+      metadata = [:]
     } catch {
       context.annotations["hourglass.error_cause"] = "\(error)"
-      try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unknown, message: "the server failed to handle the call"), metadata: [:])
+      last = nil
+      status = Status(code: .unknown, message: "the server failed to handle the call")
+      metadata = [:]
     }
+    // Most calls end at once, without another suspension point.
+    if stream.writer.finishWithoutWaiting(lastMessage: last, status: status, metadata: metadata) { return }
+    try? await stream.writer.finish(lastMessage: last, status: status, metadata: metadata)
   }
 
+  /// The call's one request message: at hand without an async call when the transport
+  /// delivered it with the stream, as it does for most unary and server-streaming calls.
   private static func single<M: SwiftProtobuf.Message>(_ type: M.Type, from inbound: RPCInbound<ByteBuffer>) async throws -> M {
+    if let only = inbound.singleElement {
+      return try MessageCoding.decode(M.self, from: only)
+    }
     var iterator = inbound.makeAsyncIterator()
     guard let first = try await iterator.next() else {
       throw RPCError(code: .invalidArgument, message: "the call ended without a request message")
