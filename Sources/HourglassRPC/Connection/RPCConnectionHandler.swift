@@ -232,18 +232,31 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
           try handle(held)
         }
       } catch let violation as ProtocolViolation {
-        heldHeaders = nil
         deferredReads.removeAll()
-        connectionError(violation)
+        connectionError(handlingHeldHeadersFirst(then: violation))
         return
       } catch {
-        heldHeaders = nil
         deferredReads.removeAll()
-        connectionError(ProtocolViolation(.malformedFrame, "cannot decode frames: \(error)"))
+        connectionError(handlingHeldHeadersFirst(then: ProtocolViolation(.malformedFrame, "cannot decode frames: \(error)")))
         return
       }
       next = deferredReads.isEmpty ? nil : deferredReads.removeFirst()
     }
+  }
+
+  /// The violation to report when decoding failed after request HEADERS were held: those
+  /// HEADERS arrived first, so they are handled first, and their own violation, if any, is the
+  /// one reported. Without this, how the bytes happened to be split across reads would decide
+  /// which error the peer is told (found by the fuzz target).
+  private func handlingHeldHeadersFirst(then violation: ProtocolViolation) -> ProtocolViolation {
+    guard let held = heldHeaders else { return violation }
+    heldHeaders = nil
+    do {
+      try handle(held)
+    } catch let earlier {
+      return earlier
+    }
+    return violation
   }
 
   /// One decoded frame. A server's request HEADERS wait for the next frame, so that a unary
