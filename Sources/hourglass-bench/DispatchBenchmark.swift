@@ -53,6 +53,12 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Option(help: "Results per group-committed transaction at most (the coordinator's resultBatch; its default when absent).")
   var resultBatch: Int?
 
+  @Option(help: "Least microseconds between two result transactions (the coordinator's resultSpacingMicros; its default when absent).")
+  var resultSpacingUs: Int?
+
+  @Option(help: "WAL pages appended between checkpoints (the SQLite store's walAutocheckpointPages; its default when absent).")
+  var walCheckpointPages: Int?
+
   @Option(help: "Tasks per insert call while preloading the store.")
   var preloadBatch: Int = 20_000
 
@@ -95,7 +101,9 @@ struct DispatchBenchmark: AsyncParsableCommand {
   private func measure(storedTasks: Int, path: String) async throws -> [[String: BenchmarkValue]] {
     var logger = Logger(label: "bench.dispatch")
     logger.logLevel = .error
-    let store = try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
+    var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: path)
+    if let walCheckpointPages { storeConfiguration.walAutocheckpointPages = walCheckpointPages }
+    let store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: logger)
     var rows: [[String: BenchmarkValue]] = []
 
     // 1. Stored, not due: days ahead, spread over a day of hour buckets.
@@ -137,6 +145,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
     var configuration = CoordinatorConfiguration.defaults
     configuration.loadAheadMicros = 4_000_000
     if let resultBatch { configuration.resultBatch = resultBatch }
+    if let resultSpacingUs { configuration.resultSpacingMicros = Int64(resultSpacingUs) }
     let coordinator = try Coordinator(
       configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
     let recorder = StartRecorder(capacity: due.count)
