@@ -48,6 +48,9 @@ public final class SQLiteTaskStore: TaskStore {
     /// WAL pages appended between checkpoints. Checkpoints run passively on a connection of
     /// their own, never inside a commit (see `SQLiteCheckpointer`).
     public var walAutocheckpointPages: Int
+    /// Checkpoints run on a connection of their own (`SQLiteCheckpointer`) instead of inside the
+    /// commit that crosses `walAutocheckpointPages` on the writer (SQLite's automatic checkpoint).
+    public var backgroundCheckpoints: Bool
     /// Milliseconds to wait for a lock held by another process before failing.
     public var busyTimeoutMilliseconds: Int
     /// Open without write access (every write fails with ``TaskStoreError/io(_:)``).
@@ -60,8 +63,8 @@ public final class SQLiteTaskStore: TaskStore {
     public static func defaults(path: String) -> Configuration {
       Configuration(
         path: path, synchronous: .full, partitionCount: 64, maxBatchRows: 1000,
-        cacheSizeKiB: 262_144, walAutocheckpointPages: 16_384, busyTimeoutMilliseconds: 5000,
-        readOnly: false, maxPageCount: nil)
+        cacheSizeKiB: 262_144, walAutocheckpointPages: 16_384, backgroundCheckpoints: true,
+        busyTimeoutMilliseconds: 5000, readOnly: false, maxPageCount: nil)
     }
 
     func validate() throws {
@@ -143,6 +146,10 @@ public final class SQLiteTaskStore: TaskStore {
         }
       }
       if configuration.readOnly {
+        checkpointer = nil
+      } else if !configuration.backgroundCheckpoints {
+        let pages = configuration.walAutocheckpointPages
+        try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = \(pages)") }
         checkpointer = nil
       } else {
         // No checkpoint inside a commit from here on: the writer's WAL hook hands them to a

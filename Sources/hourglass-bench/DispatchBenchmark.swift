@@ -59,6 +59,9 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Option(help: "WAL pages appended between checkpoints (the SQLite store's walAutocheckpointPages; its default when absent).")
   var walCheckpointPages: Int?
 
+  @Flag(help: "SQLite's automatic checkpoint inside the writer's commits instead of the store's background checkpointer.")
+  var checkpointInCommit = false
+
   @Option(help: "Tasks per insert call while preloading the store.")
   var preloadBatch: Int = 20_000
 
@@ -103,6 +106,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
     logger.logLevel = .error
     var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: path)
     if let walCheckpointPages { storeConfiguration.walAutocheckpointPages = walCheckpointPages }
+    if checkpointInCommit { storeConfiguration.backgroundCheckpoints = false }
     let store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: logger)
     var rows: [[String: BenchmarkValue]] = []
 

@@ -141,4 +141,18 @@ struct SQLiteStoreTests {
       try await reopened.close()
     }
   }
+
+  @Test func checkpointsInsideCommitsAreOptIn() async throws {
+    try await TemporaryDirectory.with { dir in
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
+      configuration.backgroundCheckpoints = false
+      configuration.walAutocheckpointPages = 64
+      let store = try await SQLiteTaskStore(configuration: configuration)
+      #expect(store.checkpointer == nil)
+      #expect(try await store.writerAutocheckpointPages() == 64)
+      try await store.insert((0..<50).map { sampleTask($0) })
+      #expect(try await store.counts().tasks[.active] == 50)
+      try await store.close()
+    }
+  }
 }
