@@ -226,8 +226,8 @@ public struct TaskDetails: Sendable, Hashable {
   public var created: Date?
   /// The SHA-256 of its blob, hex.
   public var blobSHA256: String
-  /// Runs finished so far, when the coordinator reports it (`TaskInfo.runs_completed`); the
-  /// current coordinator does not count them yet and sends 0 — use ``HourglassClient/runs(_:pageSize:timeout:)``.
+  /// Runs executed to an outcome so far (succeeded, failed or dead; a run's retried attempts
+  /// count once, cancelled and skipped runs not at all), from `TaskInfo.runs_completed`.
   public var runsCompleted: Int
   /// Its retry policy.
   public var retry: RetrySettings?

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -9,6 +10,11 @@ import Foundation
 /// touched), `pg_ctl stop` at the end. PostgreSQL refuses to run as root, so as root the server
 /// runs as the `postgres` user through `runuser`. The binaries come from Debian's `postgresql`
 /// package (`HOURGLASS_PG_BIN` overrides their folder).
+///
+/// The server does not outlive the process that started it: a small watchdog shell waits for end
+/// of file on a pipe whose write end only this process holds, and stops the server with
+/// `pg_ctl stop -m immediate` when it sees it, that is when this process exits or is killed
+/// before calling ``stop(immediately:removingDirectory:)``.
 public final class ThrowawayPostgres: Sendable {
   /// Where Debian's `postgresql-15` package installs the server binaries.
   public static let binaries = ProcessInfo.processInfo.environment["HOURGLASS_PG_BIN"] ?? "/usr/lib/postgresql/15/bin"
@@ -27,11 +33,14 @@ public final class ThrowawayPostgres: Sendable {
   /// The address it listens on.
   public let host = "127.0.0.1"
   private let runAs: [String]
+  private let watchdog: Watchdog?
 
   private init(directory: String, port: Int, runAs: [String]) {
     self.directory = directory
     self.port = port
     self.runAs = runAs
+    self.watchdog = Watchdog(
+      stopCommand: runAs + ["\(Self.binaries)/pg_ctl", "-D", "\(directory)/data", "-m", "immediate", "-w", "stop"])
   }
 
   /// Creates and starts a server in `directory` (a new temporary folder when `nil`), with extra
@@ -77,6 +86,7 @@ public final class ThrowawayPostgres: Sendable {
   /// Stops the server (`immediate`: no checkpoint; `fast`: a clean shutdown) and, if asked,
   /// removes its folder.
   public func stop(immediately: Bool = true, removingDirectory: Bool = true) {
+    watchdog?.dismiss()
     _ = try? Self.run(runAs + ["\(Self.binaries)/pg_ctl", "-D", "\(directory)/data", "-m", immediately ? "immediate" : "fast", "-w", "stop"])
     if removingDirectory { try? FileManager.default.removeItem(atPath: directory) }
   }
@@ -109,6 +119,9 @@ public final class ThrowawayPostgres: Sendable {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    // Nothing else of ours is inherited: a server started here must not hold, say, a lock file
+    // descriptor of the test run after the run has gone.
+    closeInheritedDescriptors(&actions)
     var cArguments = arguments.map { strdup($0) } + [nil]
     defer { for pointer in cArguments { free(pointer) } }
     var pid: pid_t = 0
@@ -145,4 +158,67 @@ public final class ThrowawayPostgres: Sendable {
     guard named == 0 else { throw LaunchError(message: "getsockname() failed") }
     return Int(UInt16(bigEndian: address.sin_port))
   }
+}
+
+/// Runs `stopCommand` once the process that created it has gone: a shell reads a pipe whose write
+/// end (close-on-exec, so no other child inherits it) only this process holds; end of file there
+/// means this process exited or was killed.
+final class Watchdog: Sendable {
+  /// The watchdog shell's process id.
+  let pid: pid_t
+  private let writeEnd: Int32
+  private let ended = Atomic<Bool>(false)
+
+  init?(stopCommand: [String]) {
+    var ends: [Int32] = [0, 0]
+    guard pipe(&ends) == 0 else { return nil }
+    _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
+    _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, ends[0], 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    closeInheritedDescriptors(&actions)
+    // `read` returns only at end of file: nothing is ever written to the pipe.
+    let arguments = ["/bin/sh", "-c", "read -r _ignored; exec \"$@\"", "hourglass-pg-watchdog"] + stopCommand
+    var cArguments = arguments.map { strdup($0) } + [nil]
+    defer { for pointer in cArguments { free(pointer) } }
+    var pid: pid_t = 0
+    let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &cArguments, environ)
+    close(ends[0])
+    guard spawned == 0 else {
+      close(ends[1])
+      return nil
+    }
+    self.pid = pid
+    self.writeEnd = ends[1]
+  }
+
+  /// Ends the watchdog without running its command (the server is being stopped normally).
+  func dismiss() {
+    guard !ended.exchange(true, ordering: .relaxed) else { return }
+    kill(pid, SIGKILL)
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    close(writeEnd)
+  }
+
+  /// Closes this process's end of the pipe, as the kernel does when this process dies; the
+  /// watchdog then runs its command. The caller reaps ``pid``.
+  func closeLifeline() {
+    guard !ended.exchange(true, ordering: .relaxed) else { return }
+    close(writeEnd)
+  }
+}
+
+/// Adds "close every descriptor from 3 up" to `actions`, so a spawned child inherits only its
+/// standard streams. glibc (2.34 and later) has this as `posix_spawn_file_actions_addclosefrom_np`,
+/// which Swift's Glibc module does not import (it is a GNU extension), so it is looked up by name;
+/// on a C library without it, children inherit descriptors as before.
+func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+  typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+  guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else { return }
+  _ = unsafeBitCast(symbol, to: AddCloseFrom.self)(&actions, 3)
 }

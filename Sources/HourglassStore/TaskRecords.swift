@@ -125,6 +125,8 @@ public struct TaskRecord: Sendable, Hashable, Codable {
   public var version: Int64
   /// Insertion time.
   public var createdAtMicros: Int64
+  /// Runs executed to an outcome so far (see ``RunState/countsAsCompleted``).
+  public var runsCompleted: Int64
 
   /// Builds a record (backends use this).
   public init(
@@ -132,7 +134,7 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     arguments: [String], timeZone: String, scheduleSpec: [UInt8], recurring: Bool,
     priority: Int32, maxAttempts: Int32, timeoutMicros: Int64, state: TaskState,
     partition: Partition, nextRunMicros: Int64?, dueMicros: Int64?, lastRunMicros: Int64?,
-    lastRunState: RunState?, version: Int64, createdAtMicros: Int64
+    lastRunState: RunState?, version: Int64, createdAtMicros: Int64, runsCompleted: Int64 = 0
   ) {
     self.id = id
     self.owner = owner
@@ -154,6 +156,7 @@ public struct TaskRecord: Sendable, Hashable, Codable {
     self.lastRunState = lastRunState
     self.version = version
     self.createdAtMicros = createdAtMicros
+    self.runsCompleted = runsCompleted
   }
 
   /// The id of the current run, if the task has one.
@@ -358,5 +361,25 @@ public struct StoreCounts: Sendable, Hashable {
   public init(tasks: [TaskState: Int], runs: [RunState: Int]) {
     self.tasks = tasks
     self.runs = runs
+  }
+}
+
+extension RunResult {
+  /// The state the run row takes when this result is recorded: `retrying` for a retry, else
+  /// ``state``. Throws `invalidArgument` for a result no backend may record: a non-final state
+  /// with a final next step, or a task finishing in a state other than completed or dead.
+  public func recordedRunState() throws -> RunState {
+    if case .finish(let taskState) = next, taskState != .completed && taskState != .dead {
+      throw TaskStoreError.invalidArgument("a task finishes completed or dead, not \(taskState)")
+    }
+    switch next {
+    case .retry:
+      return .retrying
+    case .reschedule, .finish, .runOnly:
+      guard state.isTerminal else {
+        throw TaskStoreError.invalidArgument("result.state \(state) is not final")
+      }
+      return state
+    }
   }
 }

@@ -89,6 +89,11 @@ public protocol TaskStore: Sendable {
   /// current fence and the run is still leased.
   func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws
 
+  /// Many ``renewLease(runID:fence:expiresAt:)`` calls in one durable transaction, each its own
+  /// compare-and-set on the fence; for each item, in order, whether its lease was extended.
+  /// Throws, and extends nothing, if the transaction fails.
+  func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool]
+
   /// Records the result of a leased run and moves its task on, atomically, only if `fence` is the
   /// run's current fence and the run is still leased (compare-and-set). Returns `.staleFence`, and
   /// changes nothing, otherwise.
@@ -150,6 +155,23 @@ public struct LeaseRequest: Sendable, Hashable {
   }
 }
 
+/// One renewal given to ``TaskStore/renewLeases(_:)``.
+public struct LeaseRenewalRequest: Sendable, Hashable {
+  /// The leased run.
+  public var runID: RunID
+  /// The fence the renewing executor holds.
+  public var fence: Fence
+  /// The lease's new expiry (µs).
+  public var expiresAt: Int64
+
+  /// Creates a renewal.
+  public init(runID: RunID, fence: Fence, expiresAt: Int64) {
+    self.runID = runID
+    self.fence = fence
+    self.expiresAt = expiresAt
+  }
+}
+
 /// One result given to ``TaskStore/recordResults(_:)``.
 public struct ResultRecord: Sendable, Hashable {
   /// The run.
@@ -199,6 +221,21 @@ extension TaskStore {
       if let record = try await dispatchRecord(taskID: id) { records[id] = record }
     }
     return records
+  }
+
+  /// One ``renewLease(runID:fence:expiresAt:)`` per item, for backends without a batch path.
+  public func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool] {
+    var renewed: [Bool] = []
+    renewed.reserveCapacity(items.count)
+    for item in items {
+      do {
+        try await renewLease(runID: item.runID, fence: item.fence, expiresAt: item.expiresAt)
+        renewed.append(true)
+      } catch TaskStoreError.staleFence {
+        renewed.append(false)
+      }
+    }
+    return renewed
   }
 
   /// One ``recordResult(runID:fence:result:)`` per item, for backends without a batch path.

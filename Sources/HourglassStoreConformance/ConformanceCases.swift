@@ -373,6 +373,35 @@ extension ConformanceCase {
       }
       try expectEqual(wins, 1, "winning leases")
     },
+    ConformanceCase("concurrent lease batches over the same runs: each run leased once") { store in
+      let ids = makeIDs(40, seed: 77)
+      try await store.insert(ids.map { newTask($0) })
+      let due = t0 + 10 * second
+      // Four batches, each every task in its own order, one task named twice in each.
+      let batches = try await withThrowingTaskGroup(of: [Lease?].self) { group in
+        for b in 0..<4 {
+          group.addTask {
+            let order = b % 2 == 0 ? ids : ids.reversed()
+            let requests = (order + [order[0]]).map {
+              LeaseRequest(taskID: $0, scheduledMicros: due, owner: "e\(b)", expiresAt: t0 + hour)
+            }
+            let leases = try await store.createLeases(requests, now: t0)
+            try expectEqual(leases.last ?? nil, nil, "a task named twice in one batch is leased once")
+            return leases
+          }
+        }
+        return try await group.reduce(into: []) { $0.append($1) }
+      }
+      let granted = batches.flatMap { $0.compactMap { $0 } }
+      try expectEqual(granted.count, ids.count, "leases across all batches")
+      try expectEqual(Set(granted.map(\.runID.taskID)), Set(ids), "every run leased")
+      try expectEqual(Set(granted.map(\.fence)).count, ids.count, "distinct fences")
+      for lease in granted {
+        let runs = try await store.runs(taskID: lease.runID.taskID, owner: "alice", before: nil, limit: 10)
+        try expectEqual(runs.map(\.fence), [lease.fence], "the stored run carries the winner's fence")
+        try expectEqual(runs.map(\.leaseOwner), [lease.owner], "and its owner")
+      }
+    },
     ConformanceCase("renew checks the fence") { store in
       let (_, lease) = try await leasedTask(store)
       try await store.renewLease(runID: lease.runID, fence: lease.fence, expiresAt: t0 + 90 * second)
@@ -384,6 +413,32 @@ extension ConformanceCase {
       ) { $0 == .staleFence(lease.runID) }
       let runs = try await store.runs(taskID: lease.taskID, owner: "alice", before: nil, limit: 1)
       try expectEqual(runs.first?.leaseExpiresMicros, t0 + 90 * second, "expiry after renew")
+    },
+    ConformanceCase("a renewal batch: each item its own compare-and-set on the fence") { store in
+      let ids = makeIDs(3, seed: 91)
+      try await store.insert(ids.map { newTask($0) })
+      let due = t0 + 10 * second
+      let leases = try await store.createLeases(
+        ids.map { LeaseRequest(taskID: $0, scheduledMicros: due, owner: "e1", expiresAt: t0 + hour) }, now: t0)
+      let leased = leases.compactMap { $0 }
+      try expectEqual(leased.count, 3, "leased")
+      let done = RunResult(state: .succeeded, finishedMicros: t0 + 11 * second, next: .finish(.completed))
+      try expectEqual(
+        try await store.recordResult(runID: leased[2].runID, fence: leased[2].fence, result: done), .recorded,
+        "third run finished")
+      let later = t0 + 2 * hour
+      let renewed = try await store.renewLeases([
+        LeaseRenewalRequest(runID: leased[0].runID, fence: leased[0].fence, expiresAt: later),
+        LeaseRenewalRequest(runID: leased[1].runID, fence: leased[1].fence.next, expiresAt: later),
+        LeaseRenewalRequest(runID: leased[2].runID, fence: leased[2].fence, expiresAt: later),
+        LeaseRenewalRequest(runID: leased[0].runID, fence: leased[0].fence, expiresAt: later + second),
+      ])
+      try expectEqual(renewed, [true, false, false, true], "current fence, stale fence, finished run, repeat")
+      let renewedRun = try await store.runs(taskID: ids[0], owner: "alice", before: nil, limit: 1)
+      try expectEqual(renewedRun.first?.leaseExpiresMicros, later + second, "extended to the latest expiry")
+      let staleRun = try await store.runs(taskID: ids[1], owner: "alice", before: nil, limit: 1)
+      try expectEqual(staleRun.first?.leaseExpiresMicros, t0 + hour, "a stale fence extends nothing")
+      try expectEqual(try await store.renewLeases([]), [], "an empty batch")
     },
     ConformanceCase("expired leases are recovered after the skew bound, as the same run with a new fence") { store in
       let (id, lease) = try await leasedTask(store)
@@ -446,6 +501,7 @@ extension ConformanceCase {
       try expectEqual(task.lastRunMicros, lease.runID.scheduledMicros, "last run")
       try expectEqual(task.lastRunState, .succeeded, "last run state")
       try expectEqual(task.nextRunMicros, nil, "no next run")
+      try expectEqual(task.runsCompleted, 1, "counted once, not for the stale or repeated result")
       let run = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 10)
       try expectEqual(run.count, 1, "one run")
       try expectEqual(run[0].state, .succeeded, "run state")
@@ -467,6 +523,7 @@ extension ConformanceCase {
       try expectEqual(task.state, .active, "task active")
       try expectEqual(task.dueMicros, retryAt, "due at backoff")
       try expectEqual(task.nextRunMicros, lease.runID.scheduledMicros, "same run")
+      try expectEqual(task.runsCompleted, 0, "a retried attempt is not a completed run")
       let due = try await store.loadDue(
         shard: ShardID(partition: task.partition, bucket: HourBucket(containing: retryAt)),
         from: .min, until: .max, limit: 10)
@@ -487,7 +544,9 @@ extension ConformanceCase {
           runID: again.runID, fence: again.fence,
           result: RunResult(state: .dead, finishedMicros: retryAt + second, next: .finish(.dead))),
         .recorded, "final failure")
-      try expectEqual(try await store.task(id: id, owner: "alice")?.state, .dead, "task dead")
+      let dead = try await store.task(id: id, owner: "alice")
+      try expectEqual(dead?.state, .dead, "task dead")
+      try expectEqual(dead?.runsCompleted, 1, "a run of two attempts counts once")
     },
     ConformanceCase("a recurring task moves to its next run; history lists runs newest first") { store in
       let (id, lease) = try await leasedTask(store, recurring: true)
@@ -507,6 +566,7 @@ extension ConformanceCase {
         try expectEqual(task.nextRunMicros, next, "next run after run \(i)")
         try expectEqual(task.lastRunMicros, scheduled, "last run after run \(i)")
         try expectEqual(task.lastRunState, .succeeded, "last state after run \(i)")
+        try expectEqual(task.runsCompleted, Int64(i), "runs completed after run \(i)")
         scheduled = next
         let lease = try await store.createLease(
           taskID: id, owner: "executor-1", now: next, expiresAt: next + 30 * second)

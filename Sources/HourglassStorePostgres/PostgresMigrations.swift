@@ -106,6 +106,18 @@ enum PostgresMigrations {
           "CREATE INDEX tasks_due_id ON tasks (partition, due_bucket, due_us, id) WHERE state = 'active'",
           "DROP INDEX tasks_due",
         ]),
+      Migration(
+        version: 4, name: "runs-completed",
+        statements: [
+          // A counter kept with each result, so Get and List never count a long run history.
+          "ALTER TABLE tasks ADD COLUMN runs_completed bigint NOT NULL DEFAULT 0",
+          """
+          UPDATE tasks SET runs_completed = (
+            SELECT count(*) FROM runs
+            WHERE runs.task_id = tasks.id AND runs.state IN ('succeeded', 'failed', 'dead')
+          )
+          """,
+        ]),
     ]
   }
 }

@@ -9,7 +9,7 @@ extension PostgresTaskStore {
   static let taskColumns = """
     id, owner, name, operator, blob_digest, arguments, time_zone, schedule_spec, recurring,
     priority, max_attempts, timeout_us, state, partition, next_run_us, due_us, last_run_us,
-    last_run_state, version, created_us
+    last_run_state, version, created_us, runs_completed
     """
 
   static let runColumns = """
@@ -39,7 +39,8 @@ extension PostgresTaskStore {
       nextRunMicros: try r[14].decode(Int64?.self), dueMicros: try r[15].decode(Int64?.self),
       lastRunMicros: try r[16].decode(Int64?.self),
       lastRunState: lastState.flatMap(RunState.init(rawValue:)),
-      version: try r[18].decode(Int64.self), createdAtMicros: try r[19].decode(Int64.self))
+      version: try r[18].decode(Int64.self), createdAtMicros: try r[19].decode(Int64.self),
+      runsCompleted: try r[20].decode(Int64.self))
   }
 
   static func runRecord(_ row: PostgresRow) throws -> RunRecord {
@@ -84,6 +85,21 @@ extension PostgresTaskStore {
     try await rows(
       "SELECT \(unescaped: Self.taskColumns) FROM tasks WHERE id = \(taskID.uuid) AND state <> 'deleted'"
     ).first.map(Self.taskRecord)
+  }
+
+  public func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {
+    if taskIDs.isEmpty { return [:] }
+    var records: [TaskID: TaskRecord] = [:]
+    for row in try await rows(
+      """
+      SELECT \(unescaped: Self.taskColumns) FROM tasks
+      WHERE id = ANY(\(taskIDs.map(\.uuid))::uuid[]) AND state <> 'deleted'
+      """)
+    {
+      let record = try Self.taskRecord(row)
+      records[record.id] = record
+    }
+    return records
   }
 
   public func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage {
@@ -295,6 +311,103 @@ extension PostgresTaskStore {
     }
   }
 
+  /// Leases a batch in one transaction with three statements whatever its size: a compare-and-set
+  /// of every task (active, next run as requested, that run not past pending or retrying; tasks
+  /// of overlap-allowed requests move on to their next run instead of to running), then one
+  /// upsert of the won runs, each with its own `nextval('fence_seq')`. Row locks make a task
+  /// that two coordinators race for go to one of them; the other's compare-and-set re-reads the
+  /// row after the winner commits and fails.
+  public func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?] {
+    if requests.isEmpty { return [] }
+    for request in requests where request.expiresAt <= now {
+      throw TaskStoreError.invalidArgument("expiresAt must be after now")
+    }
+    // A task is leased at most once per batch: a repeated request gets nil, as it would from a
+    // second batch.
+    var seen = Set<TaskID>()
+    let first = requests.map { seen.insert($0.taskID).inserted }
+    let plain = requests.indices.filter { first[$0] && requests[$0].advanceTo == nil }
+    let moving = requests.indices.filter { first[$0] && requests[$0].advanceTo != nil }
+    let notPast = """
+      NOT EXISTS (SELECT 1 FROM runs WHERE runs.task_id = t.id AND runs.scheduled_us = t.next_run_us
+        AND runs.state NOT IN ('pending', 'retrying'))
+      """
+    return try await transaction { [logger] connection in
+      // Tasks are locked in id order by every batch path, so concurrent batches wait for each
+      // other instead of deadlocking.
+      let all = requests.indices.filter { first[$0] }.map { requests[$0].taskID.uuid }
+      try await connection.query(
+        "SELECT 1 FROM tasks WHERE id = ANY(\(all)::uuid[]) ORDER BY id FOR UPDATE", logger: logger)
+      var won = Set<UUID>()
+      if !plain.isEmpty {
+        let ids = plain.map { requests[$0].taskID.uuid }
+        let runs = plain.map { requests[$0].scheduledMicros }
+        for try await id in try await connection.query(
+          """
+          UPDATE tasks t SET state = 'running', version = t.version + 1
+          FROM unnest(\(ids)::uuid[], \(runs)::bigint[]) AS r(id, scheduled)
+          WHERE t.id = r.id AND t.state = 'active' AND t.next_run_us = r.scheduled
+            AND \(unescaped: notPast)
+          RETURNING t.id
+          """, logger: logger
+        ).decode(UUID.self) {
+          won.insert(id)
+        }
+      }
+      if !moving.isEmpty {
+        let ids = moving.map { requests[$0].taskID.uuid }
+        let runs = moving.map { requests[$0].scheduledMicros }
+        let next = moving.map { requests[$0].advanceTo! }
+        let buckets = next.map { HourBucket(containing: $0).rawValue }
+        for try await id in try await connection.query(
+          """
+          UPDATE tasks t SET next_run_us = r.next, due_us = r.next, due_bucket = r.bucket,
+            version = t.version + 1
+          FROM unnest(\(ids)::uuid[], \(runs)::bigint[], \(next)::bigint[], \(buckets)::bigint[])
+            AS r(id, scheduled, next, bucket)
+          WHERE t.id = r.id AND t.state = 'active' AND t.next_run_us = r.scheduled
+            AND \(unescaped: notPast)
+          RETURNING t.id
+          """, logger: logger
+        ).decode(UUID.self) {
+          won.insert(id)
+        }
+      }
+      let leased = requests.indices.filter { first[$0] && won.contains(requests[$0].taskID.uuid) }
+      if leased.isEmpty { return Array(repeating: nil, count: requests.count) }
+      let ids = leased.map { requests[$0].taskID.uuid }
+      let runs = leased.map { requests[$0].scheduledMicros }
+      let owners = leased.map { requests[$0].owner }
+      let expiries = leased.map { requests[$0].expiresAt }
+      var granted: [UUID: (attempt: Int32, fence: Int64)] = [:]
+      for try await (id, attempt, fence) in try await connection.query(
+        """
+        INSERT INTO runs AS runs (task_id, scheduled_us, attempt, state, lease_owner,
+          lease_expires_us, fence, started_us)
+        SELECT id, scheduled, 1, 'leased', owner, expires, nextval('fence_seq'), \(now)
+        FROM unnest(\(ids)::uuid[], \(runs)::bigint[], \(owners)::text[], \(expiries)::bigint[])
+          WITH ORDINALITY AS r(id, scheduled, owner, expires, ordinal)
+        ORDER BY ordinal
+        ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
+          attempt = runs.attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
+          lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
+          started_us = excluded.started_us, retry_at_us = NULL, finished_us = NULL
+        RETURNING task_id, attempt, fence
+        """, logger: logger
+      ).decode((UUID, Int32, Int64).self) {
+        granted[id] = (attempt, fence)
+      }
+      return requests.indices.map { index -> Lease? in
+        let request = requests[index]
+        guard first[index], let grant = granted[request.taskID.uuid] else { return nil }
+        return Lease(
+          runID: RunID(taskID: request.taskID, scheduledMicros: request.scheduledMicros),
+          owner: request.owner, fence: Fence(rawValue: UInt64(grant.fence)), attempt: grant.attempt,
+          grantedAtMicros: now, expiresAtMicros: request.expiresAt)
+      }
+    }
+  }
+
   public func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws {
     let updated = try await rows(
       """
@@ -306,75 +419,205 @@ extension PostgresTaskStore {
     if updated.isEmpty { throw TaskStoreError.staleFence(runID) }
   }
 
+  /// Renews a batch with one statement: `UPDATE runs … FROM unnest(…)`, each row its own
+  /// compare-and-set on the fence. A run named twice with one fence is renewed once, to the later
+  /// expiry, and both items answer true.
+  public func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool] {
+    if items.isEmpty { return [] }
+    struct Key: Hashable {
+      var run: RunID
+      var fence: Fence
+    }
+    var expiry: [Key: Int64] = [:]
+    for item in items {
+      let key = Key(run: item.runID, fence: item.fence)
+      expiry[key] = max(expiry[key] ?? .min, item.expiresAt)
+    }
+    let keys = Array(expiry.keys)
+    var renewed = Set<Key>()
+    for row in try await rows(
+      """
+      UPDATE runs SET lease_expires_us = u.expires
+      FROM unnest(\(keys.map(\.run.taskID.uuid))::uuid[], \(keys.map(\.run.scheduledMicros))::bigint[],
+        \(keys.map { Int64($0.fence.rawValue) })::bigint[], \(keys.map { expiry[$0]! })::bigint[])
+        AS u(id, scheduled, fence, expires)
+      WHERE runs.task_id = u.id AND runs.scheduled_us = u.scheduled AND runs.fence = u.fence
+        AND runs.state = 'leased'
+      RETURNING runs.task_id, runs.scheduled_us, runs.fence
+      """)
+    {
+      let (id, scheduled, fence) = try row.decode((UUID, Int64, Int64).self)
+      renewed.insert(
+        Key(run: RunID(taskID: TaskID(uuid: id), scheduledMicros: scheduled), fence: Fence(rawValue: UInt64(fence))))
+    }
+    return items.map { renewed.contains(Key(run: $0.runID, fence: $0.fence)) }
+  }
+
   public func recordResult(
     runID: RunID, fence: Fence, result: RunResult
   ) async throws
     -> RecordOutcome
   {
-    let runState: RunState
-    var retryAt: Int64? = nil
-    switch result.next {
-    case .retry(let at):
-      runState = .retrying
-      retryAt = at
-    case .reschedule, .finish, .runOnly:
-      guard result.state.isTerminal else {
-        throw TaskStoreError.invalidArgument("result.state \(result.state) is not final")
-      }
-      runState = result.state
-    }
-    if case .finish(let state) = result.next, state != .completed && state != .dead {
-      throw TaskStoreError.invalidArgument("a task finishes completed or dead, not \(state)")
-    }
-    let retryAtValue = retryAt
+    try await recordResults([ResultRecord(runID: runID, fence: fence, result: result)])[0]
+  }
+
+  /// Records a batch in one transaction, set-based: one commit (one WAL flush) and a handful of
+  /// statements for the whole batch, however large, each result still its own compare-and-set
+  /// on its run's fence. Invalid results are refused before anything is written.
+  ///
+  /// A batch runs in passes that each hold at most one result per task, so that every statement
+  /// touches a row once; a task's later results (a result sent twice, two detached runs of one
+  /// task) go to the next pass, in their order, and see the first one's effect exactly as one at
+  /// a time would. Each pass first locks its tasks in id order, as ``createLeases(_:now:)`` does,
+  /// so concurrent batches wait for each other instead of deadlocking.
+  public func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] {
+    if items.isEmpty { return [] }
+    let states = try items.map { try $0.result.recordedRunState() }
     return try await transaction { [logger] connection in
-      let id = runID.taskID.uuid
-      let updated = try await connection.query(
-        """
-        UPDATE runs SET state = \(runState.rawValue), finished_us = \(result.finishedMicros),
-          exit_status = \(result.exitStatus), output_tail = \(Self.buffer(result.outputTail)),
-          error = \(result.error), retry_at_us = \(retryAtValue)
-        WHERE task_id = \(id) AND scheduled_us = \(runID.scheduledMicros)
-          AND fence = \(Int64(fence.rawValue)) AND state = 'leased'
-        RETURNING 1
-        """, logger: logger
-      ).collect()
-      if updated.isEmpty { return .staleFence }
-      switch result.next {
-      case .retry(let at):
-        try await connection.query(
-          """
-          UPDATE tasks SET state = 'active', due_us = \(at),
-            due_bucket = \(HourBucket(containing: at).rawValue), version = version + 1
-          WHERE id = \(id) AND state = 'running'
-          """, logger: logger)
-      case .reschedule(let next):
-        try await connection.query(
-          """
-          UPDATE tasks SET state = 'active', next_run_us = \(next), due_us = \(next),
-            due_bucket = \(HourBucket(containing: next).rawValue),
-            last_run_us = \(runID.scheduledMicros), last_run_state = \(runState.rawValue),
-            version = version + 1
-          WHERE id = \(id) AND state = 'running'
-          """, logger: logger)
-      case .finish(let state):
-        try await connection.query(
-          """
-          UPDATE tasks SET state = \(state.rawValue), next_run_us = NULL, due_us = NULL,
-            due_bucket = NULL, last_run_us = \(runID.scheduledMicros),
-            last_run_state = \(runState.rawValue), version = version + 1
-          WHERE id = \(id) AND state = 'running'
-          """, logger: logger)
-      case .runOnly:
-        try await connection.query(
-          """
-          UPDATE tasks SET last_run_us = \(runID.scheduledMicros), last_run_state = \(runState.rawValue),
-            version = version + 1
-          WHERE id = \(id) AND (last_run_us IS NULL OR last_run_us <= \(runID.scheduledMicros))
-          """, logger: logger)
+      var outcomes = [RecordOutcome](repeating: .staleFence, count: items.count)
+      var pending = Array(items.indices)
+      while !pending.isEmpty {
+        var inPass = Set<TaskID>()
+        var pass: [Int] = []
+        var later: [Int] = []
+        for index in pending {
+          if inPass.insert(items[index].runID.taskID).inserted { pass.append(index) } else { later.append(index) }
+        }
+        for index in try await Self.recordPass(pass.map { (items[$0], states[$0]) }, on: connection, logger: logger) {
+          outcomes[pass[index]] = .recorded
+        }
+        pending = later
       }
-      return .recorded
+      return outcomes
     }
+  }
+
+  /// One pass of ``recordResults(_:)``: results of distinct tasks. Returns the positions (in
+  /// `batch`) of the recorded ones.
+  static func recordPass(
+    _ batch: [(item: ResultRecord, runState: RunState)], on connection: PostgresConnection, logger: Logger
+  ) async throws -> [Int] {
+    let ids = batch.map(\.item.runID.taskID.uuid)
+    try await connection.query(
+      "SELECT 1 FROM tasks WHERE id = ANY(\(ids)::uuid[]) ORDER BY id FOR UPDATE", logger: logger)
+    // postgres-nio encodes no optional array elements: absent values travel as a flag or as a
+    // sentinel that NULLIF turns back into NULL.
+    let absent = Int64.min
+    let runs = batch.map(\.item.runID.scheduledMicros)
+    let fences = batch.map { Int64($0.item.fence.rawValue) }
+    let runStates = batch.map(\.runState.rawValue)
+    let finished = batch.map(\.item.result.finishedMicros)
+    let exits = batch.map { $0.item.result.exitStatus.map(Int64.init) ?? absent }
+    let tails = batch.map { ByteBuffer(bytes: $0.item.result.outputTail) }
+    let hasError = batch.map { $0.item.result.error != nil }
+    let errors = batch.map { $0.item.result.error ?? "" }
+    let retryAt = batch.map { item -> Int64 in
+      if case .retry(let at) = item.item.result.next { return at }
+      return absent
+    }
+    var recorded = Set<UUID>()
+    for try await id in try await connection.query(
+      """
+      UPDATE runs SET state = u.state, finished_us = u.finished,
+        exit_status = NULLIF(u.exit, \(absent))::integer, output_tail = u.tail,
+        error = CASE WHEN u.has_error THEN u.error END, retry_at_us = NULLIF(u.retry_at, \(absent))
+      FROM unnest(\(ids)::uuid[], \(runs)::bigint[], \(fences)::bigint[], \(runStates)::text[],
+        \(finished)::bigint[], \(exits)::bigint[], \(tails)::bytea[], \(hasError)::boolean[],
+        \(errors)::text[], \(retryAt)::bigint[])
+        AS u(id, scheduled, fence, state, finished, exit, tail, has_error, error, retry_at)
+      WHERE runs.task_id = u.id AND runs.scheduled_us = u.scheduled AND runs.fence = u.fence
+        AND runs.state = 'leased'
+      RETURNING runs.task_id
+      """, logger: logger
+    ).decode(UUID.self) {
+      recorded.insert(id)
+    }
+    let positions = batch.indices.filter { recorded.contains(ids[$0]) }
+    if positions.isEmpty { return [] }
+
+    // The tasks of the recorded runs, one statement per kind of next step.
+    var retry: [Int] = []
+    var reschedule: [Int] = []
+    var finish: [Int] = []
+    var runOnly: [Int] = []
+    for position in positions {
+      switch batch[position].item.result.next {
+      case .retry: retry.append(position)
+      case .reschedule: reschedule.append(position)
+      case .finish: finish.append(position)
+      case .runOnly: runOnly.append(position)
+      }
+    }
+    func column<T>(_ positions: [Int], _ value: (ResultRecord, RunState) -> T) -> [T] {
+      positions.map { value(batch[$0].item, batch[$0].runState) }
+    }
+    func nextTime(_ item: ResultRecord) -> Int64 {
+      switch item.result.next {
+      case .retry(let at): return at
+      case .reschedule(let next): return next
+      case .finish, .runOnly: return 0
+      }
+    }
+    let completed = { (_: ResultRecord, state: RunState) -> Int64 in state.countsAsCompleted ? 1 : 0 }
+    if !retry.isEmpty {
+      let at = column(retry) { item, _ in nextTime(item) }
+      try await connection.query(
+        """
+        UPDATE tasks SET state = 'active', due_us = u.at, due_bucket = u.bucket, version = version + 1
+        FROM unnest(\(column(retry) { item, _ in item.runID.taskID.uuid })::uuid[], \(at)::bigint[],
+          \(at.map { HourBucket(containing: $0).rawValue })::bigint[]) AS u(id, at, bucket)
+        WHERE tasks.id = u.id AND tasks.state = 'running'
+        """, logger: logger)
+    }
+    if !reschedule.isEmpty {
+      let next = column(reschedule) { item, _ in nextTime(item) }
+      try await connection.query(
+        """
+        UPDATE tasks SET state = 'active', next_run_us = u.next, due_us = u.next, due_bucket = u.bucket,
+          last_run_us = u.last_run, last_run_state = u.last_state,
+          runs_completed = runs_completed + u.completed, version = version + 1
+        FROM unnest(\(column(reschedule) { item, _ in item.runID.taskID.uuid })::uuid[], \(next)::bigint[],
+          \(next.map { HourBucket(containing: $0).rawValue })::bigint[],
+          \(column(reschedule) { item, _ in item.runID.scheduledMicros })::bigint[],
+          \(column(reschedule) { _, state in state.rawValue })::text[], \(column(reschedule, completed))::bigint[])
+          AS u(id, next, bucket, last_run, last_state, completed)
+        WHERE tasks.id = u.id AND tasks.state = 'running'
+        """, logger: logger)
+    }
+    if !finish.isEmpty {
+      let taskStates = column(finish) { item, _ -> String in
+        if case .finish(let state) = item.result.next { return state.rawValue }
+        return TaskState.dead.rawValue
+      }
+      try await connection.query(
+        """
+        UPDATE tasks SET state = u.task_state, next_run_us = NULL, due_us = NULL, due_bucket = NULL,
+          last_run_us = u.last_run, last_run_state = u.last_state,
+          runs_completed = runs_completed + u.completed, version = version + 1
+        FROM unnest(\(column(finish) { item, _ in item.runID.taskID.uuid })::uuid[], \(taskStates)::text[],
+          \(column(finish) { item, _ in item.runID.scheduledMicros })::bigint[],
+          \(column(finish) { _, state in state.rawValue })::text[], \(column(finish, completed))::bigint[])
+          AS u(id, task_state, last_run, last_state, completed)
+        WHERE tasks.id = u.id AND tasks.state = 'running'
+        """, logger: logger)
+    }
+    if !runOnly.isEmpty {
+      // Detached runs: they count, but the last-run fields keep the latest run.
+      try await connection.query(
+        """
+        UPDATE tasks SET runs_completed = runs_completed + u.completed, version = version + 1,
+          last_run_state = CASE WHEN last_run_us IS NULL OR last_run_us <= u.run
+            THEN u.state ELSE last_run_state END,
+          last_run_us = CASE WHEN last_run_us IS NULL OR last_run_us <= u.run
+            THEN u.run ELSE last_run_us END
+        FROM unnest(\(column(runOnly) { item, _ in item.runID.taskID.uuid })::uuid[],
+          \(column(runOnly) { item, _ in item.runID.scheduledMicros })::bigint[],
+          \(column(runOnly) { _, state in state.rawValue })::text[], \(column(runOnly, completed))::bigint[])
+          AS u(id, run, state, completed)
+        WHERE tasks.id = u.id
+        """, logger: logger)
+    }
+    return positions
   }
 
   public func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool {
@@ -421,6 +664,9 @@ extension PostgresTaskStore {
               error = 'the lease expired; a run of an overlap-allowed task is not sent again'
             WHERE task_id = \(id) AND scheduled_us = \(run.id.scheduledMicros) AND state = 'leased'
             """, logger: logger)
+          try await connection.query(
+            "UPDATE tasks SET runs_completed = runs_completed + 1, version = version + 1 WHERE id = \(id)",
+            logger: logger)
           continue
         }
         try await connection.query(

@@ -88,6 +88,17 @@ enum SQLiteMigrations {
           DROP INDEX tasks_due;
           """)
     }
+    migrator.registerMigration("0004-runs-completed") { db in
+      // A counter kept with each result, so Get and List never count a long run history.
+      try db.execute(
+        sql: """
+          ALTER TABLE tasks ADD COLUMN runs_completed INTEGER NOT NULL DEFAULT 0;
+          UPDATE tasks SET runs_completed = (
+            SELECT count(*) FROM runs
+            WHERE runs.task_id = tasks.id AND runs.state IN ('succeeded', 'failed', 'dead')
+          );
+          """)
+    }
     return migrator
   }
 }

@@ -7,7 +7,7 @@ extension SQLiteTaskStore {
   static let taskColumns = """
     id, owner, name, operator, blob_digest, arguments, time_zone, schedule_spec, recurring,
     priority, max_attempts, timeout_us, state, partition, next_run_us, due_us, last_run_us,
-    last_run_state, version, created_us
+    last_run_state, version, created_us, runs_completed
     """
 
   /// Leases a run (task id, scheduled time, owner, expiry, fence, start): a new run is attempt 1,
@@ -45,7 +45,7 @@ extension SQLiteTaskStore {
       maxAttempts: row[10], timeoutMicros: row[11], state: TaskState(rawValue: stateText) ?? .dead,
       partition: Partition(rawValue: row[13]), nextRunMicros: row[14], dueMicros: row[15],
       lastRunMicros: row[16], lastRunState: lastState.flatMap(RunState.init(rawValue:)),
-      version: row[18], createdAtMicros: row[19])
+      version: row[18], createdAtMicros: row[19], runsCompleted: row[20])
   }
 
   static func runRecord(_ row: Row) throws -> RunRecord {
@@ -439,6 +439,23 @@ extension SQLiteTaskStore {
     }
   }
 
+  public func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool] {
+    if items.isEmpty { return [] }
+    return try await write { db in
+      let statement = try db.cachedStatement(
+        sql: """
+          UPDATE runs SET lease_expires_us = ?
+          WHERE task_id = ? AND scheduled_us = ? AND fence = ? AND state = 'leased'
+          """)
+      return try items.map { item in
+        try statement.execute(arguments: [
+          item.expiresAt, Data(item.runID.taskID.bytes), item.runID.scheduledMicros, Int64(item.fence.rawValue),
+        ])
+        return db.changesCount > 0
+      }
+    }
+  }
+
   public func recordResult(
     runID: RunID, fence: Fence, result: RunResult
   ) async throws
@@ -456,17 +473,7 @@ extension SQLiteTaskStore {
   }
 
   static func check(_ result: RunResult) throws {
-    switch result.next {
-    case .retry:
-      break
-    case .reschedule, .finish, .runOnly:
-      guard result.state.isTerminal else {
-        throw TaskStoreError.invalidArgument("result.state \(result.state) is not final")
-      }
-    }
-    if case .finish(let state) = result.next, state != .completed && state != .dead {
-      throw TaskStoreError.invalidArgument("a task finishes completed or dead, not \(state)")
-    }
+    _ = try result.recordedRunState()
   }
 
   /// Records one result inside the caller's write transaction (compare-and-set on the fence).
@@ -491,6 +498,7 @@ extension SQLiteTaskStore {
       result.error, retryAt, id, runID.scheduledMicros, Int64(item.fence.rawValue),
     ])
     if db.changesCount == 0 { return .staleFence }
+    let completed: Int64 = runState.countsAsCompleted ? 1 : 0
     switch result.next {
     case .retry(let at):
       try db.cachedStatement(
@@ -503,28 +511,37 @@ extension SQLiteTaskStore {
       try db.cachedStatement(
         sql: """
           UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?,
-            last_run_us = ?, last_run_state = ?, version = version + 1
+            last_run_us = ?, last_run_state = ?, runs_completed = runs_completed + ?,
+            version = version + 1
           WHERE id = ? AND state = 'running'
           """
       ).execute(arguments: [
         next, next, HourBucket(containing: next).rawValue, runID.scheduledMicros,
-        runState.rawValue, id,
+        runState.rawValue, completed, id,
       ])
     case .finish(let state):
       try db.cachedStatement(
         sql: """
           UPDATE tasks SET state = ?, next_run_us = NULL, due_us = NULL, due_bucket = NULL,
-            last_run_us = ?, last_run_state = ?, version = version + 1
+            last_run_us = ?, last_run_state = ?, runs_completed = runs_completed + ?,
+            version = version + 1
           WHERE id = ? AND state = 'running'
           """
-      ).execute(arguments: [state.rawValue, runID.scheduledMicros, runState.rawValue, id])
+      ).execute(arguments: [
+        state.rawValue, runID.scheduledMicros, runState.rawValue, completed, id,
+      ])
     case .runOnly:
+      // A detached run: it counts, but the last-run fields keep the latest run.
       try db.cachedStatement(
         sql: """
-          UPDATE tasks SET last_run_us = ?, last_run_state = ?, version = version + 1
-          WHERE id = ? AND (last_run_us IS NULL OR last_run_us <= ?)
+          UPDATE tasks SET runs_completed = runs_completed + ?1, version = version + 1,
+            last_run_state = CASE WHEN last_run_us IS NULL OR last_run_us <= ?2
+              THEN ?3 ELSE last_run_state END,
+            last_run_us = CASE WHEN last_run_us IS NULL OR last_run_us <= ?2
+              THEN ?2 ELSE last_run_us END
+          WHERE id = ?4
           """
-      ).execute(arguments: [runID.scheduledMicros, runState.rawValue, id, runID.scheduledMicros])
+      ).execute(arguments: [completed, runID.scheduledMicros, runState.rawValue, id])
     }
     return .recorded
   }
@@ -558,6 +575,9 @@ extension SQLiteTaskStore {
               UPDATE runs SET state = 'dead', finished_us = ?, error = 'the lease expired; a run of an overlap-allowed task is not sent again'
               WHERE task_id = ? AND scheduled_us = ? AND state = 'leased'
               """, arguments: [now, id, run.id.scheduledMicros])
+          try db.execute(
+            sql: "UPDATE tasks SET runs_completed = runs_completed + 1, version = version + 1 WHERE id = ?",
+            arguments: [id])
           continue
         }
         try db.execute(

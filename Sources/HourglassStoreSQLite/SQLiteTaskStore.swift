@@ -261,65 +261,75 @@ public final class SQLiteTaskStore: TaskStore {
     if task.maxAttempts < 1 { throw TaskStoreError.invalidArgument("maxAttempts must be at least 1") }
   }
 
-  static let insertTaskSQL = """
-    INSERT OR IGNORE INTO tasks (id, owner, name, operator, blob_digest, arguments, time_zone,
-      schedule_spec, recurring, priority, max_attempts, timeout_us, state, partition,
-      next_run_us, due_us, due_bucket, version, created_us)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
-    """
-
   static func insertBatch(_ rows: [PreparedInsert], db: Database) throws {
     let blobStatement = try db.cachedStatement(
       sql: "INSERT OR IGNORE INTO blobs (digest, content, size) VALUES (?, ?, ?)")
-    let taskStatement = try db.cachedStatement(sql: insertTaskSQL)
+    let statements = try TaskInsertStatements(db)
     var seenBlobs = Set<BlobDigest>()
     for row in rows {
-      if let key = row.key {
+      if let key = row.idempotencyKey {
         // A key its owner used before: that earlier task stands; this one is not inserted.
-        try db.cachedStatement(sql: "INSERT OR IGNORE INTO idempotency_keys (owner, key, task_id) VALUES (?, ?, ?)")
-          .execute(arguments: key.claim)
-        if db.changesCount == 0 {
+        if try !statements.claim(key: key, owner: row.owner, taskID: row.id) {
           let existing = try Data.fetchOne(
-            db.cachedStatement(sql: "SELECT task_id FROM idempotency_keys WHERE owner = ? AND key = ?"), arguments: key.lookup)
+            db.cachedStatement(sql: "SELECT task_id FROM idempotency_keys WHERE owner = ? AND key = ?"),
+            arguments: [row.owner, key])
           if let existing, let id = TaskID(bytes: existing) { row.outcome?.noteExisting(id) }
           continue
         }
       }
-      if let (digest, arguments) = row.blob, seenBlobs.insert(digest).inserted {
-        try blobStatement.execute(arguments: arguments)
+      if let blob = row.blob, seenBlobs.insert(blob.digest).inserted {
+        try blobStatement.execute(arguments: [Data(blob.digest.bytes), Data(blob.content), blob.content.count])
       }
-      try taskStatement.execute(arguments: row.task)
+      try statements.insert(row)
     }
   }
 }
 
-/// One task turned into statement arguments, ready for the writer.
+/// One task turned into column values, ready for the writer.
 struct PreparedInsert: Sendable {
-  var task: StatementArguments
-  var blob: (BlobDigest, StatementArguments)?
-  var key: (claim: StatementArguments, lookup: StatementArguments)?
+  let id: [UInt8]
+  let owner: String
+  let name: String
+  let operatorName: String
+  let blobDigest: [UInt8]?
+  let arguments: [UInt8]
+  let timeZone: String
+  let scheduleSpec: [UInt8]
+  let recurring: Bool
+  let priority: Int32
+  let maxAttempts: Int32
+  let timeoutMicros: Int64
+  let state: TaskState
+  let partition: Int32
+  let firstRunMicros: Int64?
+  let dueBucket: Int64?
+  let createdAtMicros: Int64
+  let blob: TaskBlob?
+  let idempotencyKey: String?
   /// Set for keyed tasks: where the writer notes the earlier task when the key was already used.
   let outcome: KeyedInsertOutcome?
 
   init(_ task: NewTask, partitions: Int32) {
-    let partition = Partition(taskID: task.id, count: partitions)
-    let state: TaskState = task.firstRunMicros == nil ? .paused : .active
-    let bucket = task.firstRunMicros.map { HourBucket(containing: $0).rawValue }
-    let values: [(any DatabaseValueConvertible)?] = [
-      Data(task.id.bytes), task.owner, task.name, task.operatorName,
-      task.blob.map { Data($0.digest.bytes) }, Data(encodeArguments(task.arguments)),
-      task.timeZone, Data(task.scheduleSpec), task.recurring, task.priority, task.maxAttempts,
-      task.timeoutMicros, state.rawValue, partition.rawValue, task.firstRunMicros,
-      task.firstRunMicros, bucket, task.createdAtMicros,
-    ]
-    self.task = StatementArguments(values)
-    self.key = task.idempotencyKey.map { key in
-      (claim: [task.owner, key, Data(task.id.bytes)], lookup: [task.owner, key])
-    }
-    self.outcome = task.idempotencyKey == nil ? nil : KeyedInsertOutcome()
-    self.blob = task.blob.map { blob in
-      (blob.digest, [Data(blob.digest.bytes), Data(blob.content), blob.content.count])
-    }
+    id = task.id.bytes
+    owner = task.owner
+    name = task.name
+    operatorName = task.operatorName
+    blobDigest = task.blob?.digest.bytes
+    arguments = encodeArguments(task.arguments)
+    timeZone = task.timeZone
+    scheduleSpec = task.scheduleSpec
+    recurring = task.recurring
+    priority = task.priority
+    maxAttempts = task.maxAttempts
+    timeoutMicros = task.timeoutMicros
+    state = task.firstRunMicros == nil ? .paused : .active
+    partition = Partition(taskID: task.id, count: partitions).rawValue
+    firstRunMicros = task.firstRunMicros
+    dueBucket = task.firstRunMicros.map { HourBucket(containing: $0).rawValue }
+    createdAtMicros = task.createdAtMicros
+    blob = task.blob
+    idempotencyKey = task.idempotencyKey
+    outcome = task.idempotencyKey == nil ? nil : KeyedInsertOutcome()
   }
 }
 

@@ -40,9 +40,15 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     }
   }
 
-  private struct Ready: Sendable {
-    var channel: any Channel
-    var opener: NIOClientStreamOpener
+  /// An open connection; a class, so that each call copies one reference out of `state`.
+  private final class Ready: Sendable {
+    let channel: any Channel
+    let opener: NIOClientStreamOpener
+
+    init(channel: any Channel, opener: NIOClientStreamOpener) {
+      self.channel = channel
+      self.opener = opener
+    }
   }
 
   private enum State: Sendable {
@@ -89,7 +95,12 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
   }
 
   public func unary(_ head: RequestHead, request: ByteBuffer) async throws -> UnaryResponse {
-    let ready = try await connection()
+    let ready: Ready
+    if let open = openConnection() {
+      ready = open  // the usual case, without an async call
+    } else {
+      ready = try await connection()
+    }
     do {
       return try await ready.opener.unary(head, request: request)
     } catch is CallNotStarted {
@@ -128,6 +139,14 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
   private func retire(_ channel: any Channel) {
     state.withLock { state in
       if case .ready(let ready) = state, ready.channel === channel { state = .idle }
+    }
+  }
+
+  /// The connection, when it is open.
+  private func openConnection() -> Ready? {
+    state.withLock { state in
+      if case .ready(let ready) = state, ready.channel.isActive { return ready }
+      return nil
     }
   }
 

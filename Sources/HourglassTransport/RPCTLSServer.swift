@@ -203,32 +203,33 @@ public final class RPCTLSServer: Service, Sendable {
 
 /// Counts the handler tasks still running, so that ``RPCTLSServer/run()`` returns only after
 /// the last one.
+///
+/// The count is an atomic, so that starting and finishing a call cost no lock; the lock is
+/// taken only when the count reaches zero, to hand over to a waiter.
 private final class HandlerTasks: Sendable {
-  private let state = Mutex<(running: Int, idle: CheckedContinuation<Void, Never>?)>((0, nil))
+  private let running = Atomic<Int>(0)
+  private let idle = Mutex<CheckedContinuation<Void, Never>?>(nil)
 
   func started() {
-    state.withLock { $0.running += 1 }
+    running.add(1, ordering: .relaxed)
   }
 
   func finished() {
-    let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
-      state.running -= 1
-      guard state.running == 0 else { return nil }
-      let waiter = state.idle
-      state.idle = nil
-      return waiter
-    }
+    guard running.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+    // A waiter stores itself under the lock only after seeing a count above zero, so one
+    // that did is found here.
+    let waiter = idle.withLock { $0.take() }
     waiter?.resume()
   }
 
   func waitUntilNoneRunning() async {
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      let idle: Bool = state.withLock { state in
-        if state.running == 0 { return true }
-        state.idle = continuation
+      let none: Bool = idle.withLock { idle in
+        if running.load(ordering: .acquiring) == 0 { return true }
+        idle = continuation
         return false
       }
-      if idle { continuation.resume() }
+      if none { continuation.resume() }
     }
   }
 }

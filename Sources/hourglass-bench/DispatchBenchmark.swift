@@ -4,7 +4,9 @@ import HourglassCertificates
 import HourglassCoordinator
 import HourglassCore
 import HourglassExecutor
+import HourglassPostgresLauncher
 import HourglassStore
+import HourglassStorePostgres
 import HourglassStoreSQLite
 import HourglassTransport
 import Logging
@@ -68,6 +70,9 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Option(help: "Folder for the SQLite files (a temporary one by default).")
   var directory: String?
 
+  @Option(help: "sqlite, or postgres (a throwaway server the benchmark starts in its folder).")
+  var backend: StoreBenchmark.Backend = .sqlite
+
   @Flag(help: "Print JSON.")
   var json = false
 
@@ -80,15 +85,34 @@ struct DispatchBenchmark: AsyncParsableCommand {
     let folder = directory ?? NSTemporaryDirectory() + "hourglass-dispatch-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     defer { if directory == nil { try? FileManager.default.removeItem(atPath: folder) } }
+    let server = backend == .postgres ? try ThrowawayPostgres.start(in: folder + "/pg", settings: ["shared_buffers=1GB", "max_wal_size=8GB"]) : nil
+    defer { server?.stop(immediately: true, removingDirectory: false) }
 
     var report = BenchmarkReport(benchmark: "dispatch")
     report.parameters = [
       "burst": "\(burst)", "rate_per_s": "\(rate)", "steady_s": "\(steadySeconds)", "executors": "\(executors)",
       "slots_per_executor": "\(slots)", "operator": "noop (records its start on the wall clock)",
-      "store": "sqlite synchronous=FULL", "load_ahead_s": "4", "cores": "\(ProcessInfo.processInfo.activeProcessorCount)",
+      "store": backend == .sqlite ? "sqlite synchronous=FULL" : "postgres synchronous_commit=on", "load_ahead_s": "4",
+      "cores": "\(ProcessInfo.processInfo.activeProcessorCount)",
     ]
     for (index, size) in sizes.enumerated() {
-      let rows = try await measure(storedTasks: size, path: "\(folder)/dispatch-\(index).db")
+      var storeLogger = Logger(label: "bench.dispatch.store")
+      storeLogger.logLevel = .error
+      let store: any TaskStore
+      if let server {
+        try server.createDatabase("dispatch\(index)")
+        var configuration = PostgresTaskStore.Configuration.defaults(
+          host: server.host, port: server.port, username: server.username, database: "dispatch\(index)")
+        configuration.writerConnections = 4
+        configuration.maxConnections = 12
+        store = try await PostgresTaskStore(configuration: configuration, logger: storeLogger)
+      } else {
+        var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: "\(folder)/dispatch-\(index).db")
+        if let walCheckpointPages { storeConfiguration.walAutocheckpointPages = walCheckpointPages }
+        if checkpointInCommit { storeConfiguration.backgroundCheckpoints = false }
+        store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: storeLogger)
+      }
+      let rows = try await measure(storedTasks: size, store: store)
       report.results += rows
       if !json {
         for row in rows {
@@ -101,13 +125,9 @@ struct DispatchBenchmark: AsyncParsableCommand {
   }
 
   /// One store size: preload, then the burst and the steady phase, through one coordinator.
-  private func measure(storedTasks: Int, path: String) async throws -> [[String: BenchmarkValue]] {
+  private func measure(storedTasks: Int, store: any TaskStore) async throws -> [[String: BenchmarkValue]] {
     var logger = Logger(label: "bench.dispatch")
     logger.logLevel = .error
-    var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: path)
-    if let walCheckpointPages { storeConfiguration.walAutocheckpointPages = walCheckpointPages }
-    if checkpointInCommit { storeConfiguration.backgroundCheckpoints = false }
-    let store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: logger)
     var rows: [[String: BenchmarkValue]] = []
 
     // 1. Stored, not due: days ahead, spread over a day of hour buckets.
@@ -208,7 +228,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
   }
 
   /// Inserts `count` tasks due 2–3 days ahead, in big batches, two calls in flight.
-  private func preload(store: SQLiteTaskStore, count: Int) async throws {
+  private func preload(store: any TaskStore, count: Int) async throws {
     guard count > 0 else { return }
     let base = wallMicros() + 2 * 86_400_000_000
     let spec = StoredTaskSpec(schedule: .once(at: base), retry: .defaults).encoded()

@@ -50,7 +50,9 @@ final class AckLog: Sendable {
       if fsync(fd) != 0 { exit(3) }
       count += 1
       print("ack \(count)")
-      fflush(nil)
+      // The test reads every line; when it has gone (it died, or killed us late), stop writing
+      // instead of running on as an orphan.
+      if fflush(nil) != 0 { exit(4) }
     }
   }
 }

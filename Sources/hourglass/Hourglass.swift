@@ -31,6 +31,7 @@ struct Hourglass: AsyncParsableCommand {
   /// ArgumentParser exits usage errors with `EX_USAGE` (64); Hourglass promises status 2 for
   /// every usage error (like most Unix tools), so the top level maps them here.
   static func main() async {
+    ParentLifeline.startIfRequested()
     do {
       var command = try parseAsRoot()
       if var asyncCommand = command as? any AsyncParsableCommand {

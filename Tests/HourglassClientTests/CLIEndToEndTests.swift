@@ -54,6 +54,8 @@ struct DevProcess {
   let process: Process
   /// What it printed up to and including its banner.
   let banner: String
+  /// The write end of the child's standard input: the child exits when this process dies.
+  let lifeline: Pipe
 
   /// The port of its `/metrics` listener, from the banner.
   var metricsPort: Int? {
@@ -66,7 +68,11 @@ struct DevProcess {
     process.executableURL = URL(fileURLWithPath: CLI.executable)
     process.arguments = ["dev"] + arguments
     process.currentDirectoryURL = URL(fileURLWithPath: directory)
-    process.environment = CLI.cleanEnvironment
+    // The child exits when this test process dies (the lifeline's write end closes).
+    process.environment = CLI.cleanEnvironment.merging(
+      ["HOURGLASS_EXIT_ON_STDIN_EOF": "1"], uniquingKeysWith: { $1 })
+    let lifeline = Pipe()
+    process.standardInput = lifeline
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = FileHandle(forWritingAtPath: "/dev/null")
@@ -98,7 +104,7 @@ struct DevProcess {
         }
       }.start()
     }
-    return DevProcess(process: process, banner: banner)
+    return DevProcess(process: process, banner: banner, lifeline: lifeline)
   }
 
   /// SIGKILL if still running (cleanup after a failed test).
@@ -230,6 +236,7 @@ struct CLIEndToEndTests {
       if task["task_status"] as? String == "succeeded" { break }
     }
     #expect(task["task_status"] as? String == "succeeded")
+    #expect(task["runs_completed"] as? Int == 1)
     #expect(task["task_id"] as? String == taskID)
     #expect(task["last_executed"] is String)
     #expect(task["next_execution"] is NSNull)

@@ -16,6 +16,24 @@ import Testing
 /// SQLite file.
 @Suite("Coordinator process: SIGKILL and restart")
 struct CoordinatorRestartTests {
+  @Test("a child coordinator exits when the parent's end of its lifeline closes")
+  func lifeline() async throws {
+    let setup = try ProcessSetup()
+    defer { setup.remove() }
+    let coordinator = try await setup.startCoordinator()
+    defer { coordinator.kill() }
+    // What the kernel does when this test process dies.
+    try coordinator.lifeline.fileHandleForWriting.close()
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      Thread {
+        coordinator.process.waitUntilExit()
+        continuation.resume()
+      }.start()
+    }
+    #expect(coordinator.process.terminationReason == .exit)
+    #expect(coordinator.process.terminationStatus == 70)
+  }
+
   @Test("no acknowledged task is lost, and a run's result is recorded once")
   func killAndRestart() async throws {
     let setup = try ProcessSetup()
@@ -161,11 +179,17 @@ struct RestartClient: Sendable {
 struct CoordinatorProcess {
   let process: Process
   let port: Int
+  /// The write end of the child's standard input: the child exits when this process dies.
+  let lifeline: Pipe
 
   static func start(arguments: [String]) async throws -> CoordinatorProcess {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: ProcessSetup.executable)
     process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(
+      ["HOURGLASS_EXIT_ON_STDIN_EOF": "1"], uniquingKeysWith: { $1 })
+    let lifeline = Pipe()
+    process.standardInput = lifeline
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
@@ -194,7 +218,7 @@ struct CoordinatorProcess {
         }
       }.start()
     }
-    return CoordinatorProcess(process: process, port: port)
+    return CoordinatorProcess(process: process, port: port, lifeline: lifeline)
   }
 
   /// SIGKILL: no drain, no flush, nothing.

@@ -11,7 +11,7 @@ import Testing
 struct PostgresStoreTests {
   @Test func numberedMigrationsAndClusterTable() async throws {
     let store = try await openTestStore()
-    #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor"])
+    #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed"])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     ).map { try $0.decode(String.self) }

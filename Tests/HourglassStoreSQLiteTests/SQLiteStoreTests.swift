@@ -55,7 +55,7 @@ struct SQLiteStoreTests {
   @Test func numberedMigrationsAndIndexes() async throws {
     try await TemporaryDirectory.with { dir in
       let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
-      #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor"])
+      #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed"])
       let indexes = try await store.pool.read { db in
         try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
       }
@@ -75,7 +75,7 @@ struct SQLiteStoreTests {
       try await store.close()
       // Reopening migrates nothing and keeps the data.
       let again = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
-      #expect(try await again.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor"])
+      #expect(try await again.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed"])
       try await again.close()
     }
   }

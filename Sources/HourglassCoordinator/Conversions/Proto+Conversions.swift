@@ -167,6 +167,7 @@ enum RecordConversion {
     info.isRecurring = record.recurring
     info.priority = record.priority
     if let last = record.lastRunState { info.lastRunStatus = runStatus(last) }
+    info.runsCompleted = UInt32(clamping: record.runsCompleted)
     info.created = ProtoTime.timestamp(record.createdAtMicros)
     info.blobSha256 = record.blobDigest?.hex ?? ""
     info.arguments = record.arguments

@@ -25,5 +25,15 @@ public enum RunState: String, Sendable, Hashable, Codable, CaseIterable, CustomS
     }
   }
 
+  /// True for the ends a task's `runs_completed` counts: the run was executed to an outcome
+  /// (succeeded, failed or dead). Its retried attempts count once; cancelled and skipped runs
+  /// never ran to an outcome and do not count.
+  public var countsAsCompleted: Bool {
+    switch self {
+    case .succeeded, .failed, .dead: return true
+    case .pending, .leased, .retrying, .cancelled, .skipped: return false
+    }
+  }
+
   public var description: String { rawValue }
 }

@@ -19,13 +19,15 @@ public struct TaskID: Sendable, Hashable, Comparable, Codable, CustomStringConve
     let ms = UInt64(max(0, min(unixMilliseconds, 0xFFFF_FFFF_FFFF)))
     let a = generator.next() as UInt64
     let b = generator.next() as UInt64
-    var bytes = [UInt8](repeating: 0, count: 16)
-    for i in 0..<6 { bytes[i] = UInt8(truncatingIfNeeded: ms >> (8 * (5 - UInt64(i)))) }
-    bytes[6] = 0x70 | UInt8(truncatingIfNeeded: a & 0x0F)
-    bytes[7] = UInt8(truncatingIfNeeded: a >> 8)
-    bytes[8] = 0x80 | UInt8(truncatingIfNeeded: (a >> 16) & 0x3F)
-    for i in 9..<16 { bytes[i] = UInt8(truncatingIfNeeded: b >> (8 * UInt64(i - 9))) }
-    self.init(bytes: bytes)!
+    // Built in place: this runs once per scheduled task, so no intermediate arrays.
+    func byte(_ value: UInt64, _ shift: UInt64) -> UInt8 { UInt8(truncatingIfNeeded: value >> shift) }
+    self.uuid = UUID(
+      uuid: (
+        byte(ms, 40), byte(ms, 32), byte(ms, 24), byte(ms, 16), byte(ms, 8), byte(ms, 0),
+        0x70 | UInt8(truncatingIfNeeded: a & 0x0F), byte(a, 8),
+        0x80 | UInt8(truncatingIfNeeded: (a >> 16) & 0x3F), byte(b, 0),
+        byte(b, 8), byte(b, 16), byte(b, 24), byte(b, 32), byte(b, 40), byte(b, 48)
+      ))
   }
 
   /// Mints a version-7 id for the instant `unixMilliseconds` with the system random generator.

@@ -378,6 +378,8 @@ public nonisolated struct Hourglass_V1_TaskInfo: @unchecked Sendable {
     set {_uniqueStorage()._blobSha256 = newValue}
   }
 
+  /// Runs executed to an outcome: succeeded, failed or dead. A run's retried attempts count
+  /// once; cancelled and skipped runs do not count.
   public var runsCompleted: UInt32 {
     get {_storage._runsCompleted}
     set {_uniqueStorage()._runsCompleted = newValue}

@@ -55,31 +55,6 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
   }
 
-  private final class StreamBox {
-    var machine: StreamStateMachine
-    /// A server stream's request queue (`nil` for a unary call, whose one request was handed
-    /// to the handler with the stream) and termination signal.
-    let server: (inbound: InboundQueue<ByteBuffer>?, termination: StreamTermination)?
-    let client: InboundQueue<ClientInboundPart>?
-    /// A unary call's outcome goes here instead of through `client`.
-    let unary: UnaryCall?
-    var waitingForCredit = Deque<(message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?)>()
-    var pendingTrailers: (status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?)?
-    var deadline: Scheduled<Void>?
-
-    init(
-      machine: StreamStateMachine,
-      server: (InboundQueue<ByteBuffer>?, StreamTermination)?,
-      client: InboundQueue<ClientInboundPart>?,
-      unary: UnaryCall? = nil
-    ) {
-      self.machine = machine
-      self.server = server.map { (inbound: $0.0, termination: $0.1) }
-      self.client = client
-      self.unary = unary
-    }
-  }
-
   private struct PendingOpen {
     enum Caller {
       /// A streaming call, handed its stream once open.
@@ -543,15 +518,18 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   private func write(_ frame: Frame) {
     guard let context, !closed || frame.type == .goAway else { return }
-    if gathered == nil {
-      gathered = context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + frame.payload.readableBytes))
-    }
-    FrameEncoderHandler.write(frame, into: &gathered!)
+    // Taken out of the property while it is written to: one checked access to the property
+    // each way instead of one per piece of the frame (the buffer stays uniquely referenced).
+    var buffer =
+      gathered.take()
+      ?? context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + frame.payload.readableBytes))
+    FrameEncoderHandler.write(frame, into: &buffer)
     needsFlush = true
-    if gathered!.readableBytes >= FrameEncoderHandler.gatherLimit {
+    if buffer.readableBytes >= FrameEncoderHandler.gatherLimit {
       // A large message: pass on what is gathered now rather than let the buffer grow.
-      context.write(wrapOutboundOut(gathered!), promise: nil)
-      gathered = nil
+      context.write(wrapOutboundOut(buffer), promise: nil)
+    } else {
+      gathered = buffer
     }
   }
 
@@ -807,7 +785,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       }
       call.finish(.failure(error))
     case .open(let streamID):
-      if let box = streams[streamID], box.unary === call {
+      if let box = streams[streamID], box === call {
         sendCancel(streamID, error)
       }
     case .finished:
@@ -902,7 +880,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       box = StreamBox(machine: machine, server: nil, client: inbound)
       opened = (promise, inbound)
     case .unary(let call):
-      box = StreamBox(machine: machine, server: nil, client: nil, unary: call)
+      call.machine = machine
+      box = call
       call.phase = .open(streamID)
     }
     streams[streamID] = box
@@ -1159,12 +1138,15 @@ struct NIOStreamWriter: ServerStreamWriter, ClientStreamWriter {
   }
 
   func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws {
+    if finishWithoutWaiting(lastMessage: lastMessage, status: status, metadata: metadata) { return }
     let id = streamID
-    if core.loop.inEventLoop, core.handler.canSendAtOnce(id, lastMessage) {
-      core.handler.sendFinish(id, lastMessage: lastMessage, status: status, metadata: metadata, promise: nil)
-      return
-    }
     try await core.onLoop { $0.sendFinish(id, lastMessage: lastMessage, status: status, metadata: metadata, promise: $1) }
+  }
+
+  func finishWithoutWaiting(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool {
+    guard core.loop.inEventLoop, core.handler.canSendAtOnce(streamID, lastMessage) else { return false }
+    core.handler.sendFinish(streamID, lastMessage: lastMessage, status: status, metadata: metadata, promise: nil)
+    return true
   }
 
   func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws {
@@ -1245,11 +1227,47 @@ package struct CallNotStarted: Error {
   package var error: RPCError
 }
 
+/// The event loop's record of one open stream of an ``RPCConnectionHandler``.
+///
+/// A client's unary call is its own box (``UnaryCall`` is a subclass): one object per call.
+fileprivate class StreamBox {
+  var machine: StreamStateMachine
+  /// A server stream's request queue (`nil` for a unary call, whose one request was handed
+  /// to the handler with the stream) and termination signal.
+  let server: (inbound: InboundQueue<ByteBuffer>?, termination: StreamTermination)?
+  let client: InboundQueue<ClientInboundPart>?
+  /// Whether this box is a ``UnaryCall``, so that finding the call takes no dynamic cast.
+  private let isUnary: Bool
+  var waitingForCredit = Deque<(message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?)>()
+  var pendingTrailers: (status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?)?
+  var deadline: Scheduled<Void>?
+
+  init(
+    machine: StreamStateMachine,
+    server: (InboundQueue<ByteBuffer>?, StreamTermination)?,
+    client: InboundQueue<ClientInboundPart>?,
+    isUnary: Bool = false
+  ) {
+    self.machine = machine
+    self.server = server.map { (inbound: $0.0, termination: $0.1) }
+    self.client = client
+    self.isUnary = isUnary
+  }
+
+  /// The client's unary call this box is, if it is one: its outcome goes there instead of
+  /// through `client`.
+  final var unary: UnaryCall? {
+    isUnary ? unsafeDowncast(self, to: UnaryCall.self) : nil
+  }
+}
+
 /// One unary call on the client side of a connection.
+///
+/// It is also the call's stream box once its stream opens (its `machine` is set then).
 ///
 /// Unchecked: the calling task sets `continuation` and then hands the call to the event loop
 /// through `execute`; from then on only the loop touches it.
-final class UnaryCall: @unchecked Sendable {
+fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
   enum Phase {
     /// The loop has not seen the call yet.
     case new
@@ -1272,6 +1290,8 @@ final class UnaryCall: @unchecked Sendable {
   init(head: RequestHead, request: ByteBuffer) {
     self.head = head
     self.request = request
+    // A placeholder until the stream opens with the connection's settings.
+    super.init(machine: StreamStateMachine(role: .client, sendCredit: 0, receiveCredit: 0, maxMessageSize: 0), server: nil, client: nil, isUnary: true)
   }
 
   /// A response message arrived; a second one fails the call.

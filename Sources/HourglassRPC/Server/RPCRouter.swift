@@ -28,12 +28,25 @@ public struct RPCRouter: Sendable {
     _ method: MethodDescriptor,
     _ body: @escaping @Sendable (Request, ServerContext) async throws -> Response
   ) {
+    // What `run` does, written out: the usual call (its request delivered with the stream,
+    // ended at once) makes no async call besides `body`, each of which would cost a frame
+    // and an executor check.
     register(method) { stream, context in
-      await Self.run(stream, context) {
-        let request = try await Self.single(Request.self, from: stream.inbound)
+      let ending: Ending
+      do {
+        let request: Request
+        if let only = stream.inbound.singleElement {
+          request = try MessageCoding.decode(Request.self, from: only)
+        } else {
+          request = try await Self.single(Request.self, from: stream.inbound)
+        }
         let response = try await body(request, context)
-        return try MessageCoding.encode(response)
+        ending = Ending(last: try MessageCoding.encode(response), status: .ok, metadata: [:])
+      } catch {
+        ending = Ending(error, context)
       }
+      if stream.writer.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) { return }
+      try? await stream.writer.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
     }
   }
 
@@ -77,25 +90,57 @@ public struct RPCRouter: Sendable {
     }
   }
 
-  /// Runs a handler body and ends the call: OK with the body's last message, or the status of
-  /// the error it threw (`UNKNOWN` without details for errors that are not ``RPCError``). The
-  /// error's cause, which the client is not told, goes into the call's annotations for its log.
-  private static func run(_ stream: RPCServerStream, _ context: ServerContext, _ body: () async throws -> ByteBuffer?) async {
-    do {
-      let last = try await body()
-      try? await stream.writer.finish(lastMessage: last, status: .ok, metadata: [:])
-    } catch let error as RPCError {
-      if let cause = error.cause { context.annotations["hourglass.error_cause"] = "\(cause)" }
-      try? await stream.writer.finish(lastMessage: nil, status: Status(code: error.code, message: error.message), metadata: error.metadata)
-    } catch is CancellationError {
-      try? await stream.writer.finish(lastMessage: nil, status: Status(code: .cancelled, message: "the call was cancelled"), metadata: [:])
-    } catch {
-      context.annotations["hourglass.error_cause"] = "\(error)"
-      try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unknown, message: "the server failed to handle the call"), metadata: [:])
+  /// How a call ends: OK with the body's last message, or the status of the error it threw
+  /// (`UNKNOWN` without details for errors that are not ``RPCError``).
+  private struct Ending {
+    var last: ByteBuffer?
+    var status: Status
+    var metadata: Metadata
+
+    init(last: ByteBuffer?, status: Status, metadata: Metadata) {
+      self.last = last
+      self.status = status
+      self.metadata = metadata
+    }
+
+    /// The end of a call whose body threw `error`. The error's cause, which the client is not
+    /// told, goes into the call's annotations for its log.
+    init(_ error: any Error, _ context: ServerContext) {
+      last = nil
+      metadata = [:]
+      switch error {
+      case let error as RPCError:
+        if let cause = error.cause { context.annotations["hourglass.error_cause"] = "\(cause)" }
+        status = Status(code: error.code, message: error.message)
+        metadata = error.metadata
+      case is CancellationError:
+        status = Status(code: .cancelled, message: "the call was cancelled")
+      default:
+        context.annotations["hourglass.error_cause"] = "\(error)"
+        status = Status(code: .unknown, message: "the server failed to handle the call")
+      }
     }
   }
 
+  /// Runs a handler body and ends the call (see ``Ending``).
+  private static func run(_ stream: RPCServerStream, _ context: ServerContext, _ body: () async throws -> ByteBuffer?) async {
+    let ending: Ending
+    do {
+      ending = Ending(last: try await body(), status: .ok, metadata: [:])
+    } catch {
+      ending = Ending(error, context)
+    }
+    // Most calls end at once, without another suspension point.
+    if stream.writer.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) { return }
+    try? await stream.writer.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
+  }
+
+  /// The call's one request message: at hand without waiting when the transport delivered it
+  /// with the stream, as it does for most unary and server-streaming calls.
   private static func single<M: SwiftProtobuf.Message>(_ type: M.Type, from inbound: RPCInbound<ByteBuffer>) async throws -> M {
+    if let only = inbound.singleElement {
+      return try MessageCoding.decode(M.self, from: only)
+    }
     var iterator = inbound.makeAsyncIterator()
     guard let first = try await iterator.next() else {
       throw RPCError(code: .invalidArgument, message: "the call ended without a request message")

@@ -44,9 +44,8 @@ public struct RPCServer: Sendable {
     let start = ContinuousClock.now
     let context = ServerContext(method: incoming.head.method, metadata: incoming.head.metadata, peer: incoming.peer, timeout: incoming.head.timeout)
     let outcome = RecordingWriter(incoming, context, start: start, interceptor: interceptor)
-    var observed = incoming
-    observed.writer = outcome
-    let stream = observed
+    var stream = incoming
+    stream.writer = outcome
     guard let handler = router[stream.head.method] else {
       try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unimplemented, message: "unknown method \(stream.head.method)"), metadata: [:])
       log(stream, context, Status(code: .unimplemented), ContinuousClock.now - start)
@@ -93,20 +92,21 @@ public struct RPCServer: Sendable {
 /// leaves. One object per call, and a class so that it fits in the `any ServerStreamWriter`
 /// existential without a box.
 final class RecordingWriter: ServerStreamWriter {
-  private let incoming: RPCServerStream
-  private let context: ServerContext
+  private let writer: any ServerStreamWriter
+  private let termination: StreamTermination
+  /// What `onCallFinished` is told about, kept only when there is one.
+  private let observed: (interceptor: @Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void, stream: RPCServerStream, context: ServerContext)?
   private let start: ContinuousClock.Instant
-  private let interceptor: (@Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void)?
   private let value = Mutex<(status: Status?, reported: Bool)>((nil, false))
 
   init(
     _ incoming: RPCServerStream, _ context: ServerContext, start: ContinuousClock.Instant,
     interceptor: (@Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void)?
   ) {
-    self.incoming = incoming
-    self.context = context
+    self.writer = incoming.writer
+    self.termination = incoming.termination
+    self.observed = interceptor.map { ($0, incoming, context) }
     self.start = start
-    self.interceptor = interceptor
   }
 
   /// The status the handler ended the call with, if it did.
@@ -118,17 +118,29 @@ final class RecordingWriter: ServerStreamWriter {
       defer { state.reported = true }
       return !state.reported
     }
-    guard first, let interceptor else { return }
-    interceptor(incoming, context, status, ContinuousClock.now - start)
+    guard first, let observed else { return }
+    observed.interceptor(observed.stream, observed.context, status, ContinuousClock.now - start)
   }
 
-  func writeHeaders(_ metadata: Metadata) async throws { try await incoming.writer.writeHeaders(metadata) }
-  func writeMessage(_ message: ByteBuffer) async throws { try await incoming.writer.writeMessage(message) }
+  func writeHeaders(_ metadata: Metadata) async throws { try await writer.writeHeaders(metadata) }
+  func writeMessage(_ message: ByteBuffer) async throws { try await writer.writeMessage(message) }
   func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws {
+    record(status)
+    try await writer.finish(lastMessage: lastMessage, status: status, metadata: metadata)
+  }
+
+  func finishWithoutWaiting(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool {
+    // Recorded and reported even when the call cannot end at once: `finish`, which the caller
+    // then uses, would record the same status, and reports only once.
+    record(status)
+    return writer.finishWithoutWaiting(lastMessage: lastMessage, status: status, metadata: metadata)
+  }
+
+  /// Remembers the status the handler ended the call with and reports the call.
+  private func record(_ status: Status) {
     value.withLock { if $0.status == nil { $0.status = status } }
     // A call the client reset or whose deadline passed ends with that status, whatever the
     // handler answered after being cancelled.
-    report(RPCServer.status(ending: incoming.termination.reason) ?? status)
-    try await incoming.writer.finish(lastMessage: lastMessage, status: status, metadata: metadata)
+    report(RPCServer.status(ending: termination.reason) ?? status)
   }
 }

@@ -64,6 +64,18 @@ public protocol ServerStreamWriter: Sendable {
   func writeMessage(_ message: ByteBuffer) async throws
   /// Ends the call with `status`, optionally sending a last message first in the same flush.
   func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws
+  /// Ends the call as ``finish(lastMessage:status:metadata:)`` does when that can be done at
+  /// once, without waiting (nothing queued ahead, credit left, called on the connection's own
+  /// thread), and returns `true`; otherwise does nothing and returns `false`, and the caller
+  /// uses ``finish(lastMessage:status:metadata:)``.
+  ///
+  /// The usual end of a unary call, without the suspension point of an async call.
+  func finishWithoutWaiting(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool
+}
+
+extension ServerStreamWriter {
+  /// Never finishes without waiting: the caller uses ``finish(lastMessage:status:metadata:)``.
+  public func finishWithoutWaiting(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool { false }
 }
 
 /// The sending half of a client stream.
@@ -217,6 +229,13 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
     self.source = .single(element)
     self.creditReturn = nil
     self.costsCredit = { _ in false }
+  }
+
+  /// The one element, when the sequence was made with it (``init(single:)``): a unary call's
+  /// request, read without an async call.
+  var singleElement: Element? {
+    if case .single(let element) = source { return element }
+    return nil
   }
 
   public func makeAsyncIterator() -> Iterator {

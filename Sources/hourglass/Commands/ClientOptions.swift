@@ -164,6 +164,7 @@ enum ClientFormatting {
       "is_recurring": task.isRecurring,
       "priority": task.priority,
       "last_run_status": task.lastRunStatus?.rawValue ?? NSNull(),
+      "runs_completed": task.runsCompleted,
       "created": utc(task.created),
       "blob_sha256": task.blobSHA256,
       "max_attempts": task.retry?.maxAttempts ?? NSNull(),

@@ -154,6 +154,7 @@ struct GetCommand: AsyncParsableCommand {
       ("next_execution", ClientFormatting.local(task.nextExecution, zone: zone)),
       ("last_executed", ClientFormatting.local(task.lastExecuted, zone: zone)),
       ("last_run", task.lastRunStatus?.rawValue ?? "-"),
+      ("runs_completed", String(task.runsCompleted)),
       ("operator", task.operatorName),
       ("arguments", task.arguments.isEmpty ? "-" : task.arguments.joined(separator: " ")),
       ("priority", String(task.priority)),

@@ -182,6 +182,10 @@ struct  Hourglass__V1__TaskInfo
    * hex
    */
   char *blob_sha256;
+  /*
+   * Runs executed to an outcome: succeeded, failed or dead. A run's retried attempts count
+   * once; cancelled and skipped runs do not count.
+   */
   uint32_t runs_completed;
   Hourglass__V1__RetryPolicy *retry;
   Google__Protobuf__Duration *timeout;
