@@ -110,7 +110,8 @@ let package = Package(
       dependencies: [
         "HourglassStore",
         .product(name: "GRDB", package: "GRDB.swift"),
-        // The system SQLite's C API, for the one statement bound without GRDB (TaskInsertStatement).
+        // The system SQLite's C API: the one statement bound without GRDB (TaskInsertStatement), and
+        // sqlite3_wal_hook for the checkpointer.
         .product(name: "GRDBSQLite", package: "GRDB.swift"),
         .product(name: "Logging", package: "swift-log"),
       ],

@@ -38,7 +38,7 @@ public final class Coordinator: Service, Sendable {
     self.dispatcher = dispatcher
     var router = RPCRouter()
     TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(into: &router)
-    let results = ResultRecorder(store: store, maxBatch: configuration.resultBatch)
+    let results = ResultRecorder(store: store, maxBatch: configuration.resultBatch, spacingMicros: configuration.resultSpacingMicros)
     ExecutorService(store: store, dispatcher: dispatcher, results: results, clock: clock, configuration: configuration, logger: logger, metrics: metrics)
       .register(into: &router)
     let methods = Set(router.methods)

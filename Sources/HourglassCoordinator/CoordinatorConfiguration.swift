@@ -23,6 +23,9 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// Most run results recorded in one store transaction (results from every executor stream
   /// are gathered, as inserts are).
   public var resultBatch: Int
+  /// Least time between two result transactions, in microseconds (0: back to back). Spacing
+  /// them leaves the store's writer free for lease transactions in between.
+  public var resultSpacingMicros: Int64
   /// The attempt timeout for tasks that do not set one.
   public var defaultTimeoutMicros: Int64
   /// A one-shot time this far in the past is still accepted (run now) rather than refused.
@@ -43,6 +46,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       loadBatch: 10_000,
       leaseBatch: 512,
       resultBatch: 1_000,
+      resultSpacingMicros: 5_000,
       defaultTimeoutMicros: 3_600_000_000,
       pastGraceMicros: 60_000_000,
       tokens: BearerTokens()
@@ -66,6 +70,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     guard loadBatch >= 1 else { throw ConfigurationError(field: "load_batch", reason: "must be at least 1") }
     guard leaseBatch >= 1 else { throw ConfigurationError(field: "lease_batch", reason: "must be at least 1") }
     guard resultBatch >= 1 else { throw ConfigurationError(field: "result_batch", reason: "must be at least 1") }
+    guard resultSpacingMicros >= 0 else { throw ConfigurationError(field: "result_spacing", reason: "must not be negative") }
   }
 }
 

@@ -33,18 +33,25 @@ public final class GroupCommitter<Item: Sendable>: Sendable {
   private let maxBatchItems: Int
   private let maxConcurrentBatches: Int
   private let closedError: any Error
+  private let betweenBatches: (@Sendable () async -> Void)?
 
   /// Creates a committer that writes batches of up to `maxBatchItems` items through `commit`,
   /// with at most `maxConcurrentBatches` batches in flight; `closedError` is thrown to callers
   /// that submit after ``close()``.
+  ///
+  /// `betweenBatches`, when given, is awaited by a drain loop after a batch's callers have been
+  /// resumed and before it takes the next batch: a pause there spaces the transactions out,
+  /// gathering what arrives meanwhile into the next one and leaving the store's writer free for
+  /// other writes in between.
   public init(
     maxBatchItems: Int, maxConcurrentBatches: Int = 1, closedError: any Error,
-    commit: @escaping Commit
+    betweenBatches: (@Sendable () async -> Void)? = nil, commit: @escaping Commit
   ) {
     precondition(maxBatchItems > 0 && maxConcurrentBatches > 0)
     self.maxBatchItems = maxBatchItems
     self.maxConcurrentBatches = maxConcurrentBatches
     self.closedError = closedError
+    self.betweenBatches = betweenBatches
     self.commit = commit
   }
 
@@ -139,6 +146,7 @@ public final class GroupCommitter<Item: Sendable>: Sendable {
         state.withLock { $0.statistics.failedBatches += 1 }
         for request in batch { request.continuation.resume(throwing: error) }
       }
+      if let betweenBatches { await betweenBatches() }
     }
   }
 }

@@ -3,6 +3,7 @@ import GRDB
 import HourglassCore
 import HourglassStore
 import Logging
+import Synchronization
 
 /// The embedded ``TaskStore``: one SQLite file in WAL mode, through GRDB over the system libsqlite3.
 ///
@@ -44,8 +45,12 @@ public final class SQLiteTaskStore: TaskStore {
     public var maxBatchRows: Int
     /// Page cache of the writer connection, in KiB.
     public var cacheSizeKiB: Int
-    /// WAL pages between automatic checkpoints.
+    /// WAL pages appended between checkpoints. Checkpoints run passively on a connection of
+    /// their own, never inside a commit (see `SQLiteCheckpointer`).
     public var walAutocheckpointPages: Int
+    /// Checkpoints run on a connection of their own (`SQLiteCheckpointer`) instead of inside the
+    /// commit that crosses `walAutocheckpointPages` on the writer (SQLite's automatic checkpoint).
+    public var backgroundCheckpoints: Bool
     /// Milliseconds to wait for a lock held by another process before failing.
     public var busyTimeoutMilliseconds: Int
     /// Open without write access (every write fails with ``TaskStoreError/io(_:)``).
@@ -58,8 +63,8 @@ public final class SQLiteTaskStore: TaskStore {
     public static func defaults(path: String) -> Configuration {
       Configuration(
         path: path, synchronous: .full, partitionCount: 64, maxBatchRows: 1000,
-        cacheSizeKiB: 262_144, walAutocheckpointPages: 16_384, busyTimeoutMilliseconds: 5000,
-        readOnly: false, maxPageCount: nil)
+        cacheSizeKiB: 262_144, walAutocheckpointPages: 16_384, backgroundCheckpoints: true,
+        busyTimeoutMilliseconds: 5000, readOnly: false, maxPageCount: nil)
     }
 
     func validate() throws {
@@ -83,6 +88,10 @@ public final class SQLiteTaskStore: TaskStore {
   let pool: DatabasePool
   let logger: Logger
   private let committer: GroupCommitter<PreparedInsert>
+  /// Nil for a read-only store.
+  let checkpointer: SQLiteCheckpointer?
+  /// The checkpointer's WAL hook is on the writer connection until ``close()`` takes it off.
+  private let hooked = Mutex(true)
 
   /// Opens (creating and migrating if needed) the store described by `configuration`.
   public init(
@@ -115,11 +124,9 @@ public final class SQLiteTaskStore: TaskStore {
         // GRDB sets synchronous=NORMAL on WAL writers after prepareDatabase: set ours afterwards,
         // on the writer connection (the only one that commits), and check it took.
         let wanted = configuration.synchronous
-        let checkpoint = configuration.walAutocheckpointPages
         let maxPages = configuration.maxPageCount
         try await pool.writeWithoutTransaction { db in
           try db.execute(sql: "PRAGMA synchronous = \(wanted.rawValue)")
-          try db.execute(sql: "PRAGMA wal_autocheckpoint = \(checkpoint)")
           if let maxPages { _ = try Int.fetchOne(db, sql: "PRAGMA max_page_count = \(maxPages)") }
           let actual = try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1
           guard actual == wanted.pragmaValue else {
@@ -137,6 +144,21 @@ public final class SQLiteTaskStore: TaskStore {
             "store has \(stored.map(String.init) ?? "no") partitions, configured \(configuration.partitionCount)"
           )
         }
+      }
+      if configuration.readOnly {
+        checkpointer = nil
+      } else if !configuration.backgroundCheckpoints {
+        let pages = configuration.walAutocheckpointPages
+        try await pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_autocheckpoint = \(pages)") }
+        checkpointer = nil
+      } else {
+        // No checkpoint inside a commit from here on: the writer's WAL hook hands them to a
+        // connection of their own.
+        let checkpointer = try SQLiteCheckpointer(
+          path: configuration.path, synchronous: configuration.synchronous,
+          threshold: configuration.walAutocheckpointPages, logger: logger)
+        try await pool.writeWithoutTransaction { db in checkpointer.install(on: db) }
+        self.checkpointer = checkpointer
       }
     } catch {
       throw Self.mapError(error)
@@ -175,7 +197,31 @@ public final class SQLiteTaskStore: TaskStore {
 
   public func close() async throws {
     await committer.close()
-    do { try pool.close() } catch { throw Self.mapError(error) }
+    do {
+      // Only the first close takes the hook off.
+      let wasHooked = hooked.withLock { hooked -> Bool in
+        defer { hooked = false }
+        return hooked
+      }
+      if let checkpointer, wasHooked {
+        try await pool.writeWithoutTransaction { db in checkpointer.uninstall(from: db) }
+        try await checkpointer.close()
+      }
+      try pool.close()
+    } catch {
+      throw Self.mapError(error)
+    }
+  }
+
+  deinit {
+    // Not closed: at least end the checkpoint loop, so its connection goes with the store.
+    checkpointer?.stop()
+  }
+
+  /// `PRAGMA wal_autocheckpoint` of the writer connection: 0 while the store's checkpointer
+  /// owns checkpoints (no commit runs one).
+  public func writerAutocheckpointPages() async throws -> Int {
+    try await pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") ?? -1 }
   }
 
   // MARK: Errors

@@ -55,6 +55,15 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Option(help: "Results per group-committed transaction at most (the coordinator's resultBatch; its default when absent).")
   var resultBatch: Int?
 
+  @Option(help: "Least microseconds between two result transactions (the coordinator's resultSpacingMicros; its default when absent).")
+  var resultSpacingUs: Int?
+
+  @Option(help: "WAL pages appended between checkpoints (the SQLite store's walAutocheckpointPages; its default when absent).")
+  var walCheckpointPages: Int?
+
+  @Flag(help: "SQLite's automatic checkpoint inside the writer's commits instead of the store's background checkpointer.")
+  var checkpointInCommit = false
+
   @Option(help: "Tasks per insert call while preloading the store.")
   var preloadBatch: Int = 20_000
 
@@ -98,7 +107,10 @@ struct DispatchBenchmark: AsyncParsableCommand {
         configuration.maxConnections = 12
         store = try await PostgresTaskStore(configuration: configuration, logger: storeLogger)
       } else {
-        store = try await SQLiteTaskStore(configuration: .defaults(path: "\(folder)/dispatch-\(index).db"), logger: storeLogger)
+        var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: "\(folder)/dispatch-\(index).db")
+        if let walCheckpointPages { storeConfiguration.walAutocheckpointPages = walCheckpointPages }
+        if checkpointInCommit { storeConfiguration.backgroundCheckpoints = false }
+        store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: storeLogger)
       }
       let rows = try await measure(storedTasks: size, store: store)
       report.results += rows
@@ -157,6 +169,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
     var configuration = CoordinatorConfiguration.defaults
     configuration.loadAheadMicros = 4_000_000
     if let resultBatch { configuration.resultBatch = resultBatch }
+    if let resultSpacingUs { configuration.resultSpacingMicros = Int64(resultSpacingUs) }
     let coordinator = try Coordinator(
       configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
     let recorder = StartRecorder(capacity: due.count)

@@ -94,4 +94,30 @@ struct GroupCommitterTests {
     await committer.close()
     await #expect(throws: CommitFailed.self) { try await committer.submit([6]) }
   }
+
+  @Test func aPauseBetweenBatchesGathersWhatArrivesMeanwhile() async throws {
+    let pauseBegan = Gate()
+    let pauseEnds = Gate()
+    let log = BatchLog()
+    let committer = GroupCommitter<Int>(
+      maxBatchItems: 100, closedError: CommitFailed(),
+      betweenBatches: {
+        pauseBegan.open()
+        await pauseEnds.wait()
+      }
+    ) { items in log.append(items) }
+    // The first request is acknowledged when its batch commits, before the pause that follows.
+    try await committer.submit([0])
+    await pauseBegan.wait()
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      for i in 1...5 { group.addTask { try await committer.submit([i]) } }
+      while committer.queuedRequests < 5 { await Task.yield() }
+      #expect(log.all.count == 1, "nothing is committed during the pause")
+      pauseEnds.open()
+      try await group.waitForAll()
+    }
+    let batches = log.all
+    #expect(batches.count == 2, "\(batches)")
+    #expect(batches.last.map { Set($0) } == Set(1...5), "what arrived during the pause shares one transaction: \(batches)")
+  }
 }

@@ -118,4 +118,41 @@ struct SQLiteStoreTests {
       try await store.close()
     }
   }
+
+  @Test(.timeLimit(.minutes(1)))
+  func checkpointsRunOnTheirOwnConnectionNeverInACommit() async throws {
+    try await TemporaryDirectory.with { dir in
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
+      configuration.walAutocheckpointPages = 16
+      let store = try await SQLiteTaskStore(configuration: configuration)
+      // SQLite's automatic checkpoint (run by the committing connection) is off on the writer.
+      #expect(try await store.writerAutocheckpointPages() == 0)
+      // 200 rows with 900-byte arguments append far more than 16 pages to the WAL.
+      for batch in 0..<4 { try await store.insert((0..<50).map { sampleTask(batch * 50 + $0) }) }
+      let checkpointer = try #require(store.checkpointer)
+      await checkpointer.waitUntilCompleted(1)
+      #expect(checkpointer.statistics.lastCheckpointedFrames > 0)
+      #expect(try await store.counts().tasks[.active] == 200)
+      try await store.close()
+      // Reopened: every commit is there, checkpointed or still only in the WAL.
+      let reopened = try await SQLiteTaskStore(configuration: configuration)
+      #expect(try await reopened.counts().tasks[.active] == 200)
+      #expect(try await reopened.integrityCheck() == ["ok"])
+      try await reopened.close()
+    }
+  }
+
+  @Test func checkpointsInsideCommitsAreOptIn() async throws {
+    try await TemporaryDirectory.with { dir in
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
+      configuration.backgroundCheckpoints = false
+      configuration.walAutocheckpointPages = 64
+      let store = try await SQLiteTaskStore(configuration: configuration)
+      #expect(store.checkpointer == nil)
+      #expect(try await store.writerAutocheckpointPages() == 64)
+      try await store.insert((0..<50).map { sampleTask($0) })
+      #expect(try await store.counts().tasks[.active] == 50)
+      try await store.close()
+    }
+  }
 }

@@ -17,9 +17,23 @@ final class ResultRecorder: Sendable {
 
   private let committer: GroupCommitter<Item>
 
-  /// Records through `store`, at most `maxBatch` results per transaction.
-  init(store: any TaskStore, maxBatch: Int) {
-    committer = GroupCommitter(maxBatchItems: maxBatch, maxConcurrentBatches: 1, closedError: TaskStoreError.closed) { items in
+  /// Records through `store`, at most `maxBatch` results per transaction, the transactions at
+  /// least `spacingMicros` apart.
+  ///
+  /// The spacing keeps result commits from taking the store's single writer (SQLite) back to
+  /// back: a lease transaction that arrives while a result commit is being synced waits for it,
+  /// so the less of the time the writer spends on results, the less often a lease waits. A
+  /// result's commit is late by at most the spacing; executors free a slot when a run finishes,
+  /// not when its result is acknowledged, so dispatch does not wait for it. The pause is on the
+  /// system clock, not the coordinator's injected one: it paces I/O and decides nothing.
+  init(store: any TaskStore, maxBatch: Int, spacingMicros: Int64 = 0) {
+    var pause: (@Sendable () async -> Void)? = nil
+    if spacingMicros > 0 {
+      pause = { @Sendable () async -> Void in _ = try? await Task.sleep(for: .microseconds(spacingMicros)) }
+    }
+    committer = GroupCommitter(
+      maxBatchItems: maxBatch, maxConcurrentBatches: 1, closedError: TaskStoreError.closed, betweenBatches: pause
+    ) { items in
       let outcomes = try await store.recordResults(items.map(\.record))
       for (item, outcome) in zip(items, outcomes) {
         item.slot.outcome.withLock { $0 = outcome }
