@@ -38,9 +38,15 @@ public final class Coordinator: Service, Sendable {
     self.dispatcher = dispatcher
     var router = RPCRouter()
     TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(into: &router)
-    let results = ResultRecorder(store: store, maxBatch: configuration.resultBatch, spacingMicros: configuration.resultSpacingMicros)
-    ExecutorService(store: store, dispatcher: dispatcher, results: results, clock: clock, configuration: configuration, logger: logger, metrics: metrics)
-      .register(into: &router)
+    let results = StoreBatcher(
+      maxBatch: configuration.resultBatch, spacingMicros: configuration.resultSpacingMicros, unanswered: RecordOutcome.staleFence
+    ) { try await store.recordResults($0) }
+    let renewals = StoreBatcher(maxBatch: configuration.resultBatch, unanswered: false) { try await store.renewLeases($0) }
+    ExecutorService(
+      store: store, dispatcher: dispatcher, results: results, renewals: renewals, clock: clock, configuration: configuration,
+      logger: logger, metrics: metrics
+    )
+    .register(into: &router)
     let methods = Set(router.methods)
     let onCallFinished: @Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void = { _, context, status, duration in
       metrics.rpcFinished(method: methods.contains(context.method) ? context.method : "unknown", code: status.code, duration: duration)

@@ -118,6 +118,31 @@ struct CoordinatorTests {
     }
   }
 
+  @Test("a renewal with the current fence extends the lease; a stale one is refused and ends nothing")
+  func renewal() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let id = try await alice.schedule(once: 1)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(1)
+      harness.advance(seconds: 1)
+      let lease = try await executor.nextLease()
+      let stale = try await executor.renew(lease, fence: lease.fence + 1)
+      #expect(!stale.renewed)
+      // Renewed at t = 25 s: the lease (30 s) now lasts until t = 55 s, so recovery at t = 40 s
+      // must leave it alone, and the run's result is still recorded.
+      harness.advance(seconds: 24)
+      let renewed = try await executor.renew(lease)
+      #expect(renewed.renewed)
+      #expect(renewed.runID == lease.runID)
+      #expect(renewed.leaseDuration.seconds == 30)
+      harness.advance(seconds: 15)
+      #expect(try await executor.report(lease, outcome: .succeeded))
+      #expect(try await alice.get(id).taskStatus == .succeeded)
+      await executor.close()
+    }
+  }
+
   @Test("an executor killed mid-run: the run goes out again after lease expiry, one result recorded")
   func executorKilled() async throws {
     try await Harness.with { harness in

@@ -12,7 +12,10 @@ struct ExecutorService: Sendable {
 
   let store: any TaskStore
   let dispatcher: Dispatcher
-  let results: ResultRecorder
+  /// Results of every stream, gathered into shared transactions.
+  let results: StoreBatcher<ResultRecord, RecordOutcome>
+  /// Lease renewals of every stream, gathered into shared transactions.
+  let renewals: StoreBatcher<LeaseRenewalRequest, Bool>
   let clock: any CoordinatorClock
   let configuration: CoordinatorConfiguration
   let logger: Logger
@@ -108,11 +111,12 @@ struct ExecutorService: Sendable {
       ack.runID = renewal.runID
       ack.fence = renewal.fence
       if let runID = RunID(renewal.runID) {
-        do {
-          try await store.renewLease(runID: runID, fence: Fence(rawValue: renewal.fence), expiresAt: clock.nowMicros() + configuration.leaseDurationMicros)
+        let request = LeaseRenewalRequest(
+          runID: runID, fence: Fence(rawValue: renewal.fence), expiresAt: clock.nowMicros() + configuration.leaseDurationMicros)
+        if try await renewals.submit(request) {
           ack.renewed = true
           ack.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
-        } catch TaskStoreError.staleFence {
+        } else {
           ack.renewed = false
           await dispatcher.leaseEnded(runID)
         }
@@ -192,7 +196,7 @@ struct ExecutorService: Sendable {
           results[index], runID: keys[index].0, fence: keys[index].1, task: lease.task, attempt: lease.attempt, detached: lease.detached, now: now)
         pending.append((index, prepared))
       }
-      let outcomes = try await self.results.record(pending.map(\.prepared.record))
+      let outcomes = try await self.results.submit(pending.map(\.prepared.record))
       var follow: [DueQueue.Entry] = []
       for ((index, prepared), outcome) in zip(pending, outcomes) {
         let ok = outcome == .recorded
@@ -262,7 +266,7 @@ struct ExecutorService: Sendable {
     let prepared = try prepare(result, runID: runID, fence: fence, task: task, attempt: attempt, detached: detached, now: clock.nowMicros())
     // The store's compare-and-set on the fence decides; results from all streams share
     // transactions.
-    let outcome = try await results.record(prepared.record)
+    let outcome = try await results.submit(prepared.record)
     guard outcome == .recorded else {
       logger.info("result with a stale fence refused", metadata: ["hourglass.run_id": "\(runID)", "hourglass.fence": "\(fence.rawValue)"])
       return false

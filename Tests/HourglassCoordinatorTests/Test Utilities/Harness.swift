@@ -227,6 +227,19 @@ final class FakeExecutor: Sendable {
     return ack.recorded
   }
 
+  /// Renews `lease` (with `fence`, its own by default) and returns the coordinator's answer.
+  func renew(_ lease: Hourglass_V1_LeaseGrant, fence: UInt64? = nil) async throws -> Hourglass_V1_RenewalAck {
+    send {
+      $0.renewal = .with {
+        $0.runID = lease.runID
+        $0.fence = fence ?? lease.fence
+      }
+    }
+    let message = try await next()
+    guard case .renewalAck(let ack)? = message.kind else { throw RPCError(code: .internal, message: "expected a renewal ack, got \(message)") }
+    return ack
+  }
+
   /// Sends a heartbeat stamped `executorTimeMicros` (with a zero round trip) and returns the
   /// coordinator's acknowledgement, skipping other messages.
   func heartbeat(executorTimeMicros: Int64, sequence: UInt64 = 1) async throws -> Hourglass_V1_HeartbeatAck {
