@@ -103,12 +103,7 @@ struct CoordinatorTests {
   @Test("a stale result with an old fence is refused; the current one is recorded once")
   func staleFence() async throws {
     try await Harness.with { harness in
-      let alice = harness.client("alice")
-      let id = try await alice.schedule(once: 1)
-      let executor = try await harness.executor("exec-1")
-      executor.grant(1)
-      harness.advance(seconds: 1)
-      let lease = try await executor.nextLease()
+      let (alice, id, executor, lease) = try await harness.leasedOneShot()
       #expect(try await executor.report(lease, outcome: .succeeded, fence: lease.fence + 1) == false)
       #expect(try await executor.report(lease, outcome: .succeeded, fence: lease.fence - 1) == false)
       #expect(try await executor.report(lease, outcome: .succeeded))
@@ -121,12 +116,7 @@ struct CoordinatorTests {
   @Test("a renewal with the current fence extends the lease; a stale one is refused and ends nothing")
   func renewal() async throws {
     try await Harness.with { harness in
-      let alice = harness.client("alice")
-      let id = try await alice.schedule(once: 1)
-      let executor = try await harness.executor("exec-1")
-      executor.grant(1)
-      harness.advance(seconds: 1)
-      let lease = try await executor.nextLease()
+      let (alice, id, executor, lease) = try await harness.leasedOneShot()
       let stale = try await executor.renew(lease, fence: lease.fence + 1)
       #expect(!stale.renewed)
       // Renewed at t = 25 s: the lease (30 s) now lasts until t = 55 s, so recovery at t = 40 s
@@ -197,12 +187,7 @@ struct CoordinatorTests {
   @Test("deleting a running task: FAILED_PRECONDITION, or the executor is told to cancel")
   func deleteRunning() async throws {
     try await Harness.with { harness in
-      let alice = harness.client("alice")
-      let id = try await alice.schedule(once: 1)
-      let executor = try await harness.executor("exec-1")
-      executor.grant(1)
-      harness.advance(seconds: 1)
-      let lease = try await executor.nextLease()
+      let (alice, id, executor, lease) = try await harness.leasedOneShot()
       await #expect {
         _ = try await alice.delete(id)
       } throws: { ($0 as? RPCError)?.code == .failedPrecondition }

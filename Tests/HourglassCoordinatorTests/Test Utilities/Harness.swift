@@ -67,6 +67,17 @@ struct Harness {
   func advance(seconds: Double) {
     clock.advance(byMicros: Int64(seconds * 1_000_000))
   }
+
+  /// Alice's one-shot task due in 1 s, leased to a new executor `exec-1` (one credit) once the
+  /// clock has reached it: the start of every test about one leased run.
+  func leasedOneShot() async throws -> (alice: UserClient, taskID: String, executor: FakeExecutor, lease: Hourglass_V1_LeaseGrant) {
+    let alice = client("alice")
+    let id = try await alice.schedule(once: 1)
+    let executor = try await executor("exec-1")
+    executor.grant(1)
+    advance(seconds: 1)
+    return (alice, id, executor, try await executor.nextLease())
+  }
 }
 
 /// The task service, as one user.
