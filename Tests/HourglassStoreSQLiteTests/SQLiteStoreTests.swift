@@ -52,6 +52,35 @@ struct SQLiteStoreTests {
     }
   }
 
+  @Test("migration 4 counts the finished runs a store already had into runs_completed")
+  func runsCompletedBackfill() async throws {
+    try await TemporaryDirectory.with { dir in
+      let path = dir.file("old.sqlite")
+      let id = TaskID(unixMilliseconds: 1_000)
+      // A store as version 3 left it: one task with two finished runs, one retrying and one skipped.
+      let queue = try DatabaseQueue(path: path)
+      let partitions = SQLiteTaskStore.Configuration.defaults(path: path).partitionCount
+      try SQLiteMigrations.migrator(partitionCount: partitions).migrate(queue, upTo: "0003-due-cursor")
+      try await queue.write { db in
+        try db.execute(
+          sql: """
+            INSERT INTO tasks (id, owner, name, operator, arguments, time_zone, schedule_spec, recurring,
+              priority, max_attempts, timeout_us, state, partition, version, created_us)
+            VALUES (?, 'alice', '', 'exec', x'5b5d', 'UTC', x'7b7d', 1, 0, 3, 1000000, 'active', 0, 1, 0)
+            """, arguments: [Data(id.bytes)])
+        for (at, state) in [(1, "succeeded"), (2, "dead"), (3, "retrying"), (4, "skipped")] {
+          try db.execute(
+            sql: "INSERT INTO runs (task_id, scheduled_us, attempt, state, fence) VALUES (?, ?, 1, ?, ?)",
+            arguments: [Data(id.bytes), at, state, at])
+        }
+      }
+      try queue.close()
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: path))
+      #expect(try await store.task(id: id, owner: "alice")?.runsCompleted == 2)
+      try await store.close()
+    }
+  }
+
   @Test func numberedMigrationsAndIndexes() async throws {
     try await TemporaryDirectory.with { dir in
       let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
