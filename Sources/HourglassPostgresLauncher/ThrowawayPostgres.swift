@@ -113,19 +113,7 @@ public final class ThrowawayPostgres: Sendable {
   static func run(_ arguments: [String]) throws -> String {
     let outputPath = FileManager.default.temporaryDirectory.path + "/hourglass-pg-cmd-\(UUID().uuidString.prefix(8)).log"
     defer { try? FileManager.default.removeItem(atPath: outputPath) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    // Nothing else of ours is inherited: a server started here must not hold, say, a lock file
-    // descriptor of the test run after the run has gone.
-    closeInheritedDescriptors(&actions)
-    var cArguments = arguments.map { strdup($0) } + [nil]
-    defer { for pointer in cArguments { free(pointer) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &cArguments, environ)
+    let (pid, spawned) = spawn(arguments, outputPath: outputPath)
     guard spawned == 0 else {
       throw LaunchError(message: "\(arguments.joined(separator: " ")) failed (spawn \(spawned)): ")
     }
@@ -174,19 +162,9 @@ final class Watchdog: Sendable {
     guard pipe(&ends) == 0 else { return nil }
     _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
     _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, ends[0], 0)
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    closeInheritedDescriptors(&actions)
     // `read` returns only at end of file: nothing is ever written to the pipe.
     let arguments = ["/bin/sh", "-c", "read -r _ignored; exec \"$@\"", "hourglass-pg-watchdog"] + stopCommand
-    var cArguments = arguments.map { strdup($0) } + [nil]
-    defer { for pointer in cArguments { free(pointer) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, arguments[0], &actions, nil, &cArguments, environ)
+    let (pid, spawned) = spawn(arguments, standardInput: ends[0])
     close(ends[0])
     guard spawned == 0 else {
       close(ends[1])
@@ -211,6 +189,31 @@ final class Watchdog: Sendable {
     guard !ended.exchange(true, ordering: .relaxed) else { return }
     close(writeEnd)
   }
+}
+
+/// Starts `arguments` (an absolute path first) with `posix_spawn`: standard input from
+/// `standardInput` (else `/dev/null`), standard output and error to the file `outputPath`
+/// (created or truncated), and no other descriptor of ours. Returns the child's pid and
+/// `posix_spawn`'s result (0 when it started).
+func spawn(_ arguments: [String], standardInput: Int32? = nil, outputPath: String = "/dev/null") -> (pid: pid_t, result: Int32) {
+  var actions = posix_spawn_file_actions_t()
+  posix_spawn_file_actions_init(&actions)
+  defer { posix_spawn_file_actions_destroy(&actions) }
+  if let standardInput {
+    posix_spawn_file_actions_adddup2(&actions, standardInput, 0)
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+  }
+  posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+  posix_spawn_file_actions_adddup2(&actions, 1, 2)
+  // Nothing else of ours is inherited: a server started here must not hold, say, a lock file
+  // descriptor of the test run after the run has gone.
+  closeInheritedDescriptors(&actions)
+  var cArguments = arguments.map { strdup($0) } + [nil]
+  defer { for pointer in cArguments { free(pointer) } }
+  var pid: pid_t = 0
+  let result = posix_spawn(&pid, arguments[0], &actions, nil, &cArguments, environ)
+  return (pid, result)
 }
 
 /// Adds "close every descriptor from 3 up" to `actions`, so a spawned child inherits only its

@@ -536,72 +536,52 @@ extension PostgresTaskStore {
     if positions.isEmpty { return [] }
 
     // The tasks of the recorded runs, one statement per kind of next step.
-    var retry: [Int] = []
-    var reschedule: [Int] = []
-    var finish: [Int] = []
-    var runOnly: [Int] = []
+    var retry = TaskUpdateColumns()
+    var reschedule = TaskUpdateColumns()
+    var finish = TaskUpdateColumns()
+    var runOnly = TaskUpdateColumns()
     for position in positions {
-      switch batch[position].item.result.next {
-      case .retry: retry.append(position)
-      case .reschedule: reschedule.append(position)
-      case .finish: finish.append(position)
-      case .runOnly: runOnly.append(position)
-      }
-    }
-    func column<T>(_ positions: [Int], _ value: (ResultRecord, RunState) -> T) -> [T] {
-      positions.map { value(batch[$0].item, batch[$0].runState) }
-    }
-    func nextTime(_ item: ResultRecord) -> Int64 {
+      let (item, runState) = batch[position]
       switch item.result.next {
-      case .retry(let at): return at
-      case .reschedule(let next): return next
-      case .finish, .runOnly: return 0
+      case .retry(let at): retry.add(item, runState, time: at)
+      case .reschedule(let next): reschedule.add(item, runState, time: next)
+      case .finish(let taskState): finish.add(item, runState, taskState: taskState)
+      case .runOnly: runOnly.add(item, runState)
       }
     }
-    let completed = { (_: ResultRecord, state: RunState) -> Int64 in state.countsAsCompleted ? 1 : 0 }
-    if !retry.isEmpty {
-      let at = column(retry) { item, _ in nextTime(item) }
+    if !retry.ids.isEmpty {
       try await connection.query(
         """
         UPDATE tasks SET state = 'active', due_us = u.at, due_bucket = u.bucket, version = version + 1
-        FROM unnest(\(column(retry) { item, _ in item.runID.taskID.uuid })::uuid[], \(at)::bigint[],
-          \(at.map { HourBucket(containing: $0).rawValue })::bigint[]) AS u(id, at, bucket)
+        FROM unnest(\(retry.ids)::uuid[], \(retry.times)::bigint[], \(retry.buckets)::bigint[]) AS u(id, at, bucket)
         WHERE tasks.id = u.id AND tasks.state = 'running'
         """, logger: logger)
     }
-    if !reschedule.isEmpty {
-      let next = column(reschedule) { item, _ in nextTime(item) }
+    if !reschedule.ids.isEmpty {
       try await connection.query(
         """
         UPDATE tasks SET state = 'active', next_run_us = u.next, due_us = u.next, due_bucket = u.bucket,
           last_run_us = u.last_run, last_run_state = u.last_state,
           runs_completed = runs_completed + u.completed, version = version + 1
-        FROM unnest(\(column(reschedule) { item, _ in item.runID.taskID.uuid })::uuid[], \(next)::bigint[],
-          \(next.map { HourBucket(containing: $0).rawValue })::bigint[],
-          \(column(reschedule) { item, _ in item.runID.scheduledMicros })::bigint[],
-          \(column(reschedule) { _, state in state.rawValue })::text[], \(column(reschedule, completed))::bigint[])
+        FROM unnest(\(reschedule.ids)::uuid[], \(reschedule.times)::bigint[], \(reschedule.buckets)::bigint[],
+          \(reschedule.runs)::bigint[], \(reschedule.runStates)::text[], \(reschedule.completed)::bigint[])
           AS u(id, next, bucket, last_run, last_state, completed)
         WHERE tasks.id = u.id AND tasks.state = 'running'
         """, logger: logger)
     }
-    if !finish.isEmpty {
-      let taskStates = column(finish) { item, _ -> String in
-        if case .finish(let state) = item.result.next { return state.rawValue }
-        return TaskState.dead.rawValue
-      }
+    if !finish.ids.isEmpty {
       try await connection.query(
         """
         UPDATE tasks SET state = u.task_state, next_run_us = NULL, due_us = NULL, due_bucket = NULL,
           last_run_us = u.last_run, last_run_state = u.last_state,
           runs_completed = runs_completed + u.completed, version = version + 1
-        FROM unnest(\(column(finish) { item, _ in item.runID.taskID.uuid })::uuid[], \(taskStates)::text[],
-          \(column(finish) { item, _ in item.runID.scheduledMicros })::bigint[],
-          \(column(finish) { _, state in state.rawValue })::text[], \(column(finish, completed))::bigint[])
+        FROM unnest(\(finish.ids)::uuid[], \(finish.taskStates)::text[], \(finish.runs)::bigint[],
+          \(finish.runStates)::text[], \(finish.completed)::bigint[])
           AS u(id, task_state, last_run, last_state, completed)
         WHERE tasks.id = u.id AND tasks.state = 'running'
         """, logger: logger)
     }
-    if !runOnly.isEmpty {
+    if !runOnly.ids.isEmpty {
       // Detached runs: they count, but the last-run fields keep the latest run.
       try await connection.query(
         """
@@ -610,14 +590,35 @@ extension PostgresTaskStore {
             THEN u.state ELSE last_run_state END,
           last_run_us = CASE WHEN last_run_us IS NULL OR last_run_us <= u.run
             THEN u.run ELSE last_run_us END
-        FROM unnest(\(column(runOnly) { item, _ in item.runID.taskID.uuid })::uuid[],
-          \(column(runOnly) { item, _ in item.runID.scheduledMicros })::bigint[],
-          \(column(runOnly) { _, state in state.rawValue })::text[], \(column(runOnly, completed))::bigint[])
+        FROM unnest(\(runOnly.ids)::uuid[], \(runOnly.runs)::bigint[], \(runOnly.runStates)::text[],
+          \(runOnly.completed)::bigint[])
           AS u(id, run, state, completed)
         WHERE tasks.id = u.id
         """, logger: logger)
     }
     return positions
+  }
+
+  /// The `unnest` columns of one kind of task update in ``recordPass(_:on:logger:)``: one row per
+  /// recorded result, `times` for a retry or a next run, `taskStates` for a finish.
+  struct TaskUpdateColumns {
+    var ids: [UUID] = []
+    var runs: [Int64] = []
+    var runStates: [String] = []
+    var completed: [Int64] = []
+    var times: [Int64] = []
+    var taskStates: [String] = []
+
+    var buckets: [Int64] { times.map { HourBucket(containing: $0).rawValue } }
+
+    mutating func add(_ item: ResultRecord, _ runState: RunState, time: Int64? = nil, taskState: TaskState? = nil) {
+      ids.append(item.runID.taskID.uuid)
+      runs.append(item.runID.scheduledMicros)
+      runStates.append(runState.rawValue)
+      completed.append(runState.countsAsCompleted ? 1 : 0)
+      if let time { times.append(time) }
+      if let taskState { taskStates.append(taskState.rawValue) }
+    }
   }
 
   public func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool {

@@ -461,31 +461,23 @@ extension SQLiteTaskStore {
   ) async throws
     -> RecordOutcome
   {
-    try Self.check(result)
-    let item = ResultRecord(runID: runID, fence: fence, result: result)
-    return try await write { db in try Self.record(db, item) }
+    try await recordResults([ResultRecord(runID: runID, fence: fence, result: result)])[0]
   }
 
   public func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] {
     if items.isEmpty { return [] }
-    for item in items { try Self.check(item.result) }
-    return try await write { db in try items.map { try Self.record(db, $0) } }
+    // Every result is checked before anything is written.
+    let states = try items.map { try $0.result.recordedRunState() }
+    return try await write { db in try zip(items, states).map { try Self.record(db, $0, runState: $1) } }
   }
 
-  static func check(_ result: RunResult) throws {
-    _ = try result.recordedRunState()
-  }
-
-  /// Records one result inside the caller's write transaction (compare-and-set on the fence).
-  static func record(_ db: Database, _ item: ResultRecord) throws -> RecordOutcome {
+  /// Records one checked result, whose run takes `runState`, inside the caller's write
+  /// transaction (compare-and-set on the fence).
+  static func record(_ db: Database, _ item: ResultRecord, runState: RunState) throws -> RecordOutcome {
     let result = item.result
     let runID = item.runID
-    var runState = result.state
     var retryAt: Int64? = nil
-    if case .retry(let at) = result.next {
-      runState = .retrying
-      retryAt = at
-    }
+    if case .retry(let at) = result.next { retryAt = at }
     let id = Data(runID.taskID.bytes)
     try db.cachedStatement(
       sql: """

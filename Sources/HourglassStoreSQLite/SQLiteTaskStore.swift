@@ -291,7 +291,6 @@ struct PreparedInsert: Sendable {
   let owner: String
   let name: String
   let operatorName: String
-  let blobDigest: [UInt8]?
   let arguments: [UInt8]
   let timeZone: String
   let scheduleSpec: [UInt8]
@@ -314,7 +313,6 @@ struct PreparedInsert: Sendable {
     owner = task.owner
     name = task.name
     operatorName = task.operatorName
-    blobDigest = task.blob?.digest.bytes
     arguments = encodeArguments(task.arguments)
     timeZone = task.timeZone
     scheduleSpec = task.scheduleSpec

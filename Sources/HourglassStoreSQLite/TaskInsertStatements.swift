@@ -51,7 +51,7 @@ final class TaskInsertStatements {
     bind(row.owner, at: 2, of: s)
     bind(row.name, at: 3, of: s)
     bind(row.operatorName, at: 4, of: s)
-    if let digest = row.blobDigest { bind(digest, at: 5, of: s) } else { sqlite3_bind_null(s, 5) }
+    if let blob = row.blob { bind(blob.digest.bytes, at: 5, of: s) } else { sqlite3_bind_null(s, 5) }
     bind(row.arguments, at: 6, of: s)
     bind(row.timeZone, at: 7, of: s)
     bind(row.scheduleSpec, at: 8, of: s)
