@@ -311,6 +311,8 @@ let package = Package(
         "HourglassExecutor",
         "HourglassStore",
         "HourglassStoreSQLite",
+        "HourglassStorePostgres",
+        "HourglassPostgresLauncher",
         "HourglassCertificates",
         "HourglassTransport",
         "HourglassRPC",

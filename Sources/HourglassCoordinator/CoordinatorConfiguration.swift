@@ -32,8 +32,16 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   public var pastGraceMicros: Int64
   /// Users' bearer tokens (empty: certificates only).
   public var tokens: BearerTokens
+  /// In a cluster (a store with partition leases): how long a partition lease lasts unless
+  /// renewed; renewed every third of it. A coordinator that stops without leaving gives its
+  /// partitions up after this long.
+  public var partitionLeaseMicros: Int64
+  /// In a cluster: how often the owned partitions' recent due entries are read again, catching
+  /// any run another coordinator's notice did not bring (a lost connection, a clock ahead).
+  public var clusterSweepMicros: Int64
 
-  /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog.
+  /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog;
+  /// in a cluster, 10 s partition leases and a 5 s sweep.
   public static var defaults: CoordinatorConfiguration {
     CoordinatorConfiguration(
       coordinatorID: "coordinator",
@@ -49,7 +57,9 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       resultSpacingMicros: 5_000,
       defaultTimeoutMicros: 3_600_000_000,
       pastGraceMicros: 60_000_000,
-      tokens: BearerTokens()
+      tokens: BearerTokens(),
+      partitionLeaseMicros: 10_000_000,
+      clusterSweepMicros: 5_000_000
     )
   }
 
@@ -63,6 +73,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     try positive(loadAheadMicros, "load_ahead")
     try positive(recoveryIntervalMicros, "recovery_interval")
     try positive(defaultTimeoutMicros, "default_timeout")
+    try positive(partitionLeaseMicros, "partition_lease")
+    try positive(clusterSweepMicros, "cluster_sweep")
     guard skewBoundMicros >= 0 else { throw ConfigurationError(field: "skew_bound", reason: "must not be negative") }
     guard heartbeatIntervalMicros < leaseDurationMicros else {
       throw ConfigurationError(field: "heartbeat_interval", reason: "must be shorter than the lease duration")

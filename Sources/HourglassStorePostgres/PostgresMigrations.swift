@@ -118,6 +118,13 @@ enum PostgresMigrations {
           )
           """,
         ]),
+      Migration(
+        version: 5, name: "cluster-membership",
+        statements: [
+          // The coordinators alive in the cluster (each renews its row): partitions are spread
+          // over them (docs/storage.md, "Cluster").
+          "CREATE TABLE coordinators (id text PRIMARY KEY, expires_us bigint NOT NULL)"
+        ]),
     ]
   }
 }

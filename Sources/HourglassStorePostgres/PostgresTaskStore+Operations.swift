@@ -318,24 +318,48 @@ extension PostgresTaskStore {
   /// that two coordinators race for go to one of them; the other's compare-and-set re-reads the
   /// row after the winner commits and fails.
   public func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?] {
+    try await createLeases(requests, now: now, fence: nil)
+  }
+
+  /// Both forms of `createLeases`: with a fence, only the requests whose task's partition the
+  /// fence's coordinator still holds with the fence's epoch are considered.
+  func createLeases(_ requests: [LeaseRequest], now: Int64, fence: PartitionFence?) async throws -> [Lease?] {
     if requests.isEmpty { return [] }
     for request in requests where request.expiresAt <= now {
       throw TaskStoreError.invalidArgument("expiresAt must be after now")
     }
-    // A task is leased at most once per batch: a repeated request gets nil, as it would from a
-    // second batch.
-    var seen = Set<TaskID>()
-    let first = requests.map { seen.insert($0.taskID).inserted }
+    return try await transaction { [logger, partitionCount] connection in
+      // A task is leased at most once per batch: a repeated request gets nil, as it would from a
+      // second batch.
+      var seen = Set<TaskID>()
+      var first = requests.map { seen.insert($0.taskID).inserted }
+      if let fence {
+        // The partition leases are read with a share lock: a coordinator taking one over waits
+        // for this transaction, and leases created here belong to the epoch checked here.
+        let held = try await Self.heldPartitions(fence, now: now, connection: connection, logger: logger)
+        for index in requests.indices where !held.contains(Partition(taskID: requests[index].taskID, count: partitionCount).rawValue) {
+          first[index] = false
+        }
+      }
+      return try await Self.createLeases(requests, first: first, now: now, connection: connection, logger: logger)
+    }
+  }
+
+  /// The leasing itself, inside the caller's transaction, for the requests marked `first`.
+  static func createLeases(
+    _ requests: [LeaseRequest], first: [Bool], now: Int64, connection: PostgresConnection, logger: Logger
+  ) async throws -> [Lease?] {
     let plain = requests.indices.filter { first[$0] && requests[$0].advanceTo == nil }
     let moving = requests.indices.filter { first[$0] && requests[$0].advanceTo != nil }
     let notPast = """
       NOT EXISTS (SELECT 1 FROM runs WHERE runs.task_id = t.id AND runs.scheduled_us = t.next_run_us
         AND runs.state NOT IN ('pending', 'retrying'))
       """
-    return try await transaction { [logger] connection in
+    do {
       // Tasks are locked in id order by every batch path, so concurrent batches wait for each
       // other instead of deadlocking.
       let all = requests.indices.filter { first[$0] }.map { requests[$0].taskID.uuid }
+      if all.isEmpty { return Array(repeating: nil, count: requests.count) }
       try await connection.query(
         "SELECT 1 FROM tasks WHERE id = ANY(\(all)::uuid[]) ORDER BY id FOR UPDATE", logger: logger)
       var won = Set<UUID>()
@@ -637,14 +661,31 @@ extension PostgresTaskStore {
   ) async throws
     -> [RunRecord]
   {
+    try await recoverExpiredLeases(now: now, skewBound: skewBound, limit: limit, partitions: nil)
+  }
+
+  /// Both forms of `recoverExpiredLeases`: every partition's runs, or those of `partitions`.
+  func recoverExpiredLeases(
+    now: Int64, skewBound: Int64, limit: Int, partitions: [Partition]?
+  ) async throws
+    -> [RunRecord]
+  {
     try await transaction { [logger] connection in
-      let rows = try await connection.query(
-        """
+      var query: PostgresQuery = """
         SELECT \(unescaped: Self.runColumns) FROM runs
         WHERE state = 'leased' AND lease_expires_us < \(now - skewBound)
         ORDER BY lease_expires_us LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED
-        """, logger: logger
-      ).collect()
+        """
+      if let partitions {
+        let numbers = partitions.map(\.rawValue)
+        query = """
+          SELECT \(unescaped: Self.runColumns) FROM runs
+          WHERE state = 'leased' AND lease_expires_us < \(now - skewBound)
+            AND task_id IN (SELECT id FROM tasks WHERE partition = ANY(\(numbers)::integer[]))
+          ORDER BY lease_expires_us LIMIT \(Int64(limit)) FOR UPDATE OF runs SKIP LOCKED
+          """
+      }
+      let rows = try await connection.query(query, logger: logger).collect()
       var recovered: [RunRecord] = []
       for row in rows {
         var run = try Self.runRecord(row)

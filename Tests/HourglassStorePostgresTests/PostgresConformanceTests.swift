@@ -5,9 +5,11 @@ import HourglassStorePostgres
 import PostgresNIO  // re-exports Logging.Logger
 import Testing
 
-func openTestStore(partitionCount: Int32 = 8) async throws -> PostgresTaskStore {
+/// Opens a store on a fresh database of the suite's server, or on `database` (a second
+/// coordinator's view of the same store).
+func openTestStore(partitionCount: Int32 = 8, database: String? = nil) async throws -> PostgresTaskStore {
   let server = try #require(PostgresTestServer.current, "no PostgreSQL test server in scope")
-  let database = try server.createDatabase()
+  let database = try database ?? server.createDatabase()
   var configuration = PostgresTaskStore.Configuration.defaults(
     host: server.host, port: server.port, username: server.username, database: database)
   configuration.partitionCount = partitionCount

@@ -11,11 +11,12 @@ import Testing
 struct PostgresStoreTests {
   @Test func numberedMigrationsAndClusterTable() async throws {
     let store = try await openTestStore()
-    #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed"])
+    #expect(
+      try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-cluster-membership"])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     ).map { try $0.decode(String.self) }
-    #expect(tables == ["blobs", "hourglass_schema_migrations", "idempotency_keys", "partition_leases", "runs", "store_meta", "tasks"])
+    #expect(tables == ["blobs", "coordinators", "hourglass_schema_migrations", "idempotency_keys", "partition_leases", "runs", "store_meta", "tasks"])
     let indexes = try await store.rows(
       "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
     ).map { try $0.decode(String.self) }

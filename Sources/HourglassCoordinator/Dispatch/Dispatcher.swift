@@ -34,18 +34,29 @@ actor Dispatcher {
     var detached: Bool
   }
 
-  private let store: any TaskStore
-  private let clock: any CoordinatorClock
-  private let configuration: CoordinatorConfiguration
-  private let logger: Logger
-  private let metrics: CoordinatorMetrics
-  private var queue = DueQueue()
+  let store: any TaskStore
+  let clock: any CoordinatorClock
+  let configuration: CoordinatorConfiguration
+  let logger: Logger
+  let metrics: CoordinatorMetrics
+  var queue = DueQueue()
   private var pool = ExecutorPool()
-  private var sessions: [UInt64: Session] = [:]
-  private var leases: [RunID: ActiveLease] = [:]
-  private var loadedUntil: Int64 = .min
+  var sessions: [UInt64: Session] = [:]
+  var leases: [RunID: ActiveLease] = [:]
+  var loadedUntil: Int64 = .min
+  /// The store's partition leases when several coordinators share it (PostgreSQL); nil when
+  /// this coordinator dispatches every partition (SQLite).
+  let cluster: (any PartitionLeasing)?
+  /// In a cluster, the partitions this coordinator holds and their epochs (empty until the
+  /// first pass of ``keepPartitions()``); nil: every partition, unfenced.
+  var ownership: PartitionFence?
+  /// Notices for other coordinators, sent by ``publishNotices()``.
+  var outgoingNotices: [ClusterNotice] = []
+  let noticeWake = WakeSignal()
+  /// In a cluster, when the partition leases last renewed run out.
+  var partitionsExpireAt: Int64?
   private var blobCache: [BlobDigest: [UInt8]] = [:]
-  private let wake = WakeSignal()
+  let wake = WakeSignal()
   private var nextSession: UInt64 = 0
   /// Counters for metrics and tests.
   private(set) var dispatched = 0
@@ -61,13 +72,20 @@ actor Dispatcher {
     self.configuration = configuration
     self.logger = logger
     self.metrics = metrics
+    self.cluster = store as? any PartitionLeasing
+    if cluster != nil { ownership = PartitionFence(owner: configuration.coordinatorID, epochs: [:]) }
   }
 
   // MARK: Inputs
 
   /// A run that became due or will: queued when it falls inside the loaded window (later ones
   /// are loaded from the store when their time approaches).
+  /// In a cluster, a run of a partition another coordinator owns is announced to it instead.
   func enqueue(taskID: TaskID, scheduledMicros: Int64, dueMicros: Int64, priority: Int32) {
+    guard owns(taskID) else {
+      announceDue(DueEntry(taskID: taskID, scheduledMicros: scheduledMicros, dueMicros: dueMicros, priority: priority))
+      return
+    }
     guard dueMicros < loadedUntil else { return }
     if queue.push(.init(taskID: taskID, scheduledMicros: scheduledMicros, dueMicros: dueMicros, priority: priority)) {
       publishQueue()
@@ -75,11 +93,22 @@ actor Dispatcher {
     }
   }
 
-  /// A task was deleted: drop its queued run; cancel its running one on the executor if asked.
+  /// A task was deleted: drop its queued run; cancel its running one on the executor if asked
+  /// (in a cluster, through whichever coordinator granted the lease).
   func forget(taskID: TaskID, cancelling runID: RunID?, reason: String) async {
     queue.remove(taskID)
     publishQueue()
-    guard let runID, let lease = leases.removeValue(forKey: runID), let session = sessions[lease.session] else { return }
+    guard let runID else { return }
+    if leases[runID] == nil, cluster != nil {
+      announce(.cancel(runID, reason: reason))
+      return
+    }
+    await cancel(runID, reason: reason)
+  }
+
+  /// Tells the executor holding this coordinator's lease on `runID` to stop it.
+  func cancel(_ runID: RunID, reason: String) async {
+    guard let lease = leases.removeValue(forKey: runID), let session = sessions[lease.session] else { return }
     var cancel = Hourglass_V1_CancelRun()
     cancel.runID = runID.description
     cancel.fence = lease.fence.rawValue
@@ -233,7 +262,7 @@ actor Dispatcher {
 
   /// Queued and overdue runs. Called whenever the queue changes, before any lease that follows
   /// from the change is sent, so a test that received the lease sees the gauges that led to it.
-  private func publishQueue() {
+  func publishQueue() {
     metrics.runsQueued.record(queue.count)
     metrics.runsOverdue.record(queue.readyCount)
   }
@@ -256,7 +285,9 @@ actor Dispatcher {
   /// quarters of the load-ahead window loaded; the dispatch loop loads by itself only when less
   /// than half is (the loader fell behind, or the clock jumped).
   func run() async throws {
-    metrics.ownShards(partitions: Int(store.partitionCount), owner: configuration.coordinatorID)
+    if cluster == nil {
+      metrics.ownShards(partitions: Int(store.partitionCount), owner: configuration.coordinatorID)
+    }
     do {
       try await loadBacklog()
     } catch {
@@ -265,7 +296,19 @@ actor Dispatcher {
     }
     await withTaskGroup(of: Void.self) { group in
       group.addTask { await self.loadAhead() }
-      await dispatchLoop()
+      if cluster != nil {
+        group.addTask { await self.listenForNotices() }
+        group.addTask { await self.publishNotices() }
+        group.addTask { await self.sweepRecentEntries() }
+      }
+      await withTaskGroup(of: Void.self) { dispatching in
+        if cluster != nil {
+          // Partitions are given up (and the cluster told) only after the dispatch loop stops.
+          dispatching.addTask { await self.keepPartitions() }
+        }
+        await dispatchLoop()
+        dispatching.cancelAll()
+      }
       group.cancelAll()
     }
   }
@@ -336,18 +379,23 @@ actor Dispatcher {
     try await load(until: now + configuration.loadAheadMicros)
   }
 
-  /// Loads due entries in `[loadedUntil, until)` from every partition's hour buckets.
+  /// Loads due entries in `[loadedUntil, until)` from every owned partition's hour buckets.
   private func load(until: Int64) async throws {
     guard until > loadedUntil else { return }
     let from = loadedUntil == .min ? clock.nowMicros() : loadedUntil
     // Widen the window before reading: a task scheduled while the reads are in flight is then
     // queued by the Schedule RPC itself (the queue drops the duplicate if the read saw it too).
     loadedUntil = until
+    try await load(partitions: ownedPartitions, from: from, until: until)
+  }
+
+  /// Loads the due entries of `partitions` in `[from, until)` (those still owned when read).
+  func load(partitions: [Partition], from: Int64, until: Int64) async throws {
     var bucket = HourBucket(containing: from)
     var loaded = 0
     while bucket.startMicros < until {
-      for p in 0..<store.partitionCount {
-        let shard = ShardID(partition: Partition(rawValue: p), bucket: bucket)
+      for partition in partitions {
+        let shard = ShardID(partition: partition, bucket: bucket)
         let lower = max(from, bucket.startMicros)
         let upper = min(until, bucket.endMicros)
         guard lower < upper else { continue }
@@ -356,7 +404,8 @@ actor Dispatcher {
         while true {
           let entries = try await store.loadDue(shard: shard, from: lower, until: upper, after: after, limit: page)
           var added = 0
-          for entry in entries {
+          // A partition given up while this read was in flight is not queued.
+          for entry in entries where owns(entry.taskID) {
             if queue.push(.init(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)) {
               added += 1
             }
@@ -381,7 +430,13 @@ actor Dispatcher {
 
   private func recoverExpiredLeases(now: Int64) async {
     do {
-      let recovered = try await store.recoverExpiredLeases(now: now, skewBound: configuration.skewBoundMicros, limit: 10_000)
+      let recovered: [RunRecord]
+      if let cluster, let ownership {
+        recovered = try await cluster.recoverExpiredLeases(
+          now: now, skewBound: configuration.skewBoundMicros, limit: 10_000, partitions: ownership.epochs.keys.sorted())
+      } else {
+        recovered = try await store.recoverExpiredLeases(now: now, skewBound: configuration.skewBoundMicros, limit: 10_000)
+      }
       for run in recovered {
         leases[run.id] = nil
         metrics.leasesExpired.increment()
@@ -448,7 +503,12 @@ actor Dispatcher {
       }
       let granted: [Lease?]
       do {
-        granted = try await store.createLeases(requests, now: now)
+        if let cluster, let ownership {
+          // Refused where this coordinator no longer holds the partition with its epoch.
+          granted = try await cluster.createLeases(requests, now: now, fencedBy: ownership)
+        } else {
+          granted = try await store.createLeases(requests, now: now)
+        }
       } catch {
         logger.error("creating leases failed; retrying shortly", metadata: ["hourglass.count": "\(picks.count)", "hourglass.error": "\(error)"])
         for pick in picks {

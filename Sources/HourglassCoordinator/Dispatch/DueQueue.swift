@@ -57,6 +57,12 @@ struct DueQueue {
     queued[taskID] = nil
   }
 
+  /// Forgets the queued runs of every task `shouldRemove` picks (partitions given up); heap
+  /// entries are skipped lazily.
+  mutating func remove(where shouldRemove: (TaskID) -> Bool) {
+    queued = queued.filter { !shouldRemove($0.key) }
+  }
+
   /// The earliest due time of a run not yet due, if any.
   var nextDueMicros: Int64? {
     mutating get {

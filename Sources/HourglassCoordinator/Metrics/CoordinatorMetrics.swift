@@ -72,8 +72,13 @@ final class CoordinatorMetrics: Sendable {
   /// Partitions this coordinator owns (all of them, on a single node).
   func ownShards(partitions: Int, owner: String) {
     for partition in 0..<partitions {
-      Gauge(label: "hourglass_shard_owner", dimensions: [("partition", "\(partition)"), ("owner", owner)], factory: factory).record(1)
+      shardOwned(partition: Int32(partition), owner: owner, true)
     }
+  }
+
+  /// Whether this coordinator owns `partition` (1) or no longer does (0), in a cluster.
+  func shardOwned(partition: Int32, owner: String, _ owned: Bool) {
+    Gauge(label: "hourglass_shard_owner", dimensions: [("partition", "\(partition)"), ("owner", owner)], factory: factory).record(owned ? 1 : 0)
   }
 
   /// One RPC ended. `method` is a registered path or `unknown` (clients choose the paths they

@@ -30,8 +30,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
   @Option(help: "PEM file of this coordinator's private key.")
   var key: String
 
-  @Option(help: "This coordinator's name, in logs and in the executors' Registered message.")
-  var id: String = "coordinator"
+  @Option(
+    help: """
+      This coordinator's name, in logs and in the executors' Registered message; on PostgreSQL, \
+      its name in the cluster: unique to each coordinator, and kept across restarts (default: the host name).
+      """)
+  var id: String?
 
   @Option(help: "Lease length in seconds.")
   var leaseSeconds: Double = 30
@@ -55,7 +59,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     let credentials = try TLSCredentials(caFile: ca, certificateFile: cert, keyFile: key)
     let taskStore = try await Self.openStore(store, logger: logger)
     var configuration = CoordinatorConfiguration.defaults
-    configuration.coordinatorID = id
+    configuration.coordinatorID = id ?? ProcessInfo.processInfo.hostName
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
     if let tokens {

@@ -1,0 +1,222 @@
+import HourglassCore
+import HourglassStore
+import Logging
+
+/// Several coordinators on one PostgreSQL: which partitions this one dispatches, and the notices
+/// the coordinators send each other (docs/storage.md, "Cluster").
+///
+/// Each coordinator heartbeats a membership row and, on every pass, takes the partitions that
+/// rendezvous hashing gives it among the live coordinators (``PartitionAssignment``) and gives up
+/// the others; the store's partition leases, with their epochs, fence its dispatch writes. Any
+/// coordinator answers Schedule, Delete and the executors' results; a run that becomes due soon in
+/// a partition another coordinator owns is announced to that one (`NOTIFY`), and a periodic sweep
+/// of the owned partitions' recent due entries catches any notice that did not arrive.
+extension Dispatcher {
+  /// Whether this coordinator dispatches the runs of `taskID`.
+  func owns(_ taskID: TaskID) -> Bool {
+    guard let ownership else { return true }
+    return ownership.epochs[Partition(taskID: taskID, count: store.partitionCount)] != nil
+  }
+
+  /// The partitions this coordinator dispatches, in order.
+  var ownedPartitions: [Partition] {
+    guard let ownership else { return (0..<store.partitionCount).map { Partition(rawValue: $0) } }
+    return ownership.epochs.keys.sorted()
+  }
+
+  // MARK: Notices
+
+  /// A run due soon in a partition owned elsewhere: the owner queues it only if it is inside the
+  /// window it has loaded, so runs further out (which its loader will read) are not announced.
+  /// The margin covers owners configured with a longer load-ahead and clocks a skew bound apart.
+  func announceDue(_ entry: DueEntry) {
+    guard cluster != nil else { return }
+    let horizon = clock.nowMicros() + 2 * configuration.loadAheadMicros + configuration.skewBoundMicros
+    guard entry.dueMicros < horizon else { return }
+    announce(.due(entry))
+  }
+
+  func announce(_ notice: ClusterNotice) {
+    outgoingNotices.append(notice)
+    noticeWake.signal()
+  }
+
+  private func takeNotices() -> [ClusterNotice] {
+    defer { outgoingNotices.removeAll(keepingCapacity: true) }
+    return outgoingNotices
+  }
+
+  /// Sends announced notices, gathered while the previous send was in flight, until cancelled.
+  func publishNotices() async {
+    guard let cluster else { return }
+    while !Task.isCancelled {
+      await noticeWake.wait()
+      let notices = takeNotices()
+      if notices.isEmpty { continue }
+      do {
+        try await cluster.publish(notices)
+      } catch {
+        // The owners' sweeps find these runs; a lost cancel leaves the run to its voided fence.
+        logger.warning(
+          "could not send notices to the other coordinators", metadata: ["hourglass.count": "\(notices.count)", "hourglass.error": "\(error)"])
+      }
+    }
+  }
+
+  /// Receives other coordinators' notices until cancelled, subscribing again after a failure.
+  func listenForNotices() async {
+    guard let cluster else { return }
+    while !Task.isCancelled {
+      do {
+        try await cluster.listen(onListening: { await self.rescanOwnedPartitions() }, { await self.received($0) })
+      } catch {
+        if Task.isCancelled { return }
+        logger.warning("listening for cluster notices failed; retrying", metadata: ["hourglass.error": "\(error)"])
+      }
+      do { try await clock.sleep(untilMicros: clock.nowMicros() + 1_000_000) } catch { return }
+    }
+  }
+
+  func received(_ notices: [ClusterNotice]) async {
+    var added = false
+    for notice in notices {
+      switch notice {
+      case .due(let entry):
+        guard owns(entry.taskID), entry.dueMicros < loadedUntil else { continue }
+        if queue.push(.init(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)) {
+          added = true
+        }
+      case .cancel(let runID, let reason):
+        await cancel(runID, reason: reason)
+      }
+    }
+    if added {
+      publishQueue()
+      wake.signal()
+    }
+  }
+
+  /// After (re)subscribing, notices sent meanwhile may be lost: read the owned partitions'
+  /// loaded window again (the queue drops what it already holds).
+  private func rescanOwnedPartitions() async {
+    let partitions = ownedPartitions
+    guard !partitions.isEmpty, loadedUntil != .min else { return }
+    do {
+      try await load(partitions: partitions, from: clock.nowMicros() - configuration.backlogLookBackMicros, until: loadedUntil)
+    } catch {
+      logger.warning("reading the owned partitions again failed; the sweep will", metadata: ["hourglass.error": "\(error)"])
+    }
+  }
+
+  /// Reads the owned partitions' entries that fell due since the sweep before last, until
+  /// cancelled: any run whose notice was lost (or arrived for an instant already loaded here
+  /// while the sender's clock lagged) goes out at most one sweep interval late.
+  func sweepRecentEntries() async {
+    let interval = configuration.clusterSweepMicros
+    while !Task.isCancelled {
+      do { try await clock.sleep(untilMicros: clock.nowMicros() + interval) } catch { return }
+      let now = clock.nowMicros()
+      let partitions = ownedPartitions
+      guard !partitions.isEmpty else { continue }
+      do {
+        try await load(partitions: partitions, from: now - 2 * interval - configuration.skewBoundMicros, until: min(now + 1, loadedUntil))
+      } catch {
+        if Task.isCancelled { return }
+        logger.warning("the cluster sweep failed", metadata: ["hourglass.error": "\(error)"])
+      }
+    }
+  }
+
+  // MARK: Partition ownership
+
+  /// Heartbeats this coordinator and keeps its share of the partitions, a pass every third of
+  /// the partition lease, until cancelled; then gives every partition up and leaves the cluster.
+  func keepPartitions() async {
+    guard let cluster else { return }
+    while !Task.isCancelled {
+      await keepPartitionsPass()
+      do { try await clock.sleep(untilMicros: clock.nowMicros() + configuration.partitionLeaseMicros / 3) } catch { break }
+    }
+    drop(ownedPartitions, reason: "shutting down")
+    do {
+      // In a task of its own: this one is cancelled, and the store would refuse to start.
+      let me = configuration.coordinatorID
+      try await Task { try await cluster.leaveCluster(me) }.value
+    } catch {
+      logger.warning("could not leave the cluster; its partitions move when their leases run out", metadata: ["hourglass.error": "\(error)"])
+    }
+  }
+
+  /// One pass: heartbeat, then give up what is no longer this coordinator's, then take or renew
+  /// the rest. Public to tests through ``Coordinator``; passes are idempotent.
+  func keepPartitionsPass() async {
+    guard let cluster, let ownership else { return }
+    let me = configuration.coordinatorID
+    let now = clock.nowMicros()
+    let expiresAt = now + configuration.partitionLeaseMicros
+    do {
+      let members = try await cluster.heartbeatCoordinator(me, now: now, expiresAt: expiresAt)
+      let plan = PartitionAssignment(me: me, members: members, held: Set(ownership.epochs.keys), partitionCount: store.partitionCount)
+      if !plan.release.isEmpty {
+        // Out of the queue first, so nothing of these partitions is leased after the release.
+        drop(plan.release, reason: "another coordinator is preferred")
+        try await cluster.releasePartitions(plan.release, owner: me)
+      }
+      let held = try await cluster.acquirePartitions(plan.acquire, owner: me, now: now, expiresAt: expiresAt)
+      await adopt(held, requested: plan.acquire, expiresAt: expiresAt)
+    } catch {
+      if Task.isCancelled { return }
+      logger.warning("keeping the partition leases failed; retrying", metadata: ["hourglass.error": "\(error)"])
+      // Leases that ran out meanwhile are someone else's to take: stop dispatching them (the
+      // store refuses this coordinator's leases for them anyway).
+      if let expires = partitionsExpireAt, clock.nowMicros() >= expires {
+        drop(ownedPartitions, reason: "partition leases ran out")
+      }
+    }
+  }
+
+  /// Takes the outcome of an acquire: partitions newly held are loaded from their backlog;
+  /// requested partitions not granted (another coordinator holds them) are dropped.
+  private func adopt(_ held: [PartitionLease], requested: [Partition], expiresAt: Int64) async {
+    guard var fence = ownership else { return }
+    let granted = Set(held.map(\.partition))
+    let lost = requested.filter { !granted.contains($0) && fence.epochs[$0] != nil }
+    if !lost.isEmpty { drop(lost, reason: "held by another coordinator") }
+    fence = ownership ?? fence
+    var new: [Partition] = []
+    for lease in held {
+      if fence.epochs[lease.partition] == nil { new.append(lease.partition) }
+      fence.epochs[lease.partition] = lease.epoch
+    }
+    ownership = fence
+    partitionsExpireAt = held.isEmpty ? nil : expiresAt
+    guard !new.isEmpty else { return }
+    for partition in new { metrics.shardOwned(partition: partition.rawValue, owner: configuration.coordinatorID, true) }
+    logger.info("partitions taken", metadata: ["hourglass.partitions": "\(new.map(\.rawValue))", "hourglass.owned": "\(fence.epochs.count)"])
+    guard loadedUntil != .min else { return }
+    do {
+      // Their overdue runs (the former owner's downtime included) and the loaded window.
+      try await load(partitions: new, from: clock.nowMicros() - configuration.backlogLookBackMicros, until: loadedUntil)
+    } catch {
+      logger.warning("loading newly taken partitions failed; the sweep will catch up", metadata: ["hourglass.error": "\(error)"])
+    }
+  }
+
+  /// Stops dispatching `partitions`: their queued runs are forgotten (their leases already
+  /// granted run on and their results are recorded as usual).
+  private func drop(_ partitions: [Partition], reason: String) {
+    guard var fence = ownership else { return }
+    let gone = Set(partitions.filter { fence.epochs[$0] != nil })
+    guard !gone.isEmpty else { return }
+    for partition in gone {
+      fence.epochs[partition] = nil
+      metrics.shardOwned(partition: partition.rawValue, owner: configuration.coordinatorID, false)
+    }
+    ownership = fence
+    let count = store.partitionCount
+    queue.remove { gone.contains(Partition(taskID: $0, count: count)) }
+    publishQueue()
+    logger.info(
+      "partitions given up", metadata: ["hourglass.partitions": "\(gone.map(\.rawValue).sorted())", "hourglass.reason": "\(reason)"])
+  }
+}

@@ -1,0 +1,156 @@
+import HourglassCore
+
+/// A store that several coordinators share (PostgreSQL): each partition is leased to one
+/// coordinator at a time, and the lease's epoch fences that partition's dispatch writes.
+///
+/// A store that does not conform (SQLite, one process) leaves every partition to the one
+/// coordinator that opens it.
+///
+/// The epoch grows on every change of owner. ``createLeases(_:now:fencedBy:)`` and
+/// ``recoverExpiredLeases(now:skewBound:limit:partitions:)`` act only where the caller still holds
+/// the partition with the epoch it was granted, checked inside the same transaction, so a
+/// coordinator that was paused past its partition lease cannot dispatch a run its successor owns.
+/// Results are not fenced by partition: the run's own fence already names the one attempt whose
+/// result counts, and refusing it after a hand-over would turn a finished run into a repeated one.
+public protocol PartitionLeasing: TaskStore {
+  /// Records that coordinator `id` is alive until `expiresAt` and returns the coordinators
+  /// alive at `now` (it included), sorted.
+  func heartbeatCoordinator(_ id: String, now: Int64, expiresAt: Int64) async throws -> [String]
+
+  /// Removes coordinator `id` from the live set and gives up all its partition leases (at a
+  /// graceful shutdown, so the others take its partitions at their next pass, not after expiry).
+  func leaveCluster(_ id: String) async throws
+
+  /// Every partition lease that exists (a partition never leased has none).
+  func partitionLeases() async throws -> [PartitionLease]
+
+  /// Takes or extends the leases of `partitions` for `owner` until `expiresAt`: each one that is
+  /// free, ran out before `now`, or is already `owner`'s. A change of owner increments the epoch.
+  /// Returns the leases `owner` holds among `partitions` after the call.
+  func acquirePartitions(
+    _ partitions: [Partition], owner: String, now: Int64, expiresAt: Int64
+  ) async throws
+    -> [PartitionLease]
+
+  /// Gives up `owner`'s leases of `partitions` (they become free at once; the epoch is kept and
+  /// grows when another coordinator takes one).
+  func releasePartitions(_ partitions: [Partition], owner: String) async throws
+
+  /// ``TaskStore/createLeases(_:now:)``, where each request is also refused (nil) unless its
+  /// task's partition is still leased to `fence.owner` with the epoch in `fence`, and not
+  /// expired at `now`.
+  func createLeases(
+    _ requests: [LeaseRequest], now: Int64, fencedBy fence: PartitionFence
+  ) async throws
+    -> [Lease?]
+
+  /// ``TaskStore/recoverExpiredLeases(now:skewBound:limit:)`` for the runs of tasks in
+  /// `partitions` only.
+  func recoverExpiredLeases(
+    now: Int64, skewBound: Int64, limit: Int, partitions: [Partition]
+  ) async throws
+    -> [RunRecord]
+
+  /// Sends `notices` to every coordinator listening (after the caller's own writes committed).
+  func publish(_ notices: [ClusterNotice]) async throws
+
+  /// Delivers the notices other coordinators publish, until the task is cancelled. `onListening`
+  /// is called each time a subscription starts (at first and after a lost connection): notices
+  /// sent while none was active are lost, so the caller then rereads what it may have missed.
+  /// Throws when the store cannot be reached; the caller retries.
+  func listen(onListening: @Sendable () async -> Void, _ receive: @Sendable ([ClusterNotice]) async -> Void) async throws
+}
+
+/// One partition's lease, as stored.
+public struct PartitionLease: Sendable, Hashable {
+  /// The partition.
+  public var partition: Partition
+  /// The coordinator holding (or last holding) it.
+  public var owner: String
+  /// Grows on every change of owner.
+  public var epoch: Int64
+  /// When the lease runs out unless renewed (0 once released).
+  public var expiresMicros: Int64
+
+  /// Creates a lease value.
+  public init(partition: Partition, owner: String, epoch: Int64, expiresMicros: Int64) {
+    self.partition = partition
+    self.owner = owner
+    self.epoch = epoch
+    self.expiresMicros = expiresMicros
+  }
+}
+
+/// What a fenced write checks: the coordinator and the epoch it holds each partition with.
+public struct PartitionFence: Sendable, Hashable {
+  /// The coordinator.
+  public var owner: String
+  /// The epoch of each partition the coordinator holds.
+  public var epochs: [Partition: Int64]
+
+  /// Creates a fence.
+  public init(owner: String, epochs: [Partition: Int64]) {
+    self.owner = owner
+    self.epochs = epochs
+  }
+}
+
+/// A message between the coordinators of a cluster.
+public enum ClusterNotice: Sendable, Hashable {
+  /// A run became due soon on a coordinator that does not own its partition (scheduled there, or
+  /// rescheduled by a result recorded there): the owner queues it if it falls in its loaded window.
+  case due(DueEntry)
+  /// A deleted task's running run is to be cancelled: whoever holds its lease tells the executor.
+  case cancel(RunID, reason: String)
+}
+
+extension ClusterNotice {
+  /// The most bytes of one encoded payload: PostgreSQL's `NOTIFY` takes fewer than 8,000.
+  public static let maxPayloadBytes = 7_000
+
+  /// Encodes notices as text payloads of at most ``maxPayloadBytes`` each, one notice per line:
+  /// `d <task id> <scheduled µs> <due µs> <priority>` or `c <run id> <reason>`.
+  public static func encode(_ notices: [ClusterNotice]) -> [String] {
+    var payloads: [String] = []
+    var current = ""
+    for notice in notices {
+      let line: String
+      switch notice {
+      case .due(let entry):
+        line = "d \(entry.taskID) \(entry.scheduledMicros) \(entry.dueMicros) \(entry.priority)"
+      case .cancel(let runID, let reason):
+        // One line, bounded: the reason is for logs only.
+        let flat = String(reason.map { $0.isNewline ? " " : $0 }.prefix(200))
+        line = "c \(runID) \(flat)"
+      }
+      if !current.isEmpty && current.utf8.count + 1 + line.utf8.count > maxPayloadBytes {
+        payloads.append(current)
+        current = ""
+      }
+      current += current.isEmpty ? line : "\n" + line
+    }
+    if !current.isEmpty { payloads.append(current) }
+    return payloads
+  }
+
+  /// Decodes a payload written by ``encode(_:)``; lines it does not understand (a newer
+  /// coordinator's notices) are skipped.
+  public static func decode(_ payload: String) -> [ClusterNotice] {
+    payload.split(separator: "\n").compactMap { line -> ClusterNotice? in
+      let fields = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+      switch fields.first {
+      case "d":
+        let parts = line.split(separator: " ")
+        guard parts.count == 5, let task = TaskID(String(parts[1])), let scheduled = Int64(parts[2]), let due = Int64(parts[3]),
+          let priority = Int32(parts[4])
+        else { return nil }
+        return .due(DueEntry(taskID: task, scheduledMicros: scheduled, dueMicros: due, priority: priority))
+      case "c":
+        guard fields.count >= 2, let runID = RunID(String(fields[1])) else { return nil }
+        return .cancel(runID, reason: fields.count == 3 ? String(fields[2]) : "")
+      default:
+        return nil
+      }
+    }
+  }
+}

@@ -1,0 +1,142 @@
+import HourglassCore
+import HourglassStore
+import Logging
+import PostgresNIO
+
+extension PostgresTaskStore: PartitionLeasing {
+  /// The `LISTEN`/`NOTIFY` channel the coordinators of one database talk on.
+  static let noticeChannel = "hourglass_cluster"
+
+  public func heartbeatCoordinator(_ id: String, now: Int64, expiresAt: Int64) async throws -> [String] {
+    try await transaction { [logger] connection in
+      try await connection.query(
+        """
+        INSERT INTO coordinators (id, expires_us) VALUES (\(id), \(expiresAt))
+        ON CONFLICT (id) DO UPDATE SET expires_us = excluded.expires_us
+        """, logger: logger)
+      // Rows of coordinators gone for a day are of no use to anyone.
+      try await connection.query("DELETE FROM coordinators WHERE expires_us < \(now - 86_400_000_000)", logger: logger)
+      var alive: [String] = []
+      for try await member in try await connection.query(
+        "SELECT id FROM coordinators WHERE expires_us > \(now) ORDER BY id", logger: logger
+      ).decode(String.self) {
+        alive.append(member)
+      }
+      return alive
+    }
+  }
+
+  public func leaveCluster(_ id: String) async throws {
+    try await transaction { [logger] connection in
+      try await connection.query("DELETE FROM coordinators WHERE id = \(id)", logger: logger)
+      try await connection.query("UPDATE partition_leases SET expires_us = 0 WHERE owner = \(id)", logger: logger)
+    }
+  }
+
+  public func partitionLeases() async throws -> [PartitionLease] {
+    try await rows("SELECT partition, owner, epoch, expires_us FROM partition_leases ORDER BY partition").map(Self.partitionLease)
+  }
+
+  public func acquirePartitions(
+    _ partitions: [Partition], owner: String, now: Int64, expiresAt: Int64
+  ) async throws
+    -> [PartitionLease]
+  {
+    if partitions.isEmpty { return [] }
+    let numbers = partitions.map(\.rawValue)
+    // Partitions are taken in order, so two coordinators claiming overlapping sets wait for
+    // each other rather than deadlock; the conflict clause is the compare-and-set.
+    return try await transaction { [logger] connection in
+      try await connection.query(
+        """
+        INSERT INTO partition_leases AS l (partition, owner, epoch, expires_us)
+        SELECT p, \(owner), 1, \(expiresAt) FROM unnest(\(numbers)::integer[]) AS p ORDER BY p
+        ON CONFLICT (partition) DO UPDATE SET
+          owner = excluded.owner, expires_us = excluded.expires_us,
+          epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END
+        WHERE l.owner = excluded.owner OR l.expires_us <= \(now)
+        """, logger: logger)
+      return try await connection.query(
+        """
+        SELECT partition, owner, epoch, expires_us FROM partition_leases
+        WHERE partition = ANY(\(numbers)::integer[]) AND owner = \(owner) AND expires_us = \(expiresAt)
+        ORDER BY partition
+        """, logger: logger
+      ).collect().map(Self.partitionLease)
+    }
+  }
+
+  public func releasePartitions(_ partitions: [Partition], owner: String) async throws {
+    if partitions.isEmpty { return }
+    let numbers = partitions.map(\.rawValue)
+    _ = try await rows(
+      "UPDATE partition_leases SET expires_us = 0 WHERE owner = \(owner) AND partition = ANY(\(numbers)::integer[]) RETURNING 1")
+  }
+
+  public func createLeases(
+    _ requests: [LeaseRequest], now: Int64, fencedBy fence: PartitionFence
+  ) async throws
+    -> [Lease?]
+  {
+    try await createLeases(requests, now: now, fence: Optional(fence))
+  }
+
+  public func recoverExpiredLeases(
+    now: Int64, skewBound: Int64, limit: Int, partitions: [Partition]
+  ) async throws
+    -> [RunRecord]
+  {
+    if partitions.isEmpty { return [] }
+    return try await recoverExpiredLeases(now: now, skewBound: skewBound, limit: limit, partitions: Optional(partitions))
+  }
+
+  public func publish(_ notices: [ClusterNotice]) async throws {
+    let payloads = ClusterNotice.encode(notices)
+    if payloads.isEmpty { return }
+    _ = try await rows("SELECT pg_notify(\(Self.noticeChannel), payload) FROM unnest(\(payloads)::text[]) AS payload")
+  }
+
+  public func listen(onListening: @Sendable () async -> Void, _ receive: @Sendable ([ClusterNotice]) async -> Void) async throws {
+    do {
+      try await client.withConnection { [logger] connection in
+        try await connection.listen(on: Self.noticeChannel) { notifications in
+          logger.debug("listening for cluster notices")
+          await onListening()
+          for try await notification in notifications {
+            let notices = ClusterNotice.decode(notification.payload)
+            if !notices.isEmpty { await receive(notices) }
+          }
+        }
+      }
+    } catch {
+      throw Self.mapError(error)
+    }
+  }
+
+  /// The partitions among `fence`'s that its coordinator still holds with the same epoch and
+  /// that have not run out at `now`, read under a share lock (inside the caller's transaction).
+  static func heldPartitions(
+    _ fence: PartitionFence, now: Int64, connection: PostgresConnection, logger: Logger
+  ) async throws -> Set<Int32> {
+    let numbers = fence.epochs.keys.map(\.rawValue)
+    let epochs = fence.epochs.keys.map { fence.epochs[$0]! }
+    var held = Set<Int32>()
+    for try await partition in try await connection.query(
+      """
+      SELECT l.partition FROM partition_leases l
+      JOIN unnest(\(numbers)::integer[], \(epochs)::bigint[]) AS f(partition, epoch)
+        ON l.partition = f.partition AND l.epoch = f.epoch
+      WHERE l.owner = \(fence.owner) AND l.expires_us > \(now)
+      ORDER BY l.partition FOR SHARE OF l
+      """, logger: logger
+    ).decode(Int32.self) {
+      held.insert(partition)
+    }
+    return held
+  }
+
+  static func partitionLease(_ row: PostgresRow) throws -> PartitionLease {
+    let (partition, owner, epoch, expires) = try row.decode((Int32, String, Int64, Int64).self)
+    return PartitionLease(partition: Partition(rawValue: partition), owner: owner, epoch: epoch, expiresMicros: expires)
+  }
+}

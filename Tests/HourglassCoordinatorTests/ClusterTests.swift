@@ -1,0 +1,247 @@
+import Foundation
+import HourglassCore
+import HourglassPostgresLauncher
+import HourglassProto
+import HourglassRPC
+import HourglassStore
+import HourglassStorePostgres
+import Logging
+import Testing
+
+@testable import HourglassCoordinator
+
+@Suite("Cluster: partition assignment")
+struct PartitionAssignmentTests {
+  static let members = ["coord-a", "coord-b", "coord-c"]
+
+  @Test func everyPartitionHasExactlyOnePreferredOwnerWhateverTheOrderOfTheMembers() {
+    for number in Int32(0)..<64 {
+      let partition = Partition(rawValue: number)
+      let owner = PartitionAssignment.preferredOwner(of: partition, among: Self.members)
+      #expect(owner != nil)
+      #expect(PartitionAssignment.preferredOwner(of: partition, among: Self.members.reversed()) == owner)
+    }
+  }
+
+  @Test func eachCoordinatorPlansToTakeItsOwnShareAndReleaseTheRest() {
+    var taken: [Partition: String] = [:]
+    for me in Self.members {
+      let plan = PartitionAssignment(me: me, members: Self.members, held: Set((0..<64).map { Partition(rawValue: $0) }), partitionCount: 64)
+      for partition in plan.acquire {
+        #expect(taken[partition] == nil, "\(partition) planned twice")
+        taken[partition] = me
+      }
+      #expect(Set(plan.acquire).isDisjoint(with: plan.release))
+      #expect(plan.acquire.count + plan.release.count == 64, "everything held is either kept or released")
+    }
+    #expect(taken.count == 64, "every partition is someone's")
+    // Rendezvous hashing spreads evenly in expectation: no one gets nothing or almost everything.
+    for member in Self.members {
+      let share = taken.values.filter { $0 == member }.count
+      #expect(share >= 10 && share <= 35, "\(member): \(share) of 64")
+    }
+  }
+
+  @Test func aJoiningCoordinatorTakesPartitionsOnlyFromTheOthersNeverMovingTheRestBetweenThem() {
+    let before = Dictionary(
+      uniqueKeysWithValues: (Int32(0)..<64).map { ($0, PartitionAssignment.preferredOwner(of: Partition(rawValue: $0), among: Self.members)!) })
+    let after = Dictionary(
+      uniqueKeysWithValues: (Int32(0)..<64).map { ($0, PartitionAssignment.preferredOwner(of: Partition(rawValue: $0), among: Self.members + ["coord-d"])!) })
+    for number in Int32(0)..<64 where after[number] != before[number] {
+      #expect(after[number] == "coord-d", "p\(number) moved from \(before[number]!) to \(after[number]!)")
+    }
+    #expect(after.values.contains("coord-d"))
+  }
+
+  @Test func aCoordinatorAloneTakesEverythingAndCountsItselfLiveBeforeItsFirstHeartbeatIsSeen() {
+    let plan = PartitionAssignment(me: "coord-a", members: [], held: [], partitionCount: 8)
+    #expect(plan.acquire == (0..<8).map { Partition(rawValue: $0) })
+    #expect(plan.release.isEmpty)
+  }
+
+  @Test func noticesSurviveTheirTextEncodingAndSplitIntoBoundedPayloads() {
+    let entries = (0..<300).map {
+      DueEntry(taskID: TaskID.now(), scheduledMicros: 1_000 + Int64($0), dueMicros: 2_000 + Int64($0), priority: Int32($0 % 7) - 3)
+    }
+    let notices: [ClusterNotice] = entries.map { .due($0) } + [.cancel(RunID(taskID: entries[0].taskID, scheduledMicros: 1_000), reason: "deleted\nby alice")]
+    let payloads = ClusterNotice.encode(notices)
+    #expect(payloads.count > 1)
+    #expect(payloads.allSatisfy { $0.utf8.count <= ClusterNotice.maxPayloadBytes })
+    let decoded = payloads.flatMap { ClusterNotice.decode($0) }
+    #expect(decoded.dropLast() == notices.dropLast())
+    #expect(decoded.last == .cancel(RunID(taskID: entries[0].taskID, scheduledMicros: 1_000), reason: "deleted by alice"))
+    #expect(ClusterNotice.decode("x something new\nd not-a-uuid 1 2 3\n") == [], "unknown and malformed lines are skipped")
+  }
+}
+
+/// Coordinators sharing one PostgreSQL (started by the test), on one manual clock, reached
+/// through the in-process transport.
+struct ClusterHarness {
+  let coordinators: [Coordinator]
+  let stores: [PostgresTaskStore]
+  let clock: ManualClock
+  let running: [Task<Void, any Error>]
+  let ids: [String]
+
+  static func with<T: Sendable>(ids: [String], _ body: (ClusterHarness) async throws -> T) async throws -> T {
+    let server = try ThrowawayPostgres.start()
+    defer { server.stop() }
+    let database = try server.createDatabase()
+    var logger = Logger(label: "test.cluster")
+    logger.logLevel = .warning
+    let clock = ManualClock(nowMicros: Harness.start)
+    var stores: [PostgresTaskStore] = []
+    var coordinators: [Coordinator] = []
+    for id in ids {
+      var storeConfiguration = PostgresTaskStore.Configuration.defaults(host: server.host, port: server.port, username: server.username, database: database)
+      storeConfiguration.partitionCount = 4
+      storeConfiguration.maxConnections = 8
+      storeConfiguration.writerConnections = 2
+      stores.append(try await PostgresTaskStore(configuration: storeConfiguration, logger: logger))
+      var configuration = CoordinatorConfiguration.defaults
+      configuration.coordinatorID = id
+      coordinators.append(try Coordinator(configuration: configuration, store: stores.last!, tls: nil, clock: clock, logger: logger))
+    }
+    let running = coordinators.map { coordinator in Task { try await coordinator.run() } }
+    let harness = ClusterHarness(coordinators: coordinators, stores: stores, clock: clock, running: running, ids: ids)
+    do {
+      let result = try await body(harness)
+      for task in running { task.cancel() }
+      for task in running { _ = await task.result }
+      for store in stores { try await store.close() }
+      return result
+    } catch {
+      for task in running { task.cancel() }
+      for task in running { _ = await task.result }
+      for store in stores { try? await store.close() }
+      throw error
+    }
+  }
+
+  /// Shuts coordinator `index` down as a graceful shutdown does (its dispatching is cancelled).
+  func stop(_ index: Int) async {
+    running[index].cancel()
+    _ = await running[index].result
+  }
+
+  func client(_ user: String, via index: Int) -> UserClient {
+    UserClient(
+      rpc: RPCClient(transport: InProcessTransport(server: coordinators[index].server, peer: PeerIdentity(name: user, role: "user"))), user: user)
+  }
+
+  func executor(_ name: String, via index: Int) async throws -> FakeExecutor {
+    try await FakeExecutor.connect(
+      RPCClient(transport: InProcessTransport(server: coordinators[index].server, peer: PeerIdentity(name: name, role: "executor"))),
+      name: name, operators: ["exec", "noop"], slots: 4)
+  }
+
+  /// Runs ownership passes on every coordinator until each holds exactly what rendezvous
+  /// hashing gives it among all of them (two rounds: a release must precede the other's take).
+  func converge(among indices: [Int]? = nil) async throws {
+    let indices = indices ?? Array(coordinators.indices)
+    for _ in 0..<3 {
+      for index in indices { await coordinators[index].dispatcher.keepPartitionsPass() }
+    }
+    let ids = indices.map { self.ids[$0] }
+    for index in indices {
+      let me = ids[indices.firstIndex(of: index)!]
+      let expected = (Int32(0)..<4).filter { PartitionAssignment.preferredOwner(of: Partition(rawValue: $0), among: ids) == me }
+      try #require(await owned(index) == expected, "\(me) should own \(expected)")
+    }
+  }
+
+  func owned(_ index: Int) async -> [Int32] {
+    await coordinators[index].dispatcher.ownedPartitions.map(\.rawValue)
+  }
+
+  /// Schedules one-shot tasks through coordinator `index` until one lands in a partition that
+  /// coordinator `owner` owns; returns its id.
+  func schedule(via index: Int, landingOn owner: Int, inSeconds offset: Int64) async throws -> String {
+    let owned = Set(await self.owned(owner))
+    let client = client("alice", via: index)
+    for _ in 0..<64 {
+      let id = try await client.schedule(once: offset)
+      let taskID = try #require(TaskID(id))
+      if owned.contains(Partition(taskID: taskID, count: 4).rawValue) { return id }
+      _ = try await client.delete(id)
+    }
+    throw RPCError(code: .internal, message: "no task landed on coordinator \(owner)'s partitions")
+  }
+}
+
+@Suite(
+  "Cluster: coordinators sharing PostgreSQL", .timeLimit(.minutes(1)),
+  .enabled(
+    if: ThrowawayPostgres.isInstalled || ProcessInfo.processInfo.environment["HOURGLASS_REQUIRE_POSTGRES"] == "1",
+    "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))
+struct ClusterTests {
+  static let ids = ["coord-a", "coord-b"]
+
+  @Test("the partitions are split, and a run scheduled through either coordinator goes out from its partition's owner")
+  func partitionsSplitAndNoticesCarryRunsToTheirOwner() async throws {
+    try await ClusterHarness.with(ids: Self.ids) { cluster in
+      try await cluster.converge()
+      #expect(Set(await cluster.owned(0)).isDisjoint(with: await cluster.owned(1)))
+      #expect(await cluster.owned(0).count + cluster.owned(1).count == 4)
+      let onA = try await cluster.executor("exec-a", via: 0)
+      let onB = try await cluster.executor("exec-b", via: 1)
+      onA.grant(4)
+      onB.grant(4)
+      // Scheduled through B, due in A's partition inside A's loaded window: B announces it.
+      let forA = try await cluster.schedule(via: 1, landingOn: 0, inSeconds: 1)
+      let forB = try await cluster.schedule(via: 0, landingOn: 1, inSeconds: 1)
+      cluster.clock.advance(byMicros: 1_000_000)
+      let leaseA = try await onA.nextLease()
+      let leaseB = try await onB.nextLease()
+      #expect(leaseA.taskID == forA)
+      #expect(leaseB.taskID == forB)
+      #expect(try await onA.report(leaseA, outcome: .succeeded))
+      #expect(try await onB.report(leaseB, outcome: .succeeded))
+      // Either coordinator answers for either task.
+      let viaB = try await cluster.client("alice", via: 1).get(forA)
+      #expect(viaB.taskStatus == .succeeded)
+      await onA.close()
+      await onB.close()
+    }
+  }
+
+  @Test("a coordinator that leaves hands its partitions over, and their runs go out from the other")
+  func leavingHandsPartitionsOver() async throws {
+    try await ClusterHarness.with(ids: Self.ids) { cluster in
+      try await cluster.converge()
+      let id = try await cluster.schedule(via: 0, landingOn: 0, inSeconds: 10)
+      let onB = try await cluster.executor("exec-b", via: 1)
+      onB.grant(1)
+      // A shuts down gracefully: it gives its partitions up and leaves the membership.
+      await cluster.stop(0)
+      await cluster.coordinators[1].dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(1) == [0, 1, 2, 3])
+      cluster.clock.advance(byMicros: 10_000_000)
+      let lease = try await onB.nextLease()
+      #expect(lease.taskID == id)
+      await onB.close()
+    }
+  }
+
+  @Test("deleting through one coordinator cancels the run another coordinator leased")
+  func cancelReachesTheLeasingCoordinatorsExecutor() async throws {
+    try await ClusterHarness.with(ids: Self.ids) { cluster in
+      try await cluster.converge()
+      let id = try await cluster.schedule(via: 0, landingOn: 0, inSeconds: 1)
+      let onA = try await cluster.executor("exec-a", via: 0)
+      onA.grant(1)
+      cluster.clock.advance(byMicros: 1_000_000)
+      let lease = try await onA.nextLease()
+      let response = try await cluster.client("alice", via: 1).delete(id, cancelRunning: true)
+      #expect(response.cancelledRun)
+      let message = try await onA.next()
+      guard case .cancel(let cancel)? = message.kind else {
+        Issue.record("expected a cancel, got \(message)")
+        return
+      }
+      #expect(cancel.runID == lease.runID)
+      #expect(cancel.fence == lease.fence)
+      await onA.close()
+    }
+  }
+}
