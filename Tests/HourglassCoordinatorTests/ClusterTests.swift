@@ -135,17 +135,18 @@ struct ClusterHarness {
       name: name, operators: ["exec", "noop"], slots: 4)
   }
 
-  /// Runs ownership passes on every coordinator until each holds exactly what rendezvous
-  /// hashing gives it among all of them (two rounds: a release must precede the other's take).
-  func converge(among indices: [Int]? = nil) async throws {
-    let indices = indices ?? Array(coordinators.indices)
+  /// Runs ownership passes on every coordinator (a few rounds: a release must precede the
+  /// other's take), then checks that each of `members` (default: all) holds exactly what
+  /// rendezvous hashing gives it among them, and every other coordinator nothing.
+  func converge(members: [Int]? = nil) async throws {
+    let members = members ?? Array(coordinators.indices)
     for _ in 0..<3 {
-      for index in indices { await coordinators[index].dispatcher.keepPartitionsPass() }
+      for coordinator in coordinators { await coordinator.dispatcher.keepPartitionsPass() }
     }
-    let ids = indices.map { self.ids[$0] }
-    for index in indices {
-      let me = ids[indices.firstIndex(of: index)!]
-      let expected = (Int32(0)..<4).filter { PartitionAssignment.preferredOwner(of: Partition(rawValue: $0), among: ids) == me }
+    let memberIDs = members.map { ids[$0] }
+    for index in coordinators.indices {
+      let me = ids[index]
+      let expected = (Int32(0)..<4).filter { PartitionAssignment.preferredOwner(of: Partition(rawValue: $0), among: memberIDs) == me }
       try #require(await owned(index) == expected, "\(me) should own \(expected)")
     }
   }
@@ -180,11 +181,10 @@ struct ClusterTests {
   @Test("the partitions are split, and a run scheduled through either coordinator goes out from its partition's owner")
   func partitionsSplitAndNoticesCarryRunsToTheirOwner() async throws {
     try await ClusterHarness.with(ids: Self.ids) { cluster in
-      try await cluster.converge()
-      #expect(Set(await cluster.owned(0)).isDisjoint(with: await cluster.owned(1)))
-      #expect(await cluster.owned(0).count + cluster.owned(1).count == 4)
       let onA = try await cluster.executor("exec-a", via: 0)
       let onB = try await cluster.executor("exec-b", via: 1)
+      try await cluster.converge()
+      #expect(await cluster.owned(0).count + cluster.owned(1).count == 4)
       onA.grant(4)
       onB.grant(4)
       // Scheduled through B, due in A's partition inside A's loaded window: B announces it.
@@ -208,9 +208,10 @@ struct ClusterTests {
   @Test("a coordinator that leaves hands its partitions over, and their runs go out from the other")
   func leavingHandsPartitionsOver() async throws {
     try await ClusterHarness.with(ids: Self.ids) { cluster in
+      let onA = try await cluster.executor("exec-a", via: 0)
+      let onB = try await cluster.executor("exec-b", via: 1)
       try await cluster.converge()
       let id = try await cluster.schedule(via: 0, landingOn: 0, inSeconds: 10)
-      let onB = try await cluster.executor("exec-b", via: 1)
       onB.grant(1)
       // A shuts down gracefully: it gives its partitions up and leaves the membership.
       await cluster.stop(0)
@@ -219,6 +220,28 @@ struct ClusterTests {
       cluster.clock.advance(byMicros: 10_000_000)
       let lease = try await onB.nextLease()
       #expect(lease.taskID == id)
+      await onA.close()
+      await onB.close()
+    }
+  }
+
+  @Test("a coordinator without executors takes no partitions until one connects")
+  func onlyCoordinatorsWithExecutorsOwnPartitions() async throws {
+    try await ClusterHarness.with(ids: Self.ids) { cluster in
+      let onB = try await cluster.executor("exec-b", via: 1)
+      try await cluster.converge(members: [1])
+      #expect(await cluster.owned(1) == [0, 1, 2, 3])
+      // Whatever its partition, a run scheduled through A goes out from B.
+      let id = try await cluster.client("alice", via: 0).schedule(once: 1)
+      onB.grant(1)
+      cluster.clock.advance(byMicros: 1_000_000)
+      #expect(try await onB.nextLease().taskID == id)
+      let onA = try await cluster.executor("exec-a", via: 0)
+      try await cluster.converge()
+      #expect(!(await cluster.owned(0)).isEmpty)
+      // Its last executor gone, A leaves at its next pass and B takes everything back.
+      await onA.close()
+      try await cluster.converge(members: [1])
       await onB.close()
     }
   }
@@ -226,9 +249,10 @@ struct ClusterTests {
   @Test("deleting through one coordinator cancels the run another coordinator leased")
   func cancelReachesTheLeasingCoordinatorsExecutor() async throws {
     try await ClusterHarness.with(ids: Self.ids) { cluster in
+      let onA = try await cluster.executor("exec-a", via: 0)
+      let onB = try await cluster.executor("exec-b", via: 1)
       try await cluster.converge()
       let id = try await cluster.schedule(via: 0, landingOn: 0, inSeconds: 1)
-      let onA = try await cluster.executor("exec-a", via: 0)
       onA.grant(1)
       cluster.clock.advance(byMicros: 1_000_000)
       let lease = try await onA.nextLease()
@@ -242,6 +266,7 @@ struct ClusterTests {
       #expect(cancel.runID == lease.runID)
       #expect(cancel.fence == lease.fence)
       await onA.close()
+      await onB.close()
     }
   }
 }

@@ -5,9 +5,11 @@ import Logging
 /// Several coordinators on one PostgreSQL: which partitions this one dispatches, and the notices
 /// the coordinators send each other (docs/storage.md, "Cluster").
 ///
-/// Each coordinator heartbeats a membership row and, on every pass, takes the partitions that
-/// rendezvous hashing gives it among the live coordinators (``PartitionAssignment``) and gives up
-/// the others; the store's partition leases, with their epochs, fence its dispatch writes. Any
+/// Each coordinator with at least one executor connected heartbeats a membership row and, on
+/// every pass, takes the partitions that rendezvous hashing gives it among the live coordinators
+/// (``PartitionAssignment``) and gives up the others; the store's partition leases, with their
+/// epochs, fence its dispatch writes. A coordinator without executors could not run what it
+/// owns, so it stays out of the membership (and serves users' calls only) until one connects. Any
 /// coordinator answers Schedule, Delete and the executors' results; a run that becomes due soon in
 /// a partition another coordinator owns is announced to that one (`NOTIFY`), and a periodic sweep
 /// of the owned partitions' recent due entries catches any notice that did not arrive.
@@ -130,31 +132,48 @@ extension Dispatcher {
   // MARK: Partition ownership
 
   /// Heartbeats this coordinator and keeps its share of the partitions, a pass every third of
-  /// the partition lease, until cancelled; then gives every partition up and leaves the cluster.
+  /// the partition lease (or as soon as a first executor connects), until cancelled; then gives
+  /// every partition up and leaves the cluster.
   func keepPartitions() async {
-    guard let cluster else { return }
+    guard cluster != nil else { return }
     while !Task.isCancelled {
       await keepPartitionsPass()
-      do { try await clock.sleep(untilMicros: clock.nowMicros() + configuration.partitionLeaseMicros / 3) } catch { break }
+      await sleep(untilMicros: clock.nowMicros() + configuration.partitionLeaseMicros / 3, orSignal: ownershipWake)
     }
-    drop(ownedPartitions, reason: "shutting down")
+    // In a task of its own: this one is cancelled, and the store would refuse to start.
+    await Task { await self.leaveCluster(reason: "shutting down") }.value
+  }
+
+  /// Gives every partition up and leaves the membership, so the others take them at their next
+  /// pass rather than after the leases run out.
+  private func leaveCluster(reason: String) async {
+    guard let cluster else { return }
+    drop(ownedPartitions, reason: reason)
+    joinedCluster = false
     do {
-      // In a task of its own: this one is cancelled, and the store would refuse to start.
-      let me = configuration.coordinatorID
-      try await Task { try await cluster.leaveCluster(me) }.value
+      try await cluster.leaveCluster(configuration.coordinatorID)
     } catch {
       logger.warning("could not leave the cluster; its partitions move when their leases run out", metadata: ["hourglass.error": "\(error)"])
     }
   }
 
   /// One pass: heartbeat, then give up what is no longer this coordinator's, then take or renew
-  /// the rest. Public to tests through ``Coordinator``; passes are idempotent.
+  /// the rest; without executors, leave instead. Passes are idempotent (tests call them).
   func keepPartitionsPass() async {
     guard let cluster, let ownership else { return }
+    guard !sessions.isEmpty else {
+      // Checked at a pass, not at each disconnection: an executor that reconnects at once does
+      // not move partitions around.
+      if joinedCluster {
+        await leaveCluster(reason: "no executor connected")
+      }
+      return
+    }
     let me = configuration.coordinatorID
     let now = clock.nowMicros()
     let expiresAt = now + configuration.partitionLeaseMicros
     do {
+      joinedCluster = true
       let members = try await cluster.heartbeatCoordinator(me, now: now, expiresAt: expiresAt)
       let plan = PartitionAssignment(me: me, members: members, held: Set(ownership.epochs.keys), partitionCount: store.partitionCount)
       if !plan.release.isEmpty {
@@ -198,6 +217,7 @@ extension Dispatcher {
       // Their overdue runs (the former owner's downtime included) and the loaded window.
       try await load(partitions: new, from: clock.nowMicros() - configuration.backlogLookBackMicros, until: loadedUntil)
     } catch {
+      if Task.isCancelled { return }
       logger.warning("loading newly taken partitions failed; the sweep will catch up", metadata: ["hourglass.error": "\(error)"])
     }
   }

@@ -55,6 +55,10 @@ actor Dispatcher {
   let noticeWake = WakeSignal()
   /// In a cluster, when the partition leases last renewed run out.
   var partitionsExpireAt: Int64?
+  /// In a cluster, whether this coordinator is in the membership (it is while it has executors).
+  var joinedCluster = false
+  /// Wakes ``keepPartitions()`` early (an executor connected to a coordinator not yet joined).
+  let ownershipWake = WakeSignal()
   private var blobCache: [BlobDigest: [UInt8]] = [:]
   let wake = WakeSignal()
   private var nextSession: UInt64 = 0
@@ -135,6 +139,7 @@ actor Dispatcher {
     entry.gauges.freeSlots.record(0)
     executorGauges[executorID] = entry
     metrics.executorsConnected.record(sessions.count)
+    if cluster != nil && !joinedCluster { ownershipWake.signal() }
     logger.info(
       "executor connected", metadata: ["hourglass.executor": "\(executorID)", "hourglass.slots": "\(slots)", "hourglass.operators": "\(operators.sorted())"])
     return nextSession
@@ -359,10 +364,11 @@ actor Dispatcher {
     }
   }
 
-  private func sleep(untilMicros deadline: Int64) async {
+  /// Sleeps until `deadline` or the next signal of `wake` (the dispatcher's own by default).
+  func sleep(untilMicros deadline: Int64, orSignal wake: WakeSignal? = nil) async {
     if deadline <= clock.nowMicros() { return }
     let clock = self.clock
-    let wake = self.wake
+    let wake = wake ?? self.wake
     await withTaskGroup(of: Void.self) { group in
       group.addTask { try? await clock.sleep(untilMicros: deadline) }
       group.addTask { await wake.wait() }

@@ -7,12 +7,16 @@ import Synchronization
 /// it fail-over between coordinators that share a store.
 public final class FailoverTransport: ClientTransport, Sendable {
   private let transports: [any ClientTransport]
-  private let current = Mutex(0)
+  private let current: Mutex<Int>
 
-  /// Creates a transport over `transports`, tried in order, starting with the first.
-  public init(_ transports: [any ClientTransport]) {
+  /// Creates a transport over `transports`, tried in order (wrapping around), starting with the
+  /// one at `start`. Executors of a cluster start at a random one, which spreads them over the
+  /// coordinators: each coordinator dispatches only its own partitions, to its own executors.
+  public init(_ transports: [any ClientTransport], startingAt start: Int = 0) {
     precondition(!transports.isEmpty, "a fail-over transport needs at least one transport")
+    precondition(transports.indices.contains(start), "the first transport must be one of them")
     self.transports = transports
+    self.current = Mutex(start)
   }
 
   public func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool) async throws -> RPCClientStream {

@@ -26,7 +26,7 @@ struct ExecutorCommand: AsyncParsableCommand {
       """
   )
 
-  @Option(name: .customLong("coordinator"), help: "The coordinator's HOST:PORT; repeat for fail-over.")
+  @Option(name: .customLong("coordinator"), help: "A coordinator's HOST:PORT; repeat for fail-over (the first one tried is picked at random).")
   var coordinators: [String] = []
 
   @Option(name: .customLong("ca"), help: "The private CA's certificate (PEM).")
@@ -97,7 +97,8 @@ struct ExecutorCommand: AsyncParsableCommand {
       connections.append(
         try RPCTLSConnection(configuration: .init(host: host, port: port, credentials: credentials), logger: logger))
     }
-    let transport: any ClientTransport = connections.count == 1 ? connections[0] : FailoverTransport(connections)
+    let transport: any ClientTransport =
+      connections.count == 1 ? connections[0] : FailoverTransport(connections, startingAt: Int.random(in: connections.indices))
     let metrics = try await observability.metrics(logger: logger)
     let executor = Executor(configuration: configuration, transport: transport, logger: logger, metricsFactory: metrics.factory)
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
