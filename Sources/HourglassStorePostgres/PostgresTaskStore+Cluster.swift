@@ -29,7 +29,11 @@ extension PostgresTaskStore: PartitionLeasing {
   public func leaveCluster(_ id: String) async throws {
     try await transaction { [logger] connection in
       try await connection.query("DELETE FROM coordinators WHERE id = \(id)", logger: logger)
-      try await connection.query("UPDATE partition_leases SET expires_us = 0 WHERE owner = \(id)", logger: logger)
+      try await connection.query(
+        """
+        UPDATE partition_leases SET expires_us = 0 WHERE partition IN (
+          SELECT partition FROM partition_leases WHERE owner = \(id) ORDER BY partition FOR UPDATE)
+        """, logger: logger)
     }
   }
 
@@ -69,8 +73,15 @@ extension PostgresTaskStore: PartitionLeasing {
   public func releasePartitions(_ partitions: [Partition], owner: String) async throws {
     if partitions.isEmpty { return }
     let numbers = partitions.map(\.rawValue)
+    // Rows are locked in partition order, as every other writer of this table locks them, so a
+    // release and another coordinator's take-over cannot deadlock.
     _ = try await rows(
-      "UPDATE partition_leases SET expires_us = 0 WHERE owner = \(owner) AND partition = ANY(\(numbers)::integer[]) RETURNING 1")
+      """
+      UPDATE partition_leases SET expires_us = 0 WHERE partition IN (
+        SELECT partition FROM partition_leases
+        WHERE owner = \(owner) AND partition = ANY(\(numbers)::integer[]) ORDER BY partition FOR UPDATE)
+      RETURNING 1
+      """)
   }
 
   public func createLeases(
