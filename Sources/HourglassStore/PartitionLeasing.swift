@@ -38,11 +38,11 @@ public protocol PartitionLeasing: TaskStore {
 
   /// ``TaskStore/createLeases(_:now:)``, where each request is also refused (nil) unless its
   /// task's partition is still leased to `fence.owner` with the epoch in `fence`, and not
-  /// expired at `now`.
+  /// expired at `now`; the partitions refused for that reason are named.
   func createLeases(
     _ requests: [LeaseRequest], now: Int64, fencedBy fence: PartitionFence
   ) async throws
-    -> [Lease?]
+    -> FencedLeases
 
   /// ``TaskStore/recoverExpiredLeases(now:skewBound:limit:)`` for the runs of tasks in
   /// `partitions` only.
@@ -59,6 +59,21 @@ public protocol PartitionLeasing: TaskStore {
   /// sent while none was active are lost, so the caller then rereads what it may have missed.
   /// Throws when the store cannot be reached; the caller retries.
   func listen(onListening: @Sendable () async -> Void, _ receive: @Sendable ([ClusterNotice]) async -> Void) async throws
+}
+
+/// What a fenced ``PartitionLeasing/createLeases(_:now:fencedBy:)`` did.
+public struct FencedLeases: Sendable, Hashable {
+  /// One element per request, in order: the lease, or nil where it was refused.
+  public var leases: [Lease?]
+  /// The partitions of the requests that were refused because the caller does not hold them
+  /// (any more) with the fence's epoch, or their lease ran out.
+  public var unheld: Set<Partition>
+
+  /// Creates the outcome.
+  public init(leases: [Lease?], unheld: Set<Partition>) {
+    self.leases = leases
+    self.unheld = unheld
+  }
 }
 
 /// One partition's lease, as stored.

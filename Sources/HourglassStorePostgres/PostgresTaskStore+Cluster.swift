@@ -87,9 +87,10 @@ extension PostgresTaskStore: PartitionLeasing {
   public func createLeases(
     _ requests: [LeaseRequest], now: Int64, fencedBy fence: PartitionFence
   ) async throws
-    -> [Lease?]
+    -> FencedLeases
   {
-    try await createLeases(requests, now: now, fence: Optional(fence))
+    let (leases, unheld) = try await createLeases(requests, now: now, fence: Optional(fence))
+    return FencedLeases(leases: leases, unheld: unheld)
   }
 
   public func recoverExpiredLeases(

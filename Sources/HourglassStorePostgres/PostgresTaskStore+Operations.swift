@@ -318,13 +318,16 @@ extension PostgresTaskStore {
   /// that two coordinators race for go to one of them; the other's compare-and-set re-reads the
   /// row after the winner commits and fails.
   public func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?] {
-    try await createLeases(requests, now: now, fence: nil)
+    try await createLeases(requests, now: now, fence: nil).leases
   }
 
   /// Both forms of `createLeases`: with a fence, only the requests whose task's partition the
-  /// fence's coordinator still holds with the fence's epoch are considered.
-  func createLeases(_ requests: [LeaseRequest], now: Int64, fence: PartitionFence?) async throws -> [Lease?] {
-    if requests.isEmpty { return [] }
+  /// fence's coordinator still holds with the fence's epoch are considered; the others'
+  /// partitions are returned as `unheld`.
+  func createLeases(
+    _ requests: [LeaseRequest], now: Int64, fence: PartitionFence?
+  ) async throws -> (leases: [Lease?], unheld: Set<Partition>) {
+    if requests.isEmpty { return ([], []) }
     for request in requests where request.expiresAt <= now {
       throw TaskStoreError.invalidArgument("expiresAt must be after now")
     }
@@ -333,15 +336,20 @@ extension PostgresTaskStore {
       // second batch.
       var seen = Set<TaskID>()
       var first = requests.map { seen.insert($0.taskID).inserted }
+      var unheld = Set<Partition>()
       if let fence {
         // The partition leases are read with a share lock: a coordinator taking one over waits
         // for this transaction, and leases created here belong to the epoch checked here.
         let held = try await Self.heldPartitions(fence, now: now, connection: connection, logger: logger)
-        for index in requests.indices where !held.contains(Partition(taskID: requests[index].taskID, count: partitionCount).rawValue) {
-          first[index] = false
+        for index in requests.indices {
+          let partition = Partition(taskID: requests[index].taskID, count: partitionCount)
+          if !held.contains(partition.rawValue) {
+            first[index] = false
+            unheld.insert(partition)
+          }
         }
       }
-      return try await Self.createLeases(requests, first: first, now: now, connection: connection, logger: logger)
+      return (try await Self.createLeases(requests, first: first, now: now, connection: connection, logger: logger), unheld)
     }
   }
 

@@ -178,12 +178,22 @@ struct ClusterHarness {
 struct ClusterTests {
   static let ids = ["coord-a", "coord-b"]
 
-  @Test("the partitions are split, and a run scheduled through either coordinator goes out from its partition's owner")
-  func partitionsSplitAndNoticesCarryRunsToTheirOwner() async throws {
-    try await ClusterHarness.with(ids: Self.ids) { cluster in
+  /// Two coordinators, each with one executor (`exec-a` on A, `exec-b` on B), their partitions
+  /// split between them.
+  static func withSplitCluster(_ body: (ClusterHarness, FakeExecutor, FakeExecutor) async throws -> Void) async throws {
+    try await ClusterHarness.with(ids: ids) { cluster in
       let onA = try await cluster.executor("exec-a", via: 0)
       let onB = try await cluster.executor("exec-b", via: 1)
       try await cluster.converge()
+      try await body(cluster, onA, onB)
+      await onA.close()
+      await onB.close()
+    }
+  }
+
+  @Test("the partitions are split, and a run scheduled through either coordinator goes out from its partition's owner")
+  func partitionsSplitAndNoticesCarryRunsToTheirOwner() async throws {
+    try await Self.withSplitCluster { cluster, onA, onB in
       #expect(await cluster.owned(0).count + cluster.owned(1).count == 4)
       onA.grant(4)
       onB.grant(4)
@@ -200,17 +210,12 @@ struct ClusterTests {
       // Either coordinator answers for either task.
       let viaB = try await cluster.client("alice", via: 1).get(forA)
       #expect(viaB.taskStatus == .succeeded)
-      await onA.close()
-      await onB.close()
     }
   }
 
   @Test("a coordinator that leaves hands its partitions over, and their runs go out from the other")
   func leavingHandsPartitionsOver() async throws {
-    try await ClusterHarness.with(ids: Self.ids) { cluster in
-      let onA = try await cluster.executor("exec-a", via: 0)
-      let onB = try await cluster.executor("exec-b", via: 1)
-      try await cluster.converge()
+    try await Self.withSplitCluster { cluster, onA, onB in
       let id = try await cluster.schedule(via: 0, landingOn: 0, inSeconds: 10)
       onB.grant(1)
       // A shuts down gracefully: it gives its partitions up and leaves the membership.
@@ -220,8 +225,6 @@ struct ClusterTests {
       cluster.clock.advance(byMicros: 10_000_000)
       let lease = try await onB.nextLease()
       #expect(lease.taskID == id)
-      await onA.close()
-      await onB.close()
     }
   }
 
@@ -248,10 +251,7 @@ struct ClusterTests {
 
   @Test("deleting through one coordinator cancels the run another coordinator leased")
   func cancelReachesTheLeasingCoordinatorsExecutor() async throws {
-    try await ClusterHarness.with(ids: Self.ids) { cluster in
-      let onA = try await cluster.executor("exec-a", via: 0)
-      let onB = try await cluster.executor("exec-b", via: 1)
-      try await cluster.converge()
+    try await Self.withSplitCluster { cluster, onA, onB in
       let id = try await cluster.schedule(via: 0, landingOn: 0, inSeconds: 1)
       onA.grant(1)
       cluster.clock.advance(byMicros: 1_000_000)
@@ -265,8 +265,6 @@ struct ClusterTests {
       }
       #expect(cancel.runID == lease.runID)
       #expect(cancel.fence == lease.fence)
-      await onA.close()
-      await onB.close()
     }
   }
 }

@@ -65,15 +65,16 @@ struct PostgresPartitionLeaseTests {
     let request = LeaseRequest(taskID: task, scheduledMicros: 1_000, owner: "exec-1", expiresAt: 60_000)
     // Even by its own (stale) clock, a's epoch is gone.
     let refused = try await a.createLeases([request], now: 5_000, fencedBy: PartitionFence(owner: "a", epochs: [partition: first.epoch]))
-    #expect(refused == [nil])
+    #expect(refused == FencedLeases(leases: [nil], unheld: [partition]))
     // b with an epoch it does not hold is refused too; with its own it leases.
-    #expect(try await b.createLeases([request], now: 21_000, fencedBy: PartitionFence(owner: "b", epochs: [partition: first.epoch])) == [nil])
+    #expect(try await b.createLeases([request], now: 21_000, fencedBy: PartitionFence(owner: "b", epochs: [partition: first.epoch])).leases == [nil])
     let granted = try await b.createLeases([request], now: 21_000, fencedBy: PartitionFence(owner: "b", epochs: [partition: second.epoch]))
-    #expect(granted.first??.runID == RunID(taskID: task, scheduledMicros: 1_000))
+    #expect(granted.leases.first??.runID == RunID(taskID: task, scheduledMicros: 1_000))
+    #expect(granted.unheld.isEmpty)
     // Past its partition lease, b's own epoch no longer leases either.
     let (other, _) = try await Self.dueTask(a, in: partition)
     let late = LeaseRequest(taskID: other, scheduledMicros: 1_000, owner: "exec-1", expiresAt: 90_000)
-    #expect(try await b.createLeases([late], now: 30_000, fencedBy: PartitionFence(owner: "b", epochs: [partition: second.epoch])) == [nil])
+    #expect(try await b.createLeases([late], now: 30_000, fencedBy: PartitionFence(owner: "b", epochs: [partition: second.epoch])).unheld == [partition])
     try await a.close()
     try await b.close()
   }

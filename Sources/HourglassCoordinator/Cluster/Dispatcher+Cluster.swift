@@ -209,6 +209,8 @@ extension Dispatcher {
     }
     ownership = fence
     partitionsExpireAt = held.isEmpty ? nil : expiresAt
+    // Runs refused while a partition lease had run out wait for this pass.
+    wake.signal()
     guard !new.isEmpty else { return }
     for partition in new { metrics.shardOwned(partition: partition.rawValue, owner: configuration.coordinatorID, true) }
     logger.info("partitions taken", metadata: ["hourglass.partitions": "\(new.map(\.rawValue))", "hourglass.owned": "\(fence.epochs.count)"])

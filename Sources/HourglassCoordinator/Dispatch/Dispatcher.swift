@@ -508,10 +508,13 @@ actor Dispatcher {
           expiresAt: now + configuration.leaseDurationMicros, advanceTo: overlapNext(of: $0.task, after: $0.entry.scheduledMicros, now: now))
       }
       let granted: [Lease?]
+      var unheld: Set<Partition> = []
       do {
         if let cluster, let ownership {
           // Refused where this coordinator no longer holds the partition with its epoch.
-          granted = try await cluster.createLeases(requests, now: now, fencedBy: ownership)
+          let fenced = try await cluster.createLeases(requests, now: now, fencedBy: ownership)
+          granted = fenced.leases
+          unheld = fenced.unheld
         } else {
           granted = try await store.createLeases(requests, now: now)
         }
@@ -532,6 +535,11 @@ actor Dispatcher {
         guard let lease else {
           pool.refund(session: pick.session)
           publishFreeSlots(pick.session)
+          if !unheld.isEmpty && unheld.contains(pick.task.partition) {
+            // Its partition lease ran out or moved: kept until the next ownership pass says
+            // which (it renews and wakes this loop, or gives the partition up and drops it).
+            parked.append(pick.entry)
+          }
           continue
         }
         let detached = request.advanceTo != nil && lease.runID.scheduledMicros == request.scheduledMicros
@@ -553,6 +561,7 @@ actor Dispatcher {
         outgoing[pick.session, default: []].append((lease.runID, message))
         senders[pick.session] = pick.executor
       }
+      if !unheld.isEmpty { ownershipWake.signal() }
       let failed = await withTaskGroup(of: [RunID].self) { group in
         for (session, messages) in outgoing {
           guard let executor = senders[session] else { continue }
