@@ -228,6 +228,30 @@ struct ClusterTests {
     }
   }
 
+  @Test("a crashed coordinator's partitions are taken over once their leases run out")
+  func crashedOwnersPartitionsAreTakenAfterExpiry() async throws {
+    try await ClusterHarness.with(ids: ["coord-b"]) { cluster in
+      // A coordinator that crashed (no release, no leave) held every partition until start + 10 s.
+      let ghostExpiry = Harness.start + 10_000_000
+      let store = cluster.stores[0]
+      _ = try await store.heartbeatCoordinator("ghost", now: Harness.start, expiresAt: ghostExpiry)
+      let all = (Int32(0)..<4).map { Partition(rawValue: $0) }
+      #expect(try await store.acquirePartitions(all, owner: "ghost", now: Harness.start, expiresAt: ghostExpiry).count == 4)
+      let onB = try await cluster.executor("exec-b", via: 0)
+      let id = try await cluster.client("alice", via: 0).schedule(once: 12)
+      await cluster.coordinators[0].dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(0).isEmpty, "the ghost's leases are still live")
+      cluster.clock.advance(byMicros: 10_000_000)
+      await cluster.coordinators[0].dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(0) == [0, 1, 2, 3])
+      #expect(try await store.partitionLeases().allSatisfy { $0.owner == "coord-b" && $0.epoch == 2 })
+      onB.grant(1)
+      cluster.clock.advance(byMicros: 2_000_000)
+      #expect(try await onB.nextLease().taskID == id)
+      await onB.close()
+    }
+  }
+
   @Test("a coordinator without executors takes no partitions until one connects")
   func onlyCoordinatorsWithExecutorsOwnPartitions() async throws {
     try await ClusterHarness.with(ids: Self.ids) { cluster in
