@@ -26,6 +26,28 @@ struct PostgresStoreTests {
     try await store.close()
   }
 
+  @Test("migration 4 counts the finished runs a store already had into runs_completed")
+  func runsCompletedBackfill() async throws {
+    let store = try await openTestStore()
+    let id = TaskID(unixMilliseconds: 1_000)
+    try await store.insert([NewTask(id: id, owner: "alice", operatorName: "exec", firstRunMicros: 1, createdAtMicros: 0)])
+    // Back to the schema version 3 left: no counter, and runs finished before the counter existed
+    // (two that count, one retrying and one skipped that do not).
+    _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 4")
+    _ = try await store.rows("DROP TABLE coordinators")
+    _ = try await store.rows("ALTER TABLE tasks DROP COLUMN runs_completed")
+    for (at, state) in [(1, "succeeded"), (2, "dead"), (3, "retrying"), (4, "skipped")] as [(Int64, String)] {
+      _ = try await store.rows(
+        "INSERT INTO runs (task_id, scheduled_us, attempt, state, fence) VALUES (\(id.uuid), \(at), 1, \(state), \(at))")
+    }
+    let database = store.configuration.database
+    try await store.close()
+    let upgraded = try await openTestStore(database: database)
+    #expect(try await upgraded.appliedMigrations().suffix(2) == ["0004-runs-completed", "0005-cluster-membership"])
+    #expect(try await upgraded.task(id: id, owner: "alice")?.runsCompleted == 2)
+    try await upgraded.close()
+  }
+
   @Test func concurrentWritersShareTransactions() async throws {
     let store = try await openTestStore()
     let writers = 200
