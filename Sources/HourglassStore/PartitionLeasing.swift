@@ -117,6 +117,11 @@ public enum ClusterNotice: Sendable, Hashable {
   case due(DueEntry)
   /// A deleted task's running run is to be cancelled: whoever holds its lease tells the executor.
   case cancel(RunID, reason: String)
+  /// Partition ownership should change (a coordinator released partitions, or could not take
+  /// the ones it is preferred for): every coordinator runs its ownership pass now rather than at
+  /// its next interval, so a hand-over takes round trips, not seconds. `from` names the sender,
+  /// which ignores its own notice.
+  case rebalance(from: String)
 }
 
 extension ClusterNotice {
@@ -124,7 +129,7 @@ extension ClusterNotice {
   public static let maxPayloadBytes = 7_000
 
   /// Encodes notices as text payloads of at most ``maxPayloadBytes`` each, one notice per line:
-  /// `d <task id> <scheduled µs> <due µs> <priority>` or `c <run id> <reason>`.
+  /// `d <task id> <scheduled µs> <due µs> <priority>`, `c <run id> <reason>` or `r <coordinator id>`.
   public static func encode(_ notices: [ClusterNotice]) -> [String] {
     var payloads: [String] = []
     var current = ""
@@ -137,6 +142,8 @@ extension ClusterNotice {
         // One line, bounded: the reason is for logs only.
         let flat = String(reason.map { $0.isNewline ? " " : $0 }.prefix(200))
         line = "c \(runID) \(flat)"
+      case .rebalance(let sender):
+        line = "r \(String(sender.filter { !$0.isNewline }.prefix(200)))"
       }
       if !current.isEmpty && current.utf8.count + 1 + line.utf8.count > maxPayloadBytes {
         payloads.append(current)
@@ -163,6 +170,9 @@ extension ClusterNotice {
       case "c":
         guard fields.count >= 2, let runID = RunID(String(fields[1])) else { return nil }
         return .cancel(runID, reason: fields.count == 3 ? String(fields[2]) : "")
+      case "r":
+        guard fields.count >= 2 else { return nil }
+        return .rebalance(from: fields.dropFirst().joined(separator: " "))
       default:
         return nil
       }

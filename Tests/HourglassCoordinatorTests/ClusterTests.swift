@@ -63,7 +63,8 @@ struct PartitionAssignmentTests {
     let entries = (0..<300).map {
       DueEntry(taskID: TaskID.now(), scheduledMicros: 1_000 + Int64($0), dueMicros: 2_000 + Int64($0), priority: Int32($0 % 7) - 3)
     }
-    let notices: [ClusterNotice] = entries.map { .due($0) } + [.cancel(RunID(taskID: entries[0].taskID, scheduledMicros: 1_000), reason: "deleted\nby alice")]
+    let notices: [ClusterNotice] =
+      entries.map { .due($0) } + [.rebalance(from: "coord a"), .cancel(RunID(taskID: entries[0].taskID, scheduledMicros: 1_000), reason: "deleted\nby alice")]
     let payloads = ClusterNotice.encode(notices)
     #expect(payloads.count > 1)
     #expect(payloads.allSatisfy { $0.utf8.count <= ClusterNotice.maxPayloadBytes })
@@ -225,6 +226,30 @@ struct ClusterTests {
       cluster.clock.advance(byMicros: 10_000_000)
       let lease = try await onB.nextLease()
       #expect(lease.taskID == id)
+    }
+  }
+
+  @Test("a leaving coordinator asks the others to pass at once (a rebalance notice), and they take its partitions")
+  func leavingAnnouncesARebalance() async throws {
+    try await Self.withSplitCluster { cluster, _, _ in
+      let (listening, listeningContinuation) = AsyncStream<Void>.makeStream()
+      let (rebalances, rebalanceContinuation) = AsyncStream<String>.makeStream()
+      let listener = Task {
+        try await cluster.stores[1].listen(onListening: { listeningContinuation.yield() }) { notices in
+          // Only A's: B's own passes may announce one too.
+          for case .rebalance(let sender) in notices where sender == "coord-a" { rebalanceContinuation.yield(sender) }
+        }
+      }
+      var listeningIterator = listening.makeAsyncIterator()
+      _ = await listeningIterator.next()
+      await cluster.stop(0)
+      var iterator = rebalances.makeAsyncIterator()
+      #expect(await iterator.next() == "coord-a")
+      // The passes' 100 ms floor is the only time that has to pass; the next regular pass is 3.3 s away.
+      cluster.clock.advance(byMicros: 100_000)
+      await cluster.coordinators[1].dispatcher.waitUntilOwning(4)
+      listener.cancel()
+      _ = await listener.result
     }
   }
 

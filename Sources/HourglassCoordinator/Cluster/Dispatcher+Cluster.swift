@@ -90,6 +90,8 @@ extension Dispatcher {
         }
       case .cancel(let runID, let reason):
         await cancel(runID, reason: reason)
+      case .rebalance(let sender):
+        if joinedCluster && sender != configuration.coordinatorID { ownershipWake.signal() }
       }
     }
     if added {
@@ -131,14 +133,32 @@ extension Dispatcher {
 
   // MARK: Partition ownership
 
+  /// Returns once this coordinator owns exactly `count` partitions (a signal for tests).
+  func waitUntilOwning(_ count: Int) async {
+    if ownedPartitions.count == count { return }
+    await withCheckedContinuation { ownershipWaiters.append((count, $0)) }
+  }
+
+  private func wakeOwnershipWaiters() {
+    let owned = ownedPartitions.count
+    let ready = ownershipWaiters.filter { $0.count == owned }
+    ownershipWaiters.removeAll { $0.count == owned }
+    for waiter in ready { waiter.continuation.resume() }
+  }
+
   /// Heartbeats this coordinator and keeps its share of the partitions, a pass every third of
   /// the partition lease (or as soon as a first executor connects), until cancelled; then gives
   /// every partition up and leaves the cluster.
   func keepPartitions() async {
     guard cluster != nil else { return }
     while !Task.isCancelled {
+      let started = clock.nowMicros()
       await keepPartitionsPass()
-      await sleep(untilMicros: clock.nowMicros() + configuration.partitionLeaseMicros / 3, orSignal: ownershipWake)
+      await sleep(untilMicros: started + configuration.partitionLeaseMicros / 3, orSignal: ownershipWake)
+      // Woken early (an executor, a rebalance notice, a refused lease): not more than a pass
+      // every 100 ms, so coordinators that briefly disagree on the membership cannot make each
+      // other pass in a tight loop.
+      do { try await clock.sleep(untilMicros: started + 100_000) } catch { break }
     }
     // In a task of its own: this one is cancelled, and the store would refuse to start.
     await Task { await self.leaveCluster(reason: "shutting down") }.value
@@ -152,6 +172,7 @@ extension Dispatcher {
     joinedCluster = false
     do {
       try await cluster.leaveCluster(configuration.coordinatorID)
+      try await cluster.publish([.rebalance(from: configuration.coordinatorID)])
     } catch {
       logger.warning("could not leave the cluster; its partitions move when their leases run out", metadata: ["hourglass.error": "\(error)"])
     }
@@ -183,6 +204,11 @@ extension Dispatcher {
       }
       let held = try await cluster.acquirePartitions(plan.acquire, owner: me, now: now, expiresAt: expiresAt)
       await adopt(held, requested: plan.acquire, expiresAt: expiresAt)
+      if !plan.release.isEmpty || held.count < plan.acquire.count {
+        // Released partitions wait for their preferred owner, and partitions this coordinator is
+        // preferred for are held by another: both move at the others' next pass, so ask for it.
+        announce(.rebalance(from: me))
+      }
     } catch {
       if Task.isCancelled { return }
       logger.warning("keeping the partition leases failed; retrying", metadata: ["hourglass.error": "\(error)"])
@@ -209,6 +235,7 @@ extension Dispatcher {
     }
     ownership = fence
     partitionsExpireAt = held.isEmpty ? nil : expiresAt
+    wakeOwnershipWaiters()
     // Runs refused while a partition lease had run out wait for this pass.
     wake.signal()
     guard !new.isEmpty else { return }
@@ -235,6 +262,7 @@ extension Dispatcher {
       metrics.shardOwned(partition: partition.rawValue, owner: configuration.coordinatorID, false)
     }
     ownership = fence
+    wakeOwnershipWaiters()
     let count = store.partitionCount
     queue.remove { gone.contains(Partition(taskID: $0, count: count)) }
     publishQueue()

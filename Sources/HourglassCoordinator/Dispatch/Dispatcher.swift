@@ -59,6 +59,8 @@ actor Dispatcher {
   var joinedCluster = false
   /// Wakes ``keepPartitions()`` early (an executor connected to a coordinator not yet joined).
   let ownershipWake = WakeSignal()
+  /// Waiting for this coordinator to own a number of partitions (a signal for tests).
+  var ownershipWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
   private var blobCache: [BlobDigest: [UInt8]] = [:]
   let wake = WakeSignal()
   private var nextSession: UInt64 = 0
