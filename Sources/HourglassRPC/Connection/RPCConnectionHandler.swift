@@ -593,17 +593,28 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     write(Frame(type: .reset, streamID: streamID, payload: serialize(wire)))
   }
 
-  /// Whether `message` (if any), and after it the TRAILERS, can be sent on `streamID` right
-  /// now, with nothing queued ahead: then a writer on the loop needs no promise to learn the
-  /// outcome, since the write cannot fail or wait.
-  fileprivate func canSendAtOnce(_ streamID: UInt32, _ message: ByteBuffer?) -> Bool {
+  /// Ends `streamID` at once, the way ``sendFinish(_:lastMessage:status:metadata:promise:)``
+  /// does, when `lastMessage` (if any) and then the TRAILERS can go out right now with nothing
+  /// queued ahead: then a writer on the loop needs no promise to learn the outcome, since the
+  /// writes cannot fail or wait. Returns `false`, having done nothing, otherwise.
+  ///
+  /// The stream is looked up once, where the general path looks it up for each step.
+  fileprivate func finishAtOnce(_ streamID: UInt32, lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool {
     guard !closed, let box = streams[streamID], box.waitingForCredit.isEmpty, box.pendingTrailers == nil else { return false }
     switch box.machine.state {
     case .open, .halfClosedRemote: break
     case .halfClosedLocal, .closed: return false
     }
-    guard let message else { return true }
-    return box.machine.sendCredit > 0 && message.readableBytes <= connection.remoteSettings.maxMessageSize
+    if let lastMessage {
+      guard box.machine.sendCredit > 0, lastMessage.readableBytes <= connection.remoteSettings.maxMessageSize,
+        (try? box.machine.sendMessage(endStream: false)) == true
+      else { return false }
+      writeMessageFrames(streamID, lastMessage, endStream: false)
+    }
+    // Cannot fail: the stream is open on this side (checked above).
+    try? box.machine.sendTrailers()
+    writeTrailers(streamID, box, status: status, metadata: metadata)
+    return true
   }
 
   fileprivate func sendMessage(_ streamID: UInt32, _ message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) {
@@ -611,6 +622,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
       return
     }
+    sendMessage(streamID, box, message, endStream: endStream, promise: promise)
+  }
+
+  /// ``sendMessage(_:_:endStream:promise:)`` on a stream already looked up.
+  private func sendMessage(_ streamID: UInt32, _ box: StreamBox, _ message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) {
     guard message.readableBytes <= connection.remoteSettings.maxMessageSize else {
       // The peer would refuse it: fail here, without sending anything.
       promise?.fail(
@@ -705,7 +721,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       return
     }
     if let lastMessage {
-      sendMessage(streamID, lastMessage, endStream: false, promise: nil)
+      sendMessage(streamID, box, lastMessage, endStream: false, promise: nil)
     }
     if !box.waitingForCredit.isEmpty {
       box.pendingTrailers = (status, metadata, promise)
@@ -725,6 +741,12 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       promise?.fail(RPCError(code: .internal, message: error.message, cause: error))
       return
     }
+    writeTrailers(streamID, box, status: status, metadata: metadata)
+    promise?.succeed()
+  }
+
+  /// Writes the TRAILERS of a stream whose state machine has accepted them, and closes it.
+  private func writeTrailers(_ streamID: UInt32, _ box: StreamBox, status: Status, metadata: Metadata) {
     let payload: ByteBuffer
     if status.code == .ok, status.message.isEmpty, metadata.isEmpty {
       payload = ByteBuffer()  // All fields at their defaults: protobuf encodes nothing.
@@ -737,10 +759,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     write(Frame(type: .trailers, streamID: streamID, payload: payload))
     scheduleFlush()
-    box.server?.inbound?.finish()
-    box.server?.termination.signal(.finished)
+    if let server = box.server {
+      server.inbound?.finish()
+      server.termination.signal(.finished)
+    }
     removeStream(streamID)
-    promise?.succeed()
   }
 
   fileprivate func sendCancel(_ streamID: UInt32, _ error: RPCError) {
@@ -907,7 +930,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       }
     }
     if let firstMessage = pending.firstMessage {
-      sendMessage(streamID, firstMessage, endStream: pending.endStream, promise: nil)
+      sendMessage(streamID, box, firstMessage, endStream: pending.endStream, promise: nil)
     }
     scheduleFlush()
     if let opened {
@@ -1157,9 +1180,8 @@ struct NIOStreamWriter: ServerStreamWriter, ClientStreamWriter {
   }
 
   func finishWithoutWaiting(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool {
-    guard core.loop.inEventLoop, core.handler.canSendAtOnce(streamID, lastMessage) else { return false }
-    core.handler.sendFinish(streamID, lastMessage: lastMessage, status: status, metadata: metadata, promise: nil)
-    return true
+    guard core.loop.inEventLoop else { return false }
+    return core.handler.finishAtOnce(streamID, lastMessage: lastMessage, status: status, metadata: metadata)
   }
 
   func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws {

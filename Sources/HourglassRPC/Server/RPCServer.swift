@@ -42,23 +42,24 @@ public struct RPCServer: Sendable {
   /// client that saw the status also sees the call in the metrics); the call's log line follows.
   public func handle(_ incoming: RPCServerStream) async {
     let start = ContinuousClock.now
-    let context = ServerContext(method: incoming.head.method, metadata: incoming.head.metadata, peer: incoming.peer, timeout: incoming.head.timeout)
-    let outcome = RecordingWriter(incoming, context, start: start, interceptor: interceptor)
+    // One object records the call's outcome and holds its annotations.
+    let outcome = RecordingWriter(incoming, start: start, interceptor: interceptor)
+    let context = ServerContext(
+      method: incoming.head.method, metadata: incoming.head.metadata, peer: incoming.peer, timeout: incoming.head.timeout, annotations: outcome)
     var stream = incoming
     stream.writer = outcome
     guard let handler = router[stream.head.method] else {
       try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unimplemented, message: "unknown method \(stream.head.method)"), metadata: [:])
-      log(stream, context, Status(code: .unimplemented), ContinuousClock.now - start)
+      log(stream, context, Status(code: .unimplemented), start)
       return
     }
     // A client RESET, the deadline or connection loss cancels this task (see `serve`), which
     // the handler sees as cancellation.
     await handler(stream, context)
-    let reason = stream.termination.reason
-    stream.termination.signal(.finished)
+    let reason = stream.termination.signalFinished()
     let status = Self.status(ending: reason) ?? outcome.status ?? Status(code: .unknown)
     outcome.report(status)
-    log(stream, context, status, ContinuousClock.now - start)
+    log(stream, context, status, start)
   }
 
   /// The status of a call that ended early for `reason`, if it did.
@@ -72,11 +73,12 @@ public struct RPCServer: Sendable {
   }
 
   /// One line per call: at info, or at error when the server is at fault.
-  private func log(_ stream: RPCServerStream, _ context: ServerContext, _ status: Status, _ duration: Duration) {
+  private func log(_ stream: RPCServerStream, _ context: ServerContext, _ status: Status, _ start: ContinuousClock.Instant) {
     let serverFault = status.code == .unknown || status.code == .internal || status.code == .dataLoss
     let level: Logger.Level = serverFault ? .error : .info
     // The line's metadata costs more than the rest of a small call: build it only when logged.
     guard logger.logLevel <= level else { return }
+    let duration = ContinuousClock.now - start
     var metadata = context.annotations.metadata
     metadata["hourglass.method"] = "\(stream.head.method)"
     metadata["hourglass.status"] = "\(status.code)"
@@ -89,23 +91,21 @@ public struct RPCServer: Sendable {
 
 /// The writer a handler gets: passes everything to the stream's own writer, remembers the
 /// status the call ended with, and reports the call (`onCallFinished`) before that status
-/// leaves. One object per call, and a class so that it fits in the `any ServerStreamWriter`
-/// existential without a box.
-final class RecordingWriter: ServerStreamWriter {
+/// leaves. It is also the call's ``CallAnnotations``: one object per call for both, and a class
+/// so that it fits in the `any ServerStreamWriter` existential without a box.
+final class RecordingWriter: CallAnnotations, ServerStreamWriter, @unchecked Sendable {
+  // Unchecked: every stored property is a constant or a `Mutex`.
   private let writer: any ServerStreamWriter
   private let termination: StreamTermination
   /// What `onCallFinished` is told about, kept only when there is one.
-  private let observed: (interceptor: @Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void, stream: RPCServerStream, context: ServerContext)?
+  private let observed: (interceptor: @Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void, stream: RPCServerStream)?
   private let start: ContinuousClock.Instant
   private let value = Mutex<(status: Status?, reported: Bool)>((nil, false))
 
-  init(
-    _ incoming: RPCServerStream, _ context: ServerContext, start: ContinuousClock.Instant,
-    interceptor: (@Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void)?
-  ) {
+  init(_ incoming: RPCServerStream, start: ContinuousClock.Instant, interceptor: (@Sendable (RPCServerStream, ServerContext, Status, Duration) -> Void)?) {
     self.writer = incoming.writer
     self.termination = incoming.termination
-    self.observed = interceptor.map { ($0, incoming, context) }
+    self.observed = interceptor.map { ($0, incoming) }
     self.start = start
   }
 
@@ -114,12 +114,16 @@ final class RecordingWriter: ServerStreamWriter {
 
   /// Tells `onCallFinished` about the call, the first time only.
   func report(_ status: Status) {
+    guard let observed else { return }
     let first: Bool = value.withLock { state in
       defer { state.reported = true }
       return !state.reported
     }
-    guard first, let observed else { return }
-    observed.interceptor(observed.stream, observed.context, status, ContinuousClock.now - start)
+    guard first else { return }
+    let stream = observed.stream
+    let context = ServerContext(
+      method: stream.head.method, metadata: stream.head.metadata, peer: stream.peer, timeout: stream.head.timeout, annotations: self)
+    observed.interceptor(stream, context, status, ContinuousClock.now - start)
   }
 
   func writeHeaders(_ metadata: Metadata) async throws { try await writer.writeHeaders(metadata) }
@@ -139,6 +143,7 @@ final class RecordingWriter: ServerStreamWriter {
   /// Remembers the status the handler ended the call with and reports the call.
   private func record(_ status: Status) {
     value.withLock { if $0.status == nil { $0.status = status } }
+    guard observed != nil else { return }
     // A call the client reset or whose deadline passed ends with that status, whatever the
     // handler answered after being cancelled.
     report(RPCServer.status(ending: termination.reason) ?? status)

@@ -333,6 +333,23 @@ public final class StreamTermination: Sendable {
     for waiter in waiters { waiter.resume(returning: reason) }
   }
 
+  /// Resolves the signal as `.finished` if it is not resolved yet, and returns the reason it
+  /// already had (`nil` if none): what a handler's task does when the handler returns, in one
+  /// look at the state.
+  func signalFinished() -> StreamTerminationReason? {
+    let (earlier, waiters): (StreamTerminationReason?, [CheckedContinuation<StreamTerminationReason, Never>]) = state.withLock { state in
+      if let reason = state.reason { return (reason, []) }
+      state.reason = .finished
+      state.handlerTask = nil
+      guard !state.waiters.isEmpty else { return (nil, []) }
+      let waiting = Array(state.waiters.values)
+      state.waiters.removeAll()
+      return (nil, waiting)
+    }
+    for waiter in waiters { waiter.resume(returning: .finished) }
+    return earlier
+  }
+
   /// Cancels `task` when the stream ends early (at once if it already has); forgets it when
   /// the stream finishes normally.
   public func cancelOnEarlyEnd(_ task: Task<Void, Never>) {
