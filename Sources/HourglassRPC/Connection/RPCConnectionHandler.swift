@@ -362,7 +362,6 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       receiveCredit: configuration.settings.initialStreamCredit,
       maxMessageSize: configuration.settings.maxMessageSize
     )
-    let termination = StreamTermination()
     let inbound: InboundQueue<ByteBuffer>?
     let requests: RPCInbound<ByteBuffer>
     if let request {
@@ -377,7 +376,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       inbound = queue
       requests = RPCInbound(queue, creditReturn: makeCreditReturn(frame.streamID))
     }
-    let box = StreamBox(machine: machine, server: (inbound, termination), client: nil)
+    // The box is also the stream's termination signal: one object per call.
+    let box = StreamBox(machine: machine, serverInbound: inbound)
     streams[frame.streamID] = box
     idleTimer?.cancel()
     let timeout: Duration? = wire.timeoutMicros == 0 ? nil : .microseconds(Int64(clamping: wire.timeoutMicros))
@@ -393,7 +393,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       peer: peer,
       inbound: requests,
       writer: NIOStreamWriter(core: streamWriterCore!, streamID: frame.streamID),
-      termination: termination
+      termination: box
     )
     if frame.flags.contains(.endStream) {
       box.machine.receiveEndStream()
@@ -431,16 +431,16 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     case .none:
       break
     case .deliver(let message, let endStream):
-      if let server = box.server {
-        server.inbound?.yield(message)
-        if endStream { server.inbound?.finish() }
+      if box.isServerStream {
+        box.serverInbound?.yield(message)
+        if endStream { box.serverInbound?.finish() }
       } else if let call = box.unary {
         call.receive(message)
       } else {
         box.client?.yield(.message(message))
       }
     case .endOfMessages:
-      box.server?.inbound?.finish()
+      box.serverInbound?.finish()
     }
   }
 
@@ -759,9 +759,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     write(Frame(type: .trailers, streamID: streamID, payload: payload))
     scheduleFlush()
-    if let server = box.server {
-      server.inbound?.finish()
-      server.termination.signal(.finished)
+    if box.isServerStream {
+      box.serverInbound?.finish()
+      box.signal(.finished)
     }
     removeStream(streamID)
   }
@@ -913,7 +913,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     switch pending.caller {
     case .stream(let promise):
       let inbound = InboundQueue<ClientInboundPart>()
-      box = StreamBox(machine: machine, server: nil, client: inbound)
+      box = StreamBox(machine: machine, client: inbound)
       opened = (promise, inbound)
     case .unary(let call):
       call.machine = machine
@@ -950,7 +950,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func serverDeadlineExpired(_ streamID: UInt32) {
     guard let box = streams[streamID] else { return }
     box.deadline = nil
-    box.server?.termination.signal(.deadlineExceeded)
+    if box.isServerStream { box.signal(.deadlineExceeded) }
     sendFinish(streamID, lastMessage: nil, status: Status(code: .deadlineExceeded, message: "the call's deadline passed"), metadata: [:], promise: nil)
     if let box = streams[streamID] {
       // Blocked by credit: the deadline wins anyway.
@@ -1050,9 +1050,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func fail(_ box: StreamBox, _ error: RPCError, reason: StreamTerminationReason) {
     box.deadline?.cancel()
     box.deadline = nil
-    if let server = box.server {
-      server.inbound?.finish(throwing: error)
-      server.termination.signal(reason)
+    if box.isServerStream {
+      box.serverInbound?.finish(throwing: error)
+      box.signal(reason)
     }
     if let client = box.client {
       client.finish(throwing: error)
@@ -1264,12 +1264,18 @@ package struct CallNotStarted: Error {
 
 /// The event loop's record of one open stream of an ``RPCConnectionHandler``.
 ///
-/// A client's unary call is its own box (``UnaryCall`` is a subclass): one object per call.
-fileprivate class StreamBox {
+/// A server stream's box is also its ``StreamTermination`` (a subclass), and a client's unary
+/// call is its own box (``UnaryCall`` is a subclass): one object per call on either side.
+///
+/// Unchecked: only the ``StreamTermination`` part, which locks, is used off the event loop
+/// (by the handler task of a server stream); everything else is touched on the loop only.
+fileprivate class StreamBox: StreamTermination, @unchecked Sendable {
   var machine: StreamStateMachine
+  /// Whether this is a server stream, whose termination this box is.
+  let isServerStream: Bool
   /// A server stream's request queue (`nil` for a unary call, whose one request was handed
-  /// to the handler with the stream) and termination signal.
-  let server: (inbound: InboundQueue<ByteBuffer>?, termination: StreamTermination)?
+  /// to the handler with the stream).
+  let serverInbound: InboundQueue<ByteBuffer>?
   let client: InboundQueue<ClientInboundPart>?
   /// Whether this box is a ``UnaryCall``, so that finding the call takes no dynamic cast.
   private let isUnary: Bool
@@ -1277,14 +1283,20 @@ fileprivate class StreamBox {
   var pendingTrailers: (status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?)?
   var deadline: Scheduled<Void>?
 
-  init(
-    machine: StreamStateMachine,
-    server: (InboundQueue<ByteBuffer>?, StreamTermination)?,
-    client: InboundQueue<ClientInboundPart>?,
-    isUnary: Bool = false
-  ) {
+  /// A server stream's box.
+  init(machine: StreamStateMachine, serverInbound: InboundQueue<ByteBuffer>?) {
     self.machine = machine
-    self.server = server.map { (inbound: $0.0, termination: $0.1) }
+    self.isServerStream = true
+    self.serverInbound = serverInbound
+    self.client = nil
+    self.isUnary = false
+  }
+
+  /// A client stream's box: `client` receives what arrives, unless it is a unary call.
+  init(machine: StreamStateMachine, client: InboundQueue<ClientInboundPart>?, isUnary: Bool = false) {
+    self.machine = machine
+    self.isServerStream = false
+    self.serverInbound = nil
     self.client = client
     self.isUnary = isUnary
   }
@@ -1326,7 +1338,7 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
     self.head = head
     self.request = request
     // A placeholder until the stream opens with the connection's settings.
-    super.init(machine: StreamStateMachine(role: .client, sendCredit: 0, receiveCredit: 0, maxMessageSize: 0), server: nil, client: nil, isUnary: true)
+    super.init(machine: StreamStateMachine(role: .client, sendCredit: 0, receiveCredit: 0, maxMessageSize: 0), client: nil, isUnary: true)
   }
 
   /// A response message arrived; a second one fails the call.

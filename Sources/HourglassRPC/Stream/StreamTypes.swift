@@ -304,7 +304,11 @@ public final class CreditReturn: Sendable {
 ///
 /// The task running the stream's handler can be bound to it with ``cancelOnEarlyEnd(_:)``:
 /// that task is then cancelled as soon as the stream ends for any reason but `.finished`.
-public final class StreamTermination: Sendable {
+///
+/// Not final only so that a transport's record of a stream (in this module) can be the
+/// stream's termination too, one object instead of two; it cannot be subclassed outside this
+/// module. Unchecked: its one stored property is a `Mutex`.
+public class StreamTermination: @unchecked Sendable {
   private struct State {
     var reason: StreamTerminationReason?
     var handlerTask: Task<Void, Never>?
