@@ -61,6 +61,14 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       case stream(EventLoopPromise<RPCClientStream>)
       /// A unary call, which waits for its outcome instead.
       case unary(UnaryCall)
+
+      /// Fails a call before its stream opened.
+      func fail(_ error: RPCError) {
+        switch self {
+        case .stream(let promise): promise.fail(error)
+        case .unary(let call): call.failBeforeStart(error)
+        }
+      }
     }
 
     var head: RequestHead
@@ -69,12 +77,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     var caller: Caller
 
     /// Fails a call before its stream opened.
-    func fail(_ error: RPCError) {
-      switch caller {
-      case .stream(let promise): promise.fail(error)
-      case .unary(let call): call.failBeforeStart(error)
-      }
-    }
+    func fail(_ error: RPCError) { caller.fail(error) }
   }
 
   private var connection: ConnectionStateMachine
@@ -83,7 +86,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private let peer: PeerIdentity?
   private let onStream: (@Sendable (RPCServerStream) -> Void)?
   private let onClose: (@Sendable () -> Void)?
-  private var streams: [UInt32: StreamBox] = [:]
+  private var streams = StreamTable<StreamBox>()
   private var pendingOpens = Deque<PendingOpen>()
   private var requestHeadersCache: [String: ByteBuffer] = [:]
   private var lastRequestHeaders: (payload: ByteBuffer, decoded: DecodedRequestHeaders)?
@@ -795,7 +798,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   // MARK: Client streams
 
   fileprivate func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, promise: EventLoopPromise<RPCClientStream>) {
-    open(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: .stream(promise)))
+    open(head, firstMessage: firstMessage, endStream: endStream, caller: .stream(promise))
   }
 
   /// Starts a unary call: HEADERS and the request go out in the next flush; the call's
@@ -806,7 +809,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       return
     }
     call.phase = .waiting
-    open(PendingOpen(head: call.head, firstMessage: call.request, endStream: true, caller: .unary(call)))
+    open(call.head, firstMessage: call.request, endStream: true, caller: .unary(call))
   }
 
   /// Cancels a unary call wherever it is: not yet seen, waiting for a stream, or open.
@@ -829,22 +832,24 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
   }
 
-  private func open(_ pending: PendingOpen) {
+  /// Opens a stream for a call now, or queues the call (a ``PendingOpen``, made only then)
+  /// until the connection's settings arrive or a stream becomes free.
+  private func open(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, caller: PendingOpen.Caller) {
     guard !closed else {
-      pending.fail(RPCError(code: .unavailable, message: "the connection is closed"))
+      caller.fail(RPCError(code: .unavailable, message: "the connection is closed"))
       return
     }
     if !pendingOpens.isEmpty || connection.state == .awaitingSettings {
-      pendingOpens.append(pending)
+      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: caller))
       return
     }
     switch connection.openStream() {
     case .wait:
-      pendingOpens.append(pending)
+      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: caller))
     case .unavailable(let why):
-      pending.fail(RPCError(code: .unavailable, message: why))
+      caller.fail(RPCError(code: .unavailable, message: why))
     case .open(let streamID):
-      startClientStream(streamID, pending)
+      startClientStream(streamID, head, firstMessage: firstMessage, endStream: endStream, caller: caller)
     }
   }
 
@@ -858,7 +863,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         next.fail(RPCError(code: .unavailable, message: why))
       case .open(let streamID):
         pendingOpens.removeFirst()
-        startClientStream(streamID, next)
+        startClientStream(streamID, next.head, firstMessage: next.firstMessage, endStream: next.endStream, caller: next.caller)
       }
     }
   }
@@ -883,16 +888,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     return payload
   }
 
-  private func startClientStream(_ streamID: UInt32, _ pending: PendingOpen) {
+  private func startClientStream(
+    _ streamID: UInt32, _ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, caller: PendingOpen.Caller
+  ) {
     guard let context else {
-      pending.fail(RPCError(code: .unavailable, message: "the connection is closed"))
+      caller.fail(RPCError(code: .unavailable, message: "the connection is closed"))
       return
     }
-    let head = pending.head
-    if let firstMessage = pending.firstMessage, firstMessage.readableBytes > connection.remoteSettings.maxMessageSize {
+    if let firstMessage, firstMessage.readableBytes > connection.remoteSettings.maxMessageSize {
       // The server would refuse it: fail the call here, before any frame is sent.
       _ = connection.streamClosed()
-      pending.fail(
+      caller.fail(
         RPCError(
           code: .resourceExhausted,
           message: "message of \(firstMessage.readableBytes) bytes exceeds the server's maximum message size of \(connection.remoteSettings.maxMessageSize)"
@@ -906,11 +912,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       receiveCredit: configuration.settings.initialStreamCredit,
       maxMessageSize: configuration.settings.maxMessageSize
     )
-    let headersFlags: FrameFlags = (pending.firstMessage == nil && pending.endStream) ? .endStream : []
+    let headersFlags: FrameFlags = (firstMessage == nil && endStream) ? .endStream : []
     if headersFlags.contains(.endStream) { try? machine.sendEndStream() }
     let box: StreamBox
     var opened: (promise: EventLoopPromise<RPCClientStream>, inbound: InboundQueue<ClientInboundPart>)?
-    switch pending.caller {
+    switch caller {
     case .stream(let promise):
       let inbound = InboundQueue<ClientInboundPart>()
       box = StreamBox(machine: machine, client: inbound)
@@ -929,8 +935,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         self?.sendCancel(streamID, RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"))
       }
     }
-    if let firstMessage = pending.firstMessage {
-      sendMessage(streamID, box, firstMessage, endStream: pending.endStream, promise: nil)
+    if let firstMessage {
+      sendMessage(streamID, box, firstMessage, endStream: endStream, promise: nil)
     }
     scheduleFlush()
     if let opened {
@@ -1279,7 +1285,7 @@ fileprivate class StreamBox: StreamTermination, @unchecked Sendable {
   let client: InboundQueue<ClientInboundPart>?
   /// Whether this box is a ``UnaryCall``, so that finding the call takes no dynamic cast.
   private let isUnary: Bool
-  var waitingForCredit = Deque<(message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?)>()
+  var waitingForCredit = WaitingWrites()
   var pendingTrailers: (status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?)?
   var deadline: Scheduled<Void>?
 
@@ -1306,6 +1312,34 @@ fileprivate class StreamBox: StreamTermination, @unchecked Sendable {
   final var unary: UnaryCall? {
     isUnary ? unsafeDowncast(self, to: UnaryCall.self) : nil
   }
+}
+
+/// A stream's messages waiting for credit, oldest first.
+///
+/// No `Deque` until a message has to wait, which most streams never do: an empty `Deque`
+/// shares one global storage object, and retaining and releasing it for every call made both
+/// event loops write to the same reference count.
+fileprivate struct WaitingWrites: Sequence {
+  typealias Element = (message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?)
+
+  private var queue: Deque<Element>?
+
+  var isEmpty: Bool { queue?.isEmpty ?? true }
+  var first: Element? { queue?.first }
+
+  mutating func append(_ element: Element) {
+    if queue == nil { queue = Deque() }
+    queue!.append(element)
+  }
+
+  @discardableResult
+  mutating func removeFirst() -> Element { queue!.removeFirst() }
+
+  mutating func popLast() -> Element? { queue?.popLast() }
+
+  mutating func removeAll() { queue = nil }
+
+  func makeIterator() -> Deque<Element>.Iterator { (queue ?? Deque()).makeIterator() }
 }
 
 /// One unary call on the client side of a connection.

@@ -312,7 +312,7 @@ public class StreamTermination: @unchecked Sendable {
   private struct State {
     var reason: StreamTerminationReason?
     var handlerTask: Task<Void, Never>?
-    var waiters: [UInt64: CheckedContinuation<StreamTerminationReason, Never>] = [:]
+    var waiters = [UInt64: CheckedContinuation<StreamTerminationReason, Never>]()
     var nextWaiter: UInt64 = 0
   }
 
