@@ -95,9 +95,8 @@ public final class RPCTLSServer: Service, Sendable {
       throw error
     }
     let handlers = HandlerTasks()
-    // What every handler task needs, behind one reference: a task's closure then copies one
-    // reference besides the stream, not the router, logger and hook one by one.
-    let calls = CallRunner(server: server, handlers: handlers)
+    let server = self.server
+    let handlerFinished: @Sendable () -> Void = { handlers.finished() }
     let connectionConfiguration = configuration.connection
     let handshakeTimeout = configuration.handshakeTimeout
     let handlersOnEventLoop = configuration.handlersOnEventLoop
@@ -120,9 +119,8 @@ public final class RPCTLSServer: Service, Sendable {
               let executor = handlersOnEventLoop ? EventLoopTaskExecutor(loop: context.eventLoop) : nil
               try ops.addHandler(
                 RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { stream in
-                  calls.handlers.started()
-                  let task = Task(executorPreference: executor) { await calls.run(stream) }
-                  stream.termination.cancelOnEarlyEnd(task)
+                  handlers.started()
+                  server.serve(stream, executorPreference: executor, whenDone: handlerFinished)
                 }
               )
             }
@@ -197,22 +195,6 @@ public final class RPCTLSServer: Service, Sendable {
     for channel in channels.withLock({ Array($0.values) }) {
       channel.close(promise: nil)
     }
-  }
-}
-
-/// Runs one call in its handler task, and counts it.
-private final class CallRunner: Sendable {
-  let server: RPCServer
-  let handlers: HandlerTasks
-
-  init(server: RPCServer, handlers: HandlerTasks) {
-    self.server = server
-    self.handlers = handlers
-  }
-
-  func run(_ stream: RPCServerStream) async {
-    await server.handle(stream)
-    handlers.finished()
   }
 }
 
