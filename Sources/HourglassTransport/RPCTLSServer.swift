@@ -96,6 +96,7 @@ public final class RPCTLSServer: Service, Sendable {
     }
     let handlers = HandlerTasks()
     let server = self.server
+    let handlerFinished: @Sendable () -> Void = { handlers.finished() }
     let connectionConfiguration = configuration.connection
     let handshakeTimeout = configuration.handshakeTimeout
     let handlersOnEventLoop = configuration.handlersOnEventLoop
@@ -119,11 +120,7 @@ public final class RPCTLSServer: Service, Sendable {
               try ops.addHandler(
                 RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { stream in
                   handlers.started()
-                  let task = Task(executorPreference: executor) {
-                    await server.handle(stream)
-                    handlers.finished()
-                  }
-                  stream.termination.cancelOnEarlyEnd(task)
+                  server.serve(stream, executorPreference: executor, whenDone: handlerFinished)
                 }
               )
             }

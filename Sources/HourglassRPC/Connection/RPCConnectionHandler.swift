@@ -61,6 +61,14 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       case stream(EventLoopPromise<RPCClientStream>)
       /// A unary call, which waits for its outcome instead.
       case unary(UnaryCall)
+
+      /// Fails a call before its stream opened.
+      func fail(_ error: RPCError) {
+        switch self {
+        case .stream(let promise): promise.fail(error)
+        case .unary(let call): call.failBeforeStart(error)
+        }
+      }
     }
 
     var head: RequestHead
@@ -69,12 +77,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     var caller: Caller
 
     /// Fails a call before its stream opened.
-    func fail(_ error: RPCError) {
-      switch caller {
-      case .stream(let promise): promise.fail(error)
-      case .unary(let call): call.failBeforeStart(error)
-      }
-    }
+    func fail(_ error: RPCError) { caller.fail(error) }
   }
 
   private var connection: ConnectionStateMachine
@@ -83,7 +86,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private let peer: PeerIdentity?
   private let onStream: (@Sendable (RPCServerStream) -> Void)?
   private let onClose: (@Sendable () -> Void)?
-  private var streams: [UInt32: StreamBox] = [:]
+  private var streams = StreamTable<StreamBox>()
   private var pendingOpens = Deque<PendingOpen>()
   private var requestHeadersCache: [String: ByteBuffer] = [:]
   private var lastRequestHeaders: (payload: ByteBuffer, decoded: DecodedRequestHeaders)?
@@ -362,7 +365,6 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       receiveCredit: configuration.settings.initialStreamCredit,
       maxMessageSize: configuration.settings.maxMessageSize
     )
-    let termination = StreamTermination()
     let inbound: InboundQueue<ByteBuffer>?
     let requests: RPCInbound<ByteBuffer>
     if let request {
@@ -377,7 +379,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       inbound = queue
       requests = RPCInbound(queue, creditReturn: makeCreditReturn(frame.streamID))
     }
-    let box = StreamBox(machine: machine, server: (inbound, termination), client: nil)
+    // The box is also the stream's termination signal: one object per call.
+    let box = StreamBox(machine: machine, serverInbound: inbound)
     streams[frame.streamID] = box
     idleTimer?.cancel()
     let timeout: Duration? = wire.timeoutMicros == 0 ? nil : .microseconds(Int64(clamping: wire.timeoutMicros))
@@ -393,7 +396,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       peer: peer,
       inbound: requests,
       writer: NIOStreamWriter(core: streamWriterCore!, streamID: frame.streamID),
-      termination: termination
+      termination: box
     )
     if frame.flags.contains(.endStream) {
       box.machine.receiveEndStream()
@@ -431,16 +434,16 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     case .none:
       break
     case .deliver(let message, let endStream):
-      if let server = box.server {
-        server.inbound?.yield(message)
-        if endStream { server.inbound?.finish() }
+      if box.isServerStream {
+        box.serverInbound?.yield(message)
+        if endStream { box.serverInbound?.finish() }
       } else if let call = box.unary {
         call.receive(message)
       } else {
         box.client?.yield(.message(message))
       }
     case .endOfMessages:
-      box.server?.inbound?.finish()
+      box.serverInbound?.finish()
     }
   }
 
@@ -593,17 +596,28 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     write(Frame(type: .reset, streamID: streamID, payload: serialize(wire)))
   }
 
-  /// Whether `message` (if any), and after it the TRAILERS, can be sent on `streamID` right
-  /// now, with nothing queued ahead: then a writer on the loop needs no promise to learn the
-  /// outcome, since the write cannot fail or wait.
-  fileprivate func canSendAtOnce(_ streamID: UInt32, _ message: ByteBuffer?) -> Bool {
+  /// Ends `streamID` at once, the way ``sendFinish(_:lastMessage:status:metadata:promise:)``
+  /// does, when `lastMessage` (if any) and then the TRAILERS can go out right now with nothing
+  /// queued ahead: then a writer on the loop needs no promise to learn the outcome, since the
+  /// writes cannot fail or wait. Returns `false`, having done nothing, otherwise.
+  ///
+  /// The stream is looked up once, where the general path looks it up for each step.
+  fileprivate func finishAtOnce(_ streamID: UInt32, lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool {
     guard !closed, let box = streams[streamID], box.waitingForCredit.isEmpty, box.pendingTrailers == nil else { return false }
     switch box.machine.state {
     case .open, .halfClosedRemote: break
     case .halfClosedLocal, .closed: return false
     }
-    guard let message else { return true }
-    return box.machine.sendCredit > 0 && message.readableBytes <= connection.remoteSettings.maxMessageSize
+    if let lastMessage {
+      guard box.machine.sendCredit > 0, lastMessage.readableBytes <= connection.remoteSettings.maxMessageSize,
+        (try? box.machine.sendMessage(endStream: false)) == true
+      else { return false }
+      writeMessageFrames(streamID, lastMessage, endStream: false)
+    }
+    // Cannot fail: the stream is open on this side (checked above).
+    try? box.machine.sendTrailers()
+    writeTrailers(streamID, box, status: status, metadata: metadata)
+    return true
   }
 
   fileprivate func sendMessage(_ streamID: UInt32, _ message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) {
@@ -611,6 +625,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
       return
     }
+    sendMessage(streamID, box, message, endStream: endStream, promise: promise)
+  }
+
+  /// ``sendMessage(_:_:endStream:promise:)`` on a stream already looked up.
+  private func sendMessage(_ streamID: UInt32, _ box: StreamBox, _ message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) {
     guard message.readableBytes <= connection.remoteSettings.maxMessageSize else {
       // The peer would refuse it: fail here, without sending anything.
       promise?.fail(
@@ -705,7 +724,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       return
     }
     if let lastMessage {
-      sendMessage(streamID, lastMessage, endStream: false, promise: nil)
+      sendMessage(streamID, box, lastMessage, endStream: false, promise: nil)
     }
     if !box.waitingForCredit.isEmpty {
       box.pendingTrailers = (status, metadata, promise)
@@ -725,6 +744,12 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       promise?.fail(RPCError(code: .internal, message: error.message, cause: error))
       return
     }
+    writeTrailers(streamID, box, status: status, metadata: metadata)
+    promise?.succeed()
+  }
+
+  /// Writes the TRAILERS of a stream whose state machine has accepted them, and closes it.
+  private func writeTrailers(_ streamID: UInt32, _ box: StreamBox, status: Status, metadata: Metadata) {
     let payload: ByteBuffer
     if status.code == .ok, status.message.isEmpty, metadata.isEmpty {
       payload = ByteBuffer()  // All fields at their defaults: protobuf encodes nothing.
@@ -737,10 +762,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     write(Frame(type: .trailers, streamID: streamID, payload: payload))
     scheduleFlush()
-    box.server?.inbound?.finish()
-    box.server?.termination.signal(.finished)
+    if box.isServerStream {
+      box.serverInbound?.finish()
+      box.signal(.finished)
+    }
     removeStream(streamID)
-    promise?.succeed()
   }
 
   fileprivate func sendCancel(_ streamID: UInt32, _ error: RPCError) {
@@ -772,7 +798,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   // MARK: Client streams
 
   fileprivate func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, promise: EventLoopPromise<RPCClientStream>) {
-    open(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: .stream(promise)))
+    open(head, firstMessage: firstMessage, endStream: endStream, caller: .stream(promise))
   }
 
   /// Starts a unary call: HEADERS and the request go out in the next flush; the call's
@@ -783,7 +809,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       return
     }
     call.phase = .waiting
-    open(PendingOpen(head: call.head, firstMessage: call.request, endStream: true, caller: .unary(call)))
+    open(call.head, firstMessage: call.request, endStream: true, caller: .unary(call))
   }
 
   /// Cancels a unary call wherever it is: not yet seen, waiting for a stream, or open.
@@ -806,22 +832,24 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
   }
 
-  private func open(_ pending: PendingOpen) {
+  /// Opens a stream for a call now, or queues the call (a ``PendingOpen``, made only then)
+  /// until the connection's settings arrive or a stream becomes free.
+  private func open(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, caller: PendingOpen.Caller) {
     guard !closed else {
-      pending.fail(RPCError(code: .unavailable, message: "the connection is closed"))
+      caller.fail(RPCError(code: .unavailable, message: "the connection is closed"))
       return
     }
     if !pendingOpens.isEmpty || connection.state == .awaitingSettings {
-      pendingOpens.append(pending)
+      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: caller))
       return
     }
     switch connection.openStream() {
     case .wait:
-      pendingOpens.append(pending)
+      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: caller))
     case .unavailable(let why):
-      pending.fail(RPCError(code: .unavailable, message: why))
+      caller.fail(RPCError(code: .unavailable, message: why))
     case .open(let streamID):
-      startClientStream(streamID, pending)
+      startClientStream(streamID, head, firstMessage: firstMessage, endStream: endStream, caller: caller)
     }
   }
 
@@ -835,7 +863,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         next.fail(RPCError(code: .unavailable, message: why))
       case .open(let streamID):
         pendingOpens.removeFirst()
-        startClientStream(streamID, next)
+        startClientStream(streamID, next.head, firstMessage: next.firstMessage, endStream: next.endStream, caller: next.caller)
       }
     }
   }
@@ -860,16 +888,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     return payload
   }
 
-  private func startClientStream(_ streamID: UInt32, _ pending: PendingOpen) {
+  private func startClientStream(
+    _ streamID: UInt32, _ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool, caller: PendingOpen.Caller
+  ) {
     guard let context else {
-      pending.fail(RPCError(code: .unavailable, message: "the connection is closed"))
+      caller.fail(RPCError(code: .unavailable, message: "the connection is closed"))
       return
     }
-    let head = pending.head
-    if let firstMessage = pending.firstMessage, firstMessage.readableBytes > connection.remoteSettings.maxMessageSize {
+    if let firstMessage, firstMessage.readableBytes > connection.remoteSettings.maxMessageSize {
       // The server would refuse it: fail the call here, before any frame is sent.
       _ = connection.streamClosed()
-      pending.fail(
+      caller.fail(
         RPCError(
           code: .resourceExhausted,
           message: "message of \(firstMessage.readableBytes) bytes exceeds the server's maximum message size of \(connection.remoteSettings.maxMessageSize)"
@@ -883,14 +912,14 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       receiveCredit: configuration.settings.initialStreamCredit,
       maxMessageSize: configuration.settings.maxMessageSize
     )
-    let headersFlags: FrameFlags = (pending.firstMessage == nil && pending.endStream) ? .endStream : []
+    let headersFlags: FrameFlags = (firstMessage == nil && endStream) ? .endStream : []
     if headersFlags.contains(.endStream) { try? machine.sendEndStream() }
     let box: StreamBox
     var opened: (promise: EventLoopPromise<RPCClientStream>, inbound: InboundQueue<ClientInboundPart>)?
-    switch pending.caller {
+    switch caller {
     case .stream(let promise):
       let inbound = InboundQueue<ClientInboundPart>()
-      box = StreamBox(machine: machine, server: nil, client: inbound)
+      box = StreamBox(machine: machine, client: inbound)
       opened = (promise, inbound)
     case .unary(let call):
       call.machine = machine
@@ -906,8 +935,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         self?.sendCancel(streamID, RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"))
       }
     }
-    if let firstMessage = pending.firstMessage {
-      sendMessage(streamID, firstMessage, endStream: pending.endStream, promise: nil)
+    if let firstMessage {
+      sendMessage(streamID, box, firstMessage, endStream: endStream, promise: nil)
     }
     scheduleFlush()
     if let opened {
@@ -927,7 +956,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func serverDeadlineExpired(_ streamID: UInt32) {
     guard let box = streams[streamID] else { return }
     box.deadline = nil
-    box.server?.termination.signal(.deadlineExceeded)
+    if box.isServerStream { box.signal(.deadlineExceeded) }
     sendFinish(streamID, lastMessage: nil, status: Status(code: .deadlineExceeded, message: "the call's deadline passed"), metadata: [:], promise: nil)
     if let box = streams[streamID] {
       // Blocked by credit: the deadline wins anyway.
@@ -1027,9 +1056,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func fail(_ box: StreamBox, _ error: RPCError, reason: StreamTerminationReason) {
     box.deadline?.cancel()
     box.deadline = nil
-    if let server = box.server {
-      server.inbound?.finish(throwing: error)
-      server.termination.signal(reason)
+    if box.isServerStream {
+      box.serverInbound?.finish(throwing: error)
+      box.signal(reason)
     }
     if let client = box.client {
       client.finish(throwing: error)
@@ -1157,9 +1186,8 @@ struct NIOStreamWriter: ServerStreamWriter, ClientStreamWriter {
   }
 
   func finishWithoutWaiting(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool {
-    guard core.loop.inEventLoop, core.handler.canSendAtOnce(streamID, lastMessage) else { return false }
-    core.handler.sendFinish(streamID, lastMessage: lastMessage, status: status, metadata: metadata, promise: nil)
-    return true
+    guard core.loop.inEventLoop else { return false }
+    return core.handler.finishAtOnce(streamID, lastMessage: lastMessage, status: status, metadata: metadata)
   }
 
   func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws {
@@ -1242,27 +1270,39 @@ package struct CallNotStarted: Error {
 
 /// The event loop's record of one open stream of an ``RPCConnectionHandler``.
 ///
-/// A client's unary call is its own box (``UnaryCall`` is a subclass): one object per call.
-fileprivate class StreamBox {
+/// A server stream's box is also its ``StreamTermination`` (a subclass), and a client's unary
+/// call is its own box (``UnaryCall`` is a subclass): one object per call on either side.
+///
+/// Unchecked: only the ``StreamTermination`` part, which locks, is used off the event loop
+/// (by the handler task of a server stream); everything else is touched on the loop only.
+fileprivate class StreamBox: StreamTermination, @unchecked Sendable {
   var machine: StreamStateMachine
+  /// Whether this is a server stream, whose termination this box is.
+  let isServerStream: Bool
   /// A server stream's request queue (`nil` for a unary call, whose one request was handed
-  /// to the handler with the stream) and termination signal.
-  let server: (inbound: InboundQueue<ByteBuffer>?, termination: StreamTermination)?
+  /// to the handler with the stream).
+  let serverInbound: InboundQueue<ByteBuffer>?
   let client: InboundQueue<ClientInboundPart>?
   /// Whether this box is a ``UnaryCall``, so that finding the call takes no dynamic cast.
   private let isUnary: Bool
-  var waitingForCredit = Deque<(message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?)>()
+  var waitingForCredit = WaitingWrites()
   var pendingTrailers: (status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?)?
   var deadline: Scheduled<Void>?
 
-  init(
-    machine: StreamStateMachine,
-    server: (InboundQueue<ByteBuffer>?, StreamTermination)?,
-    client: InboundQueue<ClientInboundPart>?,
-    isUnary: Bool = false
-  ) {
+  /// A server stream's box.
+  init(machine: StreamStateMachine, serverInbound: InboundQueue<ByteBuffer>?) {
     self.machine = machine
-    self.server = server.map { (inbound: $0.0, termination: $0.1) }
+    self.isServerStream = true
+    self.serverInbound = serverInbound
+    self.client = nil
+    self.isUnary = false
+  }
+
+  /// A client stream's box: `client` receives what arrives, unless it is a unary call.
+  init(machine: StreamStateMachine, client: InboundQueue<ClientInboundPart>?, isUnary: Bool = false) {
+    self.machine = machine
+    self.isServerStream = false
+    self.serverInbound = nil
     self.client = client
     self.isUnary = isUnary
   }
@@ -1272,6 +1312,34 @@ fileprivate class StreamBox {
   final var unary: UnaryCall? {
     isUnary ? unsafeDowncast(self, to: UnaryCall.self) : nil
   }
+}
+
+/// A stream's messages waiting for credit, oldest first.
+///
+/// No `Deque` until a message has to wait, which most streams never do: an empty `Deque`
+/// shares one global storage object, and retaining and releasing it for every call made both
+/// event loops write to the same reference count.
+fileprivate struct WaitingWrites: Sequence {
+  typealias Element = (message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?)
+
+  private var queue: Deque<Element>?
+
+  var isEmpty: Bool { queue?.isEmpty ?? true }
+  var first: Element? { queue?.first }
+
+  mutating func append(_ element: Element) {
+    if queue == nil { queue = Deque() }
+    queue!.append(element)
+  }
+
+  @discardableResult
+  mutating func removeFirst() -> Element { queue!.removeFirst() }
+
+  mutating func popLast() -> Element? { queue?.popLast() }
+
+  mutating func removeAll() { queue = nil }
+
+  func makeIterator() -> Deque<Element>.Iterator { (queue ?? Deque()).makeIterator() }
 }
 
 /// One unary call on the client side of a connection.
@@ -1304,7 +1372,7 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
     self.head = head
     self.request = request
     // A placeholder until the stream opens with the connection's settings.
-    super.init(machine: StreamStateMachine(role: .client, sendCredit: 0, receiveCredit: 0, maxMessageSize: 0), server: nil, client: nil, isUnary: true)
+    super.init(machine: StreamStateMachine(role: .client, sendCredit: 0, receiveCredit: 0, maxMessageSize: 0), client: nil, isUnary: true)
   }
 
   /// A response message arrived; a second one fails the call.

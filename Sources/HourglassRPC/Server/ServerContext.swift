@@ -13,21 +13,32 @@ public struct ServerContext: Sendable {
   public var timeout: Duration?
   /// What the handler learned about the call (the task it concerns, why it failed), added to
   /// the call's log line and visible to the server's `onCallFinished` hook.
-  public let annotations = CallAnnotations()
+  public let annotations: CallAnnotations
 
   /// Creates a context.
   public init(method: String, metadata: Metadata, peer: PeerIdentity?, timeout: Duration?) {
+    self.init(method: method, metadata: metadata, peer: peer, timeout: timeout, annotations: CallAnnotations())
+  }
+
+  /// Creates a context whose annotations are `annotations` (the server's per-call recorder,
+  /// which is one, so that a call allocates one object for both).
+  init(method: String, metadata: Metadata, peer: PeerIdentity?, timeout: Duration?, annotations: CallAnnotations) {
     self.method = method
     self.metadata = metadata
     self.peer = peer
     self.timeout = timeout
+    self.annotations = annotations
   }
 }
 
 /// Log metadata a handler attaches to its call, for the one log line each call gets when it
 /// ends (`hourglass.task_id`, `hourglass.error`). Shared by every copy of the call's
 /// ``ServerContext``; safe to set from any task.
-public final class CallAnnotations: Sendable {
+///
+/// Not final only so that the server's per-call recorder (`RecordingWriter`, in this module)
+/// can be the call's annotations too; it cannot be subclassed outside this module. Unchecked:
+/// its one stored property is a `Mutex`.
+public class CallAnnotations: @unchecked Sendable {
   private let values = Mutex<Logger.Metadata>([:])
 
   /// An empty set.

@@ -304,11 +304,15 @@ public final class CreditReturn: Sendable {
 ///
 /// The task running the stream's handler can be bound to it with ``cancelOnEarlyEnd(_:)``:
 /// that task is then cancelled as soon as the stream ends for any reason but `.finished`.
-public final class StreamTermination: Sendable {
+///
+/// Not final only so that a transport's record of a stream (in this module) can be the
+/// stream's termination too, one object instead of two; it cannot be subclassed outside this
+/// module. Unchecked: its one stored property is a `Mutex`.
+public class StreamTermination: @unchecked Sendable {
   private struct State {
     var reason: StreamTerminationReason?
     var handlerTask: Task<Void, Never>?
-    var waiters: [UInt64: CheckedContinuation<StreamTerminationReason, Never>] = [:]
+    var waiters = [UInt64: CheckedContinuation<StreamTerminationReason, Never>]()
     var nextWaiter: UInt64 = 0
   }
 
@@ -331,6 +335,23 @@ public final class StreamTermination: Sendable {
     }
     if reason != .finished { task?.cancel() }
     for waiter in waiters { waiter.resume(returning: reason) }
+  }
+
+  /// Resolves the signal as `.finished` if it is not resolved yet, and returns the reason it
+  /// already had (`nil` if none): what a handler's task does when the handler returns, in one
+  /// look at the state.
+  func signalFinished() -> StreamTerminationReason? {
+    let (earlier, waiters): (StreamTerminationReason?, [CheckedContinuation<StreamTerminationReason, Never>]) = state.withLock { state in
+      if let reason = state.reason { return (reason, []) }
+      state.reason = .finished
+      state.handlerTask = nil
+      guard !state.waiters.isEmpty else { return (nil, []) }
+      let waiting = Array(state.waiters.values)
+      state.waiters.removeAll()
+      return (nil, waiting)
+    }
+    for waiter in waiters { waiter.resume(returning: .finished) }
+    return earlier
   }
 
   /// Cancels `task` when the stream ends early (at once if it already has); forgets it when
