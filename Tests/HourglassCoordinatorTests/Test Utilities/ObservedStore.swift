@@ -30,15 +30,24 @@ final class ObservedStore: TaskStore {
     state.withLock { $0.recordReads.filter { $0.ids.contains(id) }.map(\.atMicros) }
   }
 
-  /// Returns once dispatch records including `id` have been read.
+  /// Returns once dispatch records including `id` have been read, or when the test is
+  /// cancelled (its time limit).
   func waitForRecordRead(of id: TaskID) async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      let done = state.withLock { state -> Bool in
-        if state.recordReads.contains(where: { $0.ids.contains(id) }) { return true }
-        state.readWaiters.append((id, continuation))
-        return false
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let done = state.withLock { state -> Bool in
+          if Task.isCancelled || state.recordReads.contains(where: { $0.ids.contains(id) }) { return true }
+          state.readWaiters.append((id, continuation))
+          return false
+        }
+        if done { continuation.resume() }
       }
-      if done { continuation.resume() }
+    } onCancel: {
+      let waiters = state.withLock { state in
+        defer { state.readWaiters.removeAll { $0.id == id } }
+        return state.readWaiters.filter { $0.id == id }.map(\.continuation)
+      }
+      for waiter in waiters { waiter.resume() }
     }
   }
 
@@ -50,15 +59,23 @@ final class ObservedStore: TaskStore {
     }
   }
 
-  /// Returns once a held recovery has started (and is waiting).
+  /// Returns once a held recovery has started (and is waiting), or when the test is cancelled.
   func waitUntilRecoveryHeld() async {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      let done = state.withLock { state -> Bool in
-        if state.recoveryEntered { return true }
-        state.recoveryEnteredWaiter = continuation
-        return false
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let done = state.withLock { state -> Bool in
+          if Task.isCancelled || state.recoveryEntered { return true }
+          state.recoveryEnteredWaiter = continuation
+          return false
+        }
+        if done { continuation.resume() }
       }
-      if done { continuation.resume() }
+    } onCancel: {
+      let waiter = state.withLock { state in
+        defer { state.recoveryEnteredWaiter = nil }
+        return state.recoveryEnteredWaiter
+      }
+      waiter?.resume()
     }
   }
 
@@ -112,16 +129,21 @@ final class ObservedStore: TaskStore {
   func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] { try await base.recordResults(items) }
 
   func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws -> [RunRecord] {
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      let (hold, entered) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
-        guard state.holdRecovery else { return (false, nil) }
-        state.recoveryEntered = true
-        state.recoveryHeld = continuation
-        defer { state.recoveryEnteredWaiter = nil }
-        return (true, state.recoveryEnteredWaiter)
+    // Held until released, or until the coordinator is cancelled (the end of the test).
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let (hold, entered) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
+          guard state.holdRecovery, !Task.isCancelled else { return (false, nil) }
+          state.recoveryEntered = true
+          state.recoveryHeld = continuation
+          defer { state.recoveryEnteredWaiter = nil }
+          return (true, state.recoveryEnteredWaiter)
+        }
+        entered?.resume()
+        if !hold { continuation.resume() }
       }
-      entered?.resume()
-      if !hold { continuation.resume() }
+    } onCancel: {
+      releaseRecovery()
     }
     return try await base.recoverExpiredLeases(now: now, skewBound: skewBound, limit: limit)
   }
