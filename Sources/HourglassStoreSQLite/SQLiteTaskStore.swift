@@ -156,7 +156,10 @@ public final class SQLiteTaskStore: TaskStore {
         // connection of their own.
         let checkpointer = try SQLiteCheckpointer(
           path: configuration.path, synchronous: configuration.synchronous,
-          threshold: configuration.walAutocheckpointPages, logger: logger)
+          threshold: configuration.walAutocheckpointPages, logger: logger
+        ) { [pool] in
+          try await pool.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        }
         try await pool.writeWithoutTransaction { db in checkpointer.install(on: db) }
         self.checkpointer = checkpointer
       }

@@ -67,11 +67,24 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Option(help: "Tasks per insert call while preloading the store.")
   var preloadBatch: Int = 20_000
 
+  @Flag(
+    inversion: .prefixedNo,
+    help:
+      "Flush every file system (sync) after the preload, before the measured runs: dirty pages other processes left (a build's output) are otherwise written back during the measurement, and the store's syncs wait for them."
+  )
+  var syncFirst = true
+
   @Option(help: "Folder for the SQLite files (a temporary one by default).")
   var directory: String?
 
   @Option(help: "sqlite, or postgres (a throwaway server the benchmark starts in its folder).")
   var backend: StoreBenchmark.Backend = .sqlite
+
+  @Option(
+    help:
+      "Write a trace of each store size's measured runs to this path (suffixed with the store size): every run's scheduled and start instants, and the late wake-ups of two probes (a thread and a task on the concurrency pool sleeping 1 ms at a time), all wall-clock microseconds."
+  )
+  var trace: String?
 
   @Flag(help: "Print JSON.")
   var json = false
@@ -134,9 +147,16 @@ struct DispatchBenchmark: AsyncParsableCommand {
     let preloadStart = ContinuousClock.now
     try await preload(store: store, count: storedTasks)
     let preloadSeconds = seconds(ContinuousClock.now - preloadStart)
+    // Other processes' dirty pages (a build that just ended leaves hundreds of MB) are written
+    // back about 30 s later; a store sync that comes during that writeback waits for it, 50–350
+    // ms on this machine, and every lease waits behind it. Flushed here, they do not land in
+    // the measurement.
+    let syncStart = ContinuousClock.now
+    if syncFirst { sync() }
     rows.append([
       "name": .string("preload_\(storedTasks)"), "tasks": .int(storedTasks), "seconds": .double(preloadSeconds),
       "tasks_per_s": .double(storedTasks == 0 ? 0 : Double(storedTasks) / preloadSeconds),
+      "sync_seconds": .double(syncFirst ? seconds(ContinuousClock.now - syncStart) : -1),
     ])
 
     // 2. The measured runs: a burst at t0, then `rate` per second from t1. Inserted before the
@@ -173,6 +193,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
     let coordinator = try Coordinator(
       configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
     let recorder = StartRecorder(capacity: due.count)
+    let probes = trace == nil ? nil : StallProbes()
     let group = ServiceGroup(services: [coordinator], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
 
     try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -203,6 +224,9 @@ struct DispatchBenchmark: AsyncParsableCommand {
       let steadyEnd = t1 + Int64(steadySeconds * 1_000_000)
       let allDone = try await waitForResults(coordinator, count: due.count, deadlineMicros: steadyEnd + 120_000_000)
       let starts = recorder.snapshot()
+      if let trace, let probes {
+        try await probes.stop().write(to: "\(trace).\(storedTasks)", starts: starts, burstAt: t0, steadyAt: t1)
+      }
 
       let burstLateness = starts.filter { $0.scheduled < t1 }.map { $0.started - $0.scheduled }
       let steadyLateness = starts.filter { $0.scheduled >= t1 }.map { $0.started - $0.scheduled }
@@ -313,6 +337,68 @@ final class StartRecorder: Sendable {
   }
 
   func snapshot() -> [Start] { starts.withLock { $0 } }
+}
+
+/// Two probes that sleep 1 ms at a time and note every wake-up more than 2 ms late: one on a
+/// thread of its own (late when the whole process, or the machine, did not get a core), one a
+/// task on Swift's concurrency pool (late also when the pool's threads were all busy or blocked).
+final class StallProbes: Sendable {
+  struct Late: Sendable {
+    var at: Int64
+    var lateMicros: Int64
+  }
+
+  struct Trace {
+    var thread: [Late]
+    var task: [Late]
+
+    /// One line per event: `run scheduled started`, `thread at late`, `task at late`, and the
+    /// phases' instants.
+    func write(to path: String, starts: [StartRecorder.Start], burstAt: Int64, steadyAt: Int64) throws {
+      var text = "burst \(burstAt)\nsteady \(steadyAt)\n"
+      text.reserveCapacity(starts.count * 36)
+      for start in starts { text += "run \(start.scheduled) \(start.started)\n" }
+      for late in thread { text += "thread \(late.at) \(late.lateMicros)\n" }
+      for late in task { text += "task \(late.at) \(late.lateMicros)\n" }
+      try text.write(toFile: path, atomically: false, encoding: .utf8)
+    }
+  }
+
+  private final class State: Sendable {
+    let stopped = Atomic(false)
+    let threadLate = Mutex<[Late]>([])
+    let taskLate = Mutex<[Late]>([])
+  }
+
+  private let state = State()
+  private let task: Task<Void, Never>
+
+  init() {
+    let state = self.state
+    let thread = Thread {
+      while !state.stopped.load(ordering: .relaxed) {
+        let before = wallMicros()
+        usleep(1000)
+        let after = wallMicros()
+        if after - before > 3000 { state.threadLate.withLock { $0.append(Late(at: before, lateMicros: after - before - 1000)) } }
+      }
+    }
+    thread.start()
+    task = Task {
+      while !state.stopped.load(ordering: .relaxed) {
+        let before = wallMicros()
+        try? await Task.sleep(for: .milliseconds(1))
+        let after = wallMicros()
+        if after - before > 3000 { state.taskLate.withLock { $0.append(Late(at: before, lateMicros: after - before - 1000)) } }
+      }
+    }
+  }
+
+  func stop() async -> Trace {
+    state.stopped.store(true, ordering: .relaxed)
+    await task.value
+    return Trace(thread: state.threadLate.withLock { $0 }, task: state.taskLate.withLock { $0 })
+  }
 }
 
 /// `noop`, measured: reads the wall clock the moment the executor hands it the run, records it

@@ -171,6 +171,42 @@ struct SQLiteStoreTests {
     }
   }
 
+  @Test(.timeLimit(.minutes(1)))
+  func theWALStartsOverWhileCommitsNeverPause() async throws {
+    try await TemporaryDirectory.with { dir in
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
+      configuration.walAutocheckpointPages = 16
+      let store = try await SQLiteTaskStore(configuration: configuration)
+      let checkpointer = try #require(store.checkpointer)
+      // One commit after another, with no pause in which a checkpoint on the checkpointer's
+      // own connection could reach the end of the WAL.
+      let writing = Task {
+        var count = 0
+        while !Task.isCancelled {
+          do { try await store.insert([sampleTask(count)]) } catch is CancellationError { break }
+          count += 1
+        }
+        return count
+      }
+      await checkpointer.waitUntilCompleted(40)
+      writing.cancel()
+      let written = try await writing.value
+      // Each commit appends at least a page (a row of 900 bytes, the indexes); 40 wake-ups
+      // mean at least 640 pages appended. Had no checkpoint reached the end, the WAL would
+      // hold them all; the finishing passes on the writer let it start over each time.
+      #expect(written >= 40)
+      #expect(checkpointer.statistics.finished > 0)
+      let walBytes = try #require(try FileManager.default.attributesOfItem(atPath: dir.file("s.sqlite") + "-wal")[.size] as? Int)
+      #expect(walBytes < 200 * 4096, "WAL of \(walBytes) bytes after \(written) commits")
+      #expect(try await store.counts().tasks[.active] == written)
+      try await store.close()
+      let reopened = try await SQLiteTaskStore(configuration: configuration)
+      #expect(try await reopened.counts().tasks[.active] == written)
+      #expect(try await reopened.integrityCheck() == ["ok"])
+      try await reopened.close()
+    }
+  }
+
   @Test func checkpointsInsideCommitsAreOptIn() async throws {
     try await TemporaryDirectory.with { dir in
       var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))

@@ -265,6 +265,7 @@ extension Dispatcher {
     wakeOwnershipWaiters()
     let count = store.partitionCount
     queue.remove { gone.contains(Partition(taskID: $0, count: count)) }
+    prefetched = prefetched.filter { !gone.contains(Partition(taskID: $0.key, count: count)) }
     publishQueue()
     logger.info(
       "partitions given up", metadata: ["hourglass.partitions": "\(gone.map(\.rawValue).sorted())", "hourglass.reason": "\(reason)"])

@@ -62,6 +62,12 @@ actor Dispatcher {
   /// Waiting for this coordinator to own a number of partitions (a signal for tests).
   var ownershipWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
   private var blobCache: [BlobDigest: [UInt8]] = [:]
+  /// Dispatch records the loader read ahead for the runs it queued, by task: what a lease needs
+  /// (operator, arguments, blob, timeout, schedule), none of which changes after insert, so the
+  /// batch that leases the run need not read its task again. Taken when the run leaves the
+  /// queue; a record read for another run of the task is not used. The lease's compare-and-set
+  /// in the store still refuses a run whose task was deleted or moved on since.
+  var prefetched: [TaskID: (scheduledMicros: Int64, record: TaskRecord)] = [:]
   let wake = WakeSignal()
   private var nextSession: UInt64 = 0
   /// Counters for metrics and tests.
@@ -103,6 +109,7 @@ actor Dispatcher {
   /// (in a cluster, through whichever coordinator granted the lease).
   func forget(taskID: TaskID, cancelling runID: RunID?, reason: String) async {
     queue.remove(taskID)
+    prefetched[taskID] = nil
     publishQueue()
     guard let runID else { return }
     if leases[runID] == nil, cluster != nil {
@@ -303,6 +310,7 @@ actor Dispatcher {
     }
     await withTaskGroup(of: Void.self) { group in
       group.addTask { await self.loadAhead() }
+      group.addTask { await self.recoverLoop() }
       if cluster != nil {
         group.addTask { await self.listenForNotices() }
         group.addTask { await self.publishNotices() }
@@ -317,6 +325,16 @@ actor Dispatcher {
         dispatching.cancelAll()
       }
       group.cancelAll()
+    }
+  }
+
+  /// Every `recoveryInterval`, until cancelled: expired leases go back to the queue. Beside the
+  /// dispatch loop, not in it: recovery is a write transaction, and on a single-writer store it
+  /// waits for the commit in progress; the runs due meanwhile must not wait with it.
+  private func recoverLoop() async {
+    while !Task.isCancelled {
+      await recoverExpiredLeases(now: clock.nowMicros())
+      do { try await clock.sleep(untilMicros: clock.nowMicros() + configuration.recoveryIntervalMicros) } catch { return }
     }
   }
 
@@ -339,7 +357,6 @@ actor Dispatcher {
   }
 
   private func dispatchLoop() async {
-    var lastRecovery = clock.nowMicros() - configuration.recoveryIntervalMicros
     while !Task.isCancelled {
       let now = clock.nowMicros()
       if now + configuration.loadAheadMicros / 2 >= loadedUntil {
@@ -350,16 +367,12 @@ actor Dispatcher {
           logger.error("loading due runs failed; retrying", metadata: ["hourglass.error": "\(error)"])
         }
       }
-      if now - lastRecovery >= configuration.recoveryIntervalMicros {
-        lastRecovery = now
-        await recoverExpiredLeases(now: now)
-      }
       queue.promote(now: clock.nowMicros())
       publishQueue()
       let sent = await dispatchReady()
-      // Sleep until the next run is due, the window needs loading, recovery is due, or
-      // something changes (new run, credits).
-      var wakeAt = min(loadedUntil - configuration.loadAheadMicros / 2, lastRecovery + configuration.recoveryIntervalMicros)
+      // Sleep until the next run is due, the window needs loading, or something changes (new
+      // run, credits).
+      var wakeAt = loadedUntil - configuration.loadAheadMicros / 2
       if queue.readyCount == 0, let next = queue.nextDueMicros { wakeAt = min(wakeAt, next) }
       if sent > 0, queue.readyCount > 0, pool.totalCredits > 0 { continue }
       await sleep(untilMicros: wakeAt)
@@ -411,17 +424,17 @@ actor Dispatcher {
         let page = configuration.loadBatch
         while true {
           let entries = try await store.loadDue(shard: shard, from: lower, until: upper, after: after, limit: page)
-          var added = 0
+          var added: [DueQueue.Entry] = []
           // A partition given up while this read was in flight is not queued.
           for entry in entries where owns(entry.taskID) {
-            if queue.push(.init(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)) {
-              added += 1
-            }
+            let queued = DueQueue.Entry(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)
+            if queue.push(queued) { added.append(queued) }
           }
-          if added > 0 {
-            loaded += added
+          if !added.isEmpty {
+            loaded += added.count
             // The dispatch loop may be asleep until a later instant than these.
             poke()
+            await prefetch(added)
           }
           guard entries.count == page, let last = entries.last else { break }
           // (due time, id), not the due time alone: any number of entries may share an instant.
@@ -433,6 +446,28 @@ actor Dispatcher {
     if loaded > 0 {
       publishQueue()
       logger.debug("loaded due runs", metadata: ["hourglass.count": "\(loaded)", "hourglass.until": "\(until)"])
+    }
+  }
+
+  /// The most dispatch records held ahead (a few hundred bytes each); runs loaded beyond that,
+  /// and runs already due when loaded, have theirs read when they are leased.
+  static let prefetchLimit = 65_536
+
+  /// Reads the dispatch records of runs just loaded, ahead of their due time, so that leasing
+  /// them does not wait for that read. A failed read only means the dispatch path reads them.
+  private func prefetch(_ loaded: [DueQueue.Entry]) async {
+    let now = clock.nowMicros()
+    let entries = Array(loaded.lazy.filter { $0.dueMicros > now }.prefix(max(0, Self.prefetchLimit - prefetched.count)))
+    if entries.isEmpty { return }
+    let records: [TaskID: TaskRecord]
+    do {
+      records = try await store.dispatchRecords(taskIDs: entries.map(\.taskID))
+    } catch {
+      logger.debug("reading dispatch records ahead failed; they are read when due", metadata: ["hourglass.error": "\(error)"])
+      return
+    }
+    for entry in entries where queue.isQueued(entry) {
+      if let record = records[entry.taskID] { prefetched[entry.taskID] = (entry.scheduledMicros, record) }
     }
   }
 
@@ -452,6 +487,7 @@ actor Dispatcher {
         if let task = try await store.dispatchRecord(taskID: run.id.taskID) {
           queue.push(.init(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task.priority))
           publishQueue()
+          poke()
         }
       }
     } catch {
@@ -475,9 +511,19 @@ actor Dispatcher {
       while batch.count < room, let entry = queue.popReady() { batch.append(entry) }
       if batch.isEmpty { break }
       publishQueue()
-      let records: [TaskID: TaskRecord]
+      var records: [TaskID: TaskRecord] = [:]
+      var unread: [TaskID] = []
+      for entry in batch {
+        if let ahead = prefetched.removeValue(forKey: entry.taskID), ahead.scheduledMicros == entry.scheduledMicros {
+          records[entry.taskID] = ahead.record
+        } else {
+          unread.append(entry.taskID)
+        }
+      }
       do {
-        records = try await store.dispatchRecords(taskIDs: batch.map(\.taskID))
+        if !unread.isEmpty {
+          records.merge(try await store.dispatchRecords(taskIDs: unread)) { _, read in read }
+        }
       } catch {
         logger.error("dispatch failed; retrying shortly", metadata: ["hourglass.count": "\(batch.count)", "hourglass.error": "\(error)"])
         parked += batch

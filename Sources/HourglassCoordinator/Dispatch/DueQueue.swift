@@ -96,6 +96,11 @@ struct DueQueue {
     ready.insert(ByPriority(entry: entry))
   }
 
+  /// Whether `entry` is still queued (waiting or ready), as it was pushed.
+  func isQueued(_ entry: Entry) -> Bool {
+    isLive(entry)
+  }
+
   private func isLive(_ entry: Entry) -> Bool {
     queued[entry.taskID] == entry.scheduledMicros
   }

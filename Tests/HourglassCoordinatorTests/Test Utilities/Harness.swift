@@ -19,10 +19,12 @@ struct Harness {
   let store: SQLiteTaskStore
   let clock: ManualClock
   let directory: URL
+  /// The store the coordinator was given, when the test asked to watch it (`observed: true`).
+  let observed: ObservedStore?
 
   static func with<T: Sendable>(
     configure: (inout CoordinatorConfiguration) -> Void = { _ in }, metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance,
-    logger customLogger: Logger? = nil, _ body: (Harness) async throws -> T
+    logger customLogger: Logger? = nil, observed: Bool = false, _ body: (Harness) async throws -> T
   ) async throws -> T {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hourglass-coord-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -36,10 +38,11 @@ struct Harness {
     let clock = ManualClock(nowMicros: start)
     var configuration = CoordinatorConfiguration.defaults
     configure(&configuration)
+    let watched = observed ? ObservedStore(store, clock: clock) : nil
     let coordinator = try Coordinator(
-      configuration: configuration, store: store, tls: nil, clock: clock, logger: logger, metricsFactory: metricsFactory)
+      configuration: configuration, store: watched ?? store, tls: nil, clock: clock, logger: logger, metricsFactory: metricsFactory)
     let running = Task { try await coordinator.run() }
-    let harness = Harness(coordinator: coordinator, store: store, clock: clock, directory: directory)
+    let harness = Harness(coordinator: coordinator, store: store, clock: clock, directory: directory, observed: watched)
     do {
       let result = try await body(harness)
       running.cancel()

@@ -1,0 +1,160 @@
+import HourglassCore
+import HourglassStore
+import Synchronization
+
+/// A store that forwards every call to another one, noting (on the test's manual clock) when the
+/// coordinator read dispatch records, and able to hold lease recovery at a gate.
+final class ObservedStore: TaskStore {
+  private struct State {
+    /// Each `dispatchRecords` call: its task ids and the clock's instant.
+    var recordReads: [(ids: Set<TaskID>, atMicros: Int64)] = []
+    var readWaiters: [(id: TaskID, continuation: CheckedContinuation<Void, Never>)] = []
+    /// Set: the next `recoverExpiredLeases` call waits here until ``releaseRecovery()``.
+    var holdRecovery = false
+    var recoveryHeld: CheckedContinuation<Void, Never>?
+    var recoveryEnteredWaiter: CheckedContinuation<Void, Never>?
+    var recoveryEntered = false
+  }
+
+  let base: any TaskStore
+  let clock: ManualClock
+  private let state = Mutex(State())
+
+  init(_ base: any TaskStore, clock: ManualClock) {
+    self.base = base
+    self.clock = clock
+  }
+
+  /// The clock instants at which dispatch records including `id` were read.
+  func recordReads(of id: TaskID) -> [Int64] {
+    state.withLock { $0.recordReads.filter { $0.ids.contains(id) }.map(\.atMicros) }
+  }
+
+  /// Returns once dispatch records including `id` have been read, or when the test is
+  /// cancelled (its time limit).
+  func waitForRecordRead(of id: TaskID) async {
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let done = state.withLock { state -> Bool in
+          if Task.isCancelled || state.recordReads.contains(where: { $0.ids.contains(id) }) { return true }
+          state.readWaiters.append((id, continuation))
+          return false
+        }
+        if done { continuation.resume() }
+      }
+    } onCancel: {
+      let waiters = state.withLock { state in
+        defer { state.readWaiters.removeAll { $0.id == id } }
+        return state.readWaiters.filter { $0.id == id }.map(\.continuation)
+      }
+      for waiter in waiters { waiter.resume() }
+    }
+  }
+
+  /// The next lease recovery waits until ``releaseRecovery()``.
+  func holdNextRecovery() {
+    state.withLock {
+      $0.holdRecovery = true
+      $0.recoveryEntered = false
+    }
+  }
+
+  /// Returns once a held recovery has started (and is waiting), or when the test is cancelled.
+  func waitUntilRecoveryHeld() async {
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let done = state.withLock { state -> Bool in
+          if Task.isCancelled || state.recoveryEntered { return true }
+          state.recoveryEnteredWaiter = continuation
+          return false
+        }
+        if done { continuation.resume() }
+      }
+    } onCancel: {
+      let waiter = state.withLock { state in
+        defer { state.recoveryEnteredWaiter = nil }
+        return state.recoveryEnteredWaiter
+      }
+      waiter?.resume()
+    }
+  }
+
+  func releaseRecovery() {
+    let held = state.withLock { state -> CheckedContinuation<Void, Never>? in
+      state.holdRecovery = false
+      defer { state.recoveryHeld = nil }
+      return state.recoveryHeld
+    }
+    held?.resume()
+  }
+
+  var partitionCount: Int32 { base.partitionCount }
+
+  func insert(_ tasks: [NewTask]) async throws -> [TaskID] { try await base.insert(tasks) }
+  func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID? { try await base.taskID(idempotencyKey: key, owner: owner) }
+  func task(id: TaskID, owner: String) async throws -> TaskRecord? { try await base.task(id: id, owner: owner) }
+  func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? { try await base.dispatchRecord(taskID: taskID) }
+  func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage { try await base.listTasks(owner: owner, query: query) }
+  func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws -> DeleteOutcome {
+    try await base.deleteTask(id: id, owner: owner, cancelRunning: cancelRunning, now: now)
+  }
+  func purgeDeleted(before: Int64, limit: Int) async throws -> Int { try await base.purgeDeleted(before: before, limit: limit) }
+  func loadDue(shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int) async throws -> [DueEntry] {
+    try await base.loadDue(shard: shard, from: from, until: until, after: after, limit: limit)
+  }
+  func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws -> Lease {
+    try await base.createLease(taskID: taskID, owner: owner, now: now, expiresAt: expiresAt)
+  }
+  func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?] { try await base.createLeases(requests, now: now) }
+
+  func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {
+    let now = clock.nowMicros()
+    let ids = Set(taskIDs)
+    let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      state.recordReads.append((ids, now))
+      let ready = state.readWaiters.filter { ids.contains($0.id) }.map(\.continuation)
+      state.readWaiters.removeAll { ids.contains($0.id) }
+      return ready
+    }
+    for waiter in ready { waiter.resume() }
+    return try await base.dispatchRecords(taskIDs: taskIDs)
+  }
+
+  func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool { try await base.detachRun(runID, nextRunMicros: nextRunMicros) }
+  func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws { try await base.renewLease(runID: runID, fence: fence, expiresAt: expiresAt) }
+  func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool] { try await base.renewLeases(items) }
+  func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws -> RecordOutcome {
+    try await base.recordResult(runID: runID, fence: fence, result: result)
+  }
+  func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] { try await base.recordResults(items) }
+
+  func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws -> [RunRecord] {
+    // Held until released, or until the coordinator is cancelled (the end of the test).
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let (hold, entered) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
+          guard state.holdRecovery, !Task.isCancelled else { return (false, nil) }
+          state.recoveryEntered = true
+          state.recoveryHeld = continuation
+          defer { state.recoveryEnteredWaiter = nil }
+          return (true, state.recoveryEnteredWaiter)
+        }
+        entered?.resume()
+        if !hold { continuation.resume() }
+      }
+    } onCancel: {
+      releaseRecovery()
+    }
+    return try await base.recoverExpiredLeases(now: now, skewBound: skewBound, limit: limit)
+  }
+
+  func advance(taskID: TaskID, expectedVersion: Int64, nextRunMicros: Int64?, state: TaskState) async throws -> Int64? {
+    try await base.advance(taskID: taskID, expectedVersion: expectedVersion, nextRunMicros: nextRunMicros, state: state)
+  }
+  func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws -> [RunRecord] {
+    try await base.runs(taskID: taskID, owner: owner, before: before, limit: limit)
+  }
+  func blob(_ digest: BlobDigest) async throws -> [UInt8]? { try await base.blob(digest) }
+  func counts() async throws -> StoreCounts { try await base.counts() }
+  func close() async throws { try await base.close() }
+}
