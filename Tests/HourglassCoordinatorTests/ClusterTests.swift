@@ -1,11 +1,14 @@
+import CoreMetrics
 import Foundation
 import HourglassCore
+import HourglassObservability
 import HourglassPostgresLauncher
 import HourglassProto
 import HourglassRPC
 import HourglassStore
 import HourglassStorePostgres
 import Logging
+import Prometheus
 import Testing
 
 @testable import HourglassCoordinator
@@ -84,7 +87,9 @@ struct ClusterHarness {
   let running: [Task<Void, any Error>]
   let ids: [String]
 
-  static func with<T: Sendable>(ids: [String], _ body: (ClusterHarness) async throws -> T) async throws -> T {
+  static func with<T: Sendable>(
+    ids: [String], metricsFactories: [any MetricsFactory]? = nil, _ body: (ClusterHarness) async throws -> T
+  ) async throws -> T {
     let server = try ThrowawayPostgres.start()
     defer { server.stop() }
     let database = try server.createDatabase()
@@ -93,7 +98,7 @@ struct ClusterHarness {
     let clock = ManualClock(nowMicros: Harness.start)
     var stores: [PostgresTaskStore] = []
     var coordinators: [Coordinator] = []
-    for id in ids {
+    for (index, id) in ids.enumerated() {
       var storeConfiguration = PostgresTaskStore.Configuration.defaults(host: server.host, port: server.port, username: server.username, database: database)
       storeConfiguration.partitionCount = 4
       storeConfiguration.maxConnections = 8
@@ -101,7 +106,10 @@ struct ClusterHarness {
       stores.append(try await PostgresTaskStore(configuration: storeConfiguration, logger: logger))
       var configuration = CoordinatorConfiguration.defaults
       configuration.coordinatorID = id
-      coordinators.append(try Coordinator(configuration: configuration, store: stores.last!, tls: nil, clock: clock, logger: logger))
+      coordinators.append(
+        try Coordinator(
+          configuration: configuration, store: stores.last!, tls: nil, clock: clock, logger: logger,
+          metricsFactory: metricsFactories?[index] ?? NOOPMetricsHandler.instance))
     }
     let running = coordinators.map { coordinator in Task { try await coordinator.run() } }
     let harness = ClusterHarness(coordinators: coordinators, stores: stores, clock: clock, running: running, ids: ids)
@@ -226,6 +234,29 @@ struct ClusterTests {
       cluster.clock.advance(byMicros: 10_000_000)
       let lease = try await onB.nextLease()
       #expect(lease.taskID == id)
+    }
+  }
+
+  @Test("the membership and the notices are counted")
+  func clusterMetrics() async throws {
+    let registries = [PrometheusCollectorRegistry(), PrometheusCollectorRegistry()]
+    try await ClusterHarness.with(ids: Self.ids, metricsFactories: registries.map { HourglassMetrics.makeFactory(registry: $0) }) { cluster in
+      let onA = try await cluster.executor("exec-a", via: 0)
+      let onB = try await cluster.executor("exec-b", via: 1)
+      try await cluster.converge()
+      onA.grant(1)
+      let forA = try await cluster.schedule(via: 1, landingOn: 0, inSeconds: 1)
+      cluster.clock.advance(byMicros: 1_000_000)
+      #expect(try await onA.nextLease().taskID == forA)
+      let a = try PrometheusText(registries[0].emitToString())
+      let b = try PrometheusText(registries[1].emitToString())
+      #expect(a.value("hourglass_cluster_coordinators") == 2)
+      #expect(b.value("hourglass_cluster_coordinators") == 2)
+      #expect((b.value("hourglass_cluster_notices_total", ["direction": "sent", "kind": "due"]) ?? 0) >= 1)
+      #expect((a.value("hourglass_cluster_notices_total", ["direction": "received", "kind": "due"]) ?? 0) >= 1)
+      #expect(a.value("hourglass_shard_owner", ["partition": "\(await cluster.owned(0)[0])", "owner": "coord-a"]) == 1)
+      await onA.close()
+      await onB.close()
     }
   }
 

@@ -55,6 +55,8 @@ extension Dispatcher {
       await noticeWake.wait()
       let notices = takeNotices()
       if notices.isEmpty { continue }
+      // Counted as they go out (a receiver may act on them before the send returns here).
+      metrics.clusterNotices(notices, sent: true)
       do {
         try await cluster.publish(notices)
       } catch {
@@ -80,6 +82,7 @@ extension Dispatcher {
   }
 
   func received(_ notices: [ClusterNotice]) async {
+    metrics.clusterNotices(notices, sent: false)
     var added = false
     for notice in notices {
       switch notice {
@@ -170,9 +173,11 @@ extension Dispatcher {
     guard let cluster else { return }
     drop(ownedPartitions, reason: reason)
     joinedCluster = false
+    metrics.clusterCoordinators.record(0)
     do {
       try await cluster.leaveCluster(configuration.coordinatorID)
       try await cluster.publish([.rebalance(from: configuration.coordinatorID)])
+      metrics.clusterNotices([.rebalance(from: configuration.coordinatorID)], sent: true)
     } catch {
       logger.warning("could not leave the cluster; its partitions move when their leases run out", metadata: ["hourglass.error": "\(error)"])
     }
@@ -196,6 +201,7 @@ extension Dispatcher {
     do {
       joinedCluster = true
       let members = try await cluster.heartbeatCoordinator(me, now: now, expiresAt: expiresAt)
+      metrics.clusterCoordinators.record(Set(members + [me]).count)
       let plan = PartitionAssignment(me: me, members: members, held: Set(ownership.epochs.keys), partitionCount: store.partitionCount)
       if !plan.release.isEmpty {
         // Out of the queue first, so nothing of these partitions is leased after the release.

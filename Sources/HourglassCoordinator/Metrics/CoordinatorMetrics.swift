@@ -1,5 +1,6 @@
 import CoreMetrics
 import HourglassRPC
+import HourglassStore
 import Synchronization
 
 /// The coordinator's metrics, recorded through the swift-metrics API into the factory the
@@ -32,10 +33,14 @@ final class CoordinatorMetrics: Sendable {
   let executorsConnected: Gauge
   /// Executors currently outside the clock-skew bound.
   let executorsSkewRefused: Gauge
+  /// In a cluster: the coordinators in the membership at this one's last ownership pass (0 while
+  /// it is not in it; not reported on a single node).
+  let clusterCoordinators: Gauge
 
   private let byOperator = Mutex<[String: Counter]>([:])
   private let rpcCounters = Mutex<[RPCKey: Counter]>([:])
   private let rpcTimers = Mutex<[String: CoreMetrics.Timer]>([:])
+  private let noticeCounters = Mutex<[String: Counter]>([:])
 
   private struct RPCKey: Hashable {
     var method: String
@@ -56,6 +61,7 @@ final class CoordinatorMetrics: Sendable {
     runsOverdue = Gauge(label: "hourglass_runs_overdue", factory: factory)
     executorsConnected = Gauge(label: "hourglass_executors_connected", factory: factory)
     executorsSkewRefused = Gauge(label: "hourglass_executors_skew_refused", factory: factory)
+    clusterCoordinators = Gauge(label: "hourglass_cluster_coordinators", factory: factory)
   }
 
   /// A task failed for good: its last attempt failed (the seed design's `user_task_fail`).
@@ -73,6 +79,27 @@ final class CoordinatorMetrics: Sendable {
   func ownShards(partitions: Int, owner: String) {
     for partition in 0..<partitions {
       shardOwned(partition: Int32(partition), owner: owner, true)
+    }
+  }
+
+  /// Notices sent to or received from the other coordinators of a cluster, by kind.
+  func clusterNotices(_ notices: [ClusterNotice], sent: Bool) {
+    for notice in notices {
+      let kind: String
+      switch notice {
+      case .due: kind = "due"
+      case .cancel: kind = "cancel"
+      case .rebalance: kind = "rebalance"
+      }
+      let key = "\(sent ? "sent" : "received") \(kind)"
+      let counter = noticeCounters.withLock { counters in
+        if let counter = counters[key] { return counter }
+        let counter = Counter(
+          label: "hourglass_cluster_notices_total", dimensions: [("direction", sent ? "sent" : "received"), ("kind", kind)], factory: factory)
+        counters[key] = counter
+        return counter
+      }
+      counter.increment()
     }
   }
 
