@@ -86,6 +86,7 @@ struct ClusterHarness {
   let clock: ManualClock
   let running: [Task<Void, any Error>]
   let ids: [String]
+  let server: ThrowawayPostgres
 
   static func with<T: Sendable>(
     ids: [String], metricsFactories: [any MetricsFactory]? = nil, _ body: (ClusterHarness) async throws -> T
@@ -112,7 +113,7 @@ struct ClusterHarness {
           metricsFactory: metricsFactories?[index] ?? NOOPMetricsHandler.instance))
     }
     let running = coordinators.map { coordinator in Task { try await coordinator.run() } }
-    let harness = ClusterHarness(coordinators: coordinators, stores: stores, clock: clock, running: running, ids: ids)
+    let harness = ClusterHarness(coordinators: coordinators, stores: stores, clock: clock, running: running, ids: ids, server: server)
     do {
       let result = try await body(harness)
       for task in running { task.cancel() }
@@ -234,6 +235,23 @@ struct ClusterTests {
       cluster.clock.advance(byMicros: 10_000_000)
       let lease = try await onB.nextLease()
       #expect(lease.taskID == id)
+    }
+  }
+
+  @Test("a coordinator shuts down with its database gone: leaving the cluster gives up after 2 s")
+  func shutdownWithoutTheDatabase() async throws {
+    try await ClusterHarness.with(ids: ["coord-a"]) { cluster in
+      let onA = try await cluster.executor("exec-a", via: 0)
+      try await cluster.converge()
+      cluster.server.stop(immediately: true, removingDirectory: false)
+      let giveUp = cluster.clock.nowMicros() + Dispatcher.leaveTimeoutMicros
+      // Watch for the leave's time limit before the shutdown starts it.
+      var sleeping = cluster.clock.expectSleeper(until: giveUp).makeAsyncIterator()
+      cluster.running[0].cancel()
+      _ = await sleeping.next()
+      cluster.clock.advance(byMicros: Dispatcher.leaveTimeoutMicros)
+      _ = await cluster.running[0].result
+      await onA.close()
     }
   }
 

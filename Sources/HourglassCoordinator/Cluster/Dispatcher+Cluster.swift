@@ -163,9 +163,22 @@ extension Dispatcher {
       // other pass in a tight loop.
       do { try await clock.sleep(untilMicros: started + 100_000) } catch { break }
     }
-    // In a task of its own: this one is cancelled, and the store would refuse to start.
-    await Task { await self.leaveCluster(reason: "shutting down") }.value
+    // In a task of its own: this one is cancelled, and the store would refuse to start. At most
+    // `leaveTimeoutMicros`: with the database unreachable, the leases simply run out, and a
+    // shutdown must not wait for a connection that never comes.
+    let clock = self.clock
+    await Task {
+      await withTaskGroup(of: Void.self) { group in
+        group.addTask { await self.leaveCluster(reason: "shutting down") }
+        group.addTask { try? await clock.sleep(untilMicros: clock.nowMicros() + Self.leaveTimeoutMicros) }
+        _ = await group.next()
+        group.cancelAll()
+      }
+    }.value
   }
+
+  /// How long a shutting-down coordinator tries to leave the cluster.
+  static let leaveTimeoutMicros: Int64 = 2_000_000
 
   /// Gives every partition up and leaves the membership, so the others take them at their next
   /// pass rather than after the leases run out.

@@ -9,6 +9,8 @@ final class ManualClock: CoordinatorClock {
   }
 
   private let state: Mutex<(now: Int64, sleepers: [UInt64: Sleeper], next: UInt64)>
+  /// Tests waiting for someone to sleep until a given deadline.
+  private let sleepWatchers = Mutex<[(deadline: Int64, continuation: AsyncStream<Void>.Continuation)]>([])
 
   init(nowMicros: Int64) {
     state = Mutex((nowMicros, [:], 0))
@@ -28,6 +30,15 @@ final class ManualClock: CoordinatorClock {
     for continuation in woken { continuation.resume() }
   }
 
+  /// A signal for tests: the returned stream yields once some task sleeps until exactly
+  /// `deadline`, so the clock can then be moved past it without racing the sleeper. The watch
+  /// starts when this returns, so call it before whatever starts that sleep.
+  func expectSleeper(until deadline: Int64) -> AsyncStream<Void> {
+    let (stream, continuation) = AsyncStream<Void>.makeStream()
+    sleepWatchers.withLock { $0.append((deadline, continuation)) }
+    return stream
+  }
+
   func sleep(untilMicros deadline: Int64) async throws {
     let id = state.withLock { state -> UInt64 in
       state.next += 1
@@ -40,7 +51,19 @@ final class ManualClock: CoordinatorClock {
           state.sleepers[id] = Sleeper(deadline: deadline, continuation: continuation)
           return false
         }
-        if resumeNow { continuation.resume() }
+        if resumeNow {
+          continuation.resume()
+        } else {
+          let watchers = sleepWatchers.withLock { watchers in
+            let matching = watchers.filter { $0.deadline == deadline }
+            watchers.removeAll { $0.deadline == deadline }
+            return matching
+          }
+          for watcher in watchers {
+            watcher.continuation.yield()
+            watcher.continuation.finish()
+          }
+        }
       }
     } onCancel: {
       let continuation = state.withLock { $0.sleepers.removeValue(forKey: id)?.continuation }
