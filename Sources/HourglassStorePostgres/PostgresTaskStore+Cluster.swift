@@ -29,11 +29,7 @@ extension PostgresTaskStore: PartitionLeasing {
   public func leaveCluster(_ id: String) async throws {
     try await transaction { [logger] connection in
       try await connection.query("DELETE FROM coordinators WHERE id = \(id)", logger: logger)
-      try await connection.query(
-        """
-        UPDATE partition_leases SET expires_us = 0 WHERE partition IN (
-          SELECT partition FROM partition_leases WHERE owner = \(id) ORDER BY partition FOR UPDATE)
-        """, logger: logger)
+      try await connection.query(Self.release(owner: id, partitions: nil), logger: logger)
     }
   }
 
@@ -72,16 +68,20 @@ extension PostgresTaskStore: PartitionLeasing {
 
   public func releasePartitions(_ partitions: [Partition], owner: String) async throws {
     if partitions.isEmpty { return }
-    let numbers = partitions.map(\.rawValue)
-    // Rows are locked in partition order, as every other writer of this table locks them, so a
-    // release and another coordinator's take-over cannot deadlock.
-    _ = try await rows(
-      """
+    _ = try await rows(Self.release(owner: owner, partitions: partitions))
+  }
+
+  /// Frees `owner`'s leases of `partitions` (all of them when nil). Rows are locked in partition
+  /// order, as every other writer of this table locks them, so a release and another
+  /// coordinator's take-over cannot deadlock.
+  static func release(owner: String, partitions: [Partition]?) -> PostgresQuery {
+    let numbers = partitions?.map(\.rawValue)
+    return """
       UPDATE partition_leases SET expires_us = 0 WHERE partition IN (
         SELECT partition FROM partition_leases
-        WHERE owner = \(owner) AND partition = ANY(\(numbers)::integer[]) ORDER BY partition FOR UPDATE)
-      RETURNING 1
-      """)
+        WHERE owner = \(owner) AND (\(numbers)::integer[] IS NULL OR partition = ANY(\(numbers)::integer[]))
+        ORDER BY partition FOR UPDATE)
+      """
   }
 
   public func createLeases(

@@ -340,7 +340,10 @@ extension PostgresTaskStore {
       if let fence {
         // The partition leases are read with a share lock: a coordinator taking one over waits
         // for this transaction, and leases created here belong to the epoch checked here.
-        let held = try await Self.heldPartitions(fence, now: now, connection: connection, logger: logger)
+        // Only the partitions this batch touches are read (and share-locked).
+        let touched = Set(requests.map { Partition(taskID: $0.taskID, count: partitionCount) })
+        let batchFence = PartitionFence(owner: fence.owner, epochs: fence.epochs.filter { touched.contains($0.key) })
+        let held = try await Self.heldPartitions(batchFence, now: now, connection: connection, logger: logger)
         for index in requests.indices {
           let partition = Partition(taskID: requests[index].taskID, count: partitionCount)
           if !held.contains(partition.rawValue) {

@@ -139,14 +139,11 @@ extension Dispatcher {
   /// Returns once this coordinator owns exactly `count` partitions (a signal for tests).
   func waitUntilOwning(_ count: Int) async {
     if ownedPartitions.count == count { return }
-    await withCheckedContinuation { ownershipWaiters.append((count, $0)) }
+    await withCheckedContinuation { ownershipWaiters.add(until: { $0 == count }, $0) }
   }
 
   private func wakeOwnershipWaiters() {
-    let owned = ownedPartitions.count
-    let ready = ownershipWaiters.filter { $0.count == owned }
-    ownershipWaiters.removeAll { $0.count == owned }
-    for waiter in ready { waiter.continuation.resume() }
+    ownershipWaiters.resume(for: ownedPartitions.count)
   }
 
   /// Heartbeats this coordinator and keeps its share of the partitions, a pass every third of

@@ -60,7 +60,7 @@ actor Dispatcher {
   /// Wakes ``keepPartitions()`` early (an executor connected to a coordinator not yet joined).
   let ownershipWake = WakeSignal()
   /// Waiting for this coordinator to own a number of partitions (a signal for tests).
-  var ownershipWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+  var ownershipWaiters = CountWaiters()
   private var blobCache: [BlobDigest: [UInt8]] = [:]
   /// Dispatch records the loader read ahead for the runs it queued, by task: what a lease needs
   /// (operator, arguments, blob, timeout, schedule), none of which changes after insert, so the
@@ -76,7 +76,7 @@ actor Dispatcher {
   private var executorGauges: [String: (gauges: CoordinatorMetrics.ExecutorGauges, streams: Int)] = [:]
   /// Results recorded (fence matched) since start.
   private(set) var recorded = 0
-  private var recordedWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+  private var recordedWaiters = CountWaiters()
 
   init(store: any TaskStore, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger, metrics: CoordinatorMetrics) {
     self.store = store
@@ -247,19 +247,13 @@ actor Dispatcher {
   }
 
   private func wakeRecordedWaiters() {
-    guard !recordedWaiters.isEmpty else { return }
-    let count = recorded
-    let ready = recordedWaiters.filter { $0.count <= count }
-    recordedWaiters.removeAll { $0.count <= count }
-    for waiter in ready { waiter.continuation.resume() }
+    recordedWaiters.resume(for: recorded)
   }
 
   /// Returns once at least `count` results have been recorded since start (a signal for tests).
   func waitUntilRecorded(_ count: Int) async {
     if recorded >= count { return }
-    await withCheckedContinuation { continuation in
-      recordedWaiters.append((count, continuation))
-    }
+    await withCheckedContinuation { recordedWaiters.add(until: { $0 >= count }, $0) }
   }
 
   /// Runs queued (waiting and ready), for metrics and tests.
