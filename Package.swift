@@ -180,6 +180,7 @@ let package = Package(
     .target(
       name: "HourglassClient",
       dependencies: [
+        "HourglassCore",
         "HourglassProto",
         "HourglassRPC",
         "HourglassTransport",

@@ -1,4 +1,5 @@
 import Foundation
+import HourglassCore
 import HourglassProto
 import HourglassRPC
 import HourglassTransport
@@ -71,7 +72,7 @@ public final class HourglassClient: Sendable {
 
   /// Schedules a task and returns its id and first run.
   public func schedule(_ task: TaskDefinition, timeout: Duration? = nil) async throws(HourglassClientError) -> ScheduledTask {
-    let request = WireConversion.request(task, userID: configuration.userID ?? "", idempotencyKey: task.idempotencyKey ?? UUID().uuidString)
+    let request = WireConversion.request(task, userID: configuration.userID ?? "", idempotencyKey: task.idempotencyKey ?? IdempotencyKey.generate())
     let response: Hourglass_V1_ScheduleResponse = try await call(Method.schedule, request, timeout: timeout)
     return ScheduledTask(taskID: response.taskID, nextExecution: response.hasNextExecution ? ProtoTime.date(response.nextExecution) : nil)
   }

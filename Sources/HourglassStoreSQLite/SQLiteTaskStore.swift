@@ -39,8 +39,15 @@ public final class SQLiteTaskStore: TaskStore {
     /// Durability of commits; anything but `.full` is documented as losing the last commits on
     /// power loss.
     public var synchronous: Synchronous
-    /// Partitions task ids are hashed into; recorded at creation and checked on every open.
-    public var partitionCount: Int32
+    /// Partitions task ids are hashed into, recorded when the file is created. Nil (the default)
+    /// means one for a new file and whatever an existing file recorded; a number must match what
+    /// the file recorded.
+    ///
+    /// Partitions are the unit coordinators share a store's work in, and a SQLite store has one
+    /// coordinator, so one is enough. It is also cheaper to write: the due index leads with the
+    /// partition, and with one partition the entries a batch of inserts adds (due at nearby times)
+    /// share a few index pages instead of dirtying one page per partition in every commit.
+    public var partitionCount: Int32?
     /// Most task rows in one group-commit transaction.
     public var maxBatchRows: Int
     /// Page cache of the writer connection, in KiB.
@@ -62,14 +69,14 @@ public final class SQLiteTaskStore: TaskStore {
     /// The defaults for a store at `path`.
     public static func defaults(path: String) -> Configuration {
       Configuration(
-        path: path, synchronous: .full, partitionCount: 64, maxBatchRows: 1000,
+        path: path, synchronous: .full, partitionCount: nil, maxBatchRows: 1000,
         cacheSizeKiB: 262_144, walAutocheckpointPages: 16_384, backgroundCheckpoints: true,
         busyTimeoutMilliseconds: 5000, readOnly: false, maxPageCount: nil)
     }
 
     func validate() throws {
       if path.isEmpty { throw TaskStoreError.invalidArgument("configuration.path is empty") }
-      if partitionCount < 1 {
+      if let partitionCount, partitionCount < 1 {
         throw TaskStoreError.invalidArgument("configuration.partitionCount must be at least 1")
       }
       if maxBatchRows < 1 {
@@ -83,7 +90,8 @@ public final class SQLiteTaskStore: TaskStore {
 
   /// The configuration the store was opened with.
   public let configuration: Configuration
-  public var partitionCount: Int32 { configuration.partitionCount }
+  /// The partition count the file recorded at its creation.
+  public let partitionCount: Int32
 
   let pool: DatabasePool
   let logger: Logger
@@ -134,16 +142,18 @@ public final class SQLiteTaskStore: TaskStore {
               "PRAGMA synchronous is \(actual), expected \(wanted.pragmaValue)")
           }
         }
-        try SQLiteMigrations.migrator(partitionCount: configuration.partitionCount).migrate(pool)
+        try SQLiteMigrations.migrator(partitionCount: configuration.partitionCount ?? 1).migrate(pool)
       }
-      try await pool.read { db in
+      let configured = configuration.partitionCount
+      partitionCount = try await pool.read { db in
         let stored = try Int32.fetchOne(
           db, sql: "SELECT value FROM store_meta WHERE key = 'partition_count'")
-        guard stored == configuration.partitionCount else {
+        guard let stored, stored >= 1, configured == nil || stored == configured else {
           throw TaskStoreError.incompatibleStore(
-            "store has \(stored.map(String.init) ?? "no") partitions, configured \(configuration.partitionCount)"
+            "store has \(stored.map(String.init) ?? "no") partitions, configured \(configured.map(String.init) ?? "any")"
           )
         }
+        return stored
       }
       if configuration.readOnly {
         checkpointer = nil
@@ -252,7 +262,7 @@ public final class SQLiteTaskStore: TaskStore {
     for task in tasks { try Self.validate(task) }
     // Rows are turned into statement arguments here, on the callers' tasks and in parallel,
     // so the single writer only executes statements.
-    let partitions = configuration.partitionCount
+    let partitions = partitionCount
     let rows = tasks.map { PreparedInsert($0, partitions: partitions) }
     try await committer.submit(rows)
     return zip(tasks, rows).map { task, row in row.outcome?.existing ?? task.id }

@@ -35,7 +35,9 @@ struct SubmitBenchmark: AsyncParsableCommand {
   @Option(help: "Folder for the SQLite file (a temporary one by default).")
   var directory: String?
 
-  @Flag(inversion: .prefixedNo, help: "Send an idempotency key with every Schedule, as HourglassClient and the CLI do.")
+  @Flag(
+    inversion: .prefixedNo,
+    help: "Send an idempotency key with every Schedule, minted as HourglassClient and the CLI mint them.")
   var idempotencyKeys = true
 
   @Option(help: "Rows for the ceiling: the same tasks written by one TaskStore.insert call (one transaction); 0 skips it.")
@@ -105,7 +107,7 @@ struct SubmitBenchmark: AsyncParsableCommand {
               var samples: [Duration] = []
               var request = request
               while ContinuousClock.now < end {
-                if keys { request.idempotencyKey = UUID().uuidString }
+                if keys { request.idempotencyKey = IdempotencyKey.generate() }
                 let t0 = ContinuousClock.now
                 let _: Hourglass_V1_ScheduleResponse = try await client.unary(method, request: request)
                 samples.append(ContinuousClock.now - t0)
@@ -146,7 +148,7 @@ struct SubmitBenchmark: AsyncParsableCommand {
     let tasks = (0..<rows).map { _ in
       NewTask(
         id: TaskID.now(), owner: "bench-user", operatorName: "exec", blob: taskBlob, scheduleSpec: spec, maxAttempts: 3,
-        firstRunMicros: due, createdAtMicros: now, idempotencyKey: keys ? UUID().uuidString : nil)
+        firstRunMicros: due, createdAtMicros: now, idempotencyKey: keys ? IdempotencyKey.generate() : nil)
     }
     let start = ContinuousClock.now
     try await store.insert(tasks)

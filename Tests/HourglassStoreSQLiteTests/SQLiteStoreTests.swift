@@ -59,8 +59,7 @@ struct SQLiteStoreTests {
       let id = TaskID(unixMilliseconds: 1_000)
       // A store as version 3 left it: one task with two finished runs, one retrying and one skipped.
       let queue = try DatabaseQueue(path: path)
-      let partitions = SQLiteTaskStore.Configuration.defaults(path: path).partitionCount
-      try SQLiteMigrations.migrator(partitionCount: partitions).migrate(queue, upTo: "0003-due-cursor")
+      try SQLiteMigrations.migrator(partitionCount: 64).migrate(queue, upTo: "0003-due-cursor")
       try await queue.write { db in
         try db.execute(
           sql: """
@@ -112,12 +111,36 @@ struct SQLiteStoreTests {
   @Test func partitionCountIsFixedAtCreation() async throws {
     try await TemporaryDirectory.with { dir in
       let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      #expect(store.partitionCount == 1, "a new file gets one partition by default")
       try await store.close()
       var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
       configuration.partitionCount = 65
       await #expect(throws: TaskStoreError.self) {
         _ = try await SQLiteTaskStore(configuration: configuration)
       }
+    }
+  }
+
+  @Test("a file created with 64 partitions keeps them when opened with the default configuration")
+  func existingPartitionCountIsAdopted() async throws {
+    try await TemporaryDirectory.with { dir in
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
+      configuration.partitionCount = 64
+      let created = try await SQLiteTaskStore(configuration: configuration)
+      try await created.insert([sampleTask(0)])
+      try await created.close()
+      let reopened = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      #expect(reopened.partitionCount == 64)
+      // New tasks are hashed into the file's 64 partitions, not into one.
+      let ids = try await reopened.insert((1...8).map { sampleTask($0) })
+      var partitions: Set<Partition> = []
+      for id in ids {
+        let record = try #require(try await reopened.task(id: id, owner: "alice"))
+        #expect(record.partition == Partition(taskID: id, count: 64))
+        partitions.insert(record.partition)
+      }
+      #expect(partitions.count > 1)
+      try await reopened.close()
     }
   }
 
