@@ -157,7 +157,8 @@ struct ClusterHarness {
     for index in coordinators.indices {
       let me = ids[index]
       let expected = (Int32(0)..<4).filter { PartitionAssignment.preferredOwner(of: Partition(rawValue: $0), among: memberIDs) == me }
-      try #require(await owned(index) == expected, "\(me) should own \(expected)")
+      let actual = await owned(index)
+      try #require(actual == expected, "\(me) should own \(expected) among \(memberIDs), owns \(actual)")
     }
   }
 
