@@ -38,6 +38,12 @@ struct RPCBenchmark: AsyncParsableCommand {
   @Flag(help: "Run the client's calling tasks on the global concurrent executor instead of preferring their connection's event loop.")
   var clientTasksOnGlobalExecutor = false
 
+  @Flag(
+    help:
+      "Serve the RPC rows from event loops of their own (threads NIO-ELT-…; the client's stay on NIO-SGLTN-…), so that a profile tells the server's CPU from the client's."
+  )
+  var separateServerLoops = false
+
   static let method = MethodDescriptor(service: "bench.Echo", method: "Unary")
 
   func run() async throws {
@@ -58,6 +64,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       "event_loop_threads": "\(System.coreCount)", "cores": "\(System.coreCount)",
       "handlers_on": handlersOnGlobalExecutor ? "global executor" : "event loop",
       "client_tasks_on": clientTasksOnGlobalExecutor ? "global executor" : "event loop",
+      "server_loops": separateServerLoops ? "separate" : "shared with the client",
     ]
 
     // The ceiling: bare frames.
@@ -76,9 +83,11 @@ struct RPCBenchmark: AsyncParsableCommand {
     var router = RPCRouter()
     let reply = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x2A, count: replyBytes) }
     router.registerUnary(Self.method) { (_: Google_Protobuf_BytesValue, _) in reply }
+    let serverLoops: MultiThreadedEventLoopGroup? = separateServerLoops ? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount) : nil
     let tls = RPCTLSServer(
       configuration: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials, handlersOnEventLoop: !handlersOnGlobalExecutor),
       server: RPCServer(router: router, logger: logger),
+      group: serverLoops ?? MultiThreadedEventLoopGroup.singleton,
       logger: logger
     )
     let group = ServiceGroup(services: [tls], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
@@ -102,6 +111,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       await group.triggerGracefulShutdown()
       try await tasks.waitForAll()
     }
+    try await serverLoops?.shutdownGracefully()
     report.print(json: json)
   }
 
