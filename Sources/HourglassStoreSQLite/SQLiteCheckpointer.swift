@@ -27,14 +27,17 @@ final class SQLiteCheckpointer: Sendable {
     let threshold: Int
     private let state = Mutex(State())
     let wakeups: AsyncStream<Void>.Continuation
+    let timeline: SQLiteTimeline?
 
-    init(threshold: Int, wakeups: AsyncStream<Void>.Continuation) {
+    init(threshold: Int, wakeups: AsyncStream<Void>.Continuation, timeline: SQLiteTimeline?) {
       self.threshold = threshold
       self.wakeups = wakeups
+      self.timeline = timeline
     }
 
     /// Called by SQLite on the writer connection after each commit, with the WAL's page count.
     func committed(pages: Int) {
+      timeline?.noteWAL(frames: pages)
       let wake = state.withLock { state -> Bool in
         // A commit after a checkpoint that reached the end of the WAL starts it over.
         if pages < state.pages { state.pagesAtWake = 0 }
@@ -117,7 +120,7 @@ final class SQLiteCheckpointer: Sendable {
   /// its frame counts; nil leaves the end of the WAL to the next passes.
   init(
     path: String, synchronous: SQLiteTaskStore.Synchronous, threshold: Int, logger: Logger,
-    finish: (@Sendable () async throws -> (Int, Int))? = nil
+    timeline: SQLiteTimeline? = nil, finish: (@Sendable () async throws -> (Int, Int))? = nil
   ) throws {
     var configuration = GRDB.Configuration()
     configuration.label = "hourglass.store.checkpointer"
@@ -132,24 +135,24 @@ final class SQLiteCheckpointer: Sendable {
     let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     let progress = self.progress
     self.connection = connection
-    self.trigger = Trigger(threshold: max(1, threshold), wakeups: continuation)
+    self.trigger = Trigger(threshold: max(1, threshold), wakeups: continuation, timeline: timeline)
     self.loop = Task {
       for await _ in stream {
         do {
-          var (wal, copied) = try await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+          var (wal, copied) = try await Self.pass(.checkpoint, timeline) { try await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) } }
           var passes = 1
           // `wal` is the WAL's length when a pass began: what it copies. What commits append
           // meanwhile is left for the next pass, which is shorter while copying outpaces them.
           var appended = wal
           while appended > Self.finishPages && passes < Self.maxPasses {
             let before = wal
-            (wal, copied) = try await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+            (wal, copied) = try await Self.pass(.checkpoint, timeline) { try await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) } }
             passes += 1
             appended = wal - before
           }
           var finished = false
           if let finish, copied == wal, appended <= Self.finishPages {
-            (wal, copied) = try await finish()
+            (wal, copied) = try await Self.pass(.finish, timeline, finish)
             finished = true
           }
           progress.completed(walFrames: wal, checkpointedFrames: copied, finished: finished)
@@ -160,6 +163,19 @@ final class SQLiteCheckpointer: Sendable {
         }
       }
     }
+  }
+
+  /// A checkpoint pass, noted in `timeline` when there is one.
+  private static func pass(
+    _ kind: SQLiteTimeline.Kind, _ timeline: SQLiteTimeline?, _ body: @Sendable () async throws -> (Int, Int)
+  ) async throws -> (Int, Int) {
+    guard let timeline else { return try await body() }
+    let started = SQLiteTimeline.now()
+    let frames = try await body()
+    let ended = SQLiteTimeline.now()
+    timeline.append(
+      .init(kind: kind, queued: started, started: started, executed: ended, committed: ended, resumed: ended, count: frames.0, walFrames: frames.0))
+    return frames
   }
 
   /// Registers the WAL hook on the writer connection. This replaces SQLite's automatic

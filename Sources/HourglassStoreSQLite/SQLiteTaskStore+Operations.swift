@@ -281,7 +281,7 @@ extension SQLiteTaskStore {
     for request in requests where request.expiresAt <= now {
       throw TaskStoreError.invalidArgument("expiresAt must be after now")
     }
-    return try await write { db in try Self.leases(db, requests, now: now) }
+    return try await write(.lease, count: requests.count) { db in try Self.leases(db, requests, now: now) }
   }
 
   /// Leases a batch inside the caller's write transaction: per run, one compare-and-set on the
@@ -468,7 +468,7 @@ extension SQLiteTaskStore {
     if items.isEmpty { return [] }
     // Every result is checked before anything is written.
     let states = try items.map { try $0.result.recordedRunState() }
-    return try await write { db in try zip(items, states).map { try Self.record(db, $0, runState: $1) } }
+    return try await write(.result, count: items.count) { db in try zip(items, states).map { try Self.record(db, $0, runState: $1) } }
   }
 
   /// Records one checked result, whose run takes `runState`, inside the caller's write
@@ -543,7 +543,7 @@ extension SQLiteTaskStore {
   ) async throws
     -> [RunRecord]
   {
-    try await write { db in
+    try await write(.recover) { db in
       let rows = try Row.fetchAll(
         db,
         sql: """

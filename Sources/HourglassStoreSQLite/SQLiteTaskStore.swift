@@ -100,16 +100,21 @@ public final class SQLiteTaskStore: TaskStore {
   let checkpointer: SQLiteCheckpointer?
   /// The checkpointer's WAL hook is on the writer connection until ``close()`` takes it off.
   private let hooked = Mutex(true)
+  /// Where write transactions and checkpoint passes are noted, when asked for.
+  let timeline: SQLiteTimeline?
 
-  /// Opens (creating and migrating if needed) the store described by `configuration`.
+  /// Opens (creating and migrating if needed) the store described by `configuration`; write
+  /// transactions and checkpoint passes are noted in `timeline` if one is given (diagnostics).
   public init(
-    configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.sqlite")
+    configuration: Configuration, logger: Logger = Logger(label: "hourglass.store.sqlite"),
+    timeline: SQLiteTimeline? = nil
   )
     async throws
   {
     try configuration.validate()
     self.configuration = configuration
     self.logger = logger
+    self.timeline = timeline
 
     var config = GRDB.Configuration()
     config.readonly = configuration.readOnly
@@ -166,7 +171,7 @@ public final class SQLiteTaskStore: TaskStore {
         // connection of their own.
         let checkpointer = try SQLiteCheckpointer(
           path: configuration.path, synchronous: configuration.synchronous,
-          threshold: configuration.walAutocheckpointPages, logger: logger
+          threshold: configuration.walAutocheckpointPages, logger: logger, timeline: timeline
         ) { [pool] in
           try await pool.writeWithoutTransaction { db in try db.checkpoint(.passive) }
         }
@@ -182,7 +187,7 @@ public final class SQLiteTaskStore: TaskStore {
       closedError: TaskStoreError.closed
     ) { [pool] rows in
       do {
-        try await pool.write { db in try SQLiteTaskStore.insertBatch(rows, db: db) }
+        try await SQLiteTaskStore.timed(.insert, count: rows.count, timeline, pool) { db in try SQLiteTaskStore.insertBatch(rows, db: db) }
       } catch {
         throw SQLiteTaskStore.mapError(error)
       }
@@ -247,8 +252,41 @@ public final class SQLiteTaskStore: TaskStore {
     return TaskStoreError.io(String(describing: error))
   }
 
-  func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-    do { return try await pool.write(body) } catch { throw Self.mapError(error) }
+  func write<T: Sendable>(
+    _ kind: SQLiteTimeline.Kind = .write, count: Int = 1, _ body: @escaping @Sendable (Database) throws -> T
+  ) async throws -> T {
+    do { return try await Self.timed(kind, count: count, timeline, pool, body) } catch { throw Self.mapError(error) }
+  }
+
+  /// One write transaction on `pool`, noted in `timeline` when there is one.
+  static func timed<T: Sendable>(
+    _ kind: SQLiteTimeline.Kind, count: Int, _ timeline: SQLiteTimeline?, _ pool: DatabasePool,
+    _ body: @escaping @Sendable (Database) throws -> T
+  ) async throws -> T {
+    guard let timeline else { return try await pool.write(body) }
+    let queued = SQLiteTimeline.now()
+    let marks = Mutex<(Int64, Int64, Int64, Int)>((0, 0, 0, 0))
+    // The transaction is opened here rather than by `pool.write`, so the instant after the
+    // commit (and its sync) is read on the writer, before the caller is resumed.
+    let value = try await pool.writeWithoutTransaction { db in
+      let started = SQLiteTimeline.now()
+      var executed: Int64 = 0
+      var value: T?
+      try db.inTransaction {
+        value = try body(db)
+        executed = SQLiteTimeline.now()
+        return .commit
+      }
+      let committed = SQLiteTimeline.now()
+      marks.withLock { $0 = (started, executed, committed, timeline.walFrames) }
+      return value!
+    }
+    let (started, executed, committed, walFrames) = marks.withLock { $0 }
+    timeline.append(
+      .init(
+        kind: kind, queued: queued, started: started, executed: executed, committed: committed, resumed: SQLiteTimeline.now(),
+        count: count, walFrames: walFrames))
+    return value
   }
 
   func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {

@@ -82,7 +82,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
 
   @Option(
     help:
-      "Write a trace of each store size's measured runs to this path (suffixed with the store size): every run's scheduled and start instants, and the late wake-ups of two probes (a thread and a task on the concurrency pool sleeping 1 ms at a time), all wall-clock microseconds."
+      "Write a trace of each store size's measured runs to this path (suffixed with the store size): every run's scheduled and start instants, the late wake-ups of two probes (a thread and a task on the concurrency pool sleeping 1 ms at a time), and on SQLite every write transaction and checkpoint pass (queued, started, executed, committed), all wall-clock microseconds."
   )
   var trace: String?
 
@@ -112,6 +112,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
       var storeLogger = Logger(label: "bench.dispatch.store")
       storeLogger.logLevel = .error
       let store: any TaskStore
+      let timeline = trace == nil ? nil : SQLiteTimeline()
       if let server {
         try server.createDatabase("dispatch\(index)")
         var configuration = PostgresTaskStore.Configuration.defaults(
@@ -123,9 +124,9 @@ struct DispatchBenchmark: AsyncParsableCommand {
         var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: "\(folder)/dispatch-\(index).db")
         if let walCheckpointPages { storeConfiguration.walAutocheckpointPages = walCheckpointPages }
         if checkpointInCommit { storeConfiguration.backgroundCheckpoints = false }
-        store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: storeLogger)
+        store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: storeLogger, timeline: timeline)
       }
-      let rows = try await measure(storedTasks: size, store: store)
+      let rows = try await measure(storedTasks: size, store: store, timeline: timeline)
       report.results += rows
       if !json {
         for row in rows {
@@ -138,7 +139,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
   }
 
   /// One store size: preload, then the burst and the steady phase, through one coordinator.
-  private func measure(storedTasks: Int, store: any TaskStore) async throws -> [[String: BenchmarkValue]] {
+  private func measure(storedTasks: Int, store: any TaskStore, timeline: SQLiteTimeline?) async throws -> [[String: BenchmarkValue]] {
     var logger = Logger(label: "bench.dispatch")
     logger.logLevel = .error
     var rows: [[String: BenchmarkValue]] = []
@@ -219,13 +220,20 @@ struct DispatchBenchmark: AsyncParsableCommand {
       }
 
       // Burst: done when every burst run's result is recorded.
+      try await sleep(untilWallMicros: t0)
+      let burstCPU = processCPUSeconds()
       let burstDone = try await waitForResults(coordinator, count: burst, deadlineMicros: t1 + 120_000_000)
+      let burstCPUSeconds = processCPUSeconds() - burstCPU
       // Steady: done when every run's result is recorded.
+      try await sleep(untilWallMicros: t1)
+      let steadyCPU = processCPUSeconds()
       let steadyEnd = t1 + Int64(steadySeconds * 1_000_000)
       let allDone = try await waitForResults(coordinator, count: due.count, deadlineMicros: steadyEnd + 120_000_000)
+      let steadyCPUSeconds = processCPUSeconds() - steadyCPU
       let starts = recorder.snapshot()
       if let trace, let probes {
-        try await probes.stop().write(to: "\(trace).\(storedTasks)", starts: starts, burstAt: t0, steadyAt: t1)
+        try await probes.stop().write(
+          to: "\(trace).\(storedTasks)", starts: starts, burstAt: t0, steadyAt: t1, store: timeline?.snapshot ?? [])
       }
 
       let burstLateness = starts.filter { $0.scheduled < t1 }.map { $0.started - $0.scheduled }
@@ -235,12 +243,14 @@ struct DispatchBenchmark: AsyncParsableCommand {
         row["end_to_end_runs_per_s"] = .double(burstDone.map { Double(burst) / (Double($0 - t0) / 1e6) } ?? 0)
         row["recorded"] = .int(burstDone == nil ? -1 : burst)
         row["last_result_after_due_ms"] = .double(burstDone.map { Double($0 - t0) / 1000 } ?? -1)
+        row["cpu_seconds"] = .double(burstCPUSeconds)
         rows.append(row)
       }
       var row = latencyRow("steady_\(rate)_per_s_stored_\(storedTasks)", steadyLateness)
       let lastDue = steadyCount > 0 ? due[due.count - 1] : t1
       row["end_to_end_runs_per_s"] = .double(allDone.map { Double(steadyCount) / (Double($0 - t1) / 1e6) } ?? 0)
       row["last_result_after_last_due_ms"] = .double(allDone.map { Double($0 - lastDue) / 1000 } ?? -1)
+      row["cpu_seconds"] = .double(steadyCPUSeconds)
       rows.append(row)
 
       for executor in running { executor.drain() }
@@ -282,6 +292,11 @@ struct DispatchBenchmark: AsyncParsableCommand {
     }
   }
 
+  private func sleep(untilWallMicros instant: Int64) async throws {
+    let delay = instant - wallMicros()
+    if delay > 0 { try await Task.sleep(for: .microseconds(delay)) }
+  }
+
   /// Polls the coordinator's recorded-results counter until it reaches `count`; returns the wall
   /// clock instant it was first seen there, or nil at the deadline.
   private func waitForResults(_ coordinator: Coordinator, count: Int, deadlineMicros: Int64) async throws -> Int64? {
@@ -315,6 +330,14 @@ private func wallMicros() -> Int64 {
   var spec = timespec()
   clock_gettime(CLOCK_REALTIME, &spec)
   return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
+}
+
+/// User and system CPU time of this whole process so far (coordinator, executors, benchmark).
+private func processCPUSeconds() -> Double {
+  var usage = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &usage)
+  func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// Every run's scheduled instant and the instant its operator started, on the wall clock.
@@ -352,14 +375,19 @@ final class StallProbes: Sendable {
     var thread: [Late]
     var task: [Late]
 
-    /// One line per event: `run scheduled started`, `thread at late`, `task at late`, and the
-    /// phases' instants.
-    func write(to path: String, starts: [StartRecorder.Start], burstAt: Int64, steadyAt: Int64) throws {
+    /// One line per event: `run scheduled started`, `thread at late`, `task at late`,
+    /// `store kind queued started executed committed resumed count wal-frames`, and the phases'
+    /// instants.
+    func write(to path: String, starts: [StartRecorder.Start], burstAt: Int64, steadyAt: Int64, store: [SQLiteTimeline.Event]) throws {
       var text = "burst \(burstAt)\nsteady \(steadyAt)\n"
-      text.reserveCapacity(starts.count * 36)
+      text.reserveCapacity(starts.count * 36 + store.count * 80)
       for start in starts { text += "run \(start.scheduled) \(start.started)\n" }
       for late in thread { text += "thread \(late.at) \(late.lateMicros)\n" }
       for late in task { text += "task \(late.at) \(late.lateMicros)\n" }
+      for event in store {
+        text +=
+          "store \(event.kind.rawValue) \(event.queued) \(event.started) \(event.executed) \(event.committed) \(event.resumed) \(event.count) \(event.walFrames)\n"
+      }
       try text.write(toFile: path, atomically: false, encoding: .utf8)
     }
   }

@@ -230,6 +230,39 @@ struct SQLiteStoreTests {
     }
   }
 
+  @Test(.timeLimit(.minutes(1)))
+  func aTimelineNotesWriteTransactionsAndCheckpoints() async throws {
+    try await TemporaryDirectory.with { dir in
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
+      configuration.walAutocheckpointPages = 16
+      let timeline = SQLiteTimeline()
+      let store = try await SQLiteTaskStore(configuration: configuration, timeline: timeline)
+      // 200 rows with 900-byte arguments: one transaction, far more than 16 pages of WAL.
+      let tasks = (0..<200).map { sampleTask($0, firstRun: 1_000) }
+      try await store.insert(tasks)
+      let requests = tasks.prefix(3).map {
+        LeaseRequest(taskID: $0.id, scheduledMicros: $0.firstRunMicros ?? 0, owner: "e", expiresAt: 60_000_000)
+      }
+      let leases = try await store.createLeases(requests, now: 2_000)
+      #expect(leases.allSatisfy { $0 != nil })
+      let checkpointer = try #require(store.checkpointer)
+      await checkpointer.waitUntilCompleted(1)
+      let events = timeline.snapshot
+      let insert = try #require(events.first { $0.kind == .insert })
+      let lease = try #require(events.first { $0.kind == .lease })
+      #expect(insert.count == 200)
+      #expect(lease.count == 3)
+      for event in [insert, lease] {
+        #expect(event.queued <= event.started && event.started <= event.executed)
+        #expect(event.executed <= event.committed && event.committed <= event.resumed)
+        // The WAL's length after its commit, from the checkpointer's WAL hook.
+        #expect(event.walFrames > 0)
+      }
+      #expect(events.contains { $0.kind == .checkpoint && $0.count > 0 })
+      try await store.close()
+    }
+  }
+
   @Test func checkpointsInsideCommitsAreOptIn() async throws {
     try await TemporaryDirectory.with { dir in
       var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))

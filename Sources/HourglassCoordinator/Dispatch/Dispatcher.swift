@@ -69,6 +69,11 @@ actor Dispatcher {
   /// in the store still refuses a run whose task was deleted or moved on since.
   var prefetched: [TaskID: (scheduledMicros: Int64, record: TaskRecord)] = [:]
   let wake = WakeSignal()
+  /// Messages for executors' streams, by session, written in order by ``writeOutgoing()``, so
+  /// the dispatch loop starts its next lease transaction while the grants of the last one are
+  /// being written. Cancels go the same way, so a cancel never overtakes its run's grant.
+  private let outbox: AsyncStream<[UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])]>
+  private let outboxInput: AsyncStream<[UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])]>.Continuation
   private var nextSession: UInt64 = 0
   /// Counters for metrics and tests.
   private(set) var dispatched = 0
@@ -86,6 +91,7 @@ actor Dispatcher {
     self.metrics = metrics
     self.cluster = store as? any PartitionLeasing
     if cluster != nil { ownership = PartitionFence(owner: configuration.coordinatorID, epochs: [:]) }
+    (outbox, outboxInput) = AsyncStream.makeStream()
   }
 
   // MARK: Inputs
@@ -119,7 +125,8 @@ actor Dispatcher {
     await cancel(runID, reason: reason)
   }
 
-  /// Tells the executor holding this coordinator's lease on `runID` to stop it.
+  /// Tells the executor holding this coordinator's lease on `runID` to stop it (after any grant
+  /// still being written to its stream).
   func cancel(_ runID: RunID, reason: String) async {
     guard let lease = leases.removeValue(forKey: runID), let session = sessions[lease.session] else { return }
     var cancel = Hourglass_V1_CancelRun()
@@ -128,11 +135,7 @@ actor Dispatcher {
     cancel.reason = reason
     var message = Hourglass_V1_CoordinatorMessage()
     message.cancel = cancel
-    do {
-      try await session.send(message)
-    } catch {
-      logger.info("could not send a cancel; the run will be fenced out", metadata: ["hourglass.run_id": "\(runID)", "hourglass.error": "\(error)"])
-    }
+    outboxInput.yield([lease.session: (session, [(runID, message)])])
   }
 
   /// An executor stream registered.
@@ -305,6 +308,7 @@ actor Dispatcher {
     await withTaskGroup(of: Void.self) { group in
       group.addTask { await self.loadAhead() }
       group.addTask { await self.recoverLoop() }
+      group.addTask { await self.writeOutgoing() }
       if cluster != nil {
         group.addTask { await self.listenForNotices() }
         group.addTask { await self.publishNotices() }
@@ -604,23 +608,43 @@ actor Dispatcher {
         senders[pick.session] = pick.executor
       }
       if !unheld.isEmpty { ownershipWake.signal() }
-      let failed = await withTaskGroup(of: [RunID].self) { group in
-        for (session, messages) in outgoing {
-          guard let executor = senders[session] else { continue }
-          group.addTask { await Self.push(messages, to: executor) }
-        }
-        return await group.reduce(into: [RunID]()) { $0 += $1 }
+      var grants: [UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])] = [:]
+      for (session, messages) in outgoing {
+        guard let executor = senders[session] else { continue }
+        grants[session] = (executor, messages)
       }
-      for runID in failed {
-        // The lease stays in the store and runs out; recovery sends the run again.
-        leases[runID] = nil
-        logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(runID)"])
-      }
-      let count = outgoing.values.reduce(0) { $0 + $1.count } - failed.count
+      // Written by `writeOutgoing()`; the next lease transaction need not wait for it.
+      if !grants.isEmpty { outboxInput.yield(grants) }
+      let count = grants.values.reduce(0) { $0 + $1.1.count }
       dispatched += count
       sent += count
     }
     return sent
+  }
+
+  /// Writes what ``dispatchReady()`` and ``cancel(_:reason:)`` queued, until cancelled: one
+  /// batch at a time, in order, each on its executors' streams side by side, so one slow stream
+  /// (waiting for message credit) does not hold up the others' grants of the batch.
+  private nonisolated func writeOutgoing() async {
+    for await batch in outbox {
+      let failed = await withTaskGroup(of: [RunID].self) { group in
+        for (executor, messages) in batch.values {
+          group.addTask { await Self.push(messages, to: executor) }
+        }
+        return await group.reduce(into: [RunID]()) { $0 += $1 }
+      }
+      if !failed.isEmpty { await notSent(failed) }
+    }
+  }
+
+  /// Grants (or cancels) that could not be written to their stream.
+  private func notSent(_ runIDs: [RunID]) {
+    for runID in runIDs where leases[runID] != nil {
+      // The lease stays in the store and runs out; recovery sends the run again.
+      leases[runID] = nil
+      dispatched -= 1
+      logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(runID)"])
+    }
   }
 
   /// Sends one executor its grants of a batch: as one `LeaseGrantBatch` when it takes them,

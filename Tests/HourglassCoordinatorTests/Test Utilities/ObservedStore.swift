@@ -14,6 +14,9 @@ final class ObservedStore: TaskStore {
     var recoveryHeld: CheckedContinuation<Void, Never>?
     var recoveryEnteredWaiter: CheckedContinuation<Void, Never>?
     var recoveryEntered = false
+    /// `createLeases` calls so far, and who waits for a number of them.
+    var leaseCalls = 0
+    var leaseWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
   }
 
   let base: any TaskStore
@@ -105,7 +108,37 @@ final class ObservedStore: TaskStore {
   func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws -> Lease {
     try await base.createLease(taskID: taskID, owner: owner, now: now, expiresAt: expiresAt)
   }
-  func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?] { try await base.createLeases(requests, now: now) }
+  func createLeases(_ requests: [LeaseRequest], now: Int64) async throws -> [Lease?] {
+    let leases = try await base.createLeases(requests, now: now)
+    let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+      state.leaseCalls += 1
+      let count = state.leaseCalls
+      defer { state.leaseWaiters.removeAll { $0.count <= count } }
+      return state.leaseWaiters.filter { $0.count <= count }.map(\.continuation)
+    }
+    for waiter in ready { waiter.resume() }
+    return leases
+  }
+
+  /// Returns once `count` lease transactions have committed, or when the test is cancelled.
+  func waitForLeaseTransactions(_ count: Int) async {
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let done = state.withLock { state -> Bool in
+          if Task.isCancelled || state.leaseCalls >= count { return true }
+          state.leaseWaiters.append((count, continuation))
+          return false
+        }
+        if done { continuation.resume() }
+      }
+    } onCancel: {
+      let waiters = state.withLock { state in
+        defer { state.leaseWaiters.removeAll() }
+        return state.leaseWaiters.map(\.continuation)
+      }
+      for waiter in waiters { waiter.resume() }
+    }
+  }
 
   func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {
     let now = clock.nowMicros()
