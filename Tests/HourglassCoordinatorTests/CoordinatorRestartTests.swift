@@ -14,7 +14,7 @@ import Testing
 
 /// The real `hourglass coordinator` process, killed with SIGKILL and started again on the same
 /// SQLite file.
-@Suite("Coordinator process: SIGKILL and restart")
+@Suite("Coordinator process: SIGKILL and restart", .timeLimit(.minutes(3)))
 struct CoordinatorRestartTests {
   @Test("a child coordinator exits when the parent's end of its lifeline closes")
   func lifeline() async throws {

@@ -21,7 +21,7 @@ func openTestStore(partitionCount: Int32 = 8, database: String? = nil) async thr
 }
 
 @Suite(
-  "PostgreSQL store: conformance", .throwawayPostgres,
+  "PostgreSQL store: conformance", .throwawayPostgres, .timeLimit(.minutes(3)),
   .enabled(if: postgresAvailable, "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))
 struct PostgresConformanceTests {
   @Test(arguments: ConformanceCase.all)

@@ -6,7 +6,7 @@ import Testing
 
 @testable import HourglassStoreSQLite
 
-@Suite("SQLite store: crash safety")
+@Suite("SQLite store: crash safety", .timeLimit(.minutes(3)))
 struct CrashSafetyTests {
   /// A child inserts tasks and logs every acknowledged id to a synced file; the test kills it with
   /// SIGKILL after a random number of acknowledgements, reopens the store and checks that every
