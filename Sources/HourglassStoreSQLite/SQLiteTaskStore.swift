@@ -265,10 +265,9 @@ public final class SQLiteTaskStore: TaskStore {
   ) async throws -> T {
     guard let timeline else { return try await pool.write(body) }
     let queued = SQLiteTimeline.now()
-    let marks = Mutex<(Int64, Int64, Int64, Int)>((0, 0, 0, 0))
     // The transaction is opened here rather than by `pool.write`, so the instant after the
     // commit (and its sync) is read on the writer, before the caller is resumed.
-    let value = try await pool.writeWithoutTransaction { db in
+    let (value, started, executed, committed, walFrames) = try await pool.writeWithoutTransaction { db in
       let started = SQLiteTimeline.now()
       var executed: Int64 = 0
       var value: T?
@@ -277,11 +276,8 @@ public final class SQLiteTaskStore: TaskStore {
         executed = SQLiteTimeline.now()
         return .commit
       }
-      let committed = SQLiteTimeline.now()
-      marks.withLock { $0 = (started, executed, committed, timeline.walFrames) }
-      return value!
+      return (value!, started, executed, SQLiteTimeline.now(), timeline.walFrames)
     }
-    let (started, executed, committed, walFrames) = marks.withLock { $0 }
     timeline.append(
       .init(
         kind: kind, queued: queued, started: started, executed: executed, committed: committed, resumed: SQLiteTimeline.now(),
