@@ -72,8 +72,10 @@ actor Dispatcher {
   /// Messages for executors' streams, by session, written in order by ``writeOutgoing()``, so
   /// the dispatch loop starts its next lease transaction while the grants of the last one are
   /// being written. Cancels go the same way, so a cancel never overtakes its run's grant.
-  private let outbox: AsyncStream<[UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])]>
-  private let outboxInput: AsyncStream<[UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])]>.Continuation
+  private let outbox: AsyncStream<OutgoingBatch>
+  private let outboxInput: AsyncStream<OutgoingBatch>.Continuation
+  /// One batch for ``writeOutgoing()``: each session's stream with the runs and messages for it.
+  typealias OutgoingBatch = [UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])]
   private var nextSession: UInt64 = 0
   /// Counters for metrics and tests.
   private(set) var dispatched = 0
@@ -608,7 +610,7 @@ actor Dispatcher {
         senders[pick.session] = pick.executor
       }
       if !unheld.isEmpty { ownershipWake.signal() }
-      var grants: [UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])] = [:]
+      var grants: OutgoingBatch = [:]
       for (session, messages) in outgoing {
         guard let executor = senders[session] else { continue }
         grants[session] = (executor, messages)
