@@ -439,6 +439,14 @@ extension ConformanceCase {
       let staleRun = try await store.runs(taskID: ids[1], owner: "alice", before: nil, limit: 1)
       try expectEqual(staleRun.first?.leaseExpiresMicros, t0 + hour, "a stale fence extends nothing")
       try expectEqual(try await store.renewLeases([]), [], "an empty batch")
+      // Fences come from the wire: one no store could have issued is refused, not a crash.
+      let wild = Fence(rawValue: .max)
+      try expectEqual(
+        try await store.renewLeases([LeaseRenewalRequest(runID: leased[0].runID, fence: wild, expiresAt: later)]), [false],
+        "a fence above Int64.max")
+      try expectEqual(
+        try await store.recordResult(runID: leased[0].runID, fence: wild, result: done), .staleFence,
+        "a result with a fence above Int64.max")
     },
     ConformanceCase("expired leases are recovered after the skew bound, as the same run with a new fence") { store in
       let (id, lease) = try await leasedTask(store)

@@ -448,7 +448,7 @@ extension PostgresTaskStore {
       """
       UPDATE runs SET lease_expires_us = \(expiresAt)
       WHERE task_id = \(runID.taskID.uuid) AND scheduled_us = \(runID.scheduledMicros)
-        AND fence = \(Int64(fence.rawValue)) AND state = 'leased'
+        AND fence = \(fence.storedValue) AND state = 'leased'
       RETURNING 1
       """)
     if updated.isEmpty { throw TaskStoreError.staleFence(runID) }
@@ -474,7 +474,7 @@ extension PostgresTaskStore {
       """
       UPDATE runs SET lease_expires_us = u.expires
       FROM unnest(\(keys.map(\.run.taskID.uuid))::uuid[], \(keys.map(\.run.scheduledMicros))::bigint[],
-        \(keys.map { Int64($0.fence.rawValue) })::bigint[], \(keys.map { expiry[$0]! })::bigint[])
+        \(keys.map { $0.fence.storedValue })::bigint[], \(keys.map { expiry[$0]! })::bigint[])
         AS u(id, scheduled, fence, expires)
       WHERE runs.task_id = u.id AND runs.scheduled_us = u.scheduled AND runs.fence = u.fence
         AND runs.state = 'leased'
@@ -539,7 +539,7 @@ extension PostgresTaskStore {
     // sentinel that NULLIF turns back into NULL.
     let absent = Int64.min
     let runs = batch.map(\.item.runID.scheduledMicros)
-    let fences = batch.map { Int64($0.item.fence.rawValue) }
+    let fences = batch.map { $0.item.fence.storedValue }
     let runStates = batch.map(\.runState.rawValue)
     let finished = batch.map(\.item.result.finishedMicros)
     let exits = batch.map { $0.item.result.exitStatus.map(Int64.init) ?? absent }

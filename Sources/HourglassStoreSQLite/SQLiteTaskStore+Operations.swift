@@ -288,57 +288,74 @@ extension SQLiteTaskStore {
   /// task (active, next run as expected, the run not past pending/retrying) and one upsert of the
   /// run; per batch, one read and one write of the fence counter. Inside the single write
   /// transaction the fences handed out are `counter + 1, counter + 2, …`, so they still only grow.
+  /// The per-run statements are bound through the C API (``RawStatement``): they run once per
+  /// dispatched run on the single writer.
   static func leases(_ db: Database, _ requests: [LeaseRequest], now: Int64) throws -> [Lease?] {
-    guard
-      let counter = try Int64.fetchOne(
-        try db.cachedStatement(sql: "SELECT value FROM store_meta WHERE key = 'fence'"))
-    else { throw TaskStoreError.io("fence counter missing") }
+    let readFence = try RawStatement(cached: db, "SELECT value FROM store_meta WHERE key = 'fence'")
+    guard let counter = try readFence.executeReturningInt64() else { throw TaskStoreError.io("fence counter missing") }
     var fence = counter
-    let notPast = """
-      NOT EXISTS (SELECT 1 FROM runs WHERE task_id = tasks.id AND scheduled_us = tasks.next_run_us
-        AND state NOT IN ('pending', 'retrying'))
-      """
-    let toRunning = try db.cachedStatement(
-      sql: """
-        UPDATE tasks SET state = 'running', version = version + 1
-        WHERE id = ? AND state = 'active' AND next_run_us = ? AND \(notPast)
-        """)
-    let moveOn = try db.cachedStatement(
-      sql: """
-        UPDATE tasks SET next_run_us = ?, due_us = ?, due_bucket = ?, version = version + 1
-        WHERE id = ? AND state = 'active' AND next_run_us = ? AND \(notPast)
-        """)
-    let upsert = try db.cachedStatement(sql: Self.leaseRunSQL)
+    let toRunning = try RawStatement(cached: db, leaseToRunningSQL)
+    let moveOn = try RawStatement(cached: db, leaseMoveOnSQL)
+    let upsert = try RawStatement(cached: db, Self.leaseRunSQL)
     var leases: [Lease?] = []
     leases.reserveCapacity(requests.count)
     for request in requests {
-      let id = Data(request.taskID.bytes)
+      let id = request.taskID.bytes
       let scheduled = request.scheduledMicros
+      let changed: Int
       if let next = request.advanceTo {
         // Overlap allowed: the task moves on at once; this run stays leased on its own.
-        try moveOn.execute(arguments: [next, next, HourBucket(containing: next).rawValue, id, scheduled])
+        moveOn.bind(next, at: 1)
+        moveOn.bind(HourBucket(containing: next).rawValue, at: 2)
+        moveOn.bind(id, at: 3)
+        moveOn.bind(scheduled, at: 4)
+        changed = try moveOn.execute()
       } else {
-        try toRunning.execute(arguments: [id, scheduled])
+        toRunning.bind(id, at: 1)
+        toRunning.bind(scheduled, at: 2)
+        changed = try toRunning.execute()
       }
-      guard db.changesCount > 0 else {
+      guard changed > 0 else {
         leases.append(nil)
         continue
       }
       fence += 1
-      let attempt = try Int32.fetchOne(
-        upsert, arguments: [id, scheduled, request.owner, request.expiresAt, fence, now])
+      upsert.bind(id, at: 1)
+      upsert.bind(scheduled, at: 2)
+      upsert.bind(request.owner, at: 3)
+      upsert.bind(request.expiresAt, at: 4)
+      upsert.bind(fence, at: 5)
+      upsert.bind(now, at: 6)
+      let attempt = try upsert.executeReturningInt64()
       leases.append(
         Lease(
           runID: RunID(taskID: request.taskID, scheduledMicros: scheduled), owner: request.owner,
-          fence: Fence(rawValue: UInt64(fence)), attempt: attempt ?? 1, grantedAtMicros: now,
+          fence: Fence(rawValue: UInt64(fence)), attempt: attempt.map { Int32(clamping: $0) } ?? 1, grantedAtMicros: now,
           expiresAtMicros: request.expiresAt))
     }
     if fence != counter {
-      try db.cachedStatement(sql: "UPDATE store_meta SET value = ? WHERE key = 'fence'")
-        .execute(arguments: [fence])
+      let writeFence = try RawStatement(cached: db, "UPDATE store_meta SET value = ?1 WHERE key = 'fence'")
+      writeFence.bind(fence, at: 1)
+      try writeFence.execute()
     }
     return leases
   }
+
+  /// A run may be leased only while it has not gone past pending/retrying.
+  private static let runNotPast = """
+    NOT EXISTS (SELECT 1 FROM runs WHERE task_id = tasks.id AND scheduled_us = tasks.next_run_us
+      AND state NOT IN ('pending', 'retrying'))
+    """
+
+  static let leaseToRunningSQL = """
+    UPDATE tasks SET state = 'running', version = version + 1
+    WHERE id = ?1 AND state = 'active' AND next_run_us = ?2 AND \(runNotPast)
+    """
+
+  static let leaseMoveOnSQL = """
+    UPDATE tasks SET next_run_us = ?1, due_us = ?1, due_bucket = ?2, version = version + 1
+    WHERE id = ?3 AND state = 'active' AND next_run_us = ?4 AND \(runNotPast)
+    """
 
   public func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {
     if taskIDs.isEmpty { return [:] }
@@ -434,7 +451,7 @@ extension SQLiteTaskStore {
           UPDATE runs SET lease_expires_us = ?
           WHERE task_id = ? AND scheduled_us = ? AND fence = ? AND state = 'leased'
           """,
-        arguments: [expiresAt, Data(runID.taskID.bytes), runID.scheduledMicros, Int64(fence.rawValue)])
+        arguments: [expiresAt, Data(runID.taskID.bytes), runID.scheduledMicros, fence.storedValue])
       if db.changesCount == 0 { throw TaskStoreError.staleFence(runID) }
     }
   }
@@ -449,7 +466,7 @@ extension SQLiteTaskStore {
           """)
       return try items.map { item in
         try statement.execute(arguments: [
-          item.expiresAt, Data(item.runID.taskID.bytes), item.runID.scheduledMicros, Int64(item.fence.rawValue),
+          item.expiresAt, Data(item.runID.taskID.bytes), item.runID.scheduledMicros, item.fence.storedValue,
         ])
         return db.changesCount > 0
       }
@@ -473,70 +490,96 @@ extension SQLiteTaskStore {
 
   /// Records one checked result, whose run takes `runState`, inside the caller's write
   /// transaction (compare-and-set on the fence).
+  /// Records one result inside the caller's write transaction: the run's compare-and-set on its
+  /// fence, then the task's next step. Bound through the C API (``RawStatement``): this runs once
+  /// per finished run on the single writer.
   static func record(_ db: Database, _ item: ResultRecord, runState: RunState) throws -> RecordOutcome {
     let result = item.result
     let runID = item.runID
     var retryAt: Int64? = nil
     if case .retry(let at) = result.next { retryAt = at }
-    let id = Data(runID.taskID.bytes)
-    try db.cachedStatement(
-      sql: """
-        UPDATE runs SET state = ?, finished_us = ?, exit_status = ?, output_tail = ?, error = ?,
-          retry_at_us = ?
-        WHERE task_id = ? AND scheduled_us = ? AND fence = ? AND state = 'leased'
-        """
-    ).execute(arguments: [
-      runState.rawValue, result.finishedMicros, result.exitStatus, Data(result.outputTail),
-      result.error, retryAt, id, runID.scheduledMicros, Int64(item.fence.rawValue),
-    ])
-    if db.changesCount == 0 { return .staleFence }
+    let id = runID.taskID.bytes
+    let run = try RawStatement(cached: db, recordRunSQL)
+    run.bind(runState.rawValue, at: 1)
+    run.bind(result.finishedMicros, at: 2)
+    run.bind(result.exitStatus.map(Int64.init), at: 3)
+    run.bind(result.outputTail, at: 4)
+    run.bind(result.error, at: 5)
+    run.bind(retryAt, at: 6)
+    run.bind(id, at: 7)
+    run.bind(runID.scheduledMicros, at: 8)
+    run.bind(item.fence.storedValue, at: 9)
+    if try run.execute() == 0 { return .staleFence }
     let completed: Int64 = runState.countsAsCompleted ? 1 : 0
     switch result.next {
     case .retry(let at):
-      try db.cachedStatement(
-        sql: """
-          UPDATE tasks SET state = 'active', due_us = ?, due_bucket = ?, version = version + 1
-          WHERE id = ? AND state = 'running'
-          """
-      ).execute(arguments: [at, HourBucket(containing: at).rawValue, id])
+      let task = try RawStatement(cached: db, recordRetrySQL)
+      task.bind(at, at: 1)
+      task.bind(HourBucket(containing: at).rawValue, at: 2)
+      task.bind(id, at: 3)
+      try task.execute()
     case .reschedule(let next):
-      try db.cachedStatement(
-        sql: """
-          UPDATE tasks SET state = 'active', next_run_us = ?, due_us = ?, due_bucket = ?,
-            last_run_us = ?, last_run_state = ?, runs_completed = runs_completed + ?,
-            version = version + 1
-          WHERE id = ? AND state = 'running'
-          """
-      ).execute(arguments: [
-        next, next, HourBucket(containing: next).rawValue, runID.scheduledMicros,
-        runState.rawValue, completed, id,
-      ])
+      let task = try RawStatement(cached: db, recordRescheduleSQL)
+      task.bind(next, at: 1)
+      task.bind(HourBucket(containing: next).rawValue, at: 2)
+      task.bind(runID.scheduledMicros, at: 3)
+      task.bind(runState.rawValue, at: 4)
+      task.bind(completed, at: 5)
+      task.bind(id, at: 6)
+      try task.execute()
     case .finish(let state):
-      try db.cachedStatement(
-        sql: """
-          UPDATE tasks SET state = ?, next_run_us = NULL, due_us = NULL, due_bucket = NULL,
-            last_run_us = ?, last_run_state = ?, runs_completed = runs_completed + ?,
-            version = version + 1
-          WHERE id = ? AND state = 'running'
-          """
-      ).execute(arguments: [
-        state.rawValue, runID.scheduledMicros, runState.rawValue, completed, id,
-      ])
+      let task = try RawStatement(cached: db, recordFinishSQL)
+      task.bind(state.rawValue, at: 1)
+      task.bind(runID.scheduledMicros, at: 2)
+      task.bind(runState.rawValue, at: 3)
+      task.bind(completed, at: 4)
+      task.bind(id, at: 5)
+      try task.execute()
     case .runOnly:
       // A detached run: it counts, but the last-run fields keep the latest run.
-      try db.cachedStatement(
-        sql: """
-          UPDATE tasks SET runs_completed = runs_completed + ?1, version = version + 1,
-            last_run_state = CASE WHEN last_run_us IS NULL OR last_run_us <= ?2
-              THEN ?3 ELSE last_run_state END,
-            last_run_us = CASE WHEN last_run_us IS NULL OR last_run_us <= ?2
-              THEN ?2 ELSE last_run_us END
-          WHERE id = ?4
-          """
-      ).execute(arguments: [completed, runID.scheduledMicros, runState.rawValue, id])
+      let task = try RawStatement(cached: db, recordRunOnlySQL)
+      task.bind(completed, at: 1)
+      task.bind(runID.scheduledMicros, at: 2)
+      task.bind(runState.rawValue, at: 3)
+      task.bind(id, at: 4)
+      try task.execute()
     }
     return .recorded
   }
+
+  static let recordRunSQL = """
+    UPDATE runs SET state = ?1, finished_us = ?2, exit_status = ?3, output_tail = ?4, error = ?5,
+      retry_at_us = ?6
+    WHERE task_id = ?7 AND scheduled_us = ?8 AND fence = ?9 AND state = 'leased'
+    """
+
+  static let recordRetrySQL = """
+    UPDATE tasks SET state = 'active', due_us = ?1, due_bucket = ?2, version = version + 1
+    WHERE id = ?3 AND state = 'running'
+    """
+
+  static let recordRescheduleSQL = """
+    UPDATE tasks SET state = 'active', next_run_us = ?1, due_us = ?1, due_bucket = ?2,
+      last_run_us = ?3, last_run_state = ?4, runs_completed = runs_completed + ?5,
+      version = version + 1
+    WHERE id = ?6 AND state = 'running'
+    """
+
+  static let recordFinishSQL = """
+    UPDATE tasks SET state = ?1, next_run_us = NULL, due_us = NULL, due_bucket = NULL,
+      last_run_us = ?2, last_run_state = ?3, runs_completed = runs_completed + ?4,
+      version = version + 1
+    WHERE id = ?5 AND state = 'running'
+    """
+
+  static let recordRunOnlySQL = """
+    UPDATE tasks SET runs_completed = runs_completed + ?1, version = version + 1,
+      last_run_state = CASE WHEN last_run_us IS NULL OR last_run_us <= ?2
+        THEN ?3 ELSE last_run_state END,
+      last_run_us = CASE WHEN last_run_us IS NULL OR last_run_us <= ?2
+        THEN ?2 ELSE last_run_us END
+    WHERE id = ?4
+    """
 
   public func recoverExpiredLeases(
     now: Int64, skewBound: Int64, limit: Int

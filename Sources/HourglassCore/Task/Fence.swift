@@ -16,6 +16,11 @@ public struct Fence: Sendable, Hashable, Comparable, Codable, CustomStringConver
   /// The token after this one.
   public var next: Fence { Fence(rawValue: rawValue + 1) }
 
+  /// The token as stores keep it: a signed 64-bit column. Stores issue fences from a signed
+  /// counter, so every fence they issued is unchanged; a value from the wire above `Int64.max`
+  /// (no store issued it) becomes a negative number that matches no lease, instead of trapping.
+  public var storedValue: Int64 { Int64(bitPattern: rawValue) }
+
   public var description: String { "fence \(rawValue)" }
 
   public static func < (lhs: Fence, rhs: Fence) -> Bool { lhs.rawValue < rhs.rawValue }
