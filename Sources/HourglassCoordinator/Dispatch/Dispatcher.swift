@@ -540,7 +540,7 @@ actor Dispatcher {
         guard let task = records[entry.taskID], task.state == .active, task.nextRunMicros == entry.scheduledMicros else {
           continue  // deleted, finished, or moved on since it was queued
         }
-        guard let session = pool.take(operatorName: task.operatorName) else {
+        guard let session = pool.take(operatorName: task.operatorName, following: picks.last?.session) else {
           parked.append(entry)
           continue
         }

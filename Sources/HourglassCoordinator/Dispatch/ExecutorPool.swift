@@ -46,7 +46,13 @@ struct ExecutorPool {
 
   /// Picks the executor for a run of `operatorName` and takes one of its credits: the one with
   /// the most credits left (the least loaded), ties broken in rotation to spread load.
-  mutating func take(operatorName: String) -> UInt64? {
+  ///
+  /// `following` is the executor the previous run of the same batch went to: it gets this run
+  /// too while it is within ``affinitySlack(slots:)`` credits of the least loaded. Each message,
+  /// wake-up, result batch and credit grant then carries more runs (a batch that would reach
+  /// every executor two runs each goes to one), while the load stays balanced to within that
+  /// slack at every moment.
+  mutating func take(operatorName: String, following previous: UInt64? = nil) -> UInt64? {
     rotation &+= 1
     var best: (session: UInt64, credits: Int, order: UInt64)?
     for (session, member) in members where member.credits > 0 && member.eligible && !member.draining && member.operators.contains(operatorName) {
@@ -55,10 +61,19 @@ struct ExecutorPool {
         best = (session, member.credits, order)
       }
     }
-    guard let chosen = best?.session else { return nil }
+    guard var chosen = best?.session else { return nil }
+    if let previous, previous != chosen, let member = members[previous], member.credits > 0, member.eligible, !member.draining,
+      member.operators.contains(operatorName), member.credits >= best!.credits - Self.affinitySlack(slots: member.slots)
+    {
+      chosen = previous
+    }
     members[chosen]!.credits -= 1
     return chosen
   }
+
+  /// How many credits fewer than the least loaded executor the previous pick of a batch may hold
+  /// and still get the next run: an eighth of its slots (32 of 256; none below 8 slots).
+  static func affinitySlack(slots: Int) -> Int { slots / 8 }
 
   /// Gives back a credit taken for a lease that could not be created.
   mutating func refund(session: UInt64) {
