@@ -125,6 +125,14 @@ enum PostgresMigrations {
           // over them (docs/storage.md, "Cluster").
           "CREATE TABLE coordinators (id text PRIMARY KEY, expires_us bigint NOT NULL)"
         ]),
+      Migration(
+        version: 6, name: "leased-runs-index",
+        statements: [
+          // Only leased runs are looked up by expiry (lease recovery): the partial index holds
+          // the leases in flight instead of one entry per run ever recorded.
+          "CREATE INDEX runs_leased ON runs (lease_expires_us) WHERE state = 'leased'",
+          "DROP INDEX runs_lease",
+        ]),
     ]
   }
 }

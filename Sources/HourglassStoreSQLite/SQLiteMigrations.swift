@@ -99,6 +99,16 @@ enum SQLiteMigrations {
           );
           """)
     }
+    migrator.registerMigration("0005-leased-runs-index") { db in
+      // Only leased runs are looked up by expiry (lease recovery). Indexing every run by
+      // (state, expiry) kept one entry per run ever recorded and moved it on every result; the
+      // partial index holds the leases in flight, and a result only removes its entry.
+      try db.execute(
+        sql: """
+          CREATE INDEX runs_leased ON runs (lease_expires_us) WHERE state = 'leased';
+          DROP INDEX runs_lease;
+          """)
+    }
     return migrator
   }
 }

@@ -590,7 +590,7 @@ extension SQLiteTaskStore {
       let rows = try Row.fetchAll(
         db,
         sql: """
-          SELECT \(Self.runColumns) FROM runs INDEXED BY runs_lease
+          SELECT \(Self.runColumns) FROM runs INDEXED BY runs_leased
           WHERE state = 'leased' AND lease_expires_us < ? ORDER BY lease_expires_us LIMIT ?
           """, arguments: [now - skewBound, limit])
       var recovered: [RunRecord] = []

@@ -83,11 +83,12 @@ struct SQLiteStoreTests {
   @Test func numberedMigrationsAndIndexes() async throws {
     try await TemporaryDirectory.with { dir in
       let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
-      #expect(try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed"])
+      #expect(
+        try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index"])
       let indexes = try await store.pool.read { db in
         try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
       }
-      #expect(indexes == ["idempotency_keys_task", "runs_lease", "tasks_deleted", "tasks_due_id", "tasks_owner"])
+      #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_deleted", "tasks_due_id", "tasks_owner"])
       let plan = try await store.pool.read { db in
         try Row.fetchAll(
           db,
@@ -103,7 +104,8 @@ struct SQLiteStoreTests {
       try await store.close()
       // Reopening migrates nothing and keeps the data.
       let again = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
-      #expect(try await again.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed"])
+      #expect(
+        try await again.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index"])
       try await again.close()
     }
   }
