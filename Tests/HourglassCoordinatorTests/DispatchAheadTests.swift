@@ -1,5 +1,6 @@
 import Foundation
 import HourglassCore
+import HourglassProto
 import HourglassStore
 import Testing
 
@@ -75,6 +76,44 @@ struct DispatchAheadTests {
       observed.releaseRecovery()
       #expect(try await executor.report(lease, outcome: .succeeded))
       await executor.close()
+    }
+  }
+
+  @Test("the runs of an executor that died are recovered with one read of their tasks, and leased without another")
+  func recoveryReadsOnce() async throws {
+    try await Harness.with(observed: true) { harness in
+      let observed = try #require(harness.observed)
+      let alice = harness.client("alice")
+      var ids: [TaskID] = []
+      for _ in 0..<5 { ids.append(try #require(TaskID(try await alice.schedule(once: 1)))) }
+      let first = try await harness.executor("exec-1", slots: 5)
+      first.grant(5)
+      harness.advance(seconds: 1)
+      var lost: [String: UInt64] = [:]
+      for _ in 0..<5 {
+        let lease = try await first.nextLease()
+        lost[lease.runID] = lease.fence
+      }
+      await first.kill()
+      let readsBefore = ids.map { observed.recordReads(of: $0).count }
+
+      let second = try await harness.executor("exec-2", slots: 5)
+      second.grant(5)
+      // After the lease (30 s) and the skew bound (0.5 s): every run goes out again.
+      harness.advance(seconds: 31)
+      var leases: [Hourglass_V1_LeaseGrant] = []
+      for _ in 0..<5 { leases.append(try await second.nextLease()) }
+      for again in leases {
+        #expect(again.fence > (lost[again.runID] ?? .max))
+        #expect(again.attempt == 2)
+        #expect(try await second.report(again, outcome: .succeeded))
+      }
+      // One read for the five, shared, and nothing more when they were leased.
+      let readsAfter = ids.map { observed.recordReads(of: $0).count }
+      #expect(zip(readsAfter, readsBefore).allSatisfy { $0 - $1 == 1 }, "\(readsBefore) -> \(readsAfter)")
+      let recoveryReads = Set(ids.flatMap { observed.recordReads(of: $0) }.filter { $0 >= Harness.start + 31_000_000 })
+      #expect(recoveryReads.count == 1)
+      await second.close()
     }
   }
 }

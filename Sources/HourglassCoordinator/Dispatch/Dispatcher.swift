@@ -480,16 +480,22 @@ actor Dispatcher {
       } else {
         recovered = try await store.recoverExpiredLeases(now: now, skewBound: configuration.skewBoundMicros, limit: 10_000)
       }
+      if recovered.isEmpty { return }
       for run in recovered {
         leases[run.id] = nil
         metrics.leasesExpired.increment()
         logger.debug("lease expired: run goes out again", metadata: ["hourglass.run_id": "\(run.id)", "hourglass.executor": "\(run.leaseOwner ?? "-")"])
-        if let task = try await store.dispatchRecord(taskID: run.id.taskID) {
-          queue.push(.init(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task.priority))
-          publishQueue()
-          poke()
-        }
       }
+      // One read for all of them (an executor that died held up to its slot count); the
+      // records are kept for the leases that follow, which then read nothing.
+      let records = try await store.dispatchRecords(taskIDs: recovered.map(\.id.taskID))
+      for run in recovered {
+        guard let task = records[run.id.taskID] else { continue }
+        let entry = DueQueue.Entry(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task.priority)
+        if queue.push(entry), prefetched.count < Self.prefetchLimit { prefetched[run.id.taskID] = (run.id.scheduledMicros, task) }
+      }
+      publishQueue()
+      poke()
     } catch {
       logger.error("lease recovery failed", metadata: ["hourglass.error": "\(error)"])
     }

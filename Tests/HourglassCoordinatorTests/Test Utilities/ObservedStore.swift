@@ -6,7 +6,7 @@ import Synchronization
 /// coordinator read dispatch records, and able to hold lease recovery at a gate.
 final class ObservedStore: TaskStore {
   private struct State {
-    /// Each `dispatchRecords` call: its task ids and the clock's instant.
+    /// Each `dispatchRecords` or `dispatchRecord` call: its task ids and the clock's instant.
     var recordReads: [(ids: Set<TaskID>, atMicros: Int64)] = []
     var readWaiters: [(id: TaskID, continuation: CheckedContinuation<Void, Never>)] = []
     /// Set: the next `recoverExpiredLeases` call waits here until ``releaseRecovery()``.
@@ -96,7 +96,10 @@ final class ObservedStore: TaskStore {
   func insert(_ tasks: [NewTask]) async throws -> [TaskID] { try await base.insert(tasks) }
   func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID? { try await base.taskID(idempotencyKey: key, owner: owner) }
   func task(id: TaskID, owner: String) async throws -> TaskRecord? { try await base.task(id: id, owner: owner) }
-  func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? { try await base.dispatchRecord(taskID: taskID) }
+  func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? {
+    noteRecordRead([taskID])
+    return try await base.dispatchRecord(taskID: taskID)
+  }
   func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage { try await base.listTasks(owner: owner, query: query) }
   func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws -> DeleteOutcome {
     try await base.deleteTask(id: id, owner: owner, cancelRunning: cancelRunning, now: now)
@@ -141,6 +144,12 @@ final class ObservedStore: TaskStore {
   }
 
   func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {
+    noteRecordRead(taskIDs)
+    return try await base.dispatchRecords(taskIDs: taskIDs)
+  }
+
+  /// Notes a read of dispatch records (one call, by either method) and wakes who waits for it.
+  private func noteRecordRead(_ taskIDs: [TaskID]) {
     let now = clock.nowMicros()
     let ids = Set(taskIDs)
     let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -150,7 +159,6 @@ final class ObservedStore: TaskStore {
       return ready
     }
     for waiter in ready { waiter.resume() }
-    return try await base.dispatchRecords(taskIDs: taskIDs)
   }
 
   func detachRun(_ runID: RunID, nextRunMicros: Int64) async throws -> Bool { try await base.detachRun(runID, nextRunMicros: nextRunMicros) }
