@@ -116,4 +116,20 @@ struct DispatchAheadTests {
       await second.close()
     }
   }
+
+  @Test("the loader tops the window up in sixteenths, so a run just past the window is read within a sixteenth of it")
+  func loaderPassesAreSmall() async throws {
+    try await Harness.with(observed: true) { harness in
+      let observed = try #require(harness.observed)
+      let alice = harness.client("alice")
+      // The window is 60 s: loaded up to start + 60 s at start. Due at 65 s, this run is read
+      // by the pass that fills to 67.5 s (at 7.5 s); passes of a quarter would wait until 15 s.
+      let taskID = try #require(TaskID(try await alice.schedule(once: 65)))
+      for _ in 0..<8 { harness.advance(seconds: 1) }
+      await observed.waitForRecordRead(of: taskID)
+      let reads = observed.recordReads(of: taskID)
+      #expect(reads.count == 1)
+      #expect(reads.allSatisfy { $0 <= Harness.start + 8_000_000 }, "\(reads)")
+    }
+  }
 }
