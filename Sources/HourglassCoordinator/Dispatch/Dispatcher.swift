@@ -295,8 +295,8 @@ actor Dispatcher {
   ///
   /// Loading ahead runs beside the dispatch loop, not in it: reading the next window (thousands
   /// of entries at high rates) must not hold up the runs due meanwhile. The loader keeps fifteen
-  /// sixteenths of the load-ahead window loaded (``loadedShare``); the dispatch loop loads by itself only when less
-  /// than half is (the loader fell behind, or the clock jumped).
+  /// sixteenths of the load-ahead window loaded (``loadedShare``); the dispatch loop loads by
+  /// itself only when less than half is (the loader fell behind, or the clock jumped).
   func run() async throws {
     if cluster == nil {
       metrics.ownShards(partitions: Int(store.partitionCount), owner: configuration.coordinatorID)

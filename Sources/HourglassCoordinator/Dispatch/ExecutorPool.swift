@@ -55,20 +55,25 @@ struct ExecutorPool {
   mutating func take(operatorName: String, following previous: UInt64? = nil) -> UInt64? {
     rotation &+= 1
     var best: (session: UInt64, credits: Int, order: UInt64)?
-    for (session, member) in members where member.credits > 0 && member.eligible && !member.draining && member.operators.contains(operatorName) {
+    for (session, member) in members where Self.canTake(member, operatorName) {
       let order = (session &+ rotation) % UInt64(max(1, members.count))
       if best == nil || member.credits > best!.credits || (member.credits == best!.credits && order < best!.order) {
         best = (session, member.credits, order)
       }
     }
     guard var chosen = best?.session else { return nil }
-    if let previous, previous != chosen, let member = members[previous], member.credits > 0, member.eligible, !member.draining,
-      member.operators.contains(operatorName), member.credits >= best!.credits - Self.affinitySlack(slots: member.slots)
+    if let previous, previous != chosen, let member = members[previous], Self.canTake(member, operatorName),
+      member.credits >= best!.credits - Self.affinitySlack(slots: member.slots)
     {
       chosen = previous
     }
     members[chosen]!.credits -= 1
     return chosen
+  }
+
+  /// Whether `member` may be sent a run of `operatorName` now.
+  private static func canTake(_ member: Member, _ operatorName: String) -> Bool {
+    member.credits > 0 && member.eligible && !member.draining && member.operators.contains(operatorName)
   }
 
   /// How many credits fewer than the least loaded executor the previous pick of a batch may hold
