@@ -1,5 +1,6 @@
 import GRDB
 import GRDBSQLite
+import HourglassStore
 
 /// A prepared statement driven through SQLite's C API: values bound column by column, stepped,
 /// and reset after each execution.
@@ -21,7 +22,7 @@ struct RawStatement {
 
   /// The statement GRDB caches on `db`'s connection for `sql`.
   init(cached db: Database, _ sql: String) throws {
-    guard let connection = db.sqliteConnection else { throw DatabaseError(resultCode: .SQLITE_MISUSE, message: "connection closed") }
+    guard let connection = db.sqliteConnection else { throw TaskStoreError.closed }
     self.connection = connection
     self.handle = try db.cachedStatement(sql: sql).sqliteStatement
     self.sql = sql

@@ -1,8 +1,5 @@
+import HourglassCore
 import Synchronization
-
-#if canImport(Glibc)
-  import Glibc
-#endif
 
 /// An opt-in record of the store's write transactions and checkpoint passes with their wall-clock
 /// instants, to see where commit time goes beside a dispatch trace (the dispatch benchmark's
@@ -61,9 +58,5 @@ public final class SQLiteTimeline: Sendable {
   public var snapshot: [Event] { events.withLock { $0 } }
 
   /// The wall clock in microseconds (the clock dispatch traces are on).
-  static func now() -> Int64 {
-    var spec = timespec()
-    clock_gettime(CLOCK_REALTIME, &spec)
-    return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
-  }
+  static func now() -> Int64 { WallClock.nowMicros() }
 }

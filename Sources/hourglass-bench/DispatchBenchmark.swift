@@ -164,21 +164,21 @@ struct DispatchBenchmark: AsyncParsableCommand {
     //    coordinator starts, with enough lead that the insert is over before the first is due.
     let steadyCount = Int(Double(rate) * steadySeconds)
     let lead = 4.0 + Double(burst + steadyCount) / 8_000
-    let t0 = wallMicros() + Int64(lead * 1_000_000)
+    let t0 = WallClock.nowMicros() + Int64(lead * 1_000_000)
     let t1 = t0 + Int64(burstWindow * 1_000_000)
     let spacing = 1_000_000.0 / Double(rate)
     let spec = StoredTaskSpec(schedule: .once(at: t0), retry: RetryPolicy.defaults).encoded()
     var due: [Int64] = Array(repeating: t0, count: burst)
     due += (0..<steadyCount).map { t1 + Int64(Double($0) * spacing) }
     for start in stride(from: 0, to: due.count, by: preloadBatch) {
-      let now = wallMicros()
+      let now = WallClock.nowMicros()
       let batch = due[start..<min(due.count, start + preloadBatch)].map { at in
         NewTask(
           id: TaskID.now(), owner: "bench-user", operatorName: "noop", scheduleSpec: spec, maxAttempts: 1, firstRunMicros: at, createdAtMicros: now)
       }
       try await store.insert(batch)
     }
-    guard wallMicros() < t0 - 2_000_000 else {
+    guard WallClock.nowMicros() < t0 - 2_000_000 else {
       throw ValidationError("inserting the measured runs took too long on this machine; lower --burst or --rate")
     }
 
@@ -264,7 +264,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
   /// Inserts `count` tasks due 2–3 days ahead, in big batches, two calls in flight.
   private func preload(store: any TaskStore, count: Int) async throws {
     guard count > 0 else { return }
-    let base = wallMicros() + 2 * 86_400_000_000
+    let base = WallClock.nowMicros() + 2 * 86_400_000_000
     let spec = StoredTaskSpec(schedule: .once(at: base), retry: .defaults).encoded()
     let batch = preloadBatch
     try await withThrowingTaskGroup(of: Void.self) { group in
@@ -277,7 +277,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
           inFlight += 1
           group.addTask {
             var generator = SystemRandomNumberGenerator()
-            let now = wallMicros()
+            let now = WallClock.nowMicros()
             let tasks = range.map { i in
               NewTask(
                 id: TaskID(unixMilliseconds: now / 1000, using: &generator), owner: "bench-stored", operatorName: "noop", scheduleSpec: spec,
@@ -293,15 +293,15 @@ struct DispatchBenchmark: AsyncParsableCommand {
   }
 
   private func sleep(untilWallMicros instant: Int64) async throws {
-    let delay = instant - wallMicros()
+    let delay = instant - WallClock.nowMicros()
     if delay > 0 { try await Task.sleep(for: .microseconds(delay)) }
   }
 
   /// Polls the coordinator's recorded-results counter until it reaches `count`; returns the wall
   /// clock instant it was first seen there, or nil at the deadline.
   private func waitForResults(_ coordinator: Coordinator, count: Int, deadlineMicros: Int64) async throws -> Int64? {
-    while wallMicros() < deadlineMicros {
-      if await coordinator.recordedResults() >= count { return wallMicros() }
+    while WallClock.nowMicros() < deadlineMicros {
+      if await coordinator.recordedResults() >= count { return WallClock.nowMicros() }
       try await Task.sleep(for: .milliseconds(2))
     }
     return nil
@@ -323,13 +323,6 @@ struct DispatchBenchmark: AsyncParsableCommand {
   private func seconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
   }
-}
-
-/// The wall clock in UTC microseconds: the clock the coordinator's due times are on.
-private func wallMicros() -> Int64 {
-  var spec = timespec()
-  clock_gettime(CLOCK_REALTIME, &spec)
-  return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
 }
 
 /// User and system CPU time of this whole process so far (coordinator, executors, benchmark).
@@ -405,18 +398,18 @@ final class StallProbes: Sendable {
     let state = self.state
     let thread = Thread {
       while !state.stopped.load(ordering: .relaxed) {
-        let before = wallMicros()
+        let before = WallClock.nowMicros()
         usleep(1000)
-        let after = wallMicros()
+        let after = WallClock.nowMicros()
         if after - before > 3000 { state.threadLate.withLock { $0.append(Late(at: before, lateMicros: after - before - 1000)) } }
       }
     }
     thread.start()
     task = Task {
       while !state.stopped.load(ordering: .relaxed) {
-        let before = wallMicros()
+        let before = WallClock.nowMicros()
         try? await Task.sleep(for: .milliseconds(1))
-        let after = wallMicros()
+        let after = WallClock.nowMicros()
         if after - before > 3000 { state.taskLate.withLock { $0.append(Late(at: before, lateMicros: after - before - 1000)) } }
       }
     }
@@ -445,7 +438,7 @@ struct TimedNoopOperator: Operator {
   }
 
   private func measured(_ request: RunRequest) -> RunOutcome {
-    let started = wallMicros()
+    let started = WallClock.nowMicros()
     let scheduled = Int64((request.scheduledAt.timeIntervalSince1970 * 1_000_000).rounded())
     recorder.record(scheduled: scheduled, started: started)
     let now = Date()

@@ -1,3 +1,5 @@
+import HourglassCore
+
 /// The coordinator's sense of time: wall-clock instants in UTC microseconds, and sleeping until
 /// one. Injected so tests can drive time by hand instead of sleeping.
 public protocol CoordinatorClock: Sendable {
@@ -12,11 +14,7 @@ public struct SystemCoordinatorClock: CoordinatorClock {
   /// Creates the system clock.
   public init() {}
 
-  public func nowMicros() -> Int64 {
-    var spec = timespec()
-    clock_gettime(CLOCK_REALTIME, &spec)
-    return Int64(spec.tv_sec) * 1_000_000 + Int64(spec.tv_nsec) / 1000
-  }
+  public func nowMicros() -> Int64 { WallClock.nowMicros() }
 
   public func sleep(untilMicros deadline: Int64) async throws {
     let delay = deadline - nowMicros()
@@ -25,9 +23,3 @@ public struct SystemCoordinatorClock: CoordinatorClock {
     }
   }
 }
-
-#if canImport(Glibc)
-  import Glibc
-#elseif canImport(Darwin)
-  import Darwin
-#endif

@@ -295,7 +295,7 @@ actor Dispatcher {
   ///
   /// Loading ahead runs beside the dispatch loop, not in it: reading the next window (thousands
   /// of entries at high rates) must not hold up the runs due meanwhile. The loader keeps fifteen
-  /// sixteenths of the load-ahead window loaded (``loadedShare``); the dispatch loop loads by
+  /// sixteenths of the load-ahead window loaded (``loaderPassesPerWindow``); the dispatch loop loads by
   /// itself only when less than half is (the loader fell behind, or the clock jumped).
   func run() async throws {
     if cluster == nil {
@@ -338,15 +338,15 @@ actor Dispatcher {
     }
   }
 
-  /// How much of the load-ahead window the loader keeps loaded: it tops the window up whenever
-  /// less than this is, so each pass reads (and reads ahead the records of) a sixteenth of the
-  /// window. Passes of a quarter of the window read 1 s of runs at once in the dispatch benchmark
-  /// (5,000 runs and their records), a burst of CPU that showed as late runs right after each
-  /// pass; small passes spread the same reads out.
-  static let loadedShare = (numerator: Int64(15), denominator: Int64(16))
+  /// Each loader pass reads (and reads ahead the records of) this fraction of the load-ahead
+  /// window, 1/16: the loader tops the window up whenever less than 15/16 of it is loaded.
+  /// Passes of a quarter read 1 s of runs at once in the dispatch benchmark (5,000 runs and their
+  /// records), a burst of CPU that showed as late runs right after each pass; small passes spread
+  /// the same reads out.
+  static let loaderPassesPerWindow: Int64 = 16
 
   /// The part of the window that is kept loaded, in microseconds.
-  private var keptLoadedMicros: Int64 { configuration.loadAheadMicros * Self.loadedShare.numerator / Self.loadedShare.denominator }
+  private var keptLoadedMicros: Int64 { configuration.loadAheadMicros - configuration.loadAheadMicros / Self.loaderPassesPerWindow }
 
   /// Keeps the due queue filled for the coming window, until cancelled.
   private func loadAhead() async {
@@ -593,8 +593,7 @@ actor Dispatcher {
       }
       // The grants go out on each executor's stream in order, the streams side by side, so one
       // slow stream (waiting for message credit) does not hold up the others.
-      var outgoing: [UInt64: [(RunID, Hourglass_V1_CoordinatorMessage)]] = [:]
-      var senders: [UInt64: Session] = [:]
+      var grants: OutgoingBatch = [:]
       for ((pick, request), lease) in zip(zip(picks, requests), granted) {
         guard let lease else {
           pool.refund(session: pick.session)
@@ -622,15 +621,9 @@ actor Dispatcher {
             "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(pick.executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
             "hourglass.lateness_us": "\(now - pick.entry.dueMicros)",
           ])
-        outgoing[pick.session, default: []].append((lease.runID, message))
-        senders[pick.session] = pick.executor
+        grants[pick.session, default: (pick.executor, [])].1.append((lease.runID, message))
       }
       if !unheld.isEmpty { ownershipWake.signal() }
-      var grants: OutgoingBatch = [:]
-      for (session, messages) in outgoing {
-        guard let executor = senders[session] else { continue }
-        grants[session] = (executor, messages)
-      }
       // Written by `writeOutgoing()`; the next lease transaction need not wait for it.
       if !grants.isEmpty { outboxInput.yield(grants) }
       let count = grants.values.reduce(0) { $0 + $1.1.count }
