@@ -194,8 +194,23 @@ extension Dispatcher {
   }
 
   /// One pass: heartbeat, then give up what is no longer this coordinator's, then take or renew
-  /// the rest; without executors, leave instead. Passes are idempotent (tests call them).
+  /// the rest; without executors, leave instead. Passes are idempotent (tests call them), and
+  /// run one at a time: a pass called while another is in flight starts when that one ends.
+  /// Interleaved, two passes would each adopt the outcome of their own acquire, and the one
+  /// adopted last could keep an expiry later than the one the store was left with.
   func keepPartitionsPass() async {
+    while partitionPassInFlight {
+      await withCheckedContinuation { partitionPassWaiters.append($0) }
+    }
+    partitionPassInFlight = true
+    defer {
+      partitionPassInFlight = false
+      if !partitionPassWaiters.isEmpty { partitionPassWaiters.removeFirst().resume() }
+    }
+    await keepPartitionsPassAlone()
+  }
+
+  private func keepPartitionsPassAlone() async {
     guard let cluster, let ownership else { return }
     guard !sessions.isEmpty else {
       // Checked at a pass, not at each disconnection: an executor that reconnects at once does

@@ -61,6 +61,9 @@ actor Dispatcher {
   let ownershipWake = WakeSignal()
   /// Waiting for this coordinator to own a number of partitions (a signal for tests).
   var ownershipWaiters = CountWaiters()
+  /// Whether a ``keepPartitionsPass()`` is in flight, and the passes waiting for it to end.
+  var partitionPassInFlight = false
+  var partitionPassWaiters: [CheckedContinuation<Void, Never>] = []
   private var blobCache: [BlobDigest: [UInt8]] = [:]
   /// Dispatch records the loader read ahead for the runs it queued, by task: what a lease needs
   /// (operator, arguments, blob, timeout, schedule), none of which changes after insert, so the

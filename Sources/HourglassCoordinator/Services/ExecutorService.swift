@@ -55,8 +55,10 @@ struct ExecutorService: Sendable {
     registered.batches = true
     var hello = Hourglass_V1_CoordinatorMessage()
     hello.registered = registered
-    try await writer.write(hello)
 
+    // Added to the pool before Registered is sent: an executor that has read Registered is one
+    // the dispatcher counts (a cluster coordinator joins only with executors connected). It is
+    // sent no lease before Registered, since it has granted no credit yet.
     let session = await dispatcher.addExecutor(
       executorID: registration.executorID,
       operators: Set(registration.operators),
@@ -65,6 +67,7 @@ struct ExecutorService: Sendable {
       send: { try await writer.write($0) }
     )
     do {
+      try await writer.write(hello)
       // Results are recorded concurrently (a child task each, at most one per slot), so that
       // results from every stream share group-committed transactions; the other messages are
       // handled in order.
