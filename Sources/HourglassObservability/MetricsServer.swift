@@ -11,8 +11,9 @@ import ServiceLifecycle
 ///
 /// A `Service`: ``bind(host:port:registry:logger:)`` binds at once (so a taken port fails
 /// start-up, and ``port`` is known before `run()`); `run()` serves until graceful shutdown,
-/// then stops accepting and lets requests in flight finish. Connections idle for ten seconds
-/// are closed, so shutdown never waits longer than that on a silent client.
+/// then stops accepting and lets requests in flight finish. Connections idle for `idleTimeout`
+/// (ten seconds by default) are closed, so shutdown never waits longer than that on a silent
+/// client.
 ///
 /// ```swift
 /// let registry = PrometheusCollectorRegistry()
@@ -50,15 +51,16 @@ public final class MetricsServer: Service, Sendable {
   ///   - registry: what `/metrics` answers with.
   ///   - logger: where listener errors go.
   ///   - group: the event loops; the shared singleton by default.
+  ///   - idleTimeout: how long a connection may send nothing before it is closed.
   public static func bind(
     host: String, port: Int, registry: PrometheusCollectorRegistry, logger: Logger,
-    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, idleTimeout: TimeAmount = .seconds(10)
   ) async throws -> MetricsServer {
     let channel = try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
       .bind(host: host, port: port) { child in
         child.eventLoop.makeCompletedFuture {
-          try child.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(10)))
+          try child.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
           try child.pipeline.syncOperations.addHandler(CloseOnIdleHandler())
           try child.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
           return try Connection(wrappingChannelSynchronously: child)

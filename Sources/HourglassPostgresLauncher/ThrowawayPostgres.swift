@@ -99,6 +99,36 @@ public final class ThrowawayPostgres: Sendable {
     return name
   }
 
+  /// ``start(in:settings:)`` from async code: the same steps on a thread of their own. Each
+  /// step waits for a child process (`initdb`, `pg_ctl`) for up to seconds, and Swift's
+  /// cooperative pool has one thread per core: a test suite starting a few servers at once
+  /// would otherwise leave no thread for anything else (seen as 3 s stalls of a whole run).
+  public static func start(
+    in directory: String? = nil, settings: [String] = ["max_connections=200", "shared_buffers=128MB"]
+  ) async throws
+    -> ThrowawayPostgres
+  {
+    try await onOwnThread { try start(in: directory, settings: settings) }
+  }
+
+  /// ``stop(immediately:removingDirectory:)`` from async code, on a thread of its own.
+  public func stop(immediately: Bool = true, removingDirectory: Bool = true) async {
+    try? await Self.onOwnThread { self.stop(immediately: immediately, removingDirectory: removingDirectory) }
+  }
+
+  /// ``createDatabase(_:)`` from async code, on a thread of its own.
+  @discardableResult
+  public func createDatabase(_ name: String? = nil) async throws -> String {
+    try await Self.onOwnThread { try self.createDatabase(name) }
+  }
+
+  /// Runs blocking `body` on a new thread and resumes with its outcome.
+  static func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+      Thread { continuation.resume(with: Result(catching: body)) }.start()
+    }
+  }
+
   /// A step of starting or stopping the server failed; the message has the tool's output.
   public struct LaunchError: Error, CustomStringConvertible {
     /// What failed, with the tool's output.

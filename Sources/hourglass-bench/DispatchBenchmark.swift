@@ -98,7 +98,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
     let folder = directory ?? NSTemporaryDirectory() + "hourglass-dispatch-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     defer { if directory == nil { try? FileManager.default.removeItem(atPath: folder) } }
-    let server = backend == .postgres ? try ThrowawayPostgres.start(in: folder + "/pg", settings: ["shared_buffers=1GB", "max_wal_size=8GB"]) : nil
+    let server = backend == .postgres ? try await ThrowawayPostgres.start(in: folder + "/pg", settings: ["shared_buffers=1GB", "max_wal_size=8GB"]) : nil
     defer { server?.stop(immediately: true, removingDirectory: false) }
 
     var report = BenchmarkReport(benchmark: "dispatch")
@@ -114,7 +114,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
       let store: any TaskStore
       let timeline = trace == nil ? nil : SQLiteTimeline()
       if let server {
-        try server.createDatabase("dispatch\(index)")
+        try await server.createDatabase("dispatch\(index)")
         var configuration = PostgresTaskStore.Configuration.defaults(
           host: server.host, port: server.port, username: server.username, database: "dispatch\(index)")
         configuration.writerConnections = 4

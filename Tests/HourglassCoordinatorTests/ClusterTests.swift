@@ -91,9 +91,21 @@ struct ClusterHarness {
   static func with<T: Sendable>(
     ids: [String], metricsFactories: [any MetricsFactory]? = nil, _ body: (ClusterHarness) async throws -> T
   ) async throws -> T {
-    let server = try ThrowawayPostgres.start()
-    defer { server.stop() }
-    let database = try server.createDatabase()
+    let server = try await ThrowawayPostgres.start()
+    do {
+      let result = try await run(ids: ids, metricsFactories: metricsFactories, on: server, body)
+      await server.stop()
+      return result
+    } catch {
+      await server.stop()
+      throw error
+    }
+  }
+
+  private static func run<T: Sendable>(
+    ids: [String], metricsFactories: [any MetricsFactory]?, on server: ThrowawayPostgres, _ body: (ClusterHarness) async throws -> T
+  ) async throws -> T {
+    let database = try await server.createDatabase()
     var logger = Logger(label: "test.cluster")
     logger.logLevel = .warning
     let clock = ManualClock(nowMicros: Harness.start)
@@ -244,7 +256,7 @@ struct ClusterTests {
     try await ClusterHarness.with(ids: ["coord-a"]) { cluster in
       let onA = try await cluster.executor("exec-a", via: 0)
       try await cluster.converge()
-      cluster.server.stop(immediately: true, removingDirectory: false)
+      await cluster.server.stop(immediately: true, removingDirectory: false)
       let giveUp = cluster.clock.nowMicros() + Dispatcher.leaveTimeoutMicros
       // Watch for the leave's time limit before the shutdown starts it.
       var sleeping = cluster.clock.expectSleeper(until: giveUp).makeAsyncIterator()

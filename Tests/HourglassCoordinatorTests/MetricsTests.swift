@@ -5,6 +5,8 @@ import HourglassObservability
 import HourglassProto
 import HourglassRPC
 import Logging
+import NIOCore
+import NIOPosix
 import Prometheus
 import ServiceLifecycle
 import SwiftProtobuf
@@ -18,7 +20,8 @@ struct MetricsTests {
 
   /// Runs a metrics listener on 127.0.0.1:0 for `body`.
   static func withListener<T: Sendable>(_ registry: PrometheusCollectorRegistry, _ body: (Int) async throws -> T) async throws -> T {
-    let server = try await MetricsServer.bind(host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test.metrics"))
+    let server = try await MetricsServer.bind(
+      host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test.metrics"), idleTimeout: .minutes(5))
     let running = Task { try await server.run() }
     do {
       let result = try await body(server.port)
@@ -157,7 +160,10 @@ struct MetricsTests {
   func listener() async throws {
     let registry = PrometheusCollectorRegistry()
     CoreMetrics.Counter(label: "hourglass_probe_total", factory: PrometheusMetricsFactory(registry: registry)).increment()
-    let server = try await MetricsServer.bind(host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test.metrics"))
+    // A loaded machine can hold this test's task for over ten seconds between connecting and
+    // writing its request (seen in CI): the default idle timeout would close the connection.
+    let server = try await MetricsServer.bind(
+      host: "127.0.0.1", port: 0, registry: registry, logger: Logger(label: "test.metrics"), idleTimeout: .minutes(5))
     let group = ServiceGroup(services: [server], logger: Logger(label: "test.metrics"))
     try await withThrowingTaskGroup { tasks in
       tasks.addTask { try await group.run() }
@@ -172,6 +178,18 @@ struct MetricsTests {
       await group.triggerGracefulShutdown()
       try await tasks.waitForAll()
     }
+  }
+
+  @Test("a connection that sends nothing is closed after the idle timeout")
+  func idleConnectionIsClosed() async throws {
+    let server = try await MetricsServer.bind(
+      host: "127.0.0.1", port: 0, registry: PrometheusCollectorRegistry(), logger: Logger(label: "test.metrics"), idleTimeout: .milliseconds(200))
+    let running = Task { try await server.run() }
+    let silent = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: server.port).get()
+    // The close is the signal: the test ends when the server closes the connection.
+    try await silent.closeFuture.get()
+    running.cancel()
+    _ = await running.result
   }
 }
 

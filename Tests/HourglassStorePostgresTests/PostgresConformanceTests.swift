@@ -9,9 +9,10 @@ import Testing
 /// coordinator's view of the same store).
 func openTestStore(partitionCount: Int32 = 8, database: String? = nil) async throws -> PostgresTaskStore {
   let server = try #require(PostgresTestServer.current, "no PostgreSQL test server in scope")
-  let database = try database ?? server.createDatabase()
+  let name: String
+  if let database { name = database } else { name = try await server.createDatabase() }
   var configuration = PostgresTaskStore.Configuration.defaults(
-    host: server.host, port: server.port, username: server.username, database: database)
+    host: server.host, port: server.port, username: server.username, database: name)
   configuration.partitionCount = partitionCount
   configuration.maxConnections = 6
   configuration.writerConnections = 2

@@ -178,7 +178,9 @@ extension TLSLoopbackTests {
       quick.settingsTimeout = .milliseconds(200)
       try await TestServer.with(connection: quick) { server in
         let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
-        try await raw.send(RawFrames.preface)
+        // A loaded machine can hold this task past the deadline before it sends: then the
+        // server has closed already, the send fails, and what the server sent is still read.
+        try? await raw.send(RawFrames.preface)
         let frames = await raw.framesUntilClose()
         let goAway = try #require(frames.last { $0.type == .goAway })
         let wire = try WireGoAway(serializedBytes: Array(goAway.payload.readableBytesView))
@@ -194,7 +196,8 @@ extension TLSLoopbackTests {
       try await TestServer.with(connection: pinging) { server in
         // The raw client completes the handshake but never answers a PING.
         let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
-        try await raw.send(RawFrames.preface + RawFrames.emptySettings)
+        // As in the SETTINGS deadline test, the server may have dropped the peer before the send.
+        try? await raw.send(RawFrames.preface + RawFrames.emptySettings)
         let frames = await raw.framesUntilClose()
         #expect(frames.contains { $0.type == .ping })
       }

@@ -20,14 +20,14 @@ struct PostgresServerTrait: SuiteTrait, TestScoping {
   func provideScope(
     for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
   ) async throws {
-    let server = try ThrowawayPostgres.start()
+    let server = try await ThrowawayPostgres.start()
     do {
       try await PostgresTestServer.$current.withValue(server) { try await function() }
     } catch {
-      server.stop()
+      await server.stop()
       throw error
     }
-    server.stop()
+    await server.stop()
   }
 }
 
