@@ -14,6 +14,8 @@ public final class Coordinator: Service, Sendable {
   private let clock: any CoordinatorClock
   private let logger: Logger
   let dispatcher: Dispatcher
+  /// Removes finished and deleted tasks past their retention.
+  let purger: TaskPurger
   /// The handlers, for any transport (TLS in production, in-process in tests).
   public let server: RPCServer
   private let listener: RPCTLSServer?
@@ -36,6 +38,7 @@ public final class Coordinator: Service, Sendable {
     let metrics = CoordinatorMetrics(factory: metricsFactory)
     let dispatcher = Dispatcher(store: store, clock: clock, configuration: configuration, logger: logger, metrics: metrics)
     self.dispatcher = dispatcher
+    self.purger = TaskPurger(store: store, clock: clock, configuration: configuration, logger: logger, metrics: metrics)
     var router = RPCRouter()
     TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(into: &router)
     let results = StoreBatcher(
@@ -79,12 +82,16 @@ public final class Coordinator: Service, Sendable {
   public func run() async throws {
     let dispatcher = self.dispatcher
     let listener = self.listener
+    let purger = self.purger
     try await withThrowingDiscardingTaskGroup { group in
       group.addTask {
         // Dispatching stops when shutdown begins; leases in flight run out or finish.
         try await cancelWhenGracefulShutdown {
           try await dispatcher.run()
         }
+      }
+      group.addTask {
+        await cancelWhenGracefulShutdown { await purger.run() }
       }
       if let listener {
         group.addTask { try await listener.run() }

@@ -39,9 +39,23 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// In a cluster: how often the owned partitions' recent due entries are read again, catching
   /// any run another coordinator's notice did not bring (a lost connection, a clock ahead).
   public var clusterSweepMicros: Int64
+  /// How long a finished task (completed, or dead after its last attempt) is kept, counted from
+  /// its last run's scheduled time (its creation, if it never ran); Get, List and its run
+  /// history answer for it until then. nil keeps finished tasks for ever.
+  public var finishedTaskRetentionMicros: Int64?
+  /// How long a deleted task's row (with its runs and idempotency key) stays before it is
+  /// purged. It is invisible from the moment it is deleted; this is a grace in which results
+  /// of a run the delete cancelled still find their run.
+  public var deletedTaskRetentionMicros: Int64
+  /// How often the purge of finished and deleted tasks runs.
+  public var purgeIntervalMicros: Int64
+  /// Most tasks removed per purge transaction. Small, so a purge never holds the store's
+  /// writer for long: on SQLite, lease transactions wait behind it.
+  public var purgeBatch: Int
 
   /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog;
-  /// in a cluster, 10 s partition leases and a 5 s sweep.
+  /// in a cluster, 10 s partition leases and a 5 s sweep; finished tasks kept 7 days, deleted
+  /// ones purged after an hour, a purge pass every minute.
   public static var defaults: CoordinatorConfiguration {
     CoordinatorConfiguration(
       coordinatorID: "coordinator",
@@ -59,7 +73,11 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       pastGraceMicros: 60_000_000,
       tokens: BearerTokens(),
       partitionLeaseMicros: 10_000_000,
-      clusterSweepMicros: 5_000_000
+      clusterSweepMicros: 5_000_000,
+      finishedTaskRetentionMicros: 7 * 24 * 3_600_000_000,
+      deletedTaskRetentionMicros: 3_600_000_000,
+      purgeIntervalMicros: 60_000_000,
+      purgeBatch: 256
     )
   }
 
@@ -83,6 +101,10 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     guard leaseBatch >= 1 else { throw ConfigurationError(field: "lease_batch", reason: "must be at least 1") }
     guard resultBatch >= 1 else { throw ConfigurationError(field: "result_batch", reason: "must be at least 1") }
     guard resultSpacingMicros >= 0 else { throw ConfigurationError(field: "result_spacing", reason: "must not be negative") }
+    if let finishedTaskRetentionMicros { try positive(finishedTaskRetentionMicros, "finished_task_retention") }
+    guard deletedTaskRetentionMicros >= 0 else { throw ConfigurationError(field: "deleted_task_retention", reason: "must not be negative") }
+    try positive(purgeIntervalMicros, "purge_interval")
+    guard purgeBatch >= 1 else { throw ConfigurationError(field: "purge_batch", reason: "must be at least 1") }
   }
 }
 

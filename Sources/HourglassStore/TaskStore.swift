@@ -47,8 +47,15 @@ public protocol TaskStore: Sendable {
   ) async throws
     -> DeleteOutcome
 
-  /// Removes the rows of tasks deleted before `before` (and their runs); returns how many tasks.
+  /// Removes the rows of at most `limit` tasks deleted before `before`, with their runs and
+  /// idempotency keys; returns how many tasks.
   func purgeDeleted(before: Int64, limit: Int) async throws -> Int
+
+  /// Removes the rows of at most `limit` finished tasks (completed or dead) whose last run was
+  /// scheduled before `before` (created before it, for a task that never ran), with their runs
+  /// and idempotency keys; returns how many tasks. Active, running and paused tasks are never
+  /// touched. The coordinator calls this to keep the store's size bounded (its retention).
+  func purgeFinished(before: Int64, limit: Int) async throws -> Int
 
   /// At most `limit` dispatchable entries of a shard whose due time is in `from ..< until`, in
   /// (due time, task id) order, starting after `after` when it is given. Page with

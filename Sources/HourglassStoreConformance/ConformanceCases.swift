@@ -303,6 +303,56 @@ extension ConformanceCase {
       try expectEqual(try await store.purgeDeleted(before: t0 + hour, limit: 10), 1, "purged")
       try expectEqual(try await store.counts().tasks[.deleted, default: 0], 0, "gone")
     },
+    ConformanceCase("purging finished tasks: completed and dead ones past the instant go with their runs and keys; others stay") { store in
+      // Four one-shot tasks due at t0 + 10 s: one completes, one dies, one waits for a retry,
+      // one stays running. A fifth finishes without ever running, so counts from its creation.
+      let ids = makeIDs(5, seed: 77)
+      var tasks = ids.prefix(4).map { newTask($0) }
+      for index in tasks.indices { tasks[index].idempotencyKey = "key-\(index)" }
+      try await store.insert(tasks)
+      let leases = try await store.createLeases(
+        ids.prefix(4).map { LeaseRequest(taskID: $0, scheduledMicros: t0 + 10 * second, owner: "e1", expiresAt: t0 + hour) }, now: t0 + 10 * second)
+      let leased = leases.compactMap { $0 }
+      try expectEqual(leased.count, 4, "leased")
+      try expectEqual(
+        try await store.recordResult(
+          runID: leased[0].runID, fence: leased[0].fence,
+          result: RunResult(state: .succeeded, finishedMicros: t0 + 11 * second, next: .finish(.completed))), .recorded, "completed")
+      try expectEqual(
+        try await store.recordResult(
+          runID: leased[1].runID, fence: leased[1].fence,
+          result: RunResult(state: .dead, finishedMicros: t0 + 11 * second, next: .finish(.dead))), .recorded, "dead")
+      try expectEqual(
+        try await store.recordResult(
+          runID: leased[2].runID, fence: leased[2].fence,
+          result: RunResult(state: .failed, finishedMicros: t0 + 11 * second, next: .retry(atMicros: t0 + hour))), .recorded, "retrying")
+      // leased[3] stays running. The fifth is stored without a first run (paused), then moved
+      // to completed as a schedule with no further time is.
+      var never = newTask(ids[4], firstRun: nil)
+      never.createdAtMicros = t0 - hour
+      try await store.insert([never])
+      let version = try await store.task(id: ids[4], owner: "alice")?.version ?? -1
+      _ = try await store.advance(taskID: ids[4], expectedVersion: version, nextRunMicros: nil, state: .completed)
+      try expectEqual(try await store.task(id: ids[4], owner: "alice")?.state, .completed, "completed without a run")
+
+      try expectEqual(try await store.purgeFinished(before: t0 - hour, limit: 10), 0, "nothing finished before its creation")
+      try expectEqual(try await store.purgeFinished(before: t0, limit: 10), 1, "the one that never ran: created at t0 - 1 h")
+      try expectEqual(try await store.purgeFinished(before: t0 + 10 * second, limit: 10), 0, "last runs at t0 + 10 s: not before")
+      try expectEqual(try await store.purgeFinished(before: t0 + 11 * second, limit: 1), 1, "the limit holds")
+      try expectEqual(try await store.purgeFinished(before: t0 + 11 * second, limit: 10), 1, "the other")
+      try expectEqual(try await store.purgeFinished(before: .max, limit: 10), 0, "retrying and running tasks are never purged")
+      for index in 0..<2 {
+        try expectEqual(try await store.task(id: ids[index], owner: "alice"), nil, "task \(index) gone")
+        try expectEqual(try await store.taskID(idempotencyKey: "key-\(index)", owner: "alice"), nil, "key-\(index) forgotten")
+      }
+      let runs = try await store.counts().runs
+      try expectEqual(runs[.succeeded, default: 0] + runs[.dead, default: 0], 0, "the finished tasks' runs gone")
+      try expectEqual(runs[.leased, default: 0], 1, "the running task's run kept")
+      for index in 2..<4 {
+        try expectEqual(try await store.task(id: ids[index], owner: "alice")?.id, ids[index], "task \(index) kept")
+        try expectEqual(try await store.taskID(idempotencyKey: "key-\(index)", owner: "alice"), ids[index], "key-\(index) kept")
+      }
+    },
     ConformanceCase("deleting a running task needs cancellation, which voids the fence") { store in
       let (id, lease) = try await leasedTask(store)
       try expectEqual(

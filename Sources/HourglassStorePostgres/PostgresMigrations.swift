@@ -133,6 +133,13 @@ enum PostgresMigrations {
           "CREATE INDEX runs_leased ON runs (lease_expires_us) WHERE state = 'leased'",
           "DROP INDEX runs_lease",
         ]),
+      Migration(
+        version: 7, name: "finished-tasks-index",
+        statements: [
+          // Finished tasks by the instant their retention counts from (purgeFinished); tasks
+          // enter the partial index once, when they finish.
+          "CREATE INDEX tasks_finished ON tasks (coalesce(last_run_us, created_us)) WHERE state IN ('completed', 'dead')"
+        ]),
     ]
   }
 }

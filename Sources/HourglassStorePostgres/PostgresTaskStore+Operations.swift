@@ -245,14 +245,29 @@ extension PostgresTaskStore {
   }
 
   public func purgeDeleted(before: Int64, limit: Int) async throws -> Int {
-    try await transaction { [logger] connection in
-      var ids: [UUID] = []
-      for try await id in try await connection.query(
-        """
+    try await purge(
+      selecting: """
         SELECT id FROM tasks WHERE state = 'deleted' AND deleted_us < \(before)
         ORDER BY deleted_us LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED
-        """, logger: logger
-      ).decode(UUID.self) {
+        """)
+  }
+
+  public func purgeFinished(before: Int64, limit: Int) async throws -> Int {
+    // The expression is the `tasks_finished` index's, so the index serves the range and order.
+    try await purge(
+      selecting: """
+        SELECT id FROM tasks
+        WHERE state IN ('completed', 'dead') AND coalesce(last_run_us, created_us) < \(before)
+        ORDER BY coalesce(last_run_us, created_us) LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED
+        """)
+  }
+
+  /// Removes the tasks `query` selects (and locks), with their runs and keys, in one
+  /// transaction. Rows another coordinator's purge has locked are skipped, not waited for.
+  private func purge(selecting query: PostgresQuery) async throws -> Int {
+    try await transaction { [logger] connection in
+      var ids: [UUID] = []
+      for try await id in try await connection.query(query, logger: logger).decode(UUID.self) {
         ids.append(id)
       }
       if ids.isEmpty { return 0 }

@@ -109,6 +109,15 @@ enum SQLiteMigrations {
           DROP INDEX runs_lease;
           """)
     }
+    migrator.registerMigration("0006-finished-tasks-index") { db in
+      // Finished tasks by the instant their retention counts from, for purgeFinished. Partial:
+      // tasks enter it once, when they finish, and leave it when purged.
+      try db.execute(
+        sql: """
+          CREATE INDEX tasks_finished ON tasks (coalesce(last_run_us, created_us))
+          WHERE state IN ('completed', 'dead');
+          """)
+    }
     return migrator
   }
 }

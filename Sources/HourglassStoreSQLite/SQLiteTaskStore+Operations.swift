@@ -247,11 +247,27 @@ extension SQLiteTaskStore {
   }
 
   public func purgeDeleted(before: Int64, limit: Int) async throws -> Int {
+    try await purge(
+      selecting: "SELECT id FROM tasks WHERE state = 'deleted' AND deleted_us < ? ORDER BY deleted_us LIMIT ?", before: before, limit: limit)
+  }
+
+  public func purgeFinished(before: Int64, limit: Int) async throws -> Int {
+    try await purge(
+      selecting: """
+        SELECT id FROM tasks INDEXED BY tasks_finished
+        WHERE state IN ('completed', 'dead') AND \(Self.finishedAnchor) < ?
+        ORDER BY \(Self.finishedAnchor) LIMIT ?
+        """, before: before, limit: limit)
+  }
+
+  /// The instant a finished task's retention counts from, as in the `tasks_finished` index.
+  static let finishedAnchor = "coalesce(last_run_us, created_us)"
+
+  /// Removes the tasks `selecting` (bound to `before` and `limit`) returns, with their runs and
+  /// keys, in one write transaction.
+  private func purge(selecting sql: String, before: Int64, limit: Int) async throws -> Int {
     try await write { db in
-      let ids = try Data.fetchAll(
-        db,
-        sql: "SELECT id FROM tasks WHERE state = 'deleted' AND deleted_us < ? ORDER BY deleted_us LIMIT ?",
-        arguments: [before, limit])
+      let ids = try Data.fetchAll(db, sql: sql, arguments: [before, limit])
       for id in ids {
         try db.execute(sql: "DELETE FROM runs WHERE task_id = ?", arguments: [id])
         try db.execute(sql: "DELETE FROM idempotency_keys WHERE task_id = ?", arguments: [id])

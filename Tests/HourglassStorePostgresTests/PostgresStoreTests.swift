@@ -14,6 +14,7 @@ struct PostgresStoreTests {
     #expect(
       try await store.appliedMigrations() == [
         "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index",
+        "0007-finished-tasks-index",
       ])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
@@ -22,7 +23,7 @@ struct PostgresStoreTests {
     let indexes = try await store.rows(
       "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
     ).map { try $0.decode(String.self) }
-    #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_deleted", "tasks_due_id", "tasks_owner"])
+    #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_owner"])
     let commit = try await store.scalar("SHOW synchronous_commit", as: String.self)
     #expect(commit == "on", "acknowledged means flushed to the server's WAL")
     try await store.close()
@@ -39,6 +40,7 @@ struct PostgresStoreTests {
     _ = try await store.rows("DROP TABLE coordinators")
     _ = try await store.rows("DROP INDEX runs_leased")
     _ = try await store.rows("CREATE INDEX runs_lease ON runs (state, lease_expires_us)")
+    _ = try await store.rows("DROP INDEX tasks_finished")
     _ = try await store.rows("ALTER TABLE tasks DROP COLUMN runs_completed")
     for (at, state) in [(1, "succeeded"), (2, "dead"), (3, "retrying"), (4, "skipped")] as [(Int64, String)] {
       _ = try await store.rows(
@@ -47,7 +49,10 @@ struct PostgresStoreTests {
     let database = store.configuration.database
     try await store.close()
     let upgraded = try await openTestStore(database: database)
-    #expect(try await upgraded.appliedMigrations().suffix(3) == ["0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index"])
+    #expect(
+      try await upgraded.appliedMigrations().suffix(4) == [
+        "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index", "0007-finished-tasks-index",
+      ])
     #expect(try await upgraded.task(id: id, owner: "alice")?.runsCompleted == 2)
     try await upgraded.close()
   }

@@ -84,11 +84,13 @@ struct SQLiteStoreTests {
     try await TemporaryDirectory.with { dir in
       let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
       #expect(
-        try await store.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index"])
+        try await store.appliedMigrations() == [
+          "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index", "0006-finished-tasks-index",
+        ])
       let indexes = try await store.pool.read { db in
         try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
       }
-      #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_deleted", "tasks_due_id", "tasks_owner"])
+      #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_owner"])
       let plan = try await store.pool.read { db in
         try Row.fetchAll(
           db,
@@ -105,7 +107,9 @@ struct SQLiteStoreTests {
       // Reopening migrates nothing and keeps the data.
       let again = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
       #expect(
-        try await again.appliedMigrations() == ["0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index"])
+        try await again.appliedMigrations() == [
+          "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index", "0006-finished-tasks-index",
+        ])
       try await again.close()
     }
   }

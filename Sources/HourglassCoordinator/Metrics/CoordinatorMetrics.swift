@@ -36,6 +36,10 @@ final class CoordinatorMetrics: Sendable {
   /// In a cluster: the coordinators in the membership at this one's last ownership pass (0 while
   /// it is not in it; not reported on a single node).
   let clusterCoordinators: Gauge
+  /// Deleted tasks whose rows the purge removed.
+  let tasksPurgedDeleted: Counter
+  /// Finished tasks the purge removed once their retention had passed.
+  let tasksPurgedFinished: Counter
 
   private let byOperator = Mutex<[String: Counter]>([:])
   private let rpcCounters = Mutex<[RPCKey: Counter]>([:])
@@ -62,6 +66,8 @@ final class CoordinatorMetrics: Sendable {
     executorsConnected = Gauge(label: "hourglass_executors_connected", factory: factory)
     executorsSkewRefused = Gauge(label: "hourglass_executors_skew_refused", factory: factory)
     clusterCoordinators = Gauge(label: "hourglass_cluster_coordinators", factory: factory)
+    tasksPurgedDeleted = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "deleted")], factory: factory)
+    tasksPurgedFinished = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "finished")], factory: factory)
   }
 
   /// A task failed for good: its last attempt failed (the seed design's `user_task_fail`).

@@ -43,6 +43,16 @@ struct CoordinatorCommand: AsyncParsableCommand {
   @Option(help: "Largest executor clock skew, in milliseconds, before it gets no leases.")
   var skewBoundMs: Int = 500
 
+  @Option(
+    help: """
+      How long a finished task (completed, or dead after its last attempt) is kept, in hours from \
+      its last run; then it and its runs are purged. 0 keeps finished tasks for ever.
+      """)
+  var finishedTaskRetentionHours: Double = 168
+
+  @Option(help: "How long a deleted task's row is kept before it is purged, in hours (it is invisible at once).")
+  var deletedTaskRetentionHours: Double = 1
+
   @Option(help: "File of users' bearer tokens, one \"TOKEN USER_ID\" (or \"sha256:HEX USER_ID\") per line.")
   var tokens: String?
 
@@ -62,6 +72,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     configuration.coordinatorID = id ?? ProcessInfo.processInfo.hostName
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
+    guard finishedTaskRetentionHours >= 0, deletedTaskRetentionHours >= 0 else {
+      throw ValidationError("--finished-task-retention-hours and --deleted-task-retention-hours must not be negative")
+    }
+    configuration.finishedTaskRetentionMicros = finishedTaskRetentionHours == 0 ? nil : Int64(finishedTaskRetentionHours * 3_600_000_000)
+    configuration.deletedTaskRetentionMicros = Int64(deletedTaskRetentionHours * 3_600_000_000)
     if let tokens {
       configuration.tokens = try BearerTokens.load(path: tokens)
       logger.info("bearer tokens loaded", metadata: ["hourglass.tokens": "\(configuration.tokens.count)"])

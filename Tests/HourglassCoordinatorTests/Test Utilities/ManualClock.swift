@@ -31,11 +31,17 @@ final class ManualClock: CoordinatorClock {
   }
 
   /// A signal for tests: the returned stream yields once some task sleeps until exactly
-  /// `deadline`, so the clock can then be moved past it without racing the sleeper. The watch
-  /// starts when this returns, so call it before whatever starts that sleep.
+  /// `deadline` (at once if one already does), so the clock can then be moved past it without
+  /// racing the sleeper.
   func expectSleeper(until deadline: Int64) -> AsyncStream<Void> {
     let (stream, continuation) = AsyncStream<Void>.makeStream()
+    // Watch first, then look: a sleeper registers itself first, then looks for watchers, so
+    // one of the two sides always sees the other (both may; a finished stream ignores the rest).
     sleepWatchers.withLock { $0.append((deadline, continuation)) }
+    if state.withLock({ $0.sleepers.values.contains { $0.deadline == deadline } }) {
+      continuation.yield()
+      continuation.finish()
+    }
     return stream
   }
 
