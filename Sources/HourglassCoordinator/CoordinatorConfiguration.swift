@@ -43,6 +43,10 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// its last run's scheduled time (its creation, if it never ran); Get, List and its run
   /// history answer for it until then. nil keeps finished tasks for ever.
   public var finishedTaskRetentionMicros: Int64?
+  /// How long a recurring task keeps the runs it has finished, counted back from each new
+  /// result's scheduled time; older ones are removed as that result is recorded. nil keeps
+  /// every run.
+  public var runHistoryRetentionMicros: Int64?
   /// How long a deleted task's row (with its runs and idempotency key) stays before it is
   /// purged. It is invisible from the moment it is deleted; this is a grace in which results
   /// of a run the delete cancelled still find their run.
@@ -54,8 +58,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   public var purgeBatch: Int
 
   /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog;
-  /// in a cluster, 10 s partition leases and a 5 s sweep; finished tasks kept 7 days, deleted
-  /// ones purged after an hour, a purge pass every minute.
+  /// in a cluster, 10 s partition leases and a 5 s sweep; finished tasks and recurring tasks'
+  /// runs kept 7 days, deleted tasks purged after an hour, a purge pass every minute.
   public static var defaults: CoordinatorConfiguration {
     CoordinatorConfiguration(
       coordinatorID: "coordinator",
@@ -75,6 +79,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       partitionLeaseMicros: 10_000_000,
       clusterSweepMicros: 5_000_000,
       finishedTaskRetentionMicros: 7 * 24 * 3_600_000_000,
+      runHistoryRetentionMicros: 7 * 24 * 3_600_000_000,
       deletedTaskRetentionMicros: 3_600_000_000,
       purgeIntervalMicros: 60_000_000,
       purgeBatch: 256
@@ -102,6 +107,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     guard resultBatch >= 1 else { throw ConfigurationError(field: "result_batch", reason: "must be at least 1") }
     guard resultSpacingMicros >= 0 else { throw ConfigurationError(field: "result_spacing", reason: "must not be negative") }
     if let finishedTaskRetentionMicros { try positive(finishedTaskRetentionMicros, "finished_task_retention") }
+    if let runHistoryRetentionMicros { try positive(runHistoryRetentionMicros, "run_history_retention") }
     guard deletedTaskRetentionMicros >= 0 else { throw ConfigurationError(field: "deleted_task_retention", reason: "must not be negative") }
     try positive(purgeIntervalMicros, "purge_interval")
     guard purgeBatch >= 1 else { throw ConfigurationError(field: "purge_batch", reason: "must be at least 1") }

@@ -327,11 +327,16 @@ public struct RunResult: Sendable, Hashable {
   public var error: String?
   /// What the task does next.
   public var next: Next
+  /// When set, the task's finished runs (succeeded, failed, dead, cancelled, skipped) scheduled
+  /// before this instant are removed in the same transaction: the run-history retention of a
+  /// recurring task, which would otherwise keep every run it ever had. Its `runsCompleted`
+  /// count is not lowered.
+  public var forgetRunsBeforeMicros: Int64?
 
   /// Describes a result.
   public init(
     state: RunState, finishedMicros: Int64, exitStatus: Int32? = nil, outputTail: [UInt8] = [],
-    error: String? = nil, next: Next
+    error: String? = nil, next: Next, forgetRunsBeforeMicros: Int64? = nil
   ) {
     self.state = state
     self.finishedMicros = finishedMicros
@@ -339,6 +344,7 @@ public struct RunResult: Sendable, Hashable {
     self.outputTail = outputTail
     self.error = error
     self.next = next
+    self.forgetRunsBeforeMicros = forgetRunsBeforeMicros
   }
 }
 

@@ -538,6 +538,29 @@ extension ConformanceCase {
   ]
 
   static let resultCases: [ConformanceCase] = [
+    ConformanceCase("a result can forget its recurring task's finished runs before an instant; the count stays") { store in
+      let id = makeIDs(1, seed: 808)[0]
+      try await store.insert([newTask(id, recurring: true)])
+      let minute = 60 * second
+      var scheduled = t0 + 10 * second
+      for number in 1...3 {
+        let leases = try await store.createLeases(
+          [LeaseRequest(taskID: id, scheduledMicros: scheduled, owner: "e1", expiresAt: scheduled + hour)], now: scheduled)
+        guard let lease = leases.first ?? nil else { throw ConformanceFailure(message: "run \(number) not leased", line: #line) }
+        // The third result forgets the runs before the second one.
+        let forget: Int64? = number == 3 ? scheduled - minute : nil
+        try expectEqual(
+          try await store.recordResult(
+            runID: lease.runID, fence: lease.fence,
+            result: RunResult(
+              state: .succeeded, finishedMicros: scheduled + second, next: .reschedule(nextRunMicros: scheduled + minute),
+              forgetRunsBeforeMicros: forget)), .recorded, "run \(number)")
+        scheduled += minute
+      }
+      let runs = try await store.runs(taskID: id, owner: "alice", before: nil, limit: 10)
+      try expectEqual(runs.map(\.id.scheduledMicros), [t0 + 130 * second, t0 + 70 * second], "the first run forgotten")
+      try expectEqual(try await store.task(id: id, owner: "alice")?.runsCompleted, 3, "all three still counted")
+    },
     ConformanceCase("a result is recorded once, only with the current fence") { store in
       let (id, lease) = try await leasedTask(store)
       let result = RunResult(

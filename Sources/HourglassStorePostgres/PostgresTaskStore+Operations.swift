@@ -646,6 +646,18 @@ extension PostgresTaskStore {
         WHERE tasks.id = u.id
         """, logger: logger)
     }
+    let forgetting = positions.compactMap { position -> (UUID, Int64)? in
+      batch[position].item.result.forgetRunsBeforeMicros.map { (ids[position], $0) }
+    }
+    if !forgetting.isEmpty {
+      // Old finished runs of recurring tasks (their run-history retention), by primary key range.
+      try await connection.query(
+        """
+        DELETE FROM runs USING unnest(\(forgetting.map(\.0))::uuid[], \(forgetting.map(\.1))::bigint[]) AS u(id, before)
+        WHERE runs.task_id = u.id AND runs.scheduled_us < u.before
+          AND runs.state IN ('succeeded', 'failed', 'dead', 'cancelled', 'skipped')
+        """, logger: logger)
+    }
     return positions
   }
 

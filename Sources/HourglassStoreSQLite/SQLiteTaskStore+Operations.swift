@@ -505,10 +505,9 @@ extension SQLiteTaskStore {
   }
 
   /// Records one checked result, whose run takes `runState`, inside the caller's write
-  /// transaction (compare-and-set on the fence).
-  /// Records one result inside the caller's write transaction: the run's compare-and-set on its
-  /// fence, then the task's next step. Bound through the C API (``RawStatement``): this runs once
-  /// per finished run on the single writer.
+  /// transaction: the run's compare-and-set on its fence, then the task's next step, then the
+  /// old runs the result forgets. Bound through the C API (``RawStatement``): this runs once per
+  /// finished run on the single writer.
   static func record(_ db: Database, _ item: ResultRecord, runState: RunState) throws -> RecordOutcome {
     let result = item.result
     let runID = item.runID
@@ -560,8 +559,20 @@ extension SQLiteTaskStore {
       task.bind(id, at: 4)
       try task.execute()
     }
+    if let before = result.forgetRunsBeforeMicros {
+      let forget = try RawStatement(cached: db, forgetRunsSQL)
+      forget.bind(id, at: 1)
+      forget.bind(before, at: 2)
+      try forget.execute()
+    }
     return .recorded
   }
+
+  /// A recurring task's finished runs before an instant (its primary key's range).
+  static let forgetRunsSQL = """
+    DELETE FROM runs WHERE task_id = ?1 AND scheduled_us < ?2
+      AND state IN ('succeeded', 'failed', 'dead', 'cancelled', 'skipped')
+    """
 
   static let recordRunSQL = """
     UPDATE runs SET state = ?1, finished_us = ?2, exit_status = ?3, output_tail = ?4, error = ?5,

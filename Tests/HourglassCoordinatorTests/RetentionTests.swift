@@ -70,6 +70,27 @@ struct RetentionTests {
     }
   }
 
+  @Test("a recurring task keeps the runs of its run-history retention, counted back from its latest")
+  func runHistory() async throws {
+    try await Harness.with(configure: { $0.runHistoryRetentionMicros = 150_000_000 }) { harness in
+      let alice = harness.client("alice")
+      let id = try await alice.schedule(every: 60, recurring: true)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(1)
+      for round in 0..<4 {
+        if round > 0 { harness.advance(seconds: 60) }
+        let lease = try await executor.nextLease()
+        #expect(try await executor.report(lease, outcome: .succeeded))
+        executor.grant(1)
+      }
+      // Runs at 0, 60, 120 and 180 s; the last result forgets those before 180 − 150 = 30 s.
+      let runs = try await alice.runs(id)
+      #expect(runs.map(\.runID) == [180, 120, 60].map { "\(id)@\(Harness.start + Int64($0) * 1_000_000)" })
+      #expect(try await alice.get(id).runsCompleted == 4, "forgotten runs still count")
+      await executor.close()
+    }
+  }
+
   @Test("retention settings are validated")
   func validation() {
     var configuration = CoordinatorConfiguration.defaults
@@ -77,6 +98,9 @@ struct RetentionTests {
     #expect(throws: ConfigurationError.self) { try configuration.validate() }
     configuration.finishedTaskRetentionMicros = nil
     #expect(throws: Never.self) { try configuration.validate() }
+    configuration.runHistoryRetentionMicros = -1
+    #expect(throws: ConfigurationError.self) { try configuration.validate() }
+    configuration.runHistoryRetentionMicros = nil
     configuration.purgeBatch = 0
     #expect(throws: ConfigurationError.self) { try configuration.validate() }
   }

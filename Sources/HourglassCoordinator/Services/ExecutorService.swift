@@ -302,9 +302,19 @@ struct ExecutorService: Sendable {
         exitStatus: result.exitCode,
         outputTail: Array(result.outputTail.suffix(65_536)),
         error: result.error.isEmpty ? nil : result.error,
-        next: plan.next
+        next: plan.next,
+        forgetRunsBeforeMicros: forgetRunsBefore(task: task, runID: runID, next: plan.next)
       ))
     return Prepared(record: record, plan: plan, task: task, attempt: attempt)
+  }
+
+  /// A recurring task's run-history retention: with each finished run, the runs scheduled more
+  /// than the retention before it go. Not for a retry (the run goes on) nor a one-shot task
+  /// (it has one run, and goes whole when its own retention passes).
+  private func forgetRunsBefore(task: TaskRecord, runID: RunID, next: RunResult.Next) -> Int64? {
+    guard task.recurring, let retention = configuration.runHistoryRetentionMicros else { return nil }
+    if case .retry = next { return nil }
+    return runID.scheduledMicros - retention
   }
 
   /// After a result was recorded: metrics, logs, and the run the task goes on with, if any (to

@@ -53,6 +53,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
   @Option(help: "How long a deleted task's row is kept before it is purged, in hours (it is invisible at once).")
   var deletedTaskRetentionHours: Double = 1
 
+  @Option(help: "How long a recurring task keeps its finished runs, in hours before its latest; 0 keeps every run.")
+  var runHistoryRetentionHours: Double = 168
+
   @Option(help: "File of users' bearer tokens, one \"TOKEN USER_ID\" (or \"sha256:HEX USER_ID\") per line.")
   var tokens: String?
 
@@ -72,9 +75,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     configuration.coordinatorID = id ?? ProcessInfo.processInfo.hostName
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
-    guard finishedTaskRetentionHours >= 0, deletedTaskRetentionHours >= 0 else {
-      throw ValidationError("--finished-task-retention-hours and --deleted-task-retention-hours must not be negative")
+    guard finishedTaskRetentionHours >= 0, deletedTaskRetentionHours >= 0, runHistoryRetentionHours >= 0 else {
+      throw ValidationError("the --…-retention-hours options must not be negative")
     }
+    configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Int64(runHistoryRetentionHours * 3_600_000_000)
     configuration.finishedTaskRetentionMicros = finishedTaskRetentionHours == 0 ? nil : Int64(finishedTaskRetentionHours * 3_600_000_000)
     configuration.deletedTaskRetentionMicros = Int64(deletedTaskRetentionHours * 3_600_000_000)
     if let tokens {
