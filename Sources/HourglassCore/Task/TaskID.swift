@@ -65,20 +65,47 @@ public struct TaskID: Sendable, Hashable, Comparable, Codable, CustomStringConve
 
   /// The creation instant carried in a version-7 id, in Unix milliseconds.
   public var unixMilliseconds: Int64 {
-    let b = bytes
-    var ms: Int64 = 0
-    for i in 0..<6 { ms = ms << 8 | Int64(b[i]) }
-    return ms
+    withUnsafeBytes(of: uuid.uuid) { b in
+      var ms: Int64 = 0
+      for i in 0..<6 { ms = ms << 8 | Int64(b[i]) }
+      return ms
+    }
   }
 
   /// The UUID version nibble (7 for ids minted by this type).
-  public var version: Int { Int(bytes[6] >> 4) }
+  public var version: Int { Int(uuid.uuid.6 >> 4) }
 
-  /// The canonical lowercase UUID text.
-  public var description: String { uuid.uuidString.lowercased() }
+  /// The canonical lowercase UUID text, `8-4-4-4-12` hex digits. Written directly rather than
+  /// through Foundation's `uuidString` (which formats with `sprintf` on Linux) and a
+  /// `lowercased()` copy: every Schedule answer and every log line with a task id builds one.
+  public var description: String {
+    withUnsafeBytes(of: uuid.uuid) { raw in
+      String(unsafeUninitializedCapacity: 36) { text in
+        let digits: StaticString = "0123456789abcdef"
+        var at = 0
+        for index in 0..<16 {
+          if index == 4 || index == 6 || index == 8 || index == 10 {
+            text[at] = UInt8(ascii: "-")
+            at += 1
+          }
+          let byte = raw[index]
+          text[at] = digits.utf8Start[Int(byte >> 4)]
+          text[at + 1] = digits.utf8Start[Int(byte & 0x0F)]
+          at += 2
+        }
+        return at
+      }
+    }
+  }
 
+  /// Byte order, without copying the bytes out.
   public static func < (lhs: TaskID, rhs: TaskID) -> Bool {
-    lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
+    withUnsafeBytes(of: lhs.uuid.uuid) { l in
+      withUnsafeBytes(of: rhs.uuid.uuid) { r in
+        for index in 0..<16 where l[index] != r[index] { return l[index] < r[index] }
+        return false
+      }
+    }
   }
 
   public init(from decoder: any Decoder) throws {

@@ -41,6 +41,19 @@ struct TaskIDTests {
     #expect(TaskID(bytes: id.bytes) == id)
     #expect(TaskID(bytes: [1, 2, 3]) == nil)
   }
+
+  @Test func textAndOrderAgreeWithFoundationAndTheBytes() {
+    var rng = FixedGenerator(state: 9)
+    let random = (0..<500).map { _ in TaskID(bytes: (0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) })! }
+    let ids = random + [TaskID(bytes: [UInt8](repeating: 0, count: 16))!, TaskID(bytes: [UInt8](repeating: 255, count: 16))!]
+    for id in ids {
+      #expect(id.description == id.uuid.uuidString.lowercased())
+    }
+    for (a, b) in zip(ids, ids.dropFirst()) {
+      #expect((a < b) == a.bytes.lexicographicallyPrecedes(b.bytes))
+      #expect(!(a < a))
+    }
+  }
 }
 
 @Suite("Run identifiers, buckets, partitions, fences")
