@@ -1,6 +1,7 @@
 import HourglassCore
 import HourglassStore
 import Logging
+import Synchronization
 
 /// Several coordinators on one PostgreSQL: which partitions this one dispatches, and the notices
 /// the coordinators send each other (docs/storage.md, "Cluster").
@@ -160,18 +161,33 @@ extension Dispatcher {
       // other pass in a tight loop.
       do { try await clock.sleep(untilMicros: started + 100_000) } catch { break }
     }
-    // In a task of its own: this one is cancelled, and the store would refuse to start. At most
-    // `leaveTimeoutMicros`: with the database unreachable, the leases simply run out, and a
-    // shutdown must not wait for a connection that never comes.
+    await leaveWithinTimeLimit()
+  }
+
+  /// Leaves the cluster at shutdown, giving up after `leaveTimeoutMicros`: with the database
+  /// unreachable the partition leases simply run out, and a shutdown must not wait for a
+  /// connection that never comes.
+  ///
+  /// The leave and the time limit are tasks of their own (the caller is being cancelled, and the
+  /// store would refuse to start), and whichever ends first ends the wait; the other is cancelled
+  /// but not waited for. A task group would wait for both, so a store call that does not
+  /// return promptly when cancelled would hold the shutdown past its limit.
+  func leaveWithinTimeLimit() async {
     let clock = self.clock
-    await Task {
-      await withTaskGroup(of: Void.self) { group in
-        group.addTask { await self.leaveCluster(reason: "shutting down") }
-        group.addTask { try? await clock.sleep(untilMicros: clock.nowMicros() + Self.leaveTimeoutMicros) }
-        _ = await group.next()
-        group.cancelAll()
+    let leaving = Task { await self.leaveCluster(reason: "shutting down") }
+    let timer = Task { try? await clock.sleep(untilMicros: clock.nowMicros() + Self.leaveTimeoutMicros) }
+    let first = FirstToFinish()
+    await withCheckedContinuation { continuation in
+      first.wait(continuation)
+      Task {
+        await leaving.value; first.finish()
       }
-    }.value
+      Task {
+        await timer.value; first.finish()
+      }
+    }
+    leaving.cancel()
+    timer.cancel()
   }
 
   /// How long a shutting-down coordinator tries to leave the cluster.
@@ -300,5 +316,18 @@ extension Dispatcher {
     publishQueue()
     logger.info(
       "partitions given up", metadata: ["hourglass.partitions": "\(gone.map(\.rawValue).sorted())", "hourglass.reason": "\(reason)"])
+  }
+}
+
+/// A wait that the first of several racers ends; later ones find it ended.
+private final class FirstToFinish: Sendable {
+  private let waiter = Mutex<CheckedContinuation<Void, Never>?>(nil)
+
+  func wait(_ continuation: CheckedContinuation<Void, Never>) {
+    waiter.withLock { $0 = continuation }
+  }
+
+  func finish() {
+    waiter.withLock { $0.take() }?.resume()
   }
 }

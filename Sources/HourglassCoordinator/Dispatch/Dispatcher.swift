@@ -307,7 +307,11 @@ actor Dispatcher {
     do {
       try await loadBacklog()
     } catch {
-      if Task.isCancelled { return }
+      if Task.isCancelled {
+        // Stopped while starting: a coordinator that has joined the cluster still leaves it.
+        if joinedCluster { await leaveWithinTimeLimit() }
+        return
+      }
       logger.error("loading the backlog failed; continuing with what is due from now", metadata: ["hourglass.error": "\(error)"])
     }
     await withTaskGroup(of: Void.self) { group in
