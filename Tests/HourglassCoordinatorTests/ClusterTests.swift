@@ -94,10 +94,10 @@ struct ClusterHarness {
     let server = try await ThrowawayPostgres.start()
     do {
       let result = try await run(ids: ids, metricsFactories: metricsFactories, on: server, body)
-      await server.stop()
+      _ = await bounded("the PostgreSQL server stopping") { await server.stop() }
       return result
     } catch {
-      await server.stop()
+      _ = await bounded("the PostgreSQL server stopping") { await server.stop() }
       throw error
     }
   }
@@ -128,16 +128,19 @@ struct ClusterHarness {
     let harness = ClusterHarness(coordinators: coordinators, stores: stores, clock: clock, running: running, ids: ids, server: server)
     do {
       let result = try await body(harness)
-      for task in running { task.cancel() }
-      for task in running { _ = await task.result }
-      for store in stores { try await store.close() }
+      await stop(running, stores)
       return result
     } catch {
-      for task in running { task.cancel() }
-      for task in running { _ = await task.result }
-      for store in stores { try? await store.close() }
+      await stop(running, stores)
       throw error
     }
+  }
+
+  /// Stops the coordinators, then closes the stores, each wait bounded (``bounded(_:seconds:sourceLocation:_:)``).
+  private static func stop(_ running: [Task<Void, any Error>], _ stores: [PostgresTaskStore]) async {
+    for task in running { task.cancel() }
+    for task in running { _ = await bounded("a coordinator stopping") { _ = await task.result } }
+    for store in stores { _ = await bounded("a store closing") { try? await store.close() } }
   }
 
   /// Shuts coordinator `index` down as a graceful shutdown does (its dispatching is cancelled).
@@ -259,12 +262,18 @@ struct ClusterTests {
       await cluster.server.stop(immediately: true, removingDirectory: false)
       let giveUp = cluster.clock.nowMicros() + Dispatcher.leaveTimeoutMicros
       // Watch for the leave's time limit before the shutdown starts it.
-      var sleeping = cluster.clock.expectSleeper(until: giveUp).makeAsyncIterator()
+      let sleeping = cluster.clock.expectSleeper(until: giveUp)
       cluster.running[0].cancel()
-      _ = await sleeping.next()
+      // Each wait bounded: this test hung a whole run once, under load, and only a bounded
+      // wait can say which step did not finish.
+      _ = await bounded("the leave's time limit starting") {
+        var iterator = sleeping.makeAsyncIterator()
+        return await iterator.next() != nil
+      }
       cluster.clock.advance(byMicros: Dispatcher.leaveTimeoutMicros)
-      _ = await cluster.running[0].result
-      await onA.close()
+      let coordinator = cluster.running[0]
+      _ = await bounded("the coordinator stopping") { _ = await coordinator.result }
+      _ = await bounded("the executor's stream closing") { await onA.close() }
     }
   }
 
