@@ -108,11 +108,27 @@ public final class PostgresTaskStore: TaskStore {
     }
   }
 
+  /// Lets queued inserts finish, then closes the connections; gives up waiting after
+  /// ``closeTimeout``. With the database unreachable, an insert in flight or the pool's own
+  /// shutdown can wait for a connection that never comes, and a coordinator stopping must still
+  /// exit: the pool is then told to stop and not waited for.
   public func close() async throws {
-    await committer.close()
-    runTask.cancel()
-    await runTask.value
+    let committer = self.committer
+    let runTask = self.runTask
+    let closed = await finishesFirst(
+      {
+        await committer.close()
+        runTask.cancel()
+        await runTask.value
+      }, before: { try? await Task.sleep(for: Self.closeTimeout) })
+    if !closed {
+      runTask.cancel()
+      logger.warning("closing the PostgreSQL store gave up waiting for its connections", metadata: ["hourglass.timeout": "\(Self.closeTimeout)"])
+    }
   }
+
+  /// How long ``close()`` waits for queued inserts and the connections.
+  public static let closeTimeout: Duration = .seconds(10)
 
   /// How inserts have been gathered into transactions so far.
   public var groupCommitStatistics: GroupCommitStatistics { committer.statistics }

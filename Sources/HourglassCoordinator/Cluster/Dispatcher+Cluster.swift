@@ -1,7 +1,6 @@
 import HourglassCore
 import HourglassStore
 import Logging
-import Synchronization
 
 /// Several coordinators on one PostgreSQL: which partitions this one dispatches, and the notices
 /// the coordinators send each other (docs/storage.md, "Cluster").
@@ -175,19 +174,9 @@ extension Dispatcher {
   func leaveWithinTimeLimit() async {
     let clock = self.clock
     let leaving = Task { await self.leaveCluster(reason: "shutting down") }
-    let timer = Task { try? await clock.sleep(untilMicros: clock.nowMicros() + Self.leaveTimeoutMicros) }
-    let first = FirstToFinish()
-    await withCheckedContinuation { continuation in
-      first.wait(continuation)
-      Task {
-        await leaving.value; first.finish()
-      }
-      Task {
-        await timer.value; first.finish()
-      }
-    }
-    leaving.cancel()
-    timer.cancel()
+    let left = await finishesFirst(
+      { await leaving.value }, before: { try? await clock.sleep(untilMicros: clock.nowMicros() + Self.leaveTimeoutMicros) })
+    if !left { leaving.cancel() }
   }
 
   /// How long a shutting-down coordinator tries to leave the cluster.
@@ -316,18 +305,5 @@ extension Dispatcher {
     publishQueue()
     logger.info(
       "partitions given up", metadata: ["hourglass.partitions": "\(gone.map(\.rawValue).sorted())", "hourglass.reason": "\(reason)"])
-  }
-}
-
-/// A wait that the first of several racers ends; later ones find it ended.
-private final class FirstToFinish: Sendable {
-  private let waiter = Mutex<CheckedContinuation<Void, Never>?>(nil)
-
-  func wait(_ continuation: CheckedContinuation<Void, Never>) {
-    waiter.withLock { $0 = continuation }
-  }
-
-  func finish() {
-    waiter.withLock { $0.take() }?.resume()
   }
 }

@@ -1,3 +1,4 @@
+import HourglassCore
 import Synchronization
 import Testing
 
@@ -9,31 +10,23 @@ import Testing
 func bounded<T: Sendable>(
   _ what: String, seconds: Int = 30, sourceLocation: SourceLocation = #_sourceLocation, _ operation: @escaping @Sendable () async -> T
 ) async -> T? {
-  let outcome = FirstOutcome<T>()
-  var timer: Task<Void, Never>?
-  let value = await withCheckedContinuation { (continuation: CheckedContinuation<T?, Never>) in
-    outcome.wait(continuation)
-    Task { outcome.finish(await operation()) }
-    timer = Task {
-      // A guard, not a wait for an event: it only fires when the operation is stuck.
-      try? await Task.sleep(for: .seconds(seconds))
-      outcome.finish(nil)
-    }
+  let result = ResultBox<T>()
+  let finished = await finishesFirst(
+    { result.set(await operation()) },
+    // A guard, not a wait for an event: it only fires when the operation is stuck.
+    before: { try? await Task.sleep(for: .seconds(seconds)) })
+  guard finished else {
+    Issue.record("\(what) did not finish within \(seconds) s", sourceLocation: sourceLocation)
+    return nil
   }
-  timer?.cancel()
-  if value == nil { Issue.record("\(what) did not finish within \(seconds) s", sourceLocation: sourceLocation) }
-  return value
+  return result.value
 }
 
-/// A wait the first of two racers ends, with its value.
-private final class FirstOutcome<T: Sendable>: Sendable {
-  private let waiter = Mutex<CheckedContinuation<T?, Never>?>(nil)
+/// A value handed from one task to another.
+private final class ResultBox<T: Sendable>: Sendable {
+  private let stored = Mutex<T?>(nil)
 
-  func wait(_ continuation: CheckedContinuation<T?, Never>) {
-    waiter.withLock { $0 = continuation }
-  }
+  func set(_ value: T) { stored.withLock { $0 = value } }
 
-  func finish(_ value: T?) {
-    waiter.withLock { $0.take() }?.resume(returning: value)
-  }
+  var value: T? { stored.withLock { $0 } }
 }
