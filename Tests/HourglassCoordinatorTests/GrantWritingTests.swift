@@ -48,6 +48,9 @@ struct GrantWritingTests {
     // The second run is leased all the same (the dispatch loop used to wait for that write).
     clock.advance(byMicros: 1_000_000)
     await store.waitForLeaseTransactions(2)
+    // The store has leased it; the cancel needs the dispatcher to hold the lease too (it did not
+    // always yet on a loaded machine, and the cancel then found nothing to cancel).
+    await dispatcher.waitUntilDispatched(2)
     let second = RunID(taskID: tasks[1].id, scheduledMicros: dues[1])
     await dispatcher.cancel(second, reason: "test")
 

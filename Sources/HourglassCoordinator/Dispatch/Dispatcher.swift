@@ -87,6 +87,7 @@ actor Dispatcher {
   /// Results recorded (fence matched) since start.
   private(set) var recorded = 0
   private var recordedWaiters = CountWaiters()
+  private var dispatchedWaiters = CountWaiters()
 
   init(store: any TaskStore, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger, metrics: CoordinatorMetrics) {
     self.store = store
@@ -262,6 +263,13 @@ actor Dispatcher {
   func waitUntilRecorded(_ count: Int) async {
     if recorded >= count { return }
     await withCheckedContinuation { recordedWaiters.add(until: { $0 >= count }, $0) }
+  }
+
+  /// Returns once at least `count` runs have been dispatched since start, their leases held by
+  /// this dispatcher (a signal for tests: a cancel from then on finds the lease).
+  func waitUntilDispatched(_ count: Int) async {
+    if dispatched >= count { return }
+    await withCheckedContinuation { dispatchedWaiters.add(until: { $0 >= count }, $0) }
   }
 
   /// Runs queued (waiting and ready), for metrics and tests.
@@ -635,6 +643,7 @@ actor Dispatcher {
       if !grants.isEmpty { outboxInput.yield(grants) }
       let count = grants.values.reduce(0) { $0 + $1.1.count }
       dispatched += count
+      dispatchedWaiters.resume(for: dispatched)
       sent += count
     }
     return sent
