@@ -389,3 +389,10 @@ extension RunResult {
     }
   }
 }
+
+extension RunState {
+  /// The terminal states as an SQL list, `('succeeded', 'failed', …)`, for both backends'
+  /// statements that must only touch runs that will not change again.
+  public static let terminalSQLList: String =
+    "(" + allCases.filter(\.isTerminal).map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+}

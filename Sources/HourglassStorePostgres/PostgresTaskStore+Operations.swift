@@ -655,7 +655,7 @@ extension PostgresTaskStore {
         """
         DELETE FROM runs USING unnest(\(forgetting.map(\.0))::uuid[], \(forgetting.map(\.1))::bigint[]) AS u(id, before)
         WHERE runs.task_id = u.id AND runs.scheduled_us < u.before
-          AND runs.state IN ('succeeded', 'failed', 'dead', 'cancelled', 'skipped')
+          AND runs.state IN \(unescaped: RunState.terminalSQLList)
         """, logger: logger)
     }
     return positions

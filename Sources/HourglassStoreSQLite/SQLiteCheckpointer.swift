@@ -1,5 +1,6 @@
 import GRDB
 import GRDBSQLite
+import HourglassCore
 import Logging
 import Synchronization
 
@@ -170,9 +171,9 @@ final class SQLiteCheckpointer: Sendable {
     _ kind: SQLiteTimeline.Kind, _ timeline: SQLiteTimeline?, _ body: @Sendable () async throws -> (Int, Int)
   ) async throws -> (Int, Int) {
     guard let timeline else { return try await body() }
-    let started = SQLiteTimeline.now()
+    let started = WallClock.nowMicros()
     let frames = try await body()
-    let ended = SQLiteTimeline.now()
+    let ended = WallClock.nowMicros()
     timeline.append(
       .init(kind: kind, queued: started, started: started, executed: ended, committed: ended, resumed: ended, count: frames.0, walFrames: frames.0))
     return frames

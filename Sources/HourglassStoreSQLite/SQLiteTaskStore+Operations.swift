@@ -570,8 +570,7 @@ extension SQLiteTaskStore {
 
   /// A recurring task's finished runs before an instant (its primary key's range).
   static let forgetRunsSQL = """
-    DELETE FROM runs WHERE task_id = ?1 AND scheduled_us < ?2
-      AND state IN ('succeeded', 'failed', 'dead', 'cancelled', 'skipped')
+    DELETE FROM runs WHERE task_id = ?1 AND scheduled_us < ?2 AND state IN \(RunState.terminalSQLList)
     """
 
   static let recordRunSQL = """

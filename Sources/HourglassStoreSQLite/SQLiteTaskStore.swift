@@ -264,23 +264,23 @@ public final class SQLiteTaskStore: TaskStore {
     _ body: @escaping @Sendable (Database) throws -> T
   ) async throws -> T {
     guard let timeline else { return try await pool.write(body) }
-    let queued = SQLiteTimeline.now()
+    let queued = WallClock.nowMicros()
     // The transaction is opened here rather than by `pool.write`, so the instant after the
     // commit (and its sync) is read on the writer, before the caller is resumed.
     let (value, started, executed, committed, walFrames) = try await pool.writeWithoutTransaction { db in
-      let started = SQLiteTimeline.now()
+      let started = WallClock.nowMicros()
       var executed: Int64 = 0
       var value: T?
       try db.inTransaction {
         value = try body(db)
-        executed = SQLiteTimeline.now()
+        executed = WallClock.nowMicros()
         return .commit
       }
-      return (value!, started, executed, SQLiteTimeline.now(), timeline.walFrames)
+      return (value!, started, executed, WallClock.nowMicros(), timeline.walFrames)
     }
     timeline.append(
       .init(
-        kind: kind, queued: queued, started: started, executed: executed, committed: committed, resumed: SQLiteTimeline.now(),
+        kind: kind, queued: queued, started: started, executed: executed, committed: committed, resumed: WallClock.nowMicros(),
         count: count, walFrames: walFrames))
     return value
   }

@@ -1,4 +1,3 @@
-import HourglassCore
 import Synchronization
 
 /// An opt-in record of the store's write transactions and checkpoint passes with their wall-clock
@@ -56,7 +55,4 @@ public final class SQLiteTimeline: Sendable {
 
   /// The events so far, in the order they ended.
   public var snapshot: [Event] { events.withLock { $0 } }
-
-  /// The wall clock in microseconds (the clock dispatch traces are on).
-  static func now() -> Int64 { WallClock.nowMicros() }
 }

@@ -492,8 +492,14 @@ actor Dispatcher {
       return
     }
     for entry in entries where queue.isQueued(entry) {
-      if let record = records[entry.taskID] { prefetched[entry.taskID] = (entry.scheduledMicros, record) }
+      if let record = records[entry.taskID] { holdAhead(record, for: entry) }
     }
+  }
+
+  /// Keeps `record` for the lease of `entry`'s run, up to ``prefetchLimit`` records.
+  private func holdAhead(_ record: TaskRecord, for entry: DueQueue.Entry) {
+    guard prefetched.count < Self.prefetchLimit else { return }
+    prefetched[entry.taskID] = (entry.scheduledMicros, record)
   }
 
   private func recoverExpiredLeases(now: Int64) async {
@@ -517,7 +523,7 @@ actor Dispatcher {
       for run in recovered {
         guard let task = records[run.id.taskID] else { continue }
         let entry = DueQueue.Entry(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task.priority)
-        if queue.push(entry), prefetched.count < Self.prefetchLimit { prefetched[run.id.taskID] = (run.id.scheduledMicros, task) }
+        if queue.push(entry) { holdAhead(task, for: entry) }
       }
       publishQueue()
       poke()

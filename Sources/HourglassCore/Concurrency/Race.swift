@@ -12,22 +12,20 @@ public func finishesFirst(
   _ operation: @escaping @Sendable () async -> Void, before deadline: @escaping @Sendable () async -> Void
 ) async -> Bool {
   let race = FirstFinisher()
-  var racers: [Task<Void, Never>] = []
+  var deadlineTask: Task<Void, Never>?
   let operationWon = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
     race.wait(continuation)
-    racers.append(
-      Task {
-        await operation()
-        race.finish(true)
-      })
-    racers.append(
-      Task {
-        await deadline()
-        race.finish(false)
-      })
+    Task {
+      await operation()
+      race.finish(true)
+    }
+    deadlineTask = Task {
+      await deadline()
+      race.finish(false)
+    }
   }
   // The deadline's task has nothing left to do either way.
-  racers[1].cancel()
+  deadlineTask?.cancel()
   return operationWon
 }
 
