@@ -56,10 +56,15 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// Most tasks removed per purge transaction. Small, so a purge never holds the store's
   /// writer for long: on SQLite, lease transactions wait behind it.
   public var purgeBatch: Int
+  /// Most stored blobs each purge pass looks at for ones no task refers to, walking the blobs
+  /// in digest order and starting over at the end. A safety net: purges remove the blobs of the
+  /// tasks they remove. 0 turns the walk off.
+  public var blobSweepBatch: Int
 
   /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog;
   /// in a cluster, 10 s partition leases and a 5 s sweep; finished tasks and recurring tasks'
-  /// runs kept 7 days, deleted tasks purged after an hour, a purge pass every minute.
+  /// runs kept 7 days, deleted tasks purged after an hour, a purge pass every minute that also
+  /// looks at 1,024 blobs.
   public static var defaults: CoordinatorConfiguration {
     CoordinatorConfiguration(
       coordinatorID: "coordinator",
@@ -82,7 +87,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       runHistoryRetentionMicros: 7 * 24 * 3_600_000_000,
       deletedTaskRetentionMicros: 3_600_000_000,
       purgeIntervalMicros: 60_000_000,
-      purgeBatch: 256
+      purgeBatch: 256,
+      blobSweepBatch: 1_024
     )
   }
 
@@ -111,6 +117,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     guard deletedTaskRetentionMicros >= 0 else { throw ConfigurationError(field: "deleted_task_retention", reason: "must not be negative") }
     try positive(purgeIntervalMicros, "purge_interval")
     guard purgeBatch >= 1 else { throw ConfigurationError(field: "purge_batch", reason: "must be at least 1") }
+    guard blobSweepBatch >= 0 else { throw ConfigurationError(field: "blob_sweep_batch", reason: "must not be negative") }
   }
 }
 

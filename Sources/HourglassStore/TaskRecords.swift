@@ -356,6 +356,37 @@ public enum RecordOutcome: Sendable, Hashable {
   case staleFence
 }
 
+/// What one purge removed.
+public struct PurgeResult: Sendable, Hashable {
+  /// Tasks removed, with their runs and idempotency keys.
+  public var tasks: Int
+  /// Blobs removed because none of the remaining tasks refers to them.
+  public var blobs: Int
+
+  /// A result of `tasks` tasks and `blobs` blobs.
+  public init(tasks: Int, blobs: Int) {
+    self.tasks = tasks
+    self.blobs = blobs
+  }
+}
+
+/// What one step of ``TaskStore/sweepBlobs(after:limit:)`` did.
+public struct BlobSweep: Sendable, Hashable {
+  /// Blobs looked at.
+  public var examined: Int
+  /// Blobs removed because no task refers to them.
+  public var removed: Int
+  /// Where the next step goes on; nil once the walk has reached the last blob.
+  public var next: BlobDigest?
+
+  /// A step that looked at `examined` blobs, removed `removed` and ends at `next`.
+  public init(examined: Int, removed: Int, next: BlobDigest?) {
+    self.examined = examined
+    self.removed = removed
+    self.next = next
+  }
+}
+
 /// Counts for metrics.
 public struct StoreCounts: Sendable, Hashable {
   /// Tasks per state (deleted-but-unpurged included under `deleted`).

@@ -48,14 +48,23 @@ public protocol TaskStore: Sendable {
     -> DeleteOutcome
 
   /// Removes the rows of at most `limit` tasks deleted before `before`, with their runs and
-  /// idempotency keys; returns how many tasks.
-  func purgeDeleted(before: Int64, limit: Int) async throws -> Int
+  /// idempotency keys, and the blobs no remaining task refers to; returns how many of each.
+  func purgeDeleted(before: Int64, limit: Int) async throws -> PurgeResult
 
   /// Removes the rows of at most `limit` finished tasks (completed or dead) whose last run was
   /// scheduled before `before` (created before it, for a task that never ran), with their runs
-  /// and idempotency keys; returns how many tasks. Active, running and paused tasks are never
-  /// touched. The coordinator calls this to keep the store's size bounded (its retention).
-  func purgeFinished(before: Int64, limit: Int) async throws -> Int
+  /// and idempotency keys, and the blobs no remaining task refers to; returns how many of each.
+  /// Active, running and paused tasks are never touched. The coordinator calls this to keep the
+  /// store's size bounded (its retention).
+  func purgeFinished(before: Int64, limit: Int) async throws -> PurgeResult
+
+  /// Looks at at most `limit` stored blobs, in digest order from the first after `after` (from
+  /// the first of all when nil), and removes those no task refers to. The purges already remove
+  /// the blobs of the tasks they remove; this walk is the safety net for blobs left without a
+  /// task some other way (a PostgreSQL purge interrupted between its two transactions, or a
+  /// store written by a version that did not collect blobs). A blob being stored with a new task
+  /// at the same moment is never removed.
+  func sweepBlobs(after: BlobDigest?, limit: Int) async throws -> BlobSweep
 
   /// At most `limit` dispatchable entries of a shard whose due time is in `from ..< until`, in
   /// (due time, task id) order, starting after `after` when it is given. Page with

@@ -299,8 +299,8 @@ extension ConformanceCase {
         }
       ) { if case .notDispatchable = $0 { return true } else { return false } }
       try expectEqual(try await store.counts().tasks[.deleted], 1, "deleted, not purged")
-      try expectEqual(try await store.purgeDeleted(before: t0, limit: 10), 0, "too recent")
-      try expectEqual(try await store.purgeDeleted(before: t0 + hour, limit: 10), 1, "purged")
+      try expectEqual(try await store.purgeDeleted(before: t0, limit: 10).tasks, 0, "too recent")
+      try expectEqual(try await store.purgeDeleted(before: t0 + hour, limit: 10).tasks, 1, "purged")
       try expectEqual(try await store.counts().tasks[.deleted, default: 0], 0, "gone")
     },
     ConformanceCase("purging finished tasks: completed and dead ones past the instant go with their runs and keys; others stay") { store in
@@ -335,12 +335,12 @@ extension ConformanceCase {
       _ = try await store.advance(taskID: ids[4], expectedVersion: version, nextRunMicros: nil, state: .completed)
       try expectEqual(try await store.task(id: ids[4], owner: "alice")?.state, .completed, "completed without a run")
 
-      try expectEqual(try await store.purgeFinished(before: t0 - hour, limit: 10), 0, "nothing finished before its creation")
-      try expectEqual(try await store.purgeFinished(before: t0, limit: 10), 1, "the one that never ran: created at t0 - 1 h")
-      try expectEqual(try await store.purgeFinished(before: t0 + 10 * second, limit: 10), 0, "last runs at t0 + 10 s: not before")
-      try expectEqual(try await store.purgeFinished(before: t0 + 11 * second, limit: 1), 1, "the limit holds")
-      try expectEqual(try await store.purgeFinished(before: t0 + 11 * second, limit: 10), 1, "the other")
-      try expectEqual(try await store.purgeFinished(before: .max, limit: 10), 0, "retrying and running tasks are never purged")
+      try expectEqual(try await store.purgeFinished(before: t0 - hour, limit: 10).tasks, 0, "nothing finished before its creation")
+      try expectEqual(try await store.purgeFinished(before: t0, limit: 10).tasks, 1, "the one that never ran: created at t0 - 1 h")
+      try expectEqual(try await store.purgeFinished(before: t0 + 10 * second, limit: 10).tasks, 0, "last runs at t0 + 10 s: not before")
+      try expectEqual(try await store.purgeFinished(before: t0 + 11 * second, limit: 1).tasks, 1, "the limit holds")
+      try expectEqual(try await store.purgeFinished(before: t0 + 11 * second, limit: 10).tasks, 1, "the other")
+      try expectEqual(try await store.purgeFinished(before: .max, limit: 10).tasks, 0, "retrying and running tasks are never purged")
       for index in 0..<2 {
         try expectEqual(try await store.task(id: ids[index], owner: "alice"), nil, "task \(index) gone")
         try expectEqual(try await store.taskID(idempotencyKey: "key-\(index)", owner: "alice"), nil, "key-\(index) forgotten")
@@ -352,6 +352,44 @@ extension ConformanceCase {
         try expectEqual(try await store.task(id: ids[index], owner: "alice")?.id, ids[index], "task \(index) kept")
         try expectEqual(try await store.taskID(idempotencyKey: "key-\(index)", owner: "alice"), ids[index], "key-\(index) kept")
       }
+    },
+    ConformanceCase("a purge removes the blobs only its tasks referred to; a new task stores its blob again") { store in
+      let shared = TaskBlob(Array(repeating: UInt8(7), count: 600))
+      let own = TaskBlob(Array(repeating: UInt8(8), count: 600))
+      let ids = makeIDs(4, seed: 91)
+      try await store.insert([newTask(ids[0], blob: shared), newTask(ids[1], blob: shared), newTask(ids[2], blob: own)])
+      for id in [ids[0], ids[2]] {
+        _ = try await store.deleteTask(id: id, owner: "alice", cancelRunning: false, now: t0)
+      }
+      try expectEqual(
+        try await store.purgeDeleted(before: t0 + second, limit: 10), PurgeResult(tasks: 2, blobs: 1),
+        "two tasks, and the blob only one of them used")
+      try expectEqual(try await store.blob(shared.digest), shared.content, "the blob another task still uses")
+      try expectEqual(try await store.blob(own.digest), nil, "the blob no task uses")
+      _ = try await store.deleteTask(id: ids[1], owner: "alice", cancelRunning: false, now: t0)
+      try expectEqual(
+        try await store.purgeDeleted(before: t0 + second, limit: 10), PurgeResult(tasks: 1, blobs: 1), "the last user")
+      try expectEqual(try await store.blob(shared.digest), nil, "gone with its last task")
+      try await store.insert([newTask(ids[3], blob: shared)])
+      try expectEqual(try await store.blob(shared.digest), shared.content, "stored again with a new task")
+      try expectEqual(
+        try await store.sweepBlobs(after: nil, limit: 10), BlobSweep(examined: 1, removed: 0, next: nil),
+        "the walk keeps a blob a task uses")
+    },
+    ConformanceCase("the blob walk pages through the blobs in digest order") { store in
+      let blobs = (0..<5).map { TaskBlob(Array(repeating: UInt8($0), count: 100)) }
+      let ids = makeIDs(5, seed: 92)
+      try await store.insert(zip(ids, blobs).map { newTask($0, blob: $1) })
+      let digests = blobs.map(\.digest).sorted { $0.bytes.lexicographicallyPrecedes($1.bytes) }
+      try expectEqual(
+        try await store.sweepBlobs(after: nil, limit: 2), BlobSweep(examined: 2, removed: 0, next: digests[1]), "first page")
+      try expectEqual(
+        try await store.sweepBlobs(after: digests[1], limit: 2), BlobSweep(examined: 2, removed: 0, next: digests[3]),
+        "second page")
+      try expectEqual(
+        try await store.sweepBlobs(after: digests[3], limit: 2), BlobSweep(examined: 1, removed: 0, next: nil),
+        "the last page ends the walk")
+      for blob in blobs { try expectEqual(try await store.blob(blob.digest), blob.content, "kept") }
     },
     ConformanceCase("deleting a running task needs cancellation, which voids the fence") { store in
       let (id, lease) = try await leasedTask(store)

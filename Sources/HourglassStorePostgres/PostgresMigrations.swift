@@ -140,6 +140,14 @@ enum PostgresMigrations {
           // enter the partial index once, when they finish.
           "CREATE INDEX tasks_finished ON tasks (coalesce(last_run_us, created_us)) WHERE state IN ('completed', 'dead')"
         ]),
+      Migration(
+        version: 8, name: "blob-references",
+        statements: [
+          // Tasks by blob, so a purge can tell which of its tasks' blobs no other task refers
+          // to; then the blobs earlier versions left behind when they purged their last task.
+          "CREATE INDEX tasks_blob ON tasks (blob_digest) WHERE blob_digest IS NOT NULL",
+          "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = blobs.digest)",
+        ]),
     ]
   }
 }

@@ -244,7 +244,7 @@ extension PostgresTaskStore {
     }
   }
 
-  public func purgeDeleted(before: Int64, limit: Int) async throws -> Int {
+  public func purgeDeleted(before: Int64, limit: Int) async throws -> PurgeResult {
     try await purge(
       selecting: """
         SELECT id FROM tasks WHERE state = 'deleted' AND deleted_us < \(before)
@@ -252,7 +252,7 @@ extension PostgresTaskStore {
         """)
   }
 
-  public func purgeFinished(before: Int64, limit: Int) async throws -> Int {
+  public func purgeFinished(before: Int64, limit: Int) async throws -> PurgeResult {
     // The expression is the `tasks_finished` index's, so the index serves the range and order.
     try await purge(
       selecting: """
@@ -263,19 +263,89 @@ extension PostgresTaskStore {
   }
 
   /// Removes the tasks `query` selects (and locks), with their runs and keys, in one
-  /// transaction. Rows another coordinator's purge has locked are skipped, not waited for.
-  private func purge(selecting query: PostgresQuery) async throws -> Int {
-    try await transaction { [logger] connection in
+  /// transaction, and then in a second one the blobs they leave without a task. Rows another
+  /// coordinator's purge has locked are skipped, not waited for. The blobs get a transaction of
+  /// their own because their locks must come first in it (``removeUnreferencedBlobs(_:)``); a
+  /// crash between the two leaves blobs for ``sweepBlobs(after:limit:)``.
+  private func purge(selecting query: PostgresQuery) async throws -> PurgeResult {
+    let (count, digests) = try await transaction { [logger] connection in
       var ids: [UUID] = []
       for try await id in try await connection.query(query, logger: logger).decode(UUID.self) {
         ids.append(id)
       }
-      if ids.isEmpty { return 0 }
+      if ids.isEmpty { return (0, [BlobDigest]()) }
       try await connection.query("DELETE FROM runs WHERE task_id = ANY(\(ids)::uuid[])", logger: logger)
       try await connection.query("DELETE FROM idempotency_keys WHERE task_id = ANY(\(ids)::uuid[])", logger: logger)
-      try await connection.query("DELETE FROM tasks WHERE id = ANY(\(ids)::uuid[])", logger: logger)
-      return ids.count
+      var digests = Set<BlobDigest>()
+      for try await digest in try await connection.query(
+        "DELETE FROM tasks WHERE id = ANY(\(ids)::uuid[]) RETURNING blob_digest", logger: logger
+      ).decode(ByteBuffer?.self) {
+        if let digest, let parsed = BlobDigest(bytes: digest.readableBytesView) { digests.insert(parsed) }
+      }
+      return (ids.count, Array(digests))
     }
+    return PurgeResult(tasks: count, blobs: try await removeUnreferencedBlobs(digests))
+  }
+
+  /// Removes, of `digests`, the blobs no task refers to; returns how many.
+  ///
+  /// An insert storing a task with one of these blobs may be under way in another transaction,
+  /// which this one's snapshot cannot see. So each blob's advisory lock is taken first, in
+  /// exclusive mode, and the insert takes the same locks in shared mode before it stores its
+  /// blobs (``insertBatch(_:partitions:connection:logger:)``): the removal waits for such an
+  /// insert to commit, and its `NOT EXISTS`, a statement after the locks, then sees the new
+  /// task. An insert that comes later finds the blob gone and stores it again. Both take their
+  /// locks in key order, so they cannot deadlock.
+  func removeUnreferencedBlobs(_ digests: [BlobDigest]) async throws -> Int {
+    if digests.isEmpty { return 0 }
+    let keys = Self.blobLockKeys(digests)
+    let buffers = digests.map { Self.buffer($0.bytes) }
+    return try await transaction { [logger] connection in
+      try await connection.query(
+        "SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::bigint[]) AS k", logger: logger)
+      var removed = 0
+      for try await _ in try await connection.query(
+        """
+        DELETE FROM blobs WHERE digest = ANY(\(buffers)::bytea[])
+          AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = blobs.digest)
+        RETURNING 1
+        """, logger: logger)
+      {
+        removed += 1
+      }
+      return removed
+    }
+  }
+
+  /// The advisory lock keys of `digests`: each digest's first eight bytes, sorted and without
+  /// repeats, so that every transaction takes its locks in one order. Two digests sharing a key
+  /// only make one wait for the other.
+  static func blobLockKeys(_ digests: some Sequence<BlobDigest>) -> [Int64] {
+    let keys = Set(digests.map { digest in digest.bytes.prefix(8).reduce(Int64(0)) { $0 << 8 | Int64($1) } })
+    return keys.sorted()
+  }
+
+  public func sweepBlobs(after: BlobDigest?, limit: Int) async throws -> BlobSweep {
+    // Candidates are read without locks; the removal checks each again under its lock.
+    let start = Self.buffer(after?.bytes ?? [])
+    let (examined, last, candidates) = try await transaction { [logger] connection in
+      var examined = 0
+      var last: BlobDigest?
+      var candidates: [BlobDigest] = []
+      for try await (digest, referenced) in try await connection.query(
+        """
+        SELECT digest, EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = blobs.digest)
+        FROM blobs WHERE digest > \(start) ORDER BY digest LIMIT \(Int64(limit))
+        """, logger: logger
+      ).decode((ByteBuffer, Bool).self) {
+        examined += 1
+        last = BlobDigest(bytes: digest.readableBytesView)
+        if !referenced, let last { candidates.append(last) }
+      }
+      return (examined, last, candidates)
+    }
+    let removed = try await removeUnreferencedBlobs(candidates)
+    return BlobSweep(examined: examined, removed: removed, next: examined < limit ? nil : last)
   }
 
   public func createLease(

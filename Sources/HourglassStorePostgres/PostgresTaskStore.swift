@@ -310,6 +310,11 @@ public final class PostgresTaskStore: TaskStore {
       created.append(task.createdAtMicros)
     }
     if !digests.isEmpty {
+      // Shared locks that a blob's removal waits for (removeUnreferencedBlobs), taken before
+      // the blobs are stored so that the removal sees this transaction's tasks once it commits.
+      let keys = blobLockKeys(seen)
+      try await connection.query(
+        "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(\(keys)::bigint[]) AS k", logger: logger)
       try await connection.query(
         """
         INSERT INTO blobs (digest, content, size)

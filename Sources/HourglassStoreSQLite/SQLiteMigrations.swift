@@ -118,6 +118,15 @@ enum SQLiteMigrations {
           WHERE state IN ('completed', 'dead');
           """)
     }
+    migrator.registerMigration("0007-blob-references") { db in
+      // Tasks by blob, so a purge can tell which of its tasks' blobs no other task refers to.
+      // Then the blobs earlier versions left behind when they purged the last task using them.
+      try db.execute(
+        sql: """
+          CREATE INDEX tasks_blob ON tasks (blob_digest) WHERE blob_digest IS NOT NULL;
+          DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE blob_digest = blobs.digest);
+          """)
+    }
     return migrator
   }
 }

@@ -246,15 +246,16 @@ extension SQLiteTaskStore {
     }
   }
 
-  public func purgeDeleted(before: Int64, limit: Int) async throws -> Int {
+  public func purgeDeleted(before: Int64, limit: Int) async throws -> PurgeResult {
     try await purge(
-      selecting: "SELECT id FROM tasks WHERE state = 'deleted' AND deleted_us < ? ORDER BY deleted_us LIMIT ?", before: before, limit: limit)
+      selecting: "SELECT id, blob_digest FROM tasks WHERE state = 'deleted' AND deleted_us < ? ORDER BY deleted_us LIMIT ?",
+      before: before, limit: limit)
   }
 
-  public func purgeFinished(before: Int64, limit: Int) async throws -> Int {
+  public func purgeFinished(before: Int64, limit: Int) async throws -> PurgeResult {
     try await purge(
       selecting: """
-        SELECT id FROM tasks INDEXED BY tasks_finished
+        SELECT id, blob_digest FROM tasks INDEXED BY tasks_finished
         WHERE state IN ('completed', 'dead') AND \(Self.finishedAnchor) < ?
         ORDER BY \(Self.finishedAnchor) LIMIT ?
         """, before: before, limit: limit)
@@ -263,17 +264,49 @@ extension SQLiteTaskStore {
   /// The instant a finished task's retention counts from, as in the `tasks_finished` index.
   static let finishedAnchor = "coalesce(last_run_us, created_us)"
 
-  /// Removes the tasks `selecting` (bound to `before` and `limit`) returns, with their runs and
-  /// keys, in one write transaction.
-  private func purge(selecting sql: String, before: Int64, limit: Int) async throws -> Int {
+  /// Removes the tasks `selecting` (bound to `before` and `limit`; it returns each task's id and
+  /// blob digest) returns, with their runs and keys, and then the blobs they leave without a
+  /// task, in one write transaction: the single writer serializes it with every insert, so a
+  /// blob a new task is being stored with cannot go.
+  private func purge(selecting sql: String, before: Int64, limit: Int) async throws -> PurgeResult {
     try await write { db in
-      let ids = try Data.fetchAll(db, sql: sql, arguments: [before, limit])
+      var digests = Set<Data>()
+      let rows = try Row.fetchCursor(db, sql: sql, arguments: [before, limit])
+      var ids: [Data] = []
+      while let row = try rows.next() {
+        ids.append(row[0])
+        if let digest: Data = row[1] { digests.insert(digest) }
+      }
       for id in ids {
         try db.execute(sql: "DELETE FROM runs WHERE task_id = ?", arguments: [id])
         try db.execute(sql: "DELETE FROM idempotency_keys WHERE task_id = ?", arguments: [id])
         try db.execute(sql: "DELETE FROM tasks WHERE id = ?", arguments: [id])
       }
-      return ids.count
+      return PurgeResult(tasks: ids.count, blobs: try Self.removeUnreferencedBlobs(db, digests))
+    }
+  }
+
+  /// Removes, of `digests`, the blobs no task refers to (the `tasks_blob` index answers each);
+  /// returns how many. Call inside a write transaction.
+  static func removeUnreferencedBlobs(_ db: Database, _ digests: some Sequence<Data>) throws -> Int {
+    let statement = try db.cachedStatement(
+      sql: "DELETE FROM blobs WHERE digest = ?1 AND NOT EXISTS (SELECT 1 FROM tasks WHERE blob_digest = ?1)")
+    var removed = 0
+    for digest in digests {
+      try statement.execute(arguments: [digest])
+      removed += db.changesCount
+    }
+    return removed
+  }
+
+  public func sweepBlobs(after: BlobDigest?, limit: Int) async throws -> BlobSweep {
+    try await write { db in
+      let examined = try Data.fetchAll(
+        db, sql: "SELECT digest FROM blobs WHERE digest > ? ORDER BY digest LIMIT ?",
+        arguments: [Data(after?.bytes ?? []), limit])
+      let removed = try Self.removeUnreferencedBlobs(db, examined)
+      let next = examined.count < limit ? nil : examined.last.flatMap { BlobDigest(bytes: $0) }
+      return BlobSweep(examined: examined.count, removed: removed, next: next)
     }
   }
 

@@ -21,7 +21,8 @@ struct RetentionTests {
       let alice = harness.client("alice")
       let finished = try await alice.schedule(once: 10)
       let pending = try await alice.schedule(once: 48 * 3600)
-      let deleted = try await alice.schedule(once: 7200)
+      // Its own binary, which no other task uses: it goes with the task.
+      let deleted = try await alice.schedule(once: 7200, blob: Array("#!/bin/sh\nexit 0\n".utf8))
       _ = try await alice.delete(deleted)
 
       let executor = try await harness.executor("exec-1")
@@ -34,19 +35,40 @@ struct RetentionTests {
       #expect(try await alice.get(finished).taskStatus == .succeeded)
 
       harness.advance(seconds: 3600)
-      #expect(await harness.coordinator.purger.pass() == TaskPurger.Outcome(deleted: 1, finished: 0), "the deleted task, after its hour")
+      #expect(
+        await harness.coordinator.purger.pass() == TaskPurger.Outcome(deleted: 1, finished: 0, blobs: 1), "the deleted task and its binary, after its hour")
       // Retention counts from the run's scheduled time, start + 10 s: exactly 24 h later it is kept.
       harness.advance(seconds: 23 * 3600)
       #expect(await harness.coordinator.purger.pass() == TaskPurger.Outcome(deleted: 0, finished: 0))
       harness.advance(seconds: 1)
-      #expect(await harness.coordinator.purger.pass() == TaskPurger.Outcome(deleted: 0, finished: 1))
+      #expect(
+        await harness.coordinator.purger.pass() == TaskPurger.Outcome(deleted: 0, finished: 1, blobs: 0),
+        "the pending task still uses the finished one's binary")
 
       await #expect { _ = try await alice.get(finished) } throws: { ($0 as? RPCError)?.code == .notFound }
       #expect(try await alice.get(pending).taskStatus == .scheduled)
       let text = try PrometheusText(registry.emitToString())
       #expect(text.value("hourglass_tasks_purged_total", ["reason": "deleted"]) == 1)
       #expect(text.value("hourglass_tasks_purged_total", ["reason": "finished"]) == 1)
+      #expect(text.value("hourglass_blobs_removed_total") == 1)
       await executor.close()
+    }
+  }
+
+  @Test("each pass walks on through blobSweepBatch blobs and starts over after the last")
+  func blobWalkSteps() async throws {
+    try await Harness.with(configure: {
+      $0.blobSweepBatch = 1
+      $0.purgeIntervalMicros = 3_650 * 24 * 3_600_000_000
+    }) { harness in
+      let alice = harness.client("alice")
+      _ = try await alice.schedule(once: 60, blob: Array("#!/bin/sh\nexit 1\n".utf8))
+      _ = try await alice.schedule(once: 60, blob: Array("#!/bin/sh\nexit 2\n".utf8))
+      let purger = harness.coordinator.purger
+      let first = await purger.sweepBlobs(after: nil)
+      let second = await purger.sweepBlobs(after: first)
+      #expect(first != nil && second != nil && first != second, "one blob a step")
+      #expect(await purger.sweepBlobs(after: second) == nil, "past the last blob: start over")
     }
   }
 

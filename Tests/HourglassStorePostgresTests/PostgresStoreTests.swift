@@ -1,6 +1,7 @@
 import HourglassCore
 import HourglassStore
 import PostgresNIO
+import Synchronization
 import Testing
 
 @testable import HourglassStorePostgres
@@ -14,7 +15,7 @@ struct PostgresStoreTests {
     #expect(
       try await store.appliedMigrations() == [
         "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index",
-        "0007-finished-tasks-index",
+        "0007-finished-tasks-index", "0008-blob-references",
       ])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
@@ -23,7 +24,7 @@ struct PostgresStoreTests {
     let indexes = try await store.rows(
       "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
     ).map { try $0.decode(String.self) }
-    #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_owner"])
+    #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_blob", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_owner"])
     let commit = try await store.scalar("SHOW synchronous_commit", as: String.self)
     #expect(commit == "on", "acknowledged means flushed to the server's WAL")
     try await store.close()
@@ -41,6 +42,7 @@ struct PostgresStoreTests {
     _ = try await store.rows("DROP INDEX runs_leased")
     _ = try await store.rows("CREATE INDEX runs_lease ON runs (state, lease_expires_us)")
     _ = try await store.rows("DROP INDEX tasks_finished")
+    _ = try await store.rows("DROP INDEX tasks_blob")
     _ = try await store.rows("ALTER TABLE tasks DROP COLUMN runs_completed")
     for (at, state) in [(1, "succeeded"), (2, "dead"), (3, "retrying"), (4, "skipped")] as [(Int64, String)] {
       _ = try await store.rows(
@@ -50,11 +52,70 @@ struct PostgresStoreTests {
     try await store.close()
     let upgraded = try await openTestStore(database: database)
     #expect(
-      try await upgraded.appliedMigrations().suffix(4) == [
+      try await upgraded.appliedMigrations().suffix(5) == [
         "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index", "0007-finished-tasks-index",
+        "0008-blob-references",
       ])
     #expect(try await upgraded.task(id: id, owner: "alice")?.runsCompleted == 2)
     try await upgraded.close()
+  }
+
+  @Test("a blob's removal waits for an insert storing a task with it, and then keeps the blob")
+  func blobRemovalWaitsForAnInsertInFlight() async throws {
+    let store = try await openTestStore()
+    let blob = TaskBlob(Array(repeating: 5, count: 300))
+    // The blob is stored and no committed task refers to it: removable, as far as a snapshot
+    // taken now can tell.
+    try await storeBlobWithoutTask(blob, in: store)
+    let task = NewTask(
+      id: TaskID(unixMilliseconds: 1_000), owner: "alice", operatorName: "exec", blob: blob,
+      firstRunMicros: 1_767_225_600_000_000, createdAtMicros: 0)
+    let removalDone = Flag()
+    let removal = try await PostgresTaskStore.transaction(client: store.client, logger: store.logger) { connection in
+      // An insert in flight: its task is written but not committed.
+      try await PostgresTaskStore.insertBatch(
+        [KeyedNewTask(task: task, outcome: nil)], partitions: store.partitionCount, connection: connection, logger: store.logger)
+      let removal = Task {
+        defer { removalDone.set() }
+        return try await store.removeUnreferencedBlobs([blob.digest])
+      }
+      // Commit only once the removal waits for the blob's lock (or has, wrongly, finished).
+      while !removalDone.isSet {
+        let waiting = try await store.scalar(
+          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", as: Int64.self)
+        if waiting ?? 0 > 0 { break }
+        try await Task.sleep(for: .milliseconds(5))
+      }
+      return removal
+    }
+    #expect(try await removal.value == 0, "the removal saw the task committed while it waited")
+    #expect(try await store.blob(blob.digest) == blob.content)
+    #expect(try await store.task(id: task.id, owner: "alice")?.blobDigest == blob.digest)
+    try await store.close()
+  }
+
+  @Test("the blob walk removes a blob no task refers to and keeps the others")
+  func blobWalkRemovesBlobsWithoutTask() async throws {
+    let store = try await openTestStore()
+    let kept = TaskBlob(Array(repeating: 1, count: 100))
+    let orphan = TaskBlob(Array(repeating: 2, count: 100))
+    try await store.insert([
+      NewTask(id: TaskID(unixMilliseconds: 1_000), owner: "alice", operatorName: "exec", blob: kept, firstRunMicros: 1, createdAtMicros: 0)
+    ])
+    try await storeBlobWithoutTask(orphan, in: store)
+    #expect(try await store.sweepBlobs(after: nil, limit: 10) == BlobSweep(examined: 2, removed: 1, next: nil))
+    #expect(try await store.blob(orphan.digest) == nil)
+    #expect(try await store.blob(kept.digest) == kept.content)
+    try await store.close()
+  }
+
+  /// Stores `blob` as a version that did not collect blobs could have left it: with no task.
+  private func storeBlobWithoutTask(_ blob: TaskBlob, in store: PostgresTaskStore) async throws {
+    _ = try await store.rows(
+      """
+      INSERT INTO blobs (digest, content, size)
+      VALUES (\(ByteBuffer(bytes: blob.digest.bytes)), \(ByteBuffer(bytes: blob.content)), \(Int32(blob.content.count)))
+      """)
   }
 
   @Test func concurrentWritersShareTransactions() async throws {
@@ -98,4 +159,11 @@ struct PostgresStoreTests {
     #expect(try await store.counts().tasks[.active] == 1, "the failed batch left nothing behind")
     try await store.close()
   }
+}
+
+/// A flag one task raises and another reads.
+private final class Flag: Sendable {
+  private let raised = Mutex(false)
+  var isSet: Bool { raised.withLock { $0 } }
+  func set() { raised.withLock { $0 = true } }
 }

@@ -86,11 +86,12 @@ struct SQLiteStoreTests {
       #expect(
         try await store.appliedMigrations() == [
           "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index", "0006-finished-tasks-index",
+          "0007-blob-references",
         ])
       let indexes = try await store.pool.read { db in
         try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
       }
-      #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_owner"])
+      #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_blob", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_owner"])
       let plan = try await store.pool.read { db in
         try Row.fetchAll(
           db,
@@ -109,8 +110,66 @@ struct SQLiteStoreTests {
       #expect(
         try await again.appliedMigrations() == [
           "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index", "0006-finished-tasks-index",
+          "0007-blob-references",
         ])
       try await again.close()
+    }
+  }
+
+  @Test("migration 7 removes the blobs earlier versions left without a task, and blob look-ups use its index")
+  func blobReferencesMigration() async throws {
+    try await TemporaryDirectory.with { dir in
+      let path = dir.file("old.sqlite")
+      let used = TaskBlob(Array(repeating: 1, count: 100))
+      let orphan = TaskBlob(Array(repeating: 2, count: 100))
+      let queue = try DatabaseQueue(path: path)
+      try SQLiteMigrations.migrator(partitionCount: 1).migrate(queue, upTo: "0006-finished-tasks-index")
+      try await queue.write { db in
+        for blob in [used, orphan] {
+          try db.execute(
+            sql: "INSERT INTO blobs (digest, content, size) VALUES (?, ?, ?)",
+            arguments: [Data(blob.digest.bytes), Data(blob.content), blob.content.count])
+        }
+        try db.execute(
+          sql: """
+            INSERT INTO tasks (id, owner, name, operator, blob_digest, arguments, time_zone, schedule_spec,
+              recurring, priority, max_attempts, timeout_us, state, partition, version, created_us)
+            VALUES (?, 'alice', '', 'exec', ?, x'5b5d', 'UTC', x'7b7d', 0, 0, 3, 1000000, 'paused', 0, 1, 0)
+            """, arguments: [Data(TaskID(unixMilliseconds: 1_000).bytes), Data(used.digest.bytes)])
+      }
+      try queue.close()
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: path))
+      #expect(try await store.blob(orphan.digest) == nil)
+      #expect(try await store.blob(used.digest) == used.content)
+      let plan = try await store.pool.read { db in
+        try Row.fetchAll(
+          db, sql: "EXPLAIN QUERY PLAN DELETE FROM blobs WHERE digest = ?1 AND NOT EXISTS (SELECT 1 FROM tasks WHERE blob_digest = ?1)",
+          arguments: [Data(used.digest.bytes)]
+        ).map { $0["detail"] as String? ?? "" }
+      }
+      #expect(plan.joined(separator: "; ").contains("tasks_blob"), "a blob's users are found through the index: \(plan)")
+      try await store.close()
+    }
+  }
+
+  @Test("the blob walk removes a blob no task refers to and keeps the others")
+  func blobWalkRemovesBlobsWithoutTask() async throws {
+    try await TemporaryDirectory.with { dir in
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      let kept = TaskBlob(Array(repeating: 1, count: 100))
+      let orphan = TaskBlob(Array(repeating: 2, count: 100))
+      try await store.insert([
+        NewTask(id: TaskID(unixMilliseconds: 1_000), owner: "alice", operatorName: "exec", blob: kept, firstRunMicros: 1, createdAtMicros: 0)
+      ])
+      try await store.pool.write { db in
+        try db.execute(
+          sql: "INSERT INTO blobs (digest, content, size) VALUES (?, ?, ?)",
+          arguments: [Data(orphan.digest.bytes), Data(orphan.content), orphan.content.count])
+      }
+      #expect(try await store.sweepBlobs(after: nil, limit: 10) == BlobSweep(examined: 2, removed: 1, next: nil))
+      #expect(try await store.blob(orphan.digest) == nil)
+      #expect(try await store.blob(kept.digest) == kept.content)
+      try await store.close()
     }
   }
 

@@ -40,6 +40,8 @@ final class CoordinatorMetrics: Sendable {
   let tasksPurgedDeleted: Counter
   /// Finished tasks the purge removed once their retention had passed.
   let tasksPurgedFinished: Counter
+  /// Stored blobs removed because no task refers to them any more.
+  let blobsRemoved: Counter
 
   private let byOperator = Mutex<[String: Counter]>([:])
   private let rpcCounters = Mutex<[RPCKey: Counter]>([:])
@@ -68,6 +70,7 @@ final class CoordinatorMetrics: Sendable {
     clusterCoordinators = Gauge(label: "hourglass_cluster_coordinators", factory: factory)
     tasksPurgedDeleted = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "deleted")], factory: factory)
     tasksPurgedFinished = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "finished")], factory: factory)
+    blobsRemoved = Counter(label: "hourglass_blobs_removed_total", factory: factory)
   }
 
   /// A task failed for good: its last attempt failed (the seed design's `user_task_fail`).

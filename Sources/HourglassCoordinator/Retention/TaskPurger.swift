@@ -1,15 +1,20 @@
 import CoreMetrics
+import HourglassCore
 import HourglassStore
 import Logging
 
 /// Keeps the store's size bounded: every `purgeInterval`, removes the rows of tasks deleted
 /// longer than `deletedTaskRetention` ago and of tasks finished longer than
-/// `finishedTaskRetention` ago, with their runs and idempotency keys. Without it a store that
-/// takes one-shot tasks grows by every task ever scheduled.
+/// `finishedTaskRetention` ago, with their runs, idempotency keys and the blobs no other task
+/// refers to. Without it a store that takes one-shot tasks grows by every task ever scheduled.
 ///
 /// Work goes in transactions of at most `purgeBatch` tasks, one after the other, so the store's
 /// writer (SQLite's only one) is never held long and dispatch's lease transactions interleave.
 /// In a cluster every coordinator purges; PostgreSQL's `SKIP LOCKED` keeps two purges apart.
+///
+/// Each pass also walks on through the stored blobs (`blobSweepBatch` of them) and removes any
+/// no task refers to: the purges remove their own tasks' blobs, and the walk catches those left
+/// some other way, at a pace that visits every blob once per `blobs ÷ blobSweepBatch` passes.
 struct TaskPurger: Sendable {
   let store: any TaskStore
   let clock: any CoordinatorClock
@@ -23,13 +28,18 @@ struct TaskPurger: Sendable {
     var deleted = 0
     /// Finished tasks purged.
     var finished = 0
+    /// Blobs removed with those tasks.
+    var blobs = 0
   }
 
-  /// A pass every `purgeInterval` (the first one interval after start), until cancelled.
+  /// A pass every `purgeInterval` (the first one interval after start), each followed by a step
+  /// of the blob walk, until cancelled.
   func run() async {
+    var blobCursor: BlobDigest?
     while !Task.isCancelled {
       do { try await clock.sleep(untilMicros: clock.nowMicros() + configuration.purgeIntervalMicros) } catch { return }
       await pass()
+      blobCursor = await sweepBlobs(after: blobCursor)
     }
   }
 
@@ -41,11 +51,11 @@ struct TaskPurger: Sendable {
     let now = clock.nowMicros()
     var outcome = Outcome()
     do {
-      outcome.deleted = try await drain(counter: metrics.tasksPurgedDeleted) {
+      outcome.deleted = try await drain(counter: metrics.tasksPurgedDeleted, blobs: &outcome.blobs) {
         try await store.purgeDeleted(before: now - configuration.deletedTaskRetentionMicros, limit: $0)
       }
       if let retention = configuration.finishedTaskRetentionMicros {
-        outcome.finished = try await drain(counter: metrics.tasksPurgedFinished) {
+        outcome.finished = try await drain(counter: metrics.tasksPurgedFinished, blobs: &outcome.blobs) {
           try await store.purgeFinished(before: now - retention, limit: $0)
         }
       }
@@ -54,19 +64,48 @@ struct TaskPurger: Sendable {
       logger.warning("purging old tasks failed; the next pass tries again", metadata: ["hourglass.error": "\(error)"])
     }
     if outcome != Outcome() {
-      logger.info("old tasks purged", metadata: ["hourglass.deleted": "\(outcome.deleted)", "hourglass.finished": "\(outcome.finished)"])
+      logger.info(
+        "old tasks purged",
+        metadata: [
+          "hourglass.deleted": "\(outcome.deleted)", "hourglass.finished": "\(outcome.finished)",
+          "hourglass.blobs": "\(outcome.blobs)",
+        ])
     }
     return outcome
   }
 
-  /// Calls `purge` with the batch size until it removes fewer than that; returns the total.
-  private func drain(counter: Counter, _ purge: (Int) async throws -> Int) async throws -> Int {
+  /// One step of the blob walk from `cursor`; returns where the next step goes on (nil: from
+  /// the first blob again). A failing store is logged and the step is tried again next time.
+  func sweepBlobs(after cursor: BlobDigest?) async -> BlobDigest? {
+    guard configuration.blobSweepBatch > 0 else { return nil }
+    do {
+      let step = try await store.sweepBlobs(after: cursor, limit: configuration.blobSweepBatch)
+      metrics.blobsRemoved.increment(by: step.removed)
+      if step.removed > 0 {
+        logger.info("blobs without a task removed", metadata: ["hourglass.blobs": "\(step.removed)"])
+      }
+      return step.next
+    } catch {
+      if !Task.isCancelled {
+        logger.warning("the blob walk failed; the next pass tries again", metadata: ["hourglass.error": "\(error)"])
+      }
+      return cursor
+    }
+  }
+
+  /// Calls `purge` with the batch size until it removes fewer tasks than that; returns the
+  /// total of tasks and adds the blobs removed to `blobs`.
+  private func drain(
+    counter: Counter, blobs: inout Int, _ purge: (Int) async throws -> PurgeResult
+  ) async throws -> Int {
     var total = 0
     while !Task.isCancelled {
       let removed = try await purge(configuration.purgeBatch)
-      total += removed
-      counter.increment(by: removed)
-      if removed < configuration.purgeBatch { break }
+      total += removed.tasks
+      blobs += removed.blobs
+      counter.increment(by: removed.tasks)
+      metrics.blobsRemoved.increment(by: removed.blobs)
+      if removed.tasks < configuration.purgeBatch { break }
     }
     return total
   }

@@ -104,8 +104,9 @@ final class ObservedStore: TaskStore {
   func deleteTask(id: TaskID, owner: String, cancelRunning: Bool, now: Int64) async throws -> DeleteOutcome {
     try await base.deleteTask(id: id, owner: owner, cancelRunning: cancelRunning, now: now)
   }
-  func purgeDeleted(before: Int64, limit: Int) async throws -> Int { try await base.purgeDeleted(before: before, limit: limit) }
-  func purgeFinished(before: Int64, limit: Int) async throws -> Int { try await base.purgeFinished(before: before, limit: limit) }
+  func purgeDeleted(before: Int64, limit: Int) async throws -> PurgeResult { try await base.purgeDeleted(before: before, limit: limit) }
+  func purgeFinished(before: Int64, limit: Int) async throws -> PurgeResult { try await base.purgeFinished(before: before, limit: limit) }
+  func sweepBlobs(after: BlobDigest?, limit: Int) async throws -> BlobSweep { try await base.sweepBlobs(after: after, limit: limit) }
   func loadDue(shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int) async throws -> [DueEntry] {
     try await base.loadDue(shard: shard, from: from, until: until, after: after, limit: limit)
   }
