@@ -87,6 +87,11 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
     return chosen
   }
 
+  // Callers in other modules (the `hourglass` command, the benchmark) would run this generic
+  // body, and the state machine and timer queue under it, unspecialized: every call looking up
+  // generic metadata at run time. A copy specialized for production's clock is compiled here
+  // and chosen at run time instead.
+  @_specialize(where C == ContinuousClock)
   public func run() async throws {
     guard !started.exchange(true, ordering: .relaxed) else {
       throw ExecutorConfigurationError(field: "-", problem: "the executor has already run once")
