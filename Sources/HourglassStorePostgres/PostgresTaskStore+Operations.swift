@@ -296,17 +296,32 @@ extension PostgresTaskStore {
   /// insert to commit, and its `NOT EXISTS`, a statement after the locks, then sees the new
   /// task. An insert that comes later finds the blob gone and stores it again. Both take their
   /// locks in key order, so they cannot deadlock.
+  ///
+  /// Only blobs that look unused at the start are locked: a blob that many tasks share is named
+  /// by nearly every purge, and locking it each time would hold up every insert storing it. A
+  /// blob that looked used but whose last task another purge was removing at that moment is
+  /// left for ``sweepBlobs(after:limit:)``.
   func removeUnreferencedBlobs(_ digests: [BlobDigest]) async throws -> Int {
     if digests.isEmpty { return 0 }
-    let keys = Self.blobLockKeys(digests)
     let buffers = digests.map { Self.buffer($0.bytes) }
     return try await transaction { [logger] connection in
+      var candidates: [BlobDigest] = []
+      for try await digest in try await connection.query(
+        """
+        SELECT d FROM unnest(\(buffers)::bytea[]) AS d
+        WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = d)
+        """, logger: logger
+      ).decode(ByteBuffer.self) {
+        if let parsed = BlobDigest(bytes: digest.readableBytesView) { candidates.append(parsed) }
+      }
+      if candidates.isEmpty { return 0 }
+      let keys = Self.blobLockKeys(candidates)
       try await connection.query(
         "SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::bigint[]) AS k", logger: logger)
       var removed = 0
       for try await _ in try await connection.query(
         """
-        DELETE FROM blobs WHERE digest = ANY(\(buffers)::bytea[])
+        DELETE FROM blobs WHERE digest = ANY(\(candidates.map { Self.buffer($0.bytes) })::bytea[])
           AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = blobs.digest)
         RETURNING 1
         """, logger: logger)
@@ -326,26 +341,12 @@ extension PostgresTaskStore {
   }
 
   public func sweepBlobs(after: BlobDigest?, limit: Int) async throws -> BlobSweep {
-    // Candidates are read without locks; the removal checks each again under its lock.
-    let start = Self.buffer(after?.bytes ?? [])
-    let (examined, last, candidates) = try await transaction { [logger] connection in
-      var examined = 0
-      var last: BlobDigest?
-      var candidates: [BlobDigest] = []
-      for try await (digest, referenced) in try await connection.query(
-        """
-        SELECT digest, EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = blobs.digest)
-        FROM blobs WHERE digest > \(start) ORDER BY digest LIMIT \(Int64(limit))
-        """, logger: logger
-      ).decode((ByteBuffer, Bool).self) {
-        examined += 1
-        last = BlobDigest(bytes: digest.readableBytesView)
-        if !referenced, let last { candidates.append(last) }
-      }
-      return (examined, last, candidates)
-    }
-    let removed = try await removeUnreferencedBlobs(candidates)
-    return BlobSweep(examined: examined, removed: removed, next: examined < limit ? nil : last)
+    // No locks here: the removal checks each blob again, under its lock.
+    let examined = try await rows(
+      "SELECT digest FROM blobs WHERE digest > \(Self.buffer(after?.bytes ?? [])) ORDER BY digest LIMIT \(Int64(limit))"
+    ).compactMap { BlobDigest(bytes: try $0.decode(ByteBuffer.self).readableBytesView) }
+    let removed = try await removeUnreferencedBlobs(examined)
+    return BlobSweep(examined: examined.count, removed: removed, next: examined.count < limit ? nil : examined.last)
   }
 
   public func createLease(

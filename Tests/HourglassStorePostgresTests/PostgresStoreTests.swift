@@ -94,6 +94,33 @@ struct PostgresStoreTests {
     try await store.close()
   }
 
+  @Test("removing the blobs of purged tasks does not wait for inserts storing a blob other tasks still use")
+  func blobRemovalLeavesUsedBlobsUnlocked() async throws {
+    let store = try await openTestStore()
+    let shared = TaskBlob(Array(repeating: 6, count: 300))
+    func task(_ milliseconds: Int64) -> NewTask {
+      NewTask(
+        id: TaskID(unixMilliseconds: milliseconds), owner: "alice", operatorName: "exec", blob: shared,
+        firstRunMicros: 1_767_225_600_000_000, createdAtMicros: 0)
+    }
+    try await store.insert([task(1_000)])
+    let returnedAtOnce = try await PostgresTaskStore.transaction(client: store.client, logger: store.logger) { connection in
+      // An insert in flight holds the blob's lock in shared mode.
+      try await PostgresTaskStore.insertBatch(
+        [KeyedNewTask(task: task(2_000), outcome: nil)], partitions: store.partitionCount, connection: connection, logger: store.logger)
+      // A committed task uses the blob, so the removal has nothing to lock; waiting for the
+      // lock would last until this transaction ends, after the 10 s below.
+      return await finishesFirst {
+        _ = try? await store.removeUnreferencedBlobs([shared.digest])
+      } before: {
+        try? await Task.sleep(for: .seconds(10))
+      }
+    }
+    #expect(returnedAtOnce)
+    #expect(try await store.blob(shared.digest) == shared.content)
+    try await store.close()
+  }
+
   @Test("the blob walk removes a blob no task refers to and keeps the others")
   func blobWalkRemovesBlobsWithoutTask() async throws {
     let store = try await openTestStore()
