@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -56,6 +57,8 @@ struct DevProcess {
   let banner: String
   /// The write end of the child's standard input: the child exits when this process dies.
   let lifeline: Pipe
+  /// What it prints after its banner.
+  let later: LaterOutput
 
   /// The port of its `/metrics` listener, from the banner.
   var metricsPort: Int? {
@@ -86,6 +89,7 @@ struct DevProcess {
     defer { watchdog.cancel() }
     // The banner is the readiness signal: it is printed once the coordinator listens and the
     // profile is written.
+    let later = LaterOutput()
     let banner = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
       Thread {
         var text = ""
@@ -98,13 +102,18 @@ struct DevProcess {
           text += String(decoding: data, as: UTF8.self)
           if text.contains("Ctrl-C stops.") {
             continuation.resume(returning: text)
-            while !handle.availableData.isEmpty {}
+            var more = handle.availableData
+            while !more.isEmpty {
+              later.append(more)
+              more = handle.availableData
+            }
+            later.close()
             return
           }
         }
       }.start()
     }
-    return DevProcess(process: process, banner: banner, lifeline: lifeline)
+    return DevProcess(process: process, banner: banner, lifeline: lifeline, later: later)
   }
 
   /// SIGKILL if still running (cleanup after a failed test).
@@ -120,6 +129,27 @@ struct DevProcess {
     Glibc.kill(process.processIdentifier, SIGTERM)
     process.waitUntilExit()
     return process.terminationStatus
+  }
+
+  /// SIGTERM, then the exit status and everything printed after the banner.
+  func stopAndRead() -> (status: Int32, output: String) {
+    let status = stop()
+    return (status, later.whenClosed())
+  }
+}
+
+/// What a child prints after its banner, complete once its standard output closes.
+final class LaterOutput: Sendable {
+  private let text = Mutex("")
+  private let closed = DispatchSemaphore(value: 0)
+
+  func append(_ data: Data) { text.withLock { $0 += String(decoding: data, as: UTF8.self) } }
+  func close() { closed.signal() }
+
+  /// Waits until the output has closed, then returns it.
+  func whenClosed() -> String {
+    closed.wait()
+    return text.withLock { $0 }
   }
 }
 
@@ -270,7 +300,9 @@ struct CLIEndToEndTests {
     #expect(gone.status == 1)
     #expect(gone.stderr.contains("NOT_FOUND"))
 
-    #expect(dev.stop() == 0)
+    let (status, output) = dev.stopAndRead()
+    #expect(status == 0)
+    #expect(output.contains("Stopped: the coordinator and its executors drained"), "\(output)")
   }
 
   @Test("invalid input exits with status 2 and says why; a missing task exits 1")

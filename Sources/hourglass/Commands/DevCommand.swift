@@ -119,6 +119,8 @@ struct DevCommand: AsyncParsableCommand {
       try await tasks.waitForAll()
     }
     try await store.close()
+    // At the default log level nothing else says so.
+    FileHandleOutput.standardOutput.write("Stopped: the coordinator and its executors drained; the store is closed.\n")
   }
 
   /// Writes the profile atomically, readable only by its owner (it names a private key).
