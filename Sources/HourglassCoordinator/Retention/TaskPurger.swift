@@ -35,7 +35,8 @@ struct TaskPurger: Sendable {
   /// A pass every `purgeInterval` (the first one interval after start), each followed by a step
   /// of the blob walk, until cancelled.
   func run() async {
-    var blobCursor: BlobDigest?
+    // From a random point: coordinators sharing a store then walk different parts of it.
+    var blobCursor = BlobDigest(bytes: (0..<32).map { _ in UInt8.random(in: 0...255) })
     while !Task.isCancelled {
       do { try await clock.sleep(untilMicros: clock.nowMicros() + configuration.purgeIntervalMicros) } catch { return }
       await pass()
