@@ -82,7 +82,10 @@ struct PostgresStoreTests {
       // Commit only once the removal waits for the blob's lock (or has, wrongly, finished).
       while !removalDone.isSet {
         let waiting = try await store.scalar(
-          "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted", as: Int64.self)
+          """
+          SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          """, as: Int64.self)
         if waiting ?? 0 > 0 { break }
         try await Task.sleep(for: .milliseconds(5))
       }
