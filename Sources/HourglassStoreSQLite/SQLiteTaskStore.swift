@@ -50,8 +50,14 @@ public final class SQLiteTaskStore: TaskStore {
     public var partitionCount: Int32?
     /// Most task rows in one group-commit transaction.
     public var maxBatchRows: Int
-    /// Page cache of the writer connection, in KiB.
+    /// Page cache of the writer connection, in KiB: every lease, result and insert runs on it.
+    /// It should hold the store's working set; with a million stored tasks that is the whole
+    /// file (~600 MB), and with 256 MB instead, dispatch lateness at 5,000 runs/s rose from ~1.5
+    /// to ~2.5 ms at the median (docs/benchmarks.md). SQLite allocates it as pages are used.
     public var cacheSizeKiB: Int
+    /// Page cache of each reader connection, in KiB. Smaller: a reader discards its cache at the
+    /// start of every read transaction that follows a commit, which under dispatch is nearly all.
+    public var readerCacheSizeKiB: Int
     /// WAL pages appended between checkpoints. Checkpoints run passively on a connection of
     /// their own, never inside a commit (see `SQLiteCheckpointer`).
     public var walAutocheckpointPages: Int
@@ -70,7 +76,7 @@ public final class SQLiteTaskStore: TaskStore {
     public static func defaults(path: String) -> Configuration {
       Configuration(
         path: path, synchronous: .full, partitionCount: nil, maxBatchRows: 1000,
-        cacheSizeKiB: 262_144, walAutocheckpointPages: 16_384, backgroundCheckpoints: true,
+        cacheSizeKiB: 1_048_576, readerCacheSizeKiB: 262_144, walAutocheckpointPages: 16_384, backgroundCheckpoints: true,
         busyTimeoutMilliseconds: 5000, readOnly: false, maxPageCount: nil)
     }
 
@@ -84,6 +90,9 @@ public final class SQLiteTaskStore: TaskStore {
       }
       if cacheSizeKiB < 0 {
         throw TaskStoreError.invalidArgument("configuration.cacheSizeKiB must not be negative")
+      }
+      if readerCacheSizeKiB < 0 {
+        throw TaskStoreError.invalidArgument("configuration.readerCacheSizeKiB must not be negative")
       }
     }
   }
@@ -120,9 +129,12 @@ public final class SQLiteTaskStore: TaskStore {
     config.readonly = configuration.readOnly
     config.busyMode = .timeout(Double(configuration.busyTimeoutMilliseconds) / 1000)
     config.label = "hourglass.store"
-    let cacheSize = configuration.cacheSizeKiB
+    let writerCache = configuration.cacheSizeKiB
+    let readerCache = configuration.readerCacheSizeKiB
     config.prepareDatabase { db in
-      try db.execute(sql: "PRAGMA cache_size = -\(cacheSize)")
+      // The pool opens its readers read-only; the writer is the one connection that is not.
+      let size = db.configuration.readonly ? readerCache : writerCache
+      try db.execute(sql: "PRAGMA cache_size = -\(size)")
     }
     let pool: DatabasePool
     do {

@@ -64,6 +64,10 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Flag(help: "SQLite's automatic checkpoint inside the writer's commits instead of the store's background checkpointer.")
   var checkpointInCommit = false
 
+  @Option(
+    name: .customLong("writer-cache-mib"), help: "Page cache of the SQLite writer connection, in MiB (the store's cacheSizeKiB; its default when absent).")
+  var writerCacheMiB: Int?
+
   @Option(help: "Tasks per insert call while preloading the store.")
   var preloadBatch: Int = 20_000
 
@@ -124,6 +128,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
         var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: "\(folder)/dispatch-\(index).db")
         if let walCheckpointPages { storeConfiguration.walAutocheckpointPages = walCheckpointPages }
         if checkpointInCommit { storeConfiguration.backgroundCheckpoints = false }
+        if let writerCacheMiB { storeConfiguration.cacheSizeKiB = writerCacheMiB * 1024 }
         store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: storeLogger, timeline: timeline)
       }
       let rows = try await measure(storedTasks: size, store: store, timeline: timeline)

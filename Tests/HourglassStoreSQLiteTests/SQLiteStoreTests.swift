@@ -42,6 +42,20 @@ struct SQLiteStoreTests {
     }
   }
 
+  @Test("the writer connection gets the large page cache, the readers the smaller one")
+  func cacheSizesPerConnection() async throws {
+    try await TemporaryDirectory.with { dir in
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: dir.file("s.sqlite")))
+      #expect(store.configuration.cacheSizeKiB > store.configuration.readerCacheSizeKiB)
+      let writer = try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA cache_size") }
+      let reader = try await store.pool.read { db in try Int.fetchOne(db, sql: "PRAGMA cache_size") }
+      // Negative: KiB rather than pages.
+      #expect(writer == -store.configuration.cacheSizeKiB)
+      #expect(reader == -store.configuration.readerCacheSizeKiB)
+      try await store.close()
+    }
+  }
+
   @Test func weakerSynchronousIsOptIn() async throws {
     try await TemporaryDirectory.with { dir in
       var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
