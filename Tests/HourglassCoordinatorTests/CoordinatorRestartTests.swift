@@ -127,6 +127,7 @@ struct ProcessSetup {
     try await CoordinatorProcess.start(arguments: [
       "coordinator", "--store", "sqlite:\(directory)/tasks.db", "--listen", "127.0.0.1:0",
       "--ca", directory + "/ca.pem", "--cert", directory + "/server.pem", "--key", directory + "/server-key.pem",
+      "--sqlite-writer-cache-mib", "64",
     ])
   }
 

@@ -56,6 +56,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
   @Option(help: "How long a recurring task keeps its finished runs, in hours before its latest; 0 keeps every run.")
   var runHistoryRetentionHours: Double = 168
 
+  @Option(
+    help: """
+      SQLite only: the writer connection's page cache in MiB. Every lease and result runs on it; \
+      give it room for the store's working set (a million tasks: about 600).
+      """)
+  var sqliteWriterCacheMib: Int = 1024
+
   @Option(help: "File of users' bearer tokens, one \"TOKEN USER_ID\" (or \"sha256:HEX USER_ID\") per line.")
   var tokens: String?
 
@@ -70,7 +77,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
     let (host, port) = try Self.hostPort(listen, option: "--listen")
     let credentials = try TLSCredentials(caFile: ca, certificateFile: cert, keyFile: key)
-    let taskStore = try await Self.openStore(store, logger: logger)
+    guard sqliteWriterCacheMib >= 0 else { throw ValidationError("--sqlite-writer-cache-mib must not be negative") }
+    let taskStore = try await Self.openStore(store, sqliteWriterCacheMiB: sqliteWriterCacheMib, logger: logger)
     var configuration = CoordinatorConfiguration.defaults
     configuration.coordinatorID = id ?? ProcessInfo.processInfo.hostName
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
@@ -114,7 +122,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
   }
 
   /// Opens the store named by a `sqlite:` path or a PostgreSQL URL.
-  static func openStore(_ url: String, logger: Logger) async throws -> any TaskStore {
+  static func openStore(_ url: String, sqliteWriterCacheMiB: Int? = nil, logger: Logger) async throws -> any TaskStore {
     if url.hasPrefix("sqlite:") {
       let path = String(url.dropFirst("sqlite:".count))
       guard !path.isEmpty else { throw ValidationError("--store: sqlite: needs a path") }
@@ -122,7 +130,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
       if !directory.isEmpty {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
       }
-      return try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
+      var configuration = SQLiteTaskStore.Configuration.defaults(path: path)
+      if let sqliteWriterCacheMiB { configuration.cacheSizeKiB = sqliteWriterCacheMiB * 1024 }
+      return try await SQLiteTaskStore(configuration: configuration, logger: logger)
     }
     if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
       guard let components = URLComponents(string: url), let host = components.host, let user = components.user else {
