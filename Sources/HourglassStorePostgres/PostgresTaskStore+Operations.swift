@@ -305,23 +305,23 @@ extension PostgresTaskStore {
     if digests.isEmpty { return 0 }
     let buffers = digests.map { Self.buffer($0.bytes) }
     return try await transaction { [logger] connection in
-      var candidates: [BlobDigest] = []
+      var candidates: [ByteBuffer] = []
       for try await digest in try await connection.query(
         """
         SELECT d FROM unnest(\(buffers)::bytea[]) AS d
         WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = d)
         """, logger: logger
       ).decode(ByteBuffer.self) {
-        if let parsed = BlobDigest(bytes: digest.readableBytesView) { candidates.append(parsed) }
+        candidates.append(digest)
       }
       if candidates.isEmpty { return 0 }
-      let keys = Self.blobLockKeys(candidates)
+      let keys = Self.blobLockKeys(candidates.compactMap { BlobDigest(bytes: $0.readableBytesView) })
       try await connection.query(
         "SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::bigint[]) AS k", logger: logger)
       var removed = 0
       for try await _ in try await connection.query(
         """
-        DELETE FROM blobs WHERE digest = ANY(\(candidates.map { Self.buffer($0.bytes) })::bytea[])
+        DELETE FROM blobs WHERE digest = ANY(\(candidates)::bytea[])
           AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = blobs.digest)
         RETURNING 1
         """, logger: logger)

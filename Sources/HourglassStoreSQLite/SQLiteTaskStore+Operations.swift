@@ -264,15 +264,15 @@ extension SQLiteTaskStore {
   /// The instant a finished task's retention counts from, as in the `tasks_finished` index.
   static let finishedAnchor = "coalesce(last_run_us, created_us)"
 
-  /// Removes the tasks `selecting` (bound to `before` and `limit`; it returns each task's id and
-  /// blob digest) returns, with their runs and keys, and then the blobs they leave without a
+  /// Removes the tasks that `sql` (bound to `before` and `limit`; it selects each task's id and
+  /// blob digest) selects, with their runs and keys, and then the blobs they leave without a
   /// task, in one write transaction: the single writer serializes it with every insert, so a
   /// blob a new task is being stored with cannot go.
   private func purge(selecting sql: String, before: Int64, limit: Int) async throws -> PurgeResult {
     try await write { db in
+      var ids: [Data] = []
       var digests = Set<Data>()
       let rows = try Row.fetchCursor(db, sql: sql, arguments: [before, limit])
-      var ids: [Data] = []
       while let row = try rows.next() {
         ids.append(row[0])
         if let digest: Data = row[1] { digests.insert(digest) }

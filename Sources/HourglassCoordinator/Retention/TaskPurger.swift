@@ -52,13 +52,17 @@ struct TaskPurger: Sendable {
     let now = clock.nowMicros()
     var outcome = Outcome()
     do {
-      outcome.deleted = try await drain(counter: metrics.tasksPurgedDeleted, blobs: &outcome.blobs) {
+      let deleted = try await drain(counter: metrics.tasksPurgedDeleted) {
         try await store.purgeDeleted(before: now - configuration.deletedTaskRetentionMicros, limit: $0)
       }
+      outcome.deleted = deleted.tasks
+      outcome.blobs = deleted.blobs
       if let retention = configuration.finishedTaskRetentionMicros {
-        outcome.finished = try await drain(counter: metrics.tasksPurgedFinished, blobs: &outcome.blobs) {
+        let finished = try await drain(counter: metrics.tasksPurgedFinished) {
           try await store.purgeFinished(before: now - retention, limit: $0)
         }
+        outcome.finished = finished.tasks
+        outcome.blobs += finished.blobs
       }
     } catch {
       if Task.isCancelled { return outcome }
@@ -94,16 +98,14 @@ struct TaskPurger: Sendable {
     }
   }
 
-  /// Calls `purge` with the batch size until it removes fewer tasks than that; returns the
-  /// total of tasks and adds the blobs removed to `blobs`.
-  private func drain(
-    counter: Counter, blobs: inout Int, _ purge: (Int) async throws -> PurgeResult
-  ) async throws -> Int {
-    var total = 0
+  /// Calls `purge` with the batch size until it removes fewer tasks than that; returns what all
+  /// the calls removed.
+  private func drain(counter: Counter, _ purge: (Int) async throws -> PurgeResult) async throws -> PurgeResult {
+    var total = PurgeResult(tasks: 0, blobs: 0)
     while !Task.isCancelled {
       let removed = try await purge(configuration.purgeBatch)
-      total += removed.tasks
-      blobs += removed.blobs
+      total.tasks += removed.tasks
+      total.blobs += removed.blobs
       counter.increment(by: removed.tasks)
       metrics.blobsRemoved.increment(by: removed.blobs)
       if removed.tasks < configuration.purgeBatch { break }

@@ -71,24 +71,30 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
   @OptionGroup var observability: ObservabilityOptions
 
+  func validate() throws {
+    guard finishedTaskRetentionHours >= 0, deletedTaskRetentionHours >= 0, runHistoryRetentionHours >= 0 else {
+      throw ValidationError("the --…-retention-hours options must not be negative")
+    }
+    guard sqliteWriterCacheMib >= 0 else { throw ValidationError("--sqlite-writer-cache-mib must not be negative") }
+  }
+
+  /// Hours as microseconds.
+  static func micros(hours: Double) -> Int64 { Int64(hours * 3_600_000_000) }
+
   func run() async throws {
     observability.bootstrapLogging()
     var logger = Logger(label: "hourglass.coordinator")
     logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
     let (host, port) = try Self.hostPort(listen, option: "--listen")
     let credentials = try TLSCredentials(caFile: ca, certificateFile: cert, keyFile: key)
-    guard sqliteWriterCacheMib >= 0 else { throw ValidationError("--sqlite-writer-cache-mib must not be negative") }
     let taskStore = try await Self.openStore(store, sqliteWriterCacheMiB: sqliteWriterCacheMib, logger: logger)
     var configuration = CoordinatorConfiguration.defaults
     configuration.coordinatorID = id ?? ProcessInfo.processInfo.hostName
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
-    guard finishedTaskRetentionHours >= 0, deletedTaskRetentionHours >= 0, runHistoryRetentionHours >= 0 else {
-      throw ValidationError("the --…-retention-hours options must not be negative")
-    }
-    configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Int64(runHistoryRetentionHours * 3_600_000_000)
-    configuration.finishedTaskRetentionMicros = finishedTaskRetentionHours == 0 ? nil : Int64(finishedTaskRetentionHours * 3_600_000_000)
-    configuration.deletedTaskRetentionMicros = Int64(deletedTaskRetentionHours * 3_600_000_000)
+    configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Self.micros(hours: runHistoryRetentionHours)
+    configuration.finishedTaskRetentionMicros = finishedTaskRetentionHours == 0 ? nil : Self.micros(hours: finishedTaskRetentionHours)
+    configuration.deletedTaskRetentionMicros = Self.micros(hours: deletedTaskRetentionHours)
     if let tokens {
       configuration.tokens = try BearerTokens.load(path: tokens)
       logger.info("bearer tokens loaded", metadata: ["hourglass.tokens": "\(configuration.tokens.count)"])
