@@ -6,9 +6,9 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// The worker runtime: keeps one `ExecutorService/Connect` stream to a coordinator, runs the
-/// leases it receives with the named operator, renews them, reports results, and fences itself
-/// when it cannot renew in time.
+/// The worker runtime: keeps an `ExecutorService/Connect` stream to every coordinator it is
+/// given, shares its slots between them as credits, runs the leases it receives with the named
+/// operator, renews them, reports results, and fences itself when it cannot renew in time.
 ///
 /// A `Service`: `run()` returns after a graceful shutdown has drained the running tasks (or
 /// the drain grace has run out and they were killed); cancelling `run()` kills every task at
@@ -32,7 +32,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   }
 
   private let configuration: ExecutorConfiguration
-  private let transport: any ClientTransport
+  private let transports: [any ClientTransport]
   private let clock: C
   private let logger: Logger
   private let customOperators: [any Operator]
@@ -44,7 +44,8 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   /// Creates an executor.
   /// - Parameters:
   ///   - configuration: checked when `run()` starts.
-  ///   - transport: how to reach the coordinator (`RPCTLSConnection`; `InProcessTransport` in tests).
+  ///   - transports: how to reach each coordinator (`RPCTLSConnection`; `InProcessTransport` in
+  ///     tests), at least one. The executor holds a stream to every one of them at once.
   ///   - clock: the monotonic clock every timer and lease is counted on.
   ///   - logger: where the executor logs (metadata keys `hourglass.*`).
   ///   - operators: operators beside the built-in `exec` and `noop`; one with a built-in's name
@@ -53,11 +54,12 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   ///     registry's factory, or the global `MetricsSystem`'s by default (a no-op unless the
   ///     program bootstrapped it).
   public init(
-    configuration: ExecutorConfiguration, transport: any ClientTransport, clock: C, logger: Logger, operators: [any Operator] = [],
+    configuration: ExecutorConfiguration, transports: [any ClientTransport], clock: C, logger: Logger, operators: [any Operator] = [],
     metricsFactory: any MetricsFactory = MetricsSystem.factory
   ) {
+    precondition(!transports.isEmpty, "an executor needs at least one coordinator")
     self.configuration = configuration
-    self.transport = transport
+    self.transports = transports
     self.clock = clock
     self.logger = logger
     self.customOperators = operators
@@ -108,10 +110,11 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
         leaseDurationFallback: configuration.leaseDurationFallback,
         backoff: configuration.reconnectBackoff,
         drainGrace: configuration.drainGrace,
-        closeTimeout: configuration.closeTimeout
+        closeTimeout: configuration.closeTimeout,
+        coordinators: transports.count
       ))
     let shell = Shell(
-      transport: transport, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID, metrics: metrics)
+      transports: transports, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID, metrics: metrics)
     let metrics = self.metrics
     metrics.slots.record(configuration.slots)
     metrics.running.record(0)
@@ -121,7 +124,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
       "executor starting",
       metadata: [
         "hourglass.executor_id": "\(configuration.executorID)", "hourglass.slots": "\(configuration.slots)",
-        "hourglass.operators": "\(configuration.operators.joined(separator: ","))",
+        "hourglass.operators": "\(configuration.operators.joined(separator: ","))", "hourglass.coordinators": "\(transports.count)",
       ])
 
     let sink = self.sink
@@ -137,17 +140,18 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
               actions = machine.received(message, on: connection, now: now)
               switch message.kind {
               case .registered?:
-                metrics.connected.record(machine.currentConnection == connection ? 1 : 0)
-                if machine.currentConnection == connection && machine.coordinatorTakesBatches { shell.allowBatches(on: connection) }
+                metrics.connected.record(machine.connectedCount)
+                if machine.takesBatches(on: connection) { shell.allowBatches(on: connection) }
               case .heartbeatAck?:
-                if let roundTrip = machine.lastRoundTrip { metrics.heartbeatRoundTrip.recordNanoseconds(roundTrip.wholeNanoseconds) }
-                metrics.eligible.record(machine.eligible ? 1 : 0)
+                if let roundTrip = machine.lastRoundTrip(on: connection) { metrics.heartbeatRoundTrip.recordNanoseconds(roundTrip.wholeNanoseconds) }
+                metrics.eligible.record(machine.eligibleEverywhere ? 1 : 0)
               default:
                 break
               }
             case .connectionEnded(let connection, let error):
               actions = machine.connectionEnded(connection, error: error, now: now, random: Double.random(in: 0..<1))
-              metrics.connected.record(0)
+              shell.streamEnded(connection)
+              metrics.connected.record(machine.connectedCount)
             case .timersDue(let sleeper):
               // Every timer due now, earliest first; timers they arm wait for the next wake.
               var fired: [ExecutorStateMachine<C.Instant>.Action] = []
@@ -176,6 +180,17 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   }
 }
 
+extension Executor {
+  /// Creates an executor with one coordinator (or several behind one transport).
+  public convenience init(
+    configuration: ExecutorConfiguration, transport: any ClientTransport, clock: C, logger: Logger, operators: [any Operator] = [],
+    metricsFactory: any MetricsFactory = MetricsSystem.factory
+  ) {
+    self.init(
+      configuration: configuration, transports: [transport], clock: clock, logger: logger, operators: operators, metricsFactory: metricsFactory)
+  }
+}
+
 extension Executor where C == ContinuousClock {
   /// Creates an executor that counts time on the continuous (monotonic) clock.
   public convenience init(
@@ -183,14 +198,26 @@ extension Executor where C == ContinuousClock {
     metricsFactory: any MetricsFactory = MetricsSystem.factory
   ) {
     self.init(
-      configuration: configuration, transport: transport, clock: ContinuousClock(), logger: logger, operators: operators, metricsFactory: metricsFactory)
+      configuration: configuration, transports: [transport], clock: ContinuousClock(), logger: logger, operators: operators,
+      metricsFactory: metricsFactory)
+  }
+
+  /// Creates an executor with a stream to each of `transports` (one per coordinator), counting
+  /// time on the continuous (monotonic) clock.
+  public convenience init(
+    configuration: ExecutorConfiguration, transports: [any ClientTransport], logger: Logger, operators: [any Operator] = [],
+    metricsFactory: any MetricsFactory = MetricsSystem.factory
+  ) {
+    self.init(
+      configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger, operators: operators,
+      metricsFactory: metricsFactory)
   }
 }
 
 extension Executor {
   /// Carries out the state machine's actions. Owned by the event loop's task alone.
   final class Shell {
-    private let transport: any ClientTransport
+    private let transports: [any ClientTransport]
     private let clock: C
     private let sink: AsyncStream<Event>.Continuation
     private let logger: Logger
@@ -198,8 +225,8 @@ extension Executor {
     private let executorID: String
     private let metrics: ExecutorMetrics
 
-    private var outbox: (connection: UInt64, queue: ExecutorOutbox)?
-    private var streamTask: Task<Void, Never>?
+    /// Each open stream's outgoing queue and task, by connection number.
+    private var streams: [UInt64: (queue: ExecutorOutbox, task: Task<Void, Never>)] = [:]
     /// Every armed timer; one task sleeps until the earliest.
     private var timers = TimerQueue<C.Instant>()
     private var sleeper: (id: UInt64, deadline: C.Instant, task: Task<Void, Never>)?
@@ -207,10 +234,10 @@ extension Executor {
     private var cancellations: [RunKey: RunCancellation] = [:]
 
     init(
-      transport: any ClientTransport, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger, operators: [String: any Operator], executorID: String,
-      metrics: ExecutorMetrics
+      transports: [any ClientTransport], clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger, operators: [String: any Operator],
+      executorID: String, metrics: ExecutorMetrics
     ) {
-      self.transport = transport
+      self.transports = transports
       self.clock = clock
       self.sink = sink
       self.logger = logger
@@ -229,8 +256,13 @@ extension Executor {
 
     /// The coordinator of stream `connection` takes result batches.
     func allowBatches(on connection: UInt64) {
-      guard let outbox, outbox.connection == connection else { return }
-      outbox.queue.allowBatches()
+      streams[connection]?.queue.allowBatches()
+    }
+
+    /// Stream `connection` has ended: forget it.
+    func streamEnded(_ connection: UInt64) {
+      streams[connection]?.queue.finish()
+      streams[connection] = nil
     }
 
     func runEnded(_ key: RunKey) {
@@ -242,13 +274,13 @@ extension Executor {
       var finished = false
       for action in actions {
         switch action {
-        case .connect(let connection):
-          openStream(connection, group: &group)
-        case .send(let message):
-          outbox?.queue.yield(message)
-        case .sendHeartbeat(let sequence, let freeSlots, let running, let lastRoundTripMicros):
+        case .connect(let connection, let coordinator):
+          openStream(connection, to: transports[coordinator])
+        case .send(let message, let connection):
+          streams[connection]?.queue.yield(message)
+        case .sendHeartbeat(let connection, let sequence, let freeSlots, let running, let lastRoundTripMicros):
           let (seconds, nanos) = Date().protoParts
-          outbox?.queue.yield(
+          streams[connection]?.queue.yield(
             .with {
               $0.heartbeat = .with {
                 $0.sequence = sequence
@@ -275,11 +307,11 @@ extension Executor {
             metadata["hourglass.fence"] = "\(run.fence)"
           }
           logger.log(level: level, "\(message)", metadata: metadata)
-        case .closeStream:
-          outbox?.queue.finish()
-        case .abandonStream:
-          outbox?.queue.finish()
-          streamTask?.cancel()
+        case .closeStream(let connection):
+          streams[connection]?.queue.finish()
+        case .abandonStream(let connection):
+          streams[connection]?.queue.finish()
+          streams[connection]?.task.cancel()
         case .finish:
           finished = true
         }
@@ -292,8 +324,11 @@ extension Executor {
       timers.removeAll()
       sleeper?.task.cancel()
       sleeper = nil
-      outbox?.queue.finish()
-      streamTask?.cancel()
+      for stream in streams.values {
+        stream.queue.finish()
+        stream.task.cancel()
+      }
+      streams = [:]
     }
 
     private func schedule(_ timer: ExecutorTimer, at instant: C.Instant) {
@@ -321,15 +356,13 @@ extension Executor {
       sleeper = (id, deadline, task)
     }
 
-    private func openStream(_ connection: UInt64, group: inout DiscardingTaskGroup) {
-      outbox?.queue.finish()
+    private func openStream(_ connection: UInt64, to transport: any ClientTransport) {
       let queue = ExecutorOutbox()
-      outbox = (connection, queue)
       let client = RPCClient(transport: transport)
       let sink = self.sink
       // An unstructured task so that a stream can be abandoned on its own; it ends with the
       // call, and tearDown cancels it.
-      streamTask = Task {
+      let task = Task {
         do {
           try await client.bidirectional(
             Executor.connectMethod,
@@ -354,6 +387,7 @@ extension Executor {
           sink.yield(.connectionEnded(connection, "\(error)"))
         }
       }
+      streams[connection] = (queue, task)
     }
 
     private func startRun(_ key: RunKey, _ grant: Hourglass_V1_LeaseGrant, group: inout DiscardingTaskGroup) {

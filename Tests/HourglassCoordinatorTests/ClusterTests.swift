@@ -1,6 +1,7 @@
 import CoreMetrics
 import Foundation
 import HourglassCore
+import HourglassExecutor
 import HourglassObservability
 import HourglassPostgresLauncher
 import HourglassProto
@@ -89,11 +90,12 @@ struct ClusterHarness {
   let server: ThrowawayPostgres
 
   static func with<T: Sendable>(
-    ids: [String], metricsFactories: [any MetricsFactory]? = nil, _ body: (ClusterHarness) async throws -> T
+    ids: [String], metricsFactories: [any MetricsFactory]? = nil, configure: (inout CoordinatorConfiguration) -> Void = { _ in },
+    _ body: (ClusterHarness) async throws -> T
   ) async throws -> T {
     let server = try await ThrowawayPostgres.start()
     do {
-      let result = try await run(ids: ids, metricsFactories: metricsFactories, on: server, body)
+      let result = try await run(ids: ids, metricsFactories: metricsFactories, configure: configure, on: server, body)
       _ = await bounded("the PostgreSQL server stopping") { await server.stop() }
       return result
     } catch {
@@ -103,7 +105,8 @@ struct ClusterHarness {
   }
 
   private static func run<T: Sendable>(
-    ids: [String], metricsFactories: [any MetricsFactory]?, on server: ThrowawayPostgres, _ body: (ClusterHarness) async throws -> T
+    ids: [String], metricsFactories: [any MetricsFactory]?, configure: (inout CoordinatorConfiguration) -> Void, on server: ThrowawayPostgres,
+    _ body: (ClusterHarness) async throws -> T
   ) async throws -> T {
     let database = try await server.createDatabase()
     var logger = Logger(label: "test.cluster")
@@ -119,6 +122,7 @@ struct ClusterHarness {
       stores.append(try await PostgresTaskStore(configuration: storeConfiguration, logger: logger))
       var configuration = CoordinatorConfiguration.defaults
       configuration.coordinatorID = id
+      configure(&configuration)
       coordinators.append(
         try Coordinator(
           configuration: configuration, store: stores.last!, tls: nil, clock: clock, logger: logger,
@@ -385,6 +389,47 @@ struct ClusterTests {
       }
       #expect(cancel.runID == lease.runID)
       #expect(cancel.fence == lease.fence)
+    }
+  }
+
+  @Test("one real executor with a stream to each coordinator runs the runs of every partition, its two slots going where the runs are")
+  func oneExecutorServesEveryCoordinator() async throws {
+    // The executor stamps heartbeats with the wall clock; the coordinators' clock is manual.
+    try await ClusterHarness.with(ids: Self.ids, configure: { $0.skewBoundMicros = Int64.max / 4 }) { cluster in
+      var logger = Logger(label: "test.cluster.executor")
+      logger.logLevel = .warning
+      let directory = NSTemporaryDirectory() + "hourglass-cluster-executor-\(UUID().uuidString)"
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+      defer { try? FileManager.default.removeItem(atPath: directory) }
+      var configuration = ExecutorConfiguration.defaults
+      configuration.executorID = "exec-1"
+      configuration.slots = 2
+      configuration.operators = ["exec"]
+      configuration.temporaryDirectory = directory
+      configuration.drainGrace = .seconds(5)
+      let transports: [any ClientTransport] = cluster.coordinators.map {
+        InProcessTransport(server: $0.server, peer: PeerIdentity(name: "exec-1", role: "executor"))
+      }
+      let executor = Executor(configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger)
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await executor.run() }
+        for coordinator in cluster.coordinators {
+          try #require(await bounded("the executor registering") { await coordinator.dispatcher.waitUntilExecutorsConnected(1) } != nil)
+        }
+        try await cluster.converge()
+        let alice = cluster.client("alice", via: 0)
+        var scheduled: [String] = []
+        for owner in cluster.coordinators.indices {
+          for _ in 0..<3 { scheduled.append(try await cluster.schedule(via: 0, landingOn: owner, inSeconds: 1)) }
+        }
+        cluster.clock.advance(byMicros: 1_000_000)
+        for coordinator in cluster.coordinators {
+          try #require(await bounded("three results recorded") { await coordinator.waitUntilRecorded(3) } != nil)
+        }
+        for id in scheduled { #expect(try await alice.get(id).taskStatus == .succeeded) }
+        executor.drain()
+        try await group.waitForAll()
+      }
     }
   }
 }

@@ -22,4 +22,25 @@ struct ExecutorRegistrationTests {
       #expect(await harness.coordinator.dispatcher.sessions.isEmpty)
     }
   }
+
+  @Test("a CreditWithdrawal gives back the credits not yet used, and no more; Registered says it is answered")
+  func withdrawal() async throws {
+    try await Harness.with { harness in
+      let executor = try await harness.executor("exec-1", slots: 4)
+      executor.grant(3)
+      executor.send { $0.withdrawal = .with { $0.credits = 2 } }
+      guard case .withdrawn(let first)? = try await executor.next().kind else {
+        Issue.record("expected CreditsWithdrawn")
+        return
+      }
+      #expect(first.credits == 2)
+      executor.send { $0.withdrawal = .with { $0.credits = 5 } }
+      guard case .withdrawn(let second)? = try await executor.next().kind else {
+        Issue.record("expected CreditsWithdrawn")
+        return
+      }
+      #expect(second.credits == 1, "only one credit was left")
+      await executor.close()
+    }
+  }
 }

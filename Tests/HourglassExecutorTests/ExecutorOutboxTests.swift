@@ -84,15 +84,15 @@ struct TimerQueueTests {
     var queue = TimerQueue<Instant>()
     queue.schedule(.renewal(Self.key("a")), at: Self.at(10))
     queue.schedule(.leaseExpiry(Self.key("a")), at: Self.at(30))
-    queue.schedule(.heartbeat, at: Self.at(5))
+    queue.schedule(.heartbeat(0), at: Self.at(5))
     queue.schedule(.renewal(Self.key("b")), at: Self.at(3))
     queue.cancel(.renewal(Self.key("b")))
-    queue.schedule(.heartbeat, at: Self.at(15))
+    queue.schedule(.heartbeat(0), at: Self.at(15))
     #expect(queue.nextDeadline() == Self.at(10))
     #expect(queue.popDue(now: Self.at(9)) == nil)
     var due: [ExecutorTimer] = []
     while let timer = queue.popDue(now: Self.at(20)) { due.append(timer) }
-    #expect(due == [.renewal(Self.key("a")), .heartbeat])
+    #expect(due == [.renewal(Self.key("a")), .heartbeat(0)])
     #expect(queue.count == 1)
     #expect(queue.nextDeadline() == Self.at(30))
   }
@@ -104,9 +104,9 @@ struct TimerQueueTests {
       queue.schedule(.renewal(Self.key("\(n)")), at: Self.at(10 + n))
       queue.cancel(.renewal(Self.key("\(n)")))
     }
-    queue.schedule(.heartbeat, at: Self.at(1))
+    queue.schedule(.heartbeat(0), at: Self.at(1))
     #expect(queue.count == 1)
-    #expect(queue.popDue(now: Self.at(100_000)) == .heartbeat)
+    #expect(queue.popDue(now: Self.at(100_000)) == .heartbeat(0))
     #expect(queue.nextDeadline() == nil)
   }
 }

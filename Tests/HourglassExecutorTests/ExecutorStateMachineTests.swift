@@ -41,7 +41,7 @@ struct ExecutorStateMachineTests {
   }
 
   static func sent(_ actions: [Action]) -> [Hourglass_V1_ExecutorMessage.OneOf_Kind] {
-    actions.compactMap { if case .send(let message) = $0 { return message.kind } else { return nil } }
+    actions.compactMap { if case .send(let message, _) = $0 { return message.kind } else { return nil } }
   }
 
   static func stops(_ actions: [Action]) -> [RunStopReason] {
@@ -64,7 +64,7 @@ struct ExecutorStateMachineTests {
   func registers() {
     var machine = Self.machine(slots: 3)
     let start = machine.start(now: Self.at(0))
-    guard case .connect(let connection) = start.first else { Issue.record("no connect: \(start)"); return }
+    guard case .connect(let connection, _) = start.first else { Issue.record("no connect: \(start)"); return }
     #expect(
       Self.sent(start) == [
         .register(
@@ -124,11 +124,11 @@ struct ExecutorStateMachineTests {
   func coordinatorBatches() {
     var machine = Self.machine()
     _ = machine.start(now: Self.at(0))
-    #expect(!machine.coordinatorTakesBatches)
+    #expect(!machine.takesBatches(on: 1))
     var registered = Self.registered()
     registered.registered.batches = true
     _ = machine.received(registered, on: 1, now: Self.at(0))
-    #expect(machine.coordinatorTakesBatches)
+    #expect(machine.takesBatches(on: 1))
   }
 
   @Test("the lease's expiry counts from the renewal's sending, not from its acknowledgement")
@@ -189,8 +189,8 @@ struct ExecutorStateMachineTests {
     let key = RunKey(runID: "a", fence: 1)
     _ = machine.connectionEnded(1, error: "gone", now: Self.at(1), random: 0)
     #expect(Self.sent(machine.runFinished(key, outcome: Self.outcome(.succeeded), now: Self.at(2))).isEmpty)
-    let reconnect = machine.timerFired(.reconnect, now: Self.at(2))
-    guard case .connect(let connection) = reconnect.first else { Issue.record("no reconnect: \(reconnect)"); return }
+    let reconnect = machine.timerFired(.reconnect(0), now: Self.at(2))
+    guard case .connect(let connection, _) = reconnect.first else { Issue.record("no reconnect: \(reconnect)"); return }
     let sent = Self.sent(machine.received(Self.registered(), on: connection, now: Self.at(3)))
     #expect(sent.count == 2)
     if case .result(let result)? = sent.first {
@@ -221,8 +221,8 @@ struct ExecutorStateMachineTests {
     let offline = machine.timerFired(.renewal(key), now: Self.at(10))
     #expect(Self.sent(offline).isEmpty)
     #expect(offline.contains { if case .schedule(.renewal(key), Self.at(20)) = $0 { true } else { false } })
-    let reconnect = machine.timerFired(.reconnect, now: Self.at(11))
-    guard case .connect(let connection) = reconnect.first else { return }
+    let reconnect = machine.timerFired(.reconnect(0), now: Self.at(11))
+    guard case .connect(let connection, _) = reconnect.first else { return }
     let sent = Self.sent(machine.received(Self.registered(), on: connection, now: Self.at(12)))
     #expect(
       sent.first
@@ -241,14 +241,14 @@ struct ExecutorStateMachineTests {
     var connection: UInt64 = 1
     for _ in 0..<6 {
       let actions = machine.connectionEnded(connection, error: "refused", now: Self.at(0), random: 0)
-      for case .schedule(.reconnect, let at) in actions { delays.append(Self.at(0).duration(to: at)) }
-      guard case .connect(let next) = machine.timerFired(.reconnect, now: Self.at(0)).first else { return }
+      for case .schedule(.reconnect(0), let at) in actions { delays.append(Self.at(0).duration(to: at)) }
+      guard case .connect(let next, _) = machine.timerFired(.reconnect(0), now: Self.at(0)).first else { return }
       connection = next
     }
     #expect(delays == [.seconds(1), .seconds(2), .seconds(4), .seconds(8), .seconds(8), .seconds(8)])
     _ = machine.received(Self.registered(), on: connection, now: Self.at(0))
     let after = machine.connectionEnded(connection, error: nil, now: Self.at(0), random: 0)
-    #expect(after.contains { if case .schedule(.reconnect, Self.at(1)) = $0 { true } else { false } })
+    #expect(after.contains { if case .schedule(.reconnect(0), Self.at(1)) = $0 { true } else { false } })
   }
 
   @Test("drain: Draining is sent, freed slots grant no credit, the stream closes once the last run is reported")
@@ -301,15 +301,15 @@ struct ExecutorStateMachineTests {
   func staleConnection() {
     var machine = Self.connected()
     _ = machine.connectionEnded(1, error: nil, now: Self.at(0), random: 0)
-    _ = machine.timerFired(.reconnect, now: Self.at(1))
+    _ = machine.timerFired(.reconnect(0), now: Self.at(1))
     #expect(machine.received(Self.lease("a"), on: 1, now: Self.at(2)).isEmpty)
   }
 
   @Test("each heartbeat carries the previous one's round trip by the monotonic clock")
   func heartbeatRoundTrip() {
     var machine = Self.connected()
-    let first = machine.timerFired(.heartbeat, now: Self.at(10))
-    guard case .sendHeartbeat(1, 2, 0, 0)? = first.first else { Issue.record("unexpected: \(first)"); return }
+    let first = machine.timerFired(.heartbeat(0), now: Self.at(10))
+    guard case .sendHeartbeat(1, 1, 2, 0, 0)? = first.first else { Issue.record("unexpected: \(first)"); return }
     let half = ManualClock.Instant(offset: .milliseconds(10_500))
     _ = machine.received(
       .with {
@@ -317,8 +317,8 @@ struct ExecutorStateMachineTests {
           $0.sequence = 1; $0.eligible = true
         }
       }, on: 1, now: half)
-    let second = machine.timerFired(.heartbeat, now: Self.at(20))
-    guard case .sendHeartbeat(2, _, _, let roundTrip)? = second.first else { Issue.record("unexpected: \(second)"); return }
+    let second = machine.timerFired(.heartbeat(0), now: Self.at(20))
+    guard case .sendHeartbeat(1, 2, _, _, let roundTrip)? = second.first else { Issue.record("unexpected: \(second)"); return }
     #expect(roundTrip == 500_000)
   }
 
@@ -326,7 +326,7 @@ struct ExecutorStateMachineTests {
   func heartbeatsUnanswered() {
     var machine = Self.connected()
     for second in [10, 20, 30] {
-      let actions = machine.timerFired(.heartbeat, now: Self.at(second))
+      let actions = machine.timerFired(.heartbeat(0), now: Self.at(second))
       #expect(!actions.contains { if case .abandonStream = $0 { true } else { false } })
       if second == 20 {
         // An acknowledgement of the first heartbeat keeps the stream; the count starts again.
@@ -338,8 +338,8 @@ struct ExecutorStateMachineTests {
           }, on: 1, now: Self.at(21))
       }
     }
-    #expect(!machine.timerFired(.heartbeat, now: Self.at(40)).contains { if case .abandonStream = $0 { true } else { false } })
-    #expect(machine.timerFired(.heartbeat, now: Self.at(50)).contains { if case .abandonStream = $0 { true } else { false } })
+    #expect(!machine.timerFired(.heartbeat(0), now: Self.at(40)).contains { if case .abandonStream = $0 { true } else { false } })
+    #expect(machine.timerFired(.heartbeat(0), now: Self.at(50)).contains { if case .abandonStream = $0 { true } else { false } })
   }
 
   @Test("a lease for an operator that was not registered is answered FAILED at once, and its credit returned")

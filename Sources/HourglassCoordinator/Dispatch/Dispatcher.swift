@@ -88,6 +88,7 @@ actor Dispatcher {
   private(set) var recorded = 0
   private var recordedWaiters = CountWaiters()
   private var dispatchedWaiters = CountWaiters()
+  private var connectedWaiters = CountWaiters()
 
   init(store: any TaskStore, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger, metrics: CoordinatorMetrics) {
     self.store = store
@@ -157,6 +158,7 @@ actor Dispatcher {
     entry.gauges.freeSlots.record(0)
     executorGauges[executorID] = entry
     metrics.executorsConnected.record(sessions.count)
+    connectedWaiters.resume(for: sessions.count)
     if cluster != nil && !joinedCluster { ownershipWake.signal() }
     logger.info(
       "executor connected", metadata: ["hourglass.executor": "\(executorID)", "hourglass.slots": "\(slots)", "hourglass.operators": "\(operators.sorted())"])
@@ -188,6 +190,15 @@ actor Dispatcher {
     pool.grant(session: session, count: credits)
     publishFreeSlots(session)
     poke()
+  }
+
+  /// The executor asks for up to `credits` of its unused credits back (it moves the slots to
+  /// another coordinator); answers how many it gets. Credits already taken for leases on their
+  /// way are not among them: those leases reach the executor before the answer does.
+  func withdraw(session: UInt64, credits: Int) -> Int {
+    let withdrawn = pool.withdraw(session: session, count: credits)
+    publishFreeSlots(session)
+    return withdrawn
   }
 
   /// The executor's measured clock skew; outside the bound it gets no leases.
@@ -263,6 +274,13 @@ actor Dispatcher {
   func waitUntilRecorded(_ count: Int) async {
     if recorded >= count { return }
     await withCheckedContinuation { recordedWaiters.add(until: { $0 >= count }, $0) }
+  }
+
+  /// Returns once at least `count` executor streams are registered at the same time (a signal
+  /// for tests).
+  func waitUntilExecutorsConnected(_ count: Int) async {
+    if sessions.count >= count { return }
+    await withCheckedContinuation { connectedWaiters.add(until: { $0 >= count }, $0) }
   }
 
   /// Returns once at least `count` runs have been dispatched since start, their leases held by

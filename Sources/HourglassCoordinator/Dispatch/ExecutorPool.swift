@@ -33,6 +33,15 @@ struct ExecutorPool {
     members[session] = member
   }
 
+  /// Takes back up to `count` of an executor's unused credits; returns how many were taken.
+  mutating func withdraw(session: UInt64, count: Int) -> Int {
+    guard var member = members[session] else { return 0 }
+    let taken = min(member.credits, max(0, count))
+    member.credits -= taken
+    members[session] = member
+    return taken
+  }
+
   /// Sets whether an executor's clock is inside the skew bound.
   mutating func setEligible(session: UInt64, _ eligible: Bool, skewMicros: Int64) {
     members[session]?.eligible = eligible

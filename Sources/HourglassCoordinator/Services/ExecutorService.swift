@@ -53,6 +53,7 @@ struct ExecutorService: Sendable {
     registered.heartbeatInterval = ProtoTime.duration(configuration.heartbeatIntervalMicros)
     registered.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
     registered.batches = true
+    registered.withdrawals = true
     var hello = Hourglass_V1_CoordinatorMessage()
     hello.registered = registered
 
@@ -95,6 +96,10 @@ struct ExecutorService: Sendable {
     switch message.kind {
     case .credit(let grant):
       await dispatcher.grant(session: session, credits: Int(grant.credits))
+    case .withdrawal(let withdrawal):
+      var reply = Hourglass_V1_CoordinatorMessage()
+      reply.withdrawn.credits = UInt32(await dispatcher.withdraw(session: session, credits: Int(withdrawal.credits)))
+      try await writer.write(reply)
     case .heartbeat(let heartbeat):
       let now = clock.nowMicros()
       // offset = executor clock − coordinator clock at the moment the executor sent it.

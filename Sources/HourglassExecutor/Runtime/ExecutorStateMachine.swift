@@ -20,8 +20,10 @@ public struct RunKey: Hashable, Sendable, CustomStringConvertible {
 
 /// The executor's timers, each armed at most once at a time.
 enum ExecutorTimer: Hashable, Sendable {
-  case heartbeat
-  case reconnect
+  /// The next heartbeat to coordinator number `n` (an index into the executor's addresses).
+  case heartbeat(Int)
+  /// The next attempt to reach coordinator number `n`.
+  case reconnect(Int)
   case drainDeadline
   case closeDeadline
   case renewal(RunKey)
@@ -29,29 +31,40 @@ enum ExecutorTimer: Hashable, Sendable {
   case timeout(RunKey)
 }
 
-/// The executor's bookkeeping, without I/O: the connection, the slots and credits, every
-/// lease and its expiry by the monotonic clock, drain. Each event returns the actions the
-/// async shell carries out (send, start or stop a run, arm a timer, log).
+/// The executor's bookkeeping, without I/O: one link per coordinator it connects to, the slots
+/// they share and the credits each holds, every lease and its expiry by the monotonic clock,
+/// drain. Each event returns the actions the async shell carries out (send, start or stop a
+/// run, arm a timer, log).
 ///
 /// Self-fencing lives here: a lease's expiry is counted from the grant's receipt, then from
 /// the sending of each renewal the coordinator acknowledged, plus the lease duration; when its
 /// timer fires without a later acknowledged renewal the run is stopped and its result dropped.
+///
+/// **Slots across coordinators.** Every free slot is a credit held by at most one link, so the
+/// coordinators together can never push more leases than there are slots. Free slots go, one at
+/// a time, to the connected link holding the fewest credits (ties: the one that used a credit
+/// most recently). A link that has used its last credit while no slot is free asks the link
+/// holding the most credits (two or more) to withdraw half of them (`CreditWithdrawal`); what
+/// that coordinator gives back is handed out again. Idle coordinators therefore keep about one
+/// credit each, and busy ones share the rest.
 struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
   enum Action: Sendable {
-    /// Open stream number `connection` (its first message, `Register`, follows as `.send`).
-    case connect(connection: UInt64)
-    case send(Hourglass_V1_ExecutorMessage)
-    /// Send a heartbeat stamped with the wall clock.
-    case sendHeartbeat(sequence: UInt64, freeSlots: UInt32, running: UInt32, lastRoundTripMicros: UInt64)
+    /// Open stream number `connection` to coordinator number `coordinator` (its first message,
+    /// `Register`, follows as `.send`).
+    case connect(connection: UInt64, coordinator: Int)
+    /// Send `message` on stream `connection`.
+    case send(Hourglass_V1_ExecutorMessage, on: UInt64)
+    /// Send a heartbeat stamped with the wall clock on stream `connection`.
+    case sendHeartbeat(on: UInt64, sequence: UInt64, freeSlots: UInt32, running: UInt32, lastRoundTripMicros: UInt64)
     case startRun(RunKey, Hourglass_V1_LeaseGrant)
     case stopRun(RunKey, RunStopReason)
     case schedule(ExecutorTimer, at: Instant)
     case cancelTimer(ExecutorTimer)
     case log(Logger.Level, String, run: RunKey?)
-    /// Half-close the stream: nothing more to send.
-    case closeStream
-    /// Cancel the stream outright.
-    case abandonStream
+    /// Half-close stream `connection`: nothing more to send.
+    case closeStream(UInt64)
+    /// Cancel stream `connection` outright.
+    case abandonStream(UInt64)
     /// Stop: the executor's work is over.
     case finish
   }
@@ -66,6 +79,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var backoff: ExecutorConfiguration.Backoff
     var drainGrace: Duration
     var closeTimeout: Duration
+    /// How many coordinators the executor connects to, each on a link of its own.
+    var coordinators: Int = 1
   }
 
   struct Session: Sendable {
@@ -75,13 +90,47 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var leaseDuration: Duration?
     /// The coordinator takes `RunResultBatch`.
     var batches: Bool = false
+    /// The coordinator answers `CreditWithdrawal`.
+    var withdrawals: Bool = false
   }
 
-  enum Link: Sendable {
-    case idle
-    case registering(connection: UInt64)
-    case connected(Session)
-    case backingOff
+  /// The stream to one coordinator.
+  struct Link: Sendable {
+    enum State: Sendable {
+      case idle
+      case registering(connection: UInt64)
+      case connected(Session)
+      case backingOff
+    }
+
+    var state: State = .idle
+    /// Leases this coordinator may still push.
+    var outstandingCredits = 0
+    /// A `CreditWithdrawal` on this stream awaits its answer.
+    var withdrawing = false
+    /// When this coordinator last used a credit; it is the likelier to need the next one.
+    var lastLease: Instant?
+    var eligible = true
+    var failedAttempts = 0
+    var heartbeatSequence: UInt64 = 0
+    /// Heartbeats awaiting their acknowledgement, by sequence, with when they were sent
+    /// (monotonic clock).
+    var heartbeatsInFlight: [UInt64: Instant] = [:]
+    /// The last heartbeat's round trip, sent with the next one for skew correction.
+    var lastRoundTrip: Duration?
+
+    var connection: UInt64? {
+      switch state {
+      case .registering(let connection): connection
+      case .connected(let session): session.connection
+      case .idle, .backingOff: nil
+      }
+    }
+
+    var session: Session? {
+      if case .connected(let session) = state { return session }
+      return nil
+    }
   }
 
   enum Lifecycle: Sendable, Equatable {
@@ -100,6 +149,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     }
 
     var grant: Hourglass_V1_LeaseGrant
+    /// The coordinator that granted the lease: renewals and the result go to it.
+    var coordinator: Int
     var leaseDuration: Duration
     var leaseExpiry: Instant
     /// When the oldest renewal not yet acknowledged was sent.
@@ -111,84 +162,104 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   static var missedHeartbeatLimit: Int { 3 }
 
   let settings: Settings
-  private(set) var link: Link = .idle
+  private(set) var links: [Link]
   private(set) var lifecycle: Lifecycle = .running
   private(set) var runs: [RunKey: Run] = [:]
-  /// Leases the coordinator may still push on this connection.
-  private(set) var outstandingCredits = 0
-  private(set) var eligible = true
   private var nextConnection: UInt64 = 0
-  private var failedAttempts = 0
-  private var heartbeatSequence: UInt64 = 0
-  /// Heartbeats awaiting their acknowledgement, by sequence, with when they were sent
-  /// (monotonic clock).
-  private var heartbeatsInFlight: [UInt64: Instant] = [:]
-  /// The last heartbeat's round trip, sent with the next one for skew correction.
-  private(set) var lastRoundTrip: Duration?
 
   init(settings: Settings) {
     self.settings = settings
+    self.links = Array(repeating: Link(), count: max(1, settings.coordinators))
   }
 
   var freeSlots: Int { max(0, settings.slots - runs.count) }
 
-  var currentConnection: UInt64? {
-    switch link {
-    case .registering(let connection): connection
-    case .connected(let session): session.connection
-    case .idle, .backingOff: nil
-    }
+  /// Credits held by the coordinators, in all.
+  var outstandingCredits: Int { links.reduce(0) { $0 + $1.outstandingCredits } }
+
+  /// Free slots not yet granted to any coordinator.
+  private var unassignedSlots: Int { max(0, freeSlots - outstandingCredits) }
+
+  /// Coordinators with a registered stream.
+  var connectedCount: Int { links.count { $0.session != nil } }
+
+  /// Whether every coordinator with a registered stream finds this executor's clock within its
+  /// skew bound.
+  var eligibleEverywhere: Bool { links.allSatisfy { $0.session == nil || $0.eligible } }
+
+  /// The coordinator number of stream `connection`, while that stream is the link's current one.
+  func coordinator(of connection: UInt64) -> Int? {
+    links.firstIndex { $0.connection == connection }
   }
 
-  private var isConnected: Bool {
-    if case .connected = link { return true }
-    return false
+  /// The last heartbeat round trip on stream `connection`.
+  func lastRoundTrip(on connection: UInt64) -> Duration? {
+    coordinator(of: connection).flatMap { links[$0].lastRoundTrip }
+  }
+
+  /// Whether the coordinator of stream `connection` takes several results in one
+  /// `RunResultBatch`.
+  func takesBatches(on connection: UInt64) -> Bool {
+    coordinator(of: connection).flatMap { links[$0].session?.batches } ?? false
   }
 
   // MARK: Events
 
-  /// The executor starts.
+  /// The executor starts: a stream to every coordinator.
   mutating func start(now: Instant) -> [Action] {
-    guard case .idle = link, lifecycle == .running else { return [] }
-    return connect()
+    guard lifecycle == .running, links.allSatisfy({ if case .idle = $0.state { true } else { false } }) else { return [] }
+    return links.indices.flatMap { connect($0) }
   }
 
   /// A stream ended (or never opened).
   mutating func connectionEnded(_ connection: UInt64, error: String?, now: Instant, random: Double) -> [Action] {
-    guard currentConnection == connection else { return [] }
-    outstandingCredits = 0
-    var actions: [Action] = [.cancelTimer(.heartbeat)]
+    guard let index = coordinator(of: connection) else { return [] }
+    links[index].outstandingCredits = 0
+    links[index].withdrawing = false
+    var actions: [Action] = [.cancelTimer(.heartbeat(index))]
     if lifecycle == .closing {
-      lifecycle = .finished
-      link = .idle
-      return actions + [.cancelTimer(.closeDeadline), .finish]
+      links[index].state = .idle
+      if links.allSatisfy({ $0.connection == nil }) {
+        lifecycle = .finished
+        return actions + [.cancelTimer(.closeDeadline), .finish]
+      }
+      return actions
     }
-    let delay = settings.backoff.delay(attempt: failedAttempts, random: random)
-    failedAttempts += 1
-    link = .backingOff
-    actions.append(.log(.warning, "the coordinator stream ended (\(error ?? "closed by the coordinator")); reconnecting in \(delay)", run: nil))
-    actions.append(.schedule(.reconnect, at: now.advanced(by: delay)))
-    return actions
+    if case .draining = lifecycle, !runs.values.contains(where: { $0.coordinator == index }) {
+      // Nothing of this coordinator's is left to report: no need to reach it again.
+      links[index].state = .idle
+      return actions + [.log(.info, "the stream to coordinator \(index + 1) ended while draining (\(error ?? "closed by the coordinator"))", run: nil)]
+    }
+    let delay = settings.backoff.delay(attempt: links[index].failedAttempts, random: random)
+    links[index].failedAttempts += 1
+    links[index].state = .backingOff
+    actions.append(
+      .log(.warning, "the stream to \(name(index)) ended (\(error ?? "closed by the coordinator")); reconnecting in \(delay)", run: nil))
+    actions.append(.schedule(.reconnect(index), at: now.advanced(by: delay)))
+    // Its credits are void: the free slots go to the other coordinators.
+    return actions + distributeCredits()
   }
 
   /// A message from the coordinator on stream `connection`.
   mutating func received(_ message: Hourglass_V1_CoordinatorMessage, on connection: UInt64, now: Instant) -> [Action] {
-    guard currentConnection == connection else { return [] }
+    guard let index = coordinator(of: connection) else { return [] }
     switch message.kind {
-    case .registered(let registered): return handleRegistered(registered, connection: connection, now: now)
-    case .lease(let grant): return handleLease(grant, now: now)
+    case .registered(let registered): return handleRegistered(registered, coordinator: index, now: now)
+    case .lease(let grant): return handleLease(grant, coordinator: index, now: now) + rebalance(toward: index)
     case .leases(let batch):
       var actions: [Action] = []
       actions.reserveCapacity(batch.grants.count * 3)
-      for grant in batch.grants { actions += handleLease(grant, now: now) }
-      return actions
-    case .heartbeatAck(let ack): return handleHeartbeatAck(ack, now: now)
+      for grant in batch.grants { actions += handleLease(grant, coordinator: index, now: now) }
+      return actions + rebalance(toward: index)
+    case .heartbeatAck(let ack): return handleHeartbeatAck(ack, coordinator: index, now: now)
     case .renewalAck(let ack): return handleRenewalAck(ack, now: now)
     case .cancel(let cancel): return handleCancel(cancel)
     case .resultAck(let ack):
       return Self.handleResultAck(ack)
     case .resultAcks(let batch):
       return batch.acks.flatMap(Self.handleResultAck)
+    case .withdrawn(let withdrawn):
+      return handleWithdrawn(withdrawn, coordinator: index)
     case nil:
       return [.log(.warning, "ignored a coordinator message of an unknown kind", run: nil)]
     }
@@ -206,7 +277,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       runs[key] = nil
       actions.append(.cancelTimer(.leaseExpiry(key)))
       actions.append(.log(.warning, "the run was stopped and its result dropped: \(reason)", run: key))
-      actions += slotFreed()
+      actions += distributeCredits()
       return actions + checkDrained(now: now)
     case .stopping(.drainGraceExpired):
       outcome.status = .failed
@@ -215,11 +286,11 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       break
     }
     let result = Self.result(for: run.grant, outcome)
-    if isConnected {
+    if let session = links[run.coordinator].session {
       runs[key] = nil
       actions.append(.cancelTimer(.leaseExpiry(key)))
-      actions.append(.send(.with { $0.result = result }))
-      actions += slotFreed()
+      actions.append(.send(.with { $0.result = result }, on: session.connection))
+      actions += distributeCredits()
     } else {
       // Keep the slot and the lease timer: delivered on reconnection, dropped at expiry.
       run.phase = .awaitingDelivery(result)
@@ -232,43 +303,41 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// A timer went off.
   mutating func timerFired(_ timer: ExecutorTimer, now: Instant) -> [Action] {
     switch timer {
-    case .reconnect:
-      guard case .backingOff = link else { return [] }
-      return connect()
+    case .reconnect(let index):
+      guard links.indices.contains(index), case .backingOff = links[index].state else { return [] }
+      return connect(index)
 
-    case .heartbeat:
-      guard case .connected(let session) = link else { return [] }
-      if let oldest = heartbeatsInFlight.values.min(), oldest.duration(to: now) >= session.heartbeatInterval * Self.missedHeartbeatLimit {
+    case .heartbeat(let index):
+      guard links.indices.contains(index), let session = links[index].session else { return [] }
+      if let oldest = links[index].heartbeatsInFlight.values.min(),
+        oldest.duration(to: now) >= session.heartbeatInterval * Self.missedHeartbeatLimit
+      {
         // The coordinator has stopped answering while the stream looks open (a wedged peer or
         // a half-dead connection): give the stream up and reconnect.
-        heartbeatsInFlight = [:]
+        links[index].heartbeatsInFlight = [:]
         return [
-          .log(.warning, "no HeartbeatAck for \(Self.missedHeartbeatLimit) heartbeat intervals; abandoning the stream", run: nil),
-          .abandonStream,
+          .log(.warning, "no HeartbeatAck from \(name(index)) for \(Self.missedHeartbeatLimit) heartbeat intervals; abandoning the stream", run: nil),
+          .abandonStream(session.connection),
         ]
       }
-      heartbeatSequence += 1
-      heartbeatsInFlight[heartbeatSequence] = now
-      let roundTrip = lastRoundTrip.map { UInt64(max(0, $0.microseconds)) } ?? 0
+      links[index].heartbeatSequence += 1
+      let sequence = links[index].heartbeatSequence
+      links[index].heartbeatsInFlight[sequence] = now
+      let roundTrip = links[index].lastRoundTrip.map { UInt64(max(0, $0.microseconds)) } ?? 0
       return [
-        .sendHeartbeat(sequence: heartbeatSequence, freeSlots: UInt32(freeSlots), running: UInt32(runs.count), lastRoundTripMicros: roundTrip),
-        .schedule(.heartbeat, at: now.advanced(by: session.heartbeatInterval)),
+        .sendHeartbeat(
+          on: session.connection, sequence: sequence, freeSlots: UInt32(freeSlots), running: UInt32(runs.count), lastRoundTripMicros: roundTrip),
+        .schedule(.heartbeat(index), at: now.advanced(by: session.heartbeatInterval)),
       ]
 
     case .renewal(let key):
       guard var run = runs[key] else { return [] }
       if case .awaitingDelivery = run.phase { return [] }
       var actions: [Action] = [.schedule(.renewal(key), at: now.advanced(by: run.leaseDuration / 3))]
-      if isConnected {
+      if let session = links[run.coordinator].session {
         if run.renewalSentAt == nil { run.renewalSentAt = now }
         runs[key] = run
-        actions.insert(
-          .send(
-            .with {
-              $0.renewal = .with {
-                $0.runID = key.runID; $0.fence = key.fence
-              }
-            }), at: 0)
+        actions.insert(.send(Self.renewal(key), on: session.connection), at: 0)
       }
       return actions
 
@@ -279,7 +348,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       case .awaitingDelivery:
         runs[key] = nil
         return [.log(.warning, "the lease ran out before the result could be delivered; result dropped", run: key)]
-          + slotFreed() + checkDrained(now: now)
+          + distributeCredits() + checkDrained(now: now)
       case .stopping(let reason) where Self.dropsResult(reason):
         return []
       case .running, .stopping:
@@ -323,8 +392,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     case .closeDeadline:
       guard lifecycle == .closing else { return [] }
       lifecycle = .finished
-      link = .idle
-      return [.log(.warning, "the coordinator did not end the stream in time; abandoning it", run: nil), .abandonStream, .finish]
+      var actions: [Action] = [.log(.warning, "a coordinator did not end its stream in time; abandoning it", run: nil)]
+      for index in links.indices {
+        if let connection = links[index].connection { actions.append(.abandonStream(connection)) }
+        links[index].state = .idle
+      }
+      return actions + [.finish]
     }
   }
 
@@ -337,15 +410,25 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       .log(.info, "draining: no new leases; \(runs.count) run(s) have \(settings.drainGrace) to finish", run: nil),
       .schedule(.drainDeadline, at: deadline),
     ]
-    if isConnected { actions.append(.send(Self.draining(settings.drainGrace))) }
+    for index in links.indices {
+      if let session = links[index].session {
+        actions.append(.send(Self.draining(settings.drainGrace), on: session.connection))
+      } else if !runs.values.contains(where: { $0.coordinator == index }) {
+        // Not connected and owing this coordinator nothing: stop trying to reach it.
+        if case .backingOff = links[index].state {
+          links[index].state = .idle
+          actions.append(.cancelTimer(.reconnect(index)))
+        }
+      }
+    }
     return actions + checkDrained(now: now)
   }
 
   // MARK: Message handlers
 
-  private mutating func handleRegistered(_ registered: Hourglass_V1_Registered, connection: UInt64, now: Instant) -> [Action] {
-    guard case .registering = link else {
-      return [.log(.warning, "ignored a second Registered from the coordinator", run: nil)]
+  private mutating func handleRegistered(_ registered: Hourglass_V1_Registered, coordinator index: Int, now: Instant) -> [Action] {
+    guard case .registering(let connection) = links[index].state else {
+      return [.log(.warning, "ignored a second Registered from \(name(index))", run: nil)]
     }
     let interval = registered.hasHeartbeatInterval ? Duration(registered.heartbeatInterval.seconds, registered.heartbeatInterval.nanos) : .zero
     let lease = registered.hasLeaseDuration ? Duration(registered.leaseDuration.seconds, registered.leaseDuration.nanos) : .zero
@@ -354,60 +437,53 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       coordinatorID: registered.coordinatorID,
       heartbeatInterval: interval > .zero ? interval : settings.heartbeatInterval,
       leaseDuration: lease > .zero ? lease : nil,
-      batches: registered.batches
+      batches: registered.batches,
+      withdrawals: registered.withdrawals
     )
-    link = .connected(session)
-    failedAttempts = 0
+    links[index].state = .connected(session)
+    links[index].failedAttempts = 0
     var actions: [Action] = [
       .log(.info, "registered with coordinator \(registered.coordinatorID)", run: nil),
-      .schedule(.heartbeat, at: now.advanced(by: session.heartbeatInterval)),
+      .schedule(.heartbeat(index), at: now.advanced(by: session.heartbeatInterval)),
     ]
     // Results that waited for this connection go first; then renewals of the runs still going.
     for key in runs.keys.sorted(by: { $0.description < $1.description }) {
-      guard var run = runs[key] else { continue }
+      guard var run = runs[key], run.coordinator == index else { continue }
       switch run.phase {
       case .awaitingDelivery(let result):
         runs[key] = nil
         actions.append(.cancelTimer(.leaseExpiry(key)))
-        actions.append(.send(.with { $0.result = result }))
+        actions.append(.send(.with { $0.result = result }, on: connection))
       case .running, .stopping:
         run.renewalSentAt = now
         runs[key] = run
-        actions.append(
-          .send(
-            .with {
-              $0.renewal = .with {
-                $0.runID = key.runID; $0.fence = key.fence
-              }
-            }))
+        actions.append(.send(Self.renewal(key), on: connection))
       }
     }
     switch lifecycle {
     case .running:
-      if freeSlots > 0 {
-        outstandingCredits += freeSlots
-        actions.append(.send(.with { $0.credit = .with { $0.credits = UInt32(freeSlots) } }))
-      }
+      actions += distributeCredits() + rebalance(toward: index)
     case .draining(let deadline, _):
-      actions.append(.send(Self.draining(max(.zero, now.duration(to: deadline)))))
+      actions.append(.send(Self.draining(max(.zero, now.duration(to: deadline))), on: connection))
     case .closing, .finished:
       break
     }
     return actions + checkDrained(now: now)
   }
 
-  private mutating func handleLease(_ grant: Hourglass_V1_LeaseGrant, now: Instant) -> [Action] {
+  private mutating func handleLease(_ grant: Hourglass_V1_LeaseGrant, coordinator index: Int, now: Instant) -> [Action] {
     let key = RunKey(runID: grant.runID, fence: grant.fence)
-    guard isConnected else {
+    guard let session = links[index].session else {
       return [.log(.error, "protocol error: the coordinator pushed a lease before Registered; ignored", run: key)]
     }
     guard runs[key] == nil else {
       return [.log(.warning, "the coordinator pushed a lease that is already running; ignored", run: key)]
     }
-    guard outstandingCredits > 0 else {
+    guard links[index].outstandingCredits > 0 else {
       return [.log(.error, "protocol error: the coordinator pushed a lease without credit; ignored", run: key)]
     }
-    outstandingCredits -= 1
+    links[index].outstandingCredits -= 1
+    links[index].lastLease = now
     guard settings.operators.contains(grant.operator) else {
       var result = Hourglass_V1_RunResult()
       result.runID = grant.runID
@@ -417,15 +493,14 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       result.error = "this executor has no operator \"\(grant.operator)\""
       return [
         .log(.error, "the coordinator pushed a lease for operator \"\(grant.operator)\", which was not registered", run: key),
-        .send(.with { $0.result = result }),
+        .send(.with { $0.result = result }, on: session.connection),
       ]
-        + slotFreed()
+        + distributeCredits()
     }
     let granted = grant.hasLeaseDuration ? Duration(grant.leaseDuration.seconds, grant.leaseDuration.nanos) : .zero
-    let sessionLease: Duration? = if case .connected(let session) = link { session.leaseDuration } else { nil }
-    let leaseDuration = granted > .zero ? granted : (sessionLease ?? settings.leaseDurationFallback)
+    let leaseDuration = granted > .zero ? granted : (session.leaseDuration ?? settings.leaseDurationFallback)
     let expiry = now.advanced(by: leaseDuration)
-    runs[key] = Run(grant: grant, leaseDuration: leaseDuration, leaseExpiry: expiry, renewalSentAt: nil, phase: .running)
+    runs[key] = Run(grant: grant, coordinator: index, leaseDuration: leaseDuration, leaseExpiry: expiry, renewalSentAt: nil, phase: .running)
     var actions: [Action] = [
       .schedule(.leaseExpiry(key), at: expiry),
       .schedule(.renewal(key), at: now.advanced(by: leaseDuration / 3)),
@@ -436,17 +511,18 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return actions
   }
 
-  private mutating func handleHeartbeatAck(_ ack: Hourglass_V1_HeartbeatAck, now: Instant) -> [Action] {
-    defer { eligible = ack.eligible }
-    if let sentAt = heartbeatsInFlight[ack.sequence] {
-      lastRoundTrip = sentAt.duration(to: now)
-      heartbeatsInFlight = heartbeatsInFlight.filter { $0.key > ack.sequence }
+  private mutating func handleHeartbeatAck(_ ack: Hourglass_V1_HeartbeatAck, coordinator index: Int, now: Instant) -> [Action] {
+    let wasEligible = links[index].eligible
+    links[index].eligible = ack.eligible
+    if let sentAt = links[index].heartbeatsInFlight[ack.sequence] {
+      links[index].lastRoundTrip = sentAt.duration(to: now)
+      links[index].heartbeatsInFlight = links[index].heartbeatsInFlight.filter { $0.key > ack.sequence }
     }
-    if eligible && !ack.eligible {
-      return [.log(.warning, "the coordinator finds this executor ineligible for leases: clock skew \(ack.measuredSkewMicros) µs", run: nil)]
+    if wasEligible && !ack.eligible {
+      return [.log(.warning, "\(name(index)) finds this executor ineligible for leases: clock skew \(ack.measuredSkewMicros) µs", run: nil)]
     }
-    if !eligible && ack.eligible {
-      return [.log(.info, "the coordinator finds this executor eligible for leases again (clock skew \(ack.measuredSkewMicros) µs)", run: nil)]
+    if !wasEligible && ack.eligible {
+      return [.log(.info, "\(name(index)) finds this executor eligible for leases again (clock skew \(ack.measuredSkewMicros) µs)", run: nil)]
     }
     return []
   }
@@ -493,21 +569,30 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return ack.recorded ? [] : [.log(.info, "the coordinator did not record the result: its fence is stale", run: key)]
   }
 
-  /// Whether the coordinator of the current stream takes several results in one
-  /// `RunResultBatch`.
-  var coordinatorTakesBatches: Bool {
-    if case .connected(let session) = link { return session.batches }
-    return false
+  private mutating func handleWithdrawn(_ withdrawn: Hourglass_V1_CreditsWithdrawn, coordinator index: Int) -> [Action] {
+    guard links[index].withdrawing else {
+      return [.log(.warning, "ignored CreditsWithdrawn from \(name(index)), which was not asked", run: nil)]
+    }
+    links[index].withdrawing = false
+    // Leases sent before the answer have already been counted; never below zero.
+    links[index].outstandingCredits -= min(Int(withdrawn.credits), links[index].outstandingCredits)
+    return distributeCredits()
   }
 
   // MARK: Helpers
 
-  private mutating func connect() -> [Action] {
+  private func name(_ index: Int) -> String {
+    if let id = links[index].session?.coordinatorID, !id.isEmpty { return "coordinator \(id)" }
+    return links.count == 1 ? "the coordinator" : "coordinator \(index + 1) of \(links.count)"
+  }
+
+  private mutating func connect(_ index: Int) -> [Action] {
     nextConnection += 1
-    link = .registering(connection: nextConnection)
-    outstandingCredits = 0
-    heartbeatsInFlight = [:]
-    lastRoundTrip = nil
+    links[index].state = .registering(connection: nextConnection)
+    links[index].outstandingCredits = 0
+    links[index].withdrawing = false
+    links[index].heartbeatsInFlight = [:]
+    links[index].lastRoundTrip = nil
     let register = Hourglass_V1_ExecutorMessage.with {
       $0.register = .with {
         $0.executorID = settings.executorID
@@ -517,29 +602,95 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
         $0.batches = true
       }
     }
-    return [.connect(connection: nextConnection), .send(register)]
+    return [.connect(connection: nextConnection, coordinator: index), .send(register, on: nextConnection)]
   }
 
-  /// A slot became free: hand the coordinator a credit for it, unless shutting down.
-  private mutating func slotFreed() -> [Action] {
-    guard isConnected, lifecycle == .running else { return [] }
-    outstandingCredits += 1
-    return [.send(.with { $0.credit = .with { $0.credits = 1 } })]
+  /// Grants the slots no coordinator holds a credit for, one at a time to the registered
+  /// coordinator holding the fewest (ties: the one that used a credit last; one that is asked
+  /// to give credits back gets none meanwhile). Nothing while shutting down.
+  private mutating func distributeCredits() -> [Action] {
+    guard lifecycle == .running else { return [] }
+    var free = unassignedSlots
+    guard free > 0 else { return [] }
+    var granted = Array(repeating: 0, count: links.count)
+    while free > 0 {
+      var best: Int?
+      for index in links.indices where links[index].session != nil && !links[index].withdrawing {
+        guard let current = best else {
+          best = index
+          continue
+        }
+        if Self.prefers(links[index], over: links[current]) { best = index }
+      }
+      guard let chosen = best else { break }
+      links[chosen].outstandingCredits += 1
+      granted[chosen] += 1
+      free -= 1
+    }
+    var actions: [Action] = []
+    for index in links.indices where granted[index] > 0 {
+      guard let connection = links[index].session?.connection else { continue }
+      actions.append(.send(.with { $0.credit = .with { $0.credits = UInt32(granted[index]) } }, on: connection))
+    }
+    return actions
   }
 
-  /// While draining: once no run is left, close the stream (or stop, without one).
+  /// Whether a free slot goes to link `a` rather than `b`.
+  private static func prefers(_ a: Link, over b: Link) -> Bool {
+    if a.eligible != b.eligible { return a.eligible }
+    if a.outstandingCredits != b.outstandingCredits { return a.outstandingCredits < b.outstandingCredits }
+    switch (a.lastLease, b.lastLease) {
+    case (let x?, let y?): return x > y
+    case (.some, nil): return true
+    case (nil, _): return false
+    }
+  }
+
+  /// Coordinator `needy` has no credit left and no slot is free: ask the coordinator holding
+  /// the most credits (at least two) for half of them back.
+  private mutating func rebalance(toward needy: Int) -> [Action] {
+    guard lifecycle == .running, links.count > 1, links[needy].session != nil, links[needy].outstandingCredits == 0,
+      unassignedSlots == 0
+    else { return [] }
+    var donor: Int?
+    for index in links.indices where index != needy {
+      guard let session = links[index].session, session.withdrawals, !links[index].withdrawing, links[index].outstandingCredits >= 2 else {
+        continue
+      }
+      if donor == nil || links[index].outstandingCredits > links[donor!].outstandingCredits { donor = index }
+    }
+    guard let donor, let connection = links[donor].session?.connection else { return [] }
+    links[donor].withdrawing = true
+    let count = links[donor].outstandingCredits / 2
+    return [.send(.with { $0.withdrawal = .with { $0.credits = UInt32(count) } }, on: connection)]
+  }
+
+  /// While draining: once no run is left, close every stream (or stop, without any).
   private mutating func checkDrained(now: Instant) -> [Action] {
     guard case .draining = lifecycle, runs.isEmpty else { return [] }
     var actions: [Action] = [.cancelTimer(.drainDeadline)]
-    if currentConnection != nil {
+    let open = links.compactMap(\.connection)
+    if !open.isEmpty {
       lifecycle = .closing
-      actions += [.closeStream, .schedule(.closeDeadline, at: now.advanced(by: settings.closeTimeout))]
+      actions += open.map { .closeStream($0) }
+      actions.append(.schedule(.closeDeadline, at: now.advanced(by: settings.closeTimeout)))
     } else {
       lifecycle = .finished
-      link = .idle
-      actions += [.cancelTimer(.reconnect), .finish]
+      for index in links.indices {
+        links[index].state = .idle
+        actions.append(.cancelTimer(.reconnect(index)))
+      }
+      actions.append(.finish)
     }
     return actions
+  }
+
+  private static func renewal(_ key: RunKey) -> Hourglass_V1_ExecutorMessage {
+    .with {
+      $0.renewal = .with {
+        $0.runID = key.runID; $0.fence = key.fence
+      }
+    }
   }
 
   private static func dropsResult(_ reason: RunStopReason) -> Bool {

@@ -140,6 +140,16 @@ public nonisolated struct Hourglass_V1_ExecutorMessage: Sendable {
     set {kind = .results(newValue)}
   }
 
+  /// Asks for unused credits back; sent only to a coordinator whose
+  /// `Registered.withdrawals` is set, with at most one outstanding per stream.
+  public var withdrawal: Hourglass_V1_CreditWithdrawal {
+    get {
+      if case .withdrawal(let v)? = kind {return v}
+      return Hourglass_V1_CreditWithdrawal()
+    }
+    set {kind = .withdrawal(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -151,6 +161,9 @@ public nonisolated struct Hourglass_V1_ExecutorMessage: Sendable {
     case draining(Hourglass_V1_Draining)
     /// Several results at once; sent only to a coordinator whose `Registered.batches` is set.
     case results(Hourglass_V1_RunResultBatch)
+    /// Asks for unused credits back; sent only to a coordinator whose
+    /// `Registered.withdrawals` is set, with at most one outstanding per stream.
+    case withdrawal(Hourglass_V1_CreditWithdrawal)
 
   }
 
@@ -231,6 +244,15 @@ public nonisolated struct Hourglass_V1_CoordinatorMessage: Sendable {
     set {kind = .resultAcks(newValue)}
   }
 
+  /// The answer to a `CreditWithdrawal`.
+  public var withdrawn: Hourglass_V1_CreditsWithdrawn {
+    get {
+      if case .withdrawn(let v)? = kind {return v}
+      return Hourglass_V1_CreditsWithdrawn()
+    }
+    set {kind = .withdrawn(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -244,6 +266,8 @@ public nonisolated struct Hourglass_V1_CoordinatorMessage: Sendable {
     case leases(Hourglass_V1_LeaseGrantBatch)
     /// The answers to one `RunResultBatch`.
     case resultAcks(Hourglass_V1_ResultAckBatch)
+    /// The answer to a `CreditWithdrawal`.
+    case withdrawn(Hourglass_V1_CreditsWithdrawn)
 
   }
 
@@ -305,6 +329,9 @@ public nonisolated struct Hourglass_V1_Registered: Sendable {
   /// The coordinator understands `RunResultBatch`.
   public var batches: Bool = false
 
+  /// The coordinator answers `CreditWithdrawal`.
+  public var withdrawals: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -315,6 +342,35 @@ public nonisolated struct Hourglass_V1_Registered: Sendable {
 
 /// Permission for the coordinator to push `credits` more leases (one per free slot).
 public nonisolated struct Hourglass_V1_CreditGrant: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var credits: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Asks the coordinator to give back up to `credits` of the credits it has not used. An
+/// executor connected to several coordinators moves its free slots this way from one that is
+/// not using them to one that is.
+public nonisolated struct Hourglass_V1_CreditWithdrawal: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var credits: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// How many credits the coordinator gave back (at most what was asked; fewer when it had
+/// already used them for leases, which the stream delivers before this answer).
+public nonisolated struct Hourglass_V1_CreditsWithdrawn: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
@@ -641,7 +697,7 @@ nonisolated extension Hourglass_V1_RunOutcome: SwiftProtobuf._ProtoNameProviding
 
 nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ExecutorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}register\0\u{1}credit\0\u{1}heartbeat\0\u{1}renewal\0\u{1}result\0\u{1}draining\0\u{1}results\0\u{c}\u{8}\u{d}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}register\0\u{1}credit\0\u{1}heartbeat\0\u{1}renewal\0\u{1}result\0\u{1}draining\0\u{1}results\0\u{1}withdrawal\0\u{c}\u{9}\u{c}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -740,6 +796,19 @@ nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, Swift
           self.kind = .results(v)
         }
       }()
+      case 8: try {
+        var v: Hourglass_V1_CreditWithdrawal?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .withdrawal(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .withdrawal(v)
+        }
+      }()
       default: break
       }
     }
@@ -779,6 +848,10 @@ nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, Swift
       guard case .results(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     }()
+    case .withdrawal?: try {
+      guard case .withdrawal(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -793,7 +866,7 @@ nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, Swift
 
 nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CoordinatorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}registered\0\u{1}lease\0\u{3}heartbeat_ack\0\u{3}renewal_ack\0\u{1}cancel\0\u{3}result_ack\0\u{1}leases\0\u{3}result_acks\0\u{c}\u{9}\u{c}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}registered\0\u{1}lease\0\u{3}heartbeat_ack\0\u{3}renewal_ack\0\u{1}cancel\0\u{3}result_ack\0\u{1}leases\0\u{3}result_acks\0\u{1}withdrawn\0\u{c}\u{a}\u{b}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -905,6 +978,19 @@ nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, Sw
           self.kind = .resultAcks(v)
         }
       }()
+      case 9: try {
+        var v: Hourglass_V1_CreditsWithdrawn?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .withdrawn(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .withdrawn(v)
+        }
+      }()
       default: break
       }
     }
@@ -947,6 +1033,10 @@ nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, Sw
     case .resultAcks?: try {
       guard case .resultAcks(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+    }()
+    case .withdrawn?: try {
+      guard case .withdrawn(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     }()
     case nil: break
     }
@@ -1012,7 +1102,7 @@ nonisolated extension Hourglass_V1_Register: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Registered"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}coordinator_id\0\u{3}heartbeat_interval\0\u{3}lease_duration\0\u{1}batches\0\u{c}\u{5}\u{6}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}coordinator_id\0\u{3}heartbeat_interval\0\u{3}lease_duration\0\u{1}batches\0\u{1}withdrawals\0\u{c}\u{6}\u{5}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1024,6 +1114,7 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeSingularMessageField(value: &self._heartbeatInterval) }()
       case 3: try { try decoder.decodeSingularMessageField(value: &self._leaseDuration) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.batches) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.withdrawals) }()
       default: break
       }
     }
@@ -1046,6 +1137,9 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
     if self.batches != false {
       try visitor.visitSingularBoolField(value: self.batches, fieldNumber: 4)
     }
+    if self.withdrawals != false {
+      try visitor.visitSingularBoolField(value: self.withdrawals, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1054,6 +1148,7 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
     if lhs._heartbeatInterval != rhs._heartbeatInterval {return false}
     if lhs._leaseDuration != rhs._leaseDuration {return false}
     if lhs.batches != rhs.batches {return false}
+    if lhs.withdrawals != rhs.withdrawals {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1083,6 +1178,66 @@ nonisolated extension Hourglass_V1_CreditGrant: SwiftProtobuf.Message, SwiftProt
   }
 
   public static func ==(lhs: Hourglass_V1_CreditGrant, rhs: Hourglass_V1_CreditGrant) -> Bool {
+    if lhs.credits != rhs.credits {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hourglass_V1_CreditWithdrawal: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreditWithdrawal"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}credits\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.credits) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.credits != 0 {
+      try visitor.visitSingularUInt32Field(value: self.credits, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hourglass_V1_CreditWithdrawal, rhs: Hourglass_V1_CreditWithdrawal) -> Bool {
+    if lhs.credits != rhs.credits {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hourglass_V1_CreditsWithdrawn: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreditsWithdrawn"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}credits\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.credits) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.credits != 0 {
+      try visitor.visitSingularUInt32Field(value: self.credits, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hourglass_V1_CreditsWithdrawn, rhs: Hourglass_V1_CreditsWithdrawn) -> Bool {
     if lhs.credits != rhs.credits {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true

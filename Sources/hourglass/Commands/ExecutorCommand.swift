@@ -8,17 +8,18 @@ import HourglassTransport
 import Logging
 import ServiceLifecycle
 
-/// `hourglass executor`: connects to a coordinator with an executor certificate and runs the
-/// leases it pushes, until SIGTERM or SIGINT drains it.
+/// `hourglass executor`: connects to every coordinator it is given with an executor certificate
+/// and runs the leases they push, until SIGTERM or SIGINT drains it.
 struct ExecutorCommand: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "executor",
-    abstract: "Run an executor: connect to a coordinator and run the tasks it leases.",
+    abstract: "Run an executor: connect to the coordinators and run the tasks they lease.",
     discussion: """
       The executor authenticates with a certificate whose role (OU) is `executor`. On SIGTERM or \
       SIGINT it stops taking leases, lets running tasks finish for --drain-grace, kills what is \
-      left, and exits. With several --coordinator addresses it holds one stream at a time and \
-      moves to the next address when one cannot be reached.
+      left, and exits. With several --coordinator addresses (the coordinators of a cluster) it \
+      holds a stream to each at once and shares its slots between them; one that cannot be \
+      reached is retried with backoff while the others go on.
 
       Example:
         hourglass executor --coordinator coord-1.example:7443 --ca ca.pem --cert executor.pem \\
@@ -26,7 +27,7 @@ struct ExecutorCommand: AsyncParsableCommand {
       """
   )
 
-  @Option(name: .customLong("coordinator"), help: "A coordinator's HOST:PORT; repeat for fail-over (the first one tried is picked at random).")
+  @Option(name: .customLong("coordinator"), help: "A coordinator's HOST:PORT; repeat it for each coordinator of a cluster (the executor connects to all).")
   var coordinators: [String] = []
 
   @Option(name: .customLong("ca"), help: "The private CA's certificate (PEM).")
@@ -59,6 +60,9 @@ struct ExecutorCommand: AsyncParsableCommand {
     if coordinators.isEmpty { throw ValidationError("--coordinator HOST:PORT is required") }
     for address in coordinators where HostPort.parseDialable(address) == nil {
       throw ValidationError("--coordinator \(address) is not HOST:PORT")
+    }
+    if let repeated = coordinators.first(where: { address in coordinators.count { $0 == address } > 1 }) {
+      throw ValidationError("--coordinator \(repeated) is given twice")
     }
     if (try? DurationText.parse(drainGrace, field: "--drain-grace")) == nil {
       throw ValidationError("--drain-grace \(drainGrace) is not a duration such as 30s or 2m")
@@ -97,10 +101,10 @@ struct ExecutorCommand: AsyncParsableCommand {
       connections.append(
         try RPCTLSConnection(configuration: .init(host: host, port: port, credentials: credentials), logger: logger))
     }
-    let transport: any ClientTransport =
-      connections.count == 1 ? connections[0] : FailoverTransport(connections, startingAt: Int.random(in: connections.indices))
     let metrics = try await observability.metrics(logger: logger)
-    let executor = Executor(configuration: configuration, transport: transport, logger: logger, metricsFactory: metrics.factory)
+    // A stream to every coordinator: each dispatches its own partitions, and the executor's
+    // slots follow whichever of them has runs (docs/executor.md, "Several coordinators").
+    let executor = Executor(configuration: configuration, transports: connections, logger: logger, metricsFactory: metrics.factory)
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
       .init(service: executor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
     ]

@@ -198,6 +198,7 @@ final class FakeExecutor: Sendable {
     let hello = try await executor.next()
     guard case .registered(let registered)? = hello.kind else { throw RPCError(code: .internal, message: "expected Registered, got \(hello)") }
     guard registered.batches else { throw RPCError(code: .internal, message: "the coordinator does not take result batches") }
+    guard registered.withdrawals else { throw RPCError(code: .internal, message: "the coordinator does not answer credit withdrawals") }
     return executor
   }
 

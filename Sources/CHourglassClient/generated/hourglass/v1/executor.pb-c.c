@@ -232,6 +232,96 @@ void   hourglass__v1__credit_grant__free_unpacked
   assert(message->base.descriptor == &hourglass__v1__credit_grant__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   hourglass__v1__credit_withdrawal__init
+                     (Hourglass__V1__CreditWithdrawal         *message)
+{
+  static const Hourglass__V1__CreditWithdrawal init_value = HOURGLASS__V1__CREDIT_WITHDRAWAL__INIT;
+  *message = init_value;
+}
+size_t hourglass__v1__credit_withdrawal__get_packed_size
+                     (const Hourglass__V1__CreditWithdrawal *message)
+{
+  assert(message->base.descriptor == &hourglass__v1__credit_withdrawal__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t hourglass__v1__credit_withdrawal__pack
+                     (const Hourglass__V1__CreditWithdrawal *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &hourglass__v1__credit_withdrawal__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t hourglass__v1__credit_withdrawal__pack_to_buffer
+                     (const Hourglass__V1__CreditWithdrawal *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &hourglass__v1__credit_withdrawal__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Hourglass__V1__CreditWithdrawal *
+       hourglass__v1__credit_withdrawal__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Hourglass__V1__CreditWithdrawal *)
+     protobuf_c_message_unpack (&hourglass__v1__credit_withdrawal__descriptor,
+                                allocator, len, data);
+}
+void   hourglass__v1__credit_withdrawal__free_unpacked
+                     (Hourglass__V1__CreditWithdrawal *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &hourglass__v1__credit_withdrawal__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   hourglass__v1__credits_withdrawn__init
+                     (Hourglass__V1__CreditsWithdrawn         *message)
+{
+  static const Hourglass__V1__CreditsWithdrawn init_value = HOURGLASS__V1__CREDITS_WITHDRAWN__INIT;
+  *message = init_value;
+}
+size_t hourglass__v1__credits_withdrawn__get_packed_size
+                     (const Hourglass__V1__CreditsWithdrawn *message)
+{
+  assert(message->base.descriptor == &hourglass__v1__credits_withdrawn__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t hourglass__v1__credits_withdrawn__pack
+                     (const Hourglass__V1__CreditsWithdrawn *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &hourglass__v1__credits_withdrawn__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t hourglass__v1__credits_withdrawn__pack_to_buffer
+                     (const Hourglass__V1__CreditsWithdrawn *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &hourglass__v1__credits_withdrawn__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Hourglass__V1__CreditsWithdrawn *
+       hourglass__v1__credits_withdrawn__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Hourglass__V1__CreditsWithdrawn *)
+     protobuf_c_message_unpack (&hourglass__v1__credits_withdrawn__descriptor,
+                                allocator, len, data);
+}
+void   hourglass__v1__credits_withdrawn__free_unpacked
+                     (Hourglass__V1__CreditsWithdrawn *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &hourglass__v1__credits_withdrawn__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   hourglass__v1__heartbeat__init
                      (Hourglass__V1__Heartbeat         *message)
 {
@@ -772,7 +862,7 @@ void   hourglass__v1__draining__free_unpacked
   assert(message->base.descriptor == &hourglass__v1__draining__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor hourglass__v1__executor_message__field_descriptors[7] =
+static const ProtobufCFieldDescriptor hourglass__v1__executor_message__field_descriptors[8] =
 {
   {
     "register",
@@ -858,6 +948,18 @@ static const ProtobufCFieldDescriptor hourglass__v1__executor_message__field_des
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "withdrawal",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__ExecutorMessage, kind_case),
+    offsetof(Hourglass__V1__ExecutorMessage, withdrawal),
+    &hourglass__v1__credit_withdrawal__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__executor_message__field_indices_by_name[] = {
   1,   /* field[1] = credit */
@@ -867,11 +969,12 @@ static const unsigned hourglass__v1__executor_message__field_indices_by_name[] =
   3,   /* field[3] = renewal */
   4,   /* field[4] = result */
   6,   /* field[6] = results */
+  7,   /* field[7] = withdrawal */
 };
 static const ProtobufCIntRange hourglass__v1__executor_message__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 7 }
+  { 0, 8 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__executor_message__descriptor =
 {
@@ -881,14 +984,14 @@ const ProtobufCMessageDescriptor hourglass__v1__executor_message__descriptor =
   "Hourglass__V1__ExecutorMessage",
   "hourglass.v1",
   sizeof(Hourglass__V1__ExecutorMessage),
-  7,
+  8,
   hourglass__v1__executor_message__field_descriptors,
   hourglass__v1__executor_message__field_indices_by_name,
   1,  hourglass__v1__executor_message__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__executor_message__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_descriptors[8] =
+static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_descriptors[9] =
 {
   {
     "registered",
@@ -986,6 +1089,18 @@ static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "withdrawn",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__CoordinatorMessage, kind_case),
+    offsetof(Hourglass__V1__CoordinatorMessage, withdrawn),
+    &hourglass__v1__credits_withdrawn__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__coordinator_message__field_indices_by_name[] = {
   4,   /* field[4] = cancel */
@@ -996,11 +1111,12 @@ static const unsigned hourglass__v1__coordinator_message__field_indices_by_name[
   3,   /* field[3] = renewal_ack */
   5,   /* field[5] = result_ack */
   7,   /* field[7] = result_acks */
+  8,   /* field[8] = withdrawn */
 };
 static const ProtobufCIntRange hourglass__v1__coordinator_message__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__descriptor =
 {
@@ -1010,7 +1126,7 @@ const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__descriptor 
   "Hourglass__V1__CoordinatorMessage",
   "hourglass.v1",
   sizeof(Hourglass__V1__CoordinatorMessage),
-  8,
+  9,
   hourglass__v1__coordinator_message__field_descriptors,
   hourglass__v1__coordinator_message__field_indices_by_name,
   1,  hourglass__v1__coordinator_message__number_ranges,
@@ -1107,7 +1223,7 @@ const ProtobufCMessageDescriptor hourglass__v1__register__descriptor =
   (ProtobufCMessageInit) hourglass__v1__register__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descriptors[4] =
+static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descriptors[5] =
 {
   {
     "coordinator_id",
@@ -1157,17 +1273,30 @@ static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "withdrawals",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__Registered, withdrawals),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__registered__field_indices_by_name[] = {
   3,   /* field[3] = batches */
   0,   /* field[0] = coordinator_id */
   1,   /* field[1] = heartbeat_interval */
   2,   /* field[2] = lease_duration */
+  4,   /* field[4] = withdrawals */
 };
 static const ProtobufCIntRange hourglass__v1__registered__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor =
 {
@@ -1177,7 +1306,7 @@ const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor =
   "Hourglass__V1__Registered",
   "hourglass.v1",
   sizeof(Hourglass__V1__Registered),
-  4,
+  5,
   hourglass__v1__registered__field_descriptors,
   hourglass__v1__registered__field_indices_by_name,
   1,  hourglass__v1__registered__number_ranges,
@@ -1220,6 +1349,82 @@ const ProtobufCMessageDescriptor hourglass__v1__credit_grant__descriptor =
   hourglass__v1__credit_grant__field_indices_by_name,
   1,  hourglass__v1__credit_grant__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__credit_grant__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor hourglass__v1__credit_withdrawal__field_descriptors[1] =
+{
+  {
+    "credits",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__CreditWithdrawal, credits),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned hourglass__v1__credit_withdrawal__field_indices_by_name[] = {
+  0,   /* field[0] = credits */
+};
+static const ProtobufCIntRange hourglass__v1__credit_withdrawal__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor hourglass__v1__credit_withdrawal__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "hourglass.v1.CreditWithdrawal",
+  "CreditWithdrawal",
+  "Hourglass__V1__CreditWithdrawal",
+  "hourglass.v1",
+  sizeof(Hourglass__V1__CreditWithdrawal),
+  1,
+  hourglass__v1__credit_withdrawal__field_descriptors,
+  hourglass__v1__credit_withdrawal__field_indices_by_name,
+  1,  hourglass__v1__credit_withdrawal__number_ranges,
+  (ProtobufCMessageInit) hourglass__v1__credit_withdrawal__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor hourglass__v1__credits_withdrawn__field_descriptors[1] =
+{
+  {
+    "credits",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__CreditsWithdrawn, credits),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned hourglass__v1__credits_withdrawn__field_indices_by_name[] = {
+  0,   /* field[0] = credits */
+};
+static const ProtobufCIntRange hourglass__v1__credits_withdrawn__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor hourglass__v1__credits_withdrawn__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "hourglass.v1.CreditsWithdrawn",
+  "CreditsWithdrawn",
+  "Hourglass__V1__CreditsWithdrawn",
+  "hourglass.v1",
+  sizeof(Hourglass__V1__CreditsWithdrawn),
+  1,
+  hourglass__v1__credits_withdrawn__field_descriptors,
+  hourglass__v1__credits_withdrawn__field_indices_by_name,
+  1,  hourglass__v1__credits_withdrawn__number_ranges,
+  (ProtobufCMessageInit) hourglass__v1__credits_withdrawn__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor hourglass__v1__heartbeat__field_descriptors[5] =

@@ -22,6 +22,8 @@ typedef struct Hourglass__V1__CoordinatorMessage Hourglass__V1__CoordinatorMessa
 typedef struct Hourglass__V1__Register Hourglass__V1__Register;
 typedef struct Hourglass__V1__Registered Hourglass__V1__Registered;
 typedef struct Hourglass__V1__CreditGrant Hourglass__V1__CreditGrant;
+typedef struct Hourglass__V1__CreditWithdrawal Hourglass__V1__CreditWithdrawal;
+typedef struct Hourglass__V1__CreditsWithdrawn Hourglass__V1__CreditsWithdrawn;
 typedef struct Hourglass__V1__Heartbeat Hourglass__V1__Heartbeat;
 typedef struct Hourglass__V1__HeartbeatAck Hourglass__V1__HeartbeatAck;
 typedef struct Hourglass__V1__LeaseGrant Hourglass__V1__LeaseGrant;
@@ -57,7 +59,8 @@ typedef enum {
   HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_RENEWAL = 4,
   HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_RESULT = 5,
   HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_DRAINING = 6,
-  HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_RESULTS = 7
+  HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_RESULTS = 7,
+  HOURGLASS__V1__EXECUTOR_MESSAGE__KIND_WITHDRAWAL = 8
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(HOURGLASS__V1__EXECUTOR_MESSAGE__KIND__CASE)
 } Hourglass__V1__ExecutorMessage__KindCase;
 
@@ -79,6 +82,11 @@ struct  Hourglass__V1__ExecutorMessage
      * Several results at once; sent only to a coordinator whose `Registered.batches` is set.
      */
     Hourglass__V1__RunResultBatch *results;
+    /*
+     * Asks for unused credits back; sent only to a coordinator whose
+     * `Registered.withdrawals` is set, with at most one outstanding per stream.
+     */
+    Hourglass__V1__CreditWithdrawal *withdrawal;
   };
 };
 #define HOURGLASS__V1__EXECUTOR_MESSAGE__INIT \
@@ -95,7 +103,8 @@ typedef enum {
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_CANCEL = 5,
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RESULT_ACK = 6,
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_LEASES = 7,
-  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RESULT_ACKS = 8
+  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RESULT_ACKS = 8,
+  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_WITHDRAWN = 9
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(HOURGLASS__V1__COORDINATOR_MESSAGE__KIND__CASE)
 } Hourglass__V1__CoordinatorMessage__KindCase;
 
@@ -121,6 +130,10 @@ struct  Hourglass__V1__CoordinatorMessage
      * The answers to one `RunResultBatch`.
      */
     Hourglass__V1__ResultAckBatch *result_acks;
+    /*
+     * The answer to a `CreditWithdrawal`.
+     */
+    Hourglass__V1__CreditsWithdrawn *withdrawn;
   };
 };
 #define HOURGLASS__V1__COORDINATOR_MESSAGE__INIT \
@@ -174,10 +187,14 @@ struct  Hourglass__V1__Registered
    * The coordinator understands `RunResultBatch`.
    */
   protobuf_c_boolean batches;
+  /*
+   * The coordinator answers `CreditWithdrawal`.
+   */
+  protobuf_c_boolean withdrawals;
 };
 #define HOURGLASS__V1__REGISTERED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__registered__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, NULL, 0 }
+    , (char *)protobuf_c_empty_string, NULL, NULL, 0, 0 }
 
 
 /*
@@ -190,6 +207,35 @@ struct  Hourglass__V1__CreditGrant
 };
 #define HOURGLASS__V1__CREDIT_GRANT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__credit_grant__descriptor) \
+    , 0 }
+
+
+/*
+ * Asks the coordinator to give back up to `credits` of the credits it has not used. An
+ * executor connected to several coordinators moves its free slots this way from one that is
+ * not using them to one that is.
+ */
+struct  Hourglass__V1__CreditWithdrawal
+{
+  ProtobufCMessage base;
+  uint32_t credits;
+};
+#define HOURGLASS__V1__CREDIT_WITHDRAWAL__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__credit_withdrawal__descriptor) \
+    , 0 }
+
+
+/*
+ * How many credits the coordinator gave back (at most what was asked; fewer when it had
+ * already used them for leases, which the stream delivers before this answer).
+ */
+struct  Hourglass__V1__CreditsWithdrawn
+{
+  ProtobufCMessage base;
+  uint32_t credits;
+};
+#define HOURGLASS__V1__CREDITS_WITHDRAWN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__credits_withdrawn__descriptor) \
     , 0 }
 
 
@@ -491,6 +537,44 @@ Hourglass__V1__CreditGrant *
 void   hourglass__v1__credit_grant__free_unpacked
                      (Hourglass__V1__CreditGrant *message,
                       ProtobufCAllocator *allocator);
+/* Hourglass__V1__CreditWithdrawal methods */
+void   hourglass__v1__credit_withdrawal__init
+                     (Hourglass__V1__CreditWithdrawal         *message);
+size_t hourglass__v1__credit_withdrawal__get_packed_size
+                     (const Hourglass__V1__CreditWithdrawal   *message);
+size_t hourglass__v1__credit_withdrawal__pack
+                     (const Hourglass__V1__CreditWithdrawal   *message,
+                      uint8_t             *out);
+size_t hourglass__v1__credit_withdrawal__pack_to_buffer
+                     (const Hourglass__V1__CreditWithdrawal   *message,
+                      ProtobufCBuffer     *buffer);
+Hourglass__V1__CreditWithdrawal *
+       hourglass__v1__credit_withdrawal__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   hourglass__v1__credit_withdrawal__free_unpacked
+                     (Hourglass__V1__CreditWithdrawal *message,
+                      ProtobufCAllocator *allocator);
+/* Hourglass__V1__CreditsWithdrawn methods */
+void   hourglass__v1__credits_withdrawn__init
+                     (Hourglass__V1__CreditsWithdrawn         *message);
+size_t hourglass__v1__credits_withdrawn__get_packed_size
+                     (const Hourglass__V1__CreditsWithdrawn   *message);
+size_t hourglass__v1__credits_withdrawn__pack
+                     (const Hourglass__V1__CreditsWithdrawn   *message,
+                      uint8_t             *out);
+size_t hourglass__v1__credits_withdrawn__pack_to_buffer
+                     (const Hourglass__V1__CreditsWithdrawn   *message,
+                      ProtobufCBuffer     *buffer);
+Hourglass__V1__CreditsWithdrawn *
+       hourglass__v1__credits_withdrawn__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   hourglass__v1__credits_withdrawn__free_unpacked
+                     (Hourglass__V1__CreditsWithdrawn *message,
+                      ProtobufCAllocator *allocator);
 /* Hourglass__V1__Heartbeat methods */
 void   hourglass__v1__heartbeat__init
                      (Hourglass__V1__Heartbeat         *message);
@@ -736,6 +820,12 @@ typedef void (*Hourglass__V1__Registered_Closure)
 typedef void (*Hourglass__V1__CreditGrant_Closure)
                  (const Hourglass__V1__CreditGrant *message,
                   void *closure_data);
+typedef void (*Hourglass__V1__CreditWithdrawal_Closure)
+                 (const Hourglass__V1__CreditWithdrawal *message,
+                  void *closure_data);
+typedef void (*Hourglass__V1__CreditsWithdrawn_Closure)
+                 (const Hourglass__V1__CreditsWithdrawn *message,
+                  void *closure_data);
 typedef void (*Hourglass__V1__Heartbeat_Closure)
                  (const Hourglass__V1__Heartbeat *message,
                   void *closure_data);
@@ -805,6 +895,8 @@ extern const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__desc
 extern const ProtobufCMessageDescriptor hourglass__v1__register__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__credit_grant__descriptor;
+extern const ProtobufCMessageDescriptor hourglass__v1__credit_withdrawal__descriptor;
+extern const ProtobufCMessageDescriptor hourglass__v1__credits_withdrawn__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__heartbeat__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__heartbeat_ack__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__lease_grant__descriptor;
