@@ -152,6 +152,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
               actions = machine.connectionEnded(connection, error: error, now: now, random: Double.random(in: 0..<1))
               shell.streamEnded(connection)
               metrics.connected.record(machine.connectedCount)
+              metrics.eligible.record(machine.eligibleEverywhere ? 1 : 0)
             case .timersDue(let sleeper):
               // Every timer due now, earliest first; timers they arm wait for the next wake.
               var fired: [ExecutorStateMachine<C.Instant>.Action] = []

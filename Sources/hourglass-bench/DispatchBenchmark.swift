@@ -5,6 +5,7 @@ import HourglassCoordinator
 import HourglassCore
 import HourglassExecutor
 import HourglassPostgresLauncher
+import HourglassRPC
 import HourglassStore
 import HourglassStorePostgres
 import HourglassStoreSQLite
@@ -46,8 +47,13 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Option(help: "Seconds of the steady phase.")
   var steadySeconds: Double = 10
 
-  @Option(help: "Executors (each its own TLS connection).")
+  @Option(help: "Executors (each its own TLS connection to every coordinator).")
   var executors: Int = 4
+
+  @Option(
+    help:
+      "Coordinators sharing the store (postgres only: a cluster that splits the partitions); every executor holds a stream to each.")
+  var coordinators: Int = 1
 
   @Option(help: "Slots (credits) per executor.")
   var slots: Int = 256
@@ -96,8 +102,11 @@ struct DispatchBenchmark: AsyncParsableCommand {
   func run() async throws {
     let sizes = stored.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
     guard !sizes.isEmpty, sizes.allSatisfy({ $0 >= 0 }) else { throw ValidationError("--stored must list counts") }
-    guard burst >= 0, rate > 0, steadySeconds > 0, executors > 0, slots > 0, preloadBatch > 0 else {
+    guard burst >= 0, rate > 0, steadySeconds > 0, executors > 0, slots > 0, preloadBatch > 0, coordinators > 0 else {
       throw ValidationError("counts, rate and durations must be positive")
+    }
+    guard coordinators == 1 || backend == .postgres else {
+      throw ValidationError("--coordinators above 1 needs --backend postgres: only PostgreSQL is shared by a cluster")
     }
     let folder = directory ?? NSTemporaryDirectory() + "hourglass-dispatch-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
@@ -108,14 +117,14 @@ struct DispatchBenchmark: AsyncParsableCommand {
     var report = BenchmarkReport(benchmark: "dispatch")
     report.parameters = [
       "burst": "\(burst)", "rate_per_s": "\(rate)", "steady_s": "\(steadySeconds)", "executors": "\(executors)",
-      "slots_per_executor": "\(slots)", "operator": "noop (records its start on the wall clock)",
+      "slots_per_executor": "\(slots)", "coordinators": "\(coordinators)", "operator": "noop (records its start on the wall clock)",
       "store": backend == .sqlite ? "sqlite synchronous=FULL" : "postgres synchronous_commit=on", "load_ahead_s": "4",
       "cores": "\(ProcessInfo.processInfo.activeProcessorCount)",
     ]
     for (index, size) in sizes.enumerated() {
       var storeLogger = Logger(label: "bench.dispatch.store")
       storeLogger.logLevel = .error
-      let store: any TaskStore
+      var stores: [any TaskStore] = []
       let timeline = trace == nil ? nil : SQLiteTimeline()
       if let server {
         try await server.createDatabase("dispatch\(index)")
@@ -123,15 +132,16 @@ struct DispatchBenchmark: AsyncParsableCommand {
           host: server.host, port: server.port, username: server.username, database: "dispatch\(index)")
         configuration.writerConnections = 4
         configuration.maxConnections = 12
-        store = try await PostgresTaskStore(configuration: configuration, logger: storeLogger)
+        // One store (its own connection pool) per coordinator, as separate processes would have.
+        for _ in 0..<coordinators { stores.append(try await PostgresTaskStore(configuration: configuration, logger: storeLogger)) }
       } else {
         var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: "\(folder)/dispatch-\(index).db")
         if let walCheckpointPages { storeConfiguration.walAutocheckpointPages = walCheckpointPages }
         if checkpointInCommit { storeConfiguration.backgroundCheckpoints = false }
         if let writerCacheMiB { storeConfiguration.cacheSizeKiB = writerCacheMiB * 1024 }
-        store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: storeLogger, timeline: timeline)
+        stores.append(try await SQLiteTaskStore(configuration: storeConfiguration, logger: storeLogger, timeline: timeline))
       }
-      let rows = try await measure(storedTasks: size, store: store, timeline: timeline)
+      let rows = try await measure(storedTasks: size, stores: stores, timeline: timeline)
       report.results += rows
       if !json {
         for row in rows {
@@ -143,8 +153,10 @@ struct DispatchBenchmark: AsyncParsableCommand {
     report.print(json: json)
   }
 
-  /// One store size: preload, then the burst and the steady phase, through one coordinator.
-  private func measure(storedTasks: Int, store: any TaskStore, timeline: SQLiteTimeline?) async throws -> [[String: BenchmarkValue]] {
+  /// One store size: preload, then the burst and the steady phase, through one coordinator per
+  /// store in `stores` (several share one PostgreSQL database).
+  private func measure(storedTasks: Int, stores: [any TaskStore], timeline: SQLiteTimeline?) async throws -> [[String: BenchmarkValue]] {
+    let store = stores[0]
     var logger = Logger(label: "bench.dispatch")
     logger.logLevel = .error
     var rows: [[String: BenchmarkValue]] = []
@@ -187,7 +199,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
       throw ValidationError("inserting the measured runs took too long on this machine; lower --burst or --rate")
     }
 
-    // 3. A coordinator on TLS, and executors connected to it.
+    // 3. Coordinators on TLS, and executors connected to every one of them.
     let ca = try DevelopmentCA(name: "bench CA")
     let server = try ca.issue(name: "coordinator", role: .coordinator, dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"])
     let serverCredentials = TLSCredentials(
@@ -196,44 +208,51 @@ struct DispatchBenchmark: AsyncParsableCommand {
     configuration.loadAheadMicros = 4_000_000
     if let resultBatch { configuration.resultBatch = resultBatch }
     if let resultSpacingUs { configuration.resultSpacingMicros = Int64(resultSpacingUs) }
-    let coordinator = try Coordinator(
-      configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
+    let running = try stores.enumerated().map { index, store in
+      var configuration = configuration
+      configuration.coordinatorID = "bench-coordinator-\(index)"
+      return try Coordinator(
+        configuration: configuration, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
+    }
     let recorder = StartRecorder(capacity: due.count)
     let probes = trace == nil ? nil : StallProbes()
-    let group = ServiceGroup(services: [coordinator], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
+    let group = ServiceGroup(services: running, gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
 
     try await withThrowingTaskGroup(of: Void.self) { tasks in
       tasks.addTask { try await group.run() }
-      let port = try await coordinator.port()!
-      var running: [Executor<ContinuousClock>] = []
+      var ports: [Int] = []
+      for coordinator in running { ports.append(try await coordinator.port()!) }
+      var executorsRunning: [Executor<ContinuousClock>] = []
       for n in 0..<executors {
         let name = "bench-executor-\(n)"
         let identity = try ca.issue(name: name, role: .executor)
         let credentials = TLSCredentials(
           trustedCAPEM: ca.authority.certificatePEM, certificatePEM: identity.certificatePEM, privateKeyPEM: identity.privateKeyPEM)
-        let transport = try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
+        let transports: [any ClientTransport] = try ports.map { port in
+          try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
+        }
         var executorConfiguration = ExecutorConfiguration.defaults
         executorConfiguration.executorID = name
         executorConfiguration.slots = slots
         executorConfiguration.operators = ["noop"]
         executorConfiguration.drainGrace = .seconds(5)
         let executor = Executor(
-          configuration: executorConfiguration, transport: transport, clock: ContinuousClock(), logger: logger,
+          configuration: executorConfiguration, transports: transports, clock: ContinuousClock(), logger: logger,
           operators: [TimedNoopOperator(recorder: recorder)])
-        running.append(executor)
+        executorsRunning.append(executor)
         tasks.addTask { try await executor.run() }
       }
 
       // Burst: done when every burst run's result is recorded.
       try await sleep(untilWallMicros: t0)
       let burstCPU = processCPUSeconds()
-      let burstDone = try await waitForResults(coordinator, count: burst, deadlineMicros: t1 + 120_000_000)
+      let burstDone = try await waitForResults(running, count: burst, deadlineMicros: t1 + 120_000_000)
       let burstCPUSeconds = processCPUSeconds() - burstCPU
       // Steady: done when every run's result is recorded.
       try await sleep(untilWallMicros: t1)
       let steadyCPU = processCPUSeconds()
       let steadyEnd = t1 + Int64(steadySeconds * 1_000_000)
-      let allDone = try await waitForResults(coordinator, count: due.count, deadlineMicros: steadyEnd + 120_000_000)
+      let allDone = try await waitForResults(running, count: due.count, deadlineMicros: steadyEnd + 120_000_000)
       let steadyCPUSeconds = processCPUSeconds() - steadyCPU
       let starts = recorder.snapshot()
       if let trace, let probes {
@@ -258,11 +277,11 @@ struct DispatchBenchmark: AsyncParsableCommand {
       row["cpu_seconds"] = .double(steadyCPUSeconds)
       rows.append(row)
 
-      for executor in running { executor.drain() }
+      for executor in executorsRunning { executor.drain() }
       await group.triggerGracefulShutdown()
       try await tasks.waitForAll()
     }
-    try await store.close()
+    for store in stores { try await store.close() }
     return rows
   }
 
@@ -302,11 +321,13 @@ struct DispatchBenchmark: AsyncParsableCommand {
     if delay > 0 { try await Task.sleep(for: .microseconds(delay)) }
   }
 
-  /// Polls the coordinator's recorded-results counter until it reaches `count`; returns the wall
-  /// clock instant it was first seen there, or nil at the deadline.
-  private func waitForResults(_ coordinator: Coordinator, count: Int, deadlineMicros: Int64) async throws -> Int64? {
+  /// Polls the coordinators' recorded-results counters until together they reach `count`;
+  /// returns the wall clock instant that was first seen, or nil at the deadline.
+  private func waitForResults(_ coordinators: [Coordinator], count: Int, deadlineMicros: Int64) async throws -> Int64? {
     while WallClock.nowMicros() < deadlineMicros {
-      if await coordinator.recordedResults() >= count { return WallClock.nowMicros() }
+      var recorded = 0
+      for coordinator in coordinators { recorded += await coordinator.recordedResults() }
+      if recorded >= count { return WallClock.nowMicros() }
       try await Task.sleep(for: .milliseconds(2))
     }
     return nil

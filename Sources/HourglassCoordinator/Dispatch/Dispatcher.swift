@@ -193,8 +193,9 @@ actor Dispatcher {
   }
 
   /// The executor asks for up to `credits` of its unused credits back (it moves the slots to
-  /// another coordinator); answers how many it gets. Credits already taken for leases on their
-  /// way are not among them: those leases reach the executor before the answer does.
+  /// another coordinator); answers how many it gets. Credits already taken for leases not yet
+  /// sent are not among them; the answer may reach the executor before those leases, and the
+  /// counts agree in either order (docs/protocol.md, "Credit withdrawal").
   func withdraw(session: UInt64, credits: Int) -> Int {
     let withdrawn = pool.withdraw(session: session, count: credits)
     publishFreeSlots(session)
@@ -649,7 +650,12 @@ actor Dispatcher {
           // Overlap allowed: the next run is queued now, while this one runs.
           enqueue(taskID: pick.task.id, scheduledMicros: next, dueMicros: next, priority: pick.task.priority)
         }
-        guard let message = await grantMessage(lease, of: pick.task) else { continue }
+        guard let message = await grantMessage(lease, of: pick.task) else {
+          // Not sent (its blob could not be read): the executor still counts the credit.
+          pool.refund(session: pick.session)
+          publishFreeSlots(pick.session)
+          continue
+        }
         leases[lease.runID] = ActiveLease(session: pick.session, fence: lease.fence, task: pick.task, attempt: lease.attempt, detached: detached)
         // Counted before the send, so whoever receives the lease sees it counted.
         metrics.runsDispatched.increment()

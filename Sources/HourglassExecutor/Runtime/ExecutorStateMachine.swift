@@ -45,8 +45,10 @@ enum ExecutorTimer: Hashable, Sendable {
 /// a time, to the connected link holding the fewest credits (ties: the one that used a credit
 /// most recently). A link that has used its last credit while no slot is free asks the link
 /// holding the most credits (two or more) to withdraw half of them (`CreditWithdrawal`); what
-/// that coordinator gives back is handed out again. Idle coordinators therefore keep about one
-/// credit each, and busy ones share the rest.
+/// that coordinator gives back is handed out again. On each heartbeat a coordinator left with
+/// no credit also takes half (its last one included) from one that has not used its credits for
+/// a heartbeat interval. Idle coordinators therefore keep about one credit each, and busy ones
+/// share the rest; `prefers(_:over:)` has the exact order.
 struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
   enum Action: Sendable {
     /// Open stream number `connection` to coordinator number `coordinator` (its first message,
@@ -110,6 +112,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var withdrawing = false
     /// When this coordinator last used a credit; it is the likelier to need the next one.
     var lastLease: Instant?
+    /// This stream has been granted a credit since it registered.
+    var granted = false
     var eligible = true
     var failedAttempts = 0
     var heartbeatSequence: UInt64 = 0
@@ -305,7 +309,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     switch timer {
     case .reconnect(let index):
       guard links.indices.contains(index), case .backingOff = links[index].state else { return [] }
-      return connect(index)
+      switch lifecycle {
+      case .running, .draining: return connect(index)
+      case .closing, .finished: return []
+      }
 
     case .heartbeat(let index):
       guard links.indices.contains(index), let session = links[index].session else { return [] }
@@ -328,7 +335,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
         .sendHeartbeat(
           on: session.connection, sequence: sequence, freeSlots: UInt32(freeSlots), running: UInt32(runs.count), lastRoundTripMicros: roundTrip),
         .schedule(.heartbeat(index), at: now.advanced(by: session.heartbeatInterval)),
-      ]
+      ] + reclaimIdle(toward: index, now: now)
 
     case .renewal(let key):
       guard var run = runs[key] else { return [] }
@@ -442,6 +449,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     )
     links[index].state = .connected(session)
     links[index].failedAttempts = 0
+    links[index].granted = false
     var actions: [Action] = [
       .log(.info, "registered with coordinator \(registered.coordinatorID)", run: nil),
       .schedule(.heartbeat(index), at: now.advanced(by: session.heartbeatInterval)),
@@ -522,7 +530,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       return [.log(.warning, "\(name(index)) finds this executor ineligible for leases: clock skew \(ack.measuredSkewMicros) µs", run: nil)]
     }
     if !wasEligible && ack.eligible {
+      // Its credits went elsewhere meanwhile: draw some back now rather than wait for a lease.
       return [.log(.info, "\(name(index)) finds this executor eligible for leases again (clock skew \(ack.measuredSkewMicros) µs)", run: nil)]
+        + distributeCredits() + rebalance(toward: index) + reclaimIdle(toward: index, now: now)
     }
     return []
   }
@@ -624,6 +634,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       }
       guard let chosen = best else { break }
       links[chosen].outstandingCredits += 1
+      links[chosen].granted = true
       granted[chosen] += 1
       free -= 1
     }
@@ -635,10 +646,13 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return actions
   }
 
-  /// Whether a free slot goes to link `a` rather than `b`.
+  /// Whether a free slot goes to link `a` rather than `b`: one the coordinator can use (clock
+  /// in bounds), then the fewest credits, then one not yet granted any since it registered (so
+  /// every coordinator gets a first credit), then the one that leased last.
   private static func prefers(_ a: Link, over b: Link) -> Bool {
     if a.eligible != b.eligible { return a.eligible }
     if a.outstandingCredits != b.outstandingCredits { return a.outstandingCredits < b.outstandingCredits }
+    if a.granted != b.granted { return !a.granted }
     switch (a.lastLease, b.lastLease) {
     case (let x?, let y?): return x > y
     case (.some, nil): return true
@@ -665,14 +679,50 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return [.send(.with { $0.withdrawal = .with { $0.credits = UInt32(count) } }, on: connection)]
   }
 
+  /// On coordinator `needy`'s heartbeat: it holds no credit and no slot is free, while another
+  /// coordinator holds credits it has not used for a heartbeat interval. Leases alone cannot
+  /// show that `needy` needs one (it has none to use), so this takes half of the idle one's
+  /// credits, its last one included, when `needy` has leased more recently than it or has not
+  /// had a credit since it registered.
+  private mutating func reclaimIdle(toward needy: Int, now: Instant) -> [Action] {
+    guard lifecycle == .running, links.count > 1, links[needy].session != nil, links[needy].eligible, links[needy].outstandingCredits == 0,
+      unassignedSlots == 0
+    else { return [] }
+    var donor: Int?
+    for index in links.indices where index != needy {
+      guard let session = links[index].session, session.withdrawals, !links[index].withdrawing, links[index].outstandingCredits >= 1 else {
+        continue
+      }
+      if let last = links[index].lastLease, last.duration(to: now) < session.heartbeatInterval { continue }
+      if links[needy].granted {
+        guard let mine = links[needy].lastLease else { continue }
+        if let theirs = links[index].lastLease, theirs >= mine { continue }
+      }
+      if donor == nil || links[index].outstandingCredits > links[donor!].outstandingCredits { donor = index }
+    }
+    guard let donor, let connection = links[donor].session?.connection else { return [] }
+    links[donor].withdrawing = true
+    let count = (links[donor].outstandingCredits + 1) / 2
+    return [.send(.with { $0.withdrawal = .with { $0.credits = UInt32(count) } }, on: connection)]
+  }
+
   /// While draining: once no run is left, close every stream (or stop, without any).
   private mutating func checkDrained(now: Instant) -> [Action] {
     guard case .draining = lifecycle, runs.isEmpty else { return [] }
     var actions: [Action] = [.cancelTimer(.drainDeadline)]
-    let open = links.compactMap(\.connection)
-    if !open.isEmpty {
+    if links.contains(where: { $0.connection != nil }) {
       lifecycle = .closing
-      actions += open.map { .closeStream($0) }
+      for index in links.indices {
+        switch links[index].state {
+        case .connected(let session): actions.append(.closeStream(session.connection))
+        // Not registered yet (perhaps never will be): nothing to say on it.
+        case .registering(let connection): actions.append(.abandonStream(connection))
+        case .backingOff:
+          links[index].state = .idle
+          actions.append(.cancelTimer(.reconnect(index)))
+        case .idle: break
+        }
+      }
       actions.append(.schedule(.closeDeadline, at: now.advanced(by: settings.closeTimeout)))
     } else {
       lifecycle = .finished
