@@ -19,8 +19,9 @@ import Synchronization
 #endif
 
 /// `hourglass-bench dispatch`: how late due runs start, and how many runs per second go from due
-/// to recorded result, through a real coordinator on SQLite and real executors over loopback TLS,
-/// all in this process so due times and start times are read from one clock.
+/// to recorded result, through a real coordinator on SQLite (or several sharing PostgreSQL, with
+/// `--coordinators`) and real executors over loopback TLS, all in this process so due times and
+/// start times are read from one clock.
 ///
 /// For each store size in `--stored`, a fresh store is filled with that many tasks due days
 /// ahead (stored, not due), then a burst of runs all due at one instant and a steady stream at
@@ -275,6 +276,12 @@ struct DispatchBenchmark: AsyncParsableCommand {
       row["end_to_end_runs_per_s"] = .double(allDone.map { Double(steadyCount) / (Double($0 - t1) / 1e6) } ?? 0)
       row["last_result_after_last_due_ms"] = .double(allDone.map { Double($0 - lastDue) / 1000 } ?? -1)
       row["cpu_seconds"] = .double(steadyCPUSeconds)
+      if running.count > 1 {
+        // How the runs (burst and steady) split between the coordinators.
+        var split: [String] = []
+        for coordinator in running { split.append("\(await coordinator.recordedResults())") }
+        row["recorded_per_coordinator"] = .string(split.joined(separator: "/"))
+      }
       rows.append(row)
 
       for executor in executorsRunning { executor.drain() }
