@@ -293,6 +293,7 @@ let package = Package(
       name: "HourglassExecutorTests",
       dependencies: [
         "HourglassExecutor",
+        "HourglassCore",
         .product(name: "MetricsTestKit", package: "swift-metrics"),
         "HourglassRPC",
         "HourglassProto",

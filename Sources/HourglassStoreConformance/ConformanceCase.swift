@@ -80,20 +80,8 @@ let t0: Int64 = 1_767_225_600_000_000
 let hour = HourBucket.microsPerHour
 let second: Int64 = 1_000_000
 
-/// A deterministic generator so ids and partitions repeat from run to run.
-struct SeededGenerator: RandomNumberGenerator {
-  var state: UInt64
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-}
-
 func makeIDs(_ count: Int, seed: UInt64 = 1, startMillis: Int64 = t0 / 1000) -> [TaskID] {
-  var rng = SeededGenerator(state: seed)
+  var rng = SeededGenerator(seed: seed)
   return (0..<count).map { TaskID(unixMilliseconds: startMillis + Int64($0), using: &rng) }
 }
 

@@ -173,7 +173,7 @@ struct StoreBenchmark: AsyncParsableCommand {
   )
     -> [NewTask]
   {
-    var rng = BenchGenerator(state: seed)
+    var rng = SeededGenerator(seed: seed)
     let now = Int64(Date().timeIntervalSince1970 * 1000)
     let spec = Array(#"{"kind":"cron","expression":"*/5 * * * *"}"#.utf8)
     let filler = String(repeating: "x", count: max(0, taskBytes - spec.count))
@@ -223,7 +223,7 @@ struct StoreBenchmark: AsyncParsableCommand {
   func fillForDueLoad(store: any TaskStore, size: Int) async throws -> (shard: ShardID, seconds: Double) {
     let bucket = HourBucket(containing: 1_767_225_600_000_000)
     let shard = ShardID(partition: Partition(rawValue: 0), bucket: bucket)
-    var rng = BenchGenerator(state: 77)
+    var rng = SeededGenerator(seed: 77)
     let spec = Array(#"{"kind":"once"}"#.utf8)
     let filler = String(repeating: "y", count: max(0, taskBytes - spec.count))
     let start = ContinuousClock.now
@@ -297,16 +297,5 @@ extension Duration {
   var seconds: Double {
     let (s, attoseconds) = components
     return Double(s) + Double(attoseconds) / 1e18
-  }
-}
-
-struct BenchGenerator: RandomNumberGenerator {
-  var state: UInt64
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
   }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import HourglassCore
 import HourglassProto
 import Testing
 
@@ -255,7 +256,7 @@ struct SeveralCoordinatorsTests {
   /// message has arrived, each coordinator holds exactly the credits the executor counts for it.
   @Test("random interleavings with three coordinators keep the credits exact", arguments: [1, 2, 3, 4, 5, 6, 7, 8] as [UInt64])
   func randomInterleavings(seed: UInt64) {
-    var random = SplitMix(seed: seed)
+    var random = SeededGenerator(seed: seed)
     let slots = 5
     var machine = Self.machine(slots: slots, coordinators: 3)
     var toCoordinator: [[Hourglass_V1_ExecutorMessage]] = [[], [], []]
@@ -364,18 +365,5 @@ struct SeveralCoordinatorsTests {
       #expect(machine.links[coordinator].outstandingCredits == coordinatorCredits[coordinator], "seed \(seed), coordinator \(coordinator)")
     }
     #expect(finished > 20, "seed \(seed): the slots kept being used")
-  }
-}
-
-/// A small deterministic generator for the interleaving test.
-struct SplitMix: RandomNumberGenerator {
-  var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
   }
 }

@@ -11,23 +11,11 @@ func sampleTask(
 )
   -> NewTask
 {
-  var rng = SplitMix(state: UInt64(i) &+ 1)
+  var rng = SeededGenerator(seed: UInt64(i) &+ 1)
   return NewTask(
     id: TaskID(unixMilliseconds: 1_767_225_600_000 + Int64(i), using: &rng), owner: owner,
     operatorName: "exec", arguments: [String(repeating: "a", count: 900)],
     firstRunMicros: firstRun + Int64(i), createdAtMicros: firstRun)
-}
-
-/// Deterministic randomness, so `sampleTask(i)` always has the same id.
-struct SplitMix: RandomNumberGenerator {
-  var state: UInt64
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
 }
 
 @Suite("SQLite store: durability settings, schema, group commit")

@@ -127,7 +127,7 @@ struct CronParserTests {
 
   @Test("fuzz: random strings never crash; each parses or names the cron field")
   func fuzzRandomStrings() {
-    var rng = ScheduleTestRNG(seed: 0xC0FFEE)
+    var rng = SeededGenerator(seed: 0xC0FFEE)
     let alphabet = Array(
       "0123456789*/-,?@ \t\t  LW#abcdefhjlmnoprstuwyJANFEBMONSUNxyz\u{00e9}\u{1F600}")
     let zone = try! ZoneRules.named("America/New_York")
@@ -152,7 +152,7 @@ struct CronParserTests {
 
   @Test("fuzz: random well-formed expressions parse and their next match matches")
   func fuzzWellFormed() throws {
-    var rng = ScheduleTestRNG(seed: 42)
+    var rng = SeededGenerator(seed: 42)
     for _ in 0..<3_000 {
       let text = RandomCron.expression(using: &rng, seconds: Bool.random(using: &rng))
       let e: CronExpression
@@ -172,7 +172,7 @@ struct CronParserTests {
 /// Random cron expressions from the grammar, biased toward ones that fire often.
 enum RandomCron {
   static func field(
-    min: Int, max: Int, using rng: inout ScheduleTestRNG, starWeight: Int = 3
+    min: Int, max: Int, using rng: inout SeededGenerator, starWeight: Int = 3
   )
     -> String
   {
@@ -195,7 +195,7 @@ enum RandomCron {
     }
   }
 
-  static func expression(using rng: inout ScheduleTestRNG, seconds: Bool) -> String {
+  static func expression(using rng: inout SeededGenerator, seconds: Bool) -> String {
     var parts: [String] = []
     if seconds { parts.append(field(min: 0, max: 59, using: &rng)) }
     parts.append(field(min: 0, max: 59, using: &rng, starWeight: 1))

@@ -68,7 +68,7 @@ struct CroniterDifferentialTests {
     "random expressions agree with croniter",
     .enabled(if: croniterAvailable, "python3 with croniter not available"))
   func agreesWithCroniter() async throws {
-    var rng = ScheduleTestRNG(seed: 2026)
+    var rng = SeededGenerator(seed: 2026)
     var cases: [Case] = []
     var ours: [[Int64]] = []
     let zones = ["UTC", "Asia/Kathmandu", "Asia/Tokyo"]

@@ -49,7 +49,7 @@ struct ScheduleReferenceTests {
   @Test("5-field expressions, minute walk, around transitions and at random", arguments: zones)
   func minuteWalk(zoneName: String) throws {
     let zone = try #require(TimeZone(identifier: zoneName))
-    var rng = ScheduleTestRNG(seed: StableHash.hash(zoneName))
+    var rng = SeededGenerator(seed: StableHash.hash(zoneName))
     let transitions = Self.transitions(zone)
     var compared = 0
     for round in 0..<24 {
@@ -83,7 +83,7 @@ struct ScheduleReferenceTests {
     arguments: ["America/New_York", "Australia/Lord_Howe", "Pacific/Apia", "Asia/Kathmandu"])
   func secondWalk(zoneName: String) throws {
     let zone = try #require(TimeZone(identifier: zoneName))
-    var rng = ScheduleTestRNG(seed: StableHash.hash("seconds " + zoneName))
+    var rng = SeededGenerator(seed: StableHash.hash("seconds " + zoneName))
     let transitions = Self.transitions(zone)
     for round in 0..<8 {
       // Hours near the transitions so the windows contain matches.
@@ -108,7 +108,7 @@ struct ScheduleReferenceTests {
   func offsets(zoneName: String) throws {
     let zone = try #require(TimeZone(identifier: zoneName))
     let rules = try ZoneRules.named(zoneName)
-    var rng = ScheduleTestRNG(seed: 7)
+    var rng = SeededGenerator(seed: 7)
     var mismatches: [Int64] = []
     for _ in 0..<20_000 {
       let t = Int64.random(in: -2_000_000_000...8_000_000_000, using: &rng)

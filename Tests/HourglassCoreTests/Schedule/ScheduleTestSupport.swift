@@ -3,21 +3,6 @@ import Testing
 
 @testable import HourglassCore
 
-/// A small seeded generator (SplitMix64) so property tests are reproducible run to run.
-struct ScheduleTestRNG: RandomNumberGenerator {
-  var state: UInt64
-
-  init(seed: UInt64) { state = seed }
-
-  mutating func next() -> UInt64 {
-    state &+= 0x9e37_79b9_7f4a_7c15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-    z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-    return z ^ (z >> 31)
-  }
-}
-
 /// Parses an RFC 3339 instant in a test, failing the test (not crashing) when it is malformed.
 func instant(_ text: String, sourceLocation: SourceLocation = #_sourceLocation) -> Int64 {
   do {

@@ -262,7 +262,7 @@ struct ScheduleRobustnessTests {
 
   @Test("fuzz: random text into the time, duration and JSON decoders never crashes")
   func fuzzDecoders() {
-    var rng = ScheduleTestRNG(seed: 99)
+    var rng = SeededGenerator(seed: 99)
     let alphabet = Array("0123456789-:TZz+.smhdu µ \"{}[],:kindcronatveryzoe")
     for _ in 0..<5_000 {
       let text = String(
