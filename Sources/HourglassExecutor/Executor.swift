@@ -142,6 +142,8 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
               case .registered?:
                 metrics.connected.record(machine.connectedCount)
                 if machine.takesBatches(on: connection) { shell.allowBatches(on: connection) }
+              case .withdrawn(let withdrawn)?:
+                metrics.creditsWithdrawn.increment(by: Int64(withdrawn.credits))
               case .heartbeatAck?:
                 if let roundTrip = machine.lastRoundTrip(on: connection) { metrics.heartbeatRoundTrip.recordNanoseconds(roundTrip.wholeNanoseconds) }
                 metrics.eligible.record(machine.eligibleEverywhere ? 1 : 0)
@@ -278,6 +280,7 @@ extension Executor {
         case .connect(let connection, let coordinator):
           openStream(connection, to: transports[coordinator])
         case .send(let message, let connection):
+          if case .withdrawal? = message.kind { metrics.creditWithdrawals.increment() }
           streams[connection]?.queue.yield(message)
         case .sendHeartbeat(let connection, let sequence, let freeSlots, let running, let lastRoundTripMicros):
           let (seconds, nanos) = Date().protoParts

@@ -38,4 +38,45 @@ struct ExecutorMetricsTests {
     running.cancel()
     _ = await running.result
   }
+
+  @Test("with two coordinators: both streams count as connected, and a withdrawal and the credits it brought back are counted")
+  func twoCoordinators() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let metrics = TestMetrics()
+    let first = FakeCoordinator()
+    let second = FakeCoordinator()
+    var logger = Logger(label: "executor-test")
+    logger.logLevel = .critical
+    let executor = Executor(
+      configuration: ExecutorStreamTests.configuration(slots: 2, scratch: scratch), transports: [first.transport, second.transport],
+      clock: ManualClock(), logger: logger, metricsFactory: metrics)
+    let running = Task { try await executor.run() }
+    defer { running.cancel() }
+    let labels = [("executor", "executor-test")]
+
+    let (a, _, credits) = try await first.accept(withdrawals: true)
+    #expect(credits == 2)
+    let b = await second.nextConnection()
+    guard case .register? = try await b.receive().kind else {
+      Issue.record("expected Register")
+      return
+    }
+    b.send(
+      .with {
+        $0.registered = .with {
+          $0.coordinatorID = "b"; $0.withdrawals = true
+        }
+      })
+    // b has no credit and both slots are a's: a is asked for one back.
+    let ask = try await a.receive()
+    #expect(ask.withdrawal.credits == 1)
+    a.send(.with { $0.withdrawn.credits = 1 })
+    #expect(try await b.receive().credit.credits == 1)
+    #expect(try metrics.expectGauge("hourglass_executor_connected", labels).lastValue == 2)
+    #expect(try metrics.expectCounter("hourglass_executor_credit_withdrawals_total", labels).totalValue == 1)
+    #expect(try metrics.expectCounter("hourglass_executor_credits_withdrawn_total", labels).totalValue == 1)
+    running.cancel()
+    _ = await running.result
+  }
 }

@@ -7,14 +7,18 @@ import Synchronization
 final class ExecutorMetrics: Sendable {
   private let factory: any MetricsFactory
   private let executorID: String
-  /// 1 while a stream to a coordinator is registered.
+  /// Coordinators with a registered stream.
   let connected: Gauge
   /// Slots configured.
   let slots: Gauge
   /// Runs in progress.
   let running: Gauge
-  /// 1 while the coordinator finds this executor's clock inside the skew bound.
+  /// 1 while every coordinator finds this executor's clock inside the skew bound.
   let eligible: Gauge
+  /// `CreditWithdrawal`s sent: slots asked back from a coordinator not using them.
+  let creditWithdrawals: Counter
+  /// Credits the coordinators gave back in answer.
+  let creditsWithdrawn: Counter
   /// Leases received and started.
   let runsStarted: Counter
   /// Runs stopped because their lease ran out without a renewal (self-fencing).
@@ -33,6 +37,8 @@ final class ExecutorMetrics: Sendable {
     eligible = Gauge(label: "hourglass_executor_eligible", dimensions: dimensions, factory: factory)
     runsStarted = Counter(label: "hourglass_executor_runs_started_total", dimensions: dimensions, factory: factory)
     selfFenced = Counter(label: "hourglass_executor_self_fenced_total", dimensions: dimensions, factory: factory)
+    creditWithdrawals = Counter(label: "hourglass_executor_credit_withdrawals_total", dimensions: dimensions, factory: factory)
+    creditsWithdrawn = Counter(label: "hourglass_executor_credits_withdrawn_total", dimensions: dimensions, factory: factory)
     heartbeatRoundTrip = CoreMetrics.Timer(label: "hourglass_executor_heartbeat_round_trip_seconds", dimensions: dimensions, factory: factory)
   }
 

@@ -47,7 +47,7 @@ final class FakeCoordinator: Sendable {
 
   /// Accepts the next stream: reads `Register`, answers `Registered`, reads the first credit.
   func accept(
-    heartbeatInterval: Duration = .seconds(10), leaseDuration: Duration = .seconds(30)
+    heartbeatInterval: Duration = .seconds(10), leaseDuration: Duration = .seconds(30), withdrawals: Bool = false
   ) async throws -> (FakeConnection, register: Hourglass_V1_Register, credits: UInt32) {
     let connection = await nextConnection()
     let register = try await connection.receive()
@@ -58,6 +58,7 @@ final class FakeCoordinator: Sendable {
           $0.coordinatorID = "fake-coordinator"
           $0.heartbeatInterval.seconds = heartbeatInterval.components.seconds
           $0.leaseDuration.seconds = leaseDuration.components.seconds
+          $0.withdrawals = withdrawals
         }
       })
     let credit = try await connection.receive()
