@@ -328,6 +328,11 @@ struct CLIEndToEndTests {
     #expect(noFile.stderr.contains("--file"))
     let badStatus = try CLI.run(["list", "--status", "sleeping"], in: folder)
     #expect(badStatus.status == 2)
+    let sameCoordinatorTwice = try CLI.run(
+      ["executor", "--coordinator", "127.0.0.1:7443", "--coordinator", "127.0.0.1:7443", "--ca", "ca.pem", "--cert", "e.pem", "--key", "e.key"],
+      in: folder)
+    #expect(sameCoordinatorTwice.status == 2)
+    #expect(sameCoordinatorTwice.stderr.contains("--coordinator 127.0.0.1:7443 is given twice"), "\(sameCoordinatorTwice.stderr)")
     let noServer = try CLI.run(["list"], in: folder)
     #expect(noServer.status == 2)
     #expect(noServer.stderr.contains("hourglass dev"))
