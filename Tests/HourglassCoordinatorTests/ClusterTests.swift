@@ -14,6 +14,10 @@ import Testing
 
 @testable import HourglassCoordinator
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 @Suite("Cluster: partition assignment")
 struct PartitionAssignmentTests {
   static let members = ["coord-a", "coord-b", "coord-c"]
@@ -427,6 +431,69 @@ struct ClusterTests {
           try #require(await bounded("three results recorded") { await coordinator.waitUntilRecorded(3) } != nil)
         }
         for id in scheduled { #expect(try await alice.get(id).taskStatus == .succeeded) }
+        executor.drain()
+        try await group.waitForAll()
+      }
+    }
+  }
+
+  @Test("a coordinator that shuts down while its run is going: the executor reports the run through the other, which records it")
+  func resultOutlivesItsCoordinator() async throws {
+    try await ClusterHarness.with(ids: Self.ids, configure: { $0.skewBoundMicros = Int64.max / 4 }) { cluster in
+      var logger = Logger(label: "test.cluster.executor")
+      logger.logLevel = .warning
+      let directory = NSTemporaryDirectory() + "hourglass-cluster-handover-\(UUID().uuidString)"
+      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+      defer { try? FileManager.default.removeItem(atPath: directory) }
+      // The run holds until the test writes a line into this FIFO.
+      let fifo = directory + "/go.fifo"
+      try #require(mkfifo(fifo, 0o600) == 0)
+      var configuration = ExecutorConfiguration.defaults
+      configuration.executorID = "exec-1"
+      configuration.slots = 2
+      configuration.operators = ["exec"]
+      configuration.temporaryDirectory = directory
+      configuration.drainGrace = .seconds(5)
+      let transports = cluster.coordinators.map {
+        SeveringTransport(InProcessTransport(server: $0.server, peer: PeerIdentity(name: "exec-1", role: "executor")))
+      }
+      let executor = Executor(configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger)
+      try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await executor.run() }
+        for coordinator in cluster.coordinators {
+          try #require(await bounded("the executor registering") { await coordinator.dispatcher.waitUntilExecutorsConnected(1) } != nil)
+        }
+        try await cluster.converge()
+        let alice = cluster.client("alice", via: 1)
+        // A task in A's partitions whose script waits on the FIFO.
+        var id = ""
+        for _ in 0..<64 {
+          let candidate = try await cluster.client("alice", via: 0).schedule(once: 1, blob: Array("#!/bin/sh\nread line < \(fifo)\n".utf8))
+          let owned = Set(await cluster.owned(0))
+          if owned.contains(Partition(taskID: try #require(TaskID(candidate)), count: 4).rawValue) {
+            id = candidate
+            break
+          }
+          _ = try await cluster.client("alice", via: 0).delete(candidate)
+        }
+        try #require(!id.isEmpty)
+        cluster.clock.advance(byMicros: 1_000_000)
+        // Opening the FIFO for writing returns once the run's script has opened it to read.
+        let writer = await bounded("the run starting") {
+          await withCheckedContinuation { continuation in
+            Thread { continuation.resume(returning: open(fifo, O_WRONLY)) }.start()
+          }
+        }
+        let fd = try #require(writer)
+        try #require(fd >= 0)
+        // Coordinator A, which leased the run, goes away (its connections with it); the run
+        // finishes afterwards.
+        await cluster.stop(0)
+        transports[0].sever()
+        _ = "go\n".withCString { write(fd, $0, 3) }
+        close(fd)
+        try #require(await bounded("the result recorded by B") { await cluster.coordinators[1].waitUntilRecorded(1) } != nil)
+        #expect(try await alice.get(id).taskStatus == .succeeded)
         executor.drain()
         try await group.waitForAll()
       }

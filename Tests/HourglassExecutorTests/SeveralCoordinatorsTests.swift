@@ -145,6 +145,47 @@ struct SeveralCoordinatorsTests {
     #expect(finished.contains { $0.0 == 2 && { if case .result? = $0.1 { true } else { false } }($0) })
   }
 
+  @Test("while its coordinator's stream is down, a run renews and reports through another coordinator")
+  func otherCoordinatorCarriesTheRun() {
+    var machine = Self.machine(slots: 2, coordinators: 2)
+    _ = machine.start(now: Self.at(0))
+    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
+    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "r1", fence: 1)
+    // a restarts (a rolling upgrade): its stream ends.
+    _ = machine.connectionEnded(1, error: "going away", now: Self.at(5), random: 0)
+    let renewal = Self.sent(machine.timerFired(.renewal(key), now: Self.at(10)))
+    #expect(renewal.count == 1 && renewal[0].0 == 2, "the renewal goes to b")
+    let finished = machine.runFinished(key, outcome: Self.outcome(), now: Self.at(11))
+    #expect(Self.sent(finished).contains { $0.0 == 2 && { if case .result? = $0.1 { true } else { false } }($0) }, "so does the result")
+    #expect(machine.runs.isEmpty)
+  }
+
+  @Test("with every stream down, a finished run's result goes out on the first coordinator that registers again")
+  func resultWaitsForAnyCoordinator() {
+    var machine = Self.machine(slots: 2, coordinators: 2)
+    _ = machine.start(now: Self.at(0))
+    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
+    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "r1", fence: 1)
+    _ = machine.connectionEnded(1, error: "reset", now: Self.at(1), random: 0)
+    _ = machine.connectionEnded(2, error: "reset", now: Self.at(1), random: 0)
+    #expect(Self.sent(machine.runFinished(key, outcome: Self.outcome(), now: Self.at(2))).isEmpty)
+    let reconnect = machine.timerFired(.reconnect(1), now: Self.at(3))
+    guard case .connect(let connection, 1)? = reconnect.first else {
+      Issue.record("no reconnect: \(reconnect)")
+      return
+    }
+    let sent = Self.sent(machine.received(Self.registered("b"), on: connection, now: Self.at(3)))
+    guard case .result(let result)? = sent.first?.1 else {
+      Issue.record("expected the result first: \(sent)")
+      return
+    }
+    #expect(result.runID == "r1" && sent.first?.0 == connection)
+  }
+
   @Test("when one stream ends, its credits go to the others while it reconnects")
   func creditsMoveWhenAStreamEnds() {
     var machine = Self.machine(slots: 4, coordinators: 2)

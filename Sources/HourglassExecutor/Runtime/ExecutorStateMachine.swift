@@ -290,10 +290,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       break
     }
     let result = Self.result(for: run.grant, outcome)
-    if let session = links[run.coordinator].session {
+    if let connection = deliveryConnection(for: run) {
       runs[key] = nil
       actions.append(.cancelTimer(.leaseExpiry(key)))
-      actions.append(.send(.with { $0.result = result }, on: session.connection))
+      actions.append(.send(.with { $0.result = result }, on: connection))
       actions += distributeCredits()
     } else {
       // Keep the slot and the lease timer: delivered on reconnection, dropped at expiry.
@@ -341,10 +341,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       guard var run = runs[key] else { return [] }
       if case .awaitingDelivery = run.phase { return [] }
       var actions: [Action] = [.schedule(.renewal(key), at: now.advanced(by: run.leaseDuration / 3))]
-      if let session = links[run.coordinator].session {
+      if let connection = deliveryConnection(for: run) {
+        // An earlier renewal still unacknowledged keeps its sending time: the lease is counted
+        // from the oldest, whichever acknowledgement comes first.
         if run.renewalSentAt == nil { run.renewalSentAt = now }
         runs[key] = run
-        actions.insert(.send(Self.renewal(key), on: session.connection), at: 0)
+        actions.insert(.send(Self.renewal(key), on: connection), at: 0)
       }
       return actions
 
@@ -454,16 +456,20 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       .log(.info, "registered with coordinator \(registered.coordinatorID)", run: nil),
       .schedule(.heartbeat(index), at: now.advanced(by: session.heartbeatInterval)),
     ]
-    // Results that waited for this connection go first; then renewals of the runs still going.
+    // Results that waited for a connection go first (whichever coordinator granted them: any
+    // coordinator of the cluster records a result by its fence); then renewals of this
+    // coordinator's runs, and of every run if no other stream was up to carry them.
+    let othersUp = links.indices.contains { $0 != index && links[$0].session != nil }
     for key in runs.keys.sorted(by: { $0.description < $1.description }) {
-      guard var run = runs[key], run.coordinator == index else { continue }
+      guard var run = runs[key] else { continue }
       switch run.phase {
       case .awaitingDelivery(let result):
         runs[key] = nil
         actions.append(.cancelTimer(.leaseExpiry(key)))
         actions.append(.send(.with { $0.result = result }, on: connection))
       case .running, .stopping:
-        run.renewalSentAt = now
+        guard run.coordinator == index || !othersUp else { continue }
+        if run.renewalSentAt == nil { run.renewalSentAt = now }
         runs[key] = run
         actions.append(.send(Self.renewal(key), on: connection))
       }
@@ -613,6 +619,15 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       }
     }
     return [.connect(connection: nextConnection, coordinator: index), .send(register, on: nextConnection)]
+  }
+
+  /// The stream a run's renewals and result go on: its own coordinator's, or while that one is
+  /// down any other registered one. The coordinators an executor connects to share one store,
+  /// where renewals and results are checked against the run's own fence, so any of them can take
+  /// them; a coordinator that restarts or moves its partitions does not cost the result.
+  private func deliveryConnection(for run: Run) -> UInt64? {
+    if let session = links[run.coordinator].session { return session.connection }
+    return links.lazy.compactMap { $0.session?.connection }.first
   }
 
   /// Grants the slots no coordinator holds a credit for, one at a time to the registered
