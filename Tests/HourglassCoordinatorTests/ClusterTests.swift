@@ -396,30 +396,43 @@ struct ClusterTests {
     }
   }
 
+  /// Runs `body` with a real executor (`exec-1`, the `exec` operator, `slots` slots) holding a
+  /// stream to every coordinator of `cluster` (through transports the test can cut), once all
+  /// of them count it; drains it afterwards. `body` gets the executor's temporary folder.
+  static func withRealExecutor(
+    in cluster: ClusterHarness, slots: Int, _ body: (_ directory: String, _ transports: [SeveringTransport]) async throws -> Void
+  ) async throws {
+    var logger = Logger(label: "test.cluster.executor")
+    logger.logLevel = .warning
+    let directory = NSTemporaryDirectory() + "hourglass-cluster-executor-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: directory) }
+    var configuration = ExecutorConfiguration.defaults
+    configuration.executorID = "exec-1"
+    configuration.slots = slots
+    configuration.operators = ["exec"]
+    configuration.temporaryDirectory = directory
+    configuration.drainGrace = .seconds(5)
+    let transports = cluster.coordinators.map {
+      SeveringTransport(InProcessTransport(server: $0.server, peer: PeerIdentity(name: "exec-1", role: "executor")))
+    }
+    let executor = Executor(configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger)
+    try await withThrowingTaskGroup(of: Void.self) { group in
+      group.addTask { try await executor.run() }
+      for coordinator in cluster.coordinators {
+        try #require(await bounded("the executor registering") { await coordinator.dispatcher.waitUntilExecutorsConnected(1) } != nil)
+      }
+      try await body(directory, transports)
+      executor.drain()
+      try await group.waitForAll()
+    }
+  }
+
   @Test("one real executor with a stream to each coordinator runs the runs of every partition, its two slots going where the runs are")
   func oneExecutorServesEveryCoordinator() async throws {
     // The executor stamps heartbeats with the wall clock; the coordinators' clock is manual.
     try await ClusterHarness.with(ids: Self.ids, configure: { $0.skewBoundMicros = Int64.max / 4 }) { cluster in
-      var logger = Logger(label: "test.cluster.executor")
-      logger.logLevel = .warning
-      let directory = NSTemporaryDirectory() + "hourglass-cluster-executor-\(UUID().uuidString)"
-      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-      defer { try? FileManager.default.removeItem(atPath: directory) }
-      var configuration = ExecutorConfiguration.defaults
-      configuration.executorID = "exec-1"
-      configuration.slots = 2
-      configuration.operators = ["exec"]
-      configuration.temporaryDirectory = directory
-      configuration.drainGrace = .seconds(5)
-      let transports: [any ClientTransport] = cluster.coordinators.map {
-        InProcessTransport(server: $0.server, peer: PeerIdentity(name: "exec-1", role: "executor"))
-      }
-      let executor = Executor(configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger)
-      try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await executor.run() }
-        for coordinator in cluster.coordinators {
-          try #require(await bounded("the executor registering") { await coordinator.dispatcher.waitUntilExecutorsConnected(1) } != nil)
-        }
+      try await Self.withRealExecutor(in: cluster, slots: 2) { _, _ in
         try await cluster.converge()
         let alice = cluster.client("alice", via: 0)
         var scheduled: [String] = []
@@ -431,8 +444,6 @@ struct ClusterTests {
           try #require(await bounded("three results recorded") { await coordinator.waitUntilRecorded(3) } != nil)
         }
         for id in scheduled { #expect(try await alice.get(id).taskStatus == .succeeded) }
-        executor.drain()
-        try await group.waitForAll()
       }
     }
   }
@@ -440,29 +451,10 @@ struct ClusterTests {
   @Test("a coordinator that shuts down while its run is going: the executor reports the run through the other, which records it")
   func resultOutlivesItsCoordinator() async throws {
     try await ClusterHarness.with(ids: Self.ids, configure: { $0.skewBoundMicros = Int64.max / 4 }) { cluster in
-      var logger = Logger(label: "test.cluster.executor")
-      logger.logLevel = .warning
-      let directory = NSTemporaryDirectory() + "hourglass-cluster-handover-\(UUID().uuidString)"
-      try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-      defer { try? FileManager.default.removeItem(atPath: directory) }
-      // The run holds until the test writes a line into this FIFO.
-      let fifo = directory + "/go.fifo"
-      try #require(mkfifo(fifo, 0o600) == 0)
-      var configuration = ExecutorConfiguration.defaults
-      configuration.executorID = "exec-1"
-      configuration.slots = 2
-      configuration.operators = ["exec"]
-      configuration.temporaryDirectory = directory
-      configuration.drainGrace = .seconds(5)
-      let transports = cluster.coordinators.map {
-        SeveringTransport(InProcessTransport(server: $0.server, peer: PeerIdentity(name: "exec-1", role: "executor")))
-      }
-      let executor = Executor(configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger)
-      try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { try await executor.run() }
-        for coordinator in cluster.coordinators {
-          try #require(await bounded("the executor registering") { await coordinator.dispatcher.waitUntilExecutorsConnected(1) } != nil)
-        }
+      try await Self.withRealExecutor(in: cluster, slots: 2) { directory, transports in
+        // The run holds until the test writes a line into this FIFO.
+        let fifo = directory + "/go.fifo"
+        try #require(mkfifo(fifo, 0o600) == 0)
         try await cluster.converge()
         let alice = cluster.client("alice", via: 1)
         // A task in A's partitions whose script waits on the FIFO.
@@ -494,8 +486,6 @@ struct ClusterTests {
         close(fd)
         try #require(await bounded("the result recorded by B") { await cluster.coordinators[1].waitUntilRecorded(1) } != nil)
         #expect(try await alice.get(id).taskStatus == .succeeded)
-        executor.drain()
-        try await group.waitForAll()
       }
     }
   }

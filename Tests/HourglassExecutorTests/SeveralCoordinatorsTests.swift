@@ -61,6 +61,16 @@ struct SeveralCoordinatorsTests {
     }
   }
 
+  /// A machine with coordinators a (stream 1) and b (stream 2) both registered; a registered
+  /// first, so it was granted every slot and b asked it for half of them back.
+  static func bothRegistered(slots: Int) -> Machine {
+    var machine = Self.machine(slots: slots, coordinators: 2)
+    _ = machine.start(now: Self.at(0))
+    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
+    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    return machine
+  }
+
   static func outcome() -> RunOutcome { RunOutcome(status: .succeeded, started: Date(), finished: Date()) }
 
   @Test("starting opens a stream to every coordinator, each beginning with Register")
@@ -93,10 +103,7 @@ struct SeveralCoordinatorsTests {
 
   @Test("a coordinator that has used its last credit draws half of an idle one's credits")
   func creditsFollowTheLeases() {
-    var machine = Self.machine(slots: 4, coordinators: 2)
-    _ = machine.start(now: Self.at(0))
-    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
-    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    var machine = Self.bothRegistered(slots: 4)
     _ = machine.received(Self.withdrawn(2), on: 1, now: Self.at(0))
     #expect(machine.links.map(\.outstandingCredits) == [2, 2])
     _ = machine.received(Self.lease("r1"), on: 2, now: Self.at(1))
@@ -132,10 +139,7 @@ struct SeveralCoordinatorsTests {
 
   @Test("renewals and the result of a lease go to the coordinator that granted it")
   func leaseStaysOnItsStream() {
-    var machine = Self.machine(slots: 2, coordinators: 2)
-    _ = machine.start(now: Self.at(0))
-    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
-    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    var machine = Self.bothRegistered(slots: 2)
     _ = machine.received(Self.withdrawn(1), on: 1, now: Self.at(0))
     _ = machine.received(Self.lease("r1"), on: 2, now: Self.at(0))
     let key = RunKey(runID: "r1", fence: 1)
@@ -147,10 +151,7 @@ struct SeveralCoordinatorsTests {
 
   @Test("while its coordinator's stream is down, a run renews and reports through another coordinator")
   func otherCoordinatorCarriesTheRun() {
-    var machine = Self.machine(slots: 2, coordinators: 2)
-    _ = machine.start(now: Self.at(0))
-    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
-    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    var machine = Self.bothRegistered(slots: 2)
     _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(0))
     let key = RunKey(runID: "r1", fence: 1)
     // a restarts (a rolling upgrade): its stream ends.
@@ -164,10 +165,7 @@ struct SeveralCoordinatorsTests {
 
   @Test("with every stream down, a finished run's result goes out on the first coordinator that registers again")
   func resultWaitsForAnyCoordinator() {
-    var machine = Self.machine(slots: 2, coordinators: 2)
-    _ = machine.start(now: Self.at(0))
-    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
-    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    var machine = Self.bothRegistered(slots: 2)
     _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(0))
     let key = RunKey(runID: "r1", fence: 1)
     _ = machine.connectionEnded(1, error: "reset", now: Self.at(1), random: 0)
@@ -188,10 +186,7 @@ struct SeveralCoordinatorsTests {
 
   @Test("when one stream ends, its credits go to the others while it reconnects")
   func creditsMoveWhenAStreamEnds() {
-    var machine = Self.machine(slots: 4, coordinators: 2)
-    _ = machine.start(now: Self.at(0))
-    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
-    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    var machine = Self.bothRegistered(slots: 4)
     _ = machine.received(Self.withdrawn(2), on: 1, now: Self.at(0))
     let ended = machine.connectionEnded(1, error: "reset", now: Self.at(1), random: 0)
     #expect(Self.credits(ended, on: 2) == 2)
@@ -202,10 +197,7 @@ struct SeveralCoordinatorsTests {
 
   @Test("drain: Draining goes to every coordinator, every stream closes, and the executor stops once all have ended")
   func drainsEveryStream() {
-    var machine = Self.machine(slots: 2, coordinators: 2)
-    _ = machine.start(now: Self.at(0))
-    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
-    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    var machine = Self.bothRegistered(slots: 2)
     _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(0))
     let shutdown = machine.shutdown(now: Self.at(1))
     #expect(Self.sent(shutdown).map(\.0).sorted() == [1, 2])
@@ -233,10 +225,7 @@ struct SeveralCoordinatorsTests {
 
   @Test("slots: 1 and two coordinators: the one that never had the credit draws it from the idle one on its heartbeat")
   func oneSlotReachesTheOtherCoordinator() {
-    var machine = Self.machine(slots: 1, coordinators: 2)
-    _ = machine.start(now: Self.at(0))
-    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
-    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    var machine = Self.bothRegistered(slots: 1)
     #expect(machine.links.map(\.outstandingCredits) == [1, 0])
     // b's heartbeat: a has held its credit unused for an interval, b never had one.
     let tick = machine.timerFired(.heartbeat(1), now: Self.at(10))
@@ -252,10 +241,7 @@ struct SeveralCoordinatorsTests {
 
   @Test("a coordinator whose clock check failed gets credits back as soon as it passes again")
   func eligibleAgainDrawsCredits() {
-    var machine = Self.machine(slots: 4, coordinators: 2)
-    _ = machine.start(now: Self.at(0))
-    _ = machine.received(Self.registered("a"), on: 1, now: Self.at(0))
-    _ = machine.received(Self.registered("b"), on: 2, now: Self.at(0))
+    var machine = Self.bothRegistered(slots: 4)
     _ = machine.received(Self.withdrawn(2), on: 1, now: Self.at(0))
     _ = machine.received(Self.lease("r1"), on: 2, now: Self.at(1))
     _ = machine.received(Self.lease("r2"), on: 2, now: Self.at(1))

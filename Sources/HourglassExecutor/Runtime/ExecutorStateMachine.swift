@@ -678,20 +678,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// Coordinator `needy` has no credit left and no slot is free: ask the coordinator holding
   /// the most credits (at least two) for half of them back.
   private mutating func rebalance(toward needy: Int) -> [Action] {
-    guard lifecycle == .running, links.count > 1, links[needy].session != nil, links[needy].outstandingCredits == 0,
-      unassignedSlots == 0
-    else { return [] }
-    var donor: Int?
-    for index in links.indices where index != needy {
-      guard let session = links[index].session, session.withdrawals, !links[index].withdrawing, links[index].outstandingCredits >= 2 else {
-        continue
-      }
-      if donor == nil || links[index].outstandingCredits > links[donor!].outstandingCredits { donor = index }
-    }
-    guard let donor, let connection = links[donor].session?.connection else { return [] }
-    links[donor].withdrawing = true
-    let count = links[donor].outstandingCredits / 2
-    return [.send(.with { $0.withdrawal = .with { $0.credits = UInt32(count) } }, on: connection)]
+    askBack(toward: needy, minimum: 2, share: { $0 / 2 }) { _, _ in true }
   }
 
   /// On coordinator `needy`'s heartbeat: it holds no credit and no slot is free, while another
@@ -700,24 +687,38 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// credits, its last one included, when `needy` has leased more recently than it or has not
   /// had a credit since it registered.
   private mutating func reclaimIdle(toward needy: Int, now: Instant) -> [Action] {
-    guard lifecycle == .running, links.count > 1, links[needy].session != nil, links[needy].eligible, links[needy].outstandingCredits == 0,
+    guard links[needy].eligible else { return [] }
+    let mine = links[needy]
+    return askBack(toward: needy, minimum: 1, share: { ($0 + 1) / 2 }) { donor, session in
+      if let last = donor.lastLease, last.duration(to: now) < session.heartbeatInterval { return false }
+      guard mine.granted else { return true }
+      guard let myLast = mine.lastLease else { return false }
+      if let theirs = donor.lastLease, theirs >= myLast { return false }
+      return true
+    }
+  }
+
+  /// Sends a `CreditWithdrawal` for `share(credits)` to the coordinator (other than `needy`,
+  /// answering withdrawals, none pending) that holds the most credits, at least `minimum`, among
+  /// those `qualifies` accepts; nothing unless `needy` is registered with no credit while no
+  /// slot is free and the executor is running.
+  private mutating func askBack(
+    toward needy: Int, minimum: Int, share: (Int) -> Int, qualifies: (Link, Session) -> Bool
+  ) -> [Action] {
+    guard lifecycle == .running, links.count > 1, links[needy].session != nil, links[needy].outstandingCredits == 0,
       unassignedSlots == 0
     else { return [] }
     var donor: Int?
     for index in links.indices where index != needy {
-      guard let session = links[index].session, session.withdrawals, !links[index].withdrawing, links[index].outstandingCredits >= 1 else {
+      let link = links[index]
+      guard let session = link.session, session.withdrawals, !link.withdrawing, link.outstandingCredits >= minimum, qualifies(link, session) else {
         continue
       }
-      if let last = links[index].lastLease, last.duration(to: now) < session.heartbeatInterval { continue }
-      if links[needy].granted {
-        guard let mine = links[needy].lastLease else { continue }
-        if let theirs = links[index].lastLease, theirs >= mine { continue }
-      }
-      if donor == nil || links[index].outstandingCredits > links[donor!].outstandingCredits { donor = index }
+      if donor == nil || link.outstandingCredits > links[donor!].outstandingCredits { donor = index }
     }
     guard let donor, let connection = links[donor].session?.connection else { return [] }
     links[donor].withdrawing = true
-    let count = (links[donor].outstandingCredits + 1) / 2
+    let count = share(links[donor].outstandingCredits)
     return [.send(.with { $0.withdrawal = .with { $0.credits = UInt32(count) } }, on: connection)]
   }
 
