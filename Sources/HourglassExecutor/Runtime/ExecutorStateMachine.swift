@@ -135,6 +135,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       if case .connected(let session) = state { return session }
       return nil
     }
+
+    /// The stream is open and registered.
+    var isRegistered: Bool {
+      if case .connected = state { return true }
+      return false
+    }
   }
 
   enum Lifecycle: Sendable, Equatable {
@@ -185,11 +191,11 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private var unassignedSlots: Int { max(0, freeSlots - outstandingCredits) }
 
   /// Coordinators with a registered stream.
-  var connectedCount: Int { links.count { $0.session != nil } }
+  var connectedCount: Int { links.count(where: \.isRegistered) }
 
   /// Whether every coordinator with a registered stream finds this executor's clock within its
   /// skew bound.
-  var eligibleEverywhere: Bool { links.allSatisfy { $0.session == nil || $0.eligible } }
+  var eligibleEverywhere: Bool { links.allSatisfy { !$0.isRegistered || $0.eligible } }
 
   /// The coordinator number of stream `connection`, while that stream is the link's current one.
   func coordinator(of connection: UInt64) -> Int? {
@@ -459,7 +465,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     // Results that waited for a connection go first (whichever coordinator granted them: any
     // coordinator of the cluster records a result by its fence); then renewals of this
     // coordinator's runs, and of every run if no other stream was up to carry them.
-    let othersUp = links.indices.contains { $0 != index && links[$0].session != nil }
+    let othersUp = links.indices.contains { $0 != index && links[$0].isRegistered }
     for key in runs.keys.sorted(by: { $0.description < $1.description }) {
       guard var run = runs[key] else { continue }
       switch run.phase {
@@ -640,7 +646,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var granted = Array(repeating: 0, count: links.count)
     while free > 0 {
       var best: Int?
-      for index in links.indices where links[index].session != nil && !links[index].withdrawing {
+      for index in links.indices where links[index].isRegistered && !links[index].withdrawing {
         guard let current = best else {
           best = index
           continue
@@ -705,7 +711,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private mutating func askBack(
     toward needy: Int, minimum: Int, share: (Int) -> Int, qualifies: (Link, Session) -> Bool
   ) -> [Action] {
-    guard lifecycle == .running, links.count > 1, links[needy].session != nil, links[needy].outstandingCredits == 0,
+    guard lifecycle == .running, links.count > 1, links[needy].isRegistered, links[needy].outstandingCredits == 0,
       unassignedSlots == 0
     else { return [] }
     var donor: Int?

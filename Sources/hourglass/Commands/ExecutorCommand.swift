@@ -61,8 +61,9 @@ struct ExecutorCommand: AsyncParsableCommand {
     for address in coordinators where HostPort.parseDialable(address) == nil {
       throw ValidationError("--coordinator \(address) is not HOST:PORT")
     }
-    if let repeated = coordinators.first(where: { address in coordinators.count { $0 == address } > 1 }) {
-      throw ValidationError("--coordinator \(repeated) is given twice")
+    var seen = Set<String>()
+    for address in coordinators where !seen.insert(address).inserted {
+      throw ValidationError("--coordinator \(address) is given twice")
     }
     if (try? DurationText.parse(drainGrace, field: "--drain-grace")) == nil {
       throw ValidationError("--drain-grace \(drainGrace) is not a duration such as 30s or 2m")
