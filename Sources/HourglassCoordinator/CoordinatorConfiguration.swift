@@ -1,3 +1,5 @@
+import HourglassTransport
+
 /// How the coordinator dispatches and leases; validated once at start-up.
 public struct CoordinatorConfiguration: Sendable, Hashable {
   /// This coordinator's name (lease owner records name executors; this names the coordinator in logs).
@@ -36,6 +38,11 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// renewed; renewed every third of it. A coordinator that stops without leaving gives its
   /// partitions up after this long.
   public var partitionLeaseMicros: Int64
+  /// In a cluster: the "host:port" executors reach this coordinator at, announced to every
+  /// executor of the cluster so that they connect here without being told (nil: executors
+  /// connect only if given this coordinator's address). With an address the coordinator joins
+  /// the membership before its first executor arrives, as one that does not dispatch yet.
+  public var advertiseAddress: String?
   /// In a cluster: how often the owned partitions' recent due entries are read again, catching
   /// any run another coordinator's notice did not bring (a lost connection, a clock ahead).
   public var clusterSweepMicros: Int64
@@ -82,6 +89,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       pastGraceMicros: 60_000_000,
       tokens: BearerTokens(),
       partitionLeaseMicros: 10_000_000,
+      advertiseAddress: nil,
       clusterSweepMicros: 5_000_000,
       finishedTaskRetentionMicros: 7 * 24 * 3_600_000_000,
       runHistoryRetentionMicros: 7 * 24 * 3_600_000_000,
@@ -117,6 +125,9 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     guard deletedTaskRetentionMicros >= 0 else { throw ConfigurationError(field: "deleted_task_retention", reason: "must not be negative") }
     try positive(purgeIntervalMicros, "purge_interval")
     guard purgeBatch >= 1 else { throw ConfigurationError(field: "purge_batch", reason: "must be at least 1") }
+    if let advertiseAddress, HostPort.parseDialable(advertiseAddress) == nil {
+      throw ConfigurationError(field: "advertise", reason: "\"\(advertiseAddress)\" is not HOST:PORT with a host and a port from 1 to 65535")
+    }
     guard blobSweepBatch >= 0 else { throw ConfigurationError(field: "blob_sweep_batch", reason: "must not be negative") }
   }
 }

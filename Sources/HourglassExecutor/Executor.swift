@@ -7,7 +7,8 @@ import ServiceLifecycle
 import Synchronization
 
 /// The worker runtime: keeps an `ExecutorService/Connect` stream to every coordinator it is
-/// given, shares its slots between them as credits, runs the leases it receives with the named
+/// given (and, with a ``CoordinatorDiscovery``, to every coordinator the cluster announces),
+/// shares its slots between them as credits, runs the leases it receives with the named
 /// operator, renews them, reports results, and fences itself when it cannot renew in time.
 ///
 /// A `Service`: `run()` returns after a graceful shutdown has drained the running tasks (or
@@ -33,6 +34,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
 
   private let configuration: ExecutorConfiguration
   private let transports: [any ClientTransport]
+  private let discovery: CoordinatorDiscovery?
   private let clock: C
   private let logger: Logger
   private let customOperators: [any Operator]
@@ -53,13 +55,16 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   ///   - metricsFactory: where the executor's metrics go (docs/operations.md): a Prometheus
   ///     registry's factory, or the global `MetricsSystem`'s by default (a no-op unless the
   ///     program bootstrapped it).
+  ///   - discovery: how to reach the coordinators a cluster announces besides `transports`;
+  ///     nil connects to `transports` only.
   public init(
     configuration: ExecutorConfiguration, transports: [any ClientTransport], clock: C, logger: Logger, operators: [any Operator] = [],
-    metricsFactory: any MetricsFactory = MetricsSystem.factory
+    metricsFactory: any MetricsFactory = MetricsSystem.factory, discovery: CoordinatorDiscovery? = nil
   ) {
     precondition(!transports.isEmpty, "an executor needs at least one coordinator")
     self.configuration = configuration
     self.transports = transports
+    self.discovery = discovery
     self.clock = clock
     self.logger = logger
     self.customOperators = operators
@@ -111,14 +116,17 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
         backoff: configuration.reconnectBackoff,
         drainGrace: configuration.drainGrace,
         closeTimeout: configuration.closeTimeout,
-        coordinators: transports.count
+        coordinators: transports.count,
+        discovery: discovery != nil
       ))
     let shell = Shell(
-      transports: transports, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID, metrics: metrics)
+      transports: transports, discovery: discovery, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID,
+      metrics: metrics)
     let metrics = self.metrics
     metrics.slots.record(configuration.slots)
     metrics.running.record(0)
     metrics.connected.record(0)
+    metrics.known.record(transports.count)
     metrics.eligible.record(1)
     logger.info(
       "executor starting",
@@ -169,10 +177,11 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             }
             done = shell.perform(actions, group: &group)
             metrics.running.record(machine.runs.count)
+            metrics.known.record(machine.knownCount)
             if done { break }
           }
         }
-        shell.tearDown()
+        shell.tearDown(group: &group)
         group.cancelAll()
       }
     } onGracefulShutdown: {
@@ -205,22 +214,28 @@ extension Executor where C == ContinuousClock {
       metricsFactory: metricsFactory)
   }
 
-  /// Creates an executor with a stream to each of `transports` (one per coordinator), counting
-  /// time on the continuous (monotonic) clock.
+  /// Creates an executor with a stream to each of `transports` (one per coordinator) and, with
+  /// `discovery`, to each coordinator the cluster announces, counting time on the continuous
+  /// (monotonic) clock.
   public convenience init(
     configuration: ExecutorConfiguration, transports: [any ClientTransport], logger: Logger, operators: [any Operator] = [],
-    metricsFactory: any MetricsFactory = MetricsSystem.factory
+    metricsFactory: any MetricsFactory = MetricsSystem.factory, discovery: CoordinatorDiscovery? = nil
   ) {
     self.init(
       configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger, operators: operators,
-      metricsFactory: metricsFactory)
+      metricsFactory: metricsFactory, discovery: discovery)
   }
 }
 
 extension Executor {
   /// Carries out the state machine's actions. Owned by the event loop's task alone.
   final class Shell {
-    private let transports: [any ClientTransport]
+    /// How to reach each coordinator, by its number: those given at start, then those learnt
+    /// from the cluster (made through `discovery`).
+    private var transports: [Int: any ClientTransport]
+    private let discovery: CoordinatorDiscovery?
+    /// The numbers of the transports `discovery` made, which the shell releases.
+    private var discovered: Set<Int> = []
     private let clock: C
     private let sink: AsyncStream<Event>.Continuation
     private let logger: Logger
@@ -237,10 +252,11 @@ extension Executor {
     private var cancellations: [RunKey: RunCancellation] = [:]
 
     init(
-      transports: [any ClientTransport], clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger, operators: [String: any Operator],
-      executorID: String, metrics: ExecutorMetrics
+      transports: [any ClientTransport], discovery: CoordinatorDiscovery?, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger,
+      operators: [String: any Operator], executorID: String, metrics: ExecutorMetrics
     ) {
-      self.transports = transports
+      self.transports = Dictionary(uniqueKeysWithValues: transports.enumerated().map { ($0.offset, $0.element) })
+      self.discovery = discovery
       self.clock = clock
       self.sink = sink
       self.logger = logger
@@ -278,7 +294,25 @@ extension Executor {
       for action in actions {
         switch action {
         case .connect(let connection, let coordinator):
-          openStream(connection, to: transports[coordinator])
+          if let transport = transports[coordinator] {
+            openStream(connection, to: transport)
+          } else {
+            // Its address could not be used (logged when announced): retried with backoff.
+            sink.yield(.connectionEnded(connection, "no usable address for this coordinator"))
+          }
+        case .addCoordinator(let coordinator, let address):
+          release(coordinator, group: &group)
+          guard let discovery else { break }
+          do {
+            transports[coordinator] = try discovery.connect(address)
+            discovered.insert(coordinator)
+          } catch {
+            logger.warning(
+              "cannot connect to an announced coordinator",
+              metadata: ["hourglass.executor_id": "\(executorID)", "hourglass.address": "\(address)", "hourglass.error": "\(error)"])
+          }
+        case .removeCoordinator(let coordinator):
+          release(coordinator, group: &group)
         case .send(let message, let connection):
           if case .withdrawal? = message.kind { metrics.creditWithdrawals.increment() }
           streams[connection]?.queue.yield(message)
@@ -324,7 +358,15 @@ extension Executor {
       return finished
     }
 
-    func tearDown() {
+    /// Releases the transport of coordinator `coordinator` if discovery made it (in a task of
+    /// the group: closing waits for the connection to end).
+    private func release(_ coordinator: Int, group: inout DiscardingTaskGroup) {
+      guard discovered.remove(coordinator) != nil, let transport = transports.removeValue(forKey: coordinator), let discovery else { return }
+      group.addTask { await discovery.release(transport) }
+    }
+
+    func tearDown(group: inout DiscardingTaskGroup) {
+      for coordinator in discovered { release(coordinator, group: &group) }
       timers.removeAll()
       sleeper?.task.cancel()
       sleeper = nil
@@ -436,5 +478,26 @@ extension Duration {
     let (seconds, attoseconds) = components
     let (scaled, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
     return overflow ? .max : scaled &+ attoseconds / 1_000_000_000
+  }
+}
+
+/// How an executor reaches the coordinators a cluster announces to it (`ClusterPeers`), beside
+/// those it was given: `hourglass executor` dials them over mutual TLS with its own
+/// certificate, tests through in-process transports.
+public struct CoordinatorDiscovery: Sendable {
+  /// Makes a transport to an announced "host:port"; throws for an address it cannot use (the
+  /// executor logs it and does not connect there).
+  public var connect: @Sendable (_ address: String) throws -> any ClientTransport
+  /// Releases a transport `connect` made, once its coordinator is no longer announced or the
+  /// executor stops (closes its connection).
+  public var release: @Sendable (any ClientTransport) async -> Void
+
+  /// Creates a discovery.
+  public init(
+    connect: @escaping @Sendable (_ address: String) throws -> any ClientTransport,
+    release: @escaping @Sendable (any ClientTransport) async -> Void = { _ in }
+  ) {
+    self.connect = connect
+    self.release = release
   }
 }

@@ -13,9 +13,9 @@ import HourglassCore
 /// Results are not fenced by partition: the run's own fence already names the one attempt whose
 /// result counts, and refusing it after a hand-over would turn a finished run into a repeated one.
 public protocol PartitionLeasing: TaskStore {
-  /// Records that coordinator `id` is alive until `expiresAt` and returns the coordinators
-  /// alive at `now` (it included), sorted.
-  func heartbeatCoordinator(_ id: String, now: Int64, expiresAt: Int64) async throws -> [String]
+  /// Records that `member` is alive until `expiresAt` (with its address and whether it
+  /// dispatches) and returns the coordinators alive at `now` (it included), sorted by id.
+  func heartbeatCoordinator(_ member: CoordinatorMember, now: Int64, expiresAt: Int64) async throws -> [CoordinatorMember]
 
   /// Removes coordinator `id` from the live set and gives up all its partition leases (at a
   /// graceful shutdown, so the others take its partitions at their next pass, not after expiry).
@@ -59,6 +59,24 @@ public protocol PartitionLeasing: TaskStore {
   /// sent while none was active are lost, so the caller then rereads what it may have missed.
   /// Throws when the store cannot be reached; the caller retries.
   func listen(onListening: @Sendable () async -> Void, _ receive: @Sendable ([ClusterNotice]) async -> Void) async throws
+}
+
+/// A coordinator in the cluster's membership.
+public struct CoordinatorMember: Sendable, Hashable {
+  /// Its configured id.
+  public var id: String
+  /// Where executors reach it ("host:port"), if it advertises an address.
+  public var address: String?
+  /// Whether it takes partitions: it has executors to dispatch to. One without heartbeats only
+  /// so that it can be announced to executors; partitions are spread over the others.
+  public var dispatching: Bool
+
+  /// Creates a member.
+  public init(id: String, address: String? = nil, dispatching: Bool = true) {
+    self.id = id
+    self.address = address
+    self.dispatching = dispatching
+  }
 }
 
 /// What a fenced ``PartitionLeasing/createLeases(_:now:fencedBy:)`` did.

@@ -148,6 +148,15 @@ enum PostgresMigrations {
           "CREATE INDEX tasks_blob ON tasks (blob_digest) WHERE blob_digest IS NOT NULL",
           "DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.blob_digest = blobs.digest)",
         ]),
+      Migration(
+        version: 9, name: "coordinator-addresses",
+        statements: [
+          // Where executors reach each coordinator (announced to them), and whether it
+          // dispatches: a coordinator with an address heartbeats before its first executor
+          // arrives, so that it can be announced, but owns no partition until then.
+          "ALTER TABLE coordinators ADD COLUMN address text",
+          "ALTER TABLE coordinators ADD COLUMN dispatching boolean NOT NULL DEFAULT true",
+        ]),
     ]
   }
 }

@@ -7,20 +7,21 @@ extension PostgresTaskStore: PartitionLeasing {
   /// The `LISTEN`/`NOTIFY` channel the coordinators of one database talk on.
   static let noticeChannel = "hourglass_cluster"
 
-  public func heartbeatCoordinator(_ id: String, now: Int64, expiresAt: Int64) async throws -> [String] {
+  public func heartbeatCoordinator(_ member: CoordinatorMember, now: Int64, expiresAt: Int64) async throws -> [CoordinatorMember] {
     try await transaction { [logger] connection in
       try await connection.query(
         """
-        INSERT INTO coordinators (id, expires_us) VALUES (\(id), \(expiresAt))
-        ON CONFLICT (id) DO UPDATE SET expires_us = excluded.expires_us
+        INSERT INTO coordinators (id, expires_us, address, dispatching) VALUES (\(member.id), \(expiresAt), \(member.address), \(member.dispatching))
+        ON CONFLICT (id) DO UPDATE SET
+          expires_us = excluded.expires_us, address = excluded.address, dispatching = excluded.dispatching
         """, logger: logger)
       // Rows of coordinators gone for a day are of no use to anyone.
       try await connection.query("DELETE FROM coordinators WHERE expires_us < \(now - 86_400_000_000)", logger: logger)
-      var alive: [String] = []
-      for try await member in try await connection.query(
-        "SELECT id FROM coordinators WHERE expires_us > \(now) ORDER BY id", logger: logger
-      ).decode(String.self) {
-        alive.append(member)
+      var alive: [CoordinatorMember] = []
+      for try await (id, address, dispatching) in try await connection.query(
+        "SELECT id, address, dispatching FROM coordinators WHERE expires_us > \(now) ORDER BY id", logger: logger
+      ).decode((String, String?, Bool).self) {
+        alive.append(CoordinatorMember(id: id, address: address, dispatching: dispatching))
       }
       return alive
     }

@@ -338,7 +338,7 @@ struct ClusterTests {
       // A coordinator that crashed (no release, no leave) held every partition until start + 10 s.
       let ghostExpiry = Harness.start + 10_000_000
       let store = cluster.stores[0]
-      _ = try await store.heartbeatCoordinator("ghost", now: Harness.start, expiresAt: ghostExpiry)
+      _ = try await store.heartbeatCoordinator(CoordinatorMember(id: "ghost"), now: Harness.start, expiresAt: ghostExpiry)
       let all = (Int32(0)..<4).map { Partition(rawValue: $0) }
       #expect(try await store.acquirePartitions(all, owner: "ghost", now: Harness.start, expiresAt: ghostExpiry).count == 4)
       let onB = try await cluster.executor("exec-b", via: 0)
@@ -399,8 +399,12 @@ struct ClusterTests {
   /// Runs `body` with a real executor (`exec-1`, the `exec` operator, `slots` slots) holding a
   /// stream to every coordinator of `cluster` (through transports the test can cut), once all
   /// of them count it; drains it afterwards. `body` gets the executor's temporary folder.
+  ///
+  /// With `given`, the executor is given only those coordinators, and learns the others from
+  /// the cluster's announcements: an address `ID.test:7443` reaches coordinator `ID` in process.
   static func withRealExecutor(
-    in cluster: ClusterHarness, slots: Int, _ body: (_ directory: String, _ transports: [SeveringTransport]) async throws -> Void
+    in cluster: ClusterHarness, slots: Int, given: [Int]? = nil,
+    _ body: (_ directory: String, _ transports: [SeveringTransport]) async throws -> Void
   ) async throws {
     var logger = Logger(label: "test.cluster.executor")
     logger.logLevel = .warning
@@ -413,10 +417,18 @@ struct ClusterTests {
     configuration.operators = ["exec"]
     configuration.temporaryDirectory = directory
     configuration.drainGrace = .seconds(5)
-    let transports = cluster.coordinators.map {
-      SeveringTransport(InProcessTransport(server: $0.server, peer: PeerIdentity(name: "exec-1", role: "executor")))
+    let peer = PeerIdentity(name: "exec-1", role: "executor")
+    let transports = (given ?? Array(cluster.coordinators.indices)).map {
+      SeveringTransport(InProcessTransport(server: cluster.coordinators[$0].server, peer: peer))
     }
-    let executor = Executor(configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger)
+    let discovery = CoordinatorDiscovery { address in
+      guard let index = cluster.ids.firstIndex(where: { "\($0).test:7443" == address }) else {
+        throw RPCError(code: .invalidArgument, message: "no coordinator at \(address)")
+      }
+      return InProcessTransport(server: cluster.coordinators[index].server, peer: peer)
+    }
+    let executor = Executor(
+      configuration: configuration, transports: transports, clock: ContinuousClock(), logger: logger, discovery: given == nil ? nil : discovery)
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask { try await executor.run() }
       for coordinator in cluster.coordinators {
@@ -443,6 +455,47 @@ struct ClusterTests {
         for coordinator in cluster.coordinators {
           try #require(await bounded("three results recorded") { await coordinator.waitUntilRecorded(3) } != nil)
         }
+        for id in scheduled { #expect(try await alice.get(id).taskStatus == .succeeded) }
+      }
+    }
+  }
+
+  @Test(
+    "an executor given one coordinator finds the other through the cluster's announcement, which then takes its share of the partitions"
+  )
+  func executorFindsAnAdvertisedCoordinator() async throws {
+    try await ClusterHarness.with(
+      ids: Self.ids,
+      configure: {
+        $0.skewBoundMicros = Int64.max / 4
+        $0.advertiseAddress = "\($0.coordinatorID).test:7443"
+        // Announcements travel in heartbeat acknowledgements: heartbeats every 50 ms (the
+        // executor's clock is real).
+        $0.heartbeatIntervalMicros = 50_000
+      }
+    ) { cluster in
+      // B has no executor: a membership pass heartbeats it as not dispatching, so it owns nothing.
+      await cluster.coordinators[1].dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(1).isEmpty)
+      try await Self.withRealExecutor(in: cluster, slots: 2, given: [0]) { _, _ in
+        try #require(await bounded("the executor registering with A") { await cluster.coordinators[0].dispatcher.waitUntilExecutorsConnected(1) } != nil)
+        // A's pass reads B's row; its next HeartbeatAck announces B, and the executor connects.
+        await cluster.coordinators[0].dispatcher.keepPartitionsPass()
+        let peers = await cluster.coordinators[0].dispatcher.clusterPeers
+        #expect(peers?.map(\.id) == ["coord-a", "coord-b"])
+        #expect(peers?.first { $0.id == "coord-b" }?.dispatching == false)
+        try #require(await bounded("the executor finding B") { await cluster.coordinators[1].dispatcher.waitUntilExecutorsConnected(1) } != nil)
+        try await cluster.converge()
+        #expect(!(await cluster.owned(1)).isEmpty, "B dispatches once its executor arrived")
+        var scheduled: [String] = []
+        for owner in cluster.coordinators.indices {
+          scheduled.append(try await cluster.schedule(via: 0, landingOn: owner, inSeconds: 1))
+        }
+        cluster.clock.advance(byMicros: 1_000_000)
+        for coordinator in cluster.coordinators {
+          try #require(await bounded("a result recorded") { await coordinator.waitUntilRecorded(1) } != nil)
+        }
+        let alice = cluster.client("alice", via: 1)
         for id in scheduled { #expect(try await alice.get(id).taskStatus == .succeeded) }
       }
     }

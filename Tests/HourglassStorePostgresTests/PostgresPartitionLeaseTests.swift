@@ -96,13 +96,28 @@ struct PostgresPartitionLeaseTests {
 
   @Test func membershipListsTheLiveCoordinatorsAndLeavingFreesPartitions() async throws {
     let (a, b) = try await Self.pair()
-    #expect(try await a.heartbeatCoordinator("a", now: 1_000, expiresAt: 11_000) == ["a"])
-    #expect(try await b.heartbeatCoordinator("b", now: 2_000, expiresAt: 12_000) == ["a", "b"])
-    #expect(try await b.heartbeatCoordinator("b", now: 11_500, expiresAt: 21_500) == ["b"], "a's heartbeat ran out")
+    func ids(_ members: [CoordinatorMember]) -> [String] { members.map(\.id) }
+    #expect(ids(try await a.heartbeatCoordinator(CoordinatorMember(id: "a"), now: 1_000, expiresAt: 11_000)) == ["a"])
+    #expect(ids(try await b.heartbeatCoordinator(CoordinatorMember(id: "b"), now: 2_000, expiresAt: 12_000)) == ["a", "b"])
+    #expect(ids(try await b.heartbeatCoordinator(CoordinatorMember(id: "b"), now: 11_500, expiresAt: 21_500)) == ["b"], "a's heartbeat ran out")
     _ = try await b.acquirePartitions([Partition(rawValue: 3)], owner: "b", now: 11_500, expiresAt: 21_500)
     try await b.leaveCluster("b")
-    #expect(try await a.heartbeatCoordinator("a", now: 12_000, expiresAt: 22_000) == ["a"])
+    #expect(ids(try await a.heartbeatCoordinator(CoordinatorMember(id: "a"), now: 12_000, expiresAt: 22_000)) == ["a"])
     #expect(try await a.acquirePartitions([Partition(rawValue: 3)], owner: "a", now: 12_000, expiresAt: 22_000).map(\.epoch) == [2])
+    try await a.close()
+    try await b.close()
+  }
+
+  @Test func membersCarryTheirAddressAndWhetherTheyDispatchAndEachHeartbeatUpdatesBoth() async throws {
+    let (a, b) = try await Self.pair()
+    let waiting = CoordinatorMember(id: "b", address: "10.0.0.2:7443", dispatching: false)
+    _ = try await b.heartbeatCoordinator(waiting, now: 1_000, expiresAt: 11_000)
+    let seen = try await a.heartbeatCoordinator(CoordinatorMember(id: "a"), now: 1_000, expiresAt: 11_000)
+    #expect(seen == [CoordinatorMember(id: "a", address: nil, dispatching: true), waiting])
+    // Its first executor arrived, and it moved.
+    let dispatching = CoordinatorMember(id: "b", address: "10.0.0.3:7443", dispatching: true)
+    _ = try await b.heartbeatCoordinator(dispatching, now: 2_000, expiresAt: 12_000)
+    #expect(try await a.heartbeatCoordinator(CoordinatorMember(id: "a"), now: 2_000, expiresAt: 12_000).last == dispatching)
     try await a.close()
     try await b.close()
   }

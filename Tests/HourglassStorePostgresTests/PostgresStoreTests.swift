@@ -15,7 +15,7 @@ struct PostgresStoreTests {
     #expect(
       try await store.appliedMigrations() == [
         "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index",
-        "0007-finished-tasks-index", "0008-blob-references",
+        "0007-finished-tasks-index", "0008-blob-references", "0009-coordinator-addresses",
       ])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
@@ -52,11 +52,27 @@ struct PostgresStoreTests {
     try await store.close()
     let upgraded = try await openTestStore(database: database)
     #expect(
-      try await upgraded.appliedMigrations().suffix(5) == [
+      try await upgraded.appliedMigrations().suffix(6) == [
         "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index", "0007-finished-tasks-index",
-        "0008-blob-references",
+        "0008-blob-references", "0009-coordinator-addresses",
       ])
     #expect(try await upgraded.task(id: id, owner: "alice")?.runsCompleted == 2)
+    try await upgraded.close()
+  }
+
+  @Test("migration 9 keeps the membership rows of coordinators that knew no address: they dispatch")
+  func coordinatorAddressesMigration() async throws {
+    let store = try await openTestStore()
+    _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 9")
+    _ = try await store.rows("ALTER TABLE coordinators DROP COLUMN address")
+    _ = try await store.rows("ALTER TABLE coordinators DROP COLUMN dispatching")
+    _ = try await store.rows("INSERT INTO coordinators (id, expires_us) VALUES ('older', 50000)")
+    let database = store.configuration.database
+    try await store.close()
+    let upgraded = try await openTestStore(database: database)
+    #expect(try await upgraded.appliedMigrations().last == "0009-coordinator-addresses")
+    let members = try await upgraded.heartbeatCoordinator(CoordinatorMember(id: "newer", address: "h:1", dispatching: false), now: 1, expiresAt: 60_000)
+    #expect(members == [CoordinatorMember(id: "newer", address: "h:1", dispatching: false), CoordinatorMember(id: "older", address: nil, dispatching: true)])
     try await upgraded.close()
   }
 

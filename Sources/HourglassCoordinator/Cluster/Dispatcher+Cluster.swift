@@ -7,9 +7,11 @@ import Logging
 ///
 /// Each coordinator with at least one executor connected heartbeats a membership row and, on
 /// every pass, takes the partitions that rendezvous hashing gives it among the live coordinators
-/// (``PartitionAssignment``) and gives up the others; the store's partition leases, with their
-/// epochs, fence its dispatch writes. A coordinator without executors could not run what it
-/// owns, so it stays out of the membership (and serves users' calls only) until one connects. Any
+/// that dispatch (``PartitionAssignment``) and gives up the others; the store's partition
+/// leases, with their epochs, fence its dispatch writes. A coordinator without executors could
+/// not run what it owns, so it takes no partition (and serves users' calls only) until one
+/// connects; if it advertises an address it still heartbeats a row marked as not dispatching,
+/// which the others announce to their executors (``clusterPeers``), so that executors find it. Any
 /// coordinator answers Schedule, Delete and the executors' results; a run that becomes due soon in
 /// a partition another coordinator owns is announced to that one (`NOTIFY`), and a periodic sweep
 /// of the owned partitions' recent due entries catches any notice that did not arrive.
@@ -217,22 +219,32 @@ extension Dispatcher {
 
   private func keepPartitionsPassAlone() async {
     guard let cluster, let ownership else { return }
-    guard !sessions.isEmpty else {
+    let me = configuration.coordinatorID
+    let dispatching = !sessions.isEmpty
+    if !dispatching {
       // Checked at a pass, not at each disconnection: an executor that reconnects at once does
       // not move partitions around.
       if joinedCluster {
         await leaveCluster(reason: "no executor connected")
       }
-      return
+      // Without an address to announce there is no reason to be in the membership at all.
+      guard configuration.advertiseAddress != nil else {
+        clusterPeers = nil
+        return
+      }
     }
-    let me = configuration.coordinatorID
     let now = clock.nowMicros()
     let expiresAt = now + configuration.partitionLeaseMicros
     do {
-      joinedCluster = true
-      let members = try await cluster.heartbeatCoordinator(me, now: now, expiresAt: expiresAt)
-      metrics.clusterCoordinators.record(Set(members + [me]).count)
-      let plan = PartitionAssignment(me: me, members: members, held: Set(ownership.epochs.keys), partitionCount: store.partitionCount)
+      if dispatching { joinedCluster = true }
+      let members = try await cluster.heartbeatCoordinator(
+        CoordinatorMember(id: me, address: configuration.advertiseAddress, dispatching: dispatching), now: now, expiresAt: expiresAt)
+      clusterPeers = members.filter { $0.address != nil }
+      guard dispatching else { return }
+      // Partitions go to the coordinators that dispatch; the others are only announced.
+      let dispatchers = members.filter(\.dispatching).map(\.id)
+      metrics.clusterCoordinators.record(Set(dispatchers + [me]).count)
+      let plan = PartitionAssignment(me: me, members: dispatchers, held: Set(ownership.epochs.keys), partitionCount: store.partitionCount)
       if !plan.release.isEmpty {
         // Out of the queue first, so nothing of these partitions is leased after the release.
         drop(plan.release, reason: "another coordinator is preferred")

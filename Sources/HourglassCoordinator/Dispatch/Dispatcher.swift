@@ -57,6 +57,10 @@ actor Dispatcher {
   var partitionsExpireAt: Int64?
   /// In a cluster, whether this coordinator is in the membership (it is while it has executors).
   var joinedCluster = false
+  /// In a cluster, the live coordinators that advertise an address, as the last membership pass
+  /// read them (this one included if it advertises): announced to executors in `Registered`
+  /// and `HeartbeatAck`. nil outside a cluster or before the first pass.
+  var clusterPeers: [CoordinatorMember]?
   /// Wakes ``keepPartitions()`` early (an executor connected to a coordinator not yet joined).
   let ownershipWake = WakeSignal()
   /// Waiting for this coordinator to own a number of partitions (a signal for tests).

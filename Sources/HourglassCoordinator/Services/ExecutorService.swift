@@ -55,7 +55,6 @@ struct ExecutorService: Sendable {
     registered.batches = true
     registered.withdrawals = true
     var hello = Hourglass_V1_CoordinatorMessage()
-    hello.registered = registered
 
     // Added to the pool before Registered is sent: an executor that has read Registered is one
     // the dispatcher counts (a cluster coordinator joins only with executors connected). It is
@@ -67,6 +66,10 @@ struct ExecutorService: Sendable {
       batches: registration.batches,
       send: { try await writer.write($0) }
     )
+    // Read after joining the pool: the membership pass a first executor triggers may already
+    // have announced this coordinator to the others.
+    if let peers = await dispatcher.clusterPeers { registered.cluster = Self.announcement(peers) }
+    hello.registered = registered
     do {
       try await writer.write(hello)
       // Results are recorded concurrently (a child task each, at most one per slot), so that
@@ -87,6 +90,19 @@ struct ExecutorService: Sendable {
     } catch {
       await dispatcher.removeExecutor(session: session)
       throw error
+    }
+  }
+
+  /// The coordinators an executor can connect to, as `Registered` and `HeartbeatAck` carry them.
+  static func announcement(_ peers: [CoordinatorMember]) -> Hourglass_V1_ClusterPeers {
+    .with {
+      $0.coordinators = peers.compactMap { member in
+        guard let address = member.address else { return nil }
+        return .with {
+          $0.coordinatorID = member.id
+          $0.address = address
+        }
+      }
     }
   }
 
@@ -111,6 +127,7 @@ struct ExecutorService: Sendable {
       ack.coordinatorTime = ProtoTime.timestamp(now)
       ack.measuredSkewMicros = skew
       ack.eligible = eligible
+      if let peers = await dispatcher.clusterPeers { ack.cluster = Self.announcement(peers) }
       var reply = Hourglass_V1_CoordinatorMessage()
       reply.heartbeatAck = ack
       try await writer.write(reply)

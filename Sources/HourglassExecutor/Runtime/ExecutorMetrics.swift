@@ -9,6 +9,8 @@ final class ExecutorMetrics: Sendable {
   private let executorID: String
   /// Coordinators with a registered stream.
   let connected: Gauge
+  /// Coordinators the executor keeps a link to: given at start, or announced by the cluster.
+  let known: Gauge
   /// Slots configured.
   let slots: Gauge
   /// Runs in progress.
@@ -32,6 +34,7 @@ final class ExecutorMetrics: Sendable {
     self.executorID = executorID
     let dimensions = [("executor", executorID)]
     connected = Gauge(label: "hourglass_executor_connected", dimensions: dimensions, factory: factory)
+    known = Gauge(label: "hourglass_executor_coordinators", dimensions: dimensions, factory: factory)
     slots = Gauge(label: "hourglass_executor_slots", dimensions: dimensions, factory: factory)
     running = Gauge(label: "hourglass_executor_running", dimensions: dimensions, factory: factory)
     eligible = Gauge(label: "hourglass_executor_eligible", dimensions: dimensions, factory: factory)

@@ -49,11 +49,26 @@ enum ExecutorTimer: Hashable, Sendable {
 /// no credit also takes half (its last one included) from one that has not used its credits for
 /// a heartbeat interval. Idle coordinators therefore keep about one credit each, and busy ones
 /// share the rest; `prefers(_:over:)` has the exact order.
+///
+/// **Coordinators learnt from the cluster.** A coordinator of a cluster announces the live
+/// coordinators that advertise an address (`ClusterPeers`, in `Registered` and every
+/// `HeartbeatAck`). With discovery on, the executor opens a link to each announced coordinator
+/// it holds none to, and gives up such a link once its stream is down and no registered
+/// coordinator announces it any more. Links given at start are never given up. A coordinator
+/// reached twice (its given address and its announced one) keeps the given link. Links keep
+/// their index for life (timers and runs name them by it): a coordinator announced again
+/// reuses its old one.
 struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
   enum Action: Sendable {
     /// Open stream number `connection` to coordinator number `coordinator` (its first message,
     /// `Register`, follows as `.send`).
     case connect(connection: UInt64, coordinator: Int)
+    /// Coordinator number `coordinator` was announced at `address`: make (or remake) the
+    /// transport its streams go through.
+    case addCoordinator(Int, address: String)
+    /// Coordinator number `coordinator`, learnt from the cluster, is given up: release its
+    /// transport.
+    case removeCoordinator(Int)
     /// Send `message` on stream `connection`.
     case send(Hourglass_V1_ExecutorMessage, on: UInt64)
     /// Send a heartbeat stamped with the wall clock on stream `connection`.
@@ -83,6 +98,11 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var closeTimeout: Duration
     /// How many coordinators the executor connects to, each on a link of its own.
     var coordinators: Int = 1
+    /// Whether coordinators announced by the cluster get links of their own.
+    var discovery: Bool = false
+    /// Most links to coordinators learnt from the cluster (a bound against a peer announcing
+    /// without end).
+    var maxDiscovered: Int = 64
   }
 
   struct Session: Sendable {
@@ -106,6 +126,17 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     }
 
     var state: State = .idle
+    /// The coordinator's id: announced with it, or learnt when its stream registered (kept
+    /// while the stream is down).
+    var coordinatorID: String?
+    /// Where the coordinator was announced, for a link learnt from the cluster; nil for a
+    /// link given at start.
+    var announcedAddress: String?
+    /// A link learnt from the cluster that is given up: no stream, no retries.
+    var retired = false
+    /// The coordinators this one announced last (id → address), while its stream is
+    /// registered; nil when it announces none (alone, or an older version).
+    var peers: [String: String]?
     /// Leases this coordinator may still push.
     var outstandingCredits = 0
     /// A `CreditWithdrawal` on this stream awaits its answer.
@@ -176,6 +207,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private(set) var lifecycle: Lifecycle = .running
   private(set) var runs: [RunKey: Run] = [:]
   private var nextConnection: UInt64 = 0
+  /// Whether the limit of links learnt from the cluster has been logged (once).
+  private var discoveryLimitLogged = false
 
   init(settings: Settings) {
     self.settings = settings
@@ -192,6 +225,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
   /// Coordinators with a registered stream.
   var connectedCount: Int { links.count(where: \.isRegistered) }
+
+  /// Coordinators the executor keeps a link to: those given at start and those learnt from
+  /// the cluster, not given up.
+  var knownCount: Int { links.count { !$0.retired } }
 
   /// Whether every coordinator with a registered stream finds this executor's clock within its
   /// skew bound.
@@ -226,6 +263,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     guard let index = coordinator(of: connection) else { return [] }
     links[index].outstandingCredits = 0
     links[index].withdrawing = false
+    links[index].peers = nil
     var actions: [Action] = [.cancelTimer(.heartbeat(index))]
     if lifecycle == .closing {
       links[index].state = .idle
@@ -239,6 +277,15 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       // Nothing of this coordinator's is left to report: no need to reach it again.
       links[index].state = .idle
       return actions + [.log(.info, "the stream to coordinator \(index + 1) ended while draining (\(error ?? "closed by the coordinator"))", run: nil)]
+    }
+    if lifecycle == .running, let id = links[index].coordinatorID, links[index].announcedAddress != nil,
+      let membership = announcedMembership(), membership[id] == nil
+    {
+      // Learnt from the cluster, which no longer announces it: not worth reaching again.
+      return actions + [
+        .log(.info, "the stream to \(name(index)) ended (\(error ?? "closed by the coordinator")); no coordinator announces it any more", run: nil)
+      ]
+        + retire(index) + distributeCredits()
     }
     let delay = settings.backoff.delay(attempt: links[index].failedAttempts, random: random)
     links[index].failedAttempts += 1
@@ -455,10 +502,22 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       batches: registered.batches,
       withdrawals: registered.withdrawals
     )
+    var actions: [Action] = []
+    if let twin = twin(of: index, id: registered.coordinatorID) {
+      // Two links to one coordinator: the one learnt from the cluster goes.
+      if links[index].announcedAddress != nil {
+        return [.log(.info, "coordinator \(registered.coordinatorID) is already reached through another address; dropping this one", run: nil)]
+          + retire(index)
+      }
+      actions += [.log(.info, "coordinator \(registered.coordinatorID) is reached through its given address; dropping the announced one", run: nil)]
+      actions += retire(twin)
+      for (key, run) in runs where run.coordinator == twin { runs[key]?.coordinator = index }
+    }
+    links[index].coordinatorID = registered.coordinatorID
     links[index].state = .connected(session)
     links[index].failedAttempts = 0
     links[index].granted = false
-    var actions: [Action] = [
+    actions += [
       .log(.info, "registered with coordinator \(registered.coordinatorID)", run: nil),
       .schedule(.heartbeat(index), at: now.advanced(by: session.heartbeatInterval)),
     ]
@@ -482,6 +541,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     }
     switch lifecycle {
     case .running:
+      if registered.hasCluster { actions += learn(registered.cluster, from: index) }
       actions += distributeCredits() + rebalance(toward: index)
     case .draining(let deadline, _):
       actions.append(.send(Self.draining(max(.zero, now.duration(to: deadline))), on: connection))
@@ -532,6 +592,11 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   }
 
   private mutating func handleHeartbeatAck(_ ack: Hourglass_V1_HeartbeatAck, coordinator index: Int, now: Instant) -> [Action] {
+    let learnt = ack.hasCluster ? learn(ack.cluster, from: index) : []
+    return learnt + handleEligibility(ack, coordinator: index, now: now)
+  }
+
+  private mutating func handleEligibility(_ ack: Hourglass_V1_HeartbeatAck, coordinator index: Int, now: Instant) -> [Action] {
     let wasEligible = links[index].eligible
     links[index].eligible = ack.eligible
     if let sentAt = links[index].heartbeatsInFlight[ack.sequence] {
@@ -604,7 +669,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   // MARK: Helpers
 
   private func name(_ index: Int) -> String {
-    if let id = links[index].session?.coordinatorID, !id.isEmpty { return "coordinator \(id)" }
+    if let id = links[index].coordinatorID, !id.isEmpty { return "coordinator \(id)" }
     return links.count == 1 ? "the coordinator" : "coordinator \(index + 1) of \(links.count)"
   }
 
@@ -625,6 +690,90 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       }
     }
     return [.connect(connection: nextConnection, coordinator: index), .send(register, on: nextConnection)]
+  }
+
+  // MARK: Coordinators learnt from the cluster
+
+  /// Coordinator `index` announced `peers`: open a link to each one no link reaches, and give
+  /// up the links learnt earlier that no registered coordinator announces and whose stream is
+  /// down. Nothing unless discovery is on and the executor is running.
+  private mutating func learn(_ peers: Hourglass_V1_ClusterPeers, from index: Int) -> [Action] {
+    var announced: [String: String] = [:]
+    for peer in peers.coordinators where !peer.coordinatorID.isEmpty && !peer.address.isEmpty {
+      announced[peer.coordinatorID] = peer.address
+    }
+    links[index].peers = announced
+    guard settings.discovery, lifecycle == .running, let membership = announcedMembership() else { return [] }
+    var actions: [Action] = []
+    for (id, address) in membership.sorted(by: { $0.key < $1.key }) {
+      if let known = links.firstIndex(where: { !$0.retired && $0.coordinatorID == id }) {
+        // A learnt coordinator now announced elsewhere, while its stream is down: reach it there.
+        if let old = links[known].announcedAddress, old != address, case .backingOff = links[known].state {
+          links[known].announcedAddress = address
+          actions.append(.log(.info, "\(name(known)) is now announced at \(address)", run: nil))
+          actions.append(.addCoordinator(known, address: address))
+        }
+        continue
+      }
+      let slot: Int
+      if let retired = links.firstIndex(where: { $0.retired && $0.coordinatorID == id }) {
+        slot = retired
+      } else if links.count(where: { $0.announcedAddress != nil || $0.retired }) < settings.maxDiscovered {
+        links.append(Link())
+        slot = links.count - 1
+      } else {
+        if !discoveryLimitLogged {
+          discoveryLimitLogged = true
+          actions.append(
+            .log(.warning, "the cluster announces more coordinators than this executor connects to (\(settings.maxDiscovered)); ignoring the rest", run: nil))
+        }
+        continue
+      }
+      links[slot] = Link()
+      links[slot].coordinatorID = id
+      links[slot].announcedAddress = address
+      actions.append(.log(.info, "connecting to coordinator \(id) at \(address), announced by \(name(index))", run: nil))
+      actions.append(.addCoordinator(slot, address: address))
+      actions += connect(slot)
+    }
+    for other in links.indices where links[other].announcedAddress != nil && !links[other].retired {
+      guard let id = links[other].coordinatorID, membership[id] == nil, case .backingOff = links[other].state else { continue }
+      actions.append(.log(.info, "\(name(other)) is no longer announced; giving it up", run: nil))
+      actions += retire(other)
+    }
+    return actions
+  }
+
+  /// The coordinators the registered ones announce, together; nil when none announces any
+  /// (then nothing is known to be gone).
+  private func announcedMembership() -> [String: String]? {
+    var membership: [String: String]?
+    for link in links where link.isRegistered {
+      guard let peers = link.peers else { continue }
+      membership = (membership ?? [:]).merging(peers) { first, _ in first }
+    }
+    return membership
+  }
+
+  /// Another link that reaches coordinator `id`, where one of the two was learnt from the
+  /// cluster (two given addresses of one coordinator are the operator's choice).
+  private func twin(of index: Int, id: String) -> Int? {
+    links.indices.first { other in
+      other != index && !links[other].retired && links[other].coordinatorID == id
+        && (links[other].announcedAddress != nil || links[index].announcedAddress != nil)
+    }
+  }
+
+  /// Gives up link `index` (learnt from the cluster): its stream, timers, credits and transport.
+  /// Its runs report through the other links, as any run whose coordinator is down does.
+  private mutating func retire(_ index: Int) -> [Action] {
+    var actions: [Action] = [.cancelTimer(.heartbeat(index)), .cancelTimer(.reconnect(index))]
+    if let connection = links[index].connection { actions.append(.abandonStream(connection)) }
+    let id = links[index].coordinatorID
+    links[index] = Link()
+    links[index].coordinatorID = id
+    links[index].retired = true
+    return actions + [.removeCoordinator(index)]
   }
 
   /// The stream a run's renewals and result go on: its own coordinator's, or while that one is

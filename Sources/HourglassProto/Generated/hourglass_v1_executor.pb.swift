@@ -332,12 +332,55 @@ public nonisolated struct Hourglass_V1_Registered: Sendable {
   /// The coordinator answers `CreditWithdrawal`.
   public var withdrawals: Bool = false
 
+  /// The coordinators of the cluster, as this coordinator last read them; absent from a
+  /// coordinator that is alone (SQLite) or does not announce its peers.
+  public var cluster: Hourglass_V1_ClusterPeers {
+    get {_cluster ?? Hourglass_V1_ClusterPeers()}
+    set {_cluster = newValue}
+  }
+  /// Returns true if `cluster` has been explicitly set.
+  public var hasCluster: Bool {self._cluster != nil}
+  /// Clears the value of `cluster`. Subsequent reads from it will return its default value.
+  public mutating func clearCluster() {self._cluster = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _heartbeatInterval: SwiftProtobuf.Google_Protobuf_Duration? = nil
   fileprivate var _leaseDuration: SwiftProtobuf.Google_Protobuf_Duration? = nil
+  fileprivate var _cluster: Hourglass_V1_ClusterPeers? = nil
+}
+
+/// A coordinator that executors can connect to.
+public nonisolated struct Hourglass_V1_CoordinatorPeer: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var coordinatorID: String = String()
+
+  /// "host:port" of its listener, as the coordinator advertises it (`--advertise`).
+  public var address: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Every live coordinator of the cluster that advertises an address (the sender included when
+/// it advertises one), whether or not it dispatches yet. An executor connects to each one it
+/// holds no stream to: that is how a coordinator added to a cluster gets its first executors.
+public nonisolated struct Hourglass_V1_ClusterPeers: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var coordinators: [Hourglass_V1_CoordinatorPeer] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// Permission for the coordinator to push `credits` more leases (one per free slot).
@@ -439,11 +482,22 @@ public nonisolated struct Hourglass_V1_HeartbeatAck: Sendable {
   /// False while the executor's skew is beyond the bound: it receives no leases.
   public var eligible: Bool = false
 
+  /// As in `Registered.cluster`, read again at the coordinator's last membership pass.
+  public var cluster: Hourglass_V1_ClusterPeers {
+    get {_cluster ?? Hourglass_V1_ClusterPeers()}
+    set {_cluster = newValue}
+  }
+  /// Returns true if `cluster` has been explicitly set.
+  public var hasCluster: Bool {self._cluster != nil}
+  /// Clears the value of `cluster`. Subsequent reads from it will return its default value.
+  public mutating func clearCluster() {self._cluster = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _coordinatorTime: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
+  fileprivate var _cluster: Hourglass_V1_ClusterPeers? = nil
 }
 
 /// A run pushed to an executor under a lease.
@@ -1102,7 +1156,7 @@ nonisolated extension Hourglass_V1_Register: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Registered"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}coordinator_id\0\u{3}heartbeat_interval\0\u{3}lease_duration\0\u{1}batches\0\u{1}withdrawals\0\u{c}\u{6}\u{5}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}coordinator_id\0\u{3}heartbeat_interval\0\u{3}lease_duration\0\u{1}batches\0\u{1}withdrawals\0\u{1}cluster\0\u{c}\u{7}\u{4}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1115,6 +1169,7 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
       case 3: try { try decoder.decodeSingularMessageField(value: &self._leaseDuration) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.batches) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.withdrawals) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._cluster) }()
       default: break
       }
     }
@@ -1140,6 +1195,9 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
     if self.withdrawals != false {
       try visitor.visitSingularBoolField(value: self.withdrawals, fieldNumber: 5)
     }
+    try { if let v = self._cluster {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1149,6 +1207,72 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
     if lhs._leaseDuration != rhs._leaseDuration {return false}
     if lhs.batches != rhs.batches {return false}
     if lhs.withdrawals != rhs.withdrawals {return false}
+    if lhs._cluster != rhs._cluster {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hourglass_V1_CoordinatorPeer: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CoordinatorPeer"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}coordinator_id\0\u{1}address\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.coordinatorID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.coordinatorID.isEmpty {
+      try visitor.visitSingularStringField(value: self.coordinatorID, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hourglass_V1_CoordinatorPeer, rhs: Hourglass_V1_CoordinatorPeer) -> Bool {
+    if lhs.coordinatorID != rhs.coordinatorID {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hourglass_V1_ClusterPeers: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClusterPeers"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}coordinators\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.coordinators) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.coordinators.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.coordinators, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hourglass_V1_ClusterPeers, rhs: Hourglass_V1_ClusterPeers) -> Bool {
+    if lhs.coordinators != rhs.coordinators {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1300,7 +1424,7 @@ nonisolated extension Hourglass_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Hourglass_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatAck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}coordinator_time\0\u{3}measured_skew_micros\0\u{1}eligible\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}coordinator_time\0\u{3}measured_skew_micros\0\u{1}eligible\0\u{1}cluster\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1312,6 +1436,7 @@ nonisolated extension Hourglass_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftPro
       case 2: try { try decoder.decodeSingularMessageField(value: &self._coordinatorTime) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.measuredSkewMicros) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.eligible) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._cluster) }()
       default: break
       }
     }
@@ -1334,6 +1459,9 @@ nonisolated extension Hourglass_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftPro
     if self.eligible != false {
       try visitor.visitSingularBoolField(value: self.eligible, fieldNumber: 4)
     }
+    try { if let v = self._cluster {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1342,6 +1470,7 @@ nonisolated extension Hourglass_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftPro
     if lhs._coordinatorTime != rhs._coordinatorTime {return false}
     if lhs.measuredSkewMicros != rhs.measuredSkewMicros {return false}
     if lhs.eligible != rhs.eligible {return false}
+    if lhs._cluster != rhs._cluster {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

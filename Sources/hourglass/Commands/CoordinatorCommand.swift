@@ -37,6 +37,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
       """)
   var id: String?
 
+  @Option(
+    help: """
+      On PostgreSQL: the HOST:PORT executors reach this coordinator at. The cluster announces it \
+      to every executor, which then connects here without being given the address.
+      """)
+  var advertise: String?
+
   @Option(help: "Lease length in seconds.")
   var leaseSeconds: Double = 30
 
@@ -76,6 +83,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
       throw ValidationError("the --…-retention-hours options must not be negative")
     }
     guard sqliteWriterCacheMib >= 0 else { throw ValidationError("--sqlite-writer-cache-mib must not be negative") }
+    if let advertise, HostPort.parseDialable(advertise) == nil {
+      throw ValidationError("--advertise: expected HOST:PORT with a host and a port other than 0, got \(advertise)")
+    }
   }
 
   /// Hours as microseconds.
@@ -90,6 +100,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     let taskStore = try await Self.openStore(store, sqliteWriterCacheMiB: sqliteWriterCacheMib, logger: logger)
     var configuration = CoordinatorConfiguration.defaults
     configuration.coordinatorID = id ?? ProcessInfo.processInfo.hostName
+    configuration.advertiseAddress = advertise
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
     configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Self.micros(hours: runHistoryRetentionHours)

@@ -19,7 +19,9 @@ struct ExecutorCommand: AsyncParsableCommand {
       SIGINT it stops taking leases, lets running tasks finish for --drain-grace, kills what is \
       left, and exits. With several --coordinator addresses (the coordinators of a cluster) it \
       holds a stream to each at once and shares its slots between them; one that cannot be \
-      reached is retried with backoff while the others go on.
+      reached is retried with backoff while the others go on. In a cluster it also connects to \
+      every coordinator the others announce (those started with --advertise), so one address is \
+      enough to join; --no-discover keeps it to its --coordinator addresses.
 
       Example:
         hourglass executor --coordinator coord-1.example:7443 --ca ca.pem --cert executor.pem \\
@@ -47,6 +49,9 @@ struct ExecutorCommand: AsyncParsableCommand {
 
   @Option(name: .customLong("operators"), help: "Operators to offer, comma-separated: exec, noop.")
   var operators: String = "exec,noop"
+
+  @Flag(name: .customLong("discover"), inversion: .prefixedNo, help: "Also connect to the coordinators the cluster announces.")
+  var discover = true
 
   @Option(name: .customLong("drain-grace"), help: "How long running tasks may finish after SIGTERM, e.g. 30s, 2m.")
   var drainGrace: String = "30s"
@@ -105,7 +110,15 @@ struct ExecutorCommand: AsyncParsableCommand {
     let metrics = try await observability.metrics(logger: logger)
     // A stream to every coordinator: each dispatches its own partitions, and the executor's
     // slots follow whichever of them has runs (docs/executor.md, "Several coordinators").
-    let executor = Executor(configuration: configuration, transports: connections, logger: logger, metricsFactory: metrics.factory)
+    // And to every coordinator the cluster announces, with the same certificate.
+    let discovery = CoordinatorDiscovery(
+      connect: { [logger] address in
+        guard let (host, port) = HostPort.parseDialable(address) else { throw ValidationError("\(address) is not HOST:PORT") }
+        return try RPCTLSConnection(configuration: .init(host: host, port: port, credentials: credentials), logger: logger)
+      },
+      release: { transport in await (transport as? RPCTLSConnection)?.close() })
+    let executor = Executor(
+      configuration: configuration, transports: connections, logger: logger, metricsFactory: metrics.factory, discovery: discover ? discovery : nil)
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
       .init(service: executor, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
     ]

@@ -187,6 +187,96 @@ void   hourglass__v1__registered__free_unpacked
   assert(message->base.descriptor == &hourglass__v1__registered__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   hourglass__v1__coordinator_peer__init
+                     (Hourglass__V1__CoordinatorPeer         *message)
+{
+  static const Hourglass__V1__CoordinatorPeer init_value = HOURGLASS__V1__COORDINATOR_PEER__INIT;
+  *message = init_value;
+}
+size_t hourglass__v1__coordinator_peer__get_packed_size
+                     (const Hourglass__V1__CoordinatorPeer *message)
+{
+  assert(message->base.descriptor == &hourglass__v1__coordinator_peer__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t hourglass__v1__coordinator_peer__pack
+                     (const Hourglass__V1__CoordinatorPeer *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &hourglass__v1__coordinator_peer__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t hourglass__v1__coordinator_peer__pack_to_buffer
+                     (const Hourglass__V1__CoordinatorPeer *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &hourglass__v1__coordinator_peer__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Hourglass__V1__CoordinatorPeer *
+       hourglass__v1__coordinator_peer__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Hourglass__V1__CoordinatorPeer *)
+     protobuf_c_message_unpack (&hourglass__v1__coordinator_peer__descriptor,
+                                allocator, len, data);
+}
+void   hourglass__v1__coordinator_peer__free_unpacked
+                     (Hourglass__V1__CoordinatorPeer *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &hourglass__v1__coordinator_peer__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   hourglass__v1__cluster_peers__init
+                     (Hourglass__V1__ClusterPeers         *message)
+{
+  static const Hourglass__V1__ClusterPeers init_value = HOURGLASS__V1__CLUSTER_PEERS__INIT;
+  *message = init_value;
+}
+size_t hourglass__v1__cluster_peers__get_packed_size
+                     (const Hourglass__V1__ClusterPeers *message)
+{
+  assert(message->base.descriptor == &hourglass__v1__cluster_peers__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t hourglass__v1__cluster_peers__pack
+                     (const Hourglass__V1__ClusterPeers *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &hourglass__v1__cluster_peers__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t hourglass__v1__cluster_peers__pack_to_buffer
+                     (const Hourglass__V1__ClusterPeers *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &hourglass__v1__cluster_peers__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Hourglass__V1__ClusterPeers *
+       hourglass__v1__cluster_peers__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Hourglass__V1__ClusterPeers *)
+     protobuf_c_message_unpack (&hourglass__v1__cluster_peers__descriptor,
+                                allocator, len, data);
+}
+void   hourglass__v1__cluster_peers__free_unpacked
+                     (Hourglass__V1__ClusterPeers *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &hourglass__v1__cluster_peers__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   hourglass__v1__credit_grant__init
                      (Hourglass__V1__CreditGrant         *message)
 {
@@ -1223,7 +1313,7 @@ const ProtobufCMessageDescriptor hourglass__v1__register__descriptor =
   (ProtobufCMessageInit) hourglass__v1__register__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descriptors[5] =
+static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descriptors[6] =
 {
   {
     "coordinator_id",
@@ -1285,9 +1375,22 @@ static const ProtobufCFieldDescriptor hourglass__v1__registered__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cluster",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__Registered, cluster),
+    &hourglass__v1__cluster_peers__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__registered__field_indices_by_name[] = {
   3,   /* field[3] = batches */
+  5,   /* field[5] = cluster */
   0,   /* field[0] = coordinator_id */
   1,   /* field[1] = heartbeat_interval */
   2,   /* field[2] = lease_duration */
@@ -1296,7 +1399,7 @@ static const unsigned hourglass__v1__registered__field_indices_by_name[] = {
 static const ProtobufCIntRange hourglass__v1__registered__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor =
 {
@@ -1306,11 +1409,100 @@ const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor =
   "Hourglass__V1__Registered",
   "hourglass.v1",
   sizeof(Hourglass__V1__Registered),
-  5,
+  6,
   hourglass__v1__registered__field_descriptors,
   hourglass__v1__registered__field_indices_by_name,
   1,  hourglass__v1__registered__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__registered__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor hourglass__v1__coordinator_peer__field_descriptors[2] =
+{
+  {
+    "coordinator_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__CoordinatorPeer, coordinator_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "address",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__CoordinatorPeer, address),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned hourglass__v1__coordinator_peer__field_indices_by_name[] = {
+  1,   /* field[1] = address */
+  0,   /* field[0] = coordinator_id */
+};
+static const ProtobufCIntRange hourglass__v1__coordinator_peer__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 2 }
+};
+const ProtobufCMessageDescriptor hourglass__v1__coordinator_peer__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "hourglass.v1.CoordinatorPeer",
+  "CoordinatorPeer",
+  "Hourglass__V1__CoordinatorPeer",
+  "hourglass.v1",
+  sizeof(Hourglass__V1__CoordinatorPeer),
+  2,
+  hourglass__v1__coordinator_peer__field_descriptors,
+  hourglass__v1__coordinator_peer__field_indices_by_name,
+  1,  hourglass__v1__coordinator_peer__number_ranges,
+  (ProtobufCMessageInit) hourglass__v1__coordinator_peer__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor hourglass__v1__cluster_peers__field_descriptors[1] =
+{
+  {
+    "coordinators",
+    1,
+    PROTOBUF_C_LABEL_REPEATED,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__ClusterPeers, n_coordinators),
+    offsetof(Hourglass__V1__ClusterPeers, coordinators),
+    &hourglass__v1__coordinator_peer__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned hourglass__v1__cluster_peers__field_indices_by_name[] = {
+  0,   /* field[0] = coordinators */
+};
+static const ProtobufCIntRange hourglass__v1__cluster_peers__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 1 }
+};
+const ProtobufCMessageDescriptor hourglass__v1__cluster_peers__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "hourglass.v1.ClusterPeers",
+  "ClusterPeers",
+  "Hourglass__V1__ClusterPeers",
+  "hourglass.v1",
+  sizeof(Hourglass__V1__ClusterPeers),
+  1,
+  hourglass__v1__cluster_peers__field_descriptors,
+  hourglass__v1__cluster_peers__field_indices_by_name,
+  1,  hourglass__v1__cluster_peers__number_ranges,
+  (ProtobufCMessageInit) hourglass__v1__cluster_peers__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor hourglass__v1__credit_grant__field_descriptors[1] =
@@ -1517,7 +1709,7 @@ const ProtobufCMessageDescriptor hourglass__v1__heartbeat__descriptor =
   (ProtobufCMessageInit) hourglass__v1__heartbeat__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__heartbeat_ack__field_descriptors[4] =
+static const ProtobufCFieldDescriptor hourglass__v1__heartbeat_ack__field_descriptors[5] =
 {
   {
     "sequence",
@@ -1567,8 +1759,21 @@ static const ProtobufCFieldDescriptor hourglass__v1__heartbeat_ack__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cluster",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__HeartbeatAck, cluster),
+    &hourglass__v1__cluster_peers__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__heartbeat_ack__field_indices_by_name[] = {
+  4,   /* field[4] = cluster */
   1,   /* field[1] = coordinator_time */
   3,   /* field[3] = eligible */
   2,   /* field[2] = measured_skew_micros */
@@ -1577,7 +1782,7 @@ static const unsigned hourglass__v1__heartbeat_ack__field_indices_by_name[] = {
 static const ProtobufCIntRange hourglass__v1__heartbeat_ack__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__heartbeat_ack__descriptor =
 {
@@ -1587,7 +1792,7 @@ const ProtobufCMessageDescriptor hourglass__v1__heartbeat_ack__descriptor =
   "Hourglass__V1__HeartbeatAck",
   "hourglass.v1",
   sizeof(Hourglass__V1__HeartbeatAck),
-  4,
+  5,
   hourglass__v1__heartbeat_ack__field_descriptors,
   hourglass__v1__heartbeat_ack__field_indices_by_name,
   1,  hourglass__v1__heartbeat_ack__number_ranges,

@@ -21,6 +21,8 @@ typedef struct Hourglass__V1__ExecutorMessage Hourglass__V1__ExecutorMessage;
 typedef struct Hourglass__V1__CoordinatorMessage Hourglass__V1__CoordinatorMessage;
 typedef struct Hourglass__V1__Register Hourglass__V1__Register;
 typedef struct Hourglass__V1__Registered Hourglass__V1__Registered;
+typedef struct Hourglass__V1__CoordinatorPeer Hourglass__V1__CoordinatorPeer;
+typedef struct Hourglass__V1__ClusterPeers Hourglass__V1__ClusterPeers;
 typedef struct Hourglass__V1__CreditGrant Hourglass__V1__CreditGrant;
 typedef struct Hourglass__V1__CreditWithdrawal Hourglass__V1__CreditWithdrawal;
 typedef struct Hourglass__V1__CreditsWithdrawn Hourglass__V1__CreditsWithdrawn;
@@ -191,10 +193,48 @@ struct  Hourglass__V1__Registered
    * The coordinator answers `CreditWithdrawal`.
    */
   protobuf_c_boolean withdrawals;
+  /*
+   * The coordinators of the cluster, as this coordinator last read them; absent from a
+   * coordinator that is alone (SQLite) or does not announce its peers.
+   */
+  Hourglass__V1__ClusterPeers *cluster;
 };
 #define HOURGLASS__V1__REGISTERED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__registered__descriptor) \
-    , (char *)protobuf_c_empty_string, NULL, NULL, 0, 0 }
+    , (char *)protobuf_c_empty_string, NULL, NULL, 0, 0, NULL }
+
+
+/*
+ * A coordinator that executors can connect to.
+ */
+struct  Hourglass__V1__CoordinatorPeer
+{
+  ProtobufCMessage base;
+  char *coordinator_id;
+  /*
+   * "host:port" of its listener, as the coordinator advertises it (`--advertise`).
+   */
+  char *address;
+};
+#define HOURGLASS__V1__COORDINATOR_PEER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__coordinator_peer__descriptor) \
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
+
+
+/*
+ * Every live coordinator of the cluster that advertises an address (the sender included when
+ * it advertises one), whether or not it dispatches yet. An executor connects to each one it
+ * holds no stream to: that is how a coordinator added to a cluster gets its first executors.
+ */
+struct  Hourglass__V1__ClusterPeers
+{
+  ProtobufCMessage base;
+  size_t n_coordinators;
+  Hourglass__V1__CoordinatorPeer **coordinators;
+};
+#define HOURGLASS__V1__CLUSTER_PEERS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__cluster_peers__descriptor) \
+    , 0,NULL }
 
 
 /*
@@ -278,10 +318,14 @@ struct  Hourglass__V1__HeartbeatAck
    * False while the executor's skew is beyond the bound: it receives no leases.
    */
   protobuf_c_boolean eligible;
+  /*
+   * As in `Registered.cluster`, read again at the coordinator's last membership pass.
+   */
+  Hourglass__V1__ClusterPeers *cluster;
 };
 #define HOURGLASS__V1__HEARTBEAT_ACK__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__heartbeat_ack__descriptor) \
-    , 0, NULL, 0, 0 }
+    , 0, NULL, 0, 0, NULL }
 
 
 /*
@@ -517,6 +561,44 @@ Hourglass__V1__Registered *
                       const uint8_t       *data);
 void   hourglass__v1__registered__free_unpacked
                      (Hourglass__V1__Registered *message,
+                      ProtobufCAllocator *allocator);
+/* Hourglass__V1__CoordinatorPeer methods */
+void   hourglass__v1__coordinator_peer__init
+                     (Hourglass__V1__CoordinatorPeer         *message);
+size_t hourglass__v1__coordinator_peer__get_packed_size
+                     (const Hourglass__V1__CoordinatorPeer   *message);
+size_t hourglass__v1__coordinator_peer__pack
+                     (const Hourglass__V1__CoordinatorPeer   *message,
+                      uint8_t             *out);
+size_t hourglass__v1__coordinator_peer__pack_to_buffer
+                     (const Hourglass__V1__CoordinatorPeer   *message,
+                      ProtobufCBuffer     *buffer);
+Hourglass__V1__CoordinatorPeer *
+       hourglass__v1__coordinator_peer__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   hourglass__v1__coordinator_peer__free_unpacked
+                     (Hourglass__V1__CoordinatorPeer *message,
+                      ProtobufCAllocator *allocator);
+/* Hourglass__V1__ClusterPeers methods */
+void   hourglass__v1__cluster_peers__init
+                     (Hourglass__V1__ClusterPeers         *message);
+size_t hourglass__v1__cluster_peers__get_packed_size
+                     (const Hourglass__V1__ClusterPeers   *message);
+size_t hourglass__v1__cluster_peers__pack
+                     (const Hourglass__V1__ClusterPeers   *message,
+                      uint8_t             *out);
+size_t hourglass__v1__cluster_peers__pack_to_buffer
+                     (const Hourglass__V1__ClusterPeers   *message,
+                      ProtobufCBuffer     *buffer);
+Hourglass__V1__ClusterPeers *
+       hourglass__v1__cluster_peers__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   hourglass__v1__cluster_peers__free_unpacked
+                     (Hourglass__V1__ClusterPeers *message,
                       ProtobufCAllocator *allocator);
 /* Hourglass__V1__CreditGrant methods */
 void   hourglass__v1__credit_grant__init
@@ -817,6 +899,12 @@ typedef void (*Hourglass__V1__Register_Closure)
 typedef void (*Hourglass__V1__Registered_Closure)
                  (const Hourglass__V1__Registered *message,
                   void *closure_data);
+typedef void (*Hourglass__V1__CoordinatorPeer_Closure)
+                 (const Hourglass__V1__CoordinatorPeer *message,
+                  void *closure_data);
+typedef void (*Hourglass__V1__ClusterPeers_Closure)
+                 (const Hourglass__V1__ClusterPeers *message,
+                  void *closure_data);
 typedef void (*Hourglass__V1__CreditGrant_Closure)
                  (const Hourglass__V1__CreditGrant *message,
                   void *closure_data);
@@ -894,6 +982,8 @@ extern const ProtobufCMessageDescriptor hourglass__v1__executor_message__descrip
 extern const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__register__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor;
+extern const ProtobufCMessageDescriptor hourglass__v1__coordinator_peer__descriptor;
+extern const ProtobufCMessageDescriptor hourglass__v1__cluster_peers__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__credit_grant__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__credit_withdrawal__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__credits_withdrawn__descriptor;
