@@ -157,7 +157,7 @@ public final class ThrowawayPostgres: Sendable {
   }
 
   /// Asks the kernel for a free TCP port on 127.0.0.1.
-  static func freeLoopbackPort() throws -> Int {
+  public static func freeLoopbackPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw LaunchError(message: "socket() failed") }
     defer { close(fd) }

@@ -147,10 +147,14 @@ struct RestartClient: Sendable {
   let rpc: RPCClient
   let user: String
 
-  func schedule(once offset: Int64?, every: Int64? = nil, recurring: Bool = false, atNow: Bool) async throws -> String {
+  func schedule(
+    once offset: Int64?, every: Int64? = nil, recurring: Bool = false, atNow: Bool, blob: String = "#!/bin/sh\ntrue\n"
+  ) async throws
+    -> String
+  {
     var request = Hourglass_V1_ScheduleRequest()
     request.userID = user
-    request.taskBlob = Data("#!/bin/sh\ntrue\n".utf8)
+    request.taskBlob = Data(blob.utf8)
     var once = Hourglass_V1_OnceSchedule()
     let now = Int64(Date().timeIntervalSince1970)
     once.instant = Google_Protobuf_Timestamp(seconds: atNow ? now : now + (offset ?? 0))

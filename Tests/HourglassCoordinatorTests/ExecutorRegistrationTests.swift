@@ -43,4 +43,22 @@ struct ExecutorRegistrationTests {
       await executor.close()
     }
   }
+
+  @Test("a coordinator shutting down asks its executors to end their streams, and still records and answers a result sent before they do")
+  func shutdownEndsExecutorStreams() async throws {
+    try await Harness.with { harness in
+      let (alice, id, executor, lease) = try await harness.leasedOneShot()
+      harness.running.cancel()
+      let message = await bounded("ShuttingDown") { try? await executor.next() }
+      guard case .shuttingDown? = message??.kind else {
+        Issue.record("expected ShuttingDown, got \(String(describing: message))")
+        return
+      }
+      // The run finished meanwhile: its result, sent before the half-close, counts.
+      #expect(try await executor.report(lease, outcome: .succeeded))
+      await executor.close()
+      #expect(try await harness.running.value == ())
+      #expect(try await alice.get(id).taskStatus == .succeeded)
+    }
+  }
 }

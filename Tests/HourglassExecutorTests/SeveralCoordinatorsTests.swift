@@ -401,4 +401,24 @@ struct SeveralCoordinatorsTests {
     }
     #expect(finished > 20, "seed \(seed): the slots kept being used")
   }
+
+  @Test("a coordinator shutting down: its stream is half-closed, its credits go to the other, its runs report through the other")
+  func coordinatorShuttingDown() {
+    var machine = Self.bothRegistered(slots: 4)
+    _ = machine.received(Self.withdrawn(2), on: 1, now: Self.at(0))
+    _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(1))
+    let leaving = machine.received(.with { $0.shuttingDown = .init() }, on: 1, now: Self.at(2))
+    #expect(leaving.contains { if case .closeStream(1) = $0 { true } else { false } })
+    #expect(leaving.contains { if case .cancelTimer(.heartbeat(0)) = $0 { true } else { false } })
+    #expect(Self.credits(leaving, on: 2) == 1, "a's unused credit goes to b")
+    #expect(machine.links[0].connection == 1 && !machine.links[0].isRegistered)
+    #expect(machine.runs.count + machine.outstandingCredits == 4)
+    // A's heartbeat timer, if it fires anyway, sends nothing.
+    #expect(Self.sent(machine.timerFired(.heartbeat(0), now: Self.at(3))).isEmpty)
+    let finished = machine.runFinished(RunKey(runID: "r1", fence: 1), outcome: Self.outcome(), now: Self.at(4))
+    #expect(Self.results(finished, on: 2).map(\.runID) == ["r1"])
+    // A ends the stream: reached again with backoff (it is restarting, say).
+    let ended = machine.connectionEnded(1, error: nil, now: Self.at(5), random: 0)
+    #expect(ended.contains { if case .schedule(.reconnect(0), _) = $0 { true } else { false } })
+  }
 }

@@ -364,6 +364,30 @@ actor Dispatcher {
       }
       group.cancelAll()
     }
+    endExecutorStreams()
+  }
+
+  /// Dispatching has stopped: tells every executor stream (`ShuttingDown`), so that each
+  /// executor half-closes it once what it sent is answered, and the stream ends well within
+  /// the listener's drain instead of at its timeout. Results already in flight are still
+  /// recorded and acknowledged: the stream's handler reads until the executor's half-close.
+  ///
+  /// Not waited for: a stream whose executor reads nothing (its credit used up) would hold the
+  /// shutdown; the listener's drain bounds how long such a stream lasts.
+  private func endExecutorStreams() {
+    let streams = sessions.values.map(\.send)
+    guard !streams.isEmpty else { return }
+    logger.info("asking the executors to end their streams", metadata: ["hourglass.streams": "\(streams.count)"])
+    let message = Hourglass_V1_CoordinatorMessage.with { $0.shuttingDown = Hourglass_V1_ShuttingDown() }
+    // A task of its own: the dispatcher's is cancelled by now, and writes could refuse.
+    Task {
+      await withTaskGroup(of: Void.self) { group in
+        for send in streams {
+          // A stream that is already gone has nothing to end.
+          group.addTask { try? await send(message) }
+        }
+      }
+    }
   }
 
   /// Every `recoveryInterval`, until cancelled: expired leases go back to the queue. Beside the

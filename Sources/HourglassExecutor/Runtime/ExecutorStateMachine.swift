@@ -122,6 +122,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       case idle
       case registering(connection: UInt64)
       case connected(Session)
+      /// The coordinator is shutting down (`ShuttingDown`): the stream is half-closed and
+      /// carries nothing more from this side; it ends when the coordinator has answered.
+      case leaving(connection: UInt64)
       case backingOff
     }
 
@@ -156,7 +159,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
     var connection: UInt64? {
       switch state {
-      case .registering(let connection): connection
+      case .registering(let connection), .leaving(let connection): connection
       case .connected(let session): session.connection
       case .idle, .backingOff: nil
       }
@@ -317,6 +320,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       return batch.acks.flatMap(Self.handleResultAck)
     case .withdrawn(let withdrawn):
       return handleWithdrawn(withdrawn, coordinator: index)
+    case .shuttingDown:
+      return handleShuttingDown(coordinator: index)
     case nil:
       return [.log(.warning, "ignored a coordinator message of an unknown kind", run: nil)]
     }
@@ -656,6 +661,21 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return ack.recorded ? [] : [.log(.info, "the coordinator did not record the result: its fence is stale", run: key)]
   }
 
+  /// The coordinator is shutting down: half-close its stream, move its credits to the others,
+  /// and report its runs through them (or, with none, once a coordinator is back).
+  private mutating func handleShuttingDown(coordinator index: Int) -> [Action] {
+    guard let connection = links[index].session?.connection else { return [] }
+    links[index].state = .leaving(connection: connection)
+    links[index].outstandingCredits = 0
+    links[index].withdrawing = false
+    links[index].peers = nil
+    return [
+      .log(.info, "\(name(index)) is shutting down; ending its stream", run: nil),
+      .cancelTimer(.heartbeat(index)),
+      .closeStream(connection),
+    ] + distributeCredits()
+  }
+
   private mutating func handleWithdrawn(_ withdrawn: Hourglass_V1_CreditsWithdrawn, coordinator index: Int) -> [Action] {
     guard links[index].withdrawing else {
       return [.log(.warning, "ignored CreditsWithdrawn from \(name(index)), which was not asked", run: nil)]
@@ -886,6 +906,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       for index in links.indices {
         switch links[index].state {
         case .connected(let session): actions.append(.closeStream(session.connection))
+        // Half-closed already; the coordinator ends it.
+        case .leaving: break
         // Not registered yet (perhaps never will be): nothing to say on it.
         case .registering(let connection): actions.append(.abandonStream(connection))
         case .backingOff:

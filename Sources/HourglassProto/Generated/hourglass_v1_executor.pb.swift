@@ -253,6 +253,15 @@ public nonisolated struct Hourglass_V1_CoordinatorMessage: Sendable {
     set {kind = .withdrawn(newValue)}
   }
 
+  /// The coordinator is shutting down: it pushes nothing more on this stream.
+  public var shuttingDown: Hourglass_V1_ShuttingDown {
+    get {
+      if case .shuttingDown(let v)? = kind {return v}
+      return Hourglass_V1_ShuttingDown()
+    }
+    set {kind = .shuttingDown(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -268,6 +277,8 @@ public nonisolated struct Hourglass_V1_CoordinatorMessage: Sendable {
     case resultAcks(Hourglass_V1_ResultAckBatch)
     /// The answer to a `CreditWithdrawal`.
     case withdrawn(Hourglass_V1_CreditsWithdrawn)
+    /// The coordinator is shutting down: it pushes nothing more on this stream.
+    case shuttingDown(Hourglass_V1_ShuttingDown)
 
   }
 
@@ -350,6 +361,21 @@ public nonisolated struct Hourglass_V1_Registered: Sendable {
   fileprivate var _heartbeatInterval: SwiftProtobuf.Google_Protobuf_Duration? = nil
   fileprivate var _leaseDuration: SwiftProtobuf.Google_Protobuf_Duration? = nil
   fileprivate var _cluster: Hourglass_V1_ClusterPeers? = nil
+}
+
+/// Sent by a coordinator that is shutting down gracefully, after its last lease. The executor
+/// half-closes the stream and sends nothing more on it (renewals and results go through its
+/// other coordinators, or wait for this one to come back); the coordinator records what is in
+/// flight, answers it, and ends the stream. An executor that ignores it has its stream ended when
+/// the coordinator's drain times out.
+public nonisolated struct Hourglass_V1_ShuttingDown: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// A coordinator that executors can connect to.
@@ -920,7 +946,7 @@ nonisolated extension Hourglass_V1_ExecutorMessage: SwiftProtobuf.Message, Swift
 
 nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CoordinatorMessage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}registered\0\u{1}lease\0\u{3}heartbeat_ack\0\u{3}renewal_ack\0\u{1}cancel\0\u{3}result_ack\0\u{1}leases\0\u{3}result_acks\0\u{1}withdrawn\0\u{c}\u{a}\u{b}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}registered\0\u{1}lease\0\u{3}heartbeat_ack\0\u{3}renewal_ack\0\u{1}cancel\0\u{3}result_ack\0\u{1}leases\0\u{3}result_acks\0\u{1}withdrawn\0\u{3}shutting_down\0\u{c}\u{b}\u{a}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1045,6 +1071,19 @@ nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, Sw
           self.kind = .withdrawn(v)
         }
       }()
+      case 10: try {
+        var v: Hourglass_V1_ShuttingDown?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .shuttingDown(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .shuttingDown(v)
+        }
+      }()
       default: break
       }
     }
@@ -1091,6 +1130,10 @@ nonisolated extension Hourglass_V1_CoordinatorMessage: SwiftProtobuf.Message, Sw
     case .withdrawn?: try {
       guard case .withdrawn(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
+    }()
+    case .shuttingDown?: try {
+      guard case .shuttingDown(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
     }()
     case nil: break
     }
@@ -1208,6 +1251,25 @@ nonisolated extension Hourglass_V1_Registered: SwiftProtobuf.Message, SwiftProto
     if lhs.batches != rhs.batches {return false}
     if lhs.withdrawals != rhs.withdrawals {return false}
     if lhs._cluster != rhs._cluster {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hourglass_V1_ShuttingDown: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ShuttingDown"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Hourglass_V1_ShuttingDown, rhs: Hourglass_V1_ShuttingDown) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -21,6 +21,8 @@ struct Harness {
   let directory: URL
   /// The store the coordinator was given, when the test asked to watch it (`observed: true`).
   let observed: ObservedStore?
+  /// The coordinator's `run()`.
+  let running: Task<Void, any Error>
 
   static func with<T: Sendable>(
     configure: (inout CoordinatorConfiguration) -> Void = { _ in }, metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance,
@@ -42,7 +44,7 @@ struct Harness {
     let coordinator = try Coordinator(
       configuration: configuration, store: watched ?? store, tls: nil, clock: clock, logger: logger, metricsFactory: metricsFactory)
     let running = Task { try await coordinator.run() }
-    let harness = Harness(coordinator: coordinator, store: store, clock: clock, directory: directory, observed: watched)
+    let harness = Harness(coordinator: coordinator, store: store, clock: clock, directory: directory, observed: watched, running: running)
     do {
       let result = try await body(harness)
       running.cancel()

@@ -187,6 +187,51 @@ void   hourglass__v1__registered__free_unpacked
   assert(message->base.descriptor == &hourglass__v1__registered__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   hourglass__v1__shutting_down__init
+                     (Hourglass__V1__ShuttingDown         *message)
+{
+  static const Hourglass__V1__ShuttingDown init_value = HOURGLASS__V1__SHUTTING_DOWN__INIT;
+  *message = init_value;
+}
+size_t hourglass__v1__shutting_down__get_packed_size
+                     (const Hourglass__V1__ShuttingDown *message)
+{
+  assert(message->base.descriptor == &hourglass__v1__shutting_down__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t hourglass__v1__shutting_down__pack
+                     (const Hourglass__V1__ShuttingDown *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &hourglass__v1__shutting_down__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t hourglass__v1__shutting_down__pack_to_buffer
+                     (const Hourglass__V1__ShuttingDown *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &hourglass__v1__shutting_down__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Hourglass__V1__ShuttingDown *
+       hourglass__v1__shutting_down__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Hourglass__V1__ShuttingDown *)
+     protobuf_c_message_unpack (&hourglass__v1__shutting_down__descriptor,
+                                allocator, len, data);
+}
+void   hourglass__v1__shutting_down__free_unpacked
+                     (Hourglass__V1__ShuttingDown *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &hourglass__v1__shutting_down__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   hourglass__v1__coordinator_peer__init
                      (Hourglass__V1__CoordinatorPeer         *message)
 {
@@ -1081,7 +1126,7 @@ const ProtobufCMessageDescriptor hourglass__v1__executor_message__descriptor =
   (ProtobufCMessageInit) hourglass__v1__executor_message__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_descriptors[9] =
+static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_descriptors[10] =
 {
   {
     "registered",
@@ -1191,6 +1236,18 @@ static const ProtobufCFieldDescriptor hourglass__v1__coordinator_message__field_
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "shutting_down",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    offsetof(Hourglass__V1__CoordinatorMessage, kind_case),
+    offsetof(Hourglass__V1__CoordinatorMessage, shutting_down),
+    &hourglass__v1__shutting_down__descriptor,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__coordinator_message__field_indices_by_name[] = {
   4,   /* field[4] = cancel */
@@ -1201,12 +1258,13 @@ static const unsigned hourglass__v1__coordinator_message__field_indices_by_name[
   3,   /* field[3] = renewal_ack */
   5,   /* field[5] = result_ack */
   7,   /* field[7] = result_acks */
+  9,   /* field[9] = shutting_down */
   8,   /* field[8] = withdrawn */
 };
 static const ProtobufCIntRange hourglass__v1__coordinator_message__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 9 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__descriptor =
 {
@@ -1216,7 +1274,7 @@ const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__descriptor 
   "Hourglass__V1__CoordinatorMessage",
   "hourglass.v1",
   sizeof(Hourglass__V1__CoordinatorMessage),
-  9,
+  10,
   hourglass__v1__coordinator_message__field_descriptors,
   hourglass__v1__coordinator_message__field_indices_by_name,
   1,  hourglass__v1__coordinator_message__number_ranges,
@@ -1414,6 +1472,24 @@ const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor =
   hourglass__v1__registered__field_indices_by_name,
   1,  hourglass__v1__registered__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__registered__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define hourglass__v1__shutting_down__field_descriptors NULL
+#define hourglass__v1__shutting_down__field_indices_by_name NULL
+#define hourglass__v1__shutting_down__number_ranges NULL
+const ProtobufCMessageDescriptor hourglass__v1__shutting_down__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "hourglass.v1.ShuttingDown",
+  "ShuttingDown",
+  "Hourglass__V1__ShuttingDown",
+  "hourglass.v1",
+  sizeof(Hourglass__V1__ShuttingDown),
+  0,
+  hourglass__v1__shutting_down__field_descriptors,
+  hourglass__v1__shutting_down__field_indices_by_name,
+  0,  hourglass__v1__shutting_down__number_ranges,
+  (ProtobufCMessageInit) hourglass__v1__shutting_down__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor hourglass__v1__coordinator_peer__field_descriptors[2] =

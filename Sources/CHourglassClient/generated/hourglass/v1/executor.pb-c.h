@@ -21,6 +21,7 @@ typedef struct Hourglass__V1__ExecutorMessage Hourglass__V1__ExecutorMessage;
 typedef struct Hourglass__V1__CoordinatorMessage Hourglass__V1__CoordinatorMessage;
 typedef struct Hourglass__V1__Register Hourglass__V1__Register;
 typedef struct Hourglass__V1__Registered Hourglass__V1__Registered;
+typedef struct Hourglass__V1__ShuttingDown Hourglass__V1__ShuttingDown;
 typedef struct Hourglass__V1__CoordinatorPeer Hourglass__V1__CoordinatorPeer;
 typedef struct Hourglass__V1__ClusterPeers Hourglass__V1__ClusterPeers;
 typedef struct Hourglass__V1__CreditGrant Hourglass__V1__CreditGrant;
@@ -106,7 +107,8 @@ typedef enum {
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RESULT_ACK = 6,
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_LEASES = 7,
   HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_RESULT_ACKS = 8,
-  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_WITHDRAWN = 9
+  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_WITHDRAWN = 9,
+  HOURGLASS__V1__COORDINATOR_MESSAGE__KIND_SHUTTING_DOWN = 10
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(HOURGLASS__V1__COORDINATOR_MESSAGE__KIND__CASE)
 } Hourglass__V1__CoordinatorMessage__KindCase;
 
@@ -136,6 +138,10 @@ struct  Hourglass__V1__CoordinatorMessage
      * The answer to a `CreditWithdrawal`.
      */
     Hourglass__V1__CreditsWithdrawn *withdrawn;
+    /*
+     * The coordinator is shutting down: it pushes nothing more on this stream.
+     */
+    Hourglass__V1__ShuttingDown *shutting_down;
   };
 };
 #define HOURGLASS__V1__COORDINATOR_MESSAGE__INIT \
@@ -202,6 +208,22 @@ struct  Hourglass__V1__Registered
 #define HOURGLASS__V1__REGISTERED__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__registered__descriptor) \
     , (char *)protobuf_c_empty_string, NULL, NULL, 0, 0, NULL }
+
+
+/*
+ * Sent by a coordinator that is shutting down gracefully, after its last lease. The executor
+ * half-closes the stream and sends nothing more on it (renewals and results go through its
+ * other coordinators, or wait for this one to come back); the coordinator records what is in
+ * flight, answers it, and ends the stream. An executor that ignores it has its stream ended when
+ * the coordinator's drain times out.
+ */
+struct  Hourglass__V1__ShuttingDown
+{
+  ProtobufCMessage base;
+};
+#define HOURGLASS__V1__SHUTTING_DOWN__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__shutting_down__descriptor) \
+     }
 
 
 /*
@@ -562,6 +584,25 @@ Hourglass__V1__Registered *
 void   hourglass__v1__registered__free_unpacked
                      (Hourglass__V1__Registered *message,
                       ProtobufCAllocator *allocator);
+/* Hourglass__V1__ShuttingDown methods */
+void   hourglass__v1__shutting_down__init
+                     (Hourglass__V1__ShuttingDown         *message);
+size_t hourglass__v1__shutting_down__get_packed_size
+                     (const Hourglass__V1__ShuttingDown   *message);
+size_t hourglass__v1__shutting_down__pack
+                     (const Hourglass__V1__ShuttingDown   *message,
+                      uint8_t             *out);
+size_t hourglass__v1__shutting_down__pack_to_buffer
+                     (const Hourglass__V1__ShuttingDown   *message,
+                      ProtobufCBuffer     *buffer);
+Hourglass__V1__ShuttingDown *
+       hourglass__v1__shutting_down__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   hourglass__v1__shutting_down__free_unpacked
+                     (Hourglass__V1__ShuttingDown *message,
+                      ProtobufCAllocator *allocator);
 /* Hourglass__V1__CoordinatorPeer methods */
 void   hourglass__v1__coordinator_peer__init
                      (Hourglass__V1__CoordinatorPeer         *message);
@@ -899,6 +940,9 @@ typedef void (*Hourglass__V1__Register_Closure)
 typedef void (*Hourglass__V1__Registered_Closure)
                  (const Hourglass__V1__Registered *message,
                   void *closure_data);
+typedef void (*Hourglass__V1__ShuttingDown_Closure)
+                 (const Hourglass__V1__ShuttingDown *message,
+                  void *closure_data);
 typedef void (*Hourglass__V1__CoordinatorPeer_Closure)
                  (const Hourglass__V1__CoordinatorPeer *message,
                   void *closure_data);
@@ -982,6 +1026,7 @@ extern const ProtobufCMessageDescriptor hourglass__v1__executor_message__descrip
 extern const ProtobufCMessageDescriptor hourglass__v1__coordinator_message__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__register__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__registered__descriptor;
+extern const ProtobufCMessageDescriptor hourglass__v1__shutting_down__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__coordinator_peer__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__cluster_peers__descriptor;
 extern const ProtobufCMessageDescriptor hourglass__v1__credit_grant__descriptor;

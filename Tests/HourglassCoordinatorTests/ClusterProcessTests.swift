@@ -1,0 +1,185 @@
+import Foundation
+import HourglassCertificates
+import HourglassPostgresLauncher
+import HourglassProto
+import HourglassRPC
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The cluster as an operator runs it: two `hourglass coordinator` processes on one PostgreSQL,
+/// each with `--advertise`, and one `hourglass executor` given only the first.
+@Suite(
+  "Cluster processes: coordinators announced to executors", .timeLimit(.minutes(2)),
+  .enabled(
+    if: ThrowawayPostgres.isInstalled || ProcessInfo.processInfo.environment["HOURGLASS_REQUIRE_POSTGRES"] == "1",
+    "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))
+struct ClusterProcessTests {
+  @Test("an executor given one coordinator finds the other; with the first gone, a run scheduled through the second still runs on it")
+  func executorFindsTheAdvertisedCoordinator() async throws {
+    let server = try await ThrowawayPostgres.start()
+    let setup = try ProcessSetup()
+    var children: [LoggedProcess] = []
+    defer {
+      for child in children { child.kill() }
+      setup.remove()
+      server.stop()
+    }
+    let database = try await server.createDatabase()
+    let store = "postgres://\(server.username)@\(server.host):\(server.port)/\(database)"
+    var ports: [Int] = []
+    // The second first: its row is in the membership by the time the first reads it.
+    for id in ["coord-2", "coord-1"] {
+      let port = try ThrowawayPostgres.freeLoopbackPort()
+      ports.insert(port, at: 0)
+      let coordinator = try LoggedProcess.start([
+        "coordinator", "--id", id, "--store", store, "--listen", "127.0.0.1:\(port)", "--advertise", "127.0.0.1:\(port)",
+        "--ca", setup.directory + "/ca.pem", "--cert", setup.directory + "/server.pem", "--key", setup.directory + "/server-key.pem",
+      ])
+      children.append(coordinator)
+      try #require(await bounded("\(id) listening") { await coordinator.waitForOutput(containing: "listening") } == true)
+    }
+    try setup.writeExecutorFiles()
+    let executor = try LoggedProcess.start([
+      "executor", "--coordinator", "127.0.0.1:\(ports[0])", "--ca", setup.directory + "/ca.pem",
+      "--cert", setup.directory + "/executor.pem", "--key", setup.directory + "/executor-key.pem",
+      "--slots", "2", "--operators", "exec", "--temporary-directory", setup.directory,
+    ])
+    children.append(executor)
+    // Never given coord-2's address: it registers there only through coord-1's announcement.
+    try #require(
+      await bounded("the executor registering with coord-2", seconds: 60) {
+        await executor.waitForOutput(containing: "registered with coordinator coord-2")
+      } == true)
+
+    // coord-1 leaves (SIGTERM), at once although the executor is connected (it asks the executor
+    // to end its stream); a run scheduled through coord-2 can only run on the executor's stream
+    // to coord-2, wherever its partition was.
+    let first = children[1]
+    #expect(await bounded("coord-1 stopping", seconds: 10) { await first.terminate() } == 0)
+    let fifo = setup.directory + "/ran.fifo"
+    try #require(mkfifo(fifo, 0o600) == 0)
+    let alice = setup.client(user: "alice", port: ports[1])
+    let id = try await alice.schedule(once: nil, atNow: true, blob: "#!/bin/sh\necho \"$HOURGLASS_TASK_ID\" > \(fifo)\n")
+    let ran = await bounded("the run writing its task id", seconds: 60) { await Self.readLine(fifo) }
+    #expect(ran == id)
+    #expect(await bounded("the executor stopping", seconds: 20) { await executor.terminate() } == 0)
+  }
+
+  /// The first line written into the FIFO at `path` (blocks until a writer opens and closes it).
+  static func readLine(_ path: String) async -> String {
+    await withCheckedContinuation { continuation in
+      Thread {
+        // Opening blocks until the script opens its end; reading ends when it closes it.
+        var bytes: [UInt8] = []
+        let fd = open(path, O_RDONLY)
+        if fd >= 0 {
+          var buffer = [UInt8](repeating: 0, count: 4096)
+          while case let count = read(fd, &buffer, buffer.count), count > 0 { bytes += buffer[0..<count] }
+          close(fd)
+        }
+        let text = String(decoding: bytes, as: UTF8.self)
+        continuation.resume(returning: text.split(separator: "\n").first.map(String.init) ?? "")
+      }.start()
+    }
+  }
+}
+
+extension ProcessSetup {
+  /// Writes the executor's certificate and key next to the CA, for `hourglass executor`.
+  func writeExecutorFiles() throws {
+    let executor = try ca.issue(name: "executor-1", role: .executor)
+    try executor.certificatePEM.write(toFile: directory + "/executor.pem", atomically: true, encoding: .utf8)
+    try executor.privateKeyPEM.write(toFile: directory + "/executor-key.pem", atomically: true, encoding: .utf8)
+  }
+}
+
+/// An `hourglass` child process whose output (standard output and error together) the test can
+/// wait on, line by line: its log is the signal that something happened.
+final class LoggedProcess: Sendable {
+  let process: Process
+  /// The write end of the child's standard input: the child exits when this process dies.
+  private let lifeline: Pipe
+  private let state = Mutex<(text: String, closed: Bool, waiters: [(String, CheckedContinuation<Bool, Never>)])>(("", false, []))
+
+  private init(process: Process, lifeline: Pipe) {
+    self.process = process
+    self.lifeline = lifeline
+  }
+
+  static func start(_ arguments: [String]) throws -> LoggedProcess {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: ProcessSetup.executable)
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(["HOURGLASS_EXIT_ON_STDIN_EOF": "1"], uniquingKeysWith: { $1 })
+    let lifeline = Pipe()
+    process.standardInput = lifeline
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let child = LoggedProcess(process: process, lifeline: lifeline)
+    let handle = pipe.fileHandleForReading
+    Thread {
+      while true {
+        let data = handle.availableData
+        child.append(data)
+        if data.isEmpty { return }
+      }
+    }.start()
+    return child
+  }
+
+  private func append(_ data: Data) {
+    let ready: [(CheckedContinuation<Bool, Never>, Bool)] = state.withLock { state in
+      if data.isEmpty { state.closed = true } else { state.text += String(decoding: data, as: UTF8.self) }
+      var ready: [(CheckedContinuation<Bool, Never>, Bool)] = []
+      state.waiters.removeAll { waiter in
+        let found = state.text.contains(waiter.0)
+        guard found || state.closed else { return false }
+        ready.append((waiter.1, found))
+        return true
+      }
+      return ready
+    }
+    for (continuation, found) in ready { continuation.resume(returning: found) }
+  }
+
+  /// Returns true once the child has printed `text`; false if its output ends first.
+  func waitForOutput(containing text: String) async -> Bool {
+    await withCheckedContinuation { continuation in
+      let now: Bool? = state.withLock { state in
+        if state.text.contains(text) { return true }
+        if state.closed { return false }
+        state.waiters.append((text, continuation))
+        return nil
+      }
+      if let now { continuation.resume(returning: now) }
+    }
+  }
+
+  /// Everything the child printed so far.
+  var output: String { state.withLock { $0.text } }
+
+  /// SIGTERM (a graceful shutdown), then the exit status (waited for on a thread of its own).
+  func terminate() async -> Int32 {
+    Glibc.kill(process.processIdentifier, SIGTERM)
+    let process = self.process
+    return await withCheckedContinuation { continuation in
+      Thread {
+        process.waitUntilExit()
+        continuation.resume(returning: process.terminationStatus)
+      }.start()
+    }
+  }
+
+  /// SIGKILL if still running.
+  func kill() {
+    guard process.isRunning else { return }
+    Glibc.kill(process.processIdentifier, SIGKILL)
+    process.waitUntilExit()
+  }
+}
