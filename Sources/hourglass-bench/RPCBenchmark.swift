@@ -32,6 +32,31 @@ struct RPCBenchmark: AsyncParsableCommand {
   @Flag(help: "Print JSON.")
   var json = false
 
+  @Option(help: "The shapes to run, CONNECTIONSxIN_FLIGHT, comma-separated.")
+  var shapes: String = "1x1,1x64,4x64"
+
+  @Option(help: "Which paths to measure: both, rpc or bare (one alone is for profiles, e.g. under callgrind).")
+  var paths: Paths = .both
+
+  enum Paths: String, ExpressibleByArgument {
+    case both, rpc, bare
+  }
+
+  func validate() throws {
+    guard parsedShapes() != nil else { throw ValidationError("--shapes: expected e.g. 1x1,4x64, got \(shapes)") }
+  }
+
+  /// `--shapes` as (connections, in flight) pairs; nil when malformed.
+  func parsedShapes() -> [(Int, Int)]? {
+    var parsed: [(Int, Int)] = []
+    for shape in shapes.split(separator: ",") {
+      let parts = shape.split(separator: "x")
+      guard parts.count == 2, let connections = Int(parts[0]), let inFlight = Int(parts[1]), connections > 0, inFlight > 0 else { return nil }
+      parsed.append((connections, inFlight))
+    }
+    return parsed.isEmpty ? nil : parsed
+  }
+
   @Flag(help: "Run the server's handlers on the global concurrent executor instead of their connection's event loop.")
   var handlersOnGlobalExecutor = false
 
@@ -56,7 +81,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       trustedCAPEM: ca.authority.certificatePEM, certificatePEM: server.certificatePEM, privateKeyPEM: server.privateKeyPEM)
     let clientCredentials = TLSCredentials(
       trustedCAPEM: ca.authority.certificatePEM, certificatePEM: client.certificatePEM, privateKeyPEM: client.privateKeyPEM)
-    let shapes = [(1, 1), (1, 64), (4, 64)]
+    let shapes = parsedShapes()!
     let seconds = duration
     var report = BenchmarkReport(benchmark: "rpc")
     report.parameters = [
@@ -64,13 +89,13 @@ struct RPCBenchmark: AsyncParsableCommand {
       "event_loop_threads": "\(System.coreCount)", "cores": "\(System.coreCount)",
       "handlers_on": handlersOnGlobalExecutor ? "global executor" : "event loop",
       "client_tasks_on": clientTasksOnGlobalExecutor ? "global executor" : "event loop",
-      "server_loops": separateServerLoops ? "separate" : "shared with the client",
+      "server_loops": separateServerLoops ? "separate" : "shared with the client", "shapes": self.shapes, "paths": paths.rawValue,
     ]
 
     // The ceiling: bare frames.
     var bareRates: [String: Double] = [:]
     let bare = try await BareEcho.start(credentials: serverCredentials, replyBytes: replyBytes)
-    for (connections, inFlight) in shapes {
+    for (connections, inFlight) in shapes where paths != .rpc {
       let result = try await BareEcho.load(
         port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds)
       let name = "bare_tls_\(connections)x\(inFlight)"
@@ -96,7 +121,7 @@ struct RPCBenchmark: AsyncParsableCommand {
     try await withThrowingTaskGroup(of: Void.self) { tasks in
       tasks.addTask { try await group.run() }
       let port = try await tls.localAddress().port!
-      for (connections, inFlight) in shapes {
+      for (connections, inFlight) in shapes where paths != .bare {
         let result = try await Self.rpcLoad(
           port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
           tasksOnLoop: clientTasksOnLoop, logger: logger

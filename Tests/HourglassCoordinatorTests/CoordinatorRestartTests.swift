@@ -182,54 +182,21 @@ struct RestartClient: Sendable {
 
 /// A running `hourglass coordinator` child process; its port is read from its "listening" log line.
 struct CoordinatorProcess {
-  let process: Process
+  let child: LoggedProcess
   let port: Int
+
+  var process: Process { child.process }
   /// The write end of the child's standard input: the child exits when this process dies.
-  let lifeline: Pipe
+  var lifeline: Pipe { child.lifeline }
 
   static func start(arguments: [String]) async throws -> CoordinatorProcess {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: ProcessSetup.executable)
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(
-      ["HOURGLASS_EXIT_ON_STDIN_EOF": "1"], uniquingKeysWith: { $1 })
-    let lifeline = Pipe()
-    process.standardInput = lifeline
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    // Read the log until the listening line names the port.
-    let handle = pipe.fileHandleForReading
-    let port: Int = try await withCheckedThrowingContinuation { continuation in
-      Thread {
-        var text = ""
-        while true {
-          let data = handle.availableData
-          if data.isEmpty {
-            continuation.resume(throwing: RPCError(code: .unavailable, message: "the coordinator exited: \(text)"))
-            return
-          }
-          text += String(decoding: data, as: UTF8.self)
-          if let line = text.split(separator: "\n").first(where: { $0.contains("listening") }),
-            let colon = line.range(of: ":", options: .backwards, range: line.range(of: "127.0.0.1")!.upperBound..<line.endIndex),
-            let port = Int(line[colon.upperBound...].prefix { $0.isNumber })
-          {
-            continuation.resume(returning: port)
-            // Keep draining so the child never blocks on a full pipe.
-            while !handle.availableData.isEmpty {}
-            return
-          }
-        }
-      }.start()
+    let child = try LoggedProcess.start(arguments)
+    guard await child.waitForOutput(containing: "listening"), let port = child.listeningPort else {
+      throw RPCError(code: .unavailable, message: "the coordinator exited: \(child.output)")
     }
-    return CoordinatorProcess(process: process, port: port, lifeline: lifeline)
+    return CoordinatorProcess(child: child, port: port)
   }
 
   /// SIGKILL: no drain, no flush, nothing.
-  func kill() {
-    guard process.isRunning else { return }
-    Glibc.kill(process.processIdentifier, SIGKILL)
-    process.waitUntilExit()
-  }
+  func kill() { child.kill() }
 }

@@ -30,9 +30,10 @@ public struct TaskID: Sendable, Hashable, Comparable, Codable, CustomStringConve
       ))
   }
 
-  /// Mints a version-7 id for the instant `unixMilliseconds` with the system random generator.
+  /// Mints a version-7 id for the instant `unixMilliseconds` with the system's random numbers
+  /// (``PooledSystemRandomNumberGenerator``).
   public init(unixMilliseconds: Int64) {
-    var rng = SystemRandomNumberGenerator()
+    var rng = PooledSystemRandomNumberGenerator()
     self.init(unixMilliseconds: unixMilliseconds, using: &rng)
   }
 

@@ -56,6 +56,33 @@ struct TaskIDTests {
   }
 }
 
+@Suite("Pooled system random numbers")
+struct PooledRandomTests {
+  @Test("draws across several refills of the pool are all different, from one task or from many")
+  func drawsAreDistinctAcrossRefills() async {
+    var generator = PooledSystemRandomNumberGenerator()
+    let serial = (0..<2_000).map { _ in generator.next() }
+    #expect(Set(serial).count == serial.count)
+    let concurrent = await withTaskGroup(of: [UInt64].self) { group in
+      for _ in 0..<4 {
+        group.addTask {
+          var mine = PooledSystemRandomNumberGenerator()
+          return (0..<1_000).map { _ in mine.next() }
+        }
+      }
+      return await group.reduce(into: []) { $0 += $1 }
+    }
+    #expect(Set(concurrent + serial).count == concurrent.count + serial.count)
+  }
+
+  @Test("ids minted in the same millisecond are distinct version-7 ids")
+  func idsInOneMillisecondAreDistinct() {
+    let ids = (0..<10_000).map { _ in TaskID(unixMilliseconds: 1_700_000_000_000) }
+    #expect(Set(ids).count == ids.count)
+    #expect(ids.allSatisfy { $0.description.dropFirst(14).first == "7" })
+  }
+}
+
 @Suite("Run identifiers, buckets, partitions, fences")
 struct RunModelTests {
   @Test func runIDTextForm() throws {
