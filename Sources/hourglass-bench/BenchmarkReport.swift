@@ -53,3 +53,16 @@ enum BenchmarkValue: CustomStringConvertible {
     }
   }
 }
+
+/// CPU time (user and system, every thread) this process has used so far, in seconds: what a
+/// phase costs when the machine is shared and its rate is noisy.
+func processCPUSeconds() -> Double {
+  var usage = rusage()
+  #if canImport(Glibc)
+    getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+  #else
+    getrusage(RUSAGE_SELF, &usage)
+  #endif
+  func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}

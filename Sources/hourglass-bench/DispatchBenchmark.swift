@@ -359,12 +359,6 @@ struct DispatchBenchmark: AsyncParsableCommand {
 }
 
 /// User and system CPU time of this whole process so far (coordinator, executors, benchmark).
-private func processCPUSeconds() -> Double {
-  var usage = rusage()
-  getrusage(RUSAGE_SELF.rawValue, &usage)
-  func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
 
 /// Every run's scheduled instant and the instant its operator started, on the wall clock.
 final class StartRecorder: Sendable {

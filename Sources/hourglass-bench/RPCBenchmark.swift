@@ -152,7 +152,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       _ = try await RPCClient(transport: transport).unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
     }
     let start = ContinuousClock.now
-    let cpuAtStart = LoadResult.processCPUSeconds()
+    let cpuAtStart = processCPUSeconds()
     let end = start + .milliseconds(Int64(seconds * 1000))
     let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
       for transport in transports {
@@ -178,7 +178,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       return all
     }
     let elapsed = ContinuousClock.now - start
-    let cpu = LoadResult.processCPUSeconds() - cpuAtStart
+    let cpu = processCPUSeconds() - cpuAtStart
     for transport in transports { await transport.close() }
     return LoadResult(latencies: latencies, elapsed: elapsed, cpuSeconds: cpu)
   }
@@ -191,19 +191,6 @@ struct LoadResult {
   /// CPU time (user + system, every thread of the process: client and server) spent while
   /// measuring; what a call costs when the machine is shared and the rate is noisy.
   var cpuSeconds: Double? = nil
-
-  /// CPU time this process has used so far, in seconds.
-  static func processCPUSeconds() -> Double {
-    var usage = rusage()
-    #if canImport(Glibc)
-      getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
-    #else
-      getrusage(RUSAGE_SELF, &usage)
-    #endif
-    let user = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6
-    let system = Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
-    return user + system
-  }
 
   var rate: Double {
     Double(latencies.count) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
@@ -324,7 +311,7 @@ enum BareEcho {
   static func load(port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double) async throws -> LoadResult {
     let sslContext = try NIOSSLContext(configuration: credentials.clientConfiguration())
     let start = ContinuousClock.now
-    let cpuAtStart = LoadResult.processCPUSeconds()
+    let cpuAtStart = processCPUSeconds()
     let end = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
     var futures: [EventLoopFuture<[Duration]>] = []
     var channels: [any Channel] = []
@@ -352,7 +339,7 @@ enum BareEcho {
     var all: [Duration] = []
     for future in futures { all += try await future.get() }
     let elapsed = ContinuousClock.now - start
-    let cpu = LoadResult.processCPUSeconds() - cpuAtStart
+    let cpu = processCPUSeconds() - cpuAtStart
     for channel in channels { try? await channel.close() }
     return LoadResult(latencies: all, elapsed: elapsed, cpuSeconds: cpu)
   }
