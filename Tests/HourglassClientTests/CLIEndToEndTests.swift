@@ -333,6 +333,15 @@ struct CLIEndToEndTests {
       in: folder)
     #expect(sameCoordinatorTwice.status == 2)
     #expect(sameCoordinatorTwice.stderr.contains("--coordinator 127.0.0.1:7443 is given twice"), "\(sameCoordinatorTwice.stderr)")
+    let advertiseOnSQLite = try CLI.run(
+      ["coordinator", "--store", "sqlite:tasks.db", "--advertise", "10.0.0.1:7443", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"], in: folder)
+    #expect(advertiseOnSQLite.status == 2)
+    #expect(advertiseOnSQLite.stderr.contains("--advertise applies to a PostgreSQL store"), "\(advertiseOnSQLite.stderr)")
+    let advertiseWithoutPort = try CLI.run(
+      ["coordinator", "--store", "postgres://u@h/db", "--advertise", "coord-1.example", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"],
+      in: folder)
+    #expect(advertiseWithoutPort.status == 2)
+    #expect(advertiseWithoutPort.stderr.contains("--advertise: expected HOST:PORT"), "\(advertiseWithoutPort.stderr)")
     let noServer = try CLI.run(["list"], in: folder)
     #expect(noServer.status == 2)
     #expect(noServer.stderr.contains("hourglass dev"))

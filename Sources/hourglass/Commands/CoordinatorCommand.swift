@@ -83,6 +83,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
       throw ValidationError("the --…-retention-hours options must not be negative")
     }
     guard sqliteWriterCacheMib >= 0 else { throw ValidationError("--sqlite-writer-cache-mib must not be negative") }
+    if advertise != nil, !store.hasPrefix("postgres") {
+      throw ValidationError("--advertise applies to a PostgreSQL store (a cluster); a SQLite store has one coordinator")
+    }
     if let advertise, HostPort.parseDialable(advertise) == nil {
       throw ValidationError("--advertise: expected HOST:PORT with a host and a port other than 0, got \(advertise)")
     }
