@@ -251,3 +251,214 @@ struct CoordinatorDiscoveryTests {
     #expect(results == [1])
   }
 }
+
+/// The executor against a simulated cluster whose membership changes under it: coordinators
+/// join and leave (abruptly or with `ShuttingDown`), each announces its own, possibly stale,
+/// view of the membership, and every message is delivered in a random order per stream.
+@Suite("executor state machine, coordinators announced by a changing cluster")
+struct ChangingClusterTests {
+  typealias Machine = ExecutorStateMachine<ManualClock.Instant>
+  typealias Action = Machine.Action
+
+  /// One stream as the simulated coordinator sees it.
+  struct Stream {
+    var coordinator: Int
+    var toCoordinator: [Hourglass_V1_ExecutorMessage] = []
+    var toExecutor: [Hourglass_V1_CoordinatorMessage] = []
+    var credits = 0
+    var taken = 0
+    /// The executor half-closed it: the coordinator ends it once it has read everything.
+    var halfClosed = false
+    /// The coordinator said `ShuttingDown` on it.
+    var leaving = false
+  }
+
+  @Test("links follow the membership, one per coordinator, and the credits stay exact", arguments: Array(1...8) as [UInt64])
+  func randomMembership(seed: UInt64) {
+    var random = SeededGenerator(seed: seed)
+    let slots = 6
+    let coordinators = 4
+    var machine = CoordinatorDiscoveryTests.machine(slots: slots, coordinators: 1)
+    var alive = [true, false, false, false]
+    // What each coordinator announces: the membership as it last read it.
+    var views = [Set([0]), Set<Int>(), Set<Int>(), Set<Int>()]
+    var linkTarget: [Int: Int] = [0: 0]
+    var streams: [UInt64: Stream] = [:]
+    var ended: [UInt64] = []
+    var leased = 0
+    var finished = 0
+    var now = 0
+    var learnt = 0
+    var givenUp = 0
+
+    func peers(_ view: Set<Int>) -> [(String, String)] { view.sorted().map { ("c\($0)", "c\($0):1") } }
+
+    func take(_ actions: [Action]) {
+      for action in actions {
+        switch action {
+        case .addCoordinator(let index, let address):
+          learnt += 1
+          linkTarget[index] = Int(address.dropFirst().prefix { $0.isNumber })!
+        case .removeCoordinator:
+          givenUp += 1
+        case .connect(let connection, let index):
+          let target = linkTarget[index]!
+          if alive[target] {
+            var stream = Stream(coordinator: target)
+            stream.toExecutor = [CoordinatorDiscoveryTests.registered("c\(target)", announcing: peers(views[target]))]
+            streams[connection] = stream
+          } else {
+            ended.append(connection)  // refused
+          }
+        case .send(let message, let connection):
+          streams[connection]?.toCoordinator.append(message)
+        case .closeStream(let connection):
+          streams[connection]?.halfClosed = true
+        case .abandonStream(let connection):
+          if streams.removeValue(forKey: connection) != nil { ended.append(connection) }
+        case .log(.error, let text, _):
+          Issue.record("seed \(seed): \(text)")
+        default:
+          break
+        }
+      }
+      #expect(machine.runs.count + machine.outstandingCredits <= slots, "seed \(seed)")
+      let ids = machine.links.filter { !$0.retired }.compactMap(\.coordinatorID)
+      #expect(Set(ids).count == ids.count, "seed \(seed): two links to one coordinator: \(ids)")
+      #expect(machine.links.count <= 1 + coordinators, "seed \(seed)")
+    }
+
+    func end(_ connection: UInt64) {
+      streams[connection] = nil
+      take(machine.connectionEnded(connection, error: nil, now: CoordinatorDiscoveryTests.at(now), random: 0))
+    }
+
+    take(machine.start(now: CoordinatorDiscoveryTests.at(0)))
+    for _ in 0..<6_000 {
+      now += 1
+      let open = streams.keys.sorted()
+      let pick = open.isEmpty ? nil : open[Int(random.next() % UInt64(open.count))]
+      switch random.next() % 12 {
+      case 0, 1:
+        // The coordinator reads one message; a half-closed stream it has read out, it ends.
+        guard let connection = pick, var stream = streams[connection] else { continue }
+        if stream.toCoordinator.isEmpty {
+          if stream.halfClosed { end(connection) }
+          continue
+        }
+        switch stream.toCoordinator.removeFirst().kind {
+        case .credit(let grant): stream.credits += Int(grant.credits)
+        case .withdrawal(let withdrawal):
+          let given = min(Int(withdrawal.credits), stream.credits)
+          stream.credits -= given
+          stream.toExecutor.append(.with { $0.withdrawn.credits = UInt32(given) })
+        default: break
+        }
+        streams[connection] = stream
+      case 2:
+        // A lease, unless the coordinator is leaving.
+        guard let connection = pick, var stream = streams[connection], stream.credits > 0, !stream.leaving else { continue }
+        stream.credits -= 1
+        leased += 1
+        stream.toExecutor.append(
+          .with {
+            $0.lease = .with {
+              $0.runID = "r\(leased)"; $0.fence = 1; $0.operator = "noop"
+            }
+          })
+        streams[connection] = stream
+      case 3, 4:
+        guard let connection = pick, !(streams[connection]?.toExecutor.isEmpty ?? true) else { continue }
+        let message = streams[connection]!.toExecutor.removeFirst()
+        take(machine.received(message, on: connection, now: CoordinatorDiscoveryTests.at(now)))
+      case 5:
+        guard let key = machine.runs.keys.min(by: { $0.runID < $1.runID }) else { continue }
+        finished += 1
+        take(machine.runFinished(key, outcome: RunOutcome(status: .succeeded, started: Date(), finished: Date()), now: CoordinatorDiscoveryTests.at(now)))
+      case 6:
+        // A heartbeat on a registered link, answered with the coordinator's view.
+        let registered = machine.links.indices.filter { machine.links[$0].isRegistered }
+        guard !registered.isEmpty else { continue }
+        let index = registered[Int(random.next() % UInt64(registered.count))]
+        let connection = machine.links[index].connection!
+        take(machine.timerFired(.heartbeat(index), now: CoordinatorDiscoveryTests.at(now)))
+        if let stream = streams[connection] {
+          streams[connection]!.toExecutor.append(CoordinatorDiscoveryTests.ack(1, announcing: peers(views[stream.coordinator])))
+        }
+      case 7:
+        // A coordinator reads the membership again.
+        let coordinator = Int(random.next() % UInt64(coordinators))
+        if alive[coordinator] { views[coordinator] = Set(alive.indices.filter { alive[$0] }) }
+      case 8:
+        // One of c1…c3 joins or leaves: abruptly, or with ShuttingDown.
+        let coordinator = 1 + Int(random.next() % UInt64(coordinators - 1))
+        guard random.next() % 4 == 0 else { continue }
+        alive[coordinator].toggle()
+        if alive[coordinator] {
+          views[coordinator] = Set(alive.indices.filter { alive[$0] })
+        } else if random.next() % 2 == 0 {
+          for (connection, stream) in streams where stream.coordinator == coordinator { end(connection) }
+        } else {
+          for (connection, stream) in streams where stream.coordinator == coordinator {
+            streams[connection]!.leaving = true
+            streams[connection]!.toExecutor.append(.with { $0.shuttingDown = .init() })
+          }
+        }
+      case 9:
+        // Streams refused or abandoned end now.
+        let ending = ended
+        ended = []
+        for connection in ending { take(machine.connectionEnded(connection, error: "refused", now: CoordinatorDiscoveryTests.at(now), random: 0)) }
+      default:
+        // Reconnection timers fire.
+        for index in machine.links.indices { take(machine.timerFired(.reconnect(index), now: CoordinatorDiscoveryTests.at(now))) }
+      }
+    }
+    // Quiesce: every coordinator reads the membership, every message arrives, every ended
+    // stream is reported, every timer fires, until nothing moves.
+    for coordinator in alive.indices where alive[coordinator] { views[coordinator] = Set(alive.indices.filter { alive[$0] }) }
+    for _ in 0..<50 {
+      let ending = ended
+      ended = []
+      for connection in ending { take(machine.connectionEnded(connection, error: "refused", now: CoordinatorDiscoveryTests.at(now), random: 0)) }
+      for index in machine.links.indices { take(machine.timerFired(.reconnect(index), now: CoordinatorDiscoveryTests.at(now))) }
+      for connection in streams.keys.sorted() {
+        guard var stream = streams[connection] else { continue }
+        while !stream.toCoordinator.isEmpty {
+          switch stream.toCoordinator.removeFirst().kind {
+          case .credit(let grant): stream.credits += Int(grant.credits)
+          case .withdrawal(let withdrawal):
+            let given = min(Int(withdrawal.credits), stream.credits)
+            stream.credits -= given
+            stream.toExecutor.append(.with { $0.withdrawn.credits = UInt32(given) })
+          default: break
+          }
+        }
+        streams[connection] = stream
+        if stream.halfClosed {
+          end(connection)
+          continue
+        }
+        if let index = machine.links.firstIndex(where: { $0.connection == connection }), machine.links[index].isRegistered {
+          streams[connection]!.toExecutor.append(CoordinatorDiscoveryTests.ack(1, announcing: peers(views[stream.coordinator])))
+        }
+        while let message = streams[connection]?.toExecutor.first {
+          streams[connection]!.toExecutor.removeFirst()
+          take(machine.received(message, on: connection, now: CoordinatorDiscoveryTests.at(now)))
+        }
+      }
+    }
+    // Every live coordinator is reached by exactly one registered link, and no link is kept to
+    // a gone one; each registered link's credits are what its coordinator counts.
+    let live = Set(alive.indices.filter { alive[$0] }.map { "c\($0)" })
+    let registered = machine.links.filter(\.isRegistered).compactMap(\.coordinatorID)
+    #expect(Set(registered) == live, "seed \(seed): registered with \(registered.sorted()), live \(live.sorted())")
+    let kept = machine.links.filter { !$0.retired && $0.announcedAddress != nil }.compactMap(\.coordinatorID)
+    #expect(Set(kept).isSubset(of: live), "seed \(seed): links kept to \(kept.sorted())")
+    for link in machine.links where link.isRegistered {
+      #expect(link.outstandingCredits == streams[link.connection!]?.credits, "seed \(seed)")
+    }
+    #expect(finished > 20, "seed \(seed): the slots kept being used")
+    #expect(learnt > 3 && givenUp > 0, "seed \(seed): \(learnt) links learnt, \(givenUp) given up")
+  }
+}
