@@ -352,6 +352,13 @@ struct ChangingClusterTests {
           let given = min(Int(withdrawal.credits), stream.credits)
           stream.credits -= given
           stream.toExecutor.append(.with { $0.withdrawn.credits = UInt32(given) })
+        case .result(let result):
+          stream.toExecutor.append(
+            .with {
+              $0.resultAck = .with {
+                $0.runID = result.runID; $0.fence = result.fence; $0.recorded = true
+              }
+            })
         default: break
         }
         streams[connection] = stream
@@ -431,6 +438,13 @@ struct ChangingClusterTests {
             let given = min(Int(withdrawal.credits), stream.credits)
             stream.credits -= given
             stream.toExecutor.append(.with { $0.withdrawn.credits = UInt32(given) })
+          case .result(let result):
+            stream.toExecutor.append(
+              .with {
+                $0.resultAck = .with {
+                  $0.runID = result.runID; $0.fence = result.fence; $0.recorded = true
+                }
+              })
           default: break
           }
         }
@@ -460,5 +474,6 @@ struct ChangingClusterTests {
     }
     #expect(finished > 20, "seed \(seed): the slots kept being used")
     #expect(learnt > 3 && givenUp > 0, "seed \(seed): \(learnt) links learnt, \(givenUp) given up")
+    #expect(machine.sentResults.isEmpty, "seed \(seed): \(machine.sentResults.count) results never acknowledged")
   }
 }

@@ -421,4 +421,61 @@ struct SeveralCoordinatorsTests {
     let ended = machine.connectionEnded(1, error: nil, now: Self.at(5), random: 0)
     #expect(ended.contains { if case .schedule(.reconnect(0), _) = $0 { true } else { false } })
   }
+
+  static func ack(_ runID: String, recorded: Bool = true) -> Hourglass_V1_CoordinatorMessage {
+    .with {
+      $0.resultAck = .with {
+        $0.runID = runID; $0.fence = 1; $0.recorded = recorded
+      }
+    }
+  }
+
+  @Test("a result whose stream ends before the acknowledgement goes again on the other stream; the acknowledgement ends it")
+  func unacknowledgedResultIsSentAgain() {
+    var machine = Self.bothRegistered(slots: 4)
+    _ = machine.received(Self.withdrawn(2), on: 1, now: Self.at(0))
+    _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(1))
+    _ = machine.received(Self.lease("r2"), on: 1, now: Self.at(1))
+    let key1 = RunKey(runID: "r1", fence: 1)
+    let key2 = RunKey(runID: "r2", fence: 1)
+    #expect(Self.results(machine.runFinished(key1, outcome: Self.outcome(), now: Self.at(2)), on: 1).map(\.runID) == ["r1"])
+    #expect(Self.results(machine.runFinished(key2, outcome: Self.outcome(), now: Self.at(2)), on: 1).map(\.runID) == ["r2"])
+    #expect(machine.runs.isEmpty && machine.sentResults.count == 2, "the slots are free; the results are kept")
+    // r2's is acknowledged; then the stream breaks (a crash) with r1's still in flight.
+    let acked = machine.received(Self.ack("r2"), on: 1, now: Self.at(3))
+    #expect(acked.contains { if case .cancelTimer(.leaseExpiry(key2)) = $0 { true } else { false } })
+    let ended = machine.connectionEnded(1, error: "reset", now: Self.at(4), random: 0)
+    #expect(Self.results(ended, on: 2).map(\.runID) == ["r1"], "only the unacknowledged one, on b")
+    #expect(machine.sentResults[key1]?.resent == true)
+    // b says it is not recorded (a's copy was): logged, and forgotten.
+    let refused = machine.received(Self.ack("r1", recorded: false), on: 2, now: Self.at(5))
+    #expect(refused.contains { if case .log(.info, let text, _) = $0 { text.contains("earlier copy") } else { false } })
+    #expect(machine.sentResults.isEmpty)
+  }
+
+  @Test("with no stream up, an unacknowledged result waits for the first to register; past its lease it is dropped")
+  func unacknowledgedResultWaitsThenExpires() {
+    var machine = Self.bothRegistered(slots: 2)
+    _ = machine.received(Self.withdrawn(1), on: 1, now: Self.at(0))
+    _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(0))
+    _ = machine.received(Self.lease("r2"), on: 2, now: Self.at(0))
+    _ = machine.runFinished(RunKey(runID: "r1", fence: 1), outcome: Self.outcome(), now: Self.at(1))
+    _ = machine.runFinished(RunKey(runID: "r2", fence: 1), outcome: Self.outcome(), now: Self.at(1))
+    _ = machine.connectionEnded(1, error: "reset", now: Self.at(2), random: 0)
+    let bothDown = machine.connectionEnded(2, error: "reset", now: Self.at(2), random: 0)
+    #expect(Self.sent(bothDown).isEmpty)
+    #expect(machine.sentResults.values.allSatisfy { $0.connection == nil })
+    // a comes back on stream 3: both results go there, before its credits.
+    let reconnect = machine.timerFired(.reconnect(0), now: Self.at(3))
+    let stream = reconnect.compactMap { if case .connect(let connection, _) = $0 { connection } else { nil } }.first!
+    let registered = machine.received(Self.registered("a"), on: stream, now: Self.at(3))
+    #expect(Self.results(registered, on: stream).map(\.runID).sorted() == ["r1", "r2"])
+    // r2's acknowledgement never comes and its lease (30 s from its grant) runs out.
+    _ = machine.received(Self.ack("r1"), on: stream, now: Self.at(4))
+    #expect(
+      machine.timerFired(.leaseExpiry(RunKey(runID: "r2", fence: 1)), now: Self.at(31)).contains {
+        if case .log(.warning, _, _) = $0 { true } else { false }
+      })
+    #expect(machine.sentResults.isEmpty)
+  }
 }

@@ -202,6 +202,19 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var phase: Phase
   }
 
+  /// A result sent and not yet acknowledged (`ResultAck`). If its stream ends first, it goes
+  /// again on another registered stream, or on the first one to register, while its lease
+  /// lasts: a coordinator that crashes, or a connection that breaks, with results in flight
+  /// does not cost those runs a second execution. It holds no slot: the run is over.
+  struct SentResult: Sendable {
+    var result: Hourglass_V1_RunResult
+    /// The stream it went out on last; nil while no stream is up to carry it.
+    var connection: UInt64?
+    var leaseExpiry: Instant
+    /// Sent more than once: a refusal may only mean that an earlier copy was recorded.
+    var resent = false
+  }
+
   /// Heartbeat intervals without an acknowledgement after which the stream is given up.
   static var missedHeartbeatLimit: Int { 3 }
 
@@ -209,6 +222,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private(set) var links: [Link]
   private(set) var lifecycle: Lifecycle = .running
   private(set) var runs: [RunKey: Run] = [:]
+  /// Results sent and not yet acknowledged, by run.
+  private(set) var sentResults: [RunKey: SentResult] = [:]
   private var nextConnection: UInt64 = 0
   /// Whether the limit of links learnt from the cluster has been logged (once).
   private var discoveryLimitLogged = false
@@ -263,6 +278,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
   /// A stream ended (or never opened).
   mutating func connectionEnded(_ connection: UInt64, error: String?, now: Instant, random: Double) -> [Action] {
+    guard coordinator(of: connection) != nil else { return [] }
+    let actions = linkEnded(connection, error: error, now: now, random: random)
+    return actions + redeliverResults(sentOn: connection)
+  }
+
+  private mutating func linkEnded(_ connection: UInt64, error: String?, now: Instant, random: Double) -> [Action] {
     guard let index = coordinator(of: connection) else { return [] }
     links[index].outstandingCredits = 0
     links[index].withdrawing = false
@@ -315,9 +336,11 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     case .renewalAck(let ack): return handleRenewalAck(ack, now: now)
     case .cancel(let cancel): return handleCancel(cancel)
     case .resultAck(let ack):
-      return Self.handleResultAck(ack)
+      return handleResultAck(ack)
     case .resultAcks(let batch):
-      return batch.acks.flatMap(Self.handleResultAck)
+      var actions: [Action] = []
+      for ack in batch.acks { actions += handleResultAck(ack) }
+      return actions
     case .withdrawn(let withdrawn):
       return handleWithdrawn(withdrawn, coordinator: index)
     case .shuttingDown:
@@ -349,9 +372,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     }
     let result = Self.result(for: run.grant, outcome)
     if let connection = deliveryConnection(for: run) {
+      // The lease timer stays armed: it ends the wait for the acknowledgement.
       runs[key] = nil
-      actions.append(.cancelTimer(.leaseExpiry(key)))
-      actions.append(.send(.with { $0.result = result }, on: connection))
+      actions.append(send(result, of: key, leaseExpiry: run.leaseExpiry, on: connection))
       actions += distributeCredits()
     } else {
       // Keep the slot and the lease timer: delivered on reconnection, dropped at expiry.
@@ -409,7 +432,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       return actions
 
     case .leaseExpiry(let key):
-      guard var run = runs[key] else { return [] }
+      guard var run = runs[key] else {
+        guard let sent = sentResults[key] else { return [] }
+        guard now >= sent.leaseExpiry else { return [.schedule(.leaseExpiry(key), at: sent.leaseExpiry)] }
+        sentResults[key] = nil
+        return [.log(.warning, "the result was not acknowledged before its lease ran out; it is no longer sent again", run: key)]
+      }
       guard now >= run.leaseExpiry else { return [.schedule(.leaseExpiry(key), at: run.leaseExpiry)] }
       switch run.phase {
       case .awaitingDelivery:
@@ -535,14 +563,19 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       switch run.phase {
       case .awaitingDelivery(let result):
         runs[key] = nil
-        actions.append(.cancelTimer(.leaseExpiry(key)))
-        actions.append(.send(.with { $0.result = result }, on: connection))
+        actions.append(send(result, of: key, leaseExpiry: run.leaseExpiry, on: connection))
       case .running, .stopping:
         guard run.coordinator == index || !othersUp else { continue }
         if run.renewalSentAt == nil { run.renewalSentAt = now }
         runs[key] = run
         actions.append(.send(Self.renewal(key), on: connection))
       }
+    }
+    // Results sent on a stream that ended before acknowledging them, with no other stream up.
+    for key in sentResults.keys.sorted(by: { $0.description < $1.description }) where sentResults[key]?.connection == nil {
+      sentResults[key]?.connection = connection
+      sentResults[key]?.resent = true
+      actions.append(.send(.with { $0.result = sentResults[key]!.result }, on: connection))
     }
     switch lifecycle {
     case .running:
@@ -656,9 +689,42 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return [.log(.info, "cancelling the run: \(cancel.reason)", run: key), .stopRun(key, reason)]
   }
 
-  private static func handleResultAck(_ ack: Hourglass_V1_ResultAck) -> [Action] {
+  private mutating func handleResultAck(_ ack: Hourglass_V1_ResultAck) -> [Action] {
     let key = RunKey(runID: ack.runID, fence: ack.fence)
-    return ack.recorded ? [] : [.log(.info, "the coordinator did not record the result: its fence is stale", run: key)]
+    let sent = sentResults.removeValue(forKey: key)
+    var actions: [Action] = sent == nil ? [] : [.cancelTimer(.leaseExpiry(key))]
+    if !ack.recorded {
+      let why = sent?.resent == true ? "an earlier copy was recorded, or the fence is stale" : "its fence is stale"
+      actions.append(.log(.info, "the coordinator did not record the result: \(why)", run: key))
+    }
+    return actions
+  }
+
+  /// Sends the result of run `key` on `connection` and keeps it until it is acknowledged.
+  private mutating func send(_ result: Hourglass_V1_RunResult, of key: RunKey, leaseExpiry: Instant, on connection: UInt64) -> Action {
+    sentResults[key] = SentResult(result: result, connection: connection, leaseExpiry: leaseExpiry)
+    return .send(.with { $0.result = result }, on: connection)
+  }
+
+  /// Stream `connection` has ended: its unacknowledged results go again on another registered
+  /// stream, or wait for the next one to register. Not while closing, when no stream takes more.
+  private mutating func redeliverResults(sentOn connection: UInt64) -> [Action] {
+    let stranded = sentResults.filter { $0.value.connection == connection }.keys.sorted { $0.description < $1.description }
+    guard !stranded.isEmpty else { return [] }
+    let target: UInt64? =
+      switch lifecycle {
+      case .running, .draining: links.lazy.compactMap { $0.session?.connection }.first
+      case .closing, .finished: nil
+      }
+    var actions: [Action] = []
+    for key in stranded {
+      sentResults[key]?.connection = target
+      guard let target, let sent = sentResults[key] else { continue }
+      sentResults[key]?.resent = true
+      actions.append(.send(.with { $0.result = sent.result }, on: target))
+    }
+    let whither = target == nil ? "they wait for a stream" : "sent again on another stream"
+    return [.log(.info, "\(stranded.count) result(s) were not acknowledged before their stream ended; \(whither)", run: nil)] + actions
   }
 
   /// The coordinator is shutting down: half-close its stream, move its credits to the others,
@@ -788,12 +854,16 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// Its runs report through the other links, as any run whose coordinator is down does.
   private mutating func retire(_ index: Int) -> [Action] {
     var actions: [Action] = [.cancelTimer(.heartbeat(index)), .cancelTimer(.reconnect(index))]
-    if let connection = links[index].connection { actions.append(.abandonStream(connection)) }
+    let connection = links[index].connection
+    if let connection { actions.append(.abandonStream(connection)) }
     let id = links[index].coordinatorID
     links[index] = Link()
     links[index].coordinatorID = id
     links[index].retired = true
-    return actions + [.removeCoordinator(index)]
+    actions.append(.removeCoordinator(index))
+    // Its stream's end will not be reported for a link it no longer is.
+    if let connection { actions += redeliverResults(sentOn: connection) }
+    return actions
   }
 
   /// The stream a run's renewals and result go on: its own coordinator's, or while that one is
