@@ -67,8 +67,9 @@ public struct CoordinatorMember: Sendable, Hashable {
   public var id: String
   /// Where executors reach it ("host:port"), if it advertises an address.
   public var address: String?
-  /// Whether it takes partitions: it has executors to dispatch to. One without heartbeats only
-  /// so that it can be announced to executors; partitions are spread over the others.
+  /// Whether it takes partitions: it has executors to dispatch to. A member that does not
+  /// dispatch heartbeats only to be announced to executors; partitions are spread over the
+  /// members that do.
   public var dispatching: Bool
 
   /// Creates a member.

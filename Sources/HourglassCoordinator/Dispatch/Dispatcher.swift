@@ -206,8 +206,14 @@ actor Dispatcher {
     return withdrawn
   }
 
+  /// An executor's heartbeat: records its measured clock skew (outside the bound it gets no
+  /// leases) and returns whether it is eligible, with the cluster's coordinators to announce.
+  func heartbeat(session: UInt64, skewMicros: Int64) -> (eligible: Bool, peers: [CoordinatorMember]?) {
+    (setSkew(session: session, skewMicros: skewMicros), clusterPeers)
+  }
+
   /// The executor's measured clock skew; outside the bound it gets no leases.
-  func setSkew(session: UInt64, skewMicros: Int64) -> Bool {
+  private func setSkew(session: UInt64, skewMicros: Int64) -> Bool {
     let eligible = abs(skewMicros) <= configuration.skewBoundMicros
     let was = pool.members[session]?.eligible ?? true
     pool.setEligible(session: session, eligible, skewMicros: skewMicros)

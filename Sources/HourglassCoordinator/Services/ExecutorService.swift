@@ -121,13 +121,14 @@ struct ExecutorService: Sendable {
       // offset = executor clock − coordinator clock at the moment the executor sent it.
       let sentAt = now - Int64(heartbeat.lastRoundTripMicros / 2)
       let skew = ProtoTime.micros(heartbeat.executorTime) - sentAt
-      let eligible = await dispatcher.setSkew(session: session, skewMicros: skew)
+      // One hop to the dispatcher for both: an acknowledgement waits for it.
+      let (eligible, peers) = await dispatcher.heartbeat(session: session, skewMicros: skew)
       var ack = Hourglass_V1_HeartbeatAck()
       ack.sequence = heartbeat.sequence
       ack.coordinatorTime = ProtoTime.timestamp(now)
       ack.measuredSkewMicros = skew
       ack.eligible = eligible
-      if let peers = await dispatcher.clusterPeers { ack.cluster = Self.announcement(peers) }
+      if let peers { ack.cluster = Self.announcement(peers) }
       var reply = Hourglass_V1_CoordinatorMessage()
       reply.heartbeatAck = ack
       try await writer.write(reply)
