@@ -271,6 +271,25 @@ struct ChangingClusterTests {
     var halfClosed = false
     /// The coordinator said `ShuttingDown` on it.
     var leaving = false
+
+    /// The coordinator reads one message: counts credits, answers withdrawals and results.
+    mutating func read(_ message: Hourglass_V1_ExecutorMessage) {
+      switch message.kind {
+      case .credit(let grant): credits += Int(grant.credits)
+      case .withdrawal(let withdrawal):
+        let given = min(Int(withdrawal.credits), credits)
+        credits -= given
+        toExecutor.append(.with { $0.withdrawn.credits = UInt32(given) })
+      case .result(let result):
+        toExecutor.append(
+          .with {
+            $0.resultAck = .with {
+              $0.runID = result.runID; $0.fence = result.fence; $0.recorded = true
+            }
+          })
+      default: break
+      }
+    }
   }
 
   @Test("links follow the membership, one per coordinator, and the credits stay exact", arguments: Array(1...8) as [UInt64])
@@ -346,21 +365,7 @@ struct ChangingClusterTests {
           if stream.halfClosed { end(connection) }
           continue
         }
-        switch stream.toCoordinator.removeFirst().kind {
-        case .credit(let grant): stream.credits += Int(grant.credits)
-        case .withdrawal(let withdrawal):
-          let given = min(Int(withdrawal.credits), stream.credits)
-          stream.credits -= given
-          stream.toExecutor.append(.with { $0.withdrawn.credits = UInt32(given) })
-        case .result(let result):
-          stream.toExecutor.append(
-            .with {
-              $0.resultAck = .with {
-                $0.runID = result.runID; $0.fence = result.fence; $0.recorded = true
-              }
-            })
-        default: break
-        }
+        stream.read(stream.toCoordinator.removeFirst())
         streams[connection] = stream
       case 2:
         // A lease, unless the coordinator is leaving.
@@ -432,21 +437,7 @@ struct ChangingClusterTests {
       for connection in streams.keys.sorted() {
         guard var stream = streams[connection] else { continue }
         while !stream.toCoordinator.isEmpty {
-          switch stream.toCoordinator.removeFirst().kind {
-          case .credit(let grant): stream.credits += Int(grant.credits)
-          case .withdrawal(let withdrawal):
-            let given = min(Int(withdrawal.credits), stream.credits)
-            stream.credits -= given
-            stream.toExecutor.append(.with { $0.withdrawn.credits = UInt32(given) })
-          case .result(let result):
-            stream.toExecutor.append(
-              .with {
-                $0.resultAck = .with {
-                  $0.runID = result.runID; $0.fence = result.fence; $0.recorded = true
-                }
-              })
-          default: break
-          }
+          stream.read(stream.toCoordinator.removeFirst())
         }
         streams[connection] = stream
         if stream.halfClosed {
