@@ -308,6 +308,26 @@ struct ClusterTests {
     }
   }
 
+  @Test("the coordinators announced to executors are counted: those with an address, whether or not they dispatch")
+  func announcedCoordinatorsMetric() async throws {
+    let registries = [PrometheusCollectorRegistry(), PrometheusCollectorRegistry()]
+    try await ClusterHarness.with(
+      ids: Self.ids, metricsFactories: registries.map { HourglassMetrics.makeFactory(registry: $0) },
+      configure: { if $0.coordinatorID == "coord-b" { $0.advertiseAddress = "coord-b.test:7443" } }
+    ) { cluster in
+      // B has no executor: it does not dispatch, but its row is there to be announced.
+      let onA = try await cluster.executor("exec-a", via: 0)
+      try await cluster.converge(members: [0])
+      let a = try PrometheusText(registries[0].emitToString())
+      let b = try PrometheusText(registries[1].emitToString())
+      #expect(a.value("hourglass_cluster_announced_coordinators") == 1)
+      #expect(b.value("hourglass_cluster_announced_coordinators") == 1)
+      #expect(a.value("hourglass_cluster_coordinators") == 1, "only A dispatches")
+      #expect(await cluster.coordinators[0].dispatcher.clusterPeers?.map(\.id) == ["coord-b"])
+      await onA.close()
+    }
+  }
+
   @Test("a leaving coordinator asks the others to pass at once (a rebalance notice), and they take its partitions")
   func leavingAnnouncesARebalance() async throws {
     try await Self.withSplitCluster { cluster, _, _ in

@@ -230,6 +230,7 @@ extension Dispatcher {
       // Without an address to announce there is no reason to be in the membership at all.
       guard configuration.advertiseAddress != nil else {
         clusterPeers = nil
+        metrics.clusterAnnounced.record(0)
         return
       }
     }
@@ -240,6 +241,7 @@ extension Dispatcher {
       let members = try await cluster.heartbeatCoordinator(
         CoordinatorMember(id: me, address: configuration.advertiseAddress, dispatching: dispatching), now: now, expiresAt: expiresAt)
       clusterPeers = members.filter { $0.address != nil }
+      metrics.clusterAnnounced.record(clusterPeers?.count ?? 0)
       guard dispatching else { return }
       // Partitions go to the coordinators that dispatch; the others are only announced.
       let dispatchers = members.filter(\.dispatching).map(\.id)

@@ -36,6 +36,9 @@ final class CoordinatorMetrics: Sendable {
   /// In a cluster: the coordinators in the membership at this one's last ownership pass (0 while
   /// it is not in it; not reported on a single node).
   let clusterCoordinators: Gauge
+  /// In a cluster: the coordinators this one announces to its executors (live, with an address)
+  /// at its last membership pass.
+  let clusterAnnounced: Gauge
   /// Deleted tasks whose rows the purge removed.
   let tasksPurgedDeleted: Counter
   /// Finished tasks the purge removed once their retention had passed.
@@ -68,6 +71,7 @@ final class CoordinatorMetrics: Sendable {
     executorsConnected = Gauge(label: "hourglass_executors_connected", factory: factory)
     executorsSkewRefused = Gauge(label: "hourglass_executors_skew_refused", factory: factory)
     clusterCoordinators = Gauge(label: "hourglass_cluster_coordinators", factory: factory)
+    clusterAnnounced = Gauge(label: "hourglass_cluster_announced_coordinators", factory: factory)
     tasksPurgedDeleted = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "deleted")], factory: factory)
     tasksPurgedFinished = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "finished")], factory: factory)
     blobsRemoved = Counter(label: "hourglass_blobs_removed_total", factory: factory)
