@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif
+
 /// How an ``Executor`` runs: who it is, how much it runs at once, its timers and limits.
 public struct ExecutorConfiguration: Sendable, Hashable {
   /// Exponential backoff between reconnection attempts.
@@ -122,6 +128,21 @@ public struct ExecutorConfiguration: Sendable, Hashable {
     if exec.outputTailLimit < 1 { throw fail("exec.outputTailLimit", "must be positive") }
     if exec.killGrace < .zero { throw fail("exec.killGrace", "must not be negative") }
     if !exec.shell.hasPrefix("/") { throw fail("exec.shell", "must be an absolute path") }
+    try validateRunAs(effectiveUID: UInt32(geteuid()))
+  }
+
+  /// The checks of ``ExecOperator/Configuration/runAs``, for a process whose effective user id
+  /// is `effectiveUID`: only root can start tasks as another user, through the privilege tool.
+  func validateRunAs(effectiveUID: UInt32) throws(ExecutorConfigurationError) {
+    guard let user = exec.runAs else { return }
+    guard operators.contains("exec") else { return }
+    if effectiveUID != 0 {
+      throw ExecutorConfigurationError(field: "exec.runAs", problem: "needs the executor to run as root to start tasks as \(user)")
+    }
+    if !exec.privilegeTool.hasPrefix("/") || access(exec.privilegeTool, X_OK) != 0 {
+      throw ExecutorConfigurationError(
+        field: "exec.privilegeTool", problem: "\(exec.privilegeTool) is not an executable (Debian's util-linux package has setpriv)")
+    }
   }
 }
 

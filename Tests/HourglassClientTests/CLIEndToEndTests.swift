@@ -333,6 +333,10 @@ struct CLIEndToEndTests {
       in: folder)
     #expect(sameCoordinatorTwice.status == 2)
     #expect(sameCoordinatorTwice.stderr.contains("--coordinator 127.0.0.1:7443 is given twice"), "\(sameCoordinatorTwice.stderr)")
+    let unknownUser = try CLI.run(
+      ["executor", "--coordinator", "127.0.0.1:7443", "--ca", "ca.pem", "--cert", "e.pem", "--key", "e.key", "--run-as", "no-such-user-hg"], in: folder)
+    #expect(unknownUser.status == 2)
+    #expect(unknownUser.stderr.contains("--run-as no-such-user-hg: no such user"), "\(unknownUser.stderr)")
     let advertiseOnSQLite = try CLI.run(
       ["coordinator", "--store", "sqlite:tasks.db", "--advertise", "10.0.0.1:7443", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"], in: folder)
     #expect(advertiseOnSQLite.status == 2)

@@ -96,4 +96,55 @@ struct ExecOperatorTests {
     #expect(result.status == .timedOut)
     for pid in started { #expect(!isAlive(pid), "process \(pid) outlived its run") }
   }
+
+  /// An operator that runs tasks as `nobody`, in a scratch folder that user can traverse.
+  func makeOperatorRunningAsNobody(_ scratch: ScratchDirectory) throws -> ExecOperator {
+    #expect(chmod(scratch.path, 0o711) == 0)
+    var configuration = makeOperator(scratch).configuration
+    let nobody = try #require(ExecOperator.RunAs.user(named: "nobody"))
+    configuration.runAs = nobody
+    return ExecOperator(configuration: configuration)
+  }
+
+  @Test(
+    "with runAs, the task runs as that user, without supplementary groups, in a directory and from a file it owns",
+    .enabled(if: geteuid() == 0, "only root can start tasks as another user"))
+  func runsAsAnotherUser() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let nobody = try #require(ExecOperator.RunAs.user(named: "nobody"))
+    let script = """
+      #!/bin/sh
+      echo "ids=$(id -u) $(id -g) $(id -G)"
+      echo "owners=$(stat -c %u:%g .) $(stat -c %u:%g "$0")"
+      touch written && echo "wrote"
+      grep NoNewPrivs /proc/self/status
+      """
+    let outcome = try await makeOperatorRunningAsNobody(scratch).run(scriptRequest(script), cancellation: RunCancellation())
+    let lines = String(decoding: outcome.outputTail, as: UTF8.self).split(separator: "\n").map(String.init)
+    #expect(outcome.status == .succeeded, "\(lines)")
+    #expect(lines.contains("ids=\(nobody.uid) \(nobody.gid) \(nobody.gid)"), "\(lines)")
+    #expect(lines.contains("owners=\(nobody.uid):\(nobody.gid) \(nobody.uid):\(nobody.gid)"), "\(lines)")
+    #expect(lines.contains("wrote"))
+    #expect(lines.contains { $0.hasPrefix("NoNewPrivs:") && $0.hasSuffix("1") }, "\(lines)")
+  }
+
+  @Test(
+    "with runAs, a stop request still kills the task's whole process group",
+    .enabled(if: geteuid() == 0, "only root can start tasks as another user"))
+  func runAsCancellationKillsGroup() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let pids = try scratch.fifo("pids")
+    #expect(chmod(pids, 0o666) == 0)
+    let cancellation = RunCancellation()
+    let op = try makeOperatorRunningAsNobody(scratch)
+    async let outcome = op.run(scriptRequest("#!/bin/sh\nsleep 1000 &\necho \"$$ $!\" > \"$1\"\nwait\n", arguments: [pids]), cancellation: cancellation)
+    let started = await readFIFO(pids).split(separator: " ").compactMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    #expect(started.count == 2)
+    cancellation.cancel(.timedOut)
+    let result = await outcome
+    #expect(result.status == .timedOut)
+    for pid in started { #expect(!isAlive(pid), "process \(pid) outlived its run") }
+  }
 }

@@ -376,4 +376,26 @@ struct ExecutorStateMachineTests {
       #expect(error.field == field)
     }
   }
+
+  @Test("running exec tasks as another user needs root and the privilege tool; without exec, neither is checked")
+  func runAsValidation() {
+    var configuration = ExecutorConfiguration.defaults
+    configuration.exec.runAs = ExecOperator.RunAs(name: "nobody", uid: 65_534, gid: 65_534)
+    #expect(throws: Never.self) { try configuration.validateRunAs(effectiveUID: 0) }
+    do {
+      try configuration.validateRunAs(effectiveUID: 1_000)
+      Issue.record("a non-root executor was allowed to run tasks as another user")
+    } catch {
+      #expect(error.field == "exec.runAs")
+    }
+    configuration.exec.privilegeTool = "/nonexistent/setpriv"
+    do {
+      try configuration.validateRunAs(effectiveUID: 0)
+      Issue.record("a missing privilege tool was accepted")
+    } catch {
+      #expect(error.field == "exec.privilegeTool")
+    }
+    configuration.operators = ["noop"]
+    #expect(throws: Never.self) { try configuration.validateRunAs(effectiveUID: 1_000) }
+  }
 }

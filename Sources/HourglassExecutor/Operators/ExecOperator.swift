@@ -12,7 +12,8 @@ import Foundation
 /// in its own process group, capturing the tail of its output.
 ///
 /// What it isolates, and what it does not, is in `docs/executor.md`: there are no namespaces
-/// and no seccomp filter, and the task runs as the executor's user.
+/// and no seccomp filter. The task runs as the executor's user, or with ``Configuration/runAs``
+/// as another one (the executor must then be root).
 public struct ExecOperator: Operator {
   /// Limits and places for `exec` runs.
   public struct Configuration: Sendable, Hashable {
@@ -32,6 +33,13 @@ public struct ExecOperator: Operator {
     public var shell: String
     /// The task's `PATH`.
     public var path: String
+    /// The user tasks run as, instead of the executor's own: the executor must run as root,
+    /// and starts each task through ``privilegeTool`` with that user's ids, no supplementary
+    /// groups and `no_new_privs` (no set-user-id program can give a task more). The run's
+    /// directory and program are given to that user. nil runs tasks as the executor's user.
+    public var runAs: RunAs?
+    /// util-linux's `setpriv`, which drops to ``runAs`` between the spawn and the task.
+    public var privilegeTool: String = "/usr/bin/setpriv"
 
     /// /tmp, 1024 files, no address-space or CPU limit, 64 KiB of output, 5 s kill grace.
     public static var defaults: Configuration {
@@ -54,6 +62,34 @@ public struct ExecOperator: Operator {
       self.shell = shell
       self.path = path
     }
+  }
+
+  /// A user to run tasks as: its ids, looked up once.
+  public struct RunAs: Sendable, Hashable, CustomStringConvertible {
+    /// The user's name, for messages.
+    public var name: String
+    /// Its user id.
+    public var uid: UInt32
+    /// Its primary group id.
+    public var gid: UInt32
+
+    /// A user by ids.
+    public init(name: String, uid: UInt32, gid: UInt32) {
+      self.name = name
+      self.uid = uid
+      self.gid = gid
+    }
+
+    /// The user called `name` in the password database, or nil when there is none.
+    public static func user(named name: String) -> RunAs? {
+      var entry = passwd()
+      var result: UnsafeMutablePointer<passwd>?
+      var buffer = [CChar](repeating: 0, count: 16_384)
+      guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+      return RunAs(name: name, uid: UInt32(entry.pw_uid), gid: UInt32(entry.pw_gid))
+    }
+
+    public var description: String { "\(name) (uid \(uid), gid \(gid))" }
   }
 
   /// The exit code reported for a run that never started (bad digest, spawn failure).
@@ -95,15 +131,22 @@ public struct ExecOperator: Operator {
     let program = directory + "/task"
     do {
       try Self.writePrivateExecutable(request.blob, to: program)
+      if let user = configuration.runAs {
+        // Both stay private (0700), to that user instead of the executor's.
+        for path in [program, directory] where chown(path, uid_t(user.uid), gid_t(user.gid)) != 0 {
+          throw SpawnError("chown \(path) to \(user)", errno)
+        }
+      }
     } catch {
       return failed("cannot write the blob: \(error)")
     }
 
     let child: ChildProcess
     do {
+      let command = [configuration.shell, "-c", limitsPrelude(), directory, program] + request.arguments
       child = try ChildProcess.spawn(
-        executable: configuration.shell,
-        arguments: [configuration.shell, "-c", limitsPrelude(), directory, program] + request.arguments,
+        executable: configuration.runAs == nil ? configuration.shell : configuration.privilegeTool,
+        arguments: privilegePrefix() + command,
         environment: environment(for: request),
         workingDirectory: directory,
         tailCapacity: configuration.outputTailLimit
@@ -175,6 +218,16 @@ public struct ExecOperator: Operator {
     if let seconds = configuration.cpuTimeLimitSeconds { limits.append("ulimit -t \(seconds)") }
     // dash exports PWD of its own accord; the task's environment is ours alone.
     return limits.joined(separator: " && ") + " || exit 125; unset PWD OLDPWD; exec \"$@\""
+  }
+
+  /// What goes before the shell's command line: with ``Configuration/runAs``, `setpriv`'s
+  /// arguments that become that user for good (real and effective ids, no supplementary
+  /// groups, no way back through a set-user-id program).
+  func privilegePrefix() -> [String] {
+    guard let user = configuration.runAs else { return [] }
+    return [
+      configuration.privilegeTool, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--no-new-privs", "--",
+    ]
   }
 
   /// The task's whole environment.

@@ -59,6 +59,11 @@ struct ExecutorCommand: AsyncParsableCommand {
   @Option(name: .customLong("temporary-directory"), help: "Where exec runs get their private directories.")
   var temporaryDirectory: String = "/tmp"
 
+  @Option(
+    name: .customLong("run-as"),
+    help: "Run exec tasks as this user (the executor must run as root), with no supplementary groups and no_new_privs.")
+  var runAs: String?
+
   @OptionGroup var observability: ObservabilityOptions
 
   func validate() throws {
@@ -74,6 +79,7 @@ struct ExecutorCommand: AsyncParsableCommand {
       throw ValidationError("--drain-grace \(drainGrace) is not a duration such as 30s or 2m")
     }
     if slots < 1 { throw ValidationError("--slots must be at least 1") }
+    if let runAs, ExecOperator.RunAs.user(named: runAs) == nil { throw ValidationError("--run-as \(runAs): no such user") }
   }
 
   func run() async throws {
@@ -95,6 +101,7 @@ struct ExecutorCommand: AsyncParsableCommand {
     configuration.operators = operators.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     configuration.drainGrace = .microseconds(try DurationText.parse(drainGrace, field: "--drain-grace"))
     configuration.temporaryDirectory = temporaryDirectory
+    configuration.exec.runAs = runAs.flatMap { ExecOperator.RunAs.user(named: $0) }
     do {
       try configuration.validate()
     } catch {
