@@ -104,6 +104,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var configuration = CoordinatorConfiguration.defaults
     configuration.coordinatorID = id ?? ProcessInfo.processInfo.hostName
     configuration.advertiseAddress = advertise
+    if advertise == nil, taskStore is any PartitionLeasing {
+      logger.notice(
+        "no --advertise address: executors of the cluster reach this coordinator only if they are given its address with --coordinator")
+    }
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
     configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Self.micros(hours: runHistoryRetentionHours)
