@@ -46,6 +46,31 @@ public struct JSONBytesWriter: Sendable {
     if let value { integer(value) } else { null() }
   }
 
+  /// A member whose value is an instant in RFC 3339 UTC (`2026-03-08T07:00:00Z`, as
+  /// ``RFC3339/formatUTC(micros:)`` writes it), or `null`.
+  public mutating func member(_ name: String, utcMicros: Int64?) {
+    key(name)
+    guard let utcMicros else {
+      null()
+      return
+    }
+    // Digits and `-:.TZ` only: nothing to escape.
+    bytes.append(UInt8(ascii: "\""))
+    RFC3339.append(micros: utcMicros, offsetSeconds: 0, useZ: true, to: &bytes)
+    bytes.append(UInt8(ascii: "\""))
+    first = false
+  }
+
+  /// A member whose value is a duration as ``DurationText/format(_:)`` writes it (`1h30m`).
+  public mutating func member(_ name: String, durationMicros: Int64) {
+    key(name)
+    // Digits, `-` and unit letters only: nothing to escape.
+    bytes.append(UInt8(ascii: "\""))
+    DurationText.append(durationMicros, to: &bytes)
+    bytes.append(UInt8(ascii: "\""))
+    first = false
+  }
+
   /// A member whose value is a number.
   public mutating func member(_ name: String, _ value: Double) {
     key(name)
@@ -78,7 +103,8 @@ public struct JSONBytesWriter: Sendable {
 
   /// An integer value.
   public mutating func integer(_ value: Int) {
-    bytes.append(contentsOf: String(value).utf8)
+    if value < 0 { bytes.append(UInt8(ascii: "-")) }
+    DecimalDigits.append(UInt64(value.magnitude), to: &bytes)
     first = false
   }
 

@@ -60,13 +60,25 @@ public enum DurationText {
 
   /// The canonical text for a duration in microseconds, e.g. `1h30m`, `250ms`, `0s`.
   public static func format(_ micros: Int64) -> String {
-    if micros == 0 { return "0s" }
-    var rest = micros < 0 ? -micros : micros
-    var text = micros < 0 ? "-" : ""
-    for unit in units where rest >= unit.micros {
-      text += String(rest / unit.micros) + unit.suffix
-      rest %= unit.micros
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(16)
+    append(micros, to: &bytes)
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  /// Appends ``format(_:)``'s text as UTF-8 (ASCII) to `bytes`, without making a `String`: the
+  /// stored schedule's JSON writes several durations for every scheduled task.
+  public static func append(_ micros: Int64, to bytes: inout [UInt8]) {
+    if micros == 0 {
+      bytes.append(contentsOf: [UInt8(ascii: "0"), UInt8(ascii: "s")])
+      return
     }
-    return text
+    if micros < 0 { bytes.append(UInt8(ascii: "-")) }
+    var rest = micros.magnitude
+    for unit in units where rest >= UInt64(unit.micros) {
+      DecimalDigits.append(rest / UInt64(unit.micros), to: &bytes)
+      bytes.append(contentsOf: unit.suffix.utf8)
+      rest %= UInt64(unit.micros)
+    }
   }
 }

@@ -131,21 +131,31 @@ public enum RFC3339 {
   /// second are printed only when non-zero, with 6 digits. Offsets that are not whole minutes
   /// (local mean time before 1900) are rounded to the minute for display only.
   public static func format(micros: Int64, offsetSeconds: Int, useZ: Bool = false) -> String {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(32)
+    append(micros: micros, offsetSeconds: offsetSeconds, useZ: useZ, to: &bytes)
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  /// Appends ``format(micros:offsetSeconds:useZ:)``'s text as UTF-8 (ASCII) to `bytes`, without
+  /// making a `String` (the stored schedule's JSON writes instants for every scheduled task).
+  public static func append(micros: Int64, offsetSeconds: Int, useZ: Bool = false, to bytes: inout [UInt8]) {
     let utcSeconds = CivilTime.floorDiv(micros, 1_000_000)
     let fraction = micros - utcSeconds * 1_000_000
-    var text = formatLocal(civilSeconds: utcSeconds + Int64(offsetSeconds))
+    appendLocal(civilSeconds: utcSeconds + Int64(offsetSeconds), to: &bytes)
     if fraction != 0 {
-      let digits = String(fraction)
-      text += "." + String(repeating: "0", count: 6 - digits.count) + digits
+      bytes.append(UInt8(ascii: "."))
+      DecimalDigits.append(UInt64(fraction), width: 6, to: &bytes)
     }
     if offsetSeconds == 0 && useZ {
-      text += "Z"
+      bytes.append(UInt8(ascii: "Z"))
     } else {
-      let sign = offsetSeconds < 0 ? "-" : "+"
+      bytes.append(offsetSeconds < 0 ? UInt8(ascii: "-") : UInt8(ascii: "+"))
       let minutes = (abs(offsetSeconds) + 30) / 60
-      text += sign + pad2(minutes / 60) + ":" + pad2(minutes % 60)
+      DecimalDigits.append(UInt64(minutes / 60), width: 2, to: &bytes)
+      bytes.append(UInt8(ascii: ":"))
+      DecimalDigits.append(UInt64(minutes % 60), width: 2, to: &bytes)
     }
-    return text
   }
 
   /// Formats an instant in UTC, e.g. `2026-03-08T07:00:00Z`.
@@ -155,17 +165,34 @@ public enum RFC3339 {
 
   /// Formats civil seconds as `YYYY-MM-DDTHH:MM:SS`.
   static func formatLocal(civilSeconds: Int64) -> String {
+    var bytes: [UInt8] = []
+    bytes.reserveCapacity(20)
+    appendLocal(civilSeconds: civilSeconds, to: &bytes)
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  /// Appends ``formatLocal(civilSeconds:)``'s text to `bytes`.
+  static func appendLocal(civilSeconds: Int64, to bytes: inout [UInt8]) {
     let days = CivilTime.floorDiv(civilSeconds, CivilTime.secondsPerDay)
     let sod = Int(civilSeconds - days * CivilTime.secondsPerDay)
     let date = CivilTime.date(days: days)
-    let year = String(date.year)
-    return String(repeating: "0", count: max(0, 4 - year.count)) + year + "-"
-      + pad2(Int(date.month)) + "-"
-      + pad2(Int(date.day)) + "T" + pad2(sod / 3600) + ":" + pad2(sod / 60 % 60) + ":"
-      + pad2(sod % 60)
-  }
-
-  private static func pad2(_ v: Int) -> String {
-    v < 10 ? "0" + String(v) : String(v)
+    if date.year < 0 {
+      // Beyond what anyone schedules: the old text, a sign after the padding zeros.
+      let year = String(date.year)
+      bytes.append(contentsOf: String(repeating: "0", count: max(0, 4 - year.count)).utf8)
+      bytes.append(contentsOf: year.utf8)
+    } else {
+      DecimalDigits.append(UInt64(date.year), width: 4, to: &bytes)
+    }
+    bytes.append(UInt8(ascii: "-"))
+    DecimalDigits.append(UInt64(date.month), width: 2, to: &bytes)
+    bytes.append(UInt8(ascii: "-"))
+    DecimalDigits.append(UInt64(date.day), width: 2, to: &bytes)
+    bytes.append(UInt8(ascii: "T"))
+    DecimalDigits.append(UInt64(sod / 3600), width: 2, to: &bytes)
+    bytes.append(UInt8(ascii: ":"))
+    DecimalDigits.append(UInt64(sod / 60 % 60), width: 2, to: &bytes)
+    bytes.append(UInt8(ascii: ":"))
+    DecimalDigits.append(UInt64(sod % 60), width: 2, to: &bytes)
   }
 }

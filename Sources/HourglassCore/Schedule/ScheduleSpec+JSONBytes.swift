@@ -7,22 +7,22 @@ extension ScheduleSpec {
   /// Writes the documented JSON shape (every key, sorted; `null` for unset optional ones).
   public func writeJSON(to writer: inout JSONBytesWriter) {
     writer.object { w in
-      if case .interval(_, let anchor) = kind { w.member("anchor", RFC3339.formatUTC(micros: anchor)) }
+      if case .interval(_, let anchor) = kind { w.member("anchor", utcMicros: anchor) }
       switch kind {
-      case .once(.instant(let micros)): w.member("at", RFC3339.formatUTC(micros: micros))
+      case .once(.instant(let micros)): w.member("at", utcMicros: micros)
       case .once(.local(let local)): w.member("at", local.description)
       case .cron(let expression): w.member("cron", expression)
       case .interval: break
       }
       w.member("dst", value: { dst.writeJSON(to: &$0) })
-      w.member("end", end.map { RFC3339.formatUTC(micros: $0) })
-      if case .interval(let every, _) = kind { w.member("every", DurationText.format(every)) }
-      w.member("jitter", DurationText.format(jitter))
+      w.member("end", utcMicros: end)
+      if case .interval(let every, _) = kind { w.member("every", durationMicros: every) }
+      w.member("jitter", durationMicros: jitter)
       w.member("kind", kind.tag)
       w.member("maxRuns", maxRuns)
       w.member("misfire", value: { misfire.writeJSON(to: &$0) })
       w.member("overlap", overlap.rawValue)
-      w.member("start", start.map { RFC3339.formatUTC(micros: $0) })
+      w.member("start", utcMicros: start)
       w.member("timeZone", timeZone)
     }
   }
@@ -80,7 +80,7 @@ extension MisfirePolicy {
   /// Writes `{"grace": …, "limit": …, "policy": …}`.
   public func writeJSON(to writer: inout JSONBytesWriter) {
     writer.object { w in
-      w.member("grace", DurationText.format(grace))
+      w.member("grace", durationMicros: grace)
       w.member("limit", limit)
       w.member("policy", mode.rawValue)
     }
@@ -101,11 +101,11 @@ extension RetryPolicy {
   /// Writes the documented JSON shape (sorted keys; `attemptTimeout` only when set).
   public func writeJSON(to writer: inout JSONBytesWriter) {
     writer.object { w in
-      if let attemptTimeout { w.member("attemptTimeout", DurationText.format(attemptTimeout)) }
-      w.member("initialBackoff", DurationText.format(initialBackoff))
+      if let attemptTimeout { w.member("attemptTimeout", durationMicros: attemptTimeout) }
+      w.member("initialBackoff", durationMicros: initialBackoff)
       w.member("jitter", jitter)
       w.member("maxAttempts", maxAttempts)
-      w.member("maxBackoff", DurationText.format(maxBackoff))
+      w.member("maxBackoff", durationMicros: maxBackoff)
       w.member("multiplier", multiplier)
     }
   }
