@@ -136,6 +136,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
       ])
 
     let sink = self.sink
+    var resentCounted = 0
     await withGracefulShutdownHandler {
       await withDiscardingTaskGroup { group in
         var done = shell.perform(machine.start(now: clock.now), group: &group)
@@ -178,6 +179,10 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             done = shell.perform(actions, group: &group)
             metrics.running.record(machine.runs.count)
             metrics.known.record(machine.knownCount)
+            if machine.resentResults > resentCounted {
+              metrics.resultsResent.increment(by: Int64(machine.resentResults - resentCounted))
+              resentCounted = machine.resentResults
+            }
             if done { break }
           }
         }

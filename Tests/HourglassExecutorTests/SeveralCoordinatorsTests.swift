@@ -447,6 +447,7 @@ struct SeveralCoordinatorsTests {
     let ended = machine.connectionEnded(1, error: "reset", now: Self.at(4), random: 0)
     #expect(Self.results(ended, on: 2).map(\.runID) == ["r1"], "only the unacknowledged one, on b")
     #expect(machine.sentResults[key1]?.resent == true)
+    #expect(machine.resentResults == 1)
     // b says it is not recorded (a's copy was): logged, and forgotten.
     let refused = machine.received(Self.ack("r1", recorded: false), on: 2, now: Self.at(5))
     #expect(refused.contains { if case .log(.info, let text, _) = $0 { text.contains("earlier copy") } else { false } })
@@ -470,6 +471,7 @@ struct SeveralCoordinatorsTests {
     let stream = reconnect.compactMap { if case .connect(let connection, _) = $0 { connection } else { nil } }.first!
     let registered = machine.received(Self.registered("a"), on: stream, now: Self.at(3))
     #expect(Self.results(registered, on: stream).map(\.runID).sorted() == ["r1", "r2"])
+    #expect(machine.resentResults == 3, "r1 went again on b, then both on a's new stream")
     // r2's acknowledgement never comes and its lease (30 s from its grant) runs out.
     _ = machine.received(Self.ack("r1"), on: stream, now: Self.at(4))
     #expect(

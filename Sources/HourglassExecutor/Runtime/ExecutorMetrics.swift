@@ -21,6 +21,8 @@ final class ExecutorMetrics: Sendable {
   let creditWithdrawals: Counter
   /// Credits the coordinators gave back in answer.
   let creditsWithdrawn: Counter
+  /// Results sent again because their stream ended before acknowledging them.
+  let resultsResent: Counter
   /// Leases received and started.
   let runsStarted: Counter
   /// Runs stopped because their lease ran out without a renewal (self-fencing).
@@ -39,6 +41,7 @@ final class ExecutorMetrics: Sendable {
     running = Gauge(label: "hourglass_executor_running", dimensions: dimensions, factory: factory)
     eligible = Gauge(label: "hourglass_executor_eligible", dimensions: dimensions, factory: factory)
     runsStarted = Counter(label: "hourglass_executor_runs_started_total", dimensions: dimensions, factory: factory)
+    resultsResent = Counter(label: "hourglass_executor_results_resent_total", dimensions: dimensions, factory: factory)
     selfFenced = Counter(label: "hourglass_executor_self_fenced_total", dimensions: dimensions, factory: factory)
     creditWithdrawals = Counter(label: "hourglass_executor_credit_withdrawals_total", dimensions: dimensions, factory: factory)
     creditsWithdrawn = Counter(label: "hourglass_executor_credits_withdrawn_total", dimensions: dimensions, factory: factory)

@@ -224,6 +224,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private(set) var runs: [RunKey: Run] = [:]
   /// Results sent and not yet acknowledged, by run.
   private(set) var sentResults: [RunKey: SentResult] = [:]
+  /// Results sent again because their stream ended before acknowledging them, since start.
+  private(set) var resentResults = 0
   private var nextConnection: UInt64 = 0
   /// Whether the limit of links learnt from the cluster has been logged (once).
   private var discoveryLimitLogged = false
@@ -575,6 +577,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     for key in sentResults.keys.sorted(by: { $0.description < $1.description }) where sentResults[key]?.connection == nil {
       sentResults[key]?.connection = connection
       sentResults[key]?.resent = true
+      resentResults += 1
       actions.append(.send(.with { $0.result = sentResults[key]!.result }, on: connection))
     }
     switch lifecycle {
@@ -721,6 +724,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       sentResults[key]?.connection = target
       guard let target, let sent = sentResults[key] else { continue }
       sentResults[key]?.resent = true
+      resentResults += 1
       actions.append(.send(.with { $0.result = sent.result }, on: target))
     }
     let whither = target == nil ? "they wait for a stream" : "sent again on another stream"
