@@ -420,6 +420,22 @@ struct SeveralCoordinatorsTests {
     // A ends the stream: reached again with backoff (it is restarting, say).
     let ended = machine.connectionEnded(1, error: nil, now: Self.at(5), random: 0)
     #expect(ended.contains { if case .schedule(.reconnect(0), _) = $0 { true } else { false } })
+    #expect(ended.contains { if case .cancelTimer(.leaveDeadline(0)) = $0 { true } else { false } })
+  }
+
+  @Test("a coordinator that said ShuttingDown but never ends the stream is abandoned after three heartbeat intervals")
+  func shuttingDownCoordinatorThatHangs() {
+    var machine = Self.bothRegistered(slots: 2)
+    let leaving = machine.received(.with { $0.shuttingDown = .init() }, on: 1, now: Self.at(0))
+    let deadline = leaving.compactMap { if case .schedule(.leaveDeadline(0), let at) = $0 { at } else { nil } }
+    #expect(deadline == [Self.at(30)], "three of its 10 s heartbeat intervals")
+    let fired = machine.timerFired(.leaveDeadline(0), now: Self.at(30))
+    #expect(fired.contains { if case .abandonStream(1) = $0 { true } else { false } })
+    // Its end, once reported, is an ordinary one.
+    #expect(
+      machine.connectionEnded(1, error: "cancelled", now: Self.at(30), random: 0).contains {
+        if case .schedule(.reconnect(0), _) = $0 { true } else { false }
+      })
   }
 
   static func ack(_ runID: String, recorded: Bool = true) -> Hourglass_V1_CoordinatorMessage {

@@ -24,6 +24,8 @@ enum ExecutorTimer: Hashable, Sendable {
   case heartbeat(Int)
   /// The next attempt to reach coordinator number `n`.
   case reconnect(Int)
+  /// Coordinator number `n` said `ShuttingDown`: by now it should have ended the stream.
+  case leaveDeadline(Int)
   case drainDeadline
   case closeDeadline
   case renewal(RunKey)
@@ -290,7 +292,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     links[index].outstandingCredits = 0
     links[index].withdrawing = false
     links[index].peers = nil
-    var actions: [Action] = [.cancelTimer(.heartbeat(index))]
+    var actions: [Action] = [.cancelTimer(.heartbeat(index)), .cancelTimer(.leaveDeadline(index))]
     if lifecycle == .closing {
       links[index].state = .idle
       if links.allSatisfy({ $0.connection == nil }) {
@@ -346,7 +348,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     case .withdrawn(let withdrawn):
       return handleWithdrawn(withdrawn, coordinator: index)
     case .shuttingDown:
-      return handleShuttingDown(coordinator: index)
+      return handleShuttingDown(coordinator: index, now: now)
     case nil:
       return [.log(.warning, "ignored a coordinator message of an unknown kind", run: nil)]
     }
@@ -462,6 +464,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       run.phase = .stopping(.timedOut)
       runs[key] = run
       return [.log(.info, "the run's timeout passed; stopping it", run: key), .stopRun(key, .timedOut)]
+
+    case .leaveDeadline(let index):
+      guard links.indices.contains(index), case .leaving(let connection) = links[index].state else { return [] }
+      return [.log(.warning, "\(name(index)) said it was shutting down but has not ended its stream; abandoning it", run: nil), .abandonStream(connection)]
 
     case .drainDeadline:
       guard case .draining(let deadline, _) = lifecycle else { return [] }
@@ -733,8 +739,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
   /// The coordinator is shutting down: half-close its stream, move its credits to the others,
   /// and report its runs through them (or, with none, once a coordinator is back).
-  private mutating func handleShuttingDown(coordinator index: Int) -> [Action] {
-    guard let connection = links[index].session?.connection else { return [] }
+  private mutating func handleShuttingDown(coordinator index: Int, now: Instant) -> [Action] {
+    guard let session = links[index].session else { return [] }
+    let connection = session.connection
     links[index].state = .leaving(connection: connection)
     links[index].outstandingCredits = 0
     links[index].withdrawing = false
@@ -743,6 +750,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       .log(.info, "\(name(index)) is shutting down; ending its stream", run: nil),
       .cancelTimer(.heartbeat(index)),
       .closeStream(connection),
+      // A coordinator that answers nothing more is not waited for beyond what heartbeats allow.
+      .schedule(.leaveDeadline(index), at: now.advanced(by: session.heartbeatInterval * Self.missedHeartbeatLimit)),
     ] + distributeCredits()
   }
 
@@ -857,7 +866,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// Gives up link `index` (learnt from the cluster): its stream, timers, credits and transport.
   /// Its runs report through the other links, as any run whose coordinator is down does.
   private mutating func retire(_ index: Int) -> [Action] {
-    var actions: [Action] = [.cancelTimer(.heartbeat(index)), .cancelTimer(.reconnect(index))]
+    var actions: [Action] = [.cancelTimer(.heartbeat(index)), .cancelTimer(.reconnect(index)), .cancelTimer(.leaveDeadline(index))]
     let connection = links[index].connection
     if let connection { actions.append(.abandonStream(connection)) }
     let id = links[index].coordinatorID
