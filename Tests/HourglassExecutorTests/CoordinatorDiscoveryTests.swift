@@ -209,6 +209,24 @@ struct CoordinatorDiscoveryTests {
     #expect(machine.runs.count + machine.outstandingCredits == 4)
   }
 
+  @Test("an announced address that reaches another coordinator is given up, and tried again only at a new address")
+  func misdirectedAddress() {
+    var machine = Self.machine()
+    _ = machine.start(now: Self.at(0))
+    let learnt = machine.received(Self.registered("a", announcing: [("a", "a:1"), ("b", "wrong:1")]), on: 1, now: Self.at(0))
+    let stream = Self.connects(learnt)[0].connection
+    // wrong:1 is really coordinator c.
+    let registered = machine.received(Self.registered("c", announcing: nil), on: stream, now: Self.at(0))
+    #expect(registered.contains { if case .log(.warning, let text, _) = $0 { text.contains("reaches coordinator c") } else { false } })
+    #expect(Self.removed(registered) == [1])
+    #expect(machine.links[1].retired && machine.links[1].coordinatorID == "b")
+    let again = machine.received(Self.ack(1, announcing: [("a", "a:1"), ("b", "wrong:1")]), on: 1, now: Self.at(10))
+    #expect(Self.connects(again).isEmpty, "not retried at the same address")
+    let fixed = machine.received(Self.ack(2, announcing: [("a", "a:1"), ("b", "b:1")]), on: 1, now: Self.at(20))
+    #expect(Self.added(fixed).map(\.0) == [1] && Self.added(fixed).map(\.1) == ["b:1"])
+    #expect(Self.connects(fixed).map(\.coordinator) == [1])
+  }
+
   @Test("at most maxDiscovered links are learnt; the limit is logged once")
   func learntLinksAreBounded() {
     var machine = Self.machine(maxDiscovered: 2)

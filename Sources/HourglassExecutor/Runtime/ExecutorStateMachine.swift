@@ -139,6 +139,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var announcedAddress: String?
     /// A link learnt from the cluster that is given up: no stream, no retries.
     var retired = false
+    /// Given up because this announced address reached another coordinator than the one
+    /// announced: not tried again until the coordinator is announced elsewhere.
+    var misdirected: String?
     /// The coordinators this one announced last (id → address), while its stream is
     /// registered; nil when it announces none (alone, or an older version).
     var peers: [String: String]?
@@ -544,6 +547,14 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       withdrawals: registered.withdrawals
     )
     var actions: [Action] = []
+    if let address = links[index].announcedAddress, let announced = links[index].coordinatorID, announced != registered.coordinatorID {
+      // A wrong --advertise: that address is another coordinator's.
+      actions.append(
+        .log(.warning, "\(address), announced for coordinator \(announced), reaches coordinator \(registered.coordinatorID); not using it", run: nil))
+      actions += retire(index)
+      links[index].misdirected = address
+      return actions
+    }
     if let twin = twin(of: index, id: registered.coordinatorID) {
       // Two links to one coordinator: the one learnt from the cluster goes.
       if links[index].announcedAddress != nil {
@@ -816,6 +827,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       }
       let slot: Int
       if let retired = links.firstIndex(where: { $0.retired && $0.coordinatorID == id }) {
+        if links[retired].misdirected == address { continue }
         slot = retired
       } else if links.count(where: { $0.announcedAddress != nil || $0.retired }) < settings.maxDiscovered {
         links.append(Link())
