@@ -176,13 +176,15 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             case .shutdown:
               actions = machine.shutdown(now: now)
             }
-            done = shell.perform(actions, group: &group)
-            metrics.running.record(machine.runs.count)
-            metrics.known.record(machine.knownCount)
+            // Counted before the sends go out, so that a peer that sees a resent result sees
+            // it counted too.
             if machine.resentResults > resentCounted {
               metrics.resultsResent.increment(by: Int64(machine.resentResults - resentCounted))
               resentCounted = machine.resentResults
             }
+            done = shell.perform(actions, group: &group)
+            metrics.running.record(machine.runs.count)
+            metrics.known.record(machine.knownCount)
             if done { break }
           }
         }

@@ -79,4 +79,42 @@ struct ExecutorMetricsTests {
     running.cancel()
     _ = await running.result
   }
+
+  @Test("a result whose stream fails before its acknowledgement goes again on the other coordinator's stream, and is counted")
+  func resentResult() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let metrics = TestMetrics()
+    let first = FakeCoordinator()
+    let second = FakeCoordinator()
+    var logger = Logger(label: "executor-test")
+    logger.logLevel = .critical
+    let executor = Executor(
+      configuration: ExecutorStreamTests.configuration(slots: 1, scratch: scratch), transports: [first.transport, second.transport],
+      clock: ManualClock(), logger: logger, metricsFactory: metrics)
+    let running = Task { try await executor.run() }
+    defer { running.cancel() }
+    let labels = [("executor", "executor-test")]
+
+    let (a, _, credits) = try await first.accept()
+    #expect(credits == 1)
+    let b = await second.nextConnection()
+    guard case .register? = try await b.receive().kind else {
+      Issue.record("expected Register")
+      return
+    }
+    b.send(.with { $0.registered = .with { $0.coordinatorID = "b" } })
+    a.send(ExecutorStreamTests.lease(runID: "run-1", fence: 1, operator: "noop"))
+    #expect(try await a.receive().result.runID == "run-1")
+    // a crashes before it acknowledges the result.
+    a.fail()
+    var resent: Hourglass_V1_RunResult?
+    while resent == nil, let message = try await b.receiveOrEnd() {
+      if case .result(let result)? = message.kind { resent = result }
+    }
+    #expect(resent?.runID == "run-1" && resent?.fence == 1)
+    #expect(try metrics.expectCounter("hourglass_executor_results_resent_total", labels).totalValue == 1)
+    running.cancel()
+    _ = await running.result
+  }
 }
