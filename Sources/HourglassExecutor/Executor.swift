@@ -150,10 +150,12 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
               switch message.kind {
               case .registered?:
                 metrics.connected.record(machine.connectedCount)
+                metrics.known.record(machine.knownCount)
                 if machine.takesBatches(on: connection) { shell.allowBatches(on: connection) }
               case .withdrawn(let withdrawn)?:
                 metrics.creditsWithdrawn.increment(by: Int64(withdrawn.credits))
               case .heartbeatAck?:
+                metrics.known.record(machine.knownCount)
                 if let roundTrip = machine.lastRoundTrip(on: connection) { metrics.heartbeatRoundTrip.recordNanoseconds(roundTrip.wholeNanoseconds) }
                 metrics.eligible.record(machine.eligibleEverywhere ? 1 : 0)
               default:
@@ -163,6 +165,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
               actions = machine.connectionEnded(connection, error: error, now: now, random: Double.random(in: 0..<1))
               shell.streamEnded(connection)
               metrics.connected.record(machine.connectedCount)
+              metrics.known.record(machine.knownCount)
               metrics.eligible.record(machine.eligibleEverywhere ? 1 : 0)
             case .timersDue(let sleeper):
               // Every timer due now, earliest first; timers they arm wait for the next wake.
@@ -184,7 +187,6 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             }
             done = shell.perform(actions, group: &group)
             metrics.running.record(machine.runs.count)
-            metrics.known.record(machine.knownCount)
             if done { break }
           }
         }

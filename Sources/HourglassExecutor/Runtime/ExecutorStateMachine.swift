@@ -292,9 +292,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
   private mutating func linkEnded(_ connection: UInt64, error: String?, now: Instant, random: Double) -> [Action] {
     guard let index = coordinator(of: connection) else { return [] }
-    links[index].outstandingCredits = 0
-    links[index].withdrawing = false
-    links[index].peers = nil
+    forgetStream(index)
     var actions: [Action] = [.cancelTimer(.heartbeat(index)), .cancelTimer(.leaveDeadline(index))]
     if lifecycle == .closing {
       links[index].state = .idle
@@ -592,10 +590,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     }
     // Results sent on a stream that ended before acknowledging them, with no other stream up.
     for key in sentResults.keys.sorted(by: { $0.description < $1.description }) where sentResults[key]?.connection == nil {
-      sentResults[key]?.connection = connection
-      sentResults[key]?.resent = true
-      resentResults += 1
-      actions.append(.send(.with { $0.result = sentResults[key]!.result }, on: connection))
+      if let resent = resend(key, on: connection) { actions.append(resent) }
     }
     switch lifecycle {
     case .running:
@@ -726,6 +721,16 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return .send(.with { $0.result = result }, on: connection)
   }
 
+  /// Sends the kept result of run `key` again, on `connection`.
+  private mutating func resend(_ key: RunKey, on connection: UInt64) -> Action? {
+    guard var sent = sentResults[key] else { return nil }
+    sent.connection = connection
+    sent.resent = true
+    sentResults[key] = sent
+    resentResults += 1
+    return .send(.with { $0.result = sent.result }, on: connection)
+  }
+
   /// Stream `connection` has ended: its unacknowledged results go again on another registered
   /// stream, or wait for the next one to register. Not while closing, when no stream takes more.
   private mutating func redeliverResults(sentOn connection: UInt64) -> [Action] {
@@ -733,16 +738,13 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     guard !stranded.isEmpty else { return [] }
     let target: UInt64? =
       switch lifecycle {
-      case .running, .draining: links.lazy.compactMap { $0.session?.connection }.first
+      case .running, .draining: anyRegisteredConnection
       case .closing, .finished: nil
       }
     var actions: [Action] = []
     for key in stranded {
-      sentResults[key]?.connection = target
-      guard let target, let sent = sentResults[key] else { continue }
-      sentResults[key]?.resent = true
-      resentResults += 1
-      actions.append(.send(.with { $0.result = sent.result }, on: target))
+      sentResults[key]?.connection = nil
+      if let target, let resent = resend(key, on: target) { actions.append(resent) }
     }
     let whither = target == nil ? "they wait for a stream" : "sent again on another stream"
     return [.log(.info, "\(stranded.count) result(s) were not acknowledged before their stream ended; \(whither)", run: nil)] + actions
@@ -754,9 +756,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     guard let session = links[index].session else { return [] }
     let connection = session.connection
     links[index].state = .leaving(connection: connection)
-    links[index].outstandingCredits = 0
-    links[index].withdrawing = false
-    links[index].peers = nil
+    forgetStream(index)
     return [
       .log(.info, "\(name(index)) is shutting down; ending its stream", run: nil),
       .cancelTimer(.heartbeat(index)),
@@ -778,6 +778,14 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
   // MARK: Helpers
 
+  /// Link `index`'s stream no longer carries its coordinator's work: the credits it held, a
+  /// withdrawal it awaited and the peers it announced are void.
+  private mutating func forgetStream(_ index: Int) {
+    links[index].outstandingCredits = 0
+    links[index].withdrawing = false
+    links[index].peers = nil
+  }
+
   private func name(_ index: Int) -> String {
     if let id = links[index].coordinatorID, !id.isEmpty { return "coordinator \(id)" }
     return links.count == 1 ? "the coordinator" : "coordinator \(index + 1) of \(links.count)"
@@ -786,8 +794,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private mutating func connect(_ index: Int) -> [Action] {
     nextConnection += 1
     links[index].state = .registering(connection: nextConnection)
-    links[index].outstandingCredits = 0
-    links[index].withdrawing = false
+    forgetStream(index)
     links[index].heartbeatsInFlight = [:]
     links[index].lastRoundTrip = nil
     let register = Hourglass_V1_ExecutorMessage.with {
@@ -896,8 +903,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// where renewals and results are checked against the run's own fence, so any of them can take
   /// them; a coordinator that restarts or moves its partitions does not cost the result.
   private func deliveryConnection(for run: Run) -> UInt64? {
-    if let session = links[run.coordinator].session { return session.connection }
-    return links.lazy.compactMap { $0.session?.connection }.first
+    links[run.coordinator].session?.connection ?? anyRegisteredConnection
+  }
+
+  /// The stream of the first registered coordinator, if any is.
+  private var anyRegisteredConnection: UInt64? {
+    links.lazy.compactMap { $0.session?.connection }.first
   }
 
   /// Grants the slots no coordinator holds a credit for, one at a time to the registered
