@@ -115,6 +115,46 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     }
   }
 
+  /// The event loop this connection runs on (every reconnection included): the completions of
+  /// ``unary(_:request:completion:)`` run on it once the connection is open.
+  public var eventLoop: any EventLoop { loop }
+
+  /// Makes a unary call without a task. On an open connection the call starts on its event
+  /// loop (at once when called there) and `completion` runs on that loop; the first call, which
+  /// connects, and a retry after the connection went away run in a task.
+  public func unary(_ head: RequestHead, request: ByteBuffer, completion: @escaping @Sendable (Result<UnaryResponse, any Error>) -> Void) {
+    guard let ready = openConnection() else {
+      Task { completion(await Self.outcome { try await self.unary(head, request: request) }) }
+      return
+    }
+    ready.opener.unary(head, request: request) { result in
+      guard case .failure(let error) = result, error is CallNotStarted else {
+        completion(result)
+        return
+      }
+      // As for the async call: the call never started; retry once on a fresh connection.
+      self.retire(ready.channel)
+      Task {
+        completion(
+          await Self.outcome {
+            do {
+              return try await self.connection().opener.unary(head, request: request)
+            } catch let refused as CallNotStarted {
+              throw refused.error
+            }
+          })
+      }
+    }
+  }
+
+  private static func outcome(_ body: () async throws -> UnaryResponse) async -> Result<UnaryResponse, any Error> {
+    do {
+      return .success(try await body())
+    } catch {
+      return .failure(error)
+    }
+  }
+
   /// Sends GOAWAY and closes once open calls finish; later calls fail with UNAVAILABLE.
   public func close() async {
     let current: State = state.withLock { state in

@@ -120,7 +120,7 @@ public final class RPCTLSServer: Service, Sendable {
               try ops.addHandler(
                 RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { stream in
                   handlers.started()
-                  server.serve(stream, executorPreference: executor, whenDone: handlerFinished)
+                  server.serve(stream, executorPreference: executor, onLoop: handlersOnEventLoop, whenDone: handlerFinished)
                 }
               )
             }

@@ -42,6 +42,16 @@ struct RPCBenchmark: AsyncParsableCommand {
     case both, rpc, bare
   }
 
+  @Option(
+    help:
+      "Which RPC APIs to measure: async (handlers in tasks, calls awaited; rows rpc_tls_AxB), loop (handlers answered on the event loop, calls completed by callbacks; rows rpc_loop_tls_AxB), or both."
+  )
+  var apis: APIs = .both
+
+  enum APIs: String, ExpressibleByArgument {
+    case both, async, loop
+  }
+
   func validate() throws {
     guard parsedShapes() != nil else { throw ValidationError("--shapes: expected e.g. 1x1,4x64, got \(shapes)") }
   }
@@ -70,6 +80,7 @@ struct RPCBenchmark: AsyncParsableCommand {
   var separateServerLoops = false
 
   static let method = MethodDescriptor(service: "bench.Echo", method: "Unary")
+  static let loopMethod = MethodDescriptor(service: "bench.Echo", method: "UnaryOnLoop")
 
   func run() async throws {
     var logger = Logger(label: "bench")
@@ -90,6 +101,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       "handlers_on": handlersOnGlobalExecutor ? "global executor" : "event loop",
       "client_tasks_on": clientTasksOnGlobalExecutor ? "global executor" : "event loop",
       "server_loops": separateServerLoops ? "separate" : "shared with the client", "shapes": self.shapes, "paths": paths.rawValue,
+      "apis": apis.rawValue,
     ]
 
     // The ceiling: bare frames.
@@ -108,6 +120,7 @@ struct RPCBenchmark: AsyncParsableCommand {
     var router = RPCRouter()
     let reply = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x2A, count: replyBytes) }
     router.registerUnary(Self.method) { (_: Google_Protobuf_BytesValue, _) in reply }
+    router.registerUnaryOnEventLoop(Self.loopMethod) { (_: Google_Protobuf_BytesValue, _) in reply }
     let serverLoops: MultiThreadedEventLoopGroup? = separateServerLoops ? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount) : nil
     let tls = RPCTLSServer(
       configuration: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials, handlersOnEventLoop: !handlersOnGlobalExecutor),
@@ -122,16 +135,28 @@ struct RPCBenchmark: AsyncParsableCommand {
       tasks.addTask { try await group.run() }
       let port = try await tls.localAddress().port!
       for (connections, inFlight) in shapes where paths != .bare {
-        let result = try await Self.rpcLoad(
-          port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
-          tasksOnLoop: clientTasksOnLoop, logger: logger
-        )
-        let name = "rpc_tls_\(connections)x\(inFlight)"
-        var row = result.row(name)
-        if let ceiling = bareRates["bare_tls_\(connections)x\(inFlight)"], ceiling > 0 {
-          row["ratio_to_bare"] = .double(result.rate / ceiling)
+        var measured: [(String, LoadResult)] = []
+        if apis != .loop {
+          let result = try await Self.rpcLoad(
+            port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+            tasksOnLoop: clientTasksOnLoop, logger: logger
+          )
+          measured.append(("rpc_tls_\(connections)x\(inFlight)", result))
         }
-        report.results.append(row)
+        if apis != .async {
+          let result = try await Self.loopLoad(
+            port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+            logger: logger
+          )
+          measured.append(("rpc_loop_tls_\(connections)x\(inFlight)", result))
+        }
+        for (name, result) in measured {
+          var row = result.row(name)
+          if let ceiling = bareRates["bare_tls_\(connections)x\(inFlight)"], ceiling > 0 {
+            row["ratio_to_bare"] = .double(result.rate / ceiling)
+          }
+          report.results.append(row)
+        }
       }
       await group.triggerGracefulShutdown()
       try await tasks.waitForAll()
@@ -181,6 +206,83 @@ struct RPCBenchmark: AsyncParsableCommand {
     let cpu = processCPUSeconds() - cpuAtStart
     for transport in transports { await transport.close() }
     return LoadResult(latencies: latencies, elapsed: elapsed, cpuSeconds: cpu)
+  }
+}
+
+extension RPCBenchmark {
+  /// The loop-native path: calls made and completed on each connection's event loop by
+  /// callbacks, answered by a handler that runs on the server's loop; no task on either side,
+  /// like the bare ceiling.
+  static func loopLoad(
+    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, logger: Logger
+  ) async throws -> LoadResult {
+    let transports = try (0..<connections).map { _ in
+      try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
+    }
+    let request = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x11, count: requestBytes) }
+    // Warm up (and open) each connection, so that every measured call completes on its loop.
+    for transport in transports {
+      _ = try await RPCClient(transport: transport).unary(loopMethod, request: request, responseType: Google_Protobuf_BytesValue.self)
+    }
+    let start = ContinuousClock.now
+    let cpuAtStart = processCPUSeconds()
+    let end = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
+    let drivers = transports.map { CallbackLoad(transport: $0, request: request, end: end) }
+    for driver in drivers {
+      driver.loop.execute { driver.start(inFlight: inFlight) }
+    }
+    var all: [Duration] = []
+    for driver in drivers { all += try await driver.done.futureResult.get() }
+    let elapsed = ContinuousClock.now - start
+    let cpu = processCPUSeconds() - cpuAtStart
+    for transport in transports { await transport.close() }
+    return LoadResult(latencies: all, elapsed: elapsed, cpuSeconds: cpu)
+  }
+
+  /// Keeps `inFlight` callback calls outstanding on one connection until `end`, timing each.
+  ///
+  /// Unchecked: everything mutable is touched only on the connection's event loop, where the
+  /// calls start and complete.
+  final class CallbackLoad: @unchecked Sendable {
+    let client: RPCClient
+    let loop: any EventLoop
+    let request: Google_Protobuf_BytesValue
+    let end: NIODeadline
+    let done: EventLoopPromise<[Duration]>
+    private var samples: [Duration] = []
+    private var outstanding = 0
+
+    init(transport: RPCTLSConnection, request: Google_Protobuf_BytesValue, end: NIODeadline) {
+      self.client = RPCClient(transport: transport)
+      self.loop = transport.eventLoop
+      self.request = request
+      self.end = end
+      self.done = transport.eventLoop.makePromise()
+      samples.reserveCapacity(1_000_000)
+    }
+
+    func start(inFlight: Int) {
+      for _ in 0..<inFlight { call() }
+    }
+
+    private func call() {
+      let started = NIODeadline.now()
+      outstanding += 1
+      client.unary(RPCBenchmark.loopMethod, request: request, responseType: Google_Protobuf_BytesValue.self) { result in
+        let now = NIODeadline.now()
+        self.outstanding -= 1
+        if case .failure(let error) = result {
+          self.done.fail(error)
+          return
+        }
+        self.samples.append(.nanoseconds(Int64(now.uptimeNanoseconds - started.uptimeNanoseconds)))
+        if now < self.end {
+          self.call()
+        } else if self.outstanding == 0 {
+          self.done.succeed(self.samples)
+        }
+      }
+    }
   }
 }
 

@@ -2,7 +2,9 @@ import NIOCore
 import SwiftProtobuf
 
 /// Protobuf message (de)serialisation into and out of `ByteBuffer`s.
+@usableFromInline
 enum MessageCoding {
+  @inlinable
   static func encode(_ message: some SwiftProtobuf.Message) throws(RPCError) -> ByteBuffer {
     do {
       let bytes: SerializedBytes = try message.serializedBytes()
@@ -12,6 +14,7 @@ enum MessageCoding {
     }
   }
 
+  @inlinable
   static func decode<M: SwiftProtobuf.Message>(_ type: M.Type, from buffer: ByteBuffer) throws(RPCError) -> M {
     do {
       return try M(serializedBytes: buffer.readableBytesSpan)
@@ -23,23 +26,30 @@ enum MessageCoding {
 
 /// A `ByteBuffer` swift-protobuf serialises into directly, instead of into an array that is
 /// then copied into a buffer.
+@usableFromInline
 struct SerializedBytes: SwiftProtobufContiguousBytes {
+  @usableFromInline
   var buffer: ByteBuffer
 
+  @inlinable
   init(repeating: UInt8, count: Int) {
     buffer = ByteBuffer(repeating: repeating, count: count)
   }
 
+  @inlinable
   init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
     buffer = ByteBuffer(bytes: sequence)
   }
 
+  @inlinable
   var count: Int { buffer.readableBytes }
 
+  @inlinable
   func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
     try buffer.withUnsafeReadableBytes(body)
   }
 
+  @inlinable
   mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
     try buffer.withUnsafeMutableReadableBytes(body)
   }

@@ -14,6 +14,7 @@ public struct RPCClient: Sendable {
   }
 
   /// One request, one response.
+  @inlinable
   public func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
     _ method: MethodDescriptor,
     request: Request,
@@ -28,20 +29,66 @@ public struct RPCClient: Sendable {
     let response: UnaryResponse
     do {
       response = try await transport.unary(head, request: payload)
-    } catch let error as RPCError {
-      throw error
-    } catch is CancellationError {
-      throw RPCError(code: .cancelled, message: "the client cancelled the call")
     } catch {
-      throw RPCError(code: .unknown, message: "\(error)", cause: error)
+      throw Self.callError(error)
     }
+    return try Self.decode(response, as: Response.self)
+  }
+
+  /// One request, one response, without waiting: `completion` is told the outcome once.
+  ///
+  /// Over ``ClientTransport/unary(_:request:completion:)``: on a TLS connection that is open,
+  /// the call starts on the connection's event loop and `completion` runs there, with no task
+  /// (it must not block). For callers that keep many calls in flight from the loop, such as a
+  /// load generator; the async ``unary(_:request:responseType:options:)`` is the usual API. The
+  /// call is not tied to a task, so it is cancelled only by its deadline (`options.timeout`).
+  @inlinable
+  public func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    request: Request,
+    responseType: Response.Type = Response.self,
+    options: CallOptions = .defaults,
+    completion: @escaping @Sendable (Result<Response, RPCError>) -> Void
+  ) {
+    let payload: ByteBuffer
+    do {
+      payload = try MessageCoding.encode(request)
+    } catch {
+      completion(.failure(error))
+      return
+    }
+    let head = RequestHead(method: method.path, metadata: options.metadata, timeout: options.timeout)
+    transport.unary(head, request: payload) { outcome in
+      completion(
+        Result { () throws(RPCError) in
+          switch outcome {
+          case .success(let response): return try Self.decode(response, as: Response.self)
+          case .failure(let error): throw Self.callError(error)
+          }
+        })
+    }
+  }
+
+  /// A transport's failure as the call's error.
+  @usableFromInline
+  static func callError(_ error: any Error) -> RPCError {
+    switch error {
+    case let error as RPCError: error
+    case is CancellationError: RPCError(code: .cancelled, message: "the client cancelled the call")
+    default: RPCError(code: .unknown, message: "\(error)", cause: error)
+    }
+  }
+
+  /// A unary call's response message, or its status as an error.
+  @usableFromInline
+  static func decode<M: SwiftProtobuf.Message>(_ response: UnaryResponse, as type: M.Type) throws(RPCError) -> M {
     guard response.status.code == .ok else {
       throw RPCError(code: response.status.code, message: response.status.message, metadata: response.trailers)
     }
     guard let message = response.message else {
       throw RPCError(code: .internal, message: "the server ended the call without a response message")
     }
-    return try MessageCoding.decode(Response.self, from: message)
+    return try MessageCoding.decode(M.self, from: message)
   }
 
   /// One request, then a stream of responses handed to `body` as they arrive.

@@ -1254,6 +1254,18 @@ public struct NIOClientStreamOpener: Sendable {
     }
   }
 
+  /// Makes one unary call without a task: `completion` is told the outcome on the loop.
+  package func unary(_ head: RequestHead, request: ByteBuffer, completion: @escaping @Sendable (Result<UnaryResponse, any Error>) -> Void) {
+    let call = UnaryCall(head: head, request: request)
+    call.completion = completion
+    let handler = self.handler
+    if loop.inEventLoop {
+      handler.value.startUnary(call)
+    } else {
+      loop.execute { handler.value.startUnary(call) }
+    }
+  }
+
   /// Starts a graceful drain of the connection.
   public func startGracefulShutdown() {
     let handler = self.handler
@@ -1363,6 +1375,8 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
   let head: RequestHead
   let request: ByteBuffer
   var continuation: UnsafeContinuation<UnaryResponse, any Error>?
+  /// Told the outcome on the loop instead of a continuation (``NIOClientStreamOpener/unary(_:request:completion:)``).
+  var completion: (@Sendable (Result<UnaryResponse, any Error>) -> Void)?
   var phase = Phase.new
   var cancelled = false
   var headers = Metadata()
@@ -1399,6 +1413,10 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
     phase = .finished
     continuation?.resume(with: result)
     continuation = nil
+    if let completion {
+      self.completion = nil
+      completion(result)
+    }
   }
 }
 

@@ -10,14 +10,22 @@ public struct RPCRouter: Sendable {
   /// Each handler in a class of its own: a function stored in a `Dictionary` directly is kept
   /// in its most general representation, and taking it out for a call wraps it in
   /// reabstraction thunks (an allocation, and one more async frame and executor check per call).
-  private var handlers: [String: Route] = [:]
+  @usableFromInline var handlers: [String: Route] = [:]
 
   /// One registered handler.
+  @usableFromInline
   final class Route: Sendable {
+    /// Runs a call in a task: every transport can use it.
     let handler: Handler
+    /// Runs a unary call on its connection's event loop, for a method registered with
+    /// ``RPCRouter/registerUnaryOnEventLoop(_:answering:)``: called with the request message
+    /// and the call's answer, from the loop that read the request.
+    let onLoop: (@Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void)?
 
-    init(_ handler: @escaping Handler) {
+    @usableFromInline
+    init(_ handler: @escaping Handler, onLoop: (@Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void)? = nil) {
       self.handler = handler
+      self.onLoop = onLoop
     }
   }
 
@@ -39,6 +47,11 @@ public struct RPCRouter: Sendable {
   }
 
   /// Registers a unary method: one request, one response.
+  ///
+  /// Inlinable, like the other unary registrations, so that the handler's wrapper is
+  /// specialised for its message types where it is registered: unspecialised, it looked up
+  /// generic metadata on every call.
+  @inlinable
   public mutating func registerUnary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
     _ method: MethodDescriptor,
     _ body: @escaping @Sendable (Request, ServerContext) async throws -> Response
@@ -47,7 +60,7 @@ public struct RPCRouter: Sendable {
     // ended at once) makes no async call besides `body`, each of which would cost a frame
     // and an executor check.
     register(method) { stream, context in
-      let ending: Ending
+      let ending: UnaryEnding
       do {
         let request: Request
         if let only = stream.inbound.singleElement {
@@ -56,12 +69,97 @@ public struct RPCRouter: Sendable {
           request = try await Self.single(Request.self, from: stream.inbound)
         }
         let response = try await body(request, context)
-        ending = Ending(last: try MessageCoding.encode(response), status: .ok, metadata: [:])
+        ending = UnaryEnding(last: try MessageCoding.encode(response), status: .ok, metadata: [:])
       } catch {
-        ending = Ending(error, context)
+        ending = UnaryEnding(error, context)
       }
       if stream.writer.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) { return }
       try? await stream.writer.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
+    }
+  }
+
+  /// Registers a unary method whose handler runs on the connection's event loop, without a
+  /// task, and answers through `responder`, at once or later from any thread (see
+  /// ``UnaryResponder``).
+  ///
+  /// For handlers that never block: the loop serves every call of the connection, and a
+  /// handler that blocks it stalls them all. A handler that needs to wait hands its work on
+  /// (to a queue, a writer thread, another service) and answers when it completes. There is no
+  /// task to cancel: a call the client cancels, or whose deadline passes, ends for the client at
+  /// once, and a later answer is dropped.
+  ///
+  /// Saves the task, the job and the executor hops of an async handler (a fifth to a quarter of a
+  /// small call's CPU; see docs/benchmarks.md). A transport without an event loop (the
+  /// in-process one), a server configured to run handlers off the loop, and a call whose
+  /// request did not arrive with its stream run the same handler in a task instead.
+  @inlinable
+  public mutating func registerUnaryOnEventLoop<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    answering body: @escaping @Sendable (Request, ServerContext, UnaryResponder<Response>) -> Void
+  ) {
+    let onLoop: @Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void = { message, context, answer in
+      let request: Request
+      do {
+        request = try MessageCoding.decode(Request.self, from: message)
+      } catch {
+        answer.settle(UnaryEnding(error, context))
+        return
+      }
+      body(request, context, UnaryResponder(answer: answer))
+    }
+    let inTask: Handler = { stream, context in
+      let ending: UnaryEnding
+      do {
+        let request = try await Self.single(Request.self, from: stream.inbound)
+        ending = await AwaitedAnswer.run(context) { answer in body(request, context, UnaryResponder(answer: answer)) }
+      } catch {
+        ending = UnaryEnding(error, context)
+      }
+      await ending.send(on: stream.writer)
+    }
+    handlers[method.path] = Route(inTask, onLoop: onLoop)
+  }
+
+  /// Registers a unary method answered on the connection's event loop by a function that
+  /// returns the response (or throws): ``registerUnaryOnEventLoop(_:answering:)`` for a handler
+  /// that has its answer at once.
+  @inlinable
+  public mutating func registerUnaryOnEventLoop<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    _ method: MethodDescriptor,
+    _ body: @escaping @Sendable (Request, ServerContext) throws -> Response
+  ) {
+    // The ending is settled directly rather than through a ``UnaryResponder``, whose generic
+    // type would be looked up on every call.
+    let onLoop: @Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void = { message, context, answer in
+      answer.settle(Self.ending(of: body, message, context))
+    }
+    let inTask: Handler = { stream, context in
+      let ending: UnaryEnding
+      if let only = stream.inbound.singleElement {
+        ending = Self.ending(of: body, only, context)
+      } else {
+        do {
+          let request = try await Self.single(Request.self, from: stream.inbound)
+          ending = UnaryEnding(last: try MessageCoding.encode(try body(request, context)), status: .ok, metadata: [:])
+        } catch {
+          ending = UnaryEnding(error, context)
+        }
+      }
+      await ending.send(on: stream.writer)
+    }
+    handlers[method.path] = Route(inTask, onLoop: onLoop)
+  }
+
+  /// How a call answered by `body` ends, `message` being its request.
+  @inlinable
+  static func ending<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    of body: (Request, ServerContext) throws -> Response, _ message: ByteBuffer, _ context: ServerContext
+  ) -> UnaryEnding {
+    do {
+      let response = try body(try MessageCoding.decode(Request.self, from: message), context)
+      return UnaryEnding(last: try MessageCoding.encode(response), status: .ok, metadata: [:])
+    } catch {
+      return UnaryEnding(error, context)
     }
   }
 
@@ -105,54 +203,22 @@ public struct RPCRouter: Sendable {
     }
   }
 
-  /// How a call ends: OK with the body's last message, or the status of the error it threw
-  /// (`UNKNOWN` without details for errors that are not ``RPCError``).
-  private struct Ending {
-    var last: ByteBuffer?
-    var status: Status
-    var metadata: Metadata
-
-    init(last: ByteBuffer?, status: Status, metadata: Metadata) {
-      self.last = last
-      self.status = status
-      self.metadata = metadata
-    }
-
-    /// The end of a call whose body threw `error`. The error's cause, which the client is not
-    /// told, goes into the call's annotations for its log.
-    init(_ error: any Error, _ context: ServerContext) {
-      last = nil
-      metadata = [:]
-      switch error {
-      case let error as RPCError:
-        if let cause = error.cause { context.annotations["hourglass.error_cause"] = "\(cause)" }
-        status = Status(code: error.code, message: error.message)
-        metadata = error.metadata
-      case is CancellationError:
-        status = Status(code: .cancelled, message: "the call was cancelled")
-      default:
-        context.annotations["hourglass.error_cause"] = "\(error)"
-        status = Status(code: .unknown, message: "the server failed to handle the call")
-      }
-    }
-  }
-
-  /// Runs a handler body and ends the call (see ``Ending``).
+  /// Runs a handler body and ends the call (see ``UnaryEnding``).
   private static func run(_ stream: RPCServerStream, _ context: ServerContext, _ body: () async throws -> ByteBuffer?) async {
-    let ending: Ending
+    let ending: UnaryEnding
     do {
-      ending = Ending(last: try await body(), status: .ok, metadata: [:])
+      ending = UnaryEnding(last: try await body(), status: .ok, metadata: [:])
     } catch {
-      ending = Ending(error, context)
+      ending = UnaryEnding(error, context)
     }
     // Most calls end at once, without another suspension point.
-    if stream.writer.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) { return }
-    try? await stream.writer.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
+    await ending.send(on: stream.writer)
   }
 
   /// The call's one request message: at hand without waiting when the transport delivered it
   /// with the stream, as it does for most unary and server-streaming calls.
-  private static func single<M: SwiftProtobuf.Message>(_ type: M.Type, from inbound: RPCInbound<ByteBuffer>) async throws -> M {
+  @usableFromInline
+  static func single<M: SwiftProtobuf.Message>(_ type: M.Type, from inbound: RPCInbound<ByteBuffer>) async throws -> M {
     if let only = inbound.singleElement {
       return try MessageCoding.decode(M.self, from: only)
     }

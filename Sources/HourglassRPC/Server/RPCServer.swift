@@ -27,19 +27,32 @@ public struct RPCServer: Sendable {
   ///   thread, without hops.
   @discardableResult
   public func serve(_ stream: RPCServerStream, executorPreference: (any TaskExecutor)? = nil) -> Task<Void, Never> {
-    serve(stream, executorPreference: executorPreference, whenDone: nil)
+    // Never nil: a call is answered on the loop only when the transport says it is on it.
+    serve(stream, executorPreference: executorPreference, onLoop: false, whenDone: nil)!
   }
 
-  /// ``serve(_:executorPreference:)``, then `whenDone` in the call's task once the call has
-  /// ended (a transport counting its running handlers).
+  /// ``serve(_:executorPreference:)``, then `whenDone` once the call has ended (a transport
+  /// counting its running handlers). Returns the call's task; nil for a call answered on the
+  /// loop (``RPCRouter/registerUnaryOnEventLoop(_:answering:)``), which has none.
   ///
   /// The call is set up before its task starts, and the task runs the handler itself rather
   /// than through ``handle(_:)``: one async frame and one executor check fewer per call, and a
   /// task closure that holds one reference to the call instead of a copy of its stream.
   @discardableResult
-  package func serve(_ stream: RPCServerStream, executorPreference: (any TaskExecutor)?, whenDone: (@Sendable () -> Void)?) -> Task<Void, Never> {
+  ///
+  /// - Parameter onLoop: whether this is called on the event loop of the stream's connection,
+  ///   where a handler registered to run on the loop may run at once.
+  package func serve(
+    _ stream: RPCServerStream, executorPreference: (any TaskExecutor)?, onLoop: Bool, whenDone: (@Sendable () -> Void)?
+  ) -> Task<Void, Never>? {
     let core = self.core
     let call = core.begin(stream)
+    // A handler that runs on the loop, called on the loop with its request at hand: no task.
+    if onLoop, let runOnLoop = call.route.onLoop, let request = stream.inbound.singleElement {
+      let answer = LoopAnswer(core: core, call: call, executorPreference: executorPreference, whenDone: whenDone)
+      runOnLoop(request, answer.context, answer)
+      return nil
+    }
     let task = Task(executorPreference: executorPreference) {
       let (stream, context) = call.handlerArguments()
       await call.route.handler(stream, context)
@@ -72,6 +85,46 @@ public struct RPCServer: Sendable {
     case .deadlineExceeded?: Status(code: .deadlineExceeded)
     case .connectionClosed?: Status(code: .unavailable, message: "connection closed")
     case .finished?, nil: nil
+    }
+  }
+
+  /// The answer of a call handled on the loop: ends the call on its stream, then settles,
+  /// reports and logs it as a task's call is once its handler returns.
+  ///
+  /// Unchecked: constants only.
+  private final class LoopAnswer: UnaryAnswer, @unchecked Sendable {
+    private let core: Core
+    private let call: RecordingWriter
+    private let executorPreference: (any TaskExecutor)?
+    private let whenDone: (@Sendable () -> Void)?
+
+    init(core: Core, call: RecordingWriter, executorPreference: (any TaskExecutor)?, whenDone: (@Sendable () -> Void)?) {
+      self.core = core
+      self.call = call
+      self.executorPreference = executorPreference
+      self.whenDone = whenDone
+      super.init(context: call.context)
+    }
+
+    deinit {
+      // `deliver` must not keep `self`, which is being destroyed: it captures only constants.
+      if let dropped = endingIfDropped { deliver(dropped) }
+    }
+
+    override func deliver(_ ending: UnaryEnding) {
+      // The recorder is the handler's writer: it remembers the status for `end`.
+      if call.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) {
+        core.end(call, call.incoming, context)
+        whenDone?()
+        return
+      }
+      // Off the connection's thread, or the reply must wait for credit: a task finishes it.
+      let (core, call, context, whenDone) = (self.core, self.call, self.context, self.whenDone)
+      Task(executorPreference: executorPreference) {
+        try? await call.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
+        core.end(call, call.incoming, context)
+        whenDone?()
+      }
     }
   }
 
@@ -157,6 +210,9 @@ final class RecordingWriter: CallAnnotations, ServerStreamWriter, @unchecked Sen
     stream.writer = self
     return (stream, context(of: incoming))
   }
+
+  /// The handler's context (with this object as its annotations).
+  var context: ServerContext { context(of: incoming) }
 
   private func context(of stream: RPCServerStream) -> ServerContext {
     ServerContext(method: stream.head.method, metadata: stream.head.metadata, peer: stream.peer, timeout: stream.head.timeout, annotations: self)

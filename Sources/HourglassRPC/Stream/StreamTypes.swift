@@ -136,6 +136,25 @@ public protocol ClientTransport: Sendable {
   /// this more cheaply than through ``openStream(_:firstMessage:endStream:)``, which the
   /// default implementation uses.
   func unary(_ head: RequestHead, request: ByteBuffer) async throws -> UnaryResponse
+
+  /// Makes a unary call without waiting for it: `completion` is told the outcome, once. A
+  /// transport with an event loop starts the call and runs `completion` on it, without a task
+  /// (what a load generator or a proxy making many calls wants); the default implementation
+  /// runs ``unary(_:request:)`` in a task.
+  func unary(_ head: RequestHead, request: ByteBuffer, completion: @escaping @Sendable (Result<UnaryResponse, any Error>) -> Void)
+}
+
+extension ClientTransport {
+  /// Runs ``unary(_:request:)`` in a task and tells `completion` its outcome.
+  public func unary(_ head: RequestHead, request: ByteBuffer, completion: @escaping @Sendable (Result<UnaryResponse, any Error>) -> Void) {
+    Task {
+      do {
+        completion(.success(try await unary(head, request: request)))
+      } catch {
+        completion(.failure(error))
+      }
+    }
+  }
 }
 
 /// Everything the server sent in answer to a unary call.
@@ -233,6 +252,7 @@ public struct RPCInbound<Element: Sendable>: AsyncSequence, Sendable {
 
   /// The one element, when the sequence was made with it (``init(single:)``): a unary call's
   /// request, read without an async call.
+  @usableFromInline
   var singleElement: Element? {
     if case .single(let element) = source { return element }
     return nil

@@ -1,4 +1,5 @@
 import HourglassRPC
+import NIOPosix
 import SwiftProtobuf
 import Synchronization
 
@@ -11,6 +12,14 @@ enum TestService {
   static let wait = MethodDescriptor(service: "test.Echo", method: "Wait")
   static let whoAmI = MethodDescriptor(service: "test.Echo", method: "WhoAmI")
   static let gated = MethodDescriptor(service: "test.Echo", method: "Gated")
+  /// Answered on the connection's event loop: the reply says where the handler ran.
+  static let onLoop = MethodDescriptor(service: "test.Echo", method: "OnLoop")
+  /// Answered on the loop by throwing FAILED_PRECONDITION.
+  static let onLoopFailing = MethodDescriptor(service: "test.Echo", method: "OnLoopFailing")
+  /// Hands its responder to the test (`Probe.responders`), which answers it later.
+  static let onLoopLater = MethodDescriptor(service: "test.Echo", method: "OnLoopLater")
+  /// Drops its responder without answering.
+  static let onLoopDropping = MethodDescriptor(service: "test.Echo", method: "OnLoopDropping")
 
   static func router(probe: Probe) -> RPCRouter {
     var router = RPCRouter()
@@ -50,6 +59,19 @@ enum TestService {
       await probe.gate.wait()
       return Google_Protobuf_StringValue("done:" + request.value)
     }
+    router.registerUnaryOnEventLoop(onLoop) { (request: Google_Protobuf_StringValue, _) in
+      let place = MultiThreadedEventLoopGroup.currentEventLoop == nil ? "task" : "loop"
+      return Google_Protobuf_StringValue(request.value.uppercased() + "@" + place)
+    }
+    router.registerUnaryOnEventLoop(onLoopFailing) { (_: Google_Protobuf_StringValue, _) -> Google_Protobuf_StringValue in
+      throw RPCError(code: .failedPrecondition, message: "not now")
+    }
+    router.registerUnaryOnEventLoop(onLoopLater) { (request: Google_Protobuf_StringValue, _, responder: UnaryResponder<Google_Protobuf_StringValue>) in
+      probe.responders.withLock { $0.append((request.value, responder)) }
+      probe.started.signal()
+    }
+    router.registerUnaryOnEventLoop(onLoopDropping) { (_: Google_Protobuf_StringValue, _, _: UnaryResponder<Google_Protobuf_StringValue>) in
+    }
     return router
   }
 }
@@ -59,6 +81,8 @@ final class Probe: Sendable {
   let started = Signal()
   let cancelled = Signal()
   let gate = Signal()
+  /// The responders `onLoopLater` was given, with their requests.
+  let responders = Mutex<[(String, UnaryResponder<Google_Protobuf_StringValue>)]>([])
 }
 
 /// A one-shot event: `wait()` returns once `signal()` has been called.
