@@ -2,7 +2,7 @@ import Synchronization
 
 /// Gathers concurrent write requests into batches so that many callers share one durable commit.
 ///
-/// Callers `submit` their items and suspend. Up to `maxConcurrentBatches` drain loops take whole
+/// Callers `submit` their items and suspend (or pass a completion). Up to `maxConcurrentBatches` drain loops take whole
 /// requests from the queue until a batch holds `maxBatchItems` items (a single larger request is
 /// taken alone), hand the batch to `commit`, and resume every caller of that batch with its
 /// outcome: all succeed after the commit returns, or all fail with its error. A request is never
@@ -16,7 +16,20 @@ public final class GroupCommitter<Item: Sendable>: Sendable {
 
   private struct Request {
     var items: [Item]
-    var continuation: CheckedContinuation<Void, any Error>
+    var waiter: Waiter
+  }
+
+  /// Who is told a request's outcome: a suspended caller, or a callback.
+  private enum Waiter {
+    case task(CheckedContinuation<Void, any Error>)
+    case callback(@Sendable (Result<Void, any Error>) -> Void)
+
+    func resume(with result: Result<Void, any Error>) {
+      switch self {
+      case .task(let continuation): continuation.resume(with: result)
+      case .callback(let completion): completion(result)
+      }
+    }
   }
 
   private struct State {
@@ -60,20 +73,35 @@ public final class GroupCommitter<Item: Sendable>: Sendable {
   public func submit(_ items: [Item]) async throws {
     if items.isEmpty { return }
     try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-      let outcome: (start: Bool, rejected: Bool) = state.withLock { state in
-        if state.closed { return (false, true) }
-        state.queue.append(Request(items: items, continuation: continuation))
-        if state.activeDrains < maxConcurrentBatches {
-          state.activeDrains += 1
-          return (true, false)
-        }
-        return (false, false)
+      enqueue(Request(items: items, waiter: .task(continuation)))
+    }
+  }
+
+  /// Queues `items` without waiting: `completion` is told the outcome of the batch holding them,
+  /// once, from the task that committed it (so it must not block). For callers that are not
+  /// tasks, such as a handler answering on an event loop; ``submit(_:)`` otherwise.
+  public func submit(_ items: [Item], completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+    if items.isEmpty {
+      completion(.success(()))
+      return
+    }
+    enqueue(Request(items: items, waiter: .callback(completion)))
+  }
+
+  private func enqueue(_ request: Request) {
+    let outcome: (start: Bool, rejected: Waiter?) = state.withLock { state in
+      if state.closed { return (false, request.waiter) }
+      state.queue.append(request)
+      if state.activeDrains < maxConcurrentBatches {
+        state.activeDrains += 1
+        return (true, nil)
       }
-      if outcome.rejected {
-        continuation.resume(throwing: closedError)
-      } else if outcome.start {
-        Task { await self.drain() }
-      }
+      return (false, nil)
+    }
+    if let rejected = outcome.rejected {
+      rejected.resume(with: .failure(closedError))
+    } else if outcome.start {
+      Task { await self.drain() }
     }
   }
 
@@ -141,10 +169,10 @@ public final class GroupCommitter<Item: Sendable>: Sendable {
           $0.statistics.requests += batch.count
           $0.statistics.largestBatch = max($0.statistics.largestBatch, items.count)
         }
-        for request in batch { request.continuation.resume() }
+        for request in batch { request.waiter.resume(with: .success(())) }
       } catch {
         state.withLock { $0.statistics.failedBatches += 1 }
-        for request in batch { request.continuation.resume(throwing: error) }
+        for request in batch { request.waiter.resume(with: .failure(error)) }
       }
       if let betweenBatches { await betweenBatches() }
     }

@@ -83,6 +83,16 @@ public struct NewTask: Sendable, Hashable {
   }
 }
 
+extension NewTask {
+  /// Throws ``TaskStoreError/invalidArgument(_:)`` when a store must refuse this task: no
+  /// owner, no operator, or fewer than one attempt. Every store checks this before inserting.
+  public func checkInsertable() throws {
+    if owner.isEmpty { throw TaskStoreError.invalidArgument("owner is empty") }
+    if operatorName.isEmpty { throw TaskStoreError.invalidArgument("operatorName is empty") }
+    if maxAttempts < 1 { throw TaskStoreError.invalidArgument("maxAttempts must be at least 1") }
+  }
+}
+
 /// A stored task as the store returns it.
 public struct TaskRecord: Sendable, Hashable, Codable {
   /// The task id.

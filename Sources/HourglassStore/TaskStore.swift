@@ -24,6 +24,12 @@ public protocol TaskStore: Sendable {
   @discardableResult
   func insert(_ tasks: [NewTask]) async throws -> [TaskID]
 
+  /// ``insert(_:)`` without waiting: `completion` is told its outcome once, from whichever task
+  /// or thread finished the write (it must not block). For callers that are not tasks, such as
+  /// a handler answering on an event loop. The default implementation runs ``insert(_:)`` in a
+  /// task; a store with a group committer hands the tasks to it directly.
+  func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void)
+
   /// The id of the task `owner` created with idempotency key `key`, if any, deleted or not. A
   /// task inserted with a key that its owner already used is not inserted (the insert still
   /// succeeds), so after an insert this names the one task the key stands for.
@@ -269,5 +275,18 @@ extension TaskStore {
   /// The first page of ``loadDue(shard:from:until:after:limit:)``.
   public func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws -> [DueEntry] {
     try await loadDue(shard: shard, from: from, until: until, after: nil, limit: limit)
+  }
+}
+
+extension TaskStore {
+  /// Runs ``insert(_:)`` in a task and tells `completion` its outcome.
+  public func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void) {
+    Task {
+      do {
+        completion(.success(try await insert(tasks)))
+      } catch {
+        completion(.failure(error))
+      }
+    }
   }
 }

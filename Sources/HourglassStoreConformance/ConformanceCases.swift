@@ -58,6 +58,25 @@ extension ConformanceCase {
       try expectEqual(try await store.insert([bobs]), [ids[4]], "another owner's key is another key")
       try expectEqual(try await store.taskID(idempotencyKey: "k1", owner: "bob"), ids[4], "bob's own k1")
     },
+    ConformanceCase("an insert told by a completion is durable and answers with the standing tasks") { store in
+      let ids = makeIDs(3, seed: 79)
+      var first = newTask(ids[0])
+      first.idempotencyKey = "k"
+      var retry = newTask(ids[1])
+      retry.idempotencyKey = "k"
+      let standing = try await withCheckedThrowingContinuation { continuation in
+        store.insert([first, newTask(ids[2]), retry]) { continuation.resume(with: $0) }
+      }
+      try expectEqual(standing, [ids[0], ids[2], ids[0]], "each task's standing id")
+      try expectEqual(try await store.task(id: ids[2], owner: "alice")?.id, ids[2], "inserted")
+      try expectEqual(try await store.task(id: ids[1], owner: "alice"), nil, "the retry was not inserted")
+      let refused: Result<[TaskID], any Error> = await withCheckedContinuation { continuation in
+        store.insert([newTask(makeIDs(1, seed: 80)[0], owner: "")]) { continuation.resume(returning: $0) }
+      }
+      guard case .failure(let error) = refused, case .invalidArgument = error as? TaskStoreError else {
+        throw ConformanceFailure(message: "an invalid task must be refused, got \(refused)", line: #line)
+      }
+    },
     ConformanceCase("insert is idempotent by id") { store in
       let id = makeIDs(1)[0]
       try await store.insert([newTask(id)])

@@ -231,14 +231,30 @@ public final class PostgresTaskStore: TaskStore {
 
   @discardableResult
   public func insert(_ tasks: [NewTask]) async throws -> [TaskID] {
-    for task in tasks {
-      if task.owner.isEmpty { throw TaskStoreError.invalidArgument("owner is empty") }
-      if task.operatorName.isEmpty { throw TaskStoreError.invalidArgument("operatorName is empty") }
-      if task.maxAttempts < 1 { throw TaskStoreError.invalidArgument("maxAttempts must be at least 1") }
-    }
-    let items = tasks.map { KeyedNewTask(task: $0, outcome: $0.idempotencyKey == nil ? nil : KeyedInsertOutcome()) }
+    for task in tasks { try task.checkInsertable() }
+    let items = Self.items(tasks)
     try await committer.submit(items)
-    return items.map { $0.outcome?.existing ?? $0.task.id }
+    return Self.standing(items)
+  }
+
+  public func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void) {
+    do {
+      for task in tasks { try task.checkInsertable() }
+    } catch {
+      completion(.failure(error))
+      return
+    }
+    let items = Self.items(tasks)
+    committer.submit(items) { result in completion(result.map { Self.standing(items) }) }
+  }
+
+  private static func items(_ tasks: [NewTask]) -> [KeyedNewTask] {
+    tasks.map { KeyedNewTask(task: $0, outcome: $0.idempotencyKey == nil ? nil : KeyedInsertOutcome()) }
+  }
+
+  /// For each task inserted, the id of the task that stands for it (see `TaskStore.insert`).
+  private static func standing(_ items: [KeyedNewTask]) -> [TaskID] {
+    items.map { $0.outcome?.existing ?? $0.task.id }
   }
 
   /// Stands for NULL in `bigint[]` parameters, which postgres-nio cannot bind with NULL elements.

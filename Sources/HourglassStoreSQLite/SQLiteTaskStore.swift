@@ -305,19 +305,32 @@ public final class SQLiteTaskStore: TaskStore {
 
   @discardableResult
   public func insert(_ tasks: [NewTask]) async throws -> [TaskID] {
-    for task in tasks { try Self.validate(task) }
+    for task in tasks { try task.checkInsertable() }
     // Rows are turned into statement arguments here, on the callers' tasks and in parallel,
     // so the single writer only executes statements.
     let partitions = partitionCount
     let rows = tasks.map { PreparedInsert($0, partitions: partitions) }
     try await committer.submit(rows)
-    return zip(tasks, rows).map { task, row in row.outcome?.existing ?? task.id }
+    return Self.standing(tasks, rows)
   }
 
-  static func validate(_ task: NewTask) throws {
-    if task.owner.isEmpty { throw TaskStoreError.invalidArgument("owner is empty") }
-    if task.operatorName.isEmpty { throw TaskStoreError.invalidArgument("operatorName is empty") }
-    if task.maxAttempts < 1 { throw TaskStoreError.invalidArgument("maxAttempts must be at least 1") }
+  public func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void) {
+    do {
+      for task in tasks { try task.checkInsertable() }
+    } catch {
+      completion(.failure(error))
+      return
+    }
+    let partitions = partitionCount
+    let rows = tasks.map { PreparedInsert($0, partitions: partitions) }
+    committer.submit(rows) { result in
+      completion(result.map { Self.standing(tasks, rows) })
+    }
+  }
+
+  /// For each task inserted, the id of the task that stands for it (see `TaskStore.insert`).
+  private static func standing(_ tasks: [NewTask], _ rows: [PreparedInsert]) -> [TaskID] {
+    zip(tasks, rows).map { task, row in row.outcome?.existing ?? task.id }
   }
 
   static func insertBatch(_ rows: [PreparedInsert], db: Database) throws {

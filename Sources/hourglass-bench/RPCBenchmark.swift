@@ -224,65 +224,10 @@ extension RPCBenchmark {
     for transport in transports {
       _ = try await RPCClient(transport: transport).unary(loopMethod, request: request, responseType: Google_Protobuf_BytesValue.self)
     }
-    let start = ContinuousClock.now
-    let cpuAtStart = processCPUSeconds()
-    let end = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
-    let drivers = transports.map { CallbackLoad(transport: $0, request: request, end: end) }
-    for driver in drivers {
-      driver.loop.execute { driver.start(inFlight: inFlight) }
-    }
-    var all: [Duration] = []
-    for driver in drivers { all += try await driver.done.futureResult.get() }
-    let elapsed = ContinuousClock.now - start
-    let cpu = processCPUSeconds() - cpuAtStart
+    let result = try await CallbackLoad<Google_Protobuf_BytesValue, Google_Protobuf_BytesValue>.run(
+      transports, method: loopMethod, inFlight: inFlight, seconds: seconds, makeRequest: { request })
     for transport in transports { await transport.close() }
-    return LoadResult(latencies: all, elapsed: elapsed, cpuSeconds: cpu)
-  }
-
-  /// Keeps `inFlight` callback calls outstanding on one connection until `end`, timing each.
-  ///
-  /// Unchecked: everything mutable is touched only on the connection's event loop, where the
-  /// calls start and complete.
-  final class CallbackLoad: @unchecked Sendable {
-    let client: RPCClient
-    let loop: any EventLoop
-    let request: Google_Protobuf_BytesValue
-    let end: NIODeadline
-    let done: EventLoopPromise<[Duration]>
-    private var samples: [Duration] = []
-    private var outstanding = 0
-
-    init(transport: RPCTLSConnection, request: Google_Protobuf_BytesValue, end: NIODeadline) {
-      self.client = RPCClient(transport: transport)
-      self.loop = transport.eventLoop
-      self.request = request
-      self.end = end
-      self.done = transport.eventLoop.makePromise()
-      samples.reserveCapacity(1_000_000)
-    }
-
-    func start(inFlight: Int) {
-      for _ in 0..<inFlight { call() }
-    }
-
-    private func call() {
-      let started = NIODeadline.now()
-      outstanding += 1
-      client.unary(RPCBenchmark.loopMethod, request: request, responseType: Google_Protobuf_BytesValue.self) { result in
-        let now = NIODeadline.now()
-        self.outstanding -= 1
-        if case .failure(let error) = result {
-          self.done.fail(error)
-          return
-        }
-        self.samples.append(.nanoseconds(Int64(now.uptimeNanoseconds - started.uptimeNanoseconds)))
-        if now < self.end {
-          self.call()
-        } else if self.outstanding == 0 {
-          self.done.succeed(self.samples)
-        }
-      }
-    }
+    return result
   }
 }
 

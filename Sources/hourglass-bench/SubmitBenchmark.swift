@@ -55,6 +55,13 @@ struct SubmitBenchmark: AsyncParsableCommand {
   @Flag(help: "Print JSON.")
   var json = false
 
+  @Option(help: "How the clients call: loop (callbacks on their event loops, no task per call) or async (64 tasks per connection).")
+  var clientAPI: ClientAPI = .loop
+
+  enum ClientAPI: String, ExpressibleByArgument {
+    case loop, async
+  }
+
   func run() async throws {
     var logger = Logger(label: "bench.submit")
     logger.logLevel = .error
@@ -89,7 +96,7 @@ struct SubmitBenchmark: AsyncParsableCommand {
     let keys = idempotencyKeys
     report.parameters = [
       "duration_s": "\(duration)", "connections": "\(connections)", "in_flight": "\(inFlight)", "store": "sqlite synchronous=\(mode.rawValue)",
-      "idempotency_keys": "\(keys)", "client_threads": "\(clientThreads)",
+      "idempotency_keys": "\(keys)", "client_threads": "\(clientThreads)", "client_api": clientAPI.rawValue,
     ]
     // The clients get their own event loops, as they would in other processes. Sharing the
     // coordinator's group put every server connection on one loop (the group hands out loops
@@ -106,32 +113,21 @@ struct SubmitBenchmark: AsyncParsableCommand {
         let _: Hourglass_V1_ScheduleResponse = try await RPCClient(transport: transport).unary(method, request: request)
       }
       let request = request
-      let start = ContinuousClock.now
-      let end = start + .milliseconds(Int64(seconds * 1000))
-      let latencies = try await withThrowingTaskGroup(of: [Duration].self) { calls in
-        for transport in transports {
-          let client = RPCClient(transport: transport)
-          for _ in 0..<inFlight {
-            // Like HourglassClient's callers can, the load tasks prefer their connection's event
-            // loop, so a call starts and resumes there without a thread hop.
-            calls.addTask(executorPreference: transport.executor) {
-              var samples: [Duration] = []
-              var request = request
-              while ContinuousClock.now < end {
-                if keys { request.idempotencyKey = IdempotencyKey.generate() }
-                let t0 = ContinuousClock.now
-                let _: Hourglass_V1_ScheduleResponse = try await client.unary(method, request: request)
-                samples.append(ContinuousClock.now - t0)
-              }
-              return samples
-            }
-          }
+      let result: LoadResult
+      switch clientAPI {
+      case .loop:
+        // Made and completed on the clients' event loops by callbacks: the load costs the
+        // client side as little as it can, as if it came from other machines.
+        result = try await CallbackLoad<Hourglass_V1_ScheduleRequest, Hourglass_V1_ScheduleResponse>.run(
+          transports, method: method, inFlight: inFlight, seconds: seconds
+        ) {
+          var request = request
+          if keys { request.idempotencyKey = IdempotencyKey.generate() }
+          return request
         }
-        var all: [Duration] = []
-        for try await samples in calls { all += samples }
-        return all
+      case .async:
+        result = try await Self.asyncLoad(transports, method: method, inFlight: inFlight, seconds: seconds, request: request, keys: keys)
       }
-      let result = LoadResult(latencies: latencies, elapsed: ContinuousClock.now - start)
       report.results.append(result.row("schedule_rpc_tls_\(connections)x\(inFlight)"))
       let commits = store.groupCommitStatistics
       report.parameters["group_commit"] = "\(commits.items) rows in \(commits.batches) transactions, largest \(commits.largestBatch)"
@@ -145,6 +141,40 @@ struct SubmitBenchmark: AsyncParsableCommand {
       report.results.append(try await Self.ceiling(rows: ceilingRows, folder: folder, blob: Array(request.taskBlob), keys: keys, logger: logger))
     }
     report.print(json: json)
+  }
+
+  /// The calls made by tasks (`--client-api async`), 64 per connection, each preferring its
+  /// connection's event loop.
+  static func asyncLoad(
+    _ transports: [RPCTLSConnection], method: MethodDescriptor, inFlight: Int, seconds: Double, request: Hourglass_V1_ScheduleRequest, keys: Bool
+  ) async throws -> LoadResult {
+    let start = ContinuousClock.now
+    let cpuAtStart = processCPUSeconds()
+    let end = start + .milliseconds(Int64(seconds * 1000))
+    let latencies = try await withThrowingTaskGroup(of: [Duration].self) { calls in
+      for transport in transports {
+        let client = RPCClient(transport: transport)
+        for _ in 0..<inFlight {
+          // Like HourglassClient's callers can, the load tasks prefer their connection's event
+          // loop, so a call starts and resumes there without a thread hop.
+          calls.addTask(executorPreference: transport.executor) {
+            var samples: [Duration] = []
+            var request = request
+            while ContinuousClock.now < end {
+              if keys { request.idempotencyKey = IdempotencyKey.generate() }
+              let t0 = ContinuousClock.now
+              let _: Hourglass_V1_ScheduleResponse = try await client.unary(method, request: request)
+              samples.append(ContinuousClock.now - t0)
+            }
+            return samples
+          }
+        }
+      }
+      var all: [Duration] = []
+      for try await samples in calls { all += samples }
+      return all
+    }
+    return LoadResult(latencies: latencies, elapsed: ContinuousClock.now - start, cpuSeconds: processCPUSeconds() - cpuAtStart)
   }
 
   /// SQLite's batched-insert ceiling for the rows a Schedule writes: the same kind of task (same

@@ -120,4 +120,41 @@ struct GroupCommitterTests {
     #expect(batches.count == 2, "\(batches)")
     #expect(batches.last.map { Set($0) } == Set(1...5), "what arrived during the pause shares one transaction: \(batches)")
   }
+
+  @Test func callbackRequestsShareBatchesWithWaitingOnesAndLearnTheirOutcome() async throws {
+    let gate = Gate()
+    let log = BatchLog()
+    let committer = GroupCommitter<Int>(maxBatchItems: 100, closedError: CommitFailed()) { items in
+      log.append(items)
+      if items == [0] { await gate.wait() }
+      if items.contains(-1) { throw CommitFailed() }
+    }
+    let outcomes = Mutex<[Int: Bool]>([:])
+    let submitted: @Sendable ([Int], Int) async -> Void = { items, request in
+      await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+        committer.submit(items) { result in
+          outcomes.withLock { $0[request] = (try? result.get()) != nil }
+          done.resume()
+        }
+      }
+    }
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await submitted([0], 0) }
+      while log.all.isEmpty { await Task.yield() }
+      group.addTask { await submitted([1, 2], 1) }
+      group.addTask { try? await committer.submit([3]) }
+      while committer.queuedRequests < 2 { await Task.yield() }
+      gate.open()
+      await group.waitForAll()
+      // A failing batch fails its callback requests too.
+      await submitted([-1], 2)
+    }
+    #expect(outcomes.withLock { $0 } == [0: true, 1: true, 2: false])
+    #expect(log.all.map { Set($0) } == [[0], [1, 2, 3], [-1]], "a callback and an awaited request shared one transaction")
+    await committer.close()
+    await submitted([4], 3)
+    #expect(outcomes.withLock { $0[3] } == false, "refused once closed")
+    await submitted([], 4)
+    #expect(outcomes.withLock { $0[4] } == true, "nothing to write succeeds at once")
+  }
 }

@@ -115,6 +115,8 @@ extension TLSLoopbackTests {
         await #expect {
           _ = try await call(client, TestService.onLoopLater, "slow", timeout: .milliseconds(100))
         } throws: { ($0 as? RPCError)?.code == .deadlineExceeded }
+        // On a loaded machine the deadline can pass before the server has read the call.
+        await server.probe.started.wait()
         let responder = server.probe.responders.withLock { $0.removeFirst().1 }
         responder.succeed(Google_Protobuf_StringValue("too late"))
         #expect(try await call(client, TestService.onLoop, "again") == "AGAIN@loop")

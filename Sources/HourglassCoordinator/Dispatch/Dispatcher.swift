@@ -4,6 +4,7 @@ import HourglassProto
 import HourglassRPC
 import HourglassStore
 import Logging
+import Synchronization
 
 /// Pushes due runs to executors: keeps the due-time queue filled from the store a little ahead of
 /// time, waits for each run's due time, picks an executor holding a credit for its operator,
@@ -84,6 +85,9 @@ actor Dispatcher {
   /// One batch for ``writeOutgoing()``: each session's stream with the runs and messages for it.
   typealias OutgoingBatch = [UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])]
   private var nextSession: UInt64 = 0
+  /// Runs offered from outside the actor (``offer(_:then:)``) and not yet enqueued, with what
+  /// to do after; `draining` while a task is taking them.
+  private nonisolated let arrivals = Mutex<(entries: [(DueEntry, @Sendable () -> Void)], draining: Bool)>(([], false))
   /// Counters for metrics and tests.
   private(set) var dispatched = 0
   /// Per-executor gauges, by executor name, with the number of its streams.
@@ -119,6 +123,38 @@ actor Dispatcher {
     if queue.push(.init(taskID: taskID, scheduledMicros: scheduledMicros, dueMicros: dueMicros, priority: priority)) {
       publishQueue()
       poke()
+    }
+  }
+
+  /// ``enqueue(taskID:scheduledMicros:dueMicros:priority:)`` from outside the actor without
+  /// waiting for it: `then` runs once the run is enqueued. Runs offered together are enqueued
+  /// by one task, in order, instead of one actor hop each (the Schedule handler answers on an
+  /// event loop and offers every new task's first run here).
+  nonisolated func offer(_ entry: DueEntry, then: @escaping @Sendable () -> Void) {
+    let startDrain: Bool = arrivals.withLock { arrivals in
+      arrivals.entries.append((entry, then))
+      if arrivals.draining { return false }
+      arrivals.draining = true
+      return true
+    }
+    // High priority: a run offered before something else reaches the actor (a test's clock
+    // advance, a tick) is enqueued before it.
+    if startDrain { Task(priority: .high) { await self.takeArrivals() } }
+  }
+
+  private func takeArrivals() {
+    while true {
+      let batch = arrivals.withLock { arrivals in
+        let batch = arrivals.entries
+        arrivals.entries.removeAll(keepingCapacity: true)
+        if batch.isEmpty { arrivals.draining = false }
+        return batch
+      }
+      if batch.isEmpty { return }
+      for (entry, _) in batch {
+        enqueue(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)
+      }
+      for (_, then) in batch { then() }
     }
   }
 

@@ -27,10 +27,22 @@ struct TaskService: Sendable {
   let metrics: CoordinatorMetrics
 
   func register(into router: inout RPCRouter) {
-    router.registerUnary(Self.schedule) { (request: Hourglass_V1_ScheduleRequest, context) in
-      let response = try await schedule(request, owner: try owner(request.userID, context))
-      context.annotations["hourglass.task_id"] = "\(response.taskID)"
-      return response
+    // Schedule is answered on the connection's event loop, without a task: it validates there,
+    // hands the task to the store's group commit, and answers when the commit and the
+    // dispatcher have taken it (docs/benchmarks.md, "Submit").
+    router.registerUnaryOnEventLoop(Self.schedule) {
+      (request: Hourglass_V1_ScheduleRequest, context, responder: UnaryResponder<Hourglass_V1_ScheduleResponse>) in
+      let owner: String
+      do {
+        owner = try self.owner(request.userID, context)
+      } catch {
+        responder.fail(error)
+        return
+      }
+      schedule(request, owner: owner) { result in
+        if case .success(let response) = result { context.annotations["hourglass.task_id"] = "\(response.taskID)" }
+        responder.complete(result)
+      }
     }
     router.registerUnary(Self.get) { (request: Hourglass_V1_GetRequest, context) in
       context.annotations["hourglass.task_id"] = "\(request.taskID)"
@@ -92,10 +104,19 @@ struct TaskService: Sendable {
     return id
   }
 
-  func schedule(_ request: Hourglass_V1_ScheduleRequest, owner: String) async throws -> Hourglass_V1_ScheduleResponse {
+  /// Schedules what `request` asks for and tells `completion` the answer, once. Nothing here
+  /// waits: the task is validated on the caller's thread, inserted through the store's group
+  /// commit, and offered to the dispatcher; `completion` runs when both have taken it (from the
+  /// store's writer task or the dispatcher's). Only the rare paths that must read the store (a
+  /// retried request, answered with the task its idempotency key stands for) run in a task.
+  func schedule(
+    _ request: Hourglass_V1_ScheduleRequest, owner: String,
+    completion: @escaping @Sendable (Result<Hourglass_V1_ScheduleResponse, any Error>) -> Void
+  ) {
     let key = request.idempotencyKey
     guard key.utf8.count <= 256 else {
-      throw RPCError(code: .invalidArgument, message: "idempotency_key: at most 256 bytes")
+      completion(.failure(RPCError(code: .invalidArgument, message: "idempotency_key: at most 256 bytes")))
+      return
     }
     let task: NewTask
     // A `do`/`catch` with a `where` clause here crashed the Swift 6.3 compiler (SILGen ownership
@@ -104,32 +125,59 @@ struct TaskService: Sendable {
     case .success(let valid):
       task = valid
     case .failure(let error):
+      guard !key.isEmpty else {
+        completion(.failure(error))
+        return
+      }
       // A retry of a request that was accepted may no longer validate (its one-shot time has
       // passed): it is still answered with the task its key stands for. The key is only looked
       // up on this path; an accepted request learns about an earlier task from the insert.
-      if !key.isEmpty, let existing = try await store.taskID(idempotencyKey: key, owner: owner) {
+      let store = self.store
+      answer(completion) {
+        guard let existing = try await store.taskID(idempotencyKey: key, owner: owner) else { throw error }
         return try await scheduled(existing, owner: owner)
       }
-      throw error
+      return
     }
-    let standing: [TaskID]
-    do {
-      standing = try await store.insert([task])
-    } catch {
-      throw RPCError(code: .unavailable, message: "the task could not be stored; it was not scheduled", cause: error)
+    let (metrics, dispatcher) = (self.metrics, self.dispatcher)
+    store.insert([task]) { outcome in
+      let standing: [TaskID]
+      switch outcome {
+      case .success(let ids):
+        standing = ids
+      case .failure(let error):
+        completion(.failure(RPCError(code: .unavailable, message: "the task could not be stored; it was not scheduled", cause: error)))
+        return
+      }
+      // The key was used before (a retry, or two requests with one key in flight together): the
+      // store kept the earlier task and inserted nothing; answer with that task.
+      if let winner = standing.first, winner != task.id {
+        answer(completion) { try await scheduled(winner, owner: owner) }
+        return
+      }
+      let first = task.firstRunMicros!
+      metrics.tasksScheduled.increment()
+      dispatcher.offer(DueEntry(taskID: task.id, scheduledMicros: first, dueMicros: first, priority: request.priority)) {
+        var response = Hourglass_V1_ScheduleResponse()
+        response.taskID = task.id.description
+        response.nextExecution = ProtoTime.timestamp(first)
+        completion(.success(response))
+      }
     }
-    // The key was used before (a retry, or two requests with one key in flight together): the
-    // store kept the earlier task and inserted nothing; answer with that task.
-    if let winner = standing.first, winner != task.id {
-      return try await scheduled(winner, owner: owner)
+  }
+
+  /// Runs `body` in a task and tells `completion` its outcome.
+  private func answer(
+    _ completion: @escaping @Sendable (Result<Hourglass_V1_ScheduleResponse, any Error>) -> Void,
+    _ body: @escaping @Sendable () async throws -> Hourglass_V1_ScheduleResponse
+  ) {
+    Task {
+      do {
+        completion(.success(try await body()))
+      } catch {
+        completion(.failure(error))
+      }
     }
-    let first = task.firstRunMicros!
-    metrics.tasksScheduled.increment()
-    await dispatcher.enqueue(taskID: task.id, scheduledMicros: first, dueMicros: first, priority: request.priority)
-    var response = Hourglass_V1_ScheduleResponse()
-    response.taskID = task.id.description
-    response.nextExecution = ProtoTime.timestamp(first)
-    return response
   }
 
   /// Validates a Schedule request and builds the task it asks for (with a new id and its first

@@ -1190,6 +1190,26 @@ struct NIOStreamWriter: ServerStreamWriter, ClientStreamWriter {
     return core.handler.finishAtOnce(streamID, lastMessage: lastMessage, status: status, metadata: metadata)
   }
 
+  func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata, then ended: @escaping @Sendable () -> Void) {
+    let (id, core) = (streamID, self.core)
+    let send: @Sendable () -> Void = {
+      if core.handler.finishAtOnce(id, lastMessage: lastMessage, status: status, metadata: metadata) {
+        ended()
+        return
+      }
+      let promise = core.loop.makePromise(of: Void.self)
+      promise.futureResult.whenComplete { _ in ended() }
+      core.handler.sendFinish(id, lastMessage: lastMessage, status: status, metadata: metadata, promise: promise)
+    }
+    if core.loop.inEventLoop {
+      send()
+    } else {
+      // One job on the loop, no task: how a reply made on another thread (a store's writer
+      // answering a call handled on the loop) goes out.
+      core.loop.execute(send)
+    }
+  }
+
   func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws {
     // Always through a promise, even on the loop: waiting for it lets the loop flush and read
     // between the messages of a stream.

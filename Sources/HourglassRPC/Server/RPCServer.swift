@@ -49,7 +49,7 @@ public struct RPCServer: Sendable {
     let call = core.begin(stream)
     // A handler that runs on the loop, called on the loop with its request at hand: no task.
     if onLoop, let runOnLoop = call.route.onLoop, let request = stream.inbound.singleElement {
-      let answer = LoopAnswer(core: core, call: call, executorPreference: executorPreference, whenDone: whenDone)
+      let answer = LoopAnswer(core: core, call: call, whenDone: whenDone)
       runOnLoop(request, answer.context, answer)
       return nil
     }
@@ -95,13 +95,11 @@ public struct RPCServer: Sendable {
   private final class LoopAnswer: UnaryAnswer, @unchecked Sendable {
     private let core: Core
     private let call: RecordingWriter
-    private let executorPreference: (any TaskExecutor)?
     private let whenDone: (@Sendable () -> Void)?
 
-    init(core: Core, call: RecordingWriter, executorPreference: (any TaskExecutor)?, whenDone: (@Sendable () -> Void)?) {
+    init(core: Core, call: RecordingWriter, whenDone: (@Sendable () -> Void)?) {
       self.core = core
       self.call = call
-      self.executorPreference = executorPreference
       self.whenDone = whenDone
       super.init(context: call.context)
     }
@@ -118,10 +116,9 @@ public struct RPCServer: Sendable {
         whenDone?()
         return
       }
-      // Off the connection's thread, or the reply must wait for credit: a task finishes it.
+      // Off the connection's thread, or the reply must wait for credit.
       let (core, call, context, whenDone) = (self.core, self.call, self.context, self.whenDone)
-      Task(executorPreference: executorPreference) {
-        try? await call.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
+      call.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) {
         core.end(call, call.incoming, context)
         whenDone?()
       }
@@ -244,6 +241,11 @@ final class RecordingWriter: CallAnnotations, ServerStreamWriter, @unchecked Sen
     // then uses, would record the same status, and reports only once.
     record(status)
     return incoming.writer.finishWithoutWaiting(lastMessage: lastMessage, status: status, metadata: metadata)
+  }
+
+  func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata, then ended: @escaping @Sendable () -> Void) {
+    record(status)
+    incoming.writer.finish(lastMessage: lastMessage, status: status, metadata: metadata, then: ended)
   }
 
   /// Remembers the status the handler ended the call with and reports the call.

@@ -71,11 +71,29 @@ public protocol ServerStreamWriter: Sendable {
   ///
   /// The usual end of a unary call, without the suspension point of an async call.
   func finishWithoutWaiting(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool
+
+  /// Ends the call as ``finish(lastMessage:status:metadata:)`` does, from any thread and without
+  /// waiting; `ended` runs once the status has been sent (or the stream turned out to be gone).
+  /// A transport with an event loop does it with one job on that loop; the default
+  /// implementation uses a task.
+  func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata, then ended: @escaping @Sendable () -> Void)
 }
 
 extension ServerStreamWriter {
   /// Never finishes without waiting: the caller uses ``finish(lastMessage:status:metadata:)``.
   public func finishWithoutWaiting(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) -> Bool { false }
+
+  /// Finishes in a task, then runs `ended`.
+  public func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata, then ended: @escaping @Sendable () -> Void) {
+    if finishWithoutWaiting(lastMessage: lastMessage, status: status, metadata: metadata) {
+      ended()
+      return
+    }
+    Task {
+      try? await finish(lastMessage: lastMessage, status: status, metadata: metadata)
+      ended()
+    }
+  }
 }
 
 /// The sending half of a client stream.
