@@ -93,6 +93,19 @@ extension NewTask {
   }
 }
 
+extension Array where Element == NewTask {
+  /// Why a store must refuse these tasks (``NewTask/checkInsertable()`` of the first that
+  /// fails), or nil.
+  public var insertRefusal: (any Error)? {
+    do {
+      for task in self { try task.checkInsertable() }
+      return nil
+    } catch {
+      return error
+    }
+  }
+}
+
 /// A stored task as the store returns it.
 public struct TaskRecord: Sendable, Hashable, Codable {
   /// The task id.

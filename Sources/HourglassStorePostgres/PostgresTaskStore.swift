@@ -238,10 +238,8 @@ public final class PostgresTaskStore: TaskStore {
   }
 
   public func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void) {
-    do {
-      for task in tasks { try task.checkInsertable() }
-    } catch {
-      completion(.failure(error))
+    if let refusal = tasks.insertRefusal {
+      completion(.failure(refusal))
       return
     }
     let items = Self.items(tasks)

@@ -315,10 +315,8 @@ public final class SQLiteTaskStore: TaskStore {
   }
 
   public func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void) {
-    do {
-      for task in tasks { try task.checkInsertable() }
-    } catch {
-      completion(.failure(error))
+    if let refusal = tasks.insertRefusal {
+      completion(.failure(refusal))
       return
     }
     let partitions = partitionCount

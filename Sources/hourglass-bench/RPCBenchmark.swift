@@ -165,17 +165,25 @@ struct RPCBenchmark: AsyncParsableCommand {
     report.print(json: json)
   }
 
-  static func rpcLoad(
-    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, tasksOnLoop: Bool, logger: Logger
-  ) async throws -> LoadResult {
-    let transports = try (0..<connections).map { _ in
+  /// `count` connections to the server, each opened and warmed up with one call of `method`
+  /// (so that every measured call finds its connection open).
+  static func openConnections(
+    _ count: Int, port: Int, credentials: TLSCredentials, warmingUp method: MethodDescriptor, with request: Google_Protobuf_BytesValue, logger: Logger
+  ) async throws -> [RPCTLSConnection] {
+    let transports = try (0..<count).map { _ in
       try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
     }
-    let request = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x11, count: requestBytes) }
-    // Warm up each connection.
     for transport in transports {
       _ = try await RPCClient(transport: transport).unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
     }
+    return transports
+  }
+
+  static func rpcLoad(
+    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, tasksOnLoop: Bool, logger: Logger
+  ) async throws -> LoadResult {
+    let request = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x11, count: requestBytes) }
+    let transports = try await openConnections(connections, port: port, credentials: credentials, warmingUp: method, with: request, logger: logger)
     let start = ContinuousClock.now
     let cpuAtStart = processCPUSeconds()
     let end = start + .milliseconds(Int64(seconds * 1000))
@@ -216,14 +224,8 @@ extension RPCBenchmark {
   static func loopLoad(
     port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, logger: Logger
   ) async throws -> LoadResult {
-    let transports = try (0..<connections).map { _ in
-      try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
-    }
     let request = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x11, count: requestBytes) }
-    // Warm up (and open) each connection, so that every measured call completes on its loop.
-    for transport in transports {
-      _ = try await RPCClient(transport: transport).unary(loopMethod, request: request, responseType: Google_Protobuf_BytesValue.self)
-    }
+    let transports = try await openConnections(connections, port: port, credentials: credentials, warmingUp: loopMethod, with: request, logger: logger)
     let result = try await CallbackLoad<Google_Protobuf_BytesValue, Google_Protobuf_BytesValue>.run(
       transports, method: loopMethod, inFlight: inFlight, seconds: seconds, makeRequest: { request })
     for transport in transports { await transport.close() }
