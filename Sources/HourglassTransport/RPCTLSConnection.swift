@@ -41,13 +41,38 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
   }
 
   /// An open connection; a class, so that each call copies one reference out of `state`.
-  private final class Ready: Sendable {
+  ///
+  /// It also retries its callback calls that never started, on a fresh connection.
+  /// Unchecked: `connection` is set once, before the object is shared, and weak references are
+  /// safe to read from any thread.
+  private final class Ready: UnaryCallRetrying, @unchecked Sendable {
     let channel: any Channel
     let opener: NIOClientStreamOpener
+    /// The connection this belongs to (weak: the connection holds this in its state).
+    weak var connection: RPCTLSConnection?
 
     init(channel: any Channel, opener: NIOClientStreamOpener) {
       self.channel = channel
       self.opener = opener
+    }
+
+    func retry(_ head: RequestHead, request: ByteBuffer, completion: @escaping @Sendable (Result<UnaryResponse, any Error>) -> Void) {
+      guard let connection else {
+        completion(.failure(RPCError(code: .unavailable, message: "the connection was closed by the client")))
+        return
+      }
+      // As for the async call: the call never started; retry once on a fresh connection.
+      connection.retire(channel)
+      Task {
+        completion(
+          await RPCTLSConnection.outcome {
+            do {
+              return try await connection.connection().opener.unary(head, request: request)
+            } catch let refused as CallNotStarted {
+              throw refused.error
+            }
+          })
+      }
     }
   }
 
@@ -127,27 +152,10 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
       Task { completion(await Self.outcome { try await self.unary(head, request: request) }) }
       return
     }
-    ready.opener.unary(head, request: request) { result in
-      guard case .failure(let error) = result, error is CallNotStarted else {
-        completion(result)
-        return
-      }
-      // As for the async call: the call never started; retry once on a fresh connection.
-      self.retire(ready.channel)
-      Task {
-        completion(
-          await Self.outcome {
-            do {
-              return try await self.connection().opener.unary(head, request: request)
-            } catch let refused as CallNotStarted {
-              throw refused.error
-            }
-          })
-      }
-    }
+    ready.opener.unary(head, request: request, notStarted: ready, completion: completion)
   }
 
-  private static func outcome(_ body: () async throws -> UnaryResponse) async -> Result<UnaryResponse, any Error> {
+  fileprivate static func outcome(_ body: () async throws -> UnaryResponse) async -> Result<UnaryResponse, any Error> {
     do {
       return .success(try await body())
     } catch {
@@ -214,6 +222,7 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     case .wait(let future):
       do {
         let ready = try await future.get()
+        ready.connection = self
         state.withLock { state in
           if case .connecting = state { state = .ready(ready) }
         }

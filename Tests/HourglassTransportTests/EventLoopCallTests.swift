@@ -155,6 +155,28 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test("a callback call refused by a draining server is retried once on a fresh connection, then fails UNAVAILABLE")
+    func callbackDuringDrain() async throws {
+      try await TestServer.with { server in
+        let (client, connection) = try server.client()
+        let inFlight = Task {
+          try await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
+        }
+        await server.probe.started.wait()
+        await server.group.triggerGracefulShutdown()
+        // Once the GOAWAY has arrived, a call fails before its stream opens; the connection
+        // retries it on a fresh connection, which the draining server no longer accepts.
+        var refused: RPCError?
+        for _ in 0..<10_000 where refused == nil {
+          if case .failure(let error) = await callbackCall(client, TestService.unary, "late").0 { refused = error }
+        }
+        #expect(refused?.code == .unavailable)
+        server.probe.gate.signal()
+        #expect(try await inFlight.value.value == "done:a")
+        await connection.close()
+      }
+    }
+
     @Test("a callback call over a transport without an event loop runs in a task")
     func callbackInProcess() async throws {
       try await withInProcessClient { client, _ in
