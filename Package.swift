@@ -289,9 +289,16 @@ let package = Package(
     ),
 
     // MARK: Tests
+    // What several test targets share (named pipes scripts signal through); tests only.
+    .target(
+      name: "HourglassTestSupport",
+      path: "Tests/HourglassTestSupport",
+      swiftSettings: strictSettings
+    ),
     .testTarget(
       name: "HourglassExecutorTests",
       dependencies: [
+        "HourglassTestSupport",
         "HourglassExecutor",
         "HourglassCore",
         .product(name: "MetricsTestKit", package: "swift-metrics"),
@@ -304,6 +311,7 @@ let package = Package(
     .testTarget(
       name: "HourglassCoordinatorTests",
       dependencies: [
+        "HourglassTestSupport",
         "HourglassCoordinator",
         "HourglassObservability",
         .product(name: "Prometheus", package: "swift-prometheus"),
@@ -328,6 +336,7 @@ let package = Package(
     .testTarget(
       name: "HourglassClientTests",
       dependencies: [
+        "HourglassTestSupport",
         "HourglassClient",
         "HourglassCoordinator",
         "HourglassStoreSQLite",

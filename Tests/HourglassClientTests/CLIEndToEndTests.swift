@@ -1,4 +1,5 @@
 import Foundation
+import HourglassTestSupport
 import Synchronization
 import Testing
 
@@ -197,25 +198,7 @@ struct CLIError: Error, CustomStringConvertible {
 /// run happened. Gives up (and fails) after `limit`.
 func awaitFIFO(_ path: String, limit: Duration) async throws -> String {
   try await withThrowingTaskGroup(of: String?.self) { group in
-    group.addTask {
-      await withCheckedContinuation { continuation in
-        Thread {
-          // Opening blocks until the script opens its end; reading ends when it closes it.
-          var bytes: [UInt8] = []
-          let fd = open(path, O_RDONLY)
-          if fd >= 0 {
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            while true {
-              let count = read(fd, &buffer, buffer.count)
-              if count <= 0 { break }
-              bytes += buffer[0..<count]
-            }
-            close(fd)
-          }
-          continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
-        }.start()
-      }
-    }
+    group.addTask { await readFIFO(path) }
     group.addTask {
       try await Task.sleep(for: limit)
       return nil
@@ -224,8 +207,7 @@ func awaitFIFO(_ path: String, limit: Duration) async throws -> String {
     group.cancelAll()
     guard let text = first else {
       // Unblock the reader thread before failing.
-      let fd = open(path, O_WRONLY | O_NONBLOCK)
-      if fd >= 0 { close(fd) }
+      releaseFIFOReader(path)
       throw CLIError(message: "the scheduled script did not run within \(limit)")
     }
     return text
@@ -245,7 +227,7 @@ struct CLIEndToEndTests {
     #expect((profile?["server"] as? String)?.hasPrefix("127.0.0.1:") == true)
 
     let fifo = folder + "/ran.fifo"
-    #expect(mkfifo(fifo, 0o600) == 0)
+    try makeFIFO(fifo)
     let script = folder + "/job.sh"
     try "#!/bin/sh\necho \"$HOURGLASS_RUN_ID\" > \(fifo)\n".write(toFile: script, atomically: true, encoding: .utf8)
 

@@ -3,6 +3,7 @@ import HourglassCertificates
 import HourglassPostgresLauncher
 import HourglassProto
 import HourglassRPC
+import HourglassTestSupport
 import Synchronization
 import Testing
 
@@ -61,30 +62,12 @@ struct ClusterProcessTests {
     let first = children[1]
     #expect(await bounded("coord-1 stopping", seconds: 10) { await first.terminate() } == 0)
     let fifo = setup.directory + "/ran.fifo"
-    try #require(mkfifo(fifo, 0o600) == 0)
+    try makeFIFO(fifo)
     let alice = setup.client(user: "alice", port: ports[1])
     let id = try await alice.schedule(once: nil, atNow: true, blob: "#!/bin/sh\necho \"$HOURGLASS_TASK_ID\" > \(fifo)\n")
-    let ran = await bounded("the run writing its task id", seconds: 60) { await Self.readLine(fifo) }
+    let ran = await bounded("the run writing its task id", seconds: 60) { await readFIFOLine(fifo) }
     #expect(ran == id)
     #expect(await bounded("the executor stopping", seconds: 20) { await executor.terminate() } == 0)
-  }
-
-  /// The first line written into the FIFO at `path` (blocks until a writer opens and closes it).
-  static func readLine(_ path: String) async -> String {
-    await withCheckedContinuation { continuation in
-      Thread {
-        // Opening blocks until the script opens its end; reading ends when it closes it.
-        var bytes: [UInt8] = []
-        let fd = open(path, O_RDONLY)
-        if fd >= 0 {
-          var buffer = [UInt8](repeating: 0, count: 4096)
-          while case let count = read(fd, &buffer, buffer.count), count > 0 { bytes += buffer[0..<count] }
-          close(fd)
-        }
-        let text = String(decoding: bytes, as: UTF8.self)
-        continuation.resume(returning: text.split(separator: "\n").first.map(String.init) ?? "")
-      }.start()
-    }
   }
 }
 

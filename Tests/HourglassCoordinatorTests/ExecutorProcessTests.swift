@@ -1,4 +1,5 @@
 import Foundation
+import HourglassTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -23,7 +24,7 @@ struct ExecutorProcessTests {
     try FileManager.default.createDirectory(atPath: runs, withIntermediateDirectories: false)
     #expect(chmod(setup.directory, 0o711) == 0 && chmod(runs, 0o711) == 0)
     let fifo = setup.directory + "/ids.fifo"
-    try #require(mkfifo(fifo, 0o666) == 0)
+    try makeFIFO(fifo, mode: 0o666)
     #expect(chmod(fifo, 0o666) == 0)
     let executor = try LoggedProcess.start([
       "executor", "--coordinator", "127.0.0.1:\(coordinator.port)", "--ca", setup.directory + "/ca.pem",
@@ -34,7 +35,7 @@ struct ExecutorProcessTests {
     try #require(await bounded("the executor registering") { await executor.waitForOutput(containing: "registered with coordinator") } == true)
     let alice = setup.client(user: "alice", port: coordinator.port)
     _ = try await alice.schedule(once: nil, atNow: true, blob: "#!/bin/sh\necho \"$(id -u) $(id -g)\" > \(fifo)\n")
-    let ids = await bounded("the run writing its ids") { await ClusterProcessTests.readLine(fifo) }
+    let ids = await bounded("the run writing its ids") { await readFIFOLine(fifo) }
     #expect(ids == "65534 65534", "\(executor.output)")
     #expect(await bounded("the executor stopping", seconds: 20) { await executor.terminate() } == 0)
   }

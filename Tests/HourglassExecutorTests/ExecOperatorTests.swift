@@ -1,5 +1,6 @@
 import Foundation
 import HourglassExecutor
+import HourglassTestSupport
 import Testing
 
 #if canImport(Glibc)

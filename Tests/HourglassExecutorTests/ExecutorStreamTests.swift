@@ -2,6 +2,7 @@ import Foundation
 import HourglassExecutor
 import HourglassProto
 import HourglassRPC
+import HourglassTestSupport
 import Logging
 import Testing
 

@@ -1,5 +1,6 @@
 import Foundation
 import HourglassExecutor
+import HourglassTestSupport
 
 #if canImport(Glibc)
   import Glibc
@@ -21,49 +22,12 @@ struct ScratchDirectory {
   /// Makes a named pipe in the directory and returns its path.
   func fifo(_ name: String) throws -> String {
     let fifoPath = path + "/" + name
-    guard mkfifo(fifoPath, 0o600) == 0 else { throw FakeCoordinatorError("mkfifo failed: \(errno)") }
+    try makeFIFO(fifoPath)
     return fifoPath
   }
 
   func remove() {
     try? FileManager.default.removeItem(atPath: path)
-  }
-}
-
-/// Reads everything a writer puts into the named pipe at `path`, until it closes, on a
-/// dedicated thread (opening a FIFO blocks until the other side opens it): the event that a
-/// script has started, with the pids it wrote.
-func readFIFO(_ path: String) async -> String {
-  await withCheckedContinuation { (continuation: CheckedContinuation<String, Never>) in
-    Thread {
-      var bytes: [UInt8] = []
-      let fd = open(path, O_RDONLY)
-      if fd >= 0 {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-          let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-          if count <= 0 { break }
-          bytes += buffer[..<count]
-        }
-        close(fd)
-      }
-      continuation.resume(returning: String(decoding: bytes, as: UTF8.self))
-    }.start()
-  }
-}
-
-/// Writes `text` into the named pipe at `path` on a dedicated thread (blocks until a reader opens it).
-func writeFIFO(_ path: String, _ text: String) async {
-  await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-    Thread {
-      let fd = open(path, O_WRONLY)
-      if fd >= 0 {
-        let bytes = Array(text.utf8)
-        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        close(fd)
-      }
-      continuation.resume()
-    }.start()
   }
 }
 
