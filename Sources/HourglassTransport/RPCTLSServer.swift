@@ -171,27 +171,19 @@ public final class RPCTLSServer: Service, Sendable {
       channel.pipeline.fireUserInboundEventTriggered(GracefulShutdownEvent())
     }
     guard !open.isEmpty else { return }
-    let deadline = ContinuousClock.now + .nanoseconds(configuration.drainTimeout.nanoseconds)
-    await withTaskGroup(of: Bool.self) { group in
-      for channel in open {
-        group.addTask {
-          try? await channel.closeFuture.get()
-          return true
-        }
-      }
-      group.addTask {
-        try? await Task.sleep(until: deadline)
-        return false
-      }
-      // Either every connection closed, or the grace period ended.
-      var closed = 0
-      while let connectionClosed = await group.next() {
-        guard connectionClosed else { break }
-        closed += 1
-        if closed == open.count { break }
-      }
-      group.cancelAll()
+    // At the deadline, connections still open are closed (which cancels their calls' handlers).
+    // Waiting for a close future cannot be cancelled, so the deadline closes them rather than
+    // abandoning the wait: a connection whose call never ends would otherwise hold the drain,
+    // and the server, forever.
+    let timeout = configuration.drainTimeout
+    let deadline = Task {
+      guard (try? await Task.sleep(for: .nanoseconds(timeout.nanoseconds))) != nil else { return }
+      for channel in open { channel.close(promise: nil) }
     }
+    for channel in open {
+      try? await channel.closeFuture.get()
+    }
+    deadline.cancel()
     for channel in channels.withLock({ Array($0.values) }) {
       channel.close(promise: nil)
     }

@@ -3,7 +3,9 @@ import HourglassTransport
 import Logging
 import NIOCore
 import NIOSSL
+import ServiceLifecycle
 import SwiftProtobuf
+import Synchronization
 import Testing
 
 extension TLSLoopbackTests {
@@ -201,6 +203,43 @@ extension TLSLoopbackTests {
         let frames = await raw.framesUntilClose()
         #expect(frames.contains { $0.type == .ping })
       }
+    }
+
+    @Test("the server stops only after a handler that outlived its connection has returned")
+    func stopWaitsForHandlers() async throws {
+      let probe = Probe()
+      var logger = Logger(label: "test.server")
+      logger.logLevel = .critical
+      let tls = RPCTLSServer(
+        configuration: .init(host: "127.0.0.1", port: 0, credentials: TestPKI.serverCredentials, drainTimeout: .milliseconds(100)),
+        server: RPCServer(router: TestService.router(probe: probe), logger: logger),
+        logger: logger
+      )
+      let group = ServiceGroup(services: [tls], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
+      let stopped = Mutex(false)
+      let running = Task {
+        try await group.run()
+        stopped.withLock { $0 = true }
+      }
+      let server = TestServer(port: try await tls.localAddress().port!, group: group, probe: probe)
+      let (client, connection) = try server.client()
+      let call = Task {
+        try? await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
+      }
+      await probe.started.wait()
+      await group.triggerGracefulShutdown()
+      // The drain gives up after 100 ms and closes the connection under the call, whose handler
+      // (it ignores cancellation) runs on: the server must not stop before it returns. That the
+      // server has not stopped is checked by waiting a while for it, then the handler is let go.
+      _ = await call.value
+      // Not a wait for an event: a window in which a server stopping too early would show.
+      try await Task.sleep(for: .milliseconds(300))
+      let stoppedEarly = stopped.withLock { $0 }
+      #expect(!stoppedEarly, "the server stopped while a handler was still running")
+      probe.gate.signal()
+      try await running.value
+      #expect(probe.gatedReturned.withLock { $0 })
+      await connection.close()
     }
 
     @Test("GOAWAY drain lets in-flight calls finish and refuses new ones")

@@ -13,6 +13,7 @@ struct TestServer {
   static func with<T: Sendable>(
     connection: RPCConnectionHandler.Configuration = .defaults,
     handshakeTimeout: TimeAmount = .seconds(5),
+    drainTimeout: TimeAmount = .seconds(2),
     credentials: TLSCredentials = TestPKI.serverCredentials,
     _ body: (TestServer) async throws -> T
   ) async throws -> T {
@@ -22,7 +23,7 @@ struct TestServer {
     let server = RPCServer(router: TestService.router(probe: probe), logger: logger)
     let tls = RPCTLSServer(
       configuration: .init(
-        host: "127.0.0.1", port: 0, credentials: credentials, connection: connection, handshakeTimeout: handshakeTimeout, drainTimeout: .seconds(2)),
+        host: "127.0.0.1", port: 0, credentials: credentials, connection: connection, handshakeTimeout: handshakeTimeout, drainTimeout: drainTimeout),
       server: server,
       logger: logger
     )

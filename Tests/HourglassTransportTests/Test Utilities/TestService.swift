@@ -56,7 +56,9 @@ enum TestService {
     }
     router.registerUnary(gated) { (request: Google_Protobuf_StringValue, _) in
       probe.started.signal()
+      // Not cancellable: the handler runs on until the test opens the gate.
       await probe.gate.wait()
+      probe.gatedReturned.withLock { $0 = true }
       return Google_Protobuf_StringValue("done:" + request.value)
     }
     router.registerUnaryOnEventLoop(onLoop) { (request: Google_Protobuf_StringValue, _) in
@@ -81,6 +83,8 @@ final class Probe: Sendable {
   let started = Signal()
   let cancelled = Signal()
   let gate = Signal()
+  /// Set when the gated handler returns.
+  let gatedReturned = Mutex(false)
   /// The responders `onLoopLater` was given, with their requests.
   let responders = Mutex<[(String, UnaryResponder<Google_Protobuf_StringValue>)]>([])
 }
