@@ -159,11 +159,7 @@ extension TLSLoopbackTests {
     func callbackDuringDrain() async throws {
       try await TestServer.with { server in
         let (client, connection) = try server.client()
-        let inFlight = Task {
-          try await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
-        }
-        await server.probe.started.wait()
-        await server.group.triggerGracefulShutdown()
+        let inFlight = await server.gatedCallDuringDrain(client)
         // Once the GOAWAY has arrived, a call fails before its stream opens; the connection
         // retries it on a fresh connection, which the draining server no longer accepts.
         var refused: RPCError?

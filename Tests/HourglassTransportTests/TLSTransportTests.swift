@@ -223,15 +223,11 @@ extension TLSLoopbackTests {
       }
       let server = TestServer(port: try await tls.localAddress().port!, group: group, probe: probe)
       let (client, connection) = try server.client()
-      let call = Task {
-        try? await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
-      }
-      await probe.started.wait()
-      await group.triggerGracefulShutdown()
+      let call = await server.gatedCallDuringDrain(client)
       // The drain gives up after 100 ms and closes the connection under the call, whose handler
       // (it ignores cancellation) runs on: the server must not stop before it returns. That the
       // server has not stopped is checked by waiting a while for it, then the handler is let go.
-      _ = await call.value
+      _ = await call.result
       // Not a wait for an event: a window in which a server stopping too early would show.
       try await Task.sleep(for: .milliseconds(300))
       let stoppedEarly = stopped.withLock { $0 }
@@ -246,11 +242,7 @@ extension TLSLoopbackTests {
     func goAwayDrain() async throws {
       try await TestServer.with { server in
         let (client, connection) = try server.client()
-        let inFlight = Task {
-          try await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
-        }
-        await server.probe.started.wait()
-        await server.group.triggerGracefulShutdown()
+        let inFlight = await server.gatedCallDuringDrain(client)
         // New calls are refused once the drain has begun (polling with real calls, no sleeps).
         var refused = false
         for _ in 0..<10_000 where !refused {

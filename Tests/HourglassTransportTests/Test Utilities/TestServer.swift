@@ -3,6 +3,7 @@ import HourglassTransport
 import Logging
 import NIOCore
 import ServiceLifecycle
+import SwiftProtobuf
 
 /// A TLS server on a free loopback port, running in a `ServiceGroup` for the life of `body`.
 struct TestServer {
@@ -48,5 +49,19 @@ struct TestServer {
       logger: logger
     )
     return (RPCClient(transport: transport), transport)
+  }
+}
+
+extension TestServer {
+  /// Starts a call of the gated method (its handler waits for `probe.gate`, ignoring
+  /// cancellation), waits until the handler runs, then begins the server's graceful shutdown.
+  /// Returns the call, which ends once the test opens the gate.
+  func gatedCallDuringDrain(_ client: RPCClient) async -> Task<Google_Protobuf_StringValue, any Error> {
+    let call = Task {
+      try await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
+    }
+    await probe.started.wait()
+    await group.triggerGracefulShutdown()
+    return call
   }
 }
