@@ -35,6 +35,12 @@ struct RPCBenchmark: AsyncParsableCommand {
   @Option(help: "The shapes to run, CONNECTIONSxIN_FLIGHT, comma-separated.")
   var shapes: String = "1x1,1x64,4x64"
 
+  @Option(
+    help:
+      "Measure every row this many times, alternating the bare and RPC paths, and add a summary row per RPC row (median, lowest and highest ratio to the same round's bare rate): single runs on a shared machine move by ±25%."
+  )
+  var rounds: Int = 1
+
   @Option(help: "Which paths to measure: both, rpc or bare (one alone is for profiles, e.g. under callgrind).")
   var paths: Paths = .both
 
@@ -54,6 +60,7 @@ struct RPCBenchmark: AsyncParsableCommand {
 
   func validate() throws {
     guard parsedShapes() != nil else { throw ValidationError("--shapes: expected e.g. 1x1,4x64, got \(shapes)") }
+    guard rounds >= 1 else { throw ValidationError("--rounds: at least 1, got \(rounds)") }
   }
 
   /// `--shapes` as (connections, in flight) pairs; nil when malformed.
@@ -101,20 +108,11 @@ struct RPCBenchmark: AsyncParsableCommand {
       "handlers_on": handlersOnGlobalExecutor ? "global executor" : "event loop",
       "client_tasks_on": clientTasksOnGlobalExecutor ? "global executor" : "event loop",
       "server_loops": separateServerLoops ? "separate" : "shared with the client", "shapes": self.shapes, "paths": paths.rawValue,
-      "apis": apis.rawValue,
+      "apis": apis.rawValue, "rounds": "\(rounds)",
     ]
 
-    // The ceiling: bare frames.
-    var bareRates: [String: Double] = [:]
+    // The ceiling: bare frames, served for the whole run.
     let bare = try await BareEcho.start(credentials: serverCredentials, replyBytes: replyBytes)
-    for (connections, inFlight) in shapes where paths != .rpc {
-      let result = try await BareEcho.load(
-        port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds)
-      let name = "bare_tls_\(connections)x\(inFlight)"
-      bareRates[name] = result.rate
-      report.results.append(result.row(name))
-    }
-    try await bare.channel.close()
 
     // The RPC path.
     var router = RPCRouter()
@@ -131,38 +129,84 @@ struct RPCBenchmark: AsyncParsableCommand {
     let group = ServiceGroup(services: [tls], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
     let requestBytes = self.requestBytes
     let clientTasksOnLoop = !clientTasksOnGlobalExecutor
+    let rounds = self.rounds
     try await withThrowingTaskGroup(of: Void.self) { tasks in
       tasks.addTask { try await group.run() }
       let port = try await tls.localAddress().port!
-      for (connections, inFlight) in shapes where paths != .bare {
-        var measured: [(String, LoadResult)] = []
-        if apis != .loop {
-          let result = try await Self.rpcLoad(
-            port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
-            tasksOnLoop: clientTasksOnLoop, logger: logger
-          )
-          measured.append(("rpc_tls_\(connections)x\(inFlight)", result))
+      // Per RPC row: each round's ratio to that round's bare rate, and CPU per call.
+      var perRound: [String: [(ratio: Double, cpu: Double?)]] = [:]
+      for round in 1...rounds {
+        var bareRates: [String: Double] = [:]
+        for (connections, inFlight) in shapes where paths != .rpc {
+          let result = try await BareEcho.load(
+            port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds)
+          let name = "bare_tls_\(connections)x\(inFlight)"
+          bareRates[name] = result.rate
+          report.results.append(Self.row(result, name, round: round, of: rounds))
         }
-        if apis != .async {
-          let result = try await Self.loopLoad(
-            port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
-            logger: logger
-          )
-          measured.append(("rpc_loop_tls_\(connections)x\(inFlight)", result))
-        }
-        for (name, result) in measured {
-          var row = result.row(name)
-          if let ceiling = bareRates["bare_tls_\(connections)x\(inFlight)"], ceiling > 0 {
-            row["ratio_to_bare"] = .double(result.rate / ceiling)
+        for (connections, inFlight) in shapes where paths != .bare {
+          var measured: [(String, LoadResult)] = []
+          if apis != .loop {
+            let result = try await Self.rpcLoad(
+              port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+              tasksOnLoop: clientTasksOnLoop, logger: logger
+            )
+            measured.append(("rpc_tls_\(connections)x\(inFlight)", result))
           }
-          report.results.append(row)
+          if apis != .async {
+            let result = try await Self.loopLoad(
+              port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+              logger: logger
+            )
+            measured.append(("rpc_loop_tls_\(connections)x\(inFlight)", result))
+          }
+          for (name, result) in measured {
+            var row = Self.row(result, name, round: round, of: rounds)
+            if let ceiling = bareRates["bare_tls_\(connections)x\(inFlight)"], ceiling > 0 {
+              row["ratio_to_bare"] = .double(result.rate / ceiling)
+              perRound[name, default: []].append((result.rate / ceiling, result.cpuMicrosPerCall))
+            }
+            report.results.append(row)
+          }
+        }
+      }
+      if rounds > 1 {
+        for (name, values) in perRound.sorted(by: { $0.key < $1.key }) {
+          report.results.append(Self.summary(name, values))
         }
       }
       await group.triggerGracefulShutdown()
       try await tasks.waitForAll()
     }
+    try await bare.channel.close()
     try await serverLoops?.shutdownGracefully()
     report.print(json: json)
+  }
+
+  /// A measured row, with its round when there are several.
+  static func row(_ result: LoadResult, _ name: String, round: Int, of rounds: Int) -> [String: BenchmarkValue] {
+    var row = result.row(name)
+    if rounds > 1 { row["round"] = .int(round) }
+    return row
+  }
+
+  /// The rounds of one RPC row: the median, lowest and highest ratio to the same round's bare
+  /// rate, and the median CPU per call.
+  static func summary(_ name: String, _ values: [(ratio: Double, cpu: Double?)]) -> [String: BenchmarkValue] {
+    let ratios = values.map(\.ratio).sorted()
+    var row: [String: BenchmarkValue] = [
+      "name": .string(name + "_summary"), "rounds": .int(values.count),
+      "ratio_to_bare_median": .double(median(ratios)), "ratio_to_bare_min": .double(ratios.first!), "ratio_to_bare_max": .double(ratios.last!),
+    ]
+    let cpu = values.compactMap(\.cpu).sorted()
+    if !cpu.isEmpty { row["cpu_us_per_call_median"] = .double(median(cpu)) }
+    return row
+  }
+
+  /// The middle value of sorted, non-empty `values` (the mean of the middle two for an even count).
+  static func median(_ values: [Double]) -> Double {
+    let middle = values.count / 2
+    return values.count % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2
   }
 
   /// `count` connections to the server, each opened and warmed up with one call of `method`
@@ -252,6 +296,12 @@ struct LoadResult {
     return Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
   }
 
+  /// CPU time per call, in microseconds, when it was measured.
+  var cpuMicrosPerCall: Double? {
+    guard let cpuSeconds, !latencies.isEmpty else { return nil }
+    return cpuSeconds * 1e6 / Double(latencies.count)
+  }
+
   func row(_ name: String) -> [String: BenchmarkValue] {
     let sorted = latencies.sorted()
     var row: [String: BenchmarkValue] = [
@@ -261,9 +311,7 @@ struct LoadResult {
       "p50_us": .double(percentile(0.50, sorted: sorted)),
       "p99_us": .double(percentile(0.99, sorted: sorted)),
     ]
-    if let cpuSeconds, !latencies.isEmpty {
-      row["cpu_us_per_call"] = .double(cpuSeconds * 1e6 / Double(latencies.count))
-    }
+    if let cpuMicrosPerCall { row["cpu_us_per_call"] = .double(cpuMicrosPerCall) }
     return row
   }
 }
