@@ -237,6 +237,8 @@ public final class PostgresTaskStore: TaskStore {
     return Self.standing(items)
   }
 
+  /// `TaskStore.insert(_:completion:)`: the tasks go to the group committer directly, and
+  /// `completion` runs on the task that committed their batch.
   public func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void) {
     if let refusal = tasks.insertRefusal {
       completion(.failure(refusal))

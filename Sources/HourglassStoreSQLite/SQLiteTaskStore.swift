@@ -314,6 +314,8 @@ public final class SQLiteTaskStore: TaskStore {
     return Self.standing(tasks, rows)
   }
 
+  /// `TaskStore.insert(_:completion:)`: the rows go to the group committer directly, and
+  /// `completion` runs on the task that committed their batch.
   public func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void) {
     if let refusal = tasks.insertRefusal {
       completion(.failure(refusal))
