@@ -281,12 +281,6 @@ extension TaskStore {
 extension TaskStore {
   /// Runs ``insert(_:)`` in a task and tells `completion` its outcome.
   public func insert(_ tasks: [NewTask], completion: @escaping @Sendable (Result<[TaskID], any Error>) -> Void) {
-    Task {
-      do {
-        completion(.success(try await insert(tasks)))
-      } catch {
-        completion(.failure(error))
-      }
-    }
+    completeInTask(completion) { try await insert(tasks) }
   }
 }

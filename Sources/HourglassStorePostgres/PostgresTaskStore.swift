@@ -231,10 +231,7 @@ public final class PostgresTaskStore: TaskStore {
 
   @discardableResult
   public func insert(_ tasks: [NewTask]) async throws -> [TaskID] {
-    for task in tasks { try task.checkInsertable() }
-    let items = Self.items(tasks)
-    try await committer.submit(items)
-    return Self.standing(items)
+    try await withCheckedThrowingContinuation { continuation in insert(tasks) { continuation.resume(with: $0) } }
   }
 
   /// `TaskStore.insert(_:completion:)`: the tasks go to the group committer directly, and
@@ -244,17 +241,11 @@ public final class PostgresTaskStore: TaskStore {
       completion(.failure(refusal))
       return
     }
-    let items = Self.items(tasks)
-    committer.submit(items) { result in completion(result.map { Self.standing(items) }) }
-  }
-
-  private static func items(_ tasks: [NewTask]) -> [KeyedNewTask] {
-    tasks.map { KeyedNewTask(task: $0, outcome: $0.idempotencyKey == nil ? nil : KeyedInsertOutcome()) }
-  }
-
-  /// For each task inserted, the id of the task that stands for it (see `TaskStore.insert`).
-  private static func standing(_ items: [KeyedNewTask]) -> [TaskID] {
-    items.map { $0.outcome?.existing ?? $0.task.id }
+    let items = tasks.map { KeyedNewTask(task: $0, outcome: $0.idempotencyKey == nil ? nil : KeyedInsertOutcome()) }
+    committer.submit(items) { result in
+      // For each task, the id of the task that stands for it (see `TaskStore.insert`).
+      completion(result.map { items.map { $0.outcome?.existing ?? $0.task.id } })
+    }
   }
 
   /// Stands for NULL in `bigint[]` parameters, which postgres-nio cannot bind with NULL elements.

@@ -305,13 +305,7 @@ public final class SQLiteTaskStore: TaskStore {
 
   @discardableResult
   public func insert(_ tasks: [NewTask]) async throws -> [TaskID] {
-    for task in tasks { try task.checkInsertable() }
-    // Rows are turned into statement arguments here, on the callers' tasks and in parallel,
-    // so the single writer only executes statements.
-    let partitions = partitionCount
-    let rows = tasks.map { PreparedInsert($0, partitions: partitions) }
-    try await committer.submit(rows)
-    return Self.standing(tasks, rows)
+    try await withCheckedThrowingContinuation { continuation in insert(tasks) { continuation.resume(with: $0) } }
   }
 
   /// `TaskStore.insert(_:completion:)`: the rows go to the group committer directly, and
@@ -321,16 +315,14 @@ public final class SQLiteTaskStore: TaskStore {
       completion(.failure(refusal))
       return
     }
+    // Rows are turned into statement arguments here, on the callers' threads and in parallel,
+    // so the single writer only executes statements.
     let partitions = partitionCount
     let rows = tasks.map { PreparedInsert($0, partitions: partitions) }
     committer.submit(rows) { result in
-      completion(result.map { Self.standing(tasks, rows) })
+      // For each task, the id of the task that stands for it (see `TaskStore.insert`).
+      completion(result.map { zip(tasks, rows).map { task, row in row.outcome?.existing ?? task.id } })
     }
-  }
-
-  /// For each task inserted, the id of the task that stands for it (see `TaskStore.insert`).
-  private static func standing(_ tasks: [NewTask], _ rows: [PreparedInsert]) -> [TaskID] {
-    zip(tasks, rows).map { task, row in row.outcome?.existing ?? task.id }
   }
 
   static func insertBatch(_ rows: [PreparedInsert], db: Database) throws {

@@ -63,15 +63,12 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
       }
       // As for the async call: the call never started; retry once on a fresh connection.
       connection.retire(channel)
-      Task {
-        completion(
-          await RPCTLSConnection.outcome {
-            do {
-              return try await connection.connection().opener.unary(head, request: request)
-            } catch let refused as CallNotStarted {
-              throw refused.error
-            }
-          })
+      completeInTask(completion) {
+        do {
+          return try await connection.connection().opener.unary(head, request: request)
+        } catch let refused as CallNotStarted {
+          throw refused.error
+        }
       }
     }
   }
@@ -149,18 +146,10 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
   /// connects, and a retry after the connection went away run in a task.
   public func unary(_ head: RequestHead, request: ByteBuffer, completion: @escaping @Sendable (Result<UnaryResponse, any Error>) -> Void) {
     guard let ready = openConnection() else {
-      Task { completion(await Self.outcome { try await self.unary(head, request: request) }) }
+      completeInTask(completion) { try await self.unary(head, request: request) }
       return
     }
     ready.opener.unary(head, request: request, notStarted: ready, completion: completion)
-  }
-
-  fileprivate static func outcome(_ body: () async throws -> UnaryResponse) async -> Result<UnaryResponse, any Error> {
-    do {
-      return .success(try await body())
-    } catch {
-      return .failure(error)
-    }
   }
 
   /// Sends GOAWAY and closes once open calls finish; later calls fail with UNAVAILABLE.

@@ -133,7 +133,7 @@ struct TaskService: Sendable {
       // passed): it is still answered with the task its key stands for. The key is only looked
       // up on this path; an accepted request learns about an earlier task from the insert.
       let store = self.store
-      answer(completion) {
+      completeInTask(completion) {
         guard let existing = try await store.taskID(idempotencyKey: key, owner: owner) else { throw error }
         return try await scheduled(existing, owner: owner)
       }
@@ -152,7 +152,7 @@ struct TaskService: Sendable {
       // The key was used before (a retry, or two requests with one key in flight together): the
       // store kept the earlier task and inserted nothing; answer with that task.
       if let winner = standing.first, winner != task.id {
-        answer(completion) { try await scheduled(winner, owner: owner) }
+        completeInTask(completion) { try await scheduled(winner, owner: owner) }
         return
       }
       let first = task.firstRunMicros!
@@ -162,20 +162,6 @@ struct TaskService: Sendable {
         response.taskID = task.id.description
         response.nextExecution = ProtoTime.timestamp(first)
         completion(.success(response))
-      }
-    }
-  }
-
-  /// Runs `body` in a task and tells `completion` its outcome.
-  private func answer(
-    _ completion: @escaping @Sendable (Result<Hourglass_V1_ScheduleResponse, any Error>) -> Void,
-    _ body: @escaping @Sendable () async throws -> Hourglass_V1_ScheduleResponse
-  ) {
-    Task {
-      do {
-        completion(.success(try await body()))
-      } catch {
-        completion(.failure(error))
       }
     }
   }

@@ -135,15 +135,10 @@ public struct RPCRouter: Sendable {
     }
     let inTask: Handler = { stream, context in
       let ending: UnaryEnding
-      if let only = stream.inbound.singleElement {
-        ending = Self.ending(of: body, only, context)
-      } else {
-        do {
-          let request = try await Self.single(Request.self, from: stream.inbound)
-          ending = UnaryEnding(last: try MessageCoding.encode(try body(request, context)), status: .ok, metadata: [:])
-        } catch {
-          ending = UnaryEnding(error, context)
-        }
+      do {
+        ending = Self.ending(of: body, try await Self.single(Request.self, from: stream.inbound), context)
+      } catch {
+        ending = UnaryEnding(error, context)
       }
       await ending.send(on: stream.writer)
     }
@@ -156,8 +151,19 @@ public struct RPCRouter: Sendable {
     of body: (Request, ServerContext) throws -> Response, _ message: ByteBuffer, _ context: ServerContext
   ) -> UnaryEnding {
     do {
-      let response = try body(try MessageCoding.decode(Request.self, from: message), context)
-      return UnaryEnding(last: try MessageCoding.encode(response), status: .ok, metadata: [:])
+      return ending(of: body, try MessageCoding.decode(Request.self, from: message), context)
+    } catch {
+      return UnaryEnding(error, context)
+    }
+  }
+
+  /// How a call answered by `body` ends, `request` being its request, decoded.
+  @inlinable
+  static func ending<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    of body: (Request, ServerContext) throws -> Response, _ request: Request, _ context: ServerContext
+  ) -> UnaryEnding {
+    do {
+      return UnaryEnding(last: try MessageCoding.encode(try body(request, context)), status: .ok, metadata: [:])
     } catch {
       return UnaryEnding(error, context)
     }

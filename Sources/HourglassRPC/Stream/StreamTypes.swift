@@ -165,12 +165,21 @@ public protocol ClientTransport: Sendable {
 extension ClientTransport {
   /// Runs ``unary(_:request:)`` in a task and tells `completion` its outcome.
   public func unary(_ head: RequestHead, request: ByteBuffer, completion: @escaping @Sendable (Result<UnaryResponse, any Error>) -> Void) {
-    Task {
-      do {
-        completion(.success(try await unary(head, request: request)))
-      } catch {
-        completion(.failure(error))
-      }
+    completeInTask(completion) { try await unary(head, request: request) }
+  }
+}
+
+/// Runs `body` in a task and tells `completion` its outcome: how a callback API falls back to
+/// async code. (HourglassCore has the same for the domain's modules; the protocol does not
+/// import the domain.)
+package func completeInTask<Success: Sendable>(
+  _ completion: @escaping @Sendable (Result<Success, any Error>) -> Void, _ body: @escaping @Sendable () async throws -> Success
+) {
+  Task {
+    do {
+      completion(.success(try await body()))
+    } catch {
+      completion(.failure(error))
     }
   }
 }
