@@ -118,9 +118,9 @@ public final class RPCTLSServer: Service, Sendable {
               // loop and (by default) preferring that loop as its executor.
               let executor = handlersOnEventLoop ? EventLoopTaskExecutor(loop: context.eventLoop) : nil
               try ops.addHandler(
-                RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { stream in
+                RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { (stream: consuming RPCServerStream) in
                   handlers.started()
-                  server.serve(stream, executorPreference: executor, onLoop: handlersOnEventLoop, whenDone: handlerFinished)
+                  server.serve(consume stream, executorPreference: executor, onLoop: handlersOnEventLoop, whenDone: handlerFinished)
                 }
               )
             }

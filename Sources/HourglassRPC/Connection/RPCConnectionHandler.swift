@@ -179,8 +179,12 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     write(Frame(type: .settings, streamID: 0, payload: serialize(announced.wire, context.channel.allocator)))
     flushIfNeeded()
-    settingsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.settingsTimeout) { [weak self] in
-      self?.connectionError(ProtocolViolation(.settingsTimeout, "no SETTINGS from the peer within \(self?.configuration.settingsTimeout ?? .zero)"))
+    // The timers hold the handler strongly and `tearDown` cancels them all: a weak reference
+    // would give the handler a side table, and every retain and release of it (several per
+    // call) would take the runtime's slow path.
+    let settingsTimeout = configuration.settingsTimeout
+    settingsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: settingsTimeout) { [self] in
+      connectionError(ProtocolViolation(.settingsTimeout, "no SETTINGS from the peer within \(settingsTimeout)"))
     }
     scheduleKeepalive()
     armIdleTimer()
@@ -389,8 +393,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     let timeout: Duration? = wire.timeoutMicros == 0 ? nil : .microseconds(Int64(clamping: wire.timeoutMicros))
     if wire.timeoutMicros > 0, let context {
       let streamID = frame.streamID
-      box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .microseconds(Int64(clamping: wire.timeoutMicros))) { [weak self] in
-        self?.serverDeadlineExpired(streamID)
+      box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .microseconds(Int64(clamping: wire.timeoutMicros))) { [self] in
+        serverDeadlineExpired(streamID)
       }
     }
     let head = RequestHead(method: wire.method, metadata: wire.metadata, timeout: timeout)
@@ -405,7 +409,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       box.machine.receiveEndStream()
       inbound?.finish()
     }
-    onStream?(stream)
+    onStream?(consume stream)
   }
 
   /// Decodes a request's HEADERS; the payload of the previous one is remembered, since a
@@ -934,8 +938,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     write(Frame(type: .headers, flags: headersFlags, streamID: streamID, payload: requestHeadersPayload(head)))
     if let timeout = head.timeout {
       let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-      box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1, nanos))) { [weak self] in
-        self?.sendCancel(streamID, RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"))
+      box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1, nanos))) { [self] in
+        sendCancel(streamID, RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"))
       }
     }
     if let firstMessage {
@@ -1019,9 +1023,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   private func scheduleKeepalive() {
     guard let interval = configuration.keepaliveInterval, let context, !closed else { return }
-    keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: interval) { [weak self] in
-      self?.keepaliveTick()
-      self?.scheduleKeepalive()
+    keepaliveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
+      keepaliveTick()
+      scheduleKeepalive()
     }
   }
 
@@ -1038,10 +1042,10 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     payload.writeInteger(token)
     write(Frame(type: .ping, streamID: 0, payload: payload))
     flushIfNeeded()
-    keepaliveDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.keepaliveTimeout) { [weak self] in
-      guard let self, !self.closed else { return }
-      self.logger.info("closing connection: keepalive PING not answered in time")
-      self.tearDown(RPCError(code: .unavailable, message: "the peer did not answer a keepalive PING"))
+    keepaliveDeadline = context.eventLoop.assumeIsolated().scheduleTask(in: configuration.keepaliveTimeout) { [self] in
+      guard !closed else { return }
+      logger.info("closing connection: keepalive PING not answered in time")
+      tearDown(RPCError(code: .unavailable, message: "the peer did not answer a keepalive PING"))
       self.context?.close(promise: nil)
     }
   }
@@ -1049,10 +1053,10 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func armIdleTimer() {
     guard let idle = configuration.idleTimeout, let context, streams.isEmpty, !closed else { return }
     idleTimer?.cancel()
-    idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idle) { [weak self] in
-      guard let self, self.streams.isEmpty else { return }
-      self.logger.debug("closing idle connection")
-      self.startGracefulShutdown()
+    idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: idle) { [self] in
+      guard streams.isEmpty else { return }
+      logger.debug("closing idle connection")
+      startGracefulShutdown()
     }
   }
 

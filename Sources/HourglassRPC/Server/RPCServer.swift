@@ -57,7 +57,7 @@ public struct RPCServer: Sendable {
     let task = Task(executorPreference: executorPreference) {
       let (stream, context) = call.handlerArguments()
       await call.route.handler(stream, context)
-      core.end(call, stream, context)
+      core.end(call, context)
       whenDone?()
     }
     call.incoming.termination.cancelOnEarlyEnd(task)
@@ -76,7 +76,7 @@ public struct RPCServer: Sendable {
     // A client RESET, the deadline or connection loss cancels this task (see `serve`), which
     // the handler sees as cancellation.
     await call.route.handler(stream, context)
-    core.end(call, stream, context)
+    core.end(call, context)
   }
 
   /// The status of a call that ended early for `reason`, if it did.
@@ -113,14 +113,14 @@ public struct RPCServer: Sendable {
     override func deliver(_ ending: UnaryEnding) {
       // The recorder is the handler's writer: it remembers the status for `end`.
       if call.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) {
-        core.end(call, call.incoming, context)
+        core.end(call, context)
         whenDone?()
         return
       }
       // Off the connection's thread, or the reply must wait for credit.
       let (core, call, context, whenDone) = (self.core, self.call, self.context, self.whenDone)
       call.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) {
-        core.end(call, call.incoming, context)
+        core.end(call, context)
         whenDone?()
       }
     }
@@ -153,16 +153,17 @@ public struct RPCServer: Sendable {
       try? await stream.writer.finish(lastMessage: nil, status: Status(code: .unimplemented, message: "unknown method \(stream.head.method)"), metadata: [:])
     }
 
-    /// Ends a call whose handler returned: settles its status, reports and logs it.
-    func end(_ call: RecordingWriter, _ stream: RPCServerStream, _ context: ServerContext) {
-      let reason = stream.termination.signalFinished()
+    /// Ends a call whose handler returned: settles its status, reports and logs it. (The
+    /// stream is read from the recorder, not passed: a copy of it retains each of its parts.)
+    func end(_ call: RecordingWriter, _ context: ServerContext) {
+      let reason = call.incoming.termination.signalFinished()
       let status = RPCServer.status(ending: reason) ?? call.status ?? Status(code: .unknown)
       call.report(status)
-      log(stream, context, status, call.start)
+      log(call.incoming, context, status, call.start)
     }
 
     /// One line per call: at info, or at error when the server is at fault.
-    private func log(_ stream: RPCServerStream, _ context: ServerContext, _ status: Status, _ start: ContinuousClock.Instant) {
+    private func log(_ stream: borrowing RPCServerStream, _ context: ServerContext, _ status: Status, _ start: ContinuousClock.Instant) {
       let serverFault = status.code == .unknown || status.code == .internal || status.code == .dataLoss
       let level: Logger.Level = serverFault ? .error : .info
       // The line's metadata costs more than the rest of a small call: build it only when logged.
