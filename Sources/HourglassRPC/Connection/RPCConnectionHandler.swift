@@ -1443,7 +1443,8 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
   }
 
   func complete(status: Status, trailers: Metadata) {
-    finish(.success(UnaryResponse(headers: headers, message: message, status: status, trailers: trailers)))
+    // The call is over: its parts move into the response rather than being copied.
+    finish(.success(UnaryResponse(headers: headers, message: message.take(), status: status, trailers: trailers)))
   }
 
   /// Fails the call before its stream opened: when unavailable, as ``CallNotStarted``.
@@ -1451,20 +1452,21 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
     finish(.failure(error.code == .unavailable ? CallNotStarted(error: error) : error))
   }
 
-  /// Resumes the calling task, once.
-  func finish(_ result: Result<UnaryResponse, any Error>) {
+  /// Resumes the calling task, or tells the completion, once. (`result` is consumed: handed
+  /// over without a copy of the response's parts.)
+  func finish(_ result: consuming Result<UnaryResponse, any Error>) {
     if case .finished = phase { return }
     phase = .finished
-    continuation?.resume(with: result)
-    continuation = nil
-    if let completion {
-      self.completion = nil
-      if case .failure(let error) = result, error is CallNotStarted, let notStarted {
-        notStarted.retry(head, request: request, completion: completion)
-        return
-      }
-      completion(result)
+    if let continuation = continuation.take() {
+      continuation.resume(with: result)
+      return
     }
+    guard let completion = completion.take() else { return }
+    if case .failure(let error) = result, error is CallNotStarted, let notStarted {
+      notStarted.retry(head, request: request, completion: completion)
+      return
+    }
+    completion(result)
   }
 }
 

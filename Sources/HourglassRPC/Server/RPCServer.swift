@@ -40,7 +40,8 @@ public struct RPCServer: Sendable {
   /// task closure that holds one reference to the call instead of a copy of its stream.
   ///
   /// - Parameter onLoop: whether this is called on the event loop of the stream's connection,
-  ///   where a handler registered to run on the loop may run at once.
+  ///   whose executor `executorPreference` is: a handler registered to run on the loop then
+  ///   runs at once, and any other handler's task starts at once.
   @discardableResult
   package func serve(
     _ stream: consuming RPCServerStream, executorPreference: (any TaskExecutor)?, onLoop: Bool, whenDone: (@Sendable () -> Void)?
@@ -50,16 +51,23 @@ public struct RPCServer: Sendable {
     let call = core.begin(stream)
     // A handler that runs on the loop, called on the loop with its request at hand: no task.
     if onLoop, let runOnLoop = call.route.onLoop, let request = call.incoming.inbound.singleElement {
-      let answer = LoopAnswer(core: core, call: call, whenDone: whenDone)
-      runOnLoop(request, answer.context, answer)
+      // The context is made once and lent to the handler: each copy of it would retain its
+      // every part.
+      let context = call.context
+      runOnLoop(request, context, LoopAnswer(core: core, call: call, whenDone: whenDone))
       return nil
     }
-    let task = Task(executorPreference: executorPreference) {
+    let run: @concurrent @Sendable () async -> Void = {
       let (stream, context) = call.handlerArguments()
       await call.route.handler(stream, context)
-      core.end(call, context)
+      core.end(call)
       whenDone?()
     }
+    // On the loop that reads the call, whose executor the task prefers, the task starts at
+    // once, here, and runs until it first suspends (most unary handlers never do): no job to
+    // enqueue and run later. Anywhere else it starts as usual, on its preferred executor.
+    let task = onLoop ? Task.immediate(executorPreference: executorPreference, operation: run) : Task(executorPreference: executorPreference, operation: run)
+    // A call that has already ended is not cancelled.
     call.incoming.termination.cancelOnEarlyEnd(task)
     return task
   }
@@ -76,7 +84,7 @@ public struct RPCServer: Sendable {
     // A client RESET, the deadline or connection loss cancels this task (see `serve`), which
     // the handler sees as cancellation.
     await call.route.handler(stream, context)
-    core.end(call, context)
+    core.end(call)
   }
 
   /// The status of a call that ended early for `reason`, if it did.
@@ -102,7 +110,7 @@ public struct RPCServer: Sendable {
       self.core = core
       self.call = call
       self.whenDone = whenDone
-      super.init(context: call.context)
+      super.init(annotations: call)
     }
 
     deinit {
@@ -113,14 +121,14 @@ public struct RPCServer: Sendable {
     override func deliver(_ ending: UnaryEnding) {
       // The recorder is the handler's writer: it remembers the status for `end`.
       if call.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) {
-        core.end(call, context)
+        core.end(call)
         whenDone?()
         return
       }
       // Off the connection's thread, or the reply must wait for credit.
-      let (core, call, context, whenDone) = (self.core, self.call, self.context, self.whenDone)
+      let (core, call, whenDone) = (self.core, self.call, self.whenDone)
       call.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) {
-        core.end(call, context)
+        core.end(call)
         whenDone?()
       }
     }
@@ -155,21 +163,22 @@ public struct RPCServer: Sendable {
 
     /// Ends a call whose handler returned: settles its status, reports and logs it. (The
     /// stream is read from the recorder, not passed: a copy of it retains each of its parts.)
-    func end(_ call: RecordingWriter, _ context: ServerContext) {
+    func end(_ call: RecordingWriter) {
       let reason = call.incoming.termination.signalFinished()
       let status = RPCServer.status(ending: reason) ?? call.status ?? Status(code: .unknown)
       call.report(status)
-      log(call.incoming, context, status, call.start)
+      log(call, status)
     }
 
     /// One line per call: at info, or at error when the server is at fault.
-    private func log(_ stream: borrowing RPCServerStream, _ context: ServerContext, _ status: Status, _ start: ContinuousClock.Instant) {
+    private func log(_ call: RecordingWriter, _ status: Status) {
       let serverFault = status.code == .unknown || status.code == .internal || status.code == .dataLoss
       let level: Logger.Level = serverFault ? .error : .info
       // The line's metadata costs more than the rest of a small call: build it only when logged.
       guard logLevel <= level else { return }
-      let duration = ContinuousClock.now - start
-      var metadata = context.annotations.metadata
+      let duration = ContinuousClock.now - call.start
+      let stream = call.incoming
+      var metadata = call.metadata
       metadata["hourglass.method"] = "\(stream.head.method)"
       metadata["hourglass.status"] = "\(status.code)"
       if status.code != .ok, !status.message.isEmpty { metadata["hourglass.status_message"] = "\(status.message)" }

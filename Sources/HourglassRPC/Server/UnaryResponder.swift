@@ -23,7 +23,7 @@ public struct UnaryResponder<Response: SwiftProtobuf.Message>: Sendable {
     do {
       answer.settle(UnaryEnding(last: try MessageCoding.encode(response), status: .ok, metadata: [:]))
     } catch {
-      answer.settle(UnaryEnding(error, answer.context))
+      answer.settle(UnaryEnding(error, answer.annotations))
     }
   }
 
@@ -31,7 +31,7 @@ public struct UnaryResponder<Response: SwiftProtobuf.Message>: Sendable {
   /// `CancellationError`, `UNKNOWN` (without details) for anything else.
   @inlinable
   public func fail(_ error: any Error) {
-    answer.settle(UnaryEnding(error, answer.context))
+    answer.settle(UnaryEnding(error, answer.annotations))
   }
 
   /// Ends the call as `result` says.
@@ -63,17 +63,23 @@ struct UnaryEnding: Sendable {
   /// told, goes into the call's annotations for its log.
   @usableFromInline
   init(_ error: any Error, _ context: ServerContext) {
+    self.init(error, context.annotations)
+  }
+
+  /// The end of a call whose body threw `error`, its cause noted in `annotations`.
+  @usableFromInline
+  init(_ error: any Error, _ annotations: CallAnnotations) {
     last = nil
     metadata = [:]
     switch error {
     case let error as RPCError:
-      if let cause = error.cause { context.annotations["hourglass.error_cause"] = "\(cause)" }
+      if let cause = error.cause { annotations["hourglass.error_cause"] = "\(cause)" }
       status = Status(code: error.code, message: error.message)
       metadata = error.metadata
     case is CancellationError:
       status = Status(code: .cancelled, message: "the call was cancelled")
     default:
-      context.annotations["hourglass.error_cause"] = "\(error)"
+      annotations["hourglass.error_cause"] = "\(error)"
       status = Status(code: .unknown, message: "the server failed to handle the call")
     }
   }
@@ -90,14 +96,16 @@ struct UnaryEnding: Sendable {
 /// The one answer of a unary call handled on the loop; the subclass says where it goes
 /// (`RPCServer`'s, or ``AwaitedAnswer``).
 ///
-/// Unchecked: `context` is a constant and `answered` is atomic.
+/// Unchecked: `annotations` is a constant and `answered` is atomic.
 @usableFromInline
 class UnaryAnswer: @unchecked Sendable {
-  @usableFromInline let context: ServerContext
+  /// The call's annotations, where a failure's cause is noted. (Not the whole context: each
+  /// copy of a context retains its every part, and an answer needs only this one.)
+  @usableFromInline let annotations: CallAnnotations
   private let answered = Atomic<Bool>(false)
 
-  init(context: ServerContext) {
-    self.context = context
+  init(annotations: CallAnnotations) {
+    self.annotations = annotations
   }
 
   /// Delivers `ending` if nothing was delivered before.
@@ -129,7 +137,7 @@ final class AwaitedAnswer: UnaryAnswer, @unchecked Sendable {
   @usableFromInline
   static func run(_ context: ServerContext, _ body: (AwaitedAnswer) -> Void) async -> UnaryEnding {
     await withCheckedContinuation { continuation in
-      let answer = AwaitedAnswer(context: context)
+      let answer = AwaitedAnswer(annotations: context.annotations)
       answer.continuation = continuation
       body(answer)
     }
