@@ -86,8 +86,15 @@ struct RPCBenchmark: AsyncParsableCommand {
   )
   var separateServerLoops = false
 
+  @Option(
+    help:
+      "Where each connection's ends run, the same for every row: cross (client and server on different threads, as two processes on two cores) or same (both on one thread)."
+  )
+  var placement: Placement = .cross
+
   static let method = MethodDescriptor(service: "bench.Echo", method: "Unary")
   static let loopMethod = MethodDescriptor(service: "bench.Echo", method: "UnaryOnLoop")
+  static let whereMethod = MethodDescriptor(service: "bench.Echo", method: "Where")
 
   func run() async throws {
     var logger = Logger(label: "bench")
@@ -108,17 +115,25 @@ struct RPCBenchmark: AsyncParsableCommand {
       "handlers_on": handlersOnGlobalExecutor ? "global executor" : "event loop",
       "client_tasks_on": clientTasksOnGlobalExecutor ? "global executor" : "event loop",
       "server_loops": separateServerLoops ? "separate" : "shared with the client", "shapes": self.shapes, "paths": paths.rawValue,
-      "apis": apis.rawValue, "rounds": "\(rounds)",
+      "apis": apis.rawValue, "rounds": "\(rounds)", "placement": separateServerLoops ? "separate server loops" : placement.rawValue,
     ]
+    // Every connection's ends are placed the same way for every row (not with separate
+    // server loops, which are other threads by construction).
+    let placement: Placement? = separateServerLoops ? nil : self.placement
 
     // The ceiling: bare frames, served for the whole run.
     let bare = try await BareEcho.start(credentials: serverCredentials, replyBytes: replyBytes)
+    var bareAccepts = bare.accepted.makeAsyncIterator()
 
     // The RPC path.
     var router = RPCRouter()
     let reply = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x2A, count: replyBytes) }
     router.registerUnary(Self.method) { (_: Google_Protobuf_BytesValue, _) in reply }
     router.registerUnaryOnEventLoop(Self.loopMethod) { (_: Google_Protobuf_BytesValue, _) in reply }
+    // Which shared loop serves the connection (an index byte; 255 for another loop).
+    router.registerUnaryOnEventLoop(Self.whereMethod) { (_: Google_Protobuf_BytesValue, _) in
+      Google_Protobuf_BytesValue.with { $0.value = Data([UInt8(currentSharedLoopIndex() ?? 255)]) }
+    }
     let serverLoops: MultiThreadedEventLoopGroup? = separateServerLoops ? MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount) : nil
     let tls = RPCTLSServer(
       configuration: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials, handlersOnEventLoop: !handlersOnGlobalExecutor),
@@ -139,7 +154,8 @@ struct RPCBenchmark: AsyncParsableCommand {
         var bareRates: [String: Double] = [:]
         for (connections, inFlight) in shapes where paths != .rpc {
           let result = try await BareEcho.load(
-            port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds)
+            port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+            placement: self.placement, accepted: &bareAccepts)
           let name = "bare_tls_\(connections)x\(inFlight)"
           bareRates[name] = result.rate
           report.results.append(Self.row(result, name, round: round, of: rounds))
@@ -148,14 +164,16 @@ struct RPCBenchmark: AsyncParsableCommand {
           var measured: [(String, LoadResult)] = []
           if apis != .loop {
             let result = try await Self.rpcLoad(
-              port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+              port: port, credentials: clientCredentials, connections: connections, placement: placement, inFlight: inFlight, requestBytes: requestBytes,
+              seconds: seconds,
               tasksOnLoop: clientTasksOnLoop, logger: logger
             )
             measured.append(("rpc_tls_\(connections)x\(inFlight)", result))
           }
           if apis != .async {
             let result = try await Self.loopLoad(
-              port: port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+              port: port, credentials: clientCredentials, connections: connections, placement: placement, inFlight: inFlight, requestBytes: requestBytes,
+              seconds: seconds,
               logger: logger
             )
             measured.append(("rpc_loop_tls_\(connections)x\(inFlight)", result))
@@ -209,25 +227,44 @@ struct RPCBenchmark: AsyncParsableCommand {
     return values.count % 2 == 1 ? values[middle] : (values[middle - 1] + values[middle]) / 2
   }
 
-  /// `count` connections to the server, each opened and warmed up with one call of `method`
-  /// (so that every measured call finds its connection open).
+  /// `count` connections to the server, placed as `placement` says (any way when nil), each
+  /// warmed up with one call of `method` so that every measured call finds its connection open.
   static func openConnections(
-    _ count: Int, port: Int, credentials: TLSCredentials, warmingUp method: MethodDescriptor, with request: Google_Protobuf_BytesValue, logger: Logger
+    _ count: Int, placement: Placement?, port: Int, credentials: TLSCredentials, warmingUp method: MethodDescriptor,
+    with request: Google_Protobuf_BytesValue, logger: Logger
   ) async throws -> [RPCTLSConnection] {
-    let transports = try (0..<count).map { _ in
-      try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), logger: logger)
-    }
-    for transport in transports {
-      _ = try await RPCClient(transport: transport).unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
+    var transports: [RPCTLSConnection] = []
+    for index in 0..<count {
+      let wanted = placement?.loops(ofConnection: index)
+      var attempts = 0
+      while true {
+        attempts += 1
+        let transport = try RPCTLSConnection(
+          configuration: .init(host: "127.0.0.1", port: port, credentials: credentials),
+          group: wanted.map { sharedLoops[$0.client] } ?? MultiThreadedEventLoopGroup.singleton, logger: logger)
+        let client = RPCClient(transport: transport)
+        let served = try await client.unary(whereMethod, request: Google_Protobuf_BytesValue(), responseType: Google_Protobuf_BytesValue.self)
+        if let wanted, served.value.first.map(Int.init) != wanted.server {
+          // The server accepted on another loop: its next accept goes to the next one.
+          await transport.close()
+          guard attempts < 2 * sharedLoops.count else { throw PlacementError(connection: index) }
+          continue
+        }
+        _ = try await client.unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
+        transports.append(transport)
+        break
+      }
     }
     return transports
   }
 
   static func rpcLoad(
-    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, tasksOnLoop: Bool, logger: Logger
+    port: Int, credentials: TLSCredentials, connections: Int, placement: Placement?, inFlight: Int, requestBytes: Int, seconds: Double, tasksOnLoop: Bool,
+    logger: Logger
   ) async throws -> LoadResult {
     let request = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x11, count: requestBytes) }
-    let transports = try await openConnections(connections, port: port, credentials: credentials, warmingUp: method, with: request, logger: logger)
+    let transports = try await openConnections(
+      connections, placement: placement, port: port, credentials: credentials, warmingUp: method, with: request, logger: logger)
     let start = ContinuousClock.now
     let cpuAtStart = processCPUSeconds()
     let end = start + .milliseconds(Int64(seconds * 1000))
@@ -266,10 +303,11 @@ extension RPCBenchmark {
   /// callbacks, answered by a handler that runs on the server's loop; no task on either side,
   /// like the bare ceiling.
   static func loopLoad(
-    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, logger: Logger
+    port: Int, credentials: TLSCredentials, connections: Int, placement: Placement?, inFlight: Int, requestBytes: Int, seconds: Double, logger: Logger
   ) async throws -> LoadResult {
     let request = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x11, count: requestBytes) }
-    let transports = try await openConnections(connections, port: port, credentials: credentials, warmingUp: loopMethod, with: request, logger: logger)
+    let transports = try await openConnections(
+      connections, placement: placement, port: port, credentials: credentials, warmingUp: loopMethod, with: request, logger: logger)
     let result = try await CallbackLoad<Google_Protobuf_BytesValue, Google_Protobuf_BytesValue>.run(
       transports, method: loopMethod, inFlight: inFlight, seconds: seconds, makeRequest: { request })
     for transport in transports { await transport.close() }
@@ -390,41 +428,64 @@ enum BareEcho {
     }
   }
 
-  static func start(credentials: TLSCredentials, replyBytes: Int) async throws -> (channel: any Channel, port: Int) {
+  /// Starts the echo server; `accepted` tells the shared loop (its index in ``sharedLoops``) of
+  /// every connection it accepts, in order.
+  static func start(credentials: TLSCredentials, replyBytes: Int) async throws -> (channel: any Channel, port: Int, accepted: AsyncStream<Int>) {
     let context = try NIOSSLContext(configuration: credentials.serverConfiguration())
+    let (accepted, acceptedLoops) = AsyncStream.makeStream(of: Int.self)
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
       .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
       .childChannelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
+          acceptedLoops.yield(sharedLoops.firstIndex { $0 === channel.eventLoop } ?? -1)
           try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
           try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
           try channel.pipeline.syncOperations.addHandler(EchoHandler(replyBytes: replyBytes))
         }
       }
       .bind(host: "127.0.0.1", port: 0).get()
-    return (channel, channel.localAddress!.port!)
+    return (channel, channel.localAddress!.port!, accepted)
   }
 
-  static func load(port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double) async throws -> LoadResult {
+  /// Loads `connections` connections placed as `placement` says; `accepted` is the server's
+  /// stream of accepted loops (``start(credentials:replyBytes:)``).
+  static func load(
+    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, placement: Placement,
+    accepted: inout AsyncStream<Int>.Iterator
+  ) async throws -> LoadResult {
     let sslContext = try NIOSSLContext(configuration: credentials.clientConfiguration())
     let start = ContinuousClock.now
     let cpuAtStart = processCPUSeconds()
     let end = NIODeadline.now() + .milliseconds(Int64(seconds * 1000))
     var futures: [EventLoopFuture<[Duration]>] = []
     var channels: [any Channel] = []
-    for _ in 0..<connections {
-      let loop = MultiThreadedEventLoopGroup.singleton.next()
+    for index in 0..<connections {
+      let wanted = placement.loops(ofConnection: index)
+      let loop = sharedLoops[wanted.client]
       let done = loop.makePromise(of: [Duration].self)
-      let channel = try await ClientBootstrap(group: loop)
-        .channelOption(.socketOption(.tcp_nodelay), value: 1)
-        .channelInitializer { channel in
-          channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
-            try channel.pipeline.syncOperations.addHandler(LoadHandler(requestBytes: requestBytes, inFlight: inFlight, end: end, done: done))
+      var attempts = 0
+      var placed: (any Channel)?
+      while placed == nil {
+        attempts += 1
+        let channel = try await ClientBootstrap(group: loop)
+          .channelOption(.socketOption(.tcp_nodelay), value: 1)
+          .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+              try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
+              try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
+              try channel.pipeline.syncOperations.addHandler(LoadHandler(requestBytes: requestBytes, inFlight: inFlight, end: end, done: done))
+            }
           }
+          .connect(host: "127.0.0.1", port: port).get()
+        if await accepted.next() == wanted.server {
+          placed = channel
+        } else {
+          // The server accepted on another loop: its next accept goes to the next one.
+          try? await channel.close()
+          guard attempts < 2 * sharedLoops.count else { throw PlacementError(connection: index) }
         }
-        .connect(host: "127.0.0.1", port: port).get()
+      }
+      let channel = placed!
       try await channel.eventLoop.submit {
         let handler = try channel.pipeline.syncOperations.handler(type: LoadHandler.self)
         let context = try channel.pipeline.syncOperations.context(handler: handler)
@@ -440,4 +501,12 @@ enum BareEcho {
     for channel in channels { try? await channel.close() }
     return LoadResult(latencies: all, elapsed: elapsed, cpuSeconds: cpu)
   }
+}
+
+extension Placement: ExpressibleByArgument {}
+
+/// A connection could not be opened with its ends on the loops its placement asks for.
+struct PlacementError: Error, CustomStringConvertible {
+  var connection: Int
+  var description: String { "connection \(connection) could not be placed on the loops asked for" }
 }
