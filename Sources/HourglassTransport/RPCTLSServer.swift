@@ -96,7 +96,6 @@ public final class RPCTLSServer: Service, Sendable {
     }
     let handlers = HandlerTasks()
     let server = self.server
-    let handlerFinished: @Sendable () -> Void = { handlers.finished() }
     let connectionConfiguration = configuration.connection
     let handshakeTimeout = configuration.handshakeTimeout
     let handlersOnEventLoop = configuration.handlersOnEventLoop
@@ -117,10 +116,14 @@ public final class RPCTLSServer: Service, Sendable {
               // Each call runs in a task of its own, started here on the connection's event
               // loop and (by default) preferring that loop as its executor.
               let executor = handlersOnEventLoop ? EventLoopTaskExecutor(loop: context.eventLoop) : nil
+              // Counted with the other calls of this event loop: a count shared by every loop
+              // would bounce between their threads twice per call.
+              let calls = handlers.calls(on: context.eventLoop)
+              let callFinished: @Sendable () -> Void = { calls.finished() }
               try ops.addHandler(
                 RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { (stream: consuming RPCServerStream) in
-                  handlers.started()
-                  server.serve(consume stream, executorPreference: executor, onLoop: handlersOnEventLoop, whenDone: handlerFinished)
+                  calls.started()
+                  server.serve(consume stream, executorPreference: executor, onLoop: handlersOnEventLoop, whenDone: callFinished)
                 }
               )
             }
@@ -190,13 +193,38 @@ public final class RPCTLSServer: Service, Sendable {
   }
 }
 
-/// Counts the handler tasks still running, so that ``RPCTLSServer/run()`` returns only after
-/// the last one.
-///
-/// The count is an atomic, so that starting and finishing a call cost no lock; the lock is
-/// taken only when the count reaches zero, to hand over to a waiter.
+/// Counts the calls still running, so that ``RPCTLSServer/run()`` returns only after the
+/// last one has ended: one ``LoopCalls`` per event loop.
 private final class HandlerTasks: Sendable {
+  private let counts = Mutex<[ObjectIdentifier: LoopCalls]>([:])
+
+  /// The count of the calls of connections on `loop`.
+  func calls(on loop: any EventLoop) -> LoopCalls {
+    counts.withLock { counts in
+      if let existing = counts[ObjectIdentifier(loop)] { return existing }
+      let created = LoopCalls()
+      counts[ObjectIdentifier(loop)] = created
+      return created
+    }
+  }
+
+  /// Returns once no call is running on any loop (no new connection may arrive by then).
+  func waitUntilNoneRunning() async {
+    for loopCalls in counts.withLock({ Array($0.values) }) {
+      await loopCalls.waitUntilNoneRunning()
+    }
+  }
+}
+
+/// The calls running on one event loop's connections (a call may end on another thread: an
+/// answer from elsewhere).
+///
+/// Starting and finishing a call cost one atomic each, on a count that the loop's thread
+/// nearly always has to itself; the lock is taken only once a waiter has said it waits, when
+/// the count reaches zero.
+private final class LoopCalls: Sendable {
   private let running = Atomic<Int>(0)
+  private let waiting = Atomic<Bool>(false)
   private let idle = Mutex<CheckedContinuation<Void, Never>?>(nil)
 
   func started() {
@@ -204,17 +232,18 @@ private final class HandlerTasks: Sendable {
   }
 
   func finished() {
-    guard running.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
-    // A waiter stores itself under the lock only after seeing a count above zero, so one
-    // that did is found here.
+    // Sequentially consistent, with the waiter's flag and read below: either this sees the
+    // flag, or the waiter sees the count this left.
+    guard running.subtract(1, ordering: .sequentiallyConsistent).newValue == 0, waiting.load(ordering: .sequentiallyConsistent) else { return }
     let waiter = idle.withLock { $0.take() }
     waiter?.resume()
   }
 
   func waitUntilNoneRunning() async {
+    waiting.store(true, ordering: .sequentiallyConsistent)
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
       let none: Bool = idle.withLock { idle in
-        if running.load(ordering: .acquiring) == 0 { return true }
+        if running.load(ordering: .sequentiallyConsistent) == 0 { return true }
         idle = continuation
         return false
       }
