@@ -89,6 +89,24 @@ struct FrameCodecTests {
     var all = whole
     #expect(try decoder.decode(buffer: &all) == Self.sample[3])
   }
+
+  @Test("writes the header byte by byte as the spec lays it out, then the payload's readable bytes")
+  func encoderLayout() {
+    // A payload that is a slice of a larger buffer, read from part-way: only its readable
+    // bytes go out.
+    var source = ByteBuffer(bytes: [0xEE, 0xEE, 0x01, 0x02, 0x03, 0xEE])
+    source.moveReaderIndex(forwardBy: 2)
+    let payload = source.getSlice(at: source.readerIndex, length: 3)!
+    var buffer = ByteBuffer(bytes: [0xAA])  // something already gathered
+    FrameEncoderHandler.write(Frame(type: .message, flags: .endStream, streamID: 0x0102_0304, payload: payload), into: &buffer)
+    FrameEncoderHandler.write(Frame(type: .trailers, streamID: 0x7FFF_FFFF, payload: ByteBuffer()), into: &buffer)
+    #expect(
+      Array(buffer.readableBytesView) == [
+        0xAA,
+        0x00, 0x00, 0x00, 0x03, FrameType.message.rawValue, FrameFlags.endStream.rawValue, 0x01, 0x02, 0x03, 0x04, 0x01, 0x02, 0x03,
+        0x00, 0x00, 0x00, 0x00, FrameType.trailers.rawValue, 0x00, 0x7F, 0xFF, 0xFF, 0xFF,
+      ])
+  }
 }
 
 /// Adapts the single-step decoder for the verifier, which wants a `ByteToMessageDecoder`.

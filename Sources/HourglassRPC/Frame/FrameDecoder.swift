@@ -35,11 +35,14 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
     }
 
     guard buffer.readableBytes >= Frame.headerSize else { return nil }
-    let start = buffer.readerIndex
-    let length = buffer.getInteger(at: start, as: UInt32.self)!
-    let type = buffer.getInteger(at: start + 4, as: UInt8.self)!
-    let flags = buffer.getInteger(at: start + 5, as: UInt8.self)!
-    let rawStreamID = buffer.getInteger(at: start + 6, as: UInt32.self)!
+    // The header in one read of the buffer's bytes: each `getInteger` checks its bounds and
+    // its access to the storage again.
+    let (length, type, flags, rawStreamID) = buffer.withUnsafeReadableBytes { header in
+      (
+        UInt32(bigEndian: header.loadUnaligned(fromByteOffset: 0, as: UInt32.self)), header[4], header[5],
+        UInt32(bigEndian: header.loadUnaligned(fromByteOffset: 6, as: UInt32.self))
+      )
+    }
 
     // Checked before waiting for the payload: an oversized frame is never buffered.
     guard length <= maxFrameSize else {
@@ -136,14 +139,21 @@ public final class FrameEncoderHandler: ChannelOutboundHandler {
 
   /// Appends the encoding of `frame` to `buffer`.
   public static func write(_ frame: Frame, into buffer: inout ByteBuffer) {
-    // The header in one write: one capacity check instead of one per field.
-    buffer.writeMultipleIntegers(
-      UInt32(frame.payload.readableBytes),
-      frame.type.rawValue,
-      frame.flags.rawValue,
-      frame.streamID
-    )
-    buffer.writeImmutableBuffer(frame.payload)
+    // Header and payload in one reservation of the buffer's bytes: one capacity, uniqueness
+    // and access check for the frame instead of one for the header and one for the payload.
+    let length = frame.payload.readableBytes
+    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Frame.headerSize + length) { target in
+      target.storeBytes(of: UInt32(length).bigEndian, toByteOffset: 0, as: UInt32.self)
+      target[4] = frame.type.rawValue
+      target[5] = frame.flags.rawValue
+      target.storeBytes(of: frame.streamID.bigEndian, toByteOffset: 6, as: UInt32.self)
+      if length > 0 {
+        frame.payload.withUnsafeReadableBytes { payload in
+          UnsafeMutableRawBufferPointer(rebasing: target[Frame.headerSize...]).copyMemory(from: payload)
+        }
+      }
+      return Frame.headerSize + length
+    }
   }
 }
 
