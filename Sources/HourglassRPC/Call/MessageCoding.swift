@@ -33,7 +33,13 @@ struct SerializedBytes: SwiftProtobufContiguousBytes {
 
   @inlinable
   init(repeating: UInt8, count: Int) {
-    buffer = ByteBuffer(repeating: repeating, count: count)
+    // Filled through one pointer: `ByteBuffer(repeating:count:)` checks capacity and access
+    // again for the fill.
+    buffer = ByteBufferAllocator().buffer(capacity: count)
+    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { bytes in
+      bytes.baseAddress?.initializeMemory(as: UInt8.self, repeating: repeating, count: count)
+      return count
+    }
   }
 
   @inlinable
