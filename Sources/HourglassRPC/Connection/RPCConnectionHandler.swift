@@ -540,13 +540,19 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   // MARK: Writing (on the event loop)
 
   private func write(_ frame: Frame) {
-    guard let context, !closed || frame.type == .goAway else { return }
+    write(frame.type, flags: frame.flags, streamID: frame.streamID, payload: frame.payload)
+  }
+
+  /// Writes a frame given by its parts: the frames of every call are written this way, without
+  /// a `Frame` value that would hold (retain) its payload on the way; a nil payload is empty.
+  private func write(_ type: FrameType, flags: FrameFlags = [], streamID: UInt32, payload: ByteBuffer?) {
+    guard let context, !closed || type == .goAway else { return }
     // Taken out of the property while it is written to: one checked access to the property
     // each way instead of one per piece of the frame (the buffer stays uniquely referenced).
     var buffer =
       gathered.take()
-      ?? context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + frame.payload.readableBytes))
-    FrameEncoderHandler.write(frame, into: &buffer)
+      ?? context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + (payload?.readableBytes ?? 0)))
+    FrameEncoderHandler.write(type, flags: flags, streamID: streamID, payload: payload, into: &buffer)
     needsFlush = true
     if buffer.readableBytes >= FrameEncoderHandler.gatherLimit {
       // A large message: pass on what is gathered now rather than let the buffer grow.
@@ -586,6 +592,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       return
     }
     let maxFrame = connection.remoteSettings.maxFrameSize
+    if message.readableBytes <= maxFrame {
+      // One frame, as nearly every message is: no slice of it.
+      write(.message, flags: endStream ? .endStream : [], streamID: streamID, payload: message)
+      return
+    }
     var remaining = message
     repeat {
       let length = min(remaining.readableBytes, maxFrame)
@@ -757,9 +768,9 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   /// Writes the TRAILERS of a stream whose state machine has accepted them, and closes it.
   private func writeTrailers(_ streamID: UInt32, _ box: StreamBox, status: Status, metadata: Metadata) {
-    let payload: ByteBuffer
+    let payload: ByteBuffer?
     if status.code == .ok, status.message.isEmpty, metadata.isEmpty {
-      payload = ByteBuffer()  // All fields at their defaults: protobuf encodes nothing.
+      payload = nil  // All fields at their defaults: protobuf encodes nothing.
     } else {
       var wire = WireTrailers()
       wire.code = status.code.rawValue
@@ -767,7 +778,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       wire.metadata = metadata.wire
       payload = serialize(wire)
     }
-    write(Frame(type: .trailers, streamID: streamID, payload: payload))
+    write(.trailers, streamID: streamID, payload: payload)
     scheduleFlush()
     if box.isServerStream {
       box.serverInbound?.finish()
@@ -935,7 +946,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     streams[streamID] = box
     idleTimer?.cancel()
-    write(Frame(type: .headers, flags: headersFlags, streamID: streamID, payload: requestHeadersPayload(head)))
+    write(.headers, flags: headersFlags, streamID: streamID, payload: requestHeadersPayload(head))
     if let timeout = head.timeout {
       let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
       box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1, nanos))) { [self] in

@@ -139,17 +139,23 @@ public final class FrameEncoderHandler: ChannelOutboundHandler {
 
   /// Appends the encoding of `frame` to `buffer`.
   public static func write(_ frame: Frame, into buffer: inout ByteBuffer) {
+    write(frame.type, flags: frame.flags, streamID: frame.streamID, payload: frame.payload, into: &buffer)
+  }
+
+  /// Appends the encoding of a frame given by its parts (no `Frame` value, whose payload a
+  /// caller would copy in) to `buffer`; a nil payload is an empty one.
+  static func write(_ type: FrameType, flags: FrameFlags, streamID: UInt32, payload: ByteBuffer?, into buffer: inout ByteBuffer) {
     // Header and payload in one reservation of the buffer's bytes: one capacity, uniqueness
     // and access check for the frame instead of one for the header and one for the payload.
-    let length = frame.payload.readableBytes
+    let length = payload?.readableBytes ?? 0
     buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: Frame.headerSize + length) { target in
       target.storeBytes(of: UInt32(length).bigEndian, toByteOffset: 0, as: UInt32.self)
-      target[4] = frame.type.rawValue
-      target[5] = frame.flags.rawValue
-      target.storeBytes(of: frame.streamID.bigEndian, toByteOffset: 6, as: UInt32.self)
+      target[4] = type.rawValue
+      target[5] = flags.rawValue
+      target.storeBytes(of: streamID.bigEndian, toByteOffset: 6, as: UInt32.self)
       if length > 0 {
-        frame.payload.withUnsafeReadableBytes { payload in
-          UnsafeMutableRawBufferPointer(rebasing: target[Frame.headerSize...]).copyMemory(from: payload)
+        payload?.withUnsafeReadableBytes { bytes in
+          UnsafeMutableRawBufferPointer(rebasing: target[Frame.headerSize...]).copyMemory(from: bytes)
         }
       }
       return Frame.headerSize + length
