@@ -546,17 +546,18 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   /// Writes a frame given by its parts: the frames of every call are written this way, without
   /// a `Frame` value that would hold (retain) its payload on the way; a nil payload is empty.
   private func write(_ type: FrameType, flags: FrameFlags = [], streamID: UInt32, payload: ByteBuffer?) {
-    guard let context, !closed || type == .goAway else { return }
+    // The context is only compared here, not bound: binding it would retain it for every frame.
+    guard context != nil, !closed || type == .goAway else { return }
     // Taken out of the property while it is written to: one checked access to the property
     // each way instead of one per piece of the frame (the buffer stays uniquely referenced).
     var buffer =
       gathered.take()
-      ?? context.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + (payload?.readableBytes ?? 0)))
+      ?? context!.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + (payload?.readableBytes ?? 0)))
     FrameEncoderHandler.write(type, flags: flags, streamID: streamID, payload: payload, into: &buffer)
     needsFlush = true
     if buffer.readableBytes >= FrameEncoderHandler.gatherLimit {
       // A large message: pass on what is gathered now rather than let the buffer grow.
-      context.write(wrapOutboundOut(buffer), promise: nil)
+      context!.write(wrapOutboundOut(buffer), promise: nil)
     } else {
       gathered = buffer
     }
