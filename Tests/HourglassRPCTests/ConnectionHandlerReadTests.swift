@@ -107,4 +107,36 @@ struct ConnectionHandlerReadTests {
     #expect(types.last == .goAway)
     _ = try channel.finish(acceptAlreadyClosed: true)
   }
+
+  /// The handler's timers (SETTINGS, keepalive, idle, a call's deadline) hold it strongly, so
+  /// that it has no weak-reference side table; closing the connection must cancel them all, or
+  /// the event loop would keep the handler, and everything it holds, until they fire.
+  @Test("a closed connection's handler is freed: closing cancels every timer that holds it")
+  func freedOnClose() throws {
+    weak var freed: RPCConnectionHandler?
+    let channel = EmbeddedChannel()
+    do {
+      var configuration = RPCConnectionHandler.Configuration.defaults
+      configuration.keepaliveInterval = .seconds(30)
+      configuration.idleTimeout = .seconds(300)
+      let handler = RPCConnectionHandler(serverWith: configuration, peer: nil, logger: Self.logger, onStream: { _ in })
+      freed = handler
+      try channel.pipeline.syncOperations.addHandler(handler)
+    }
+    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7_070)).wait()
+    // A call with a deadline, so that a stream's timer is armed too.
+    var bytes = ByteBuffer(bytes: ConnectionPreface.bytes)
+    let settings: [UInt8] = try ConnectionSettings.defaults.wire.serializedBytes()
+    FrameEncoderHandler.write(Frame(type: .settings, streamID: 0, payload: ByteBuffer(bytes: settings)), into: &bytes)
+    var head = WireRequestHeaders()
+    head.method = "/test.Service/Unary"
+    head.timeoutMicros = 60_000_000
+    let headers: [UInt8] = try head.serializedBytes()
+    FrameEncoderHandler.write(Frame(type: .headers, streamID: 1, payload: ByteBuffer(bytes: headers)), into: &bytes)
+    try channel.writeInbound(bytes)
+    #expect(freed != nil)
+    _ = try channel.close().wait()
+    channel.embeddedEventLoop.run()
+    #expect(freed == nil)
+  }
 }
