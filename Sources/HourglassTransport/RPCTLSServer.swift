@@ -94,7 +94,7 @@ public final class RPCTLSServer: Service, Sendable {
       settleAddress(.failure(error))
       throw error
     }
-    let handlers = HandlerTasks()
+    let runningCalls = RunningCalls()
     let server = self.server
     let connectionConfiguration = configuration.connection
     let handshakeTimeout = configuration.handshakeTimeout
@@ -118,7 +118,7 @@ public final class RPCTLSServer: Service, Sendable {
               let executor = handlersOnEventLoop ? EventLoopTaskExecutor(loop: context.eventLoop) : nil
               // Counted with the other calls of this event loop: a count shared by every loop
               // would bounce between their threads twice per call.
-              let calls = handlers.calls(on: context.eventLoop)
+              let calls = runningCalls.calls(on: context.eventLoop)
               let callFinished: @Sendable () -> Void = { calls.finished() }
               try ops.addHandler(
                 RPCConnectionHandler(serverWith: connectionConfiguration, peer: peer, logger: logger) { (stream: consuming RPCServerStream) in
@@ -155,7 +155,7 @@ public final class RPCTLSServer: Service, Sendable {
     // No new connections: drain the open ones (closing a connection cancels the handlers of
     // its unfinished calls), then wait for the last handler to return.
     await drain()
-    await handlers.waitUntilNoneRunning()
+    await runningCalls.waitUntilNoneRunning()
     logger.info("stopped", metadata: ["hourglass.address": "\(local)"])
   }
 
@@ -195,7 +195,7 @@ public final class RPCTLSServer: Service, Sendable {
 
 /// Counts the calls still running, so that ``RPCTLSServer/run()`` returns only after the
 /// last one has ended: one ``LoopCalls`` per event loop.
-private final class HandlerTasks: Sendable {
+private final class RunningCalls: Sendable {
   private let counts = Mutex<[ObjectIdentifier: LoopCalls]>([:])
 
   /// The count of the calls of connections on `loop`.

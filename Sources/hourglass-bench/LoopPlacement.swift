@@ -38,3 +38,27 @@ func currentSharedLoopIndex() -> Int? {
   guard let current = MultiThreadedEventLoopGroup.currentEventLoop else { return nil }
   return sharedLoops.firstIndex { $0 === current }
 }
+
+/// Opens connection `index` with its ends where `placement` says. `open` opens one from the
+/// client loop it is given and tells the shared loop its server end landed on; one that landed
+/// elsewhere is closed with `discard` and opened again, since the server's next accept goes to
+/// its next loop. With no placement, the first one is kept wherever it landed.
+func placedConnection<Connection>(
+  _ index: Int, _ placement: Placement?,
+  open: (_ clientLoop: any EventLoopGroup) async throws -> (connection: Connection, serverLoop: Int?),
+  discard: (Connection) async -> Void
+) async throws -> Connection {
+  let wanted = placement?.loops(ofConnection: index)
+  for _ in 0..<(2 * sharedLoops.count) {
+    let opened = try await open(wanted.map { sharedLoops[$0.client] } ?? MultiThreadedEventLoopGroup.singleton)
+    guard let wanted, opened.serverLoop != wanted.server else { return opened.connection }
+    await discard(opened.connection)
+  }
+  throw PlacementError(connection: index)
+}
+
+/// A connection could not be opened with its ends on the loops its placement asks for.
+struct PlacementError: Error, CustomStringConvertible {
+  var connection: Int
+  var description: String { "connection \(connection) could not be placed on the loops asked for" }
+}

@@ -235,25 +235,16 @@ struct RPCBenchmark: AsyncParsableCommand {
   ) async throws -> [RPCTLSConnection] {
     var transports: [RPCTLSConnection] = []
     for index in 0..<count {
-      let wanted = placement?.loops(ofConnection: index)
-      var attempts = 0
-      while true {
-        attempts += 1
-        let transport = try RPCTLSConnection(
-          configuration: .init(host: "127.0.0.1", port: port, credentials: credentials),
-          group: wanted.map { sharedLoops[$0.client] } ?? MultiThreadedEventLoopGroup.singleton, logger: logger)
-        let client = RPCClient(transport: transport)
-        let served = try await client.unary(whereMethod, request: Google_Protobuf_BytesValue(), responseType: Google_Protobuf_BytesValue.self)
-        if let wanted, served.value.first.map(Int.init) != wanted.server {
-          // The server accepted on another loop: its next accept goes to the next one.
-          await transport.close()
-          guard attempts < 2 * sharedLoops.count else { throw PlacementError(connection: index) }
-          continue
-        }
-        _ = try await client.unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
-        transports.append(transport)
-        break
+      let transport = try await placedConnection(index, placement) { loop in
+        let transport = try RPCTLSConnection(configuration: .init(host: "127.0.0.1", port: port, credentials: credentials), group: loop, logger: logger)
+        let served = try await RPCClient(transport: transport).unary(
+          whereMethod, request: Google_Protobuf_BytesValue(), responseType: Google_Protobuf_BytesValue.self)
+        return (transport, served.value.first.map(Int.init))
+      } discard: { transport in
+        await transport.close()
       }
+      _ = try await RPCClient(transport: transport).unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
+      transports.append(transport)
     }
     return transports
   }
@@ -265,36 +256,10 @@ struct RPCBenchmark: AsyncParsableCommand {
     let request = Google_Protobuf_BytesValue.with { $0.value = Data(repeating: 0x11, count: requestBytes) }
     let transports = try await openConnections(
       connections, placement: placement, port: port, credentials: credentials, warmingUp: method, with: request, logger: logger)
-    let start = ContinuousClock.now
-    let cpuAtStart = processCPUSeconds()
-    let end = start + .milliseconds(Int64(seconds * 1000))
-    let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
-      for transport in transports {
-        let client = RPCClient(transport: transport)
-        // Calling tasks that prefer their connection's event loop start and resume their
-        // calls there, without a thread hop.
-        let executor = tasksOnLoop ? transport.executor : nil
-        for _ in 0..<inFlight {
-          group.addTask(executorPreference: executor) {
-            var samples: [Duration] = []
-            samples.reserveCapacity(100_000)
-            while ContinuousClock.now < end {
-              let t0 = ContinuousClock.now
-              _ = try await client.unary(method, request: request, responseType: Google_Protobuf_BytesValue.self)
-              samples.append(ContinuousClock.now - t0)
-            }
-            return samples
-          }
-        }
-      }
-      var all: [Duration] = []
-      for try await samples in group { all += samples }
-      return all
-    }
-    let elapsed = ContinuousClock.now - start
-    let cpu = processCPUSeconds() - cpuAtStart
+    let result = try await TaskLoad<Google_Protobuf_BytesValue, Google_Protobuf_BytesValue>.run(
+      transports, method: method, inFlight: inFlight, seconds: seconds, tasksOnLoop: tasksOnLoop, request: request)
     for transport in transports { await transport.close() }
-    return LoadResult(latencies: latencies, elapsed: elapsed, cpuSeconds: cpu)
+    return result
   }
 }
 
@@ -460,13 +425,8 @@ enum BareEcho {
     var futures: [EventLoopFuture<[Duration]>] = []
     var channels: [any Channel] = []
     for index in 0..<connections {
-      let wanted = placement.loops(ofConnection: index)
-      let loop = sharedLoops[wanted.client]
-      let done = loop.makePromise(of: [Duration].self)
-      var attempts = 0
-      var placed: (any Channel)?
-      while placed == nil {
-        attempts += 1
+      let done = sharedLoops[placement.loops(ofConnection: index).client].makePromise(of: [Duration].self)
+      let channel = try await placedConnection(index, placement) { loop in
         let channel = try await ClientBootstrap(group: loop)
           .channelOption(.socketOption(.tcp_nodelay), value: 1)
           .channelInitializer { channel in
@@ -477,15 +437,10 @@ enum BareEcho {
             }
           }
           .connect(host: "127.0.0.1", port: port).get()
-        if await accepted.next() == wanted.server {
-          placed = channel
-        } else {
-          // The server accepted on another loop: its next accept goes to the next one.
-          try? await channel.close()
-          guard attempts < 2 * sharedLoops.count else { throw PlacementError(connection: index) }
-        }
+        return (channel, await accepted.next())
+      } discard: { channel in
+        try? await channel.close()
       }
-      let channel = placed!
       try await channel.eventLoop.submit {
         let handler = try channel.pipeline.syncOperations.handler(type: LoadHandler.self)
         let context = try channel.pipeline.syncOperations.context(handler: handler)
@@ -504,9 +459,3 @@ enum BareEcho {
 }
 
 extension Placement: ExpressibleByArgument {}
-
-/// A connection could not be opened with its ends on the loops its placement asks for.
-struct PlacementError: Error, CustomStringConvertible {
-  var connection: Int
-  var description: String { "connection \(connection) could not be placed on the loops asked for" }
-}

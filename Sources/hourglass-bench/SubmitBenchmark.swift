@@ -124,11 +124,12 @@ struct SubmitBenchmark: AsyncParsableCommand {
           transports, method: method, inFlight: inFlight, seconds: seconds
         ) {
           var request = request
-          if keys { request.idempotencyKey = IdempotencyKey.generate() }
+          if keys { Self.giveFreshKey(&request) }
           return request
         }
       case .async:
-        result = try await Self.asyncLoad(transports, method: method, inFlight: inFlight, seconds: seconds, request: request, keys: keys)
+        result = try await TaskLoad<Hourglass_V1_ScheduleRequest, Hourglass_V1_ScheduleResponse>.run(
+          transports, method: method, inFlight: inFlight, seconds: seconds, request: request, prepare: keys ? Self.giveFreshKey : nil)
       }
       report.results.append(result.row("schedule_rpc_tls_\(connections)x\(inFlight)"))
       let commits = store.groupCommitStatistics
@@ -145,38 +146,10 @@ struct SubmitBenchmark: AsyncParsableCommand {
     report.print(json: json)
   }
 
-  /// The calls made by tasks (`--client-api async`), 64 per connection, each preferring its
-  /// connection's event loop.
-  static func asyncLoad(
-    _ transports: [RPCTLSConnection], method: MethodDescriptor, inFlight: Int, seconds: Double, request: Hourglass_V1_ScheduleRequest, keys: Bool
-  ) async throws -> LoadResult {
-    let start = ContinuousClock.now
-    let cpuAtStart = processCPUSeconds()
-    let end = start + .milliseconds(Int64(seconds * 1000))
-    let latencies = try await withThrowingTaskGroup(of: [Duration].self) { calls in
-      for transport in transports {
-        let client = RPCClient(transport: transport)
-        for _ in 0..<inFlight {
-          // Like HourglassClient's callers can, the load tasks prefer their connection's event
-          // loop, so a call starts and resumes there without a thread hop.
-          calls.addTask(executorPreference: transport.executor) {
-            var samples: [Duration] = []
-            var request = request
-            while ContinuousClock.now < end {
-              if keys { request.idempotencyKey = IdempotencyKey.generate() }
-              let t0 = ContinuousClock.now
-              let _: Hourglass_V1_ScheduleResponse = try await client.unary(method, request: request)
-              samples.append(ContinuousClock.now - t0)
-            }
-            return samples
-          }
-        }
-      }
-      var all: [Duration] = []
-      for try await samples in calls { all += samples }
-      return all
-    }
-    return LoadResult(latencies: latencies, elapsed: ContinuousClock.now - start, cpuSeconds: processCPUSeconds() - cpuAtStart)
+  /// Gives a request a new idempotency key, minted as HourglassClient and the CLI mint one for
+  /// every Schedule.
+  @Sendable static func giveFreshKey(_ request: inout Hourglass_V1_ScheduleRequest) {
+    request.idempotencyKey = IdempotencyKey.generate()
   }
 
   /// SQLite's batched-insert ceiling for the rows a Schedule writes: the same kind of task (same

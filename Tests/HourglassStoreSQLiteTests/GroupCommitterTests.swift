@@ -62,11 +62,7 @@ struct GroupCommitterTests {
   @Test func aFailedCommitFailsEveryCallerOfItsBatchAndOnlyThose() async throws {
     let gate = Gate()
     let log = BatchLog()
-    let committer = GroupCommitter<Int>(maxBatchItems: 100, closedError: CommitFailed()) { items in
-      log.append(items)
-      if items == [0] { await gate.wait() }
-      if items.contains(-1) { throw CommitFailed() }
-    }
+    let committer = Self.heldAndFailing(gate, log)
     let results = try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
       group.addTask { (0, (try? await committer.submit([0])) != nil) }
       while log.all.isEmpty { await Task.yield() }
@@ -121,14 +117,20 @@ struct GroupCommitterTests {
     #expect(batches.last.map { Set($0) } == Set(1...5), "what arrived during the pause shares one transaction: \(batches)")
   }
 
-  @Test func callbackRequestsShareBatchesWithWaitingOnesAndLearnTheirOutcome() async throws {
-    let gate = Gate()
-    let log = BatchLog()
-    let committer = GroupCommitter<Int>(maxBatchItems: 100, closedError: CommitFailed()) { items in
+  /// A committer that logs every batch, holds the batch `[0]` until `gate` opens, and fails
+  /// every batch holding `-1`.
+  private static func heldAndFailing(_ gate: Gate, _ log: BatchLog) -> GroupCommitter<Int> {
+    GroupCommitter<Int>(maxBatchItems: 100, closedError: CommitFailed()) { items in
       log.append(items)
       if items == [0] { await gate.wait() }
       if items.contains(-1) { throw CommitFailed() }
     }
+  }
+
+  @Test func callbackRequestsShareBatchesWithWaitingOnesAndLearnTheirOutcome() async throws {
+    let gate = Gate()
+    let log = BatchLog()
+    let committer = Self.heldAndFailing(gate, log)
     let outcomes = Mutex<[Int: Bool]>([:])
     let submitted: @Sendable ([Int], Int) async -> Void = { items, request in
       await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in

@@ -1455,7 +1455,7 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
   }
 
   func complete(status: Status, trailers: Metadata) {
-    // The call is over: its parts move into the response rather than being copied.
+    // The call is over: its message moves into the response rather than being copied.
     finish(.success(UnaryResponse(headers: headers, message: message.take(), status: status, trailers: trailers)))
   }
 
@@ -1464,9 +1464,8 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
     finish(.failure(error.code == .unavailable ? CallNotStarted(error: error) : error))
   }
 
-  /// Resumes the calling task, or tells the completion, once. (`result` is consumed: handed
-  /// over without a copy of the response's parts.)
-  func finish(_ result: consuming Result<UnaryResponse, any Error>) {
+  /// Resumes the calling task, or tells the completion, once.
+  func finish(_ result: Result<UnaryResponse, any Error>) {
     if case .finished = phase { return }
     phase = .finished
     if let continuation = continuation.take() {
