@@ -1454,9 +1454,27 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
     self.message = message
   }
 
-  func complete(status: Status, trailers: Metadata) {
-    // The call is over: its message moves into the response rather than being copied.
-    finish(.success(UnaryResponse(headers: headers, message: message.take(), status: status, trailers: trailers)))
+  func complete(status: consuming Status, trailers: consuming Metadata) {
+    // The call is over: its headers and message move into the response rather than being
+    // copied (each copy retains every part).
+    var headers = Metadata()
+    swap(&headers, &self.headers)
+    let response = UnaryResponse(headers: headers, message: message.take(), status: status, trailers: trailers)
+    // Not through `finish`: a success needs none of its failure handling, and a `Result` that
+    // is matched there is copied, the response with it.
+    guard claimEnding() else { return }
+    if let continuation = continuation.take() {
+      continuation.resume(returning: consume response)
+    } else if let completion = completion.take() {
+      completion(.success(consume response))
+    }
+  }
+
+  /// Whether the call is still to be ended (and now is): true once only.
+  private func claimEnding() -> Bool {
+    if case .finished = phase { return false }
+    phase = .finished
+    return true
   }
 
   /// Fails the call before its stream opened: when unavailable, as ``CallNotStarted``.
@@ -1465,9 +1483,8 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
   }
 
   /// Resumes the calling task, or tells the completion, once.
-  func finish(_ result: Result<UnaryResponse, any Error>) {
-    if case .finished = phase { return }
-    phase = .finished
+  func finish(_ result: consuming Result<UnaryResponse, any Error>) {
+    guard claimEnding() else { return }
     if let continuation = continuation.take() {
       continuation.resume(with: result)
       return

@@ -21,11 +21,43 @@ public struct RPCRouter: Sendable {
     /// ``RPCRouter/registerUnaryOnEventLoop(_:answering:)``: called with the request message
     /// and the call's answer, from the loop that read the request.
     let onLoop: (@Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void)?
+    /// Runs a unary call whose request came with its stream, in a task, and says how it ends;
+    /// the server sends that ending itself. What `handler` does for such a call, without the
+    /// stream: a server that has the call's parts at hand need not copy them into one (each
+    /// copy of a stream retains its every part, a sixth of a small call's reference counting).
+    let unary: (@Sendable (ByteBuffer, ServerContext) async -> UnaryEnding)?
 
     @usableFromInline
-    init(_ handler: @escaping Handler, onLoop: (@Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void)? = nil) {
+    init(
+      _ handler: @escaping Handler, onLoop: (@Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void)? = nil,
+      unary: (@Sendable (ByteBuffer, ServerContext) async -> UnaryEnding)? = nil
+    ) {
       self.handler = handler
       self.onLoop = onLoop
+      self.unary = unary
+    }
+
+    /// A unary method's route: `unary` for a call whose request came with its stream, and the
+    /// same in a stream handler for every other call.
+    @usableFromInline
+    static func unary(
+      onLoop: (@Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void)? = nil,
+      _ unary: @escaping @Sendable (ByteBuffer, ServerContext) async -> UnaryEnding
+    ) -> Route {
+      let handler: Handler = { stream, context in
+        let ending: UnaryEnding
+        if let only = stream.inbound.singleElement {
+          ending = await unary(only, context)
+        } else {
+          do {
+            ending = await unary(try await RPCRouter.singleMessage(from: stream.inbound), context)
+          } catch {
+            ending = UnaryEnding(error, context)
+          }
+        }
+        await ending.send(on: stream.writer)
+      }
+      return Route(handler, onLoop: onLoop, unary: unary)
     }
   }
 
@@ -56,25 +88,13 @@ public struct RPCRouter: Sendable {
     _ method: MethodDescriptor,
     _ body: @escaping @Sendable (Request, ServerContext) async throws -> Response
   ) {
-    // What `run` does, written out: the usual call (its request delivered with the stream,
-    // ended at once) makes no async call besides `body`, each of which would cost a frame
-    // and an executor check.
-    register(method) { stream, context in
-      let ending: UnaryEnding
+    handlers[method.path] = .unary { message, context in
       do {
-        let request: Request
-        if let only = stream.inbound.singleElement {
-          request = try MessageCoding.decode(Request.self, from: only)
-        } else {
-          request = try await Self.single(Request.self, from: stream.inbound)
-        }
-        let response = try await body(request, context)
-        ending = UnaryEnding(last: try MessageCoding.encode(response), status: .ok, metadata: [:])
+        let response = try await body(try MessageCoding.decode(Request.self, from: message), context)
+        return UnaryEnding(last: try MessageCoding.encode(response), status: .ok, metadata: [:])
       } catch {
-        ending = UnaryEnding(error, context)
+        return UnaryEnding(error, context)
       }
-      if stream.writer.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) { return }
-      try? await stream.writer.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
     }
   }
 
@@ -107,17 +127,15 @@ public struct RPCRouter: Sendable {
       }
       body(request, context, UnaryResponder(answer: answer))
     }
-    let inTask: Handler = { stream, context in
-      let ending: UnaryEnding
+    handlers[method.path] = .unary(onLoop: onLoop) { message, context in
+      let request: Request
       do {
-        let request = try await Self.single(Request.self, from: stream.inbound)
-        ending = await AwaitedAnswer.run(context) { answer in body(request, context, UnaryResponder(answer: answer)) }
+        request = try MessageCoding.decode(Request.self, from: message)
       } catch {
-        ending = UnaryEnding(error, context)
+        return UnaryEnding(error, context)
       }
-      await ending.send(on: stream.writer)
+      return await AwaitedAnswer.run(context) { answer in body(request, context, UnaryResponder(answer: answer)) }
     }
-    handlers[method.path] = Route(inTask, onLoop: onLoop)
   }
 
   /// Registers a unary method answered on the connection's event loop by a function that
@@ -133,16 +151,7 @@ public struct RPCRouter: Sendable {
     let onLoop: @Sendable (ByteBuffer, ServerContext, UnaryAnswer) -> Void = { message, context, answer in
       answer.settle(Self.ending(of: body, message, context))
     }
-    let inTask: Handler = { stream, context in
-      let ending: UnaryEnding
-      do {
-        ending = Self.ending(of: body, try await Self.single(Request.self, from: stream.inbound), context)
-      } catch {
-        ending = UnaryEnding(error, context)
-      }
-      await ending.send(on: stream.writer)
-    }
-    handlers[method.path] = Route(inTask, onLoop: onLoop)
+    handlers[method.path] = .unary(onLoop: onLoop) { message, context in Self.ending(of: body, message, context) }
   }
 
   /// How a call answered by `body` ends, `message` being its request.
@@ -223,11 +232,13 @@ public struct RPCRouter: Sendable {
 
   /// The call's one request message: at hand without waiting when the transport delivered it
   /// with the stream, as it does for most unary and server-streaming calls.
-  @usableFromInline
   static func single<M: SwiftProtobuf.Message>(_ type: M.Type, from inbound: RPCInbound<ByteBuffer>) async throws -> M {
-    if let only = inbound.singleElement {
-      return try MessageCoding.decode(M.self, from: only)
-    }
+    try MessageCoding.decode(M.self, from: try await singleMessage(from: inbound))
+  }
+
+  /// The call's one request message, undecoded; `INVALID_ARGUMENT` when there is none or more.
+  static func singleMessage(from inbound: RPCInbound<ByteBuffer>) async throws -> ByteBuffer {
+    if let only = inbound.singleElement { return only }
     var iterator = inbound.makeAsyncIterator()
     guard let first = try await iterator.next() else {
       throw RPCError(code: .invalidArgument, message: "the call ended without a request message")
@@ -235,7 +246,7 @@ public struct RPCRouter: Sendable {
     guard try await iterator.next() == nil else {
       throw RPCError(code: .invalidArgument, message: "a unary call received more than one request message")
     }
-    return try MessageCoding.decode(M.self, from: first)
+    return first
   }
 
   private static func messages<M: SwiftProtobuf.Message>(_ type: M.Type, _ inbound: RPCInbound<ByteBuffer>) -> RPCMessages<M> {

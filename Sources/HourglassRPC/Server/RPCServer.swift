@@ -57,11 +57,25 @@ public struct RPCServer: Sendable {
       runOnLoop(request, context, LoopAnswer(core: core, call: call, whenDone: whenDone))
       return nil
     }
-    let run: @concurrent @Sendable () async -> Void = {
-      let (stream, context) = call.handlerArguments()
-      await call.route.handler(stream, context)
-      core.end(call)
-      whenDone?()
+    let run: @concurrent @Sendable () async -> Void
+    if let unary = call.route.unary, let request = call.incoming.inbound.singleElement {
+      // A unary call with its request: the handler gets the request and the context, not a
+      // stream, and the call ends through its recorder directly.
+      run = {
+        let ending = await unary(request, call.context)
+        if !call.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) {
+          try? await call.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
+        }
+        core.end(call)
+        whenDone?()
+      }
+    } else {
+      run = {
+        let (stream, context) = call.handlerArguments()
+        await call.route.handler(stream, context)
+        core.end(call)
+        whenDone?()
+      }
     }
     // On the loop that reads the call, whose executor the task prefers, the task starts at
     // once, here, and runs until it first suspends (most unary handlers never do): no job to
