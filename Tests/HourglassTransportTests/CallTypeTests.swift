@@ -40,6 +40,60 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test("a unary handler's error reaches the client as its status", arguments: Transport.allCases)
+    func unaryError(_ transport: Transport) async throws {
+      try await withClient(transport) { client, _ in
+        await #expect {
+          _ = try await client.unary(TestService.unaryFailing, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
+        } throws: { error in
+          let error = error as? RPCError
+          return error?.code == .failedPrecondition && error?.message == "not now"
+        }
+      }
+    }
+
+    // A unary method's request sent after its headers (as a client-streaming call sends it)
+    // does not come with the stream: the server answers it through the method's stream form.
+    @Test("a unary method answers a request sent after its headers", arguments: Transport.allCases)
+    func unaryRequestAfterHeaders(_ transport: Transport) async throws {
+      try await withClient(transport) { client, _ in
+        let reply = try await client.clientStreaming(
+          TestService.unary, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self
+        ) { writer in
+          try await writer.write(Google_Protobuf_StringValue("late"))
+        }
+        #expect(reply.value == "LATE")
+      }
+    }
+
+    @Test("a unary method refuses two requests with INVALID_ARGUMENT", arguments: Transport.allCases)
+    func unaryTwoRequests(_ transport: Transport) async throws {
+      try await withClient(transport) { client, _ in
+        await #expect {
+          _ = try await client.clientStreaming(
+            TestService.unary, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self
+          ) { writer in
+            try await writer.write(Google_Protobuf_StringValue("one"))
+            try await writer.write(Google_Protobuf_StringValue("two"))
+          }
+        } throws: { ($0 as? RPCError)?.code == .invalidArgument }
+      }
+    }
+
+    // The server answers after the first request and reads no more, so the client's writes
+    // soon wait for credit and fail once the call has ended: the answer is still the outcome.
+    @Test("a client-streaming call the server answers early ends with the server's answer", arguments: Transport.allCases)
+    func answeredEarly(_ transport: Transport) async throws {
+      try await withClient(transport) { client, _ in
+        let reply = try await client.clientStreaming(
+          TestService.firstOnly, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self
+        ) { writer in
+          for i in 0..<1_000 { try await writer.write(Google_Protobuf_StringValue("m\(i)")) }
+        }
+        #expect(reply.value == "m0")
+      }
+    }
+
     @Test("server streaming", arguments: Transport.allCases)
     func serverStreaming(_ transport: Transport) async throws {
       try await withClient(transport) { client, _ in

@@ -82,6 +82,25 @@ extension TLSLoopbackTests {
       }
     }
 
+    // With one message of credit per stream, the client's later writes wait for credit, and
+    // the server's answer (after the first request) arrives while one of them still waits: that
+    // write must fail, so that the call ends with the answer instead of hanging.
+    @Test("writes waiting for credit fail when the server ends the call; the call ends with its answer")
+    func waitingWritesEndWithTheCall() async throws {
+      var scarce = RPCConnectionHandler.Configuration.defaults
+      scarce.settings.initialStreamCredit = 1
+      try await TestServer.with(connection: scarce) { server in
+        let (client, connection) = try server.client()
+        let reply = try await client.clientStreaming(
+          TestService.firstOnly, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self
+        ) { writer in
+          for i in 0..<10 { try await writer.write(Google_Protobuf_StringValue("m\(i)")) }
+        }
+        #expect(reply.value == "m0")
+        await connection.close()
+      }
+    }
+
     @Test("an oversized message resets only its stream")
     func oversizedMessage() async throws {
       var small = RPCConnectionHandler.Configuration.defaults

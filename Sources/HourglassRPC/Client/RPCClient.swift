@@ -114,8 +114,13 @@ public struct RPCClient: Sendable {
     requests: @escaping @Sendable (RPCWriter<Request>) async throws -> Void
   ) async throws(RPCError) -> Response {
     try await call(method, options: options, firstMessage: nil, endStream: false) { stream in
-      try await requests(Self.writer(stream))
-      try await stream.writer.halfClose()
+      do {
+        try await requests(Self.writer(stream))
+        try await stream.writer.halfClose()
+      } catch let error as RPCError where error.isStreamClosed {
+        // The server ended the call before taking every request (it refused them, or answered
+        // early): what it said, already received, is the call's outcome, not the failed write.
+      }
       return try await Self.singleResponse(Response.self, from: stream.inbound)
     }
   }
@@ -137,8 +142,10 @@ public struct RPCClient: Sendable {
             try await stream.writer.halfClose()
           } catch {
             // Once the responses are done the call is over: a request writer stopped by that
-            // is not an error. A writer that failed on its own abandons the call.
-            if Task.isCancelled { return }
+            // is not an error, nor is one stopped because the server ended the call (the
+            // responses then end with the server's status). A writer that failed on its own
+            // abandons the call.
+            if Task.isCancelled || (error as? RPCError)?.isStreamClosed == true { return }
             stream.writer.cancel(RPCError(code: .cancelled, message: "the request writer failed: \(error)"))
             throw error
           }

@@ -641,7 +641,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   fileprivate func sendMessage(_ streamID: UInt32, _ message: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>?) {
     guard let box = streams[streamID] else {
-      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      promise?.fail(RPCError.streamClosed)
       return
     }
     sendMessage(streamID, box, message, endStream: endStream, promise: promise)
@@ -699,7 +699,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   fileprivate func sendHalfClose(_ streamID: UInt32, promise: EventLoopPromise<Void>?) {
     guard let box = streams[streamID] else {
-      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      promise?.fail(RPCError.streamClosed)
       return
     }
     if !box.waitingForCredit.isEmpty, let last = box.waitingForCredit.popLast() {
@@ -721,7 +721,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   fileprivate func sendResponseHeaders(_ streamID: UInt32, _ metadata: Metadata, promise: EventLoopPromise<Void>?) {
     guard let box = streams[streamID] else {
-      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      promise?.fail(RPCError.streamClosed)
       return
     }
     do {
@@ -739,7 +739,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   fileprivate func sendFinish(_ streamID: UInt32, lastMessage: ByteBuffer?, status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?) {
     guard let box = streams[streamID] else {
-      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      promise?.fail(RPCError.streamClosed)
       return
     }
     if let lastMessage {
@@ -754,7 +754,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
 
   private func sendTrailers(_ streamID: UInt32, status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?) {
     guard let box = streams[streamID] else {
-      promise?.fail(RPCError(code: .cancelled, message: "the stream is closed"))
+      promise?.fail(RPCError.streamClosed)
       return
     }
     do {
@@ -1094,6 +1094,14 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func removeStream(_ streamID: UInt32) {
     guard let box = streams.removeValue(forKey: streamID) else { return }
     box.deadline?.cancel()
+    // Writes still waiting for credit can never be sent: the stream has ended (the peer's
+    // TRAILERS or RESET arrived while they waited). Their writers learn it now.
+    for waiting in box.waitingForCredit {
+      waiting.promise?.fail(RPCError.streamClosed)
+    }
+    box.waitingForCredit.removeAll()
+    box.pendingTrailers?.promise?.fail(RPCError.streamClosed)
+    box.pendingTrailers = nil
     let drained = connection.streamClosed()
     if !isServer { openPendingStreams() }
     if drained {

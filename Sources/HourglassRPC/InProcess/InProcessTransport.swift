@@ -83,17 +83,17 @@ struct InProcessServerWriter: ServerStreamWriter {
   let state: InProcessStreamState
 
   func writeHeaders(_ metadata: Metadata) async throws {
-    guard !state.isFinished else { throw RPCError(code: .cancelled, message: "the stream is closed") }
+    guard !state.isFinished else { throw RPCError.streamClosed }
     state.responses.yield(.headers(metadata))
   }
 
   func writeMessage(_ message: ByteBuffer) async throws {
-    guard !state.isFinished else { throw RPCError(code: .cancelled, message: "the stream is closed") }
+    guard !state.isFinished else { throw RPCError.streamClosed }
     state.responses.yield(.message(message))
   }
 
   func finish(lastMessage: ByteBuffer?, status: Status, metadata: Metadata) async throws {
-    guard state.finish() else { throw RPCError(code: .cancelled, message: "the stream is closed") }
+    guard state.finish() else { throw RPCError.streamClosed }
     if let lastMessage { state.responses.yield(.message(lastMessage)) }
     state.responses.yield(.trailers(status, metadata))
     state.responses.finish()
@@ -106,7 +106,7 @@ struct InProcessClientWriter: ClientStreamWriter {
   let state: InProcessStreamState
 
   func writeMessage(_ message: ByteBuffer, endStream: Bool) async throws {
-    guard !state.isFinished else { throw RPCError(code: .cancelled, message: "the stream is closed") }
+    guard !state.isFinished else { throw RPCError.streamClosed }
     state.requests.yield(message)
     if endStream { state.requests.finish() }
   }

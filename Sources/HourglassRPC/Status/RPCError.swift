@@ -57,3 +57,12 @@ public struct Status: Hashable, Sendable, CustomStringConvertible {
 
   public var description: String { message.isEmpty ? "\(code)" : "\(code): \(message)" }
 }
+
+extension RPCError {
+  /// What a write on a stream that has already ended throws: the peer finished or reset it, or
+  /// its connection closed. The call's outcome is then what ended it, not the write.
+  package static let streamClosed = RPCError(code: .cancelled, message: "the stream is closed")
+
+  /// Whether this is ``streamClosed``.
+  package var isStreamClosed: Bool { code == .cancelled && message == Self.streamClosed.message && cause == nil }
+}

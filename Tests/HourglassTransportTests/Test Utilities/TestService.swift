@@ -12,6 +12,10 @@ enum TestService {
   static let wait = MethodDescriptor(service: "test.Echo", method: "Wait")
   static let whoAmI = MethodDescriptor(service: "test.Echo", method: "WhoAmI")
   static let gated = MethodDescriptor(service: "test.Echo", method: "Gated")
+  /// Client streaming that answers with the first request and reads no further.
+  static let firstOnly = MethodDescriptor(service: "test.Echo", method: "FirstOnly")
+  /// A unary handler in a task that throws FAILED_PRECONDITION.
+  static let unaryFailing = MethodDescriptor(service: "test.Echo", method: "UnaryFailing")
   /// Answered on the connection's event loop: the reply says where the handler ran.
   static let onLoop = MethodDescriptor(service: "test.Echo", method: "OnLoop")
   /// Answered on the loop by throwing FAILED_PRECONDITION.
@@ -50,6 +54,13 @@ enum TestService {
         throw error
       }
       return Google_Protobuf_StringValue("never")
+    }
+    router.registerClientStreaming(firstOnly) { (requests: RPCMessages<Google_Protobuf_StringValue>, _) in
+      for try await request in requests { return request }
+      throw RPCError(code: .invalidArgument, message: "no request")
+    }
+    router.registerUnary(unaryFailing) { (_: Google_Protobuf_StringValue, _) -> Google_Protobuf_StringValue in
+      throw RPCError(code: .failedPrecondition, message: "not now")
     }
     router.registerUnary(whoAmI) { (_: Google_Protobuf_StringValue, context) in
       Google_Protobuf_StringValue(context.peer?.description ?? "anonymous")
