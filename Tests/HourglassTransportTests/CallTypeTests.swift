@@ -57,12 +57,8 @@ extension TLSLoopbackTests {
     @Test("a unary method answers a request sent after its headers", arguments: Transport.allCases)
     func unaryRequestAfterHeaders(_ transport: Transport) async throws {
       try await withClient(transport) { client, _ in
-        let reply = try await client.clientStreaming(
-          TestService.unary, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self
-        ) { writer in
-          try await writer.write(Google_Protobuf_StringValue("late"))
-        }
-        #expect(reply.value == "LATE")
+        let reply = try await client.sendStrings(TestService.unary, ["late"])
+        #expect(reply == "LATE")
       }
     }
 
@@ -70,12 +66,7 @@ extension TLSLoopbackTests {
     func unaryTwoRequests(_ transport: Transport) async throws {
       try await withClient(transport) { client, _ in
         await #expect {
-          _ = try await client.clientStreaming(
-            TestService.unary, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self
-          ) { writer in
-            try await writer.write(Google_Protobuf_StringValue("one"))
-            try await writer.write(Google_Protobuf_StringValue("two"))
-          }
+          _ = try await client.sendStrings(TestService.unary, ["one", "two"])
         } throws: { ($0 as? RPCError)?.code == .invalidArgument }
       }
     }
@@ -85,12 +76,8 @@ extension TLSLoopbackTests {
     @Test("a client-streaming call the server answers early ends with the server's answer", arguments: Transport.allCases)
     func answeredEarly(_ transport: Transport) async throws {
       try await withClient(transport) { client, _ in
-        let reply = try await client.clientStreaming(
-          TestService.firstOnly, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self
-        ) { writer in
-          for i in 0..<1_000 { try await writer.write(Google_Protobuf_StringValue("m\(i)")) }
-        }
-        #expect(reply.value == "m0")
+        let reply = try await client.sendStrings(TestService.firstOnly, (0..<1_000).map { "m\($0)" })
+        #expect(reply == "m0")
       }
     }
 

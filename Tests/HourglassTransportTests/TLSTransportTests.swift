@@ -91,12 +91,8 @@ extension TLSLoopbackTests {
       scarce.settings.initialStreamCredit = 1
       try await TestServer.with(connection: scarce) { server in
         let (client, connection) = try server.client()
-        let reply = try await client.clientStreaming(
-          TestService.firstOnly, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self
-        ) { writer in
-          for i in 0..<10 { try await writer.write(Google_Protobuf_StringValue("m\(i)")) }
-        }
-        #expect(reply.value == "m0")
+        let reply = try await client.sendStrings(TestService.firstOnly, (0..<10).map { "m\($0)" })
+        #expect(reply == "m0")
         await connection.close()
       }
     }

@@ -139,3 +139,13 @@ extension Google_Protobuf_Int64Value {
     self.value = value
   }
 }
+
+extension RPCClient {
+  /// Sends `values` as the requests of a client-streaming call of `method` (which may be a
+  /// unary method: its request then comes after its headers) and returns the reply's text.
+  func sendStrings(_ method: MethodDescriptor, _ values: [String]) async throws -> String {
+    try await clientStreaming(method, requestType: Google_Protobuf_StringValue.self, responseType: Google_Protobuf_StringValue.self) { writer in
+      for value in values { try await writer.write(Google_Protobuf_StringValue(value)) }
+    }.value
+  }
+}
