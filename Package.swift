@@ -256,6 +256,7 @@ let package = Package(
         .product(name: "NIOExtras", package: "swift-nio-extras"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        .product(name: "DequeModule", package: "swift-collections"),
       ],
       swiftSettings: strictSettings
     ),

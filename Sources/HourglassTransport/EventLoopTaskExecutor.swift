@@ -13,16 +13,20 @@ import NIOCore
 ///
 /// Unchecked: `pending` and `drainScheduled` are only touched on `loop`'s thread (checked with
 /// `inEventLoop`, or from a task the loop runs).
-final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
-  let loop: any EventLoop
+public final class EventLoopTaskExecutor: TaskExecutor, @unchecked Sendable {
+  /// The loop the jobs run on.
+  public let loop: any EventLoop
   private var pending: [UnownedJob] = []
   private var drainScheduled = false
 
-  init(loop: any EventLoop) {
+  /// An executor running its jobs on `loop`.
+  public init(loop: any EventLoop) {
     self.loop = loop
   }
 
-  func enqueue(_ job: consuming ExecutorJob) {
+  /// Runs `job` on the loop: gathered into the next batch when enqueued on the loop's own
+  /// thread, passed to `execute` otherwise.
+  public func enqueue(_ job: consuming ExecutorJob) {
     let job = UnownedJob(job)
     guard loop.inEventLoop else {
       loop.execute {

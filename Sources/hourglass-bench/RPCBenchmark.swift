@@ -92,6 +92,12 @@ struct RPCBenchmark: AsyncParsableCommand {
   )
   var placement: Placement = .cross
 
+  @Flag(
+    help:
+      "Also measure the bare echo with Swift tasks where the async API has them (a task per server answer, an awaited call per request; rows bare_tasks_tls_AxB, with their ratio to bare): what the task machinery alone costs."
+  )
+  var bareTasks = false
+
   static let method = MethodDescriptor(service: "bench.Echo", method: "Unary")
   static let loopMethod = MethodDescriptor(service: "bench.Echo", method: "UnaryOnLoop")
   static let whereMethod = MethodDescriptor(service: "bench.Echo", method: "Where")
@@ -115,7 +121,8 @@ struct RPCBenchmark: AsyncParsableCommand {
       "handlers_on": handlersOnGlobalExecutor ? "global executor" : "event loop",
       "client_tasks_on": clientTasksOnGlobalExecutor ? "global executor" : "event loop",
       "server_loops": separateServerLoops ? "separate" : "shared with the client", "shapes": self.shapes, "paths": paths.rawValue,
-      "apis": apis.rawValue, "rounds": "\(rounds)", "placement": separateServerLoops ? "separate server loops" : placement.rawValue,
+      "apis": apis.rawValue, "bare_tasks": "\(bareTasks)", "rounds": "\(rounds)",
+      "placement": separateServerLoops ? "separate server loops" : placement.rawValue,
     ]
     // Every connection's ends are placed the same way for every row (not with separate
     // server loops, which are other threads by construction).
@@ -124,6 +131,8 @@ struct RPCBenchmark: AsyncParsableCommand {
     // The ceiling: bare frames, served for the whole run.
     let bare = try await BareEcho.start(credentials: serverCredentials, replyBytes: replyBytes)
     var bareAccepts = bare.accepted.makeAsyncIterator()
+    let bareTasksServer = bareTasks ? try await BareEcho.start(credentials: serverCredentials, replyBytes: replyBytes, tasks: true) : nil
+    var bareTasksAccepts = bareTasksServer?.accepted.makeAsyncIterator()
 
     // The RPC path.
     var router = RPCRouter()
@@ -159,6 +168,18 @@ struct RPCBenchmark: AsyncParsableCommand {
           let name = "bare_tls_\(connections)x\(inFlight)"
           bareRates[name] = result.rate
           report.results.append(Self.row(result, name, round: round, of: rounds))
+          if let bareTasksServer {
+            let withTasks = try await BareEcho.load(
+              port: bareTasksServer.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes,
+              seconds: seconds, placement: self.placement, accepted: &bareTasksAccepts!, tasks: true)
+            let tasksName = "bare_tasks_tls_\(connections)x\(inFlight)"
+            var row = Self.row(withTasks, tasksName, round: round, of: rounds)
+            if result.rate > 0 {
+              row["ratio_to_bare"] = .double(withTasks.rate / result.rate)
+              perRound[tasksName, default: []].append((withTasks.rate / result.rate, withTasks.cpuMicrosPerCall))
+            }
+            report.results.append(row)
+          }
         }
         for (connections, inFlight) in shapes where paths != .bare {
           var measured: [(String, LoadResult)] = []
@@ -197,6 +218,7 @@ struct RPCBenchmark: AsyncParsableCommand {
       try await tasks.waitForAll()
     }
     try await bare.channel.close()
+    try await bareTasksServer?.channel.close()
     try await serverLoops?.shutdownGracefully()
     report.print(json: json)
   }
@@ -395,7 +417,11 @@ enum BareEcho {
 
   /// Starts the echo server; `accepted` tells the shared loop (its index in ``sharedLoops``) of
   /// every connection it accepts, in order.
-  static func start(credentials: TLSCredentials, replyBytes: Int) async throws -> (channel: any Channel, port: Int, accepted: AsyncStream<Int>) {
+  ///
+  /// With `tasks`, each request is answered from a task (``BareTaskEcho``).
+  static func start(
+    credentials: TLSCredentials, replyBytes: Int, tasks: Bool = false
+  ) async throws -> (channel: any Channel, port: Int, accepted: AsyncStream<Int>) {
     let context = try NIOSSLContext(configuration: credentials.serverConfiguration())
     let (accepted, acceptedLoops) = AsyncStream.makeStream(of: Int.self)
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -405,7 +431,11 @@ enum BareEcho {
           acceptedLoops.yield(sharedLoops.firstIndex { $0 === channel.eventLoop } ?? -1)
           try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
           try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
-          try channel.pipeline.syncOperations.addHandler(EchoHandler(replyBytes: replyBytes))
+          if tasks {
+            try channel.pipeline.syncOperations.addHandler(BareTaskEcho.EchoHandler(replyBytes: replyBytes))
+          } else {
+            try channel.pipeline.syncOperations.addHandler(EchoHandler(replyBytes: replyBytes))
+          }
         }
       }
       .bind(host: "127.0.0.1", port: 0).get()
@@ -413,11 +443,17 @@ enum BareEcho {
   }
 
   /// Loads `connections` connections placed as `placement` says; `accepted` is the server's
-  /// stream of accepted loops (``start(credentials:replyBytes:)``).
+  /// stream of accepted loops (``start(credentials:replyBytes:tasks:)``). With `tasks`, each
+  /// call is awaited by one of `inFlight` tasks per connection (``BareTaskEcho``).
   static func load(
     port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, placement: Placement,
-    accepted: inout AsyncStream<Int>.Iterator
+    accepted: inout AsyncStream<Int>.Iterator, tasks: Bool = false
   ) async throws -> LoadResult {
+    if tasks {
+      return try await loadWithTasks(
+        port: port, credentials: credentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
+        placement: placement, accepted: &accepted)
+    }
     let sslContext = try NIOSSLContext(configuration: credentials.clientConfiguration())
     let start = ContinuousClock.now
     let cpuAtStart = processCPUSeconds()
@@ -455,6 +491,65 @@ enum BareEcho {
     let cpu = processCPUSeconds() - cpuAtStart
     for channel in channels { try? await channel.close() }
     return LoadResult(latencies: all, elapsed: elapsed, cpuSeconds: cpu)
+  }
+}
+
+extension BareEcho {
+  /// ``load(port:credentials:connections:inFlight:requestBytes:seconds:placement:accepted:tasks:)``
+  /// with awaited calls: `inFlight` tasks per connection, each preferring its connection's loop.
+  static func loadWithTasks(
+    port: Int, credentials: TLSCredentials, connections: Int, inFlight: Int, requestBytes: Int, seconds: Double, placement: Placement,
+    accepted: inout AsyncStream<Int>.Iterator
+  ) async throws -> LoadResult {
+    let sslContext = try NIOSSLContext(configuration: credentials.clientConfiguration())
+    var opened: [(channel: any Channel, handler: BareTaskEcho.CallHandler)] = []
+    for index in 0..<connections {
+      let channel = try await placedConnection(index, placement) { loop in
+        let channel = try await ClientBootstrap(group: loop)
+          .channelOption(.socketOption(.tcp_nodelay), value: 1)
+          .channelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture {
+              try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
+              try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
+              try channel.pipeline.syncOperations.addHandler(BareTaskEcho.CallHandler(requestBytes: requestBytes))
+            }
+          }
+          .connect(host: "127.0.0.1", port: port).get()
+        return (channel, await accepted.next())
+      } discard: { channel in
+        try? await channel.close()
+      }
+      let handler = try await channel.eventLoop.submit {
+        try channel.pipeline.syncOperations.handler(type: BareTaskEcho.CallHandler.self)
+      }.get()
+      opened.append((channel, handler))
+    }
+    let start = ContinuousClock.now
+    let cpuAtStart = processCPUSeconds()
+    let end = start + .milliseconds(Int64(seconds * 1000))
+    let latencies = await withTaskGroup(of: [Duration].self) { calls in
+      for (channel, handler) in opened {
+        let executor = EventLoopTaskExecutor(loop: channel.eventLoop)
+        for _ in 0..<inFlight {
+          calls.addTask(executorPreference: executor) {
+            var samples: [Duration] = []
+            samples.reserveCapacity(100_000)
+            while ContinuousClock.now < end {
+              let t0 = ContinuousClock.now
+              await handler.call()
+              samples.append(ContinuousClock.now - t0)
+            }
+            return samples
+          }
+        }
+      }
+      var all: [Duration] = []
+      for await samples in calls { all += samples }
+      return all
+    }
+    let result = LoadResult(latencies: latencies, elapsed: ContinuousClock.now - start, cpuSeconds: processCPUSeconds() - cpuAtStart)
+    for (channel, _) in opened { try? await channel.close() }
+    return result
   }
 }
 
