@@ -34,10 +34,7 @@ enum BareTaskEcho {
 
     private func reply() {
       guard let context else { return }
-      var reply = context.channel.allocator.buffer(capacity: replyBytes + 4)
-      reply.writeInteger(UInt32(replyBytes))
-      reply.writeRepeatingByte(0x2A, count: replyBytes)
-      context.write(wrapOutboundOut(reply), promise: nil)
+      context.write(wrapOutboundOut(BareEcho.frame(bytes: replyBytes, fill: 0x2A, allocator: context.channel.allocator)), promise: nil)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -57,10 +54,7 @@ enum BareTaskEcho {
     private var flushScheduled = false
 
     init(requestBytes: Int) {
-      var request = ByteBuffer()
-      request.writeInteger(UInt32(requestBytes))
-      request.writeRepeatingByte(0x11, count: requestBytes)
-      self.request = request
+      self.request = BareEcho.frame(bytes: requestBytes, fill: 0x11)
     }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }

@@ -349,10 +349,7 @@ enum BareEcho {
     let replyBytes: Int
     init(replyBytes: Int) { self.replyBytes = replyBytes }
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-      var reply = context.channel.allocator.buffer(capacity: replyBytes + 4)
-      reply.writeInteger(UInt32(replyBytes))
-      reply.writeRepeatingByte(0x2A, count: replyBytes)
-      context.write(wrapOutboundOut(reply), promise: nil)
+      context.write(wrapOutboundOut(BareEcho.frame(bytes: replyBytes, fill: 0x2A, allocator: context.channel.allocator)), promise: nil)
     }
     func channelReadComplete(context: ChannelHandlerContext) {
       context.flush()
@@ -373,10 +370,7 @@ enum BareEcho {
     var finished = false
 
     init(requestBytes: Int, inFlight: Int, end: NIODeadline, done: EventLoopPromise<[Duration]>) {
-      var request = ByteBuffer()
-      request.writeInteger(UInt32(requestBytes))
-      request.writeRepeatingByte(0x11, count: requestBytes)
-      self.request = request
+      self.request = BareEcho.frame(bytes: requestBytes, fill: 0x11)
       self.inFlight = inFlight
       self.end = end
       self.done = done
@@ -462,20 +456,8 @@ enum BareEcho {
     var channels: [any Channel] = []
     for index in 0..<connections {
       let done = sharedLoops[placement.loops(ofConnection: index).client].makePromise(of: [Duration].self)
-      let channel = try await placedConnection(index, placement) { loop in
-        let channel = try await ClientBootstrap(group: loop)
-          .channelOption(.socketOption(.tcp_nodelay), value: 1)
-          .channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture {
-              try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
-              try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
-              try channel.pipeline.syncOperations.addHandler(LoadHandler(requestBytes: requestBytes, inFlight: inFlight, end: end, done: done))
-            }
-          }
-          .connect(host: "127.0.0.1", port: port).get()
-        return (channel, await accepted.next())
-      } discard: { channel in
-        try? await channel.close()
+      let channel = try await connect(index, placement, port: port, sslContext: sslContext, accepted: &accepted) {
+        LoadHandler(requestBytes: requestBytes, inFlight: inFlight, end: end, done: done)
       }
       try await channel.eventLoop.submit {
         let handler = try channel.pipeline.syncOperations.handler(type: LoadHandler.self)
@@ -495,6 +477,37 @@ enum BareEcho {
 }
 
 extension BareEcho {
+  /// Opens connection `index` to the echo on `port`, placed as `placement` says, its frames
+  /// handled by the handler `last` makes (on the connection's loop).
+  static func connect(
+    _ index: Int, _ placement: Placement, port: Int, sslContext: NIOSSLContext, accepted: inout AsyncStream<Int>.Iterator,
+    last: @escaping @Sendable () -> any ChannelHandler
+  ) async throws -> any Channel {
+    try await placedConnection(index, placement) { loop in
+      let channel = try await ClientBootstrap(group: loop)
+        .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        .channelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
+            try channel.pipeline.syncOperations.addHandler(last())
+          }
+        }
+        .connect(host: "127.0.0.1", port: port).get()
+      return (channel, await accepted.next())
+    } discard: { channel in
+      try? await channel.close()
+    }
+  }
+
+  /// One length-prefixed frame of `bytes` bytes of `fill`.
+  static func frame(bytes: Int, fill: UInt8, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer {
+    var frame = allocator.buffer(capacity: bytes + 4)
+    frame.writeInteger(UInt32(bytes))
+    frame.writeRepeatingByte(fill, count: bytes)
+    return frame
+  }
+
   /// ``load(port:credentials:connections:inFlight:requestBytes:seconds:placement:accepted:tasks:)``
   /// with awaited calls: `inFlight` tasks per connection, each preferring its connection's loop.
   static func loadWithTasks(
@@ -504,20 +517,8 @@ extension BareEcho {
     let sslContext = try NIOSSLContext(configuration: credentials.clientConfiguration())
     var opened: [(channel: any Channel, handler: BareTaskEcho.CallHandler)] = []
     for index in 0..<connections {
-      let channel = try await placedConnection(index, placement) { loop in
-        let channel = try await ClientBootstrap(group: loop)
-          .channelOption(.socketOption(.tcp_nodelay), value: 1)
-          .channelInitializer { channel in
-            channel.eventLoop.makeCompletedFuture {
-              try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: nil))
-              try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthFieldBasedFrameDecoder(lengthFieldLength: .four)))
-              try channel.pipeline.syncOperations.addHandler(BareTaskEcho.CallHandler(requestBytes: requestBytes))
-            }
-          }
-          .connect(host: "127.0.0.1", port: port).get()
-        return (channel, await accepted.next())
-      } discard: { channel in
-        try? await channel.close()
+      let channel = try await connect(index, placement, port: port, sslContext: sslContext, accepted: &accepted) {
+        BareTaskEcho.CallHandler(requestBytes: requestBytes)
       }
       let handler = try await channel.eventLoop.submit {
         try channel.pipeline.syncOperations.handler(type: BareTaskEcho.CallHandler.self)

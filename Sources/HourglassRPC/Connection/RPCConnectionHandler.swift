@@ -1096,12 +1096,14 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     box.deadline?.cancel()
     // Writes still waiting for credit can never be sent: the stream has ended (the peer's
     // TRAILERS or RESET arrived while they waited). Their writers learn it now.
-    for waiting in box.waitingForCredit {
-      waiting.promise?.fail(RPCError.streamClosed)
+    if !box.waitingForCredit.isEmpty || box.pendingTrailers != nil {
+      for waiting in box.waitingForCredit {
+        waiting.promise?.fail(RPCError.streamClosed)
+      }
+      box.waitingForCredit.removeAll()
+      box.pendingTrailers?.promise?.fail(RPCError.streamClosed)
+      box.pendingTrailers = nil
     }
-    box.waitingForCredit.removeAll()
-    box.pendingTrailers?.promise?.fail(RPCError.streamClosed)
-    box.pendingTrailers = nil
     let drained = connection.streamClosed()
     if !isServer { openPendingStreams() }
     if drained {

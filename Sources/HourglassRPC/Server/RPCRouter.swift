@@ -46,14 +46,10 @@ public struct RPCRouter: Sendable {
     ) -> Route {
       let handler: Handler = { stream, context in
         let ending: UnaryEnding
-        if let only = stream.inbound.singleElement {
-          ending = await unary(only, context)
-        } else {
-          do {
-            ending = await unary(try await RPCRouter.singleMessage(from: stream.inbound), context)
-          } catch {
-            ending = UnaryEnding(error, context)
-          }
+        do {
+          ending = await unary(try await RPCRouter.singleMessage(from: stream.inbound), context)
+        } catch {
+          ending = UnaryEnding(error, context)
         }
         await ending.send(on: stream.writer)
       }

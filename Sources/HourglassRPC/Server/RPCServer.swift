@@ -62,10 +62,7 @@ public struct RPCServer: Sendable {
       // A unary call with its request: the handler gets the request and the context, not a
       // stream, and the call ends through its recorder directly.
       run = {
-        let ending = await unary(request, call.context)
-        if !call.finishWithoutWaiting(lastMessage: ending.last, status: ending.status, metadata: ending.metadata) {
-          try? await call.finish(lastMessage: ending.last, status: ending.status, metadata: ending.metadata)
-        }
+        await unary(request, call.context).send(on: call)
         core.end(call)
         whenDone?()
       }
