@@ -51,10 +51,7 @@ public struct RPCServer: Sendable {
     let call = core.begin(stream)
     // A handler that runs on the loop, called on the loop with its request at hand: no task.
     if onLoop, let runOnLoop = call.route.onLoop, let request = call.incoming.inbound.singleElement {
-      // The context is made once and lent to the handler: each copy of it would retain its
-      // every part.
-      let context = call.context
-      runOnLoop(request, context, LoopAnswer(core: core, call: call, whenDone: whenDone))
+      runOnLoop(request, call.context, LoopAnswer(core: core, call: call, whenDone: whenDone))
       return nil
     }
     let run: @concurrent @Sendable () async -> Void
@@ -232,15 +229,12 @@ final class RecordingWriter: CallAnnotations, ServerStreamWriter, @unchecked Sen
   func handlerArguments() -> (RPCServerStream, ServerContext) {
     var stream = incoming
     stream.writer = self
-    return (stream, context(of: incoming))
+    return (stream, context)
   }
 
-  /// The handler's context (with this object as its annotations).
-  var context: ServerContext { context(of: incoming) }
-
-  private func context(of stream: RPCServerStream) -> ServerContext {
-    ServerContext(method: stream.head.method, metadata: stream.head.metadata, peer: stream.peer, timeout: stream.head.timeout, annotations: self)
-  }
+  /// The handler's context: this object, which it reads its values from and which is its
+  /// annotations.
+  var context: ServerContext { ServerContext(source: self) }
 
   /// The status the handler ended the call with, if it did.
   var status: Status? { value.withLock { $0.status } }
@@ -253,7 +247,7 @@ final class RecordingWriter: CallAnnotations, ServerStreamWriter, @unchecked Sen
       return !state.reported
     }
     guard first else { return }
-    interceptor(incoming, context(of: incoming), status, ContinuousClock.now - start)
+    interceptor(incoming, context, status, ContinuousClock.now - start)
   }
 
   func writeHeaders(_ metadata: Metadata) async throws { try await incoming.writer.writeHeaders(metadata) }
@@ -283,4 +277,12 @@ final class RecordingWriter: CallAnnotations, ServerStreamWriter, @unchecked Sen
     // handler answered after being cancelled.
     report(RPCServer.status(ending: incoming.termination.reason) ?? status)
   }
+}
+
+extension RecordingWriter: ServerContextSource {
+  var callMethod: String { incoming.head.method }
+  var callMetadata: Metadata { incoming.head.metadata }
+  var callPeer: PeerIdentity? { incoming.peer }
+  var callTimeout: Duration? { incoming.head.timeout }
+  var callAnnotations: CallAnnotations { self }
 }

@@ -2,32 +2,59 @@ import Logging
 import Synchronization
 
 /// What a server handler knows about its call besides the request.
+///
+/// A context is one reference to where its values are kept (for a served call, the server's
+/// per-call recorder, which holds the stream they come from): copying one, as every handler
+/// that answers later does, retains one object rather than each of its five parts.
 public struct ServerContext: Sendable {
+  private let source: any ServerContextSource
+
   /// The method called.
-  public var method: String
+  public var method: String { source.callMethod }
   /// Request metadata.
-  public var metadata: Metadata
+  public var metadata: Metadata { source.callMetadata }
   /// The authenticated caller, when the transport has one.
-  public var peer: PeerIdentity?
+  public var peer: PeerIdentity? { source.callPeer }
   /// The time the client allows, measured from when the server received the call.
-  public var timeout: Duration?
+  public var timeout: Duration? { source.callTimeout }
   /// What the handler learned about the call (the task it concerns, why it failed), added to
   /// the call's log line and visible to the server's `onCallFinished` hook.
-  public let annotations: CallAnnotations
+  public var annotations: CallAnnotations { source.callAnnotations }
 
-  /// Creates a context.
+  /// Creates a context with its own, empty annotations.
   public init(method: String, metadata: Metadata, peer: PeerIdentity?, timeout: Duration?) {
-    self.init(method: method, metadata: metadata, peer: peer, timeout: timeout, annotations: CallAnnotations())
+    self.source = StoredServerContext(method: method, metadata: metadata, peer: peer, timeout: timeout, annotations: CallAnnotations())
   }
 
-  /// Creates a context whose annotations are `annotations` (the server's per-call recorder,
-  /// which is one, so that a call allocates one object for both).
+  /// Creates a context that reads its values from `source` (the server's per-call recorder).
+  init(source: any ServerContextSource) {
+    self.source = source
+  }
+}
+
+/// Where a ``ServerContext`` reads its values. A class, so that a context is one reference.
+protocol ServerContextSource: AnyObject, Sendable {
+  var callMethod: String { get }
+  var callMetadata: Metadata { get }
+  var callPeer: PeerIdentity? { get }
+  var callTimeout: Duration? { get }
+  var callAnnotations: CallAnnotations { get }
+}
+
+/// The values of a context made by its public initializer.
+private final class StoredServerContext: ServerContextSource {
+  let callMethod: String
+  let callMetadata: Metadata
+  let callPeer: PeerIdentity?
+  let callTimeout: Duration?
+  let callAnnotations: CallAnnotations
+
   init(method: String, metadata: Metadata, peer: PeerIdentity?, timeout: Duration?, annotations: CallAnnotations) {
-    self.method = method
-    self.metadata = metadata
-    self.peer = peer
-    self.timeout = timeout
-    self.annotations = annotations
+    self.callMethod = method
+    self.callMetadata = metadata
+    self.callPeer = peer
+    self.callTimeout = timeout
+    self.callAnnotations = annotations
   }
 }
 

@@ -99,8 +99,8 @@ struct UnaryEnding: Sendable {
 /// Unchecked: `annotations` is a constant and `answered` is atomic.
 @usableFromInline
 class UnaryAnswer: @unchecked Sendable {
-  /// The call's annotations, where a failure's cause is noted. (Not the whole context: each
-  /// copy of a context retains its every part, and an answer needs only this one.)
+  /// The call's annotations, where a failure's cause is noted (all an answer needs of its
+  /// context).
   @usableFromInline let annotations: CallAnnotations
   private let answered = Atomic<Bool>(false)
 
