@@ -387,7 +387,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       requests = RPCInbound(queue, creditReturn: makeCreditReturn(frame.streamID))
     }
     // The box is also the stream's termination signal: one object per call.
-    let box = StreamBox(machine: machine, serverInbound: inbound)
+    let box = StreamBox(machine: consume machine, serverInbound: inbound)
     streams[frame.streamID] = box
     idleTimer?.cancel()
     let timeout: Duration? = wire.timeoutMicros == 0 ? nil : .microseconds(Int64(clamping: wire.timeoutMicros))
@@ -397,11 +397,10 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         serverDeadlineExpired(streamID)
       }
     }
-    let head = RequestHead(method: wire.method, metadata: wire.metadata, timeout: timeout)
     let stream = RPCServerStream(
-      head: head,
+      head: RequestHead(method: wire.method, metadata: wire.metadata, timeout: timeout),
       peer: peer,
-      inbound: requests,
+      inbound: consume requests,
       writer: NIOStreamWriter(core: streamWriterCore!, streamID: frame.streamID),
       termination: box
     )
@@ -415,7 +414,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   /// Decodes a request's HEADERS; the payload of the previous one is remembered, since a
   /// client calling one method over and over sends the same bytes every time.
   private func decodeRequestHeaders(_ payload: ByteBuffer) throws(ProtocolViolation) -> DecodedRequestHeaders {
-    if let last = lastRequestHeaders, last.payload == payload { return last.decoded }
+    // Compared in place: binding the remembered pair to a name copies (retains) its parts.
+    if lastRequestHeaders?.payload == payload, let decoded = lastRequestHeaders?.decoded { return decoded }
     let wire: WireRequestHeaders = try decode(payload, "HEADERS")
     let decoded = DecodedRequestHeaders(method: wire.method, metadata: Metadata(wire: wire.metadata), timeoutMicros: wire.timeoutMicros)
     if payload.readableBytes <= 256 {
@@ -1467,16 +1467,18 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
   func complete(status: consuming Status, trailers: consuming Metadata) {
     // The call is over: its headers and message move into the response rather than being
     // copied (each copy retains every part).
-    var headers = Metadata()
-    swap(&headers, &self.headers)
-    let response = UnaryResponse(headers: headers, message: message.take(), status: status, trailers: trailers)
     // Not through `finish`: a success needs none of its failure handling, and a `Result` that
     // is matched there is copied, the response with it.
     guard claimEnding() else { return }
+    var headers = Metadata()
+    swap(&headers, &self.headers)
+    let message = self.message.take()
+    // The response is made where it is handed over: one bound to a name first was copied
+    // there (four retains), `consume` or not.
     if let continuation = continuation.take() {
-      continuation.resume(returning: consume response)
+      continuation.resume(returning: UnaryResponse(headers: headers, message: message, status: status, trailers: trailers))
     } else if let completion = completion.take() {
-      completion(.success(consume response))
+      completion(.success(UnaryResponse(headers: headers, message: message, status: status, trailers: trailers)))
     }
   }
 
