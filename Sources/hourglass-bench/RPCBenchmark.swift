@@ -94,7 +94,7 @@ struct RPCBenchmark: AsyncParsableCommand {
 
   @Flag(
     help:
-      "Also measure the bare echo with Swift tasks where the async API has them (a task per server answer, an awaited call per request; rows bare_tasks_tls_AxB, with their ratio to bare): what the task machinery alone costs."
+      "Also measure the bare echo with Swift tasks where the async API has them (a task per server answer, an awaited call per request; rows bare_tasks_tls_AxB, with their ratio to bare): what the task machinery alone costs; async-API rows then also give their ratio to it (ratio_to_bare_tasks)."
   )
   var bareTasks = false
 
@@ -159,8 +159,12 @@ struct RPCBenchmark: AsyncParsableCommand {
       let port = try await tls.localAddress().port!
       // Per RPC row: each round's ratio to that round's bare rate, and CPU per call.
       var perRound: [String: [(ratio: Double, cpu: Double?)]] = [:]
+      // Per async-API row, with --bare-tasks: each round's ratio to the bare echo with tasks,
+      // the ceiling for a path that pays for the same tasks.
+      var perRoundWithTasks: [String: [Double]] = [:]
       for round in 1...rounds {
         var bareRates: [String: Double] = [:]
+        var bareTasksRates: [String: Double] = [:]
         for (connections, inFlight) in shapes where paths != .rpc {
           let result = try await BareEcho.load(
             port: bare.port, credentials: clientCredentials, connections: connections, inFlight: inFlight, requestBytes: requestBytes, seconds: seconds,
@@ -174,6 +178,7 @@ struct RPCBenchmark: AsyncParsableCommand {
               seconds: seconds, placement: self.placement, accepted: &bareTasksAccepts!, tasks: true)
             let tasksName = "bare_tasks_tls_\(connections)x\(inFlight)"
             var row = Self.row(withTasks, tasksName, round: round, of: rounds)
+            bareTasksRates["\(connections)x\(inFlight)"] = withTasks.rate
             if result.rate > 0 {
               row["ratio_to_bare"] = .double(withTasks.rate / result.rate)
               perRound[tasksName, default: []].append((withTasks.rate / result.rate, withTasks.cpuMicrosPerCall))
@@ -183,13 +188,14 @@ struct RPCBenchmark: AsyncParsableCommand {
         }
         for (connections, inFlight) in shapes where paths != .bare {
           var measured: [(String, LoadResult)] = []
+          let asyncName = "rpc_tls_\(connections)x\(inFlight)"
           if apis != .loop {
             let result = try await Self.rpcLoad(
               port: port, credentials: clientCredentials, connections: connections, placement: placement, inFlight: inFlight, requestBytes: requestBytes,
               seconds: seconds,
               tasksOnLoop: clientTasksOnLoop, logger: logger
             )
-            measured.append(("rpc_tls_\(connections)x\(inFlight)", result))
+            measured.append((asyncName, result))
           }
           if apis != .async {
             let result = try await Self.loopLoad(
@@ -205,13 +211,17 @@ struct RPCBenchmark: AsyncParsableCommand {
               row["ratio_to_bare"] = .double(result.rate / ceiling)
               perRound[name, default: []].append((result.rate / ceiling, result.cpuMicrosPerCall))
             }
+            if name == asyncName, let withTasks = bareTasksRates["\(connections)x\(inFlight)"], withTasks > 0 {
+              row["ratio_to_bare_tasks"] = .double(result.rate / withTasks)
+              perRoundWithTasks[name, default: []].append(result.rate / withTasks)
+            }
             report.results.append(row)
           }
         }
       }
       if rounds > 1 {
         for (name, values) in perRound.sorted(by: { $0.key < $1.key }) {
-          report.results.append(Self.summary(name, values))
+          report.results.append(Self.summary(name, values, ratiosToBareTasks: perRoundWithTasks[name] ?? []))
         }
       }
       await group.triggerGracefulShutdown()
@@ -231,8 +241,9 @@ struct RPCBenchmark: AsyncParsableCommand {
   }
 
   /// The rounds of one RPC row: the median, lowest and highest ratio to the same round's bare
-  /// rate, and the median CPU per call.
-  static func summary(_ name: String, _ values: [(ratio: Double, cpu: Double?)]) -> [String: BenchmarkValue] {
+  /// rate, the median CPU per call, and (for the async API with --bare-tasks) the median ratio
+  /// to the bare echo with tasks.
+  static func summary(_ name: String, _ values: [(ratio: Double, cpu: Double?)], ratiosToBareTasks: [Double] = []) -> [String: BenchmarkValue] {
     let ratios = values.map(\.ratio).sorted()
     var row: [String: BenchmarkValue] = [
       "name": .string(name + "_summary"), "rounds": .int(values.count),
@@ -240,6 +251,7 @@ struct RPCBenchmark: AsyncParsableCommand {
     ]
     let cpu = values.compactMap(\.cpu).sorted()
     if !cpu.isEmpty { row["cpu_us_per_call_median"] = .double(median(cpu)) }
+    if !ratiosToBareTasks.isEmpty { row["ratio_to_bare_tasks_median"] = .double(median(ratiosToBareTasks.sorted())) }
     return row
   }
 

@@ -77,9 +77,10 @@ struct TaskService: Sendable {
       tokenUser = user
     }
     let caller: String
-    switch context.peer?.role {
+    let peer = context.peer
+    switch peer?.role {
     case "user":
-      caller = context.peer!.name
+      caller = peer!.name
       if let tokenUser, tokenUser != caller {
         throw RPCError(code: .unauthenticated, message: "the bearer token and the certificate name different users")
       }
