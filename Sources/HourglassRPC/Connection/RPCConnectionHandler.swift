@@ -1465,11 +1465,11 @@ fileprivate final class UnaryCall: StreamBox, @unchecked Sendable {
   }
 
   func complete(status: consuming Status, trailers: consuming Metadata) {
-    // The call is over: its headers and message move into the response rather than being
-    // copied (each copy retains every part).
     // Not through `finish`: a success needs none of its failure handling, and a `Result` that
     // is matched there is copied, the response with it.
     guard claimEnding() else { return }
+    // The call is over: its headers and message move into the response rather than being
+    // copied (each copy retains every part).
     var headers = Metadata()
     swap(&headers, &self.headers)
     let message = self.message.take()
