@@ -142,7 +142,9 @@ struct CClientInteropTests {
     defer { fixture.remove() }
     try await InteropServer.with(router: FakeTaskService().router(), credentials: fixture.pki.serverCredentials) { port in
       let result = await onThread { () -> (Int32, Int32, String, Double, Int32, Int32) in
-        let (client, status) = connect(port: port, files: fixture.files, callTimeoutMs: 300)
+        // Every call of this client has the deadline, the later List too: long enough for that
+        // one to finish on a loaded machine (300 ms was not, once, in a full parallel run).
+        let (client, status) = connect(port: port, files: fixture.files, callTimeoutMs: 2_000)
         guard let client else { return (-1, -1, message(status), 0, -1, -1) }
         defer { hg_close(client) }
         let start = Date()
@@ -153,7 +155,7 @@ struct CClientInteropTests {
       }
       #expect(result.0 == Self.code(HG_DEADLINE_EXCEEDED), "\(result.2)")
       #expect(result.1 == Self.code(HG_LOCAL_DEADLINE) || result.1 == Self.code(HG_LOCAL_NONE))
-      #expect(result.3 >= 0.25 && result.3 < 3, "took \(result.3) s")
+      #expect(result.3 >= 1.95 && result.3 < 10, "took \(result.3) s")
       #expect(result.4 == 0, "a later call on the same connection")
       #expect(result.5 == 1)
     }

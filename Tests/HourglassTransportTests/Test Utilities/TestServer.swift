@@ -13,7 +13,9 @@ struct TestServer {
 
   static func with<T: Sendable>(
     connection: RPCConnectionHandler.Configuration = .defaults,
-    handshakeTimeout: TimeAmount = .seconds(5),
+    // Generous: a full parallel run starts several PostgreSQL servers at once, and on a slow
+    // 2-core machine a handshake then took over 5 s. No test here waits for this deadline.
+    handshakeTimeout: TimeAmount = .seconds(60),
     drainTimeout: TimeAmount = .seconds(2),
     credentials: TLSCredentials = TestPKI.serverCredentials,
     _ body: (TestServer) async throws -> T
@@ -45,7 +47,7 @@ struct TestServer {
     var logger = Logger(label: "test.client")
     logger.logLevel = .warning
     let transport = try RPCTLSConnection(
-      configuration: .init(host: "127.0.0.1", port: port, credentials: credentials, connection: connection, connectTimeout: .seconds(5)),
+      configuration: .init(host: "127.0.0.1", port: port, credentials: credentials, connection: connection, connectTimeout: .seconds(60)),
       logger: logger
     )
     return (RPCClient(transport: transport), transport)
