@@ -157,9 +157,7 @@ extension TLSLoopbackTests {
 
     @Test("a callback call refused by a draining server is retried once on a fresh connection, then fails UNAVAILABLE")
     func callbackDuringDrain() async throws {
-      // The drain ends when the test lets the gated call finish; its timeout only has to outlast
-      // the polling below on a loaded machine (2 s did not, once, in a full parallel run).
-      try await TestServer.with(drainTimeout: .seconds(60)) { server in
+      try await TestServer.with { server in
         let (client, connection) = try server.client()
         let inFlight = await server.gatedCallDuringDrain(client)
         // Once the GOAWAY has arrived, a call fails before its stream opens; the connection

@@ -23,7 +23,7 @@ public struct ServerContext: Sendable {
 
   /// Creates a context with its own, empty annotations.
   public init(method: String, metadata: Metadata, peer: PeerIdentity?, timeout: Duration?) {
-    self.source = StoredServerContext(method: method, metadata: metadata, peer: peer, timeout: timeout, annotations: CallAnnotations())
+    self.source = StoredServerContext(method: method, metadata: metadata, peer: peer, timeout: timeout)
   }
 
   /// Creates a context that reads its values from `source` (the server's per-call recorder).
@@ -41,20 +41,19 @@ protocol ServerContextSource: AnyObject, Sendable {
   var callAnnotations: CallAnnotations { get }
 }
 
-/// The values of a context made by its public initializer.
+/// The values of a context made by its public initializer, with annotations of its own.
 private final class StoredServerContext: ServerContextSource {
   let callMethod: String
   let callMetadata: Metadata
   let callPeer: PeerIdentity?
   let callTimeout: Duration?
-  let callAnnotations: CallAnnotations
+  let callAnnotations = CallAnnotations()
 
-  init(method: String, metadata: Metadata, peer: PeerIdentity?, timeout: Duration?, annotations: CallAnnotations) {
+  init(method: String, metadata: Metadata, peer: PeerIdentity?, timeout: Duration?) {
     self.callMethod = method
     self.callMetadata = metadata
     self.callPeer = peer
     self.callTimeout = timeout
-    self.callAnnotations = annotations
   }
 }
 

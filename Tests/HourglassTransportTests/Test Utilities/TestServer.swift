@@ -13,10 +13,12 @@ struct TestServer {
 
   static func with<T: Sendable>(
     connection: RPCConnectionHandler.Configuration = .defaults,
-    // Generous: a full parallel run starts several PostgreSQL servers at once, and on a slow
-    // 2-core machine a handshake then took over 5 s. No test here waits for this deadline.
+    // Both generous: a full parallel run starts several PostgreSQL servers at once, and on a
+    // slow 2-core machine a handshake took over 5 s there, and a test polling during a drain
+    // outlasted a 2 s drain. No test here waits for either deadline: a drain ends when its
+    // calls do.
     handshakeTimeout: TimeAmount = .seconds(60),
-    drainTimeout: TimeAmount = .seconds(2),
+    drainTimeout: TimeAmount = .seconds(60),
     credentials: TLSCredentials = TestPKI.serverCredentials,
     _ body: (TestServer) async throws -> T
   ) async throws -> T {
