@@ -13,6 +13,12 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   public var skewBoundMicros: Int64
   /// How far ahead of now the due queue is filled from the store.
   public var loadAheadMicros: Int64
+  /// How long before its due time a run may be leased. Its grant tells the executor to start it
+  /// when it is due (`LeaseGrant.start_after`, counted from receipt on the executor's monotonic
+  /// clock), so the lease transaction, its sync and the push happen before the due time instead
+  /// of after it. 0 leases runs only once due. A run leased ahead counts as started (Delete
+  /// answers FAILED_PRECONDITION for it; its lease and timeout count from the grant).
+  public var leaseAheadMicros: Int64
   /// At start-up, how far back overdue runs are looked for (downtime longer than this is not
   /// caught up).
   public var backlogLookBackMicros: Int64
@@ -79,6 +85,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       heartbeatIntervalMicros: 5_000_000,
       skewBoundMicros: 500_000,
       loadAheadMicros: 60_000_000,
+      leaseAheadMicros: 5_000,
       backlogLookBackMicros: 24 * 3_600_000_000,
       recoveryIntervalMicros: 1_000_000,
       loadBatch: 10_000,
@@ -113,6 +120,9 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     try positive(partitionLeaseMicros, "partition_lease")
     try positive(clusterSweepMicros, "cluster_sweep")
     guard skewBoundMicros >= 0 else { throw ConfigurationError(field: "skew_bound", reason: "must not be negative") }
+    guard leaseAheadMicros >= 0, leaseAheadMicros < loadAheadMicros / 2, leaseAheadMicros < leaseDurationMicros / 2 else {
+      throw ConfigurationError(field: "lease_ahead", reason: "must be at least 0 and under half the load-ahead and half the lease duration")
+    }
     guard heartbeatIntervalMicros < leaseDurationMicros else {
       throw ConfigurationError(field: "heartbeat_interval", reason: "must be shorter than the lease duration")
     }

@@ -461,22 +461,73 @@ extension Executor {
         timeout: grant.hasTimeout ? Duration(grant.timeout.seconds, grant.timeout.nanos) : nil
       )
       let sink = self.sink
-      logger.info(
-        "run starting",
-        metadata: [
-          "hourglass.run_id": "\(key.runID)", "hourglass.task_id": "\(grant.taskID)", "hourglass.fence": "\(key.fence)",
-          "hourglass.operator": "\(grant.operator)",
-        ])
-      metrics.runsStarted.increment()
-      if let outcome = op.immediateOutcome(request) {
-        // Done already (noop): no task for it; the loop takes the result next.
-        sink.yield(.runFinished(key, outcome))
+      let (logger, metrics, clock) = (self.logger, self.metrics, self.clock)
+      let operatorName = grant.operator
+      let startAfter = grant.hasStartAfter ? Duration(grant.startAfter.seconds, grant.startAfter.nanos) : .zero
+      guard startAfter > .zero else {
+        if let outcome = RunStart.begin(key, op, request, operatorName: operatorName, logger: logger, metrics: metrics) {
+          // Done already (noop): no task for it; the loop takes the result next.
+          sink.yield(.runFinished(key, outcome))
+          return
+        }
+        group.addTask {
+          let outcome = await op.run(request, cancellation: cancellation)
+          sink.yield(.runFinished(key, outcome))
+        }
         return
       }
       group.addTask {
-        let outcome = await op.run(request, cancellation: cancellation)
+        // Leased ahead of its due time: held until then on the monotonic clock, unless the run
+        // is stopped first (cancelled, its lease lost), in which case it never starts.
+        if let reason = await RunStart.hold(for: startAfter, on: clock, unless: cancellation) {
+          let now = Date()
+          sink.yield(
+            .runFinished(key, RunOutcome(status: reason.outcomeStatus, error: "stopped before it started: \(reason)", started: now, finished: now)))
+          return
+        }
+        let outcome: RunOutcome
+        if let immediate = RunStart.begin(key, op, request, operatorName: operatorName, logger: logger, metrics: metrics) {
+          outcome = immediate
+        } else {
+          outcome = await op.run(request, cancellation: cancellation)
+        }
         sink.yield(.runFinished(key, outcome))
       }
+    }
+  }
+}
+
+/// How the executor starts a run it was granted.
+enum RunStart {
+  /// Notes the run's start; returns the outcome of an operator that has it at once (noop), nil
+  /// for one that must be run.
+  static func begin(
+    _ key: RunKey, _ op: any Operator, _ request: RunRequest, operatorName: String, logger: Logger, metrics: ExecutorMetrics
+  )
+    -> RunOutcome?
+  {
+    logger.info(
+      "run starting",
+      metadata: [
+        "hourglass.run_id": "\(key.runID)", "hourglass.task_id": "\(request.taskID)", "hourglass.fence": "\(key.fence)",
+        "hourglass.operator": "\(operatorName)",
+      ])
+    metrics.runsStarted.increment()
+    return op.immediateOutcome(request)
+  }
+
+  /// Waits `delay` on `clock`; returns the reason if `cancellation` fires first (or with it).
+  static func hold<C: Clock>(for delay: Duration, on clock: C, unless cancellation: RunCancellation) async -> RunStopReason?
+  where C.Duration == Duration {
+    await withTaskGroup(of: RunStopReason?.self) { group in
+      group.addTask {
+        try? await clock.sleep(for: delay)
+        return nil
+      }
+      group.addTask { await cancellation.wait() }
+      let first = await group.next() ?? nil
+      group.cancelAll()
+      return first ?? cancellation.reason
     }
   }
 }

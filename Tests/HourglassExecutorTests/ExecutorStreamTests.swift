@@ -53,7 +53,7 @@ struct ExecutorStreamTests {
 
   static func lease(
     runID: String = "run-1", fence: UInt64 = 7, operator name: String = "exec", script: String = "", arguments: [String] = [],
-    timeout: Duration? = nil, leaseDuration: Duration = .seconds(30)
+    timeout: Duration? = nil, leaseDuration: Duration = .seconds(30), startAfter: Duration? = nil
   ) -> Hourglass_V1_CoordinatorMessage {
     .with {
       $0.lease = .with {
@@ -68,6 +68,7 @@ struct ExecutorStreamTests {
         $0.blobSha256 = ExecOperator.digest(of: Array(script.utf8))
         $0.arguments = arguments
         if let timeout { $0.timeout.seconds = timeout.components.seconds }
+        if let startAfter { $0.startAfter.seconds = startAfter.components.seconds }
       }
     }
   }
@@ -141,6 +142,48 @@ struct ExecutorStreamTests {
       #expect(result.result.fence == 7)
       for pid in pids { #expect(!isAlive(pid), "process \(pid) outlived the timeout") }
       #expect(try await connection.receive().credit.credits == 1)
+    }
+  }
+
+  @Test("a lease granted ahead of its due time is held on the monotonic clock until then, and then runs")
+  func leaseAheadIsHeldUntilDue() async throws {
+    try await withExecutor { harness in
+      let (connection, _, _) = try await harness.coordinator.accept()
+      connection.send(Self.lease(operator: "noop", startAfter: .seconds(2)))
+      // The hold is a sleeper due in 2 s (nothing else the executor arms is that close).
+      await harness.clock.waitForSleeper(dueWithin: .seconds(2))
+      harness.clock.advance(by: .milliseconds(1_900))
+      // Still held: the same sleeper, now 100 ms away.
+      await harness.clock.waitForSleeper(dueWithin: .milliseconds(100))
+      harness.clock.advance(by: .milliseconds(100))
+      let result = try await connection.receive()
+      #expect(result.result.runID == "run-1")
+      #expect(result.result.outcome == .succeeded)
+      #expect(try await connection.receive().credit.credits == 1)
+    }
+  }
+
+  @Test("a run cancelled while it is held for its due time never starts and is reported CANCELLED")
+  func cancelWhileHeld() async throws {
+    try await withExecutor { harness in
+      let (connection, _, _) = try await harness.coordinator.accept()
+      let marker = harness.scratch.path + "/started"
+      connection.send(Self.lease(script: "#!/bin/sh\ntouch \"$1\"\n", arguments: [marker], startAfter: .seconds(10)))
+      await harness.clock.waitForSleeper(dueWithin: .seconds(10))
+      connection.send(
+        .with {
+          $0.cancel = .with {
+            $0.runID = "run-1"; $0.fence = 7; $0.reason = "deleted by its owner"
+          }
+        })
+      let result = try await connection.receive()
+      #expect(result.result.outcome == .cancelled)
+      #expect(result.result.error.contains("stopped before it started"))
+      #expect(result.result.error.contains("deleted by its owner"))
+      #expect(try await connection.receive().credit.credits == 1)
+      // Its due time passes: it still never runs.
+      harness.clock.advance(by: .seconds(10))
+      #expect(!FileManager.default.fileExists(atPath: marker))
     }
   }
 

@@ -481,13 +481,14 @@ actor Dispatcher {
           logger.error("loading due runs failed; retrying", metadata: ["hourglass.error": "\(error)"])
         }
       }
-      queue.promote(now: clock.nowMicros())
+      // Runs due within the lease-ahead go out now; their grants say when to start.
+      queue.promote(now: clock.nowMicros() + configuration.leaseAheadMicros)
       publishQueue()
       let sent = await dispatchReady()
       // Sleep until the next run is due, the window needs loading, or something changes (new
       // run, credits).
       var wakeAt = loadedUntil - configuration.loadAheadMicros / 2
-      if queue.readyCount == 0, let next = queue.nextDueMicros { wakeAt = min(wakeAt, next) }
+      if queue.readyCount == 0, let next = queue.nextDueMicros { wakeAt = min(wakeAt, next - configuration.leaseAheadMicros) }
       if sent > 0, queue.readyCount > 0, pool.totalCredits > 0 { continue }
       await sleep(untilMicros: wakeAt)
     }
@@ -720,7 +721,7 @@ actor Dispatcher {
           // Overlap allowed: the next run is queued now, while this one runs.
           enqueue(taskID: pick.task.id, scheduledMicros: next, dueMicros: next, priority: pick.task.priority)
         }
-        guard let message = await grantMessage(lease, of: pick.task) else {
+        guard let message = await grantMessage(lease, of: pick.task, dueMicros: pick.entry.dueMicros) else {
           // Not sent (its blob could not be read): the executor still counts the credit.
           pool.refund(session: pick.session)
           publishFreeSlots(pick.session)
@@ -812,9 +813,9 @@ actor Dispatcher {
   /// message-size limit); a grant with a larger blob goes alone.
   static var batchBytes: Int { 1 << 20 }
 
-  /// The `LeaseGrant` for a lease; nil (logged) if the task's blob cannot be read, in which case
-  /// the lease runs out in the store and is recovered.
-  private func grantMessage(_ lease: Lease, of task: TaskRecord) async -> Hourglass_V1_CoordinatorMessage? {
+  /// The `LeaseGrant` for a lease of a run due at `dueMicros`; nil (logged) if the task's blob
+  /// cannot be read, in which case the lease runs out in the store and is recovered.
+  private func grantMessage(_ lease: Lease, of task: TaskRecord, dueMicros: Int64) async -> Hourglass_V1_CoordinatorMessage? {
     var grant = Hourglass_V1_LeaseGrant()
     grant.runID = lease.runID.description
     grant.taskID = task.id.description
@@ -825,6 +826,9 @@ actor Dispatcher {
     grant.operator = task.operatorName
     grant.arguments = task.arguments
     grant.timeout = ProtoTime.duration(task.timeoutMicros)
+    // Leased ahead of its due time: the executor holds it until then.
+    let early = dueMicros - clock.nowMicros()
+    if early > 0 { grant.startAfter = ProtoTime.duration(early) }
     if let digest = task.blobDigest {
       do {
         grant.blob = Data(try await blob(digest))

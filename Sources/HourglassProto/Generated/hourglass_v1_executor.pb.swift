@@ -578,6 +578,19 @@ public nonisolated struct Hourglass_V1_LeaseGrant: Sendable {
   /// Clears the value of `timeout`. Subsequent reads from it will return its default value.
   public mutating func clearTimeout() {self._timeout = nil}
 
+  /// How long after receipt to start the run, counted on the executor's monotonic clock. A
+  /// coordinator that leases runs a little ahead of their due time (its `lease_ahead`) sends the
+  /// time left until then, so that the run starts when it is due, never before. Absent or zero:
+  /// start at once. The lease, its renewals and the run's timeout count from receipt as ever.
+  public var startAfter: SwiftProtobuf.Google_Protobuf_Duration {
+    get {_startAfter ?? SwiftProtobuf.Google_Protobuf_Duration()}
+    set {_startAfter = newValue}
+  }
+  /// Returns true if `startAfter` has been explicitly set.
+  public var hasStartAfter: Bool {self._startAfter != nil}
+  /// Clears the value of `startAfter`. Subsequent reads from it will return its default value.
+  public mutating func clearStartAfter() {self._startAfter = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -585,6 +598,7 @@ public nonisolated struct Hourglass_V1_LeaseGrant: Sendable {
   fileprivate var _scheduledAt: SwiftProtobuf.Google_Protobuf_Timestamp? = nil
   fileprivate var _leaseDuration: SwiftProtobuf.Google_Protobuf_Duration? = nil
   fileprivate var _timeout: SwiftProtobuf.Google_Protobuf_Duration? = nil
+  fileprivate var _startAfter: SwiftProtobuf.Google_Protobuf_Duration? = nil
 }
 
 /// Leases pushed together (each one counts against the executor's credits as a `LeaseGrant`
@@ -1540,7 +1554,7 @@ nonisolated extension Hourglass_V1_HeartbeatAck: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Hourglass_V1_LeaseGrant: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".LeaseGrant"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{3}task_id\0\u{3}scheduled_at\0\u{1}attempt\0\u{1}fence\0\u{3}lease_duration\0\u{1}operator\0\u{1}blob\0\u{3}blob_sha256\0\u{1}arguments\0\u{1}timeout\0\u{c}\u{c}\u{9}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}run_id\0\u{3}task_id\0\u{3}scheduled_at\0\u{1}attempt\0\u{1}fence\0\u{3}lease_duration\0\u{1}operator\0\u{1}blob\0\u{3}blob_sha256\0\u{1}arguments\0\u{1}timeout\0\u{4}\u{a}start_after\0\u{c}\u{c}\u{9}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1559,6 +1573,7 @@ nonisolated extension Hourglass_V1_LeaseGrant: SwiftProtobuf.Message, SwiftProto
       case 9: try { try decoder.decodeSingularStringField(value: &self.blobSha256) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.arguments) }()
       case 11: try { try decoder.decodeSingularMessageField(value: &self._timeout) }()
+      case 21: try { try decoder.decodeSingularMessageField(value: &self._startAfter) }()
       default: break
       }
     }
@@ -1602,6 +1617,9 @@ nonisolated extension Hourglass_V1_LeaseGrant: SwiftProtobuf.Message, SwiftProto
     try { if let v = self._timeout {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
     } }()
+    try { if let v = self._startAfter {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1617,6 +1635,7 @@ nonisolated extension Hourglass_V1_LeaseGrant: SwiftProtobuf.Message, SwiftProto
     if lhs.blobSha256 != rhs.blobSha256 {return false}
     if lhs.arguments != rhs.arguments {return false}
     if lhs._timeout != rhs._timeout {return false}
+    if lhs._startAfter != rhs._startAfter {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -52,6 +52,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
   @Option(
     help: """
+      How far ahead of its due time a run may be leased, in milliseconds; the executor holds it \
+      until it is due, so the lease's commit and push are not part of its lateness. 0 leases runs \
+      only once due.
+      """)
+  var leaseAheadMs: Double = 5
+
+  @Option(
+    help: """
       How long a finished task (completed, or dead after its last attempt) is kept, in hours from \
       its last run; then it and its runs are purged. 0 keeps finished tasks for ever.
       """)
@@ -110,6 +118,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     }
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
+    configuration.leaseAheadMicros = Int64(leaseAheadMs * 1000)
     configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Self.micros(hours: runHistoryRetentionHours)
     configuration.finishedTaskRetentionMicros = finishedTaskRetentionHours == 0 ? nil : Self.micros(hours: finishedTaskRetentionHours)
     configuration.deletedTaskRetentionMicros = Self.micros(hours: deletedTaskRetentionHours)

@@ -1875,7 +1875,7 @@ const ProtobufCMessageDescriptor hourglass__v1__heartbeat_ack__descriptor =
   (ProtobufCMessageInit) hourglass__v1__heartbeat_ack__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor hourglass__v1__lease_grant__field_descriptors[11] =
+static const ProtobufCFieldDescriptor hourglass__v1__lease_grant__field_descriptors[12] =
 {
   {
     "run_id",
@@ -2009,6 +2009,18 @@ static const ProtobufCFieldDescriptor hourglass__v1__lease_grant__field_descript
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "start_after",
+    21,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Hourglass__V1__LeaseGrant, start_after),
+    &google__protobuf__duration__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned hourglass__v1__lease_grant__field_indices_by_name[] = {
   9,   /* field[9] = arguments */
@@ -2020,13 +2032,15 @@ static const unsigned hourglass__v1__lease_grant__field_indices_by_name[] = {
   6,   /* field[6] = operator */
   0,   /* field[0] = run_id */
   2,   /* field[2] = scheduled_at */
+  11,   /* field[11] = start_after */
   1,   /* field[1] = task_id */
   10,   /* field[10] = timeout */
 };
-static const ProtobufCIntRange hourglass__v1__lease_grant__number_ranges[1 + 1] =
+static const ProtobufCIntRange hourglass__v1__lease_grant__number_ranges[2 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 21, 11 },
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor hourglass__v1__lease_grant__descriptor =
 {
@@ -2036,10 +2050,10 @@ const ProtobufCMessageDescriptor hourglass__v1__lease_grant__descriptor =
   "Hourglass__V1__LeaseGrant",
   "hourglass.v1",
   sizeof(Hourglass__V1__LeaseGrant),
-  11,
+  12,
   hourglass__v1__lease_grant__field_descriptors,
   hourglass__v1__lease_grant__field_indices_by_name,
-  1,  hourglass__v1__lease_grant__number_ranges,
+  2,  hourglass__v1__lease_grant__number_ranges,
   (ProtobufCMessageInit) hourglass__v1__lease_grant__init,
   NULL,NULL,NULL    /* reserved[123] */
 };

@@ -377,10 +377,17 @@ struct  Hourglass__V1__LeaseGrant
   size_t n_arguments;
   char **arguments;
   Google__Protobuf__Duration *timeout;
+  /*
+   * How long after receipt to start the run, counted on the executor's monotonic clock. A
+   * coordinator that leases runs a little ahead of their due time (its `lease_ahead`) sends the
+   * time left until then, so that the run starts when it is due, never before. Absent or zero:
+   * start at once. The lease, its renewals and the run's timeout count from receipt as ever.
+   */
+  Google__Protobuf__Duration *start_after;
 };
 #define HOURGLASS__V1__LEASE_GRANT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&hourglass__v1__lease_grant__descriptor) \
-    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, 0, NULL, (char *)protobuf_c_empty_string, {0,NULL}, (char *)protobuf_c_empty_string, 0,NULL, NULL }
+    , (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string, NULL, 0, 0, NULL, (char *)protobuf_c_empty_string, {0,NULL}, (char *)protobuf_c_empty_string, 0,NULL, NULL, NULL }
 
 
 /*
