@@ -10,7 +10,10 @@ for the writer, execute, commit and sync, resume the caller); and for the slowes
 default the slowest 2%) the mean of each step of their own path: due -> lease transaction
 queued, its wait, execution, commit, resumption, then resumed -> executor start. A run is
 matched to the last lease transaction that resumed before it started (the trace does not name
-the transaction; with one lease transaction in flight at a time the match is exact). Checkpoint
+the transaction). That match is exact when runs are leased once due (`--lease-ahead-us 0`; the
+dispatcher has one lease transaction in flight). With the coordinator's lease-ahead a run held
+until its due time matches a later transaction than its own, so its steps are not its own:
+read the lateness percentiles then, and the steps only with `--lease-ahead-us 0`. Checkpoint
 passes and the two probes' late wake-ups (a thread and a task sleeping 1 ms at a time) are
 summarised beside them.
 

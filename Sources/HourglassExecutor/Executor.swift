@@ -170,7 +170,14 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             case .timersDue(let sleeper):
               // Every timer due now, earliest first; timers they arm wait for the next wake.
               var fired: [ExecutorStateMachine<C.Instant>.Action] = []
-              for timer in shell.takeDueTimers(sleeper: sleeper, now: now) { fired += machine.timerFired(timer, now: now) }
+              for timer in shell.takeDueTimers(sleeper: sleeper, now: now) {
+                if case .start(let key) = timer {
+                  // A run held for its due time: the shell's own timer.
+                  shell.startHeld(key, group: &group)
+                } else {
+                  fired += machine.timerFired(timer, now: now)
+                }
+              }
               actions = fired
             case .runFinished(let key, let outcome):
               shell.runEnded(key)
@@ -259,6 +266,8 @@ extension Executor {
     private var sleeper: (id: UInt64, deadline: C.Instant, task: Task<Void, Never>)?
     private var nextSleeper: UInt64 = 0
     private var cancellations: [RunKey: RunCancellation] = [:]
+    /// Runs leased ahead of their due time, each waiting for its `.start` timer.
+    private var held: [RunKey: Hourglass_V1_LeaseGrant] = [:]
 
     init(
       transports: [any ClientTransport], discovery: CoordinatorDiscovery?, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger,
@@ -342,7 +351,7 @@ extension Executor {
           startRun(key, grant, group: &group)
         case .stopRun(let key, let reason):
           if reason == .leaseExpired { metrics.selfFenced.increment() }
-          cancellations[key]?.cancel(reason)
+          stopRun(key, reason)
         case .schedule(let timer, let instant):
           schedule(timer, at: instant)
         case .cancelTimer(let timer):
@@ -377,6 +386,7 @@ extension Executor {
     func tearDown(group: inout DiscardingTaskGroup) {
       for coordinator in discovered { release(coordinator, group: &group) }
       timers.removeAll()
+      held.removeAll()
       sleeper?.task.cancel()
       sleeper = nil
       for stream in streams.values {
@@ -445,7 +455,37 @@ extension Executor {
       streams[connection] = (queue, task)
     }
 
+    /// Starts a granted run, or holds it until its due time when it was leased ahead
+    /// (`LeaseGrant.start_after`): a timer of the shell's own, on the monotonic clock.
     private func startRun(_ key: RunKey, _ grant: Hourglass_V1_LeaseGrant, group: inout DiscardingTaskGroup) {
+      let startAfter = grant.hasStartAfter ? Duration(grant.startAfter.seconds, grant.startAfter.nanos) : .zero
+      guard startAfter > .zero else {
+        launch(key, grant, group: &group)
+        return
+      }
+      held[key] = grant
+      schedule(.start(key), at: clock.now.advanced(by: startAfter))
+    }
+
+    /// The held run `key` is due: it starts now (unless it was stopped meanwhile).
+    func startHeld(_ key: RunKey, group: inout DiscardingTaskGroup) {
+      guard let grant = held.removeValue(forKey: key) else { return }
+      launch(key, grant, group: &group)
+    }
+
+    /// Stops a run: one that is running is told to stop; one held for its due time never starts
+    /// and is reported stopped at once.
+    private func stopRun(_ key: RunKey, _ reason: RunStopReason) {
+      guard held.removeValue(forKey: key) != nil else {
+        cancellations[key]?.cancel(reason)
+        return
+      }
+      timers.cancel(.start(key))
+      let now = Date()
+      sink.yield(.runFinished(key, RunOutcome(status: reason.outcomeStatus, error: "stopped before it started: \(reason)", started: now, finished: now)))
+    }
+
+    private func launch(_ key: RunKey, _ grant: Hourglass_V1_LeaseGrant, group: inout DiscardingTaskGroup) {
       guard let op = operators[grant.operator] else { return }
       let cancellation = RunCancellation()
       cancellations[key] = cancellation
@@ -461,73 +501,22 @@ extension Executor {
         timeout: grant.hasTimeout ? Duration(grant.timeout.seconds, grant.timeout.nanos) : nil
       )
       let sink = self.sink
-      let (logger, metrics, clock) = (self.logger, self.metrics, self.clock)
-      let operatorName = grant.operator
-      let startAfter = grant.hasStartAfter ? Duration(grant.startAfter.seconds, grant.startAfter.nanos) : .zero
-      guard startAfter > .zero else {
-        if let outcome = RunStart.begin(key, op, request, operatorName: operatorName, logger: logger, metrics: metrics) {
-          // Done already (noop): no task for it; the loop takes the result next.
-          sink.yield(.runFinished(key, outcome))
-          return
-        }
-        group.addTask {
-          let outcome = await op.run(request, cancellation: cancellation)
-          sink.yield(.runFinished(key, outcome))
-        }
+      logger.info(
+        "run starting",
+        metadata: [
+          "hourglass.run_id": "\(key.runID)", "hourglass.task_id": "\(grant.taskID)", "hourglass.fence": "\(key.fence)",
+          "hourglass.operator": "\(grant.operator)",
+        ])
+      metrics.runsStarted.increment()
+      if let outcome = op.immediateOutcome(request) {
+        // Done already (noop): no task for it; the loop takes the result next.
+        sink.yield(.runFinished(key, outcome))
         return
       }
       group.addTask {
-        // Leased ahead of its due time: held until then on the monotonic clock, unless the run
-        // is stopped first (cancelled, its lease lost), in which case it never starts.
-        if let reason = await RunStart.hold(for: startAfter, on: clock, unless: cancellation) {
-          let now = Date()
-          sink.yield(
-            .runFinished(key, RunOutcome(status: reason.outcomeStatus, error: "stopped before it started: \(reason)", started: now, finished: now)))
-          return
-        }
-        let outcome: RunOutcome
-        if let immediate = RunStart.begin(key, op, request, operatorName: operatorName, logger: logger, metrics: metrics) {
-          outcome = immediate
-        } else {
-          outcome = await op.run(request, cancellation: cancellation)
-        }
+        let outcome = await op.run(request, cancellation: cancellation)
         sink.yield(.runFinished(key, outcome))
       }
-    }
-  }
-}
-
-/// How the executor starts a run it was granted.
-enum RunStart {
-  /// Notes the run's start; returns the outcome of an operator that has it at once (noop), nil
-  /// for one that must be run.
-  static func begin(
-    _ key: RunKey, _ op: any Operator, _ request: RunRequest, operatorName: String, logger: Logger, metrics: ExecutorMetrics
-  )
-    -> RunOutcome?
-  {
-    logger.info(
-      "run starting",
-      metadata: [
-        "hourglass.run_id": "\(key.runID)", "hourglass.task_id": "\(request.taskID)", "hourglass.fence": "\(key.fence)",
-        "hourglass.operator": "\(operatorName)",
-      ])
-    metrics.runsStarted.increment()
-    return op.immediateOutcome(request)
-  }
-
-  /// Waits `delay` on `clock`; returns the reason if `cancellation` fires first (or with it).
-  static func hold<C: Clock>(for delay: Duration, on clock: C, unless cancellation: RunCancellation) async -> RunStopReason?
-  where C.Duration == Duration {
-    await withTaskGroup(of: RunStopReason?.self) { group in
-      group.addTask {
-        try? await clock.sleep(for: delay)
-        return nil
-      }
-      group.addTask { await cancellation.wait() }
-      let first = await group.next() ?? nil
-      group.cancelAll()
-      return first ?? cancellation.reason
     }
   }
 }

@@ -65,6 +65,12 @@ struct DispatchBenchmark: AsyncParsableCommand {
   @Option(help: "Least microseconds between two result transactions (the coordinator's resultSpacingMicros; its default when absent).")
   var resultSpacingUs: Int?
 
+  @Option(
+    help:
+      "How far ahead of its due time a run may be leased, in microseconds (the coordinator's leaseAheadMicros; its default when absent; 0 leases runs only once due)."
+  )
+  var leaseAheadUs: Int?
+
   @Option(help: "WAL pages appended between checkpoints (the SQLite store's walAutocheckpointPages; its default when absent).")
   var walCheckpointPages: Int?
 
@@ -209,6 +215,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
     configuration.loadAheadMicros = 4_000_000
     if let resultBatch { configuration.resultBatch = resultBatch }
     if let resultSpacingUs { configuration.resultSpacingMicros = Int64(resultSpacingUs) }
+    if let leaseAheadUs { configuration.leaseAheadMicros = Int64(leaseAheadUs) }
     let running = try stores.enumerated().map { index, store in
       var configuration = configuration
       configuration.coordinatorID = "bench-coordinator-\(index)"

@@ -31,6 +31,9 @@ enum ExecutorTimer: Hashable, Sendable {
   case renewal(RunKey)
   case leaseExpiry(RunKey)
   case timeout(RunKey)
+  /// A run leased ahead of its due time starts (the shell holds such runs; see
+  /// `LeaseGrant.start_after`).
+  case start(RunKey)
 }
 
 /// The executor's bookkeeping, without I/O: one link per coordinator it connects to, the slots
@@ -459,6 +462,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
           .stopRun(key, .leaseExpired),
         ]
       }
+
+    case .start:
+      // The shell's own: it starts the held run.
+      return []
 
     case .timeout(let key):
       guard var run = runs[key], case .running = run.phase else { return [] }
