@@ -488,7 +488,9 @@ actor Dispatcher {
       // Sleep until the next run is due, the window needs loading, or something changes (new
       // run, credits).
       var wakeAt = loadedUntil - configuration.loadAheadMicros / 2
-      if queue.readyCount == 0, let next = queue.nextDueMicros { wakeAt = min(wakeAt, next - configuration.leaseAheadMicros) }
+      // With a lease-ahead, wake when the next run is half of it away: each pass then leases
+      // what comes due over half the lease-ahead, in one transaction, still ahead of its time.
+      if queue.readyCount == 0, let next = queue.nextDueMicros { wakeAt = min(wakeAt, next - configuration.leaseAheadMicros / 2) }
       if sent > 0, queue.readyCount > 0, pool.totalCredits > 0 { continue }
       await sleep(untilMicros: wakeAt)
     }
