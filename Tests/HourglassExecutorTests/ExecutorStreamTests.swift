@@ -73,6 +73,15 @@ struct ExecutorStreamTests {
     }
   }
 
+  /// `CancelRun` for the run `lease()` grants by default, as its owner's delete sends it.
+  static let cancelRun1: Hourglass_V1_CoordinatorMessage = .with {
+    $0.cancel = .with {
+      $0.runID = "run-1"
+      $0.fence = 7
+      $0.reason = "deleted by its owner"
+    }
+  }
+
   static func pids(_ text: String) -> [pid_t] {
     text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { pid_t($0) }
   }
@@ -170,12 +179,7 @@ struct ExecutorStreamTests {
       let marker = harness.scratch.path + "/started"
       connection.send(Self.lease(script: "#!/bin/sh\ntouch \"$1\"\n", arguments: [marker], startAfter: .seconds(10)))
       await harness.clock.waitForSleeper(dueWithin: .seconds(10))
-      connection.send(
-        .with {
-          $0.cancel = .with {
-            $0.runID = "run-1"; $0.fence = 7; $0.reason = "deleted by its owner"
-          }
-        })
+      connection.send(Self.cancelRun1)
       let result = try await connection.receive()
       #expect(result.result.outcome == .cancelled)
       #expect(result.result.error.contains("stopped before it started"))
@@ -194,12 +198,7 @@ struct ExecutorStreamTests {
       let fifo = try harness.scratch.fifo("pids")
       connection.send(Self.lease(script: "#!/bin/sh\necho $$ > \"$1\"\nexec sleep 1000\n", arguments: [fifo]))
       let pid = try #require(Self.pids(await readFIFO(fifo)).first)
-      connection.send(
-        .with {
-          $0.cancel = .with {
-            $0.runID = "run-1"; $0.fence = 7; $0.reason = "deleted by its owner"
-          }
-        })
+      connection.send(Self.cancelRun1)
       let result = try await connection.receive()
       #expect(result.result.outcome == .cancelled)
       #expect(result.result.error.contains("deleted by its owner"))
