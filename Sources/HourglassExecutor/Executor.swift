@@ -170,14 +170,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             case .timersDue(let sleeper):
               // Every timer due now, earliest first; timers they arm wait for the next wake.
               var fired: [ExecutorStateMachine<C.Instant>.Action] = []
-              for timer in shell.takeDueTimers(sleeper: sleeper, now: now) {
-                if case .start(let key) = timer {
-                  // A run held for its due time: the shell's own timer.
-                  shell.startHeld(key, group: &group)
-                } else {
-                  fired += machine.timerFired(timer, now: now)
-                }
-              }
+              for timer in shell.takeDueTimers(sleeper: sleeper, now: now, group: &group) { fired += machine.timerFired(timer, now: now) }
               actions = fired
             case .runFinished(let key, let outcome):
               shell.runEnded(key)
@@ -283,11 +276,18 @@ extension Executor {
       self.metrics = metrics
     }
 
-    /// The timers due at `now`, disarmed, earliest first; called when sleeper `id` woke.
-    func takeDueTimers(sleeper id: UInt64, now: C.Instant) -> [ExecutorTimer] {
+    /// The state machine's timers due at `now`, disarmed, earliest first; called when sleeper
+    /// `id` woke. The shell's own (`.start`: a held run is due) are carried out here.
+    func takeDueTimers(sleeper id: UInt64, now: C.Instant, group: inout DiscardingTaskGroup) -> [ExecutorTimer] {
       if sleeper?.id == id { sleeper = nil }
       var due: [ExecutorTimer] = []
-      while let timer = timers.popDue(now: now) { due.append(timer) }
+      while let timer = timers.popDue(now: now) {
+        if case .start(let key) = timer {
+          startHeld(key, group: &group)
+        } else {
+          due.append(timer)
+        }
+      }
       return due
     }
 
@@ -468,7 +468,7 @@ extension Executor {
     }
 
     /// The held run `key` is due: it starts now (unless it was stopped meanwhile).
-    func startHeld(_ key: RunKey, group: inout DiscardingTaskGroup) {
+    private func startHeld(_ key: RunKey, group: inout DiscardingTaskGroup) {
       guard let grant = held.removeValue(forKey: key) else { return }
       launch(key, grant, group: &group)
     }

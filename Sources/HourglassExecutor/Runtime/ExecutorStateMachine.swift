@@ -464,7 +464,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       }
 
     case .start:
-      // The shell's own: it starts the held run.
+      // The shell's own: it starts the held run and never hands this timer here.
       return []
 
     case .timeout(let key):
