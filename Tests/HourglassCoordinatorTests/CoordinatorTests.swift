@@ -246,6 +246,42 @@ struct CoordinatorTests {
     }
   }
 
+  @Test("times and durations out of their protobuf range are refused with the field, and the coordinator stays up")
+  func outOfRangeTimes() async throws {
+    try await Harness.with { harness in
+      let rpc = harness.client("alice").rpc
+      let schedule = MethodDescriptor(service: "hourglass.v1.TaskService", method: "Schedule")
+      var base = Hourglass_V1_ScheduleRequest()
+      base.taskBlob = Data([1])
+      base.schedule.cron = .with { $0.expression = "* * * * *" }
+      let cases: [(String, (inout Hourglass_V1_ScheduleRequest) -> Void)] = [
+        ("timeout", { $0.timeout.seconds = .max }),
+        ("schedule.once.instant", { $0.schedule.once = .with { $0.instant.seconds = .min } }),
+        ("schedule.interval.every", { $0.schedule.interval = .with { $0.every.seconds = .max } }),
+        ("schedule.not_after", { $0.schedule.notAfter.seconds = .max }),
+        (
+          "schedule.jitter",
+          {
+            $0.schedule.jitter.nanos = -5; $0.schedule.jitter.seconds = 1
+          }
+        ),
+        ("retry.max_backoff", { $0.retry.maxBackoff.seconds = .min }),
+      ]
+      for (field, mutate) in cases {
+        var request = base
+        mutate(&request)
+        await #expect {
+          let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(schedule, request: request)
+        } throws: { error in
+          guard let error = error as? RPCError else { return false }
+          return error.code == .invalidArgument && error.message.hasPrefix(field + ":")
+        }
+      }
+      // Still serving.
+      let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(schedule, request: base)
+    }
+  }
+
   @Test("batches: leases due together go out in one LeaseGrantBatch; a RunResultBatch is recorded and answered by one ResultAckBatch, each result fenced")
   func batches() async throws {
     try await Harness.with { harness in

@@ -19,7 +19,7 @@ enum ScheduleConversion {
     case .once(let once):
       switch once.at {
       case .instant(let instant):
-        kind = .once(.instant(ProtoTime.micros(instant)))
+        kind = .once(.instant(try micros(instant, field: "schedule.once.instant")))
       case .localDateTime(let text):
         switch try RFC3339.parse(text, field: "schedule.once.local_date_time") {
         case .instant(let micros): kind = .once(.instant(micros))
@@ -31,8 +31,8 @@ enum ScheduleConversion {
     case .cron(let cron):
       kind = .cron(cron.expression)
     case .interval(let interval):
-      let every = ProtoTime.micros(interval.every)
-      kind = .interval(every: every, anchor: interval.hasAnchor ? ProtoTime.micros(interval.anchor) : 0)
+      let every = try micros(interval.every, field: "schedule.interval.every")
+      kind = .interval(every: every, anchor: interval.hasAnchor ? try micros(interval.anchor, field: "schedule.interval.anchor") : 0)
     case nil:
       throw ScheduleValidationError(field: "schedule", reason: "one of once, cron or interval is required")
     }
@@ -55,10 +55,10 @@ enum ScheduleConversion {
     let spec = ScheduleSpec(
       kind,
       timeZone: zone,
-      start: wire.hasNotBefore ? ProtoTime.micros(wire.notBefore) : nil,
-      end: wire.hasNotAfter ? ProtoTime.micros(wire.notAfter) : nil,
+      start: wire.hasNotBefore ? try micros(wire.notBefore, field: "schedule.not_before") : nil,
+      end: wire.hasNotAfter ? try micros(wire.notAfter, field: "schedule.not_after") : nil,
       maxRuns: maxRuns,
-      jitter: wire.hasJitter ? ProtoTime.micros(wire.jitter) : 0,
+      jitter: wire.hasJitter ? try micros(wire.jitter, field: "schedule.jitter") : 0,
       dst: dst,
       misfire: misfire,
       overlap: wire.overlap == .allow ? .allow : .skip
@@ -76,12 +76,30 @@ enum ScheduleConversion {
     }
     return try RetryPolicy(
       maxAttempts: wire.maxAttempts == 0 ? defaults.maxAttempts : Int(wire.maxAttempts),
-      initialBackoff: wire.hasInitialBackoff ? ProtoTime.micros(wire.initialBackoff) : defaults.initialBackoff,
+      initialBackoff: wire.hasInitialBackoff ? try micros(wire.initialBackoff, field: "retry.initial_backoff") : defaults.initialBackoff,
       multiplier: wire.multiplier == 0 ? defaults.multiplier : wire.multiplier,
-      maxBackoff: wire.hasMaxBackoff ? ProtoTime.micros(wire.maxBackoff) : defaults.maxBackoff,
+      maxBackoff: wire.hasMaxBackoff ? try micros(wire.maxBackoff, field: "retry.max_backoff") : defaults.maxBackoff,
       jitter: wire.jitter,
       attemptTimeout: timeoutMicros
     )
+  }
+
+  /// A client's timestamp in microseconds, refused (naming `field`) unless it is a valid one:
+  /// years 1–9999, nanos 0–999,999,999.
+  static func micros(_ timestamp: Google_Protobuf_Timestamp, field: String) throws(ScheduleValidationError) -> Int64 {
+    guard let micros = ProtoTime.checkedMicros(timestamp) else {
+      throw ScheduleValidationError(field: field, reason: "not a valid timestamp (years 1-9999, nanos 0-999999999)")
+    }
+    return micros
+  }
+
+  /// A client's duration in microseconds, refused (naming `field`) unless it is a valid one:
+  /// within ±10,000 years, nanos of the seconds' sign.
+  static func micros(_ duration: Google_Protobuf_Duration, field: String) throws(ScheduleValidationError) -> Int64 {
+    guard let micros = ProtoTime.checkedMicros(duration) else {
+      throw ScheduleValidationError(field: field, reason: "not a valid duration (within ±10000 years, nanos of the seconds' sign)")
+    }
+    return micros
   }
 
   /// The domain spec back to the wire, for Get and List.

@@ -183,7 +183,12 @@ struct TaskService: Sendable {
     guard request.hasSchedule else {
       throw RPCError(code: .invalidArgument, message: "schedule: required")
     }
-    let timeout = request.hasTimeout ? ProtoTime.micros(request.timeout) : configuration.defaultTimeoutMicros
+    let timeout: Int64
+    do {
+      timeout = request.hasTimeout ? try ScheduleConversion.micros(request.timeout, field: "timeout") : configuration.defaultTimeoutMicros
+    } catch {
+      throw error.rpcError
+    }
     guard timeout > 0 else { throw RPCError(code: .invalidArgument, message: "timeout: must be positive") }
     let spec: ScheduleSpec
     let retry: RetryPolicy
