@@ -170,7 +170,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             case .timersDue(let sleeper):
               // Every timer due now, earliest first; timers they arm wait for the next wake.
               var fired: [ExecutorStateMachine<C.Instant>.Action] = []
-              for timer in shell.takeDueTimers(sleeper: sleeper, now: now, group: &group) { fired += machine.timerFired(timer, now: now) }
+              for timer in shell.takeDueTimers(sleeper: sleeper, now: now) { fired += machine.timerFired(timer, now: now) }
               actions = fired
             case .runFinished(let key, let outcome):
               shell.runEnded(key)
@@ -261,6 +261,8 @@ extension Executor {
     private var cancellations: [RunKey: RunCancellation] = [:]
     /// Runs leased ahead of their due time, each waiting for its `.start` timer.
     private var held: [RunKey: Hourglass_V1_LeaseGrant] = [:]
+    /// Held runs whose `.start` timer fired, started at the end of the next `perform`.
+    private var dueStarts: [RunKey] = []
 
     init(
       transports: [any ClientTransport], discovery: CoordinatorDiscovery?, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger,
@@ -277,13 +279,15 @@ extension Executor {
     }
 
     /// The state machine's timers due at `now`, disarmed, earliest first; called when sleeper
-    /// `id` woke. The shell's own (`.start`: a held run is due) are carried out here.
-    func takeDueTimers(sleeper id: UInt64, now: C.Instant, group: inout DiscardingTaskGroup) -> [ExecutorTimer] {
+    /// `id` woke. The shell's own (`.start`: a held run is due) are kept for the end of the next
+    /// ``perform(_:group:)``, after the actions of the machine's timers that fell due in the
+    /// same wake: a run whose lease or timeout ran out meanwhile is stopped, never started.
+    func takeDueTimers(sleeper id: UInt64, now: C.Instant) -> [ExecutorTimer] {
       if sleeper?.id == id { sleeper = nil }
       var due: [ExecutorTimer] = []
       while let timer = timers.popDue(now: now) {
         if case .start(let key) = timer {
-          startHeld(key, group: &group)
+          dueStarts.append(key)
         } else {
           due.append(timer)
         }
@@ -372,6 +376,13 @@ extension Executor {
           finished = true
         }
       }
+      if !dueStarts.isEmpty {
+        let keys = dueStarts
+        dueStarts = []
+        if !finished {
+          for key in keys { startHeld(key, group: &group) }
+        }
+      }
       armSleeper()
       return finished
     }
@@ -387,6 +398,7 @@ extension Executor {
       for coordinator in discovered { release(coordinator, group: &group) }
       timers.removeAll()
       held.removeAll()
+      dueStarts.removeAll()
       sleeper?.task.cancel()
       sleeper = nil
       for stream in streams.values {

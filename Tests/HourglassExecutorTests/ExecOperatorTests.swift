@@ -41,9 +41,46 @@ struct ExecOperatorTests {
     #expect(
       environment == [
         "HOURGLASS_RUN_ID=run-1", "HOURGLASS_TASK_ID=task-1", "HOURGLASS_SCHEDULED_AT=2026-09-21T14:13:20Z",
-        "HOURGLASS_ATTEMPT=2", "PATH=/usr/bin:/bin",
+        "HOURGLASS_ATTEMPT=2",
       ])
     #expect(!FileManager.default.fileExists(atPath: String(cwd)), "the run's directory is removed afterwards")
+  }
+
+  @Test(
+    "with bash as the limits' shell, the task still sees exactly its own environment",
+    .enabled(if: FileManager.default.isExecutableFile(atPath: "/bin/bash"), "needs /bin/bash"))
+  func environmentWithBash() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    var configuration = makeOperator(scratch).configuration
+    configuration.shell = "/bin/bash"
+    configuration.path = "/usr/bin:/bin"
+    // Not a script (its own shell would add PWD): `env` itself prints what it was given.
+    let env = try Array(Data(contentsOf: URL(fileURLWithPath: "/usr/bin/env")))
+    var request = scriptRequest("")
+    request.blob = env
+    request.blobSHA256 = ExecOperator.digest(of: env)
+    let outcome = await ExecOperator(configuration: configuration).run(request, cancellation: RunCancellation())
+    #expect(outcome.status == .succeeded)
+    let lines = Set(String(decoding: outcome.outputTail, as: UTF8.self).split(separator: "\n").map(String.init))
+    #expect(
+      lines == [
+        "HOURGLASS_RUN_ID=run-1", "HOURGLASS_TASK_ID=task-1", "HOURGLASS_SCHEDULED_AT=2026-09-21T14:13:20Z",
+        "HOURGLASS_ATTEMPT=2", "PATH=/usr/bin:/bin",
+      ], "no SHLVL, _ or PWD from bash")
+  }
+
+  @Test(
+    "the run's directory is removed even when the task made part of it unreadable",
+    .enabled(if: geteuid() != 0, "root removes whatever the permissions say"))
+  func unreadableLeftoversAreRemoved() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let script = "#!/bin/sh\nmkdir -p d/e && touch d/x d/e/y && chmod 0 d/e d\n"
+    let outcome = await makeOperator(scratch).run(scriptRequest(script), cancellation: RunCancellation())
+    #expect(outcome.status == .succeeded)
+    let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix("hourglass-run-") }
+    #expect(left.isEmpty, "left behind: \(left)")
   }
 
   @Test("a nonzero exit status is FAILED with that exit code and the output")

@@ -4,6 +4,7 @@ import HourglassProto
 import HourglassRPC
 import HourglassTestSupport
 import Logging
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -31,14 +32,16 @@ struct ExecutorStreamTests {
   }
 
   /// Runs an executor for the body; cancels it afterwards (which kills anything still running).
-  func withExecutor(slots: Int = 1, _ body: (Harness) async throws -> Void) async throws {
+  func withExecutor(slots: Int = 1, operators: [any Operator] = [], _ body: (Harness) async throws -> Void) async throws {
     let scratch = try ScratchDirectory()
     defer { scratch.remove() }
     let coordinator = FakeCoordinator()
     let clock = ManualClock()
     var logger = Logger(label: "executor-test")
     logger.logLevel = .critical
-    let executor = Executor(configuration: Self.configuration(slots: slots, scratch: scratch), transport: coordinator.transport, clock: clock, logger: logger)
+    var configuration = Self.configuration(slots: slots, scratch: scratch)
+    configuration.operators += operators.map(\.name)
+    let executor = Executor(configuration: configuration, transport: coordinator.transport, clock: clock, logger: logger, operators: operators)
     let running = Task { try await executor.run() }
     do {
       try await body(Harness(coordinator: coordinator, clock: clock, executor: executor, scratch: scratch))
@@ -169,6 +172,43 @@ struct ExecutorStreamTests {
       #expect(result.result.runID == "run-1")
       #expect(result.result.outcome == .succeeded)
       #expect(try await connection.receive().credit.credits == 1)
+    }
+  }
+
+  @Test("a held run whose lease runs out in the same wake as its start never starts")
+  func leaseExpiresWhileHeld() async throws {
+    let counting = CountingOperator()
+    try await withExecutor(operators: [counting]) { harness in
+      let (connection, _, _) = try await harness.coordinator.accept()
+      connection.send(Self.lease(operator: counting.name, leaseDuration: .seconds(1), startAfter: .seconds(2)))
+      // The renewal is the earliest timer (a third of the lease); then expiry at 1 s, start at 2 s.
+      await harness.clock.waitForSleeper(dueWithin: .seconds(1))
+      harness.clock.advance(by: .seconds(3))
+      #expect(try await connection.receive().renewal.fence == 7)
+      // Self-fenced: no result, only the slot's credit back.
+      #expect(try await connection.receive().credit.credits == 1)
+      #expect(counting.calls == 0, "the operator was never asked to run it")
+    }
+  }
+
+  @Test("a held run's timeout counts from its start, not from the lease's receipt")
+  func timeoutCountsFromHeldStart() async throws {
+    try await withExecutor { harness in
+      let (connection, _, _) = try await harness.coordinator.accept()
+      let fifo = try harness.scratch.fifo("pids")
+      connection.send(
+        Self.lease(script: "#!/bin/sh\necho $$ > \"$1\"\nexec sleep 1000\n", arguments: [fifo], timeout: .seconds(3), startAfter: .seconds(2)))
+      await harness.clock.waitForSleeper(dueWithin: .seconds(2))
+      harness.clock.advance(by: .seconds(2))
+      let pid = try #require(Self.pids(await readFIFO(fifo)).first)
+      // 4 s after receipt: past a timeout counted from receipt, 2 s into the 3 the run has.
+      harness.clock.advance(by: .seconds(2))
+      await harness.clock.waitForSleeper(dueWithin: .seconds(1))
+      #expect(isAlive(pid))
+      harness.clock.advance(by: .seconds(1))
+      let result = try await connection.receive()
+      #expect(result.result.outcome == .timedOut)
+      #expect(!isAlive(pid))
     }
   }
 
@@ -371,5 +411,20 @@ struct ExecutorStreamTests {
     #expect(!isAlive(pid))
     #expect(try await connection.receiveOrEnd() == nil)
     try await running.value
+  }
+}
+
+/// An operator that only counts how often it is asked to run something, and succeeds.
+final class CountingOperator: Operator {
+  private let count = Mutex(0)
+
+  var name: String { "counting" }
+
+  /// How many runs it was given.
+  var calls: Int { count.withLock { $0 } }
+
+  func run(_ request: RunRequest, cancellation: RunCancellation) async -> RunOutcome {
+    count.withLock { $0 += 1 }
+    return RunOutcome(status: .succeeded, started: Date(), finished: Date())
   }
 }

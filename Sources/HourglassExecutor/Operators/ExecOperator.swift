@@ -8,7 +8,7 @@ import Foundation
 #endif
 
 /// The `exec` operator: runs the task's blob as a program, in a private temporary directory,
-/// with an empty environment (plus the run's identity and a fixed `PATH`), resource limits,
+/// with an empty environment (but for the run's identity), resource limits,
 /// in its own process group, capturing the tail of its output.
 ///
 /// What it isolates, and what it does not, is in `docs/executor.md`: there are no namespaces
@@ -31,8 +31,11 @@ public struct ExecOperator: Operator {
     public var killGrace: Duration
     /// The shell that applies the limits, then `exec`s the blob.
     public var shell: String
-    /// The task's `PATH`.
-    public var path: String
+    /// The task's `PATH`; nil (the default) sets none, as the environment holds only the run's
+    /// identity. Without one, a shell script's shell searches its own built-in default
+    /// (dash: `/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`) and
+    /// `#!/usr/bin/env` the C library's (`/bin:/usr/bin`).
+    public var path: String?
     /// The user tasks run as, instead of the executor's own: the executor must run as root,
     /// and starts each task through ``privilegeTool`` with that user's ids, no supplementary
     /// groups and `no_new_privs` (no set-user-id program can give a task more). The run's
@@ -41,17 +44,17 @@ public struct ExecOperator: Operator {
     /// util-linux's `setpriv`, which drops to ``runAs`` between the spawn and the task.
     public var privilegeTool: String = "/usr/bin/setpriv"
 
-    /// /tmp, 1024 files, no address-space or CPU limit, 64 KiB of output, 5 s kill grace.
+    /// /tmp, 1024 files, no address-space or CPU limit, 64 KiB of output, 5 s kill grace, no `PATH`.
     public static var defaults: Configuration {
       Configuration(
         temporaryRoot: "/tmp", openFileLimit: 1024, addressSpaceLimitBytes: nil, cpuTimeLimitSeconds: nil,
-        outputTailLimit: 64 * 1024, killGrace: .seconds(5), shell: "/bin/sh", path: "/usr/bin:/bin")
+        outputTailLimit: 64 * 1024, killGrace: .seconds(5), shell: "/bin/sh", path: nil)
     }
 
     /// Creates a configuration.
     public init(
       temporaryRoot: String, openFileLimit: Int, addressSpaceLimitBytes: Int?, cpuTimeLimitSeconds: Int?,
-      outputTailLimit: Int, killGrace: Duration, shell: String, path: String
+      outputTailLimit: Int, killGrace: Duration, shell: String, path: String? = nil
     ) {
       self.temporaryRoot = temporaryRoot
       self.openFileLimit = openFileLimit
@@ -126,8 +129,25 @@ public struct ExecOperator: Operator {
     } catch {
       return failed("cannot create the run's temporary directory: \(error)")
     }
-    defer { try? FileManager.default.removeItem(atPath: directory) }
+    let outcome = await run(request, in: directory, cancellation: cancellation, started: started)
+    // On a thread of its own: a tree of many files takes a while to remove, and the cooperative
+    // pool also carries the executor's renewals.
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let thread = Thread {
+        Self.removeRunDirectory(directory)
+        continuation.resume()
+      }
+      thread.name = "hourglass-cleanup"
+      thread.start()
+    }
+    return outcome
+  }
 
+  /// The run proper, in its private `directory`.
+  private func run(_ request: RunRequest, in directory: String, cancellation: RunCancellation, started: Date) async -> RunOutcome {
+    func failed(_ error: String) -> RunOutcome {
+      RunOutcome(status: .failed, exitCode: Self.notStartedExitCode, error: error, started: started, finished: Date())
+    }
     let program = directory + "/task"
     do {
       try Self.writePrivateExecutable(request.blob, to: program)
@@ -143,7 +163,7 @@ public struct ExecOperator: Operator {
 
     let child: ChildProcess
     do {
-      let command = [configuration.shell, "-c", limitsPrelude(), directory, program] + request.arguments
+      let command = [configuration.shell, "-c", limitsPrelude(), directory] + request.arguments
       child = try ChildProcess.spawn(
         executable: configuration.runAs == nil ? configuration.shell : configuration.privilegeTool,
         arguments: privilegePrefix() + command,
@@ -182,18 +202,25 @@ public struct ExecOperator: Operator {
       let reason = cancellation.reason
       return RunOutcome(
         status: reason?.outcomeStatus ?? .cancelled,
-        exitCode: termination.exitCode,
+        exitCode: termination.exitCode ?? Self.notStartedExitCode,
         error: reason?.description ?? "the executor stopped the run",
         outputTail: termination.outputTail,
         started: started,
         finished: finished
       )
     }
-    if termination.exitCode == 0 {
+    guard let exitCode = termination.exitCode else {
+      // Never taken for success: nothing says the task succeeded.
+      return RunOutcome(
+        status: .failed, exitCode: Self.notStartedExitCode,
+        error: "the task's exit status is unknown: something else in the executor's process reaped it",
+        outputTail: termination.outputTail, started: started, finished: finished)
+    }
+    if exitCode == 0 {
       return RunOutcome(status: .succeeded, exitCode: 0, outputTail: termination.outputTail, started: started, finished: finished)
     }
-    let error = termination.terminatingSignal.map { "killed by signal \($0)" } ?? "exited with status \(termination.exitCode)"
-    return RunOutcome(status: .failed, exitCode: termination.exitCode, error: error, outputTail: termination.outputTail, started: started, finished: finished)
+    let error = termination.terminatingSignal.map { "killed by signal \($0)" } ?? "exited with status \(exitCode)"
+    return RunOutcome(status: .failed, exitCode: exitCode, error: error, outputTail: termination.outputTail, started: started, finished: finished)
   }
 
   /// The lowercase hex SHA-256 of `blob`, as a lease's `blob_sha256` carries it.
@@ -209,15 +236,29 @@ public struct ExecOperator: Operator {
   }
 
   /// The shell prelude that applies the resource limits in the child, then replaces itself
-  /// with the task (`$0` is the run's directory, `$1` the program, the rest its arguments).
+  /// with the task (`$0` is the run's directory, the rest the task's arguments).
   /// The `cd` repeats the spawn's own change of directory, for C libraries without
   /// `posix_spawn_file_actions_addchdir_np`.
+  ///
+  /// The task starts through `env -i` with exactly ``environment(for:)``'s variables: a shell
+  /// exports variables of its own to what it `exec`s (dash `PWD`; bash also `SHLVL` and `_`,
+  /// which no `unset` removes), and the task's environment is ours alone, whatever the shell.
   func limitsPrelude() -> String {
     var limits = ["cd \"$0\"", "ulimit -c 0", "ulimit -n \(configuration.openFileLimit)"]
     if let bytes = configuration.addressSpaceLimitBytes { limits.append("ulimit -v \(max(1, bytes / 1024))") }
     if let seconds = configuration.cpuTimeLimitSeconds { limits.append("ulimit -t \(seconds)") }
-    // dash exports PWD of its own accord; the task's environment is ours alone.
-    return limits.joined(separator: " && ") + " || exit 125; unset PWD OLDPWD; exec \"$@\""
+    let variables = Self.environmentNames(includingPath: configuration.path != nil).map { "\"\($0)=$\($0)\"" }
+    // `./task` rather than `$1`: env would take a program path with an `=` in it (a temporary
+    // root such as /tmp/a=b) for one more variable. The working directory is the run's.
+    return limits.joined(separator: " && ") + " || exit 125; exec \(Self.envTool) -i \(variables.joined(separator: " ")) ./task \"$@\""
+  }
+
+  /// coreutils' `env`, which starts the task with nothing but the variables it is given.
+  static let envTool = "/usr/bin/env"
+
+  /// The names of the variables the task gets, in order.
+  static func environmentNames(includingPath: Bool) -> [String] {
+    ["HOURGLASS_RUN_ID", "HOURGLASS_TASK_ID", "HOURGLASS_SCHEDULED_AT", "HOURGLASS_ATTEMPT"] + (includingPath ? ["PATH"] : [])
   }
 
   /// What goes before the shell's command line: with ``Configuration/runAs``, `setpriv`'s
@@ -230,15 +271,31 @@ public struct ExecOperator: Operator {
     ]
   }
 
-  /// The task's whole environment.
+  /// The task's whole environment (in the order of ``environmentNames(includingPath:)``).
   func environment(for request: RunRequest) -> [String] {
     [
       "HOURGLASS_RUN_ID=\(request.runID)",
       "HOURGLASS_TASK_ID=\(request.taskID)",
       "HOURGLASS_SCHEDULED_AT=\(RFC3339.format(request.scheduledAt))",
       "HOURGLASS_ATTEMPT=\(request.attempt)",
-      "PATH=\(configuration.path)",
-    ]
+    ] + (configuration.path.map { ["PATH=\($0)"] } ?? [])
+  }
+
+  /// Removes a run's directory, whatever the task left in it: a first pass, then, for what the
+  /// task made unwritable or unreadable (`chmod 0` on a subdirectory stops a recursive
+  /// removal), every directory in the tree made the owner's again and a second pass.
+  static func removeRunDirectory(_ directory: String) {
+    let files = FileManager.default
+    if (try? files.removeItem(atPath: directory)) != nil || !files.fileExists(atPath: directory) { return }
+    var pending = [directory]
+    while let next = pending.popLast() {
+      // Only real directories (lstat): a symbolic link is removed, never followed.
+      var info = stat()
+      guard lstat(next, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { continue }
+      _ = chmod(next, 0o700)
+      for name in (try? files.contentsOfDirectory(atPath: next)) ?? [] { pending.append(next + "/" + name) }
+    }
+    try? files.removeItem(atPath: directory)
   }
 
   /// Makes `root/hourglass-run-XXXXXX`, mode 0700.

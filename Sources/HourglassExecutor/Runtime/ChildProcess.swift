@@ -13,21 +13,25 @@ import Synchronization
 final class ChildProcess: Sendable {
   /// How the child ended.
   struct Termination: Sendable {
-    /// The raw `waitpid` status.
-    var rawStatus: Int32
+    /// The raw `waitpid` status; nil when it is unknown because something else in the process
+    /// reaped the child first (a `waitpid(-1, …)` elsewhere).
+    var rawStatus: Int32?
     /// Whether the executor signalled the group before the leader exited.
     var wasSignalled: Bool
     /// The output's last bytes.
     var outputTail: [UInt8]
 
-    /// The exit code, or 128 + the signal number for a child killed by a signal.
-    var exitCode: Int32 {
+    /// The exit code, or 128 + the signal number for a child killed by a signal; nil when the
+    /// status is unknown.
+    var exitCode: Int32? {
+      guard let rawStatus else { return nil }
       let signal = rawStatus & 0x7f
       return signal == 0 ? (rawStatus >> 8) & 0xff : 128 + signal
     }
 
     /// The signal that killed the child, if one did.
     var terminatingSignal: Int32? {
+      guard let rawStatus else { return nil }
       let signal = rawStatus & 0x7f
       return signal == 0 || signal == 0x7f ? nil : signal
     }
@@ -55,6 +59,7 @@ final class ChildProcess: Sendable {
   static func spawn(
     executable: String, arguments: [String], environment: [String], workingDirectory: String, tailCapacity: Int
   ) throws(SpawnError) -> ChildProcess {
+    makeChildrenWaitable()
     var fds: [Int32] = [-1, -1]
     guard GlibcExtensions.pipe2(&fds, O_CLOEXEC) == 0 else { throw SpawnError("pipe2", errno) }
     let readFD = fds[0]
@@ -111,6 +116,22 @@ final class ChildProcess: Sendable {
     return ChildProcess(pid: pid, outputFD: readFD, tailCapacity: tailCapacity)
   }
 
+  /// Makes sure this process's children stay waitable. With SIGCHLD ignored, or
+  /// `SA_NOCLDWAIT` set (either can be inherited across `exec` from whatever started the
+  /// executor), the kernel reaps children itself and their exit status is lost; the default
+  /// disposition is restored then. Checked at every spawn: it costs one system call.
+  static func makeChildrenWaitable() {
+    var current = sigaction()
+    guard sigaction(SIGCHLD, nil, &current) == 0 else { return }
+    let ignored = unsafeBitCast(current.__sigaction_handler.sa_handler, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self)
+    guard ignored || current.sa_flags & Int32(SA_NOCLDWAIT) != 0 else { return }
+    var restored = sigaction()
+    restored.__sigaction_handler.sa_handler = SIG_DFL
+    sigemptyset(&restored.sa_mask)
+    restored.sa_flags = 0
+    _ = sigaction(SIGCHLD, &restored, nil)
+  }
+
   /// Sends `signal` to the child's whole process group, unless the leader has been reaped
   /// (then the id may no longer be ours). Returns whether it was sent.
   @discardableResult
@@ -139,6 +160,7 @@ final class ChildProcess: Sendable {
     var tail = OutputTail(capacity: tailCapacity)
     var buffer = [UInt8](repeating: 0, count: 64 * 1024)
     var rawStatus: Int32?
+    var exited = false
     var signalled = false
     var endOfOutput = false
     var exitedAt: timespec?
@@ -155,30 +177,40 @@ final class ChildProcess: Sendable {
             endOfOutput = true
           }
         }
-      } else if rawStatus == nil {
+      } else if !exited {
         usleep(10_000)
       }
 
-      if rawStatus == nil {
+      if !exited {
         state.withLock { state in
-          var status: Int32 = 0
-          let reaped = waitpid(pid, &status, WNOHANG)
-          if reaped == pid || (reaped < 0 && errno == ECHILD) {
-            state.reaped = true
-            rawStatus = reaped == pid ? status : 0
-            signalled = state.signalled
+          // Seen without reaping it (`WNOWAIT`): until it is reaped, the dead leader keeps its
+          // pid, so the group id, ours, and the kill below cannot reach a process that reused it.
+          var info = siginfo_t()
+          let waited = waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT)
+          if waited == 0 && info.si_signo == SIGCHLD {
             // Whatever the leader left behind in its group goes with it.
             kill(-pid, SIGKILL)
+            var status: Int32 = 0
+            rawStatus = waitpid(pid, &status, 0) == pid ? status : nil
+            exited = true
+          } else if waited < 0 && errno == ECHILD {
+            // Reaped by someone else: the status is lost, and the pid may already be reused,
+            // so the group is not signalled.
+            exited = true
+          }
+          if exited {
+            state.reaped = true
+            signalled = state.signalled
           }
         }
-        if rawStatus != nil {
+        if exited {
           var now = timespec()
           clock_gettime(CLOCK_MONOTONIC, &now)
           exitedAt = now
         }
       }
 
-      if let rawStatus {
+      if exited {
         if endOfOutput { return finish(rawStatus, signalled, tail) }
         // A descendant that left the process group may hold the pipe open: stop reading after
         // two seconds rather than wait for it.
@@ -189,7 +221,7 @@ final class ChildProcess: Sendable {
     }
   }
 
-  private func finish(_ rawStatus: Int32, _ signalled: Bool, _ tail: OutputTail) -> Termination {
+  private func finish(_ rawStatus: Int32?, _ signalled: Bool, _ tail: OutputTail) -> Termination {
     close(outputFD)
     return Termination(rawStatus: rawStatus, wasSignalled: signalled, outputTail: tail.bytes)
   }

@@ -645,8 +645,10 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       .schedule(.leaseExpiry(key), at: expiry),
       .schedule(.renewal(key), at: now.advanced(by: leaseDuration / 3)),
     ]
+    // The timeout counts from the run's start: for a run held until its due time, from then.
     let timeout = grant.hasTimeout ? Duration(grant.timeout.seconds, grant.timeout.nanos) : .zero
-    if timeout > .zero { actions.append(.schedule(.timeout(key), at: now.advanced(by: timeout))) }
+    let startAfter = grant.hasStartAfter ? max(.zero, Duration(grant.startAfter.seconds, grant.startAfter.nanos)) : .zero
+    if timeout > .zero { actions.append(.schedule(.timeout(key), at: now.advanced(by: startAfter + timeout))) }
     actions.append(.startRun(key, grant))
     return actions
   }

@@ -581,7 +581,8 @@ public nonisolated struct Hourglass_V1_LeaseGrant: Sendable {
   /// How long after receipt to start the run, counted on the executor's monotonic clock. A
   /// coordinator that leases runs a little ahead of their due time (its `lease_ahead`) sends the
   /// time left until then, so that the run starts when it is due, never before. Absent or zero:
-  /// start at once. The lease, its renewals and the run's timeout count from receipt as ever.
+  /// start at once. The lease and its renewals count from receipt as ever; the run's timeout
+  /// counts from its start (receipt + start_after).
   public var startAfter: SwiftProtobuf.Google_Protobuf_Duration {
     get {_startAfter ?? SwiftProtobuf.Google_Protobuf_Duration()}
     set {_startAfter = newValue}

@@ -381,7 +381,8 @@ struct  Hourglass__V1__LeaseGrant
    * How long after receipt to start the run, counted on the executor's monotonic clock. A
    * coordinator that leases runs a little ahead of their due time (its `lease_ahead`) sends the
    * time left until then, so that the run starts when it is due, never before. Absent or zero:
-   * start at once. The lease, its renewals and the run's timeout count from receipt as ever.
+   * start at once. The lease and its renewals count from receipt as ever; the run's timeout
+   * counts from its start (receipt + start_after).
    */
   Google__Protobuf__Duration *start_after;
 };

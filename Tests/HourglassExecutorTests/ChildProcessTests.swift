@@ -1,0 +1,33 @@
+import Foundation
+import Testing
+
+@testable import HourglassExecutor
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+@Suite("child process", .timeLimit(.minutes(1)))
+struct ChildProcessTests {
+  @Test("a child reaped by someone else has an unknown status, never exit code 0")
+  func reapedElsewhere() async throws {
+    let child = try ChildProcess.spawn(
+      executable: "/bin/sh", arguments: ["/bin/sh", "-c", "exit 0"], environment: [], workingDirectory: "/", tailCapacity: 1024)
+    // What SIGCHLD ignored (the kernel reaps) or a `waitpid(-1, …)` elsewhere in the process does.
+    var status: Int32 = 0
+    #expect(waitpid(child.pid, &status, 0) == child.pid)
+    let termination = await child.waitForTermination()
+    #expect(termination.rawStatus == nil)
+    #expect(termination.exitCode == nil)
+  }
+
+  @Test("the exit status of a child is its own")
+  func exitStatus() async throws {
+    let child = try ChildProcess.spawn(
+      executable: "/bin/sh", arguments: ["/bin/sh", "-c", "echo out; exit 7"], environment: [], workingDirectory: "/", tailCapacity: 1024)
+    let termination = await child.waitForTermination()
+    #expect(termination.exitCode == 7)
+    #expect(termination.outputTail == Array("out\n".utf8))
+    #expect(!termination.wasSignalled)
+  }
+}
