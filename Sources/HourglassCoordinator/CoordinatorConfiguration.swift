@@ -19,9 +19,6 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// of after it. 0 leases runs only once due. A run leased ahead counts as started (Delete
   /// answers FAILED_PRECONDITION for it; its lease and timeout count from the grant).
   public var leaseAheadMicros: Int64
-  /// At start-up, how far back overdue runs are looked for (downtime longer than this is not
-  /// caught up).
-  public var backlogLookBackMicros: Int64
   /// How often expired leases are recovered.
   public var recoveryIntervalMicros: Int64
   /// Due entries read per store query.
@@ -74,7 +71,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// tasks they remove. 0 turns the walk off.
   public var blobSweepBatch: Int
 
-  /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead, 24 h backlog;
+  /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead;
   /// in a cluster, 10 s partition leases and a 5 s sweep; finished tasks and recurring tasks'
   /// runs kept 7 days, deleted tasks purged after an hour, a purge pass every minute that also
   /// looks at 1,024 blobs.
@@ -86,7 +83,6 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       skewBoundMicros: 500_000,
       loadAheadMicros: 60_000_000,
       leaseAheadMicros: 5_000,
-      backlogLookBackMicros: 24 * 3_600_000_000,
       recoveryIntervalMicros: 1_000_000,
       loadBatch: 10_000,
       leaseBatch: 512,

@@ -81,6 +81,12 @@ public protocol TaskStore: Sendable {
   ) async throws
     -> [DueEntry]
 
+  /// The first hour bucket at or after `bucket` that holds a dispatchable entry of
+  /// `partition`, or nil if none does (one index probe). A coordinator back from a downtime of
+  /// any length, or taking over a partition, finds every overdue run with it without reading
+  /// each empty hour in between.
+  func firstDueBucket(partition: Partition, atOrAfter bucket: HourBucket) async throws -> HourBucket?
+
   /// Leases the run of `taskID` scheduled at the task's current next-run time to `owner` until
   /// `expiresAt`, with a fresh fence. Fails with ``TaskStoreError/notDispatchable(_:)`` unless
   /// the task is active and that run is pending or retrying.

@@ -232,6 +232,29 @@ extension ConformanceCase {
       }
       try expectEqual(total, ids.count, "entries over all shards")
     },
+    ConformanceCase("firstDueBucket finds a partition's next non-empty hour, however far, and skips leased tasks") { store in
+      // Three tasks of one partition: 50 h before t0, at t0 and 30 h after it.
+      let candidates = makeIDs(400, seed: 31)
+      let partition = Partition(taskID: candidates[0], count: store.partitionCount)
+      let ids = Array(candidates.filter { Partition(taskID: $0, count: store.partitionCount) == partition }.prefix(3))
+      let hour: Int64 = 3_600 * second
+      let times = [t0 - 50 * hour, t0 + 10 * second, t0 + 30 * hour]
+      try await store.insert(zip(ids, times).map { newTask($0, firstRun: $1) })
+      let buckets = times.map(HourBucket.init(containing:))
+      let origin = HourBucket(rawValue: 0)
+      try expectEqual(try await store.firstDueBucket(partition: partition, atOrAfter: origin), buckets[0], "oldest")
+      try expectEqual(try await store.firstDueBucket(partition: partition, atOrAfter: buckets[0].next), buckets[1], "next")
+      try expectEqual(try await store.firstDueBucket(partition: partition, atOrAfter: buckets[1]), buckets[1], "at")
+      try expectEqual(try await store.firstDueBucket(partition: partition, atOrAfter: buckets[2].next), nil, "none after the last")
+      // A leased task is not dispatchable: its hour no longer counts.
+      _ = try await store.createLease(taskID: ids[0], owner: "executor-1", now: t0, expiresAt: t0 + 30 * second)
+      try expectEqual(try await store.firstDueBucket(partition: partition, atOrAfter: origin), buckets[1], "leased skipped")
+      if store.partitionCount > 1 {
+        let other = Partition(rawValue: (partition.rawValue + 1) % Int32(store.partitionCount))
+        let expected = try await store.firstDueBucket(partition: other, atOrAfter: origin)
+        try expect(expected == nil, "another partition has nothing")
+      }
+    },
     ConformanceCase("loadDue pages by (due time, id): more than a page due at one instant") { store in
       // Seven tasks of one shard due at the same instant, one before and two after it; read
       // three at a time, every entry comes exactly once, in (due time, id) order.

@@ -131,6 +131,21 @@ extension PostgresTaskStore {
     return TaskPage(tasks: tasks, nextCursor: cursor)
   }
 
+  public func firstDueBucket(partition: Partition, atOrAfter bucket: HourBucket) async throws -> HourBucket? {
+    do {
+      // min() over the partial due index's leading columns: one index probe.
+      let rows = try await client.query(
+        """
+        SELECT min(due_bucket) FROM tasks
+        WHERE state = 'active' AND partition = \(partition.rawValue) AND due_bucket >= \(bucket.rawValue)
+        """, logger: logger)
+      for try await first in rows.decode(Int64?.self) { return first.map(HourBucket.init(rawValue:)) }
+      return nil
+    } catch {
+      throw Self.mapError(error)
+    }
+  }
+
   public func loadDue(
     shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int
   ) async throws

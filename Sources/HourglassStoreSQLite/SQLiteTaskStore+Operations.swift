@@ -122,6 +122,17 @@ extension SQLiteTaskStore {
     }
   }
 
+  public func firstDueBucket(partition: Partition, atOrAfter bucket: HourBucket) async throws -> HourBucket? {
+    try await read { db in
+      let statement = try db.cachedStatement(
+        sql: """
+          SELECT min(due_bucket) FROM tasks INDEXED BY tasks_due_id
+          WHERE state = 'active' AND partition = ? AND due_bucket >= ?
+          """)
+      return try Int64.fetchOne(statement, arguments: [partition.rawValue, bucket.rawValue]).map(HourBucket.init(rawValue:))
+    }
+  }
+
   public func loadDue(
     shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int
   ) async throws

@@ -282,6 +282,21 @@ struct CoordinatorTests {
     }
   }
 
+  @Test("a binary and arguments too large for a lease's message are refused at Schedule")
+  func payloadTooLarge() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let limit = 4 * 1024 * 1024 - 16 * 1024
+      await #expect {
+        _ = try await alice.schedule(once: 10, blob: Array(repeating: 0x41, count: limit + 1))
+      } throws: { error in
+        guard let error = error as? RPCError else { return false }
+        return error.code == .invalidArgument && error.message.hasPrefix("task_blob:") && error.message.contains("\(limit)")
+      }
+      _ = try await alice.schedule(once: 10, blob: Array(repeating: 0x41, count: limit))
+    }
+  }
+
   @Test("batches: leases due together go out in one LeaseGrantBatch; a RunResultBatch is recorded and answered by one ResultAckBatch, each result fenced")
   func batches() async throws {
     try await Harness.with { harness in

@@ -111,7 +111,7 @@ extension Dispatcher {
     let partitions = ownedPartitions
     guard !partitions.isEmpty, loadedUntil != .min else { return }
     do {
-      try await load(partitions: partitions, from: clock.nowMicros() - configuration.backlogLookBackMicros, until: loadedUntil)
+      try await load(partitions: partitions, from: Self.backlogStartMicros, until: loadedUntil)
     } catch {
       logger.warning("reading the owned partitions again failed; the sweep will", metadata: ["hourglass.error": "\(error)"])
     }
@@ -294,7 +294,7 @@ extension Dispatcher {
     guard loadedUntil != .min else { return }
     do {
       // Their overdue runs (the former owner's downtime included) and the loaded window.
-      try await load(partitions: new, from: clock.nowMicros() - configuration.backlogLookBackMicros, until: loadedUntil)
+      try await load(partitions: new, from: Self.backlogStartMicros, until: loadedUntil)
     } catch {
       if Task.isCancelled { return }
       logger.warning("loading newly taken partitions failed; the sweep will catch up", metadata: ["hourglass.error": "\(error)"])

@@ -44,6 +44,10 @@ actor Dispatcher {
   private var pool = ExecutorPool()
   var sessions: [UInt64: Session] = [:]
   var leases: [RunID: ActiveLease] = [:]
+  /// Runs cancelled while this coordinator knew no lease of theirs, with when: a batch whose
+  /// lease transaction committed just before the delete's may not have recorded its lease yet,
+  /// and must not send its grant. Forgotten after a lease duration.
+  var cancelledUnseen: [RunID: Int64] = [:]
   var loadedUntil: Int64 = .min
   /// The store's partition leases when several coordinators share it (PostgreSQL); nil when
   /// this coordinator dispatches every partition (SQLite).
@@ -166,6 +170,8 @@ actor Dispatcher {
     publishQueue()
     guard let runID else { return }
     if leases[runID] == nil, cluster != nil {
+      // Another coordinator's lease, or one of this coordinator's batches not yet recorded.
+      cancelledUnseen[runID] = clock.nowMicros()
       announce(.cancel(runID, reason: reason))
       return
     }
@@ -175,7 +181,13 @@ actor Dispatcher {
   /// Tells the executor holding this coordinator's lease on `runID` to stop it (after any grant
   /// still being written to its stream).
   func cancel(_ runID: RunID, reason: String) async {
-    guard let lease = leases.removeValue(forKey: runID), let session = sessions[lease.session] else { return }
+    guard let lease = leases.removeValue(forKey: runID) else {
+      // Perhaps leased by a batch whose transaction committed just before the delete did, and
+      // whose grant is not out yet: that grant must never go out (``dispatchReady()``).
+      cancelledUnseen[runID] = clock.nowMicros()
+      return
+    }
+    guard let session = sessions[lease.session] else { return }
     var cancel = Hourglass_V1_CancelRun()
     cancel.runID = runID.description
     cancel.fence = lease.fence.rawValue
@@ -288,9 +300,11 @@ actor Dispatcher {
     keys.map { activeLease($0.0, fence: $0.1) }
   }
 
-  /// A lease ended (result recorded, refused, or cancelled).
-  func leaseEnded(_ runID: RunID, recorded: Bool = false) {
-    leases[runID] = nil
+  /// The lease of `runID` with `fence` ended (result recorded, refused, or renewal refused).
+  /// Only that lease: a late message of an earlier attempt leaves the current one alone, so a
+  /// cancel still finds it.
+  func leaseEnded(_ runID: RunID, fence: Fence, recorded: Bool = false) {
+    if leases[runID]?.fence == fence { leases[runID] = nil }
     if recorded {
       self.recorded += 1
       wakeRecordedWaiters()
@@ -298,10 +312,10 @@ actor Dispatcher {
   }
 
   /// Several leases ended (results recorded or refused), and the runs their tasks go on with.
-  func resultsHandled(_ ended: [(RunID, Bool)], enqueue entries: [DueQueue.Entry]) {
+  func resultsHandled(_ ended: [(RunID, Fence, Bool)], enqueue entries: [DueQueue.Entry]) {
     var count = 0
-    for (runID, recorded) in ended {
-      leases[runID] = nil
+    for (runID, fence, recorded) in ended {
+      if leases[runID]?.fence == fence { leases[runID] = nil }
       if recorded { count += 1 }
     }
     for entry in entries {
@@ -509,11 +523,16 @@ actor Dispatcher {
     }
   }
 
-  /// At start-up: everything overdue from before (downtime), within the configured look-back.
+  /// The earliest due time a load looks from when it must find everything overdue: read only
+  /// where the store holds entries (``TaskStore/firstDueBucket(partition:atOrAfter:)``), so a
+  /// downtime of any length is caught up at the cost of one index probe per non-empty hour.
+  static let backlogStartMicros: Int64 = 0
+
+  /// At start-up: everything overdue from before (downtime), however long ago it came due; the
+  /// misfire policy of each recurring task decides what of it runs (``misfireMove(of:entry:now:)``).
   private func loadBacklog() async throws {
     let now = clock.nowMicros()
-    let from = now - configuration.backlogLookBackMicros
-    loadedUntil = from
+    loadedUntil = Self.backlogStartMicros
     try await load(until: now + configuration.loadAheadMicros)
   }
 
@@ -528,41 +547,57 @@ actor Dispatcher {
   }
 
   /// Loads the due entries of `partitions` in `[from, until)` (those still owned when read).
+  /// A span of more than a few hours (a backlog) is read only where it holds entries.
   func load(partitions: [Partition], from: Int64, until: Int64) async throws {
-    var bucket = HourBucket(containing: from)
+    guard from < until else { return }
     var loaded = 0
-    while bucket.startMicros < until {
+    let first = HourBucket(containing: from)
+    if HourBucket(containing: until - 1).rawValue - first.rawValue > 2 {
       for partition in partitions {
-        let shard = ShardID(partition: partition, bucket: bucket)
-        let lower = max(from, bucket.startMicros)
-        let upper = min(until, bucket.endMicros)
-        guard lower < upper else { continue }
-        var after: DueCursor? = nil
-        let page = configuration.loadBatch
-        while true {
-          let entries = try await store.loadDue(shard: shard, from: lower, until: upper, after: after, limit: page)
-          var added: [DueQueue.Entry] = []
-          // A partition given up while this read was in flight is not queued.
-          for entry in entries where owns(entry.taskID) {
-            let queued = DueQueue.Entry(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)
-            if queue.push(queued) { added.append(queued) }
-          }
-          if !added.isEmpty {
-            loaded += added.count
-            // The dispatch loop may be asleep until a later instant than these.
-            poke()
-            await prefetch(added)
-          }
-          guard entries.count == page, let last = entries.last else { break }
-          // (due time, id), not the due time alone: any number of entries may share an instant.
-          after = last.cursor
+        var bucket = first
+        while let next = try await store.firstDueBucket(partition: partition, atOrAfter: bucket), next.startMicros < until {
+          loaded += try await load(ShardID(partition: partition, bucket: next), from: from, until: until)
+          bucket = next.next
         }
       }
-      bucket = bucket.next
+    } else {
+      var bucket = first
+      while bucket.startMicros < until {
+        for partition in partitions { loaded += try await load(ShardID(partition: partition, bucket: bucket), from: from, until: until) }
+        bucket = bucket.next
+      }
     }
     if loaded > 0 {
       publishQueue()
       logger.debug("loaded due runs", metadata: ["hourglass.count": "\(loaded)", "hourglass.until": "\(until)"])
+    }
+  }
+
+  /// Loads `shard`'s due entries in `[from, until)`, page by page; returns how many were queued.
+  private func load(_ shard: ShardID, from: Int64, until: Int64) async throws -> Int {
+    let lower = max(from, shard.bucket.startMicros)
+    let upper = min(until, shard.bucket.endMicros)
+    guard lower < upper else { return 0 }
+    var loaded = 0
+    var after: DueCursor? = nil
+    let page = configuration.loadBatch
+    while true {
+      let entries = try await store.loadDue(shard: shard, from: lower, until: upper, after: after, limit: page)
+      var added: [DueQueue.Entry] = []
+      // A partition given up while this read was in flight is not queued.
+      for entry in entries where owns(entry.taskID) {
+        let queued = DueQueue.Entry(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)
+        if queue.push(queued) { added.append(queued) }
+      }
+      if !added.isEmpty {
+        loaded += added.count
+        // The dispatch loop may be asleep until a later instant than these.
+        poke()
+        await prefetch(added)
+      }
+      guard entries.count == page, let last = entries.last else { return loaded }
+      // (due time, id), not the due time alone: any number of entries may share an instant.
+      after = last.cursor
     }
   }
 
@@ -595,6 +630,10 @@ actor Dispatcher {
   }
 
   private func recoverExpiredLeases(now: Int64) async {
+    if !cancelledUnseen.isEmpty {
+      let horizon = now - configuration.leaseDurationMicros
+      cancelledUnseen = cancelledUnseen.filter { $0.value > horizon }
+    }
     do {
       let recovered: [RunRecord]
       if let cluster, let ownership {
@@ -665,9 +704,15 @@ actor Dispatcher {
         var executor: Session
       }
       var picks: [Pick] = []
+      var misfires: [Misfire] = []
+      let checkedAt = clock.nowMicros()
       for entry in batch {
         guard let task = records[entry.taskID], task.state == .active, task.nextRunMicros == entry.scheduledMicros else {
           continue  // deleted, finished, or moved on since it was queued
+        }
+        if let move = misfireMove(of: task, entry: entry, now: checkedAt) {
+          misfires.append(Misfire(entry: entry, task: task, move: move))
+          continue
         }
         guard let session = pool.take(operatorName: task.operatorName, following: picks.last?.session) else {
           parked.append(entry)
@@ -677,6 +722,7 @@ actor Dispatcher {
         guard let executor = sessions[session] else { continue }
         picks.append(Pick(entry: entry, task: task, session: session, executor: executor))
       }
+      if !misfires.isEmpty { parked += await apply(misfires) }
       if picks.isEmpty { continue }
       let now = clock.nowMicros()
       let requests = picks.map {
@@ -723,13 +769,20 @@ actor Dispatcher {
           // Overlap allowed: the next run is queued now, while this one runs.
           enqueue(taskID: pick.task.id, scheduledMicros: next, dueMicros: next, priority: pick.task.priority)
         }
-        guard let message = await grantMessage(lease, of: pick.task, dueMicros: pick.entry.dueMicros) else {
-          // Not sent (its blob could not be read): the executor still counts the credit.
+        // Known before any await below, so that a cancel from now on finds it.
+        leases[lease.runID] = ActiveLease(session: pick.session, fence: lease.fence, task: pick.task, attempt: lease.attempt, detached: detached)
+        let message = await grantMessage(lease, of: pick.task, dueMicros: pick.entry.dueMicros)
+        // Cancelled (its task deleted) since its lease committed, before this coordinator knew
+        // of it or during the read of its blob: the run never goes out. Not sent either when its
+        // blob could not be read (the lease runs out and is recovered). Either way the executor
+        // still counts the credit.
+        let cancelled = cancelledUnseen.removeValue(forKey: lease.runID) != nil || leases[lease.runID]?.fence != lease.fence
+        guard let message, !cancelled else {
+          if leases[lease.runID]?.fence == lease.fence { leases[lease.runID] = nil }
           pool.refund(session: pick.session)
           publishFreeSlots(pick.session)
           continue
         }
-        leases[lease.runID] = ActiveLease(session: pick.session, fence: lease.fence, task: pick.task, attempt: lease.attempt, detached: detached)
         // Counted before the send, so whoever receives the lease sees it counted.
         metrics.runsDispatched.increment()
         metrics.dispatchLateness.recordMicroseconds(max(0, now - pick.entry.dueMicros))
@@ -769,9 +822,13 @@ actor Dispatcher {
 
   /// Grants (or cancels) that could not be written to their stream.
   private func notSent(_ runIDs: [RunID]) {
-    for runID in runIDs where leases[runID] != nil {
-      // The lease stays in the store and runs out; recovery sends the run again.
-      leases[runID] = nil
+    for runID in runIDs {
+      guard let lease = leases.removeValue(forKey: runID) else { continue }
+      // The lease stays in the store and runs out; recovery sends the run again. The executor
+      // never got it, so the credit it took is still the executor's to use (a no-op if its
+      // stream is gone).
+      pool.refund(session: lease.session)
+      publishFreeSlots(lease.session)
       dispatched -= 1
       logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(runID)"])
     }
@@ -847,6 +904,54 @@ actor Dispatcher {
     return message
   }
 
+  /// What the misfire policy makes of a recurring task's run found more than its grace past due
+  /// when it could go out (the coordinator was down, or no executor could take it): nil to lease
+  /// it as it is; otherwise the task moves on to the run the policy starts instead (the latest
+  /// due, for `run-once`), or to its next fire time (`skip`), or ends (`maxRuns`, `end`). Only a
+  /// run's first attempt: a retry, or a run going out again after its lease ran out (due time
+  /// not its scheduled time), started long ago.
+  func misfireMove(of task: TaskRecord, entry: DueQueue.Entry, now: Int64) -> MisfireMove? {
+    guard task.recurring, entry.dueMicros == entry.scheduledMicros, now > entry.scheduledMicros,
+      let stored = try? StoredTaskSpec.decode(task.scheduleSpec), now - entry.scheduledMicros > stored.schedule.misfire.grace,
+      let schedule = try? Schedule(stored.schedule, taskID: task.id.description)
+    else { return nil }
+    // The runs due are the fire times in [scheduled, now]: this one and those it missed since.
+    let decision = schedule.misfire(after: entry.scheduledMicros - 1, now: now, runsSoFar: Int(clamping: task.runsCompleted))
+    if decision.runsToStart.first == entry.scheduledMicros { return nil }
+    return MisfireMove(next: decision.runsToStart.first ?? decision.nextFireTime, skipped: decision.skipped)
+  }
+
+  /// Moves each misfired task on (compare-and-set on the version read with it), queues its new
+  /// next run and counts what was skipped; returns the entries to try again (the store failed).
+  private func apply(_ misfires: [Misfire]) async -> [DueQueue.Entry] {
+    var retry: [DueQueue.Entry] = []
+    for misfire in misfires {
+      let next = misfire.move.next
+      do {
+        // nil: the task changed since it was read (deleted, edited, moved on); whoever changed
+        // it queued what comes next.
+        guard
+          try await store.advance(
+            taskID: misfire.task.id, expectedVersion: misfire.task.version, nextRunMicros: next, state: next == nil ? .completed : .active) != nil
+        else { continue }
+      } catch {
+        logger.error(
+          "applying a misfire policy failed; retrying shortly", metadata: ["hourglass.task_id": "\(misfire.task.id)", "hourglass.error": "\(error)"])
+        retry.append(misfire.entry)
+        continue
+      }
+      if misfire.move.skipped > 0 { metrics.runsSkipped.increment(by: Int64(misfire.move.skipped)) }
+      logger.info(
+        "misfire policy applied",
+        metadata: [
+          "hourglass.task_id": "\(misfire.task.id)", "hourglass.scheduled_us": "\(misfire.entry.scheduledMicros)",
+          "hourglass.next_us": "\(next.map(String.init) ?? "none")", "hourglass.skipped": "\(misfire.move.skipped)",
+        ])
+      if let next { enqueue(taskID: misfire.task.id, scheduledMicros: next, dueMicros: next, priority: misfire.task.priority) }
+    }
+    return retry
+  }
+
   /// For a recurring task whose overlap policy is `allow`: the run after `scheduled` (misfire
   /// policy applied), which becomes the task's next run as soon as this one is leased. Nil for
   /// every other task, and for the last run of a schedule.
@@ -868,4 +973,19 @@ actor Dispatcher {
     blobCache[digest] = bytes
     return bytes
   }
+}
+
+/// Where the misfire policy moves a task instead of leasing its overdue run.
+struct MisfireMove: Equatable, Sendable {
+  /// The task's new next run (it is queued and may be due at once); nil ends the task.
+  var next: Int64?
+  /// Due runs not started.
+  var skipped: Int
+}
+
+/// A task whose overdue run the misfire policy moves elsewhere, as read for dispatch.
+struct Misfire: Sendable {
+  var entry: DueQueue.Entry
+  var task: TaskRecord
+  var move: MisfireMove
 }

@@ -21,6 +21,8 @@ final class CoordinatorMetrics: Sendable {
   let runsCancelled: Counter
   /// Failed attempts that were given another one.
   let runsRetried: Counter
+  /// Runs the misfire policy (or the overlap policy `skip`) did not start.
+  let runsSkipped: Counter
   /// Leases that ran out without a result and were recovered.
   let leasesExpired: Counter
   /// How long after its due time each run was dispatched.
@@ -64,6 +66,7 @@ final class CoordinatorMetrics: Sendable {
     runsFailed = Counter(label: "hourglass_runs_failed_total", factory: factory)
     runsCancelled = Counter(label: "hourglass_runs_cancelled_total", factory: factory)
     runsRetried = Counter(label: "hourglass_runs_retried_total", factory: factory)
+    runsSkipped = Counter(label: "hourglass_runs_skipped_total", factory: factory)
     leasesExpired = Counter(label: "hourglass_leases_expired_total", factory: factory)
     dispatchLateness = CoreMetrics.Timer(label: "hourglass_dispatch_lateness_seconds", factory: factory)
     runsQueued = Gauge(label: "hourglass_runs_queued", factory: factory)

@@ -144,7 +144,7 @@ struct ExecutorService: Sendable {
           ack.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)
         } else {
           ack.renewed = false
-          await dispatcher.leaseEnded(runID)
+          await dispatcher.leaseEnded(runID, fence: request.fence)
         }
       }
       var reply = Hourglass_V1_CoordinatorMessage()
@@ -210,7 +210,7 @@ struct ExecutorService: Sendable {
     let active = await dispatcher.activeLeases(keys)
     var recorded = Array(repeating: false, count: results.count)
     var pending: [(index: Int, prepared: Prepared)] = []
-    var ended: [(RunID, Bool)] = []
+    var ended: [(RunID, Fence, Bool)] = []
     let now = clock.nowMicros()
     do {
       for index in results.indices {
@@ -227,7 +227,7 @@ struct ExecutorService: Sendable {
       for ((index, prepared), outcome) in zip(pending, outcomes) {
         let ok = outcome == .recorded
         recorded[index] = ok
-        ended.append((prepared.record.runID, ok))
+        ended.append((prepared.record.runID, prepared.record.fence, ok))
         if ok {
           if let next = finished(prepared, result: results[index]) { follow.append(next) }
         } else {
@@ -239,7 +239,7 @@ struct ExecutorService: Sendable {
       await dispatcher.resultsHandled(ended, enqueue: follow)
     } catch {
       // Whatever happened to them, these leases are over.
-      await dispatcher.resultsHandled(pending.map { ($0.prepared.record.runID, false) }, enqueue: [])
+      await dispatcher.resultsHandled(pending.map { ($0.prepared.record.runID, $0.prepared.record.fence, false) }, enqueue: [])
       throw error
     }
     return recorded
@@ -251,13 +251,15 @@ struct ExecutorService: Sendable {
     guard let runID = RunID(result.runID) else {
       throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
     }
-    // Whatever happens to the result, this lease is over.
+    // Whatever happens to the result, the lease it names is over (a stale fence's is long
+    // over: the current lease is left alone).
+    let fence = Fence(rawValue: result.fence)
     do {
       let recorded = try await record(result, runID: runID, executorID: executorID)
-      await dispatcher.leaseEnded(runID, recorded: recorded)
+      await dispatcher.leaseEnded(runID, fence: fence, recorded: recorded)
       return recorded
     } catch {
-      await dispatcher.leaseEnded(runID)
+      await dispatcher.leaseEnded(runID, fence: fence)
       throw error
     }
   }
@@ -361,6 +363,7 @@ struct ExecutorService: Sendable {
       if !result.error.isEmpty { metadata["hourglass.error"] = "\(result.error)" }
       logger.warning("run failed after its last attempt", metadata: metadata)
     }
+    if plan.skipped > 0 { metrics.runsSkipped.increment(by: Int64(plan.skipped)) }
     switch plan.next {
     case .retry(let at):
       metrics.runsRetried.increment()
@@ -430,18 +433,21 @@ struct ResultPlanner {
     }
   }
 
-  /// The next run of a recurring task, applying the misfire policy when runs were missed.
+  /// The next run of a recurring task, applying the misfire policy when runs were missed, and
+  /// its `maxRuns`: the run at `scheduled` counts as started, with the task's runs before it
+  /// (`runsCompleted`, read when it was leased).
   func nextRun(task: TaskRecord, stored: StoredTaskSpec, after scheduled: Int64, now: Int64, state: RunState) -> Plan {
     guard task.recurring, let schedule = try? Schedule(stored.schedule, taskID: task.id.description) else {
       return Plan(state: state, next: .finish(state == .dead ? .dead : .completed), skipped: 0)
     }
-    guard let next = schedule.nextFireTime(after: scheduled) else {
+    let runsSoFar = Int(clamping: task.runsCompleted) + 1
+    guard let next = schedule.nextFireTime(after: scheduled, runsSoFar: runsSoFar) else {
       return Plan(state: state, next: .finish(.completed), skipped: 0)
     }
     if next >= now - stored.schedule.misfire.grace {
       return Plan(state: state, next: .reschedule(nextRunMicros: next), skipped: 0)
     }
-    let decision = schedule.misfire(after: scheduled, now: now)
+    let decision = schedule.misfire(after: scheduled, now: now, runsSoFar: runsSoFar)
     if let catchUp = decision.runsToStart.first {
       return Plan(state: state, next: .reschedule(nextRunMicros: catchUp), skipped: decision.skipped)
     }

@@ -177,6 +177,13 @@ struct TaskService: Sendable {
     if operatorName == "exec", request.taskBlob.isEmpty {
       throw RPCError(code: .invalidArgument, message: "task_blob: the exec operator needs a binary")
     }
+    // Each run's lease carries the binary and the arguments to an executor in one message.
+    let payload = request.taskBlob.count + request.arguments.reduce(0) { $0 + $1.utf8.count }
+    guard payload <= Self.maxTaskPayloadBytes else {
+      throw RPCError(
+        code: .invalidArgument,
+        message: "task_blob: \(payload) bytes of binary and arguments exceed the limit of \(Self.maxTaskPayloadBytes) (each lease carries them in one message)")
+    }
     guard (-100...100).contains(request.priority) else {
       throw RPCError(code: .invalidArgument, message: "priority: \(request.priority) out of range -100-100")
     }
@@ -230,6 +237,11 @@ struct TaskService: Sendable {
       idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey
     )
   }
+
+  /// Most bytes of binary and arguments one task may have: a lease carries them to an executor
+  /// in one message, which must stay under the protocol's default maximum message size (4 MiB)
+  /// with room for the lease's other fields.
+  static let maxTaskPayloadBytes = 4 * 1024 * 1024 - 16 * 1024
 
   /// The task's binary with its digest from swift-crypto's SHA-256 (BoringSSL's, hardware
   /// accelerated): the portable one in HourglassCore cost ~5% of a Schedule call's CPU.

@@ -17,6 +17,11 @@ final class ObservedStore: TaskStore {
     /// `createLeases` calls so far, and who waits for a number of them.
     var leaseCalls = 0
     var leaseWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    /// Set: the next `createLeases` call, once its transaction has committed, waits here
+    /// before it returns, until ``releaseLeases()``.
+    var holdLeases = false
+    var leasesHeld: CheckedContinuation<Void, Never>?
+    var leasesReleased = false
   }
 
   let base: any TaskStore
@@ -110,6 +115,9 @@ final class ObservedStore: TaskStore {
   func loadDue(shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int) async throws -> [DueEntry] {
     try await base.loadDue(shard: shard, from: from, until: until, after: after, limit: limit)
   }
+  func firstDueBucket(partition: Partition, atOrAfter bucket: HourBucket) async throws -> HourBucket? {
+    try await base.firstDueBucket(partition: partition, atOrAfter: bucket)
+  }
   func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws -> Lease {
     try await base.createLease(taskID: taskID, owner: owner, now: now, expiresAt: expiresAt)
   }
@@ -122,7 +130,39 @@ final class ObservedStore: TaskStore {
       return state.leaseWaiters.filter { $0.count <= count }.map(\.continuation)
     }
     for waiter in ready { waiter.resume() }
+    let hold = state.withLock { state -> Bool in
+      defer { state.holdLeases = false }
+      return state.holdLeases
+    }
+    if hold {
+      await withCheckedContinuation { continuation in
+        let released = state.withLock { state -> Bool in
+          if state.leasesReleased { return true }
+          state.leasesHeld = continuation
+          return false
+        }
+        if released { continuation.resume() }
+      }
+    }
     return leases
+  }
+
+  /// The next lease transaction, once committed, does not return to the coordinator until
+  /// ``releaseLeases()``: its leases exist in the store, and the dispatcher does not know yet.
+  func holdNextLeasesAfterCommit() {
+    state.withLock {
+      $0.holdLeases = true
+      $0.leasesReleased = false
+    }
+  }
+
+  func releaseLeases() {
+    let held = state.withLock { state -> CheckedContinuation<Void, Never>? in
+      state.leasesReleased = true
+      defer { state.leasesHeld = nil }
+      return state.leasesHeld
+    }
+    held?.resume()
   }
 
   /// Returns once `count` lease transactions have committed, or when the test is cancelled.
