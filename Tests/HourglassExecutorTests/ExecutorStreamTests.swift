@@ -175,6 +175,19 @@ struct ExecutorStreamTests {
     }
   }
 
+  @Test("the first heartbeat goes out as soon as the executor is registered, for its clock to be measured")
+  func firstHeartbeatAtOnce() async throws {
+    try await withExecutor { harness in
+      let (connection, _, _) = try await harness.coordinator.accept()
+      let first = try await connection.receive(skippingHeartbeats: false)
+      guard case .heartbeat(let heartbeat) = first.kind else {
+        Issue.record("expected a heartbeat before any time passed, got \(first)")
+        return
+      }
+      #expect(heartbeat.sequence == 1)
+    }
+  }
+
   @Test("a held run whose lease runs out in the same wake as its start never starts")
   func leaseExpiresWhileHeld() async throws {
     let counting = CountingOperator()

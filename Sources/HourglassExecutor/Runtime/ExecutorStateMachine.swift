@@ -576,7 +576,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     links[index].granted = false
     actions += [
       .log(.info, "registered with coordinator \(registered.coordinatorID)", run: nil),
-      .schedule(.heartbeat(index), at: now.advanced(by: session.heartbeatInterval)),
+      // The first heartbeat at once: the coordinator measures this executor's clock skew from
+      // it, and an executor outside the bound should get no leases for a heartbeat interval.
+      .schedule(.heartbeat(index), at: now),
     ]
     // Results that waited for a connection go first (whichever coordinator granted them: any
     // coordinator of the cluster records a result by its fence); then renewals of this
