@@ -282,6 +282,28 @@ struct CoordinatorTests {
     }
   }
 
+  @Test(
+    "a grant written after its lease transaction waited gives the executor only what is left of the lease",
+    .timeLimit(.minutes(1)))
+  func grantCarriesTheRemainingLease() async throws {
+    try await Harness.with(observed: true) { harness in
+      let observed = try #require(harness.observed)
+      let alice = harness.client("alice")
+      _ = try await alice.schedule(once: 1)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(1)
+      observed.holdNextLeasesAfterCommit()
+      harness.advance(seconds: 1)
+      await observed.waitForLeaseTransactions(1)
+      // The lease (30 s) counts from before its transaction; 10 s pass before the grant is written.
+      harness.advance(seconds: 10)
+      observed.releaseLeases()
+      let lease = try await executor.nextLease()
+      #expect(lease.leaseDuration.seconds == 20)
+      await executor.close()
+    }
+  }
+
   @Test("a binary and arguments too large for a lease's message are refused at Schedule")
   func payloadTooLarge() async throws {
     try await Harness.with { harness in

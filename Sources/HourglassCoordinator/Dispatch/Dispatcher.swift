@@ -87,7 +87,16 @@ actor Dispatcher {
   private let outbox: AsyncStream<OutgoingBatch>
   private let outboxInput: AsyncStream<OutgoingBatch>.Continuation
   /// One batch for ``writeOutgoing()``: each session's stream with the runs and messages for it.
-  typealias OutgoingBatch = [UInt64: (Session, [(RunID, Hourglass_V1_CoordinatorMessage)])]
+  typealias OutgoingBatch = [UInt64: (Session, [Outgoing])]
+
+  /// One message for an executor's stream, about one run.
+  struct Outgoing: Sendable {
+    var runID: RunID
+    var message: Hourglass_V1_CoordinatorMessage
+    /// For a grant: when its lease runs out in the store. The grant's `lease_duration` is what
+    /// is left of it when the grant is written, since the executor counts it from receipt.
+    var leaseExpiresAt: Int64? = nil
+  }
   private var nextSession: UInt64 = 0
   /// Runs offered from outside the actor (``offer(_:then:)``) and not yet enqueued, with what
   /// to do after; `draining` while a task is taking them.
@@ -194,7 +203,7 @@ actor Dispatcher {
     cancel.reason = reason
     var message = Hourglass_V1_CoordinatorMessage()
     message.cancel = cancel
-    outboxInput.yield([lease.session: (session, [(runID, message)])])
+    outboxInput.yield([lease.session: (session, [Outgoing(runID: runID, message: message)])])
   }
 
   /// An executor stream registered.
@@ -792,7 +801,7 @@ actor Dispatcher {
             "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(pick.executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
             "hourglass.lateness_us": "\(now - pick.entry.dueMicros)",
           ])
-        grants[pick.session, default: (pick.executor, [])].1.append((lease.runID, message))
+        grants[pick.session, default: (pick.executor, [])].1.append(Outgoing(runID: lease.runID, message: message, leaseExpiresAt: request.expiresAt))
       }
       if !unheld.isEmpty { ownershipWake.signal() }
       // Written by `writeOutgoing()`; the next lease transaction need not wait for it.
@@ -809,10 +818,11 @@ actor Dispatcher {
   /// batch at a time, in order, each on its executors' streams side by side, so one slow stream
   /// (waiting for message credit) does not hold up the others' grants of the batch.
   private nonisolated func writeOutgoing() async {
+    let clock = self.clock
     for await batch in outbox {
       let failed = await withTaskGroup(of: [RunID].self) { group in
         for (executor, messages) in batch.values {
-          group.addTask { await Self.push(messages, to: executor) }
+          group.addTask { await Self.push(messages, to: executor, clock: clock) }
         }
         return await group.reduce(into: [RunID]()) { $0 += $1 }
       }
@@ -836,8 +846,28 @@ actor Dispatcher {
 
   /// Sends one executor its grants of a batch: as one `LeaseGrantBatch` when it takes them,
   /// else one message each, in order. Returns the runs whose grants could not be sent.
-  private static func push(_ messages: [(RunID, Hourglass_V1_CoordinatorMessage)], to executor: Session) async -> [RunID] {
+  ///
+  /// Each grant's `lease_duration` is set to what is left of its lease now: the executor counts
+  /// its lease from receipt, and the store's expiry (plus the skew bound) is when the run goes
+  /// out again, so a grant that waited (a lease transaction, a stream without message credit)
+  /// must not give the executor more time than the store does. A grant whose lease has run out
+  /// meanwhile is not sent.
+  private static func push(_ outgoing: [Outgoing], to executor: Session, clock: any CoordinatorClock) async -> [RunID] {
     var failed: [RunID] = []
+    var messages: [(RunID, Hourglass_V1_CoordinatorMessage)] = []
+    messages.reserveCapacity(outgoing.count)
+    let now = clock.nowMicros()
+    for item in outgoing {
+      var message = item.message
+      if let expiresAt = item.leaseExpiresAt {
+        guard expiresAt > now else {
+          failed.append(item.runID)
+          continue
+        }
+        message.lease.leaseDuration = ProtoTime.duration(expiresAt - now)
+      }
+      messages.append((item.runID, message))
+    }
     guard executor.batches && messages.count > 1 else {
       for (runID, message) in messages {
         do { try await executor.send(message) } catch { failed.append(runID) }

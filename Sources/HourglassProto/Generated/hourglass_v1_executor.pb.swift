@@ -550,7 +550,9 @@ public nonisolated struct Hourglass_V1_LeaseGrant: Sendable {
   /// Grows for every lease of a run; results must carry it.
   public var fence: UInt64 = 0
 
-  /// The lease's length; the executor counts it on its own monotonic clock from receipt.
+  /// What is left of the lease when the coordinator writes the grant (its full length less any
+  /// wait between the lease's transaction and the write); the executor counts it on its own
+  /// monotonic clock from receipt.
   public var leaseDuration: SwiftProtobuf.Google_Protobuf_Duration {
     get {_leaseDuration ?? SwiftProtobuf.Google_Protobuf_Duration()}
     set {_leaseDuration = newValue}

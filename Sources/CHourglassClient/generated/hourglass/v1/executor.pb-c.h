@@ -365,7 +365,9 @@ struct  Hourglass__V1__LeaseGrant
    */
   uint64_t fence;
   /*
-   * The lease's length; the executor counts it on its own monotonic clock from receipt.
+   * What is left of the lease when the coordinator writes the grant (its full length less any
+   * wait between the lease's transaction and the write); the executor counts it on its own
+   * monotonic clock from receipt.
    */
   Google__Protobuf__Duration *lease_duration;
   char *operator_;
