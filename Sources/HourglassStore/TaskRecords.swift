@@ -223,9 +223,12 @@ public struct TaskPage: Sendable, Hashable {
 public enum DeleteOutcome: Sendable, Hashable {
   /// The task is gone from dispatch; its row will be purged.
   case deleted
-  /// The task was running; the run was cancelled (its fence no longer accepted) and the task deleted.
-  case deletedCancellingRun(RunID)
-  /// The task has a run in progress and cancellation was not requested (FAILED_PRECONDITION).
+  /// The task had runs in progress (its current run, and with overlap `allow` runs detached
+  /// from it that are still leased); they were cancelled (their fences no longer accepted) and
+  /// the task deleted.
+  case deletedCancellingRuns([RunID])
+  /// The task has a run in progress (the earliest, if several) and cancellation was not
+  /// requested (FAILED_PRECONDITION).
   case runInProgress(RunID)
   /// No such task for this owner (or already deleted).
   case notFound

@@ -442,7 +442,7 @@ extension ConformanceCase {
         try await store.task(id: id, owner: "alice")?.state, .running, "still running")
       try expectEqual(
         try await store.deleteTask(id: id, owner: "alice", cancelRunning: true, now: t0 + 12 * second),
-        .deletedCancellingRun(lease.runID), "with cancel")
+        .deletedCancellingRuns([lease.runID]), "with cancel")
       let outcome = try await store.recordResult(
         runID: lease.runID, fence: lease.fence,
         result: RunResult(state: .succeeded, finishedMicros: t0 + 13 * second, next: .finish(.completed)))

@@ -238,11 +238,20 @@ extension PostgresTaskStore {
       ).collect()
       guard let row = rows.first else { return .notFound }
       let (state, nextRun) = try row.decode((String, Int64?).self)
+      // Every leased run: the task's current one, and with overlap `allow` those detached from it.
+      var running: [RunID] = []
+      for try await scheduled in try await connection.query(
+        "SELECT scheduled_us FROM runs WHERE task_id = \(id.uuid) AND state = 'leased' ORDER BY scheduled_us", logger: logger
+      ).decode(Int64.self) {
+        running.append(RunID(taskID: id, scheduledMicros: scheduled))
+      }
+      if state == TaskState.running.rawValue, let nextRun, !running.contains(where: { $0.scheduledMicros == nextRun }) {
+        running.append(RunID(taskID: id, scheduledMicros: nextRun))
+      }
       var outcome = DeleteOutcome.deleted
-      if state == TaskState.running.rawValue, let nextRun {
-        let runID = RunID(taskID: id, scheduledMicros: nextRun)
-        if !cancelRunning { return .runInProgress(runID) }
-        outcome = .deletedCancellingRun(runID)
+      if let first = running.first {
+        if !cancelRunning { return .runInProgress(first) }
+        outcome = .deletedCancellingRuns(running)
       }
       try await connection.query(
         """

@@ -236,11 +236,18 @@ extension SQLiteTaskStore {
       else { return .notFound }
       let state = TaskState(rawValue: row[0])
       let nextRun: Int64? = row[1]
+      // Every leased run: the task's current one, and with overlap `allow` those detached from it.
+      var running = try Int64.fetchAll(
+        db, sql: "SELECT scheduled_us FROM runs WHERE task_id = ? AND state = 'leased' ORDER BY scheduled_us",
+        arguments: [Data(id.bytes)]
+      ).map { RunID(taskID: id, scheduledMicros: $0) }
+      if state == .running, let nextRun, !running.contains(where: { $0.scheduledMicros == nextRun }) {
+        running.append(RunID(taskID: id, scheduledMicros: nextRun))
+      }
       var outcome = DeleteOutcome.deleted
-      if state == .running, let nextRun {
-        let runID = RunID(taskID: id, scheduledMicros: nextRun)
-        if !cancelRunning { return .runInProgress(runID) }
-        outcome = .deletedCancellingRun(runID)
+      if let first = running.first {
+        if !cancelRunning { return .runInProgress(first) }
+        outcome = .deletedCancellingRuns(running)
       }
       try db.execute(
         sql: """

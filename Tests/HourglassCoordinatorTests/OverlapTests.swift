@@ -51,6 +51,31 @@ struct OverlapTests {
     }
   }
 
+  @Test("allow: a run still going after the task moved on counts as in progress for Delete, and is cancelled with it", .timeLimit(.minutes(1)))
+  func deleteWithDetachedRun() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let id = try await Self.schedule(alice, overlap: .allow, every: 3600)
+      let executor = try await harness.executor("exec-1", slots: 2)
+      executor.grant(2)
+      let first = try await executor.nextLease()
+      // The task has moved on to its next run (an hour away); the first one is still leased.
+      #expect(try await alice.get(id).taskStatus == .scheduled)
+      await #expect {
+        _ = try await alice.delete(id)
+      } throws: { ($0 as? RPCError)?.code == .failedPrecondition }
+      #expect(try await alice.delete(id, cancelRunning: true).cancelledRun)
+      let message = try await executor.next()
+      guard case .cancel(let cancel)? = message.kind else {
+        Issue.record("expected a CancelRun, got \(message)")
+        return
+      }
+      #expect(cancel.runID == first.runID)
+      #expect(try await executor.report(first, outcome: .succeeded) == false)
+      await executor.close()
+    }
+  }
+
   @Test("skip: no next run is queued while one is running")
   func skip() async throws {
     // The lease outlasts the 90 s the test jumps ahead, so that the first run's result is not

@@ -171,20 +171,21 @@ actor Dispatcher {
     }
   }
 
-  /// A task was deleted: drop its queued run; cancel its running one on the executor if asked
-  /// (in a cluster, through whichever coordinator granted the lease).
-  func forget(taskID: TaskID, cancelling runID: RunID?, reason: String) async {
+  /// A task was deleted: drop its queued run; cancel its running ones on their executors if
+  /// asked (in a cluster, through whichever coordinator granted each lease).
+  func forget(taskID: TaskID, cancelling runIDs: [RunID], reason: String) async {
     queue.remove(taskID)
     prefetched[taskID] = nil
     publishQueue()
-    guard let runID else { return }
-    if leases[runID] == nil, cluster != nil {
-      // Another coordinator's lease, or one of this coordinator's batches not yet recorded.
-      cancelledUnseen[runID] = clock.nowMicros()
-      announce(.cancel(runID, reason: reason))
-      return
+    for runID in runIDs {
+      if leases[runID] == nil, cluster != nil {
+        // Another coordinator's lease, or one of this coordinator's batches not yet recorded.
+        cancelledUnseen[runID] = clock.nowMicros()
+        announce(.cancel(runID, reason: reason))
+        continue
+      }
+      await cancel(runID, reason: reason)
     }
-    await cancel(runID, reason: reason)
   }
 
   /// Tells the executor holding this coordinator's lease on `runID` to stop it (after any grant

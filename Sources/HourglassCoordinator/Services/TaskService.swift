@@ -307,9 +307,9 @@ struct TaskService: Sendable {
     var response = Hourglass_V1_DeleteResponse()
     switch outcome {
     case .deleted:
-      await dispatcher.forget(taskID: id, cancelling: nil, reason: "")
-    case .deletedCancellingRun(let runID):
-      await dispatcher.forget(taskID: id, cancelling: runID, reason: "the task was deleted")
+      await dispatcher.forget(taskID: id, cancelling: [], reason: "")
+    case .deletedCancellingRuns(let runIDs):
+      await dispatcher.forget(taskID: id, cancelling: runIDs, reason: "the task was deleted")
       response.cancelledRun = true
     case .runInProgress(let runID):
       throw RPCError(code: .failedPrecondition, message: "run \(runID) is in progress; delete with cancel_running to stop it")
