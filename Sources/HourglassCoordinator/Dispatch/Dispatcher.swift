@@ -73,7 +73,12 @@ actor Dispatcher {
   /// Whether a ``keepPartitionsPass()`` is in flight, and the passes waiting for it to end.
   var partitionPassInFlight = false
   var partitionPassWaiters: [CheckedContinuation<Void, Never>] = []
+  /// Blobs of recent grants, by digest; emptied when it would pass ``blobCacheBytes`` (binaries
+  /// may be up to 4 MiB each) or 1,024 entries.
   private var blobCache: [BlobDigest: [UInt8]] = [:]
+  private var blobCacheSize = 0
+  /// The most bytes of binaries ``blobCache`` holds.
+  static let blobCacheBytes = 64 << 20
   /// Dispatch records the loader read ahead for the runs it queued, by task: what a lease needs
   /// (operator, arguments, blob, timeout, schedule), none of which changes after insert, so the
   /// batch that leases the run need not read its task again. Taken when the run leaves the
@@ -633,9 +638,11 @@ actor Dispatcher {
     }
   }
 
-  /// Keeps `record` for the lease of `entry`'s run, up to ``prefetchLimit`` records.
+  /// Keeps `record` for the lease of `entry`'s run, up to ``prefetchLimit`` records. A record
+  /// whose arguments are large (up to 4 MiB) is read again when its run is leased instead, so
+  /// the records held stay within a few hundred bytes each.
   private func holdAhead(_ record: TaskRecord, for entry: DueQueue.Entry) {
-    guard prefetched.count < Self.prefetchLimit else { return }
+    guard prefetched.count < Self.prefetchLimit, record.arguments.reduce(0, { $0 + $1.utf8.count }) <= 1024 else { return }
     prefetched[entry.taskID] = (entry.scheduledMicros, record)
   }
 
@@ -1000,8 +1007,14 @@ actor Dispatcher {
     guard let bytes = try await store.blob(digest) else {
       throw TaskStoreError.io("blob \(digest) is missing")
     }
-    if blobCache.count > 1024 { blobCache.removeAll(keepingCapacity: true) }
-    blobCache[digest] = bytes
+    if blobCache.count >= 1024 || blobCacheSize + bytes.count > Self.blobCacheBytes {
+      blobCache.removeAll(keepingCapacity: true)
+      blobCacheSize = 0
+    }
+    if bytes.count <= Self.blobCacheBytes / 4 {
+      blobCache[digest] = bytes
+      blobCacheSize += bytes.count
+    }
     return bytes
   }
 }
