@@ -134,6 +134,10 @@ public protocol TaskStore: Sendable {
 
   /// Returns leased runs whose lease ran out before `now - skewBound` to `pending`, and their tasks
   /// to `active` and due at `now`, so they are dispatched again (as the same run, with a new fence).
+  /// A run whose lease ran out on its task's last allowed attempt (`attempt >= maxAttempts`) is
+  /// not sent again: it is returned still `leased`, with its fence, for the caller to record it
+  /// dead (and move its task on) with ``recordResults(_:)``; until then every call returns it.
+  /// A run detached from its task (overlap `allow`) ends `dead` here and is not returned.
   func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws -> [RunRecord]
 
   /// Moves an active, paused or completed task to its next run without a run result (after a

@@ -615,6 +615,24 @@ extension ConformanceCase {
         try await store.recoverExpiredLeases(now: t0 + 60 * second, skewBound: 5 * second, limit: 10),
         [], "the new lease is live")
     },
+    ConformanceCase("a lease that runs out on the last allowed attempt is returned still leased, for its fence to record it dead") { store in
+      let id = makeIDs(1, seed: 4242)[0]
+      try await store.insert([newTask(id, maxAttempts: 1)])
+      let lease = try await store.createLease(taskID: id, owner: "executor-1", now: t0 + 10 * second, expiresAt: t0 + 40 * second)
+      let found = try await store.recoverExpiredLeases(now: t0 + 46 * second, skewBound: 5 * second, limit: 10)
+      try expectEqual(found.map(\.id), [lease.runID], "returned")
+      try expectEqual(found.first?.state, .leased, "still leased")
+      try expectEqual(found.first?.fence, lease.fence, "with its fence")
+      try expectEqual(try await store.task(id: id, owner: "alice")?.state, .running, "its task untouched")
+      // Not recorded yet: the next pass returns it again.
+      try expectEqual(
+        try await store.recoverExpiredLeases(now: t0 + 47 * second, skewBound: 5 * second, limit: 10).map(\.id), [lease.runID], "again")
+      let dead = RunResult(state: .dead, finishedMicros: t0 + 47 * second, error: "lease ran out", next: .finish(.dead))
+      try expectEqual(try await store.recordResult(runID: lease.runID, fence: lease.fence, result: dead), .recorded, "recorded dead")
+      try expectEqual(try await store.task(id: id, owner: "alice")?.state, .dead, "task dead")
+      try expectEqual(
+        try await store.recoverExpiredLeases(now: t0 + 48 * second, skewBound: 5 * second, limit: 10), [], "nothing left")
+    },
   ]
 
   static let resultCases: [ConformanceCase] = [

@@ -828,9 +828,19 @@ extension PostgresTaskStore {
           UPDATE tasks SET state = 'active', due_us = \(now),
             due_bucket = \(HourBucket(containing: now).rawValue), version = version + 1
           WHERE id = \(id) AND state = 'running' AND next_run_us = \(run.id.scheduledMicros)
+            AND max_attempts > \(run.attempt)
           RETURNING 1
           """, logger: logger
         ).collect()
+        if moved.isEmpty,
+          try await !connection.query(
+            "SELECT 1 FROM tasks WHERE id = \(id) AND state = 'running' AND next_run_us = \(run.id.scheduledMicros)", logger: logger
+          ).collect().isEmpty
+        {
+          // Its last allowed attempt: left leased, for the caller to record it dead.
+          recovered.append(run)
+          continue
+        }
         if moved.isEmpty {
           // A run detached from its task (overlap allowed): not sent again; it ends as dead.
           try await connection.query(

@@ -677,8 +677,16 @@ extension SQLiteTaskStore {
         try db.execute(
           sql: """
             UPDATE tasks SET state = 'active', due_us = ?, due_bucket = ?, version = version + 1
-            WHERE id = ? AND state = 'running' AND next_run_us = ?
-            """, arguments: [now, HourBucket(containing: now).rawValue, id, run.id.scheduledMicros])
+            WHERE id = ? AND state = 'running' AND next_run_us = ? AND max_attempts > ?
+            """, arguments: [now, HourBucket(containing: now).rawValue, id, run.id.scheduledMicros, run.attempt])
+        if db.changesCount == 0,
+          try Bool.fetchOne(
+            db, sql: "SELECT 1 FROM tasks WHERE id = ? AND state = 'running' AND next_run_us = ?", arguments: [id, run.id.scheduledMicros]) != nil
+        {
+          // Its last allowed attempt: left leased, for the caller to record it dead.
+          recovered.append(run)
+          continue
+        }
         if db.changesCount == 0 {
           // A run detached from its task (overlap allowed): its task has moved on, so the run
           // is not sent again; it ends as dead.

@@ -166,6 +166,32 @@ struct CoordinatorTests {
     }
   }
 
+  @Test("a run whose executor is lost on every attempt is dead after the last, not sent forever", .timeLimit(.minutes(1)))
+  func lostOnEveryAttempt() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      var retry = Hourglass_V1_RetryPolicy()
+      retry.maxAttempts = 2
+      let id = try await alice.schedule(once: 1, retry: retry)
+      harness.advance(seconds: 1)
+      for attempt in 1...2 {
+        let executor = try await harness.executor("exec-\(attempt)")
+        executor.grant(1)
+        if attempt > 1 { harness.advance(seconds: 31) }  // the lease (30 s) and the skew bound
+        let lease = try await executor.nextLease()
+        #expect(lease.attempt == UInt32(attempt))
+        await executor.kill()
+      }
+      harness.advance(seconds: 31)
+      await harness.coordinator.waitUntilRecorded(1)
+      let info = try await alice.get(id)
+      #expect(info.taskStatus == .failed)
+      let runs = try await alice.runs(id)
+      #expect(runs.map(\.status) == [.dead])
+      #expect(runs.first?.error.contains("lease ran out") == true)
+    }
+  }
+
   @Test("deleting a pending task stops it from ever running")
   func deletePending() async throws {
     try await Harness.with { harness in

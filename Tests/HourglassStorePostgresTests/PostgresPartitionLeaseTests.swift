@@ -26,7 +26,7 @@ struct PostgresPartitionLeaseTests {
     }
     var id = TaskID.now()
     while !fits(id) { id = TaskID.now() }
-    try await store.insert([NewTask(id: id, owner: "alice", operatorName: "noop", firstRunMicros: 1_000, createdAtMicros: 0)])
+    try await store.insert([NewTask(id: id, owner: "alice", operatorName: "noop", maxAttempts: 3, firstRunMicros: 1_000, createdAtMicros: 0)])
     return (id, Partition(taskID: id, count: store.partitionCount))
   }
 

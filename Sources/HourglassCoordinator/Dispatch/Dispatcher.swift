@@ -663,12 +663,16 @@ actor Dispatcher {
       for run in recovered {
         leases[run.id] = nil
         metrics.leasesExpired.increment()
-        logger.debug("lease expired: run goes out again", metadata: ["hourglass.run_id": "\(run.id)", "hourglass.executor": "\(run.leaseOwner ?? "-")"])
+        if run.state != .leased {
+          logger.debug("lease expired: run goes out again", metadata: ["hourglass.run_id": "\(run.id)", "hourglass.executor": "\(run.leaseOwner ?? "-")"])
+        }
       }
       // One read for all of them (an executor that died held up to its slot count); the
       // records are kept for the leases that follow, which then read nothing.
       let records = try await store.dispatchRecords(taskIDs: recovered.map(\.id.taskID))
-      for run in recovered {
+      let exhausted = recovered.filter { $0.state == .leased }
+      if !exhausted.isEmpty { await recordExhausted(exhausted, tasks: records, now: now) }
+      for run in recovered where run.state != .leased {
         guard let task = records[run.id.taskID] else { continue }
         let entry = DueQueue.Entry(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task.priority)
         if queue.push(entry) { holdAhead(task, for: entry) }
@@ -677,6 +681,50 @@ actor Dispatcher {
       poke()
     } catch {
       logger.error("lease recovery failed", metadata: ["hourglass.error": "\(error)"])
+    }
+  }
+
+  /// Runs whose lease ran out on their task's last allowed attempt (the executor died, or was cut
+  /// off, every time): recorded dead with the fence they still hold, as a failed result of that
+  /// attempt would be, so the task moves on to its next run or fails instead of going out
+  /// forever. One that cannot be recorded now is found again by the next recovery pass.
+  private func recordExhausted(_ runs: [RunRecord], tasks: [TaskID: TaskRecord], now: Int64) async {
+    let planner = ResultPlanner(configuration: configuration)
+    var items: [ResultRecord] = []
+    var planned: [(run: RunRecord, task: TaskRecord, plan: ResultPlanner.Plan)] = []
+    for run in runs {
+      guard let task = tasks[run.id.taskID], let plan = try? planner.plan(task: task, runID: run.id, attempt: run.attempt, outcome: .failed, now: now)
+      else { continue }
+      let error = "the lease ran out without a result on attempt \(run.attempt) of \(task.maxAttempts) (executor \(run.leaseOwner ?? "-") lost or cut off)"
+      items.append(ResultRecord(runID: run.id, fence: run.fence, result: RunResult(state: plan.state, finishedMicros: now, error: error, next: plan.next)))
+      planned.append((run, task, plan))
+    }
+    guard !items.isEmpty else { return }
+    let outcomes: [RecordOutcome]
+    do {
+      outcomes = try await store.recordResults(items)
+    } catch {
+      logger.error("recording runs whose last lease ran out failed; retrying at the next pass", metadata: ["hourglass.error": "\(error)"])
+      return
+    }
+    var count = 0
+    for (entry, outcome) in zip(planned, outcomes) where outcome == .recorded {
+      count += 1
+      metrics.runsFailed.increment()
+      if entry.plan.state == .dead { metrics.taskFailed(operatorName: entry.task.operatorName) }
+      if entry.plan.skipped > 0 { metrics.runsSkipped.increment(by: Int64(entry.plan.skipped)) }
+      logger.warning(
+        "run dead: its lease ran out on its last allowed attempt",
+        metadata: [
+          "hourglass.run_id": "\(entry.run.id)", "hourglass.attempt": "\(entry.run.attempt)", "hourglass.executor": "\(entry.run.leaseOwner ?? "-")",
+        ])
+      if case .reschedule(let next) = entry.plan.next {
+        enqueue(taskID: entry.task.id, scheduledMicros: next, dueMicros: next, priority: entry.task.priority)
+      }
+    }
+    if count > 0 {
+      recorded += count
+      wakeRecordedWaiters()
     }
   }
 
