@@ -21,6 +21,16 @@ struct ChildProcessTests {
     #expect(termination.exitCode == nil)
   }
 
+  @Test("the fallback for C libraries without closefrom marks every descriptor above stderr close-on-exec")
+  func closeOnExecFallback() throws {
+    let fd = open("/dev/null", O_RDONLY)  // without O_CLOEXEC, as an inherited one would be
+    try #require(fd >= 3)
+    defer { close(fd) }
+    #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC == 0)
+    ChildProcess.markDescriptorsCloseOnExec(from: 3)
+    #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0)
+  }
+
   @Test("the exit status of a child is its own")
   func exitStatus() async throws {
     let child = try ChildProcess.spawn(

@@ -74,6 +74,10 @@ final class ChildProcess: Sendable {
     posix_spawn_file_actions_adddup2(&actions, writeFD, 2)
     if let closeFrom = GlibcExtensions.addCloseFrom {
       _ = closeFrom(&actions, 3)
+    } else {
+      // A C library before glibc 2.34: every descriptor above stderr is marked close-on-exec
+      // instead (those inherited without it from whatever started the executor included).
+      markDescriptorsCloseOnExec(from: 3)
     }
     if let addChdir = GlibcExtensions.addChdir {
       let chdirResult = addChdir(&actions, workingDirectory)
@@ -130,6 +134,17 @@ final class ChildProcess: Sendable {
     sigemptyset(&restored.sa_mask)
     restored.sa_flags = 0
     _ = sigaction(SIGCHLD, &restored, nil)
+  }
+
+  /// Sets `FD_CLOEXEC` on every open descriptor numbered `lowest` or above, as listed in
+  /// `/proc/self/fd`.
+  static func markDescriptorsCloseOnExec(from lowest: Int32) {
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+    for name in names {
+      guard let fd = Int32(name), fd >= lowest else { continue }
+      let flags = fcntl(fd, F_GETFD)
+      if flags >= 0 && flags & FD_CLOEXEC == 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+    }
   }
 
   /// Sends `signal` to the child's whole process group, unless the leader has been reaped
