@@ -190,24 +190,42 @@ public final class PostgresTaskStore: TaskStore {
   }
 
   /// Runs `body` in one transaction on one pooled connection; rolls back if it throws.
+  /// Runs `body` in a transaction. One that PostgreSQL aborted as a deadlock victim (40P01) or
+  /// a serialization failure (40001) changed nothing and is run again, up to three times in all:
+  /// lease recovery locks a run before its task while other writes lock the task first, and
+  /// such an abort is the server's way out, not an error for the caller.
   static func transaction<T: Sendable>(
     client: PostgresClient, logger: Logger, _ body: (PostgresConnection) async throws -> T
   ) async throws -> T {
-    do {
-      return try await client.withConnection { connection in
-        try await connection.query("BEGIN", logger: logger)
-        do {
-          let value = try await body(connection)
-          try await connection.query("COMMIT", logger: logger)
-          return value
-        } catch {
-          _ = try? await connection.query("ROLLBACK", logger: logger)
-          throw error
+    var attempt = 1
+    while true {
+      do {
+        return try await client.withConnection { connection in
+          try await connection.query("BEGIN", logger: logger)
+          do {
+            let value = try await body(connection)
+            try await connection.query("COMMIT", logger: logger)
+            return value
+          } catch {
+            _ = try? await connection.query("ROLLBACK", logger: logger)
+            throw error
+          }
         }
+      } catch {
+        if attempt < 3, isRetryable(error) {
+          attempt += 1
+          logger.debug("transaction aborted by the server; running it again", metadata: ["hourglass.error": "\(String(reflecting: error))"])
+          continue
+        }
+        throw mapError(error)
       }
-    } catch {
-      throw mapError(error)
     }
+  }
+
+  /// Whether `error` is PostgreSQL aborting a transaction that may simply be run again.
+  static func isRetryable(_ error: any Error) -> Bool {
+    guard let psql = error as? PSQLError, let state = psql.serverInfo?[.sqlState] else { return false }
+    return state == "40P01" || state == "40001"
   }
 
   func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {

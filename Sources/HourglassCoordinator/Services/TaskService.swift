@@ -332,7 +332,13 @@ struct TaskService: Sendable {
       }
       before = value
     }
-    let runs = try await store.runs(taskID: id, owner: owner, before: before, limit: limit)
+    let runs: [RunRecord]
+    do {
+      runs = try await store.runs(taskID: id, owner: owner, before: before, limit: limit)
+    } catch TaskStoreError.taskNotFound {
+      // Deleted since the check above.
+      throw RPCError(code: .notFound, message: "no task \(request.taskID)")
+    }
     var response = Hourglass_V1_ListRunsResponse()
     response.runs = runs.map(RecordConversion.runInfo)
     if runs.count == limit, let last = runs.last {
