@@ -46,6 +46,25 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test(
+      "an answer larger than the client's maximum message size fails the call with RESOURCE_EXHAUSTED, the connection serving on",
+      arguments: [TestService.unary, TestService.onLoop])
+    func answerTooLargeForThePeer(_ method: MethodDescriptor) async throws {
+      try await TestServer.with { server in
+        var configuration = RPCConnectionHandler.Configuration.defaults
+        configuration.settings.maxMessageSize = 1024
+        let (client, connection) = try server.client(connection: configuration)
+        await #expect {
+          _ = try await call(client, method, String(repeating: "a", count: 2000))
+        } throws: { error in
+          guard let error = error as? RPCError else { return false }
+          return error.code == .resourceExhausted && error.message.contains("maximum message size of 1024")
+        }
+        #expect(try await call(client, method, "small").hasPrefix("SMALL"))
+        await connection.close()
+      }
+    }
+
     @Test("in process the same handler runs in a task")
     func inProcessRunsInTask() async throws {
       try await withInProcessClient { client, _ in

@@ -742,8 +742,16 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       promise?.fail(RPCError.streamClosed)
       return
     }
+    var status = status
     if let lastMessage {
-      sendMessage(streamID, box, lastMessage, endStream: false, promise: nil)
+      if lastMessage.readableBytes > connection.remoteSettings.maxMessageSize {
+        // The peer would refuse it: the call fails instead of ending OK without its answer.
+        status = Status(
+          code: .resourceExhausted,
+          message: "the response of \(lastMessage.readableBytes) bytes exceeds the peer's maximum message size of \(connection.remoteSettings.maxMessageSize)")
+      } else {
+        sendMessage(streamID, box, lastMessage, endStream: false, promise: nil)
+      }
     }
     if !box.waitingForCredit.isEmpty {
       box.pendingTrailers = (status, metadata, promise)
