@@ -272,6 +272,83 @@ struct CoordinatorTests {
     }
   }
 
+  @Test("each invalid Schedule field is refused with its name as the request spells it")
+  func fieldNames() async throws {
+    try await Harness.with { harness in
+      let rpc = harness.client("alice").rpc
+      let schedule = MethodDescriptor(service: "hourglass.v1.TaskService", method: "Schedule")
+      var base = Hourglass_V1_ScheduleRequest()
+      base.taskBlob = Data([1])
+      base.schedule.cron = .with { $0.expression = "* * * * *" }
+      let cases: [(String, (inout Hourglass_V1_ScheduleRequest) -> Void)] = [
+        ("schedule.interval.every", { $0.schedule.interval = .with { $0.every.seconds = -5 } }),
+        ("schedule.time_zone", { $0.schedule.timeZone = "Mars/Olympus" }),
+        (
+          "schedule.not_after",
+          {
+            $0.schedule.notBefore.seconds = Harness.start / 1_000_000 + 100; $0.schedule.notAfter.seconds = Harness.start / 1_000_000 + 50
+          }
+        ),
+        ("schedule.misfire", { $0.schedule.misfire = .UNRECOGNIZED(9) }),
+        ("schedule.overlap", { $0.schedule.overlap = .UNRECOGNIZED(7) }),
+        ("schedule.once", { $0.schedule.once = .with { $0.instant.seconds = Harness.start / 1_000_000 - 3600 } }),
+        ("retry.max_attempts", { $0.retry.maxAttempts = 1000 }),
+        ("operator", { $0.operator = "e\u{301}xec" }),
+        ("name", { $0.name = String(repeating: "n", count: 1025) }),
+        ("arguments[1]", { $0.arguments = ["ok", "bad\u{0}"] }),
+      ]
+      for (field, mutate) in cases {
+        var request = base
+        mutate(&request)
+        await #expect {
+          let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(schedule, request: request)
+        } throws: { error in
+          guard let error = error as? RPCError else { return false }
+          return error.code == .invalidArgument && error.message.hasPrefix(field + ":")
+        }
+      }
+      // A timeout of zero is the server's default (tasks.proto), not an error.
+      var zero = base
+      zero.timeout = Google_Protobuf_Duration(seconds: 0)
+      let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(schedule, request: zero)
+    }
+  }
+
+  @Test("a List page stops early rather than outgrow one message, and its token goes on from there")
+  func listPagesByBytes() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      var ids: Set<String> = []
+      for _ in 0..<3 {
+        var request = Hourglass_V1_ScheduleRequest()
+        request.userID = "alice"
+        request.operator = "noop"
+        request.schedule.cron = .with { $0.expression = "0 0 * * *" }
+        request.isRecurring = true
+        // 1.5 MiB of arguments each: three would not fit one 4 MiB answer.
+        request.arguments = Array(repeating: String(repeating: "a", count: 100_000), count: 15)
+        let response: Hourglass_V1_ScheduleResponse = try await alice.rpc.unary(
+          MethodDescriptor(service: UserClient.service, method: "Schedule"), request: request)
+        ids.insert(response.taskID)
+      }
+      var seen: [String] = []
+      var token = ""
+      var pages = 0
+      repeat {
+        var request = Hourglass_V1_ListRequest()
+        request.userID = "alice"
+        request.pageToken = token
+        let page: Hourglass_V1_ListResponse = try await alice.rpc.unary(MethodDescriptor(service: UserClient.service, method: "List"), request: request)
+        seen += page.tasks.map(\.taskID)
+        token = page.nextPageToken
+        pages += 1
+      } while !token.isEmpty && pages < 10
+      #expect(Set(seen) == ids)
+      #expect(seen.count == 3)
+      #expect(pages >= 2)
+    }
+  }
+
   @Test("times and durations out of their protobuf range are refused with the field, and the coordinator stays up")
   func outOfRangeTimes() async throws {
     try await Harness.with { harness in

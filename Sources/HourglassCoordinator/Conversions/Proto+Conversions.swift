@@ -6,8 +6,32 @@ import HourglassStore
 import SwiftProtobuf
 
 extension ScheduleValidationError {
-  /// The status a client sees: INVALID_ARGUMENT naming the field and the reason.
-  var rpcError: RPCError { RPCError(code: .invalidArgument, message: description) }
+  /// The status a client sees: INVALID_ARGUMENT naming the field (as the request spells it) and
+  /// the reason.
+  var rpcError: RPCError { RPCError(code: .invalidArgument, message: "\(Self.wireField(field)): \(reason)") }
+
+  /// The request's name for a field the schedule model names as its JSON and the CLI do
+  /// (`every`, `max-runs`, `retry.max-attempts`, …); names already in the request's form pass.
+  static func wireField(_ field: String) -> String {
+    switch field {
+    case "cron": return "schedule.cron.expression"
+    case "every": return "schedule.interval.every"
+    case "anchor": return "schedule.interval.anchor"
+    case "at", "time": return "schedule.once"
+    case "kind": return "schedule"
+    case "time-zone": return "schedule.time_zone"
+    case "start": return "schedule.not_before"
+    case "end": return "schedule.not_after"
+    case "max-runs": return "schedule.max_runs"
+    case "jitter": return "schedule.jitter"
+    case "misfire", "misfire.grace": return "schedule.misfire"
+    case "misfire.limit": return "schedule.misfire_limit"
+    case "retry.attempt-timeout": return "timeout"
+    default:
+      // retry.max-attempts → retry.max_attempts, and so on.
+      return field.hasPrefix("retry.") ? field.replacingOccurrences(of: "-", with: "_") : field
+    }
+  }
 }
 
 /// The wire schedule → the domain's `ScheduleSpec`, validated; errors name the field.
@@ -36,12 +60,20 @@ enum ScheduleConversion {
     case nil:
       throw ScheduleValidationError(field: "schedule", reason: "one of once, cron or interval is required")
     }
+    // An enum value this server does not know is refused, not taken for the default.
+    func unknown(_ field: String, _ raw: Int) -> ScheduleValidationError {
+      ScheduleValidationError(field: field, reason: "unknown value \(raw)")
+    }
     var misfire = MisfirePolicy.defaults
     switch wire.misfire {
     case .skip: misfire = .skip
     case .runAll: misfire = try MisfirePolicy.runAll(limit: wire.misfireLimit == 0 ? 100 : Int(wire.misfireLimit))
-    case .runOnce, .unspecified, .UNRECOGNIZED: misfire = .runOnce
+    case .runOnce, .unspecified: misfire = .runOnce
+    case .UNRECOGNIZED(let raw): throw unknown("schedule.misfire", raw)
     }
+    if case .UNRECOGNIZED(let raw) = wire.dstGap { throw unknown("schedule.dst_gap", raw) }
+    if case .UNRECOGNIZED(let raw) = wire.dstOverlap { throw unknown("schedule.dst_overlap", raw) }
+    if case .UNRECOGNIZED(let raw) = wire.overlap { throw unknown("schedule.overlap", raw) }
     let dst = DSTPolicy(
       gap: wire.dstGap == .skip ? .skip : .runAfter,
       overlap: wire.dstOverlap == .both ? .both : .once

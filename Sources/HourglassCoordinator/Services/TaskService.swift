@@ -171,8 +171,25 @@ struct TaskService: Sendable {
   /// run); throws INVALID_ARGUMENT naming the field at fault.
   private func newTask(_ request: Hourglass_V1_ScheduleRequest, owner: String) throws(RPCError) -> NewTask {
     let operatorName = request.operator.isEmpty ? "exec" : request.operator
-    guard operatorName.count <= 64, operatorName.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
-      throw RPCError(code: .invalidArgument, message: "operator: must be 1-64 letters, digits, '-' or '_'")
+    // ASCII only, counted in bytes: the name goes out in every lease.
+    guard operatorName.utf8.count <= 64,
+      operatorName.utf8.allSatisfy({ $0.isASCIILetterOrDigit || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") })
+    else {
+      throw RPCError(code: .invalidArgument, message: "operator: must be 1-64 ASCII letters, digits, '-' or '_'")
+    }
+    guard request.name.utf8.count <= Self.maxNameBytes else {
+      throw RPCError(code: .invalidArgument, message: "name: \(request.name.utf8.count) bytes, longer than \(Self.maxNameBytes)")
+    }
+    guard request.arguments.count <= Self.maxArguments else {
+      throw RPCError(code: .invalidArgument, message: "arguments: \(request.arguments.count) of them, more than \(Self.maxArguments)")
+    }
+    for (index, argument) in request.arguments.enumerated() {
+      // The kernel refuses a single argument longer than MAX_ARG_STRLEN at exec, and a NUL would
+      // cut it short there: every run would fail.
+      guard argument.utf8.count < Self.maxArgumentBytes, !argument.utf8.contains(0) else {
+        throw RPCError(
+          code: .invalidArgument, message: "arguments[\(index)]: must be under \(Self.maxArgumentBytes) bytes, without NUL characters")
+      }
     }
     if operatorName == "exec", request.taskBlob.isEmpty {
       throw RPCError(code: .invalidArgument, message: "task_blob: the exec operator needs a binary")
@@ -192,7 +209,9 @@ struct TaskService: Sendable {
     }
     let timeout: Int64
     do {
-      timeout = request.hasTimeout ? try ScheduleConversion.micros(request.timeout, field: "timeout") : configuration.defaultTimeoutMicros
+      let asked = request.hasTimeout ? try ScheduleConversion.micros(request.timeout, field: "timeout") : 0
+      // Zero, or absent: the server's default (tasks.proto).
+      timeout = asked == 0 ? configuration.defaultTimeoutMicros : asked
     } catch {
       throw error.rpcError
     }
@@ -217,6 +236,14 @@ struct TaskService: Sendable {
     // recurring schedule starts from now, never with a run before it.
     let after = spec.isRecurring ? now - 1 : now - configuration.pastGraceMicros
     guard let first = schedule.nextFireTime(after: after) else {
+      if case .once(.instant(let at)) = spec.kind, at <= after {
+        throw RPCError(
+          code: .invalidArgument,
+          message: "schedule.once: \(RFC3339.formatUTC(micros: at)) is more than \(configuration.pastGraceMicros / 1_000_000) s in the past")
+      }
+      if let end = spec.end, end <= now {
+        throw RPCError(code: .invalidArgument, message: "schedule.not_after: \(RFC3339.formatUTC(micros: end)) has passed")
+      }
       throw RPCError(code: .invalidArgument, message: "schedule: it never fires after now")
     }
     return NewTask(
@@ -237,6 +264,13 @@ struct TaskService: Sendable {
       idempotencyKey: request.idempotencyKey.isEmpty ? nil : request.idempotencyKey
     )
   }
+
+  /// Longest task name, in bytes.
+  static let maxNameBytes = 1024
+  /// Most arguments of one task.
+  static let maxArguments = 4096
+  /// Longest single argument, in bytes: Linux's MAX_ARG_STRLEN (32 pages).
+  static let maxArgumentBytes = 131_072
 
   /// Most bytes of binary and arguments one task may have: a lease carries them to an executor
   /// in one message, which must stay under the protocol's default maximum message size (4 MiB)
@@ -289,16 +323,34 @@ struct TaskService: Sendable {
     case .paused: states = [.paused]
     }
     let page = try await store.listTasks(owner: owner, query: TaskListQuery(after: after, states: states, limit: limit))
+    // A page stops early rather than outgrow one message (names and arguments may be large).
+    let fitting = Self.prefixFitting(page.tasks) { 512 + $0.name.utf8.count + $0.arguments.reduce(0) { $0 + $1.utf8.count + 4 } }
     var response = Hourglass_V1_ListResponse()
-    response.tasks = page.tasks.map(RecordConversion.taskInfo).filter { info in
+    response.tasks = page.tasks.prefix(fitting).map(RecordConversion.taskInfo).filter { info in
       switch request.status {
       case .scheduled: return info.taskStatus == .scheduled
       case .retrying: return info.taskStatus == .retrying
       default: return true
       }
     }
-    response.nextPageToken = page.nextCursor?.description ?? ""
+    response.nextPageToken = fitting < page.tasks.count ? page.tasks[fitting - 1].id.description : page.nextCursor?.description ?? ""
     return response
+  }
+
+  /// The most bytes of records one List or ListRuns answer carries: well under the protocol's
+  /// default maximum message size (4 MiB), whatever the page size asked.
+  static let responseBudgetBytes = 3 << 20
+
+  /// How many of `items`, from the first, fit ``responseBudgetBytes`` by `size` (an upper
+  /// estimate of each one's encoded size); at least one, which fits on its own (a task's
+  /// binary and arguments are bounded at Schedule, a run's output tail at 64 KiB).
+  static func prefixFitting<T>(_ items: [T], size: (T) -> Int) -> Int {
+    var total = 0
+    for (index, item) in items.enumerated() {
+      total += size(item)
+      if total > responseBudgetBytes { return max(1, index) }
+    }
+    return items.count
   }
 
   func delete(_ request: Hourglass_V1_DeleteRequest, owner: String) async throws -> Hourglass_V1_DeleteResponse {
@@ -339,11 +391,20 @@ struct TaskService: Sendable {
       // Deleted since the check above.
       throw RPCError(code: .notFound, message: "no task \(request.taskID)")
     }
+    // Output tails are up to 64 KiB each: a page stops early rather than outgrow one message.
+    let fitting = Self.prefixFitting(runs) { 512 + $0.outputTail.count + ($0.error?.utf8.count ?? 0) + ($0.leaseOwner?.utf8.count ?? 0) }
     var response = Hourglass_V1_ListRunsResponse()
-    response.runs = runs.map(RecordConversion.runInfo)
-    if runs.count == limit, let last = runs.last {
+    response.runs = runs.prefix(fitting).map(RecordConversion.runInfo)
+    if fitting < runs.count || runs.count == limit, let last = runs.prefix(fitting).last {
       response.nextPageToken = String(last.id.scheduledMicros)
     }
     return response
+  }
+}
+
+extension UInt8 {
+  /// `A`-`Z`, `a`-`z` or `0`-`9`.
+  fileprivate var isASCIILetterOrDigit: Bool {
+    (0x30...0x39).contains(self) || (0x41...0x5A).contains(self) || (0x61...0x7A).contains(self)
   }
 }

@@ -159,7 +159,7 @@ enum ClientFormatting {
       "next_execution": utc(task.nextExecution),
       "name": task.name,
       "operator": task.operatorName,
-      "schedule": schedule(task.schedule),
+      "schedule": task.schedule.map { schedule($0) } ?? NSNull(),
       "time_zone": task.schedule?.timeZone ?? "UTC",
       "is_recurring": task.isRecurring,
       "priority": task.priority,

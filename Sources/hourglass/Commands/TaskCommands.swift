@@ -59,7 +59,7 @@ struct ScheduleCommand: AsyncParsableCommand {
   func validate() throws {
     let chosen = [at, delay, cron, every].compactMap { $0 }
     if chosen.count != 1 { throw ValidationError("give exactly one of --at, --in, --cron and --every") }
-    if let retries, retries < 0 { throw ValidationError("--retries must be 0 or more") }
+    if let retries, !(0...99).contains(retries) { throw ValidationError("--retries must be 0-99 (at most 100 attempts)") }
     if !(-100...100).contains(priority) { throw ValidationError("--priority must be between -100 and 100") }
   }
 
