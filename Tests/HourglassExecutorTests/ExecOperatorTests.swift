@@ -70,6 +70,24 @@ struct ExecOperatorTests {
       ], "no SHLVL, _ or PWD from bash")
   }
 
+  @Test("removing the run's directory removes a symbolic link the task left, never what it points to")
+  func linksAreNotFollowedOnRemoval() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let outside = scratch.path + "/outside"
+    try FileManager.default.createDirectory(atPath: outside + "/inner", withIntermediateDirectories: true)
+    #expect(FileManager.default.createFile(atPath: outside + "/inner/keep", contents: Data("x".utf8)))
+    #expect(chmod(outside, 0o755) == 0)
+    let script = "#!/bin/sh\nln -s \"$1\" link && mkdir d && ln -s \"$1/inner\" d/deeper && chmod 0 d\n"
+    let outcome = await makeOperator(scratch).run(scriptRequest(script, arguments: [outside]), cancellation: RunCancellation())
+    #expect(outcome.status == .succeeded)
+    #expect(FileManager.default.fileExists(atPath: outside + "/inner/keep"))
+    var info = stat()
+    #expect(stat(outside, &info) == 0 && info.st_mode & 0o777 == 0o755)
+    let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix("hourglass-run-") }
+    #expect(left.isEmpty, "left behind: \(left)")
+  }
+
   @Test(
     "the run's directory is removed even when the task made part of it unreadable",
     .enabled(if: geteuid() != 0, "root removes whatever the permissions say"))

@@ -281,21 +281,70 @@ public struct ExecOperator: Operator {
     ] + (configuration.path.map { ["PATH=\($0)"] } ?? [])
   }
 
-  /// Removes a run's directory, whatever the task left in it: a first pass, then, for what the
-  /// task made unwritable or unreadable (`chmod 0` on a subdirectory stops a recursive
-  /// removal), every directory in the tree made the owner's again and a second pass.
+  /// Removes a run's directory, whatever the task left in it. Every step goes through a
+  /// descriptor opened with `O_NOFOLLOW` relative to its parent's, never through a path: a
+  /// process the task left behind cannot swap a directory for a symbolic link and make the
+  /// executor (perhaps root, with ``Configuration/runAs``) change or remove anything outside the
+  /// run's directory. Each directory is made its owner's (0700) before it is read, so a tree the
+  /// task made unreadable or unwritable goes too when the executor is not root.
   static func removeRunDirectory(_ directory: String) {
-    let files = FileManager.default
-    if (try? files.removeItem(atPath: directory)) != nil || !files.fileExists(atPath: directory) { return }
-    var pending = [directory]
-    while let next = pending.popLast() {
-      // Only real directories (lstat): a symbolic link is removed, never followed.
-      var info = stat()
-      guard lstat(next, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { continue }
-      _ = chmod(next, 0o700)
-      for name in (try? files.contentsOfDirectory(atPath: next)) ?? [] { pending.append(next + "/" + name) }
+    let slash = directory.lastIndex(of: "/") ?? directory.startIndex
+    let parentPath = slash == directory.startIndex ? "/" : String(directory[..<slash])
+    let name = Array(String(directory[directory.index(after: slash)...]).utf8CString)
+    let parent = open(parentPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard parent >= 0 else { return }
+    defer { close(parent) }
+    name.withUnsafeBufferPointer { removeTree(named: $0.baseAddress!, in: parent, depth: 0) }
+  }
+
+  /// The deepest tree ``removeRunDirectory(_:)`` goes into (each level holds a descriptor).
+  static let removalDepthLimit = 256
+
+  /// Linux's `O_PATH` (a descriptor that names an inode without opening it for reading), which
+  /// Swift's Glibc module does not import.
+  private static let openPathOnly: Int32 = 0o10000000
+
+  /// Removes `name` in the directory open as `parent`: unlinks it, or, if it is a directory
+  /// (not a link to one), empties it first.
+  private static func removeTree(named name: UnsafePointer<CChar>, in parent: Int32, depth: Int) {
+    var fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    if fd < 0 && errno == EACCES {
+      // A directory the task made unreadable: made the owner's again through a descriptor of
+      // that very directory (chmod by its /proc link), never by a name that could be swapped.
+      let handle = openat(parent, name, openPathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+      if handle >= 0 {
+        _ = chmod("/proc/self/fd/\(handle)", 0o700)
+        close(handle)
+      }
+      fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     }
-    try? files.removeItem(atPath: directory)
+    guard fd >= 0 else {
+      // Not a directory: a file, a symbolic link (removed, never followed), …
+      _ = unlinkat(parent, name, 0)
+      return
+    }
+    empty(fd, depth: depth)
+    _ = unlinkat(parent, name, AT_REMOVEDIR)
+  }
+
+  /// Removes everything in the directory open as `fd`, then closes it.
+  private static func empty(_ fd: Int32, depth: Int) {
+    _ = fchmod(fd, 0o700)
+    guard depth < removalDepthLimit, let listing = fdopendir(fd) else {
+      close(fd)
+      return
+    }
+    defer { closedir(listing) }  // closes fd too
+    var names: [[CChar]] = []
+    while let entry = readdir(listing) {
+      let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+        raw.prefix { $0 != 0 }.map { CChar(bitPattern: $0) } + [0]
+      }
+      if name != [46, 0] && name != [46, 46, 0] { names.append(name) }
+    }
+    for name in names {
+      name.withUnsafeBufferPointer { removeTree(named: $0.baseAddress!, in: dirfd(listing), depth: depth + 1) }
+    }
   }
 
   /// Makes `root/hourglass-run-XXXXXX`, mode 0700.
