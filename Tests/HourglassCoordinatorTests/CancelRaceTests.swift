@@ -1,5 +1,6 @@
 import Foundation
 import HourglassCoordinator
+import HourglassCore
 import HourglassProto
 import HourglassRPC
 import SwiftProtobuf
@@ -27,6 +28,33 @@ struct CancelRaceTests {
       // The credit was never used: the first message this executor gets is the second run's.
       harness.advance(seconds: 4)
       #expect(try await executor.nextLease().taskID == second)
+      await executor.close()
+    }
+  }
+
+  @Test("a run cancelled while a later grant of its batch is being built never goes out, not even before its cancel")
+  func cancelWithinABatch() async throws {
+    try await Harness.with(observed: true) { harness in
+      let observed = try #require(harness.observed)
+      let alice = harness.client("alice")
+      let blobs = [Array("#!/bin/sh\necho a\n".utf8), Array("#!/bin/sh\necho b\n".utf8)]
+      var tasks: [String] = []
+      for blob in blobs { tasks.append(try await alice.schedule(once: 1, blob: blob)) }
+      let later = try await alice.schedule(once: 5)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(2)
+      // The batch's second blob read waits: the first run's grant is built, not yet handed on.
+      observed.holdBlobRead(2)
+      harness.advance(seconds: 1)
+      let held = await observed.waitForHeldBlobRead()
+      let heldTask = held == BlobDigest(of: blobs[0]) ? tasks[0] : tasks[1]
+      let first = tasks[0] == heldTask ? tasks[1] : tasks[0]
+      #expect(try await alice.delete(first, cancelRunning: true).cancelledRun)
+      observed.releaseBlobRead()
+      #expect(try await executor.nextLease().taskID == heldTask)
+      // The cancelled run's credit came back: the next message is the later task's lease.
+      harness.advance(seconds: 4)
+      #expect(try await executor.nextLease().taskID == later)
       await executor.close()
     }
   }

@@ -1,5 +1,6 @@
 import Foundation
 import HourglassCoordinator
+import HourglassCore
 import HourglassProto
 import HourglassRPC
 import HourglassStoreSQLite
@@ -69,6 +70,30 @@ struct MisfireTests {
       // The first lease this executor gets is the 4 h run: none of the missed ones went out.
       let lease = try await executor.nextLease()
       #expect(lease.runID == Self.runID(id, hours: 4))
+      await executor.close()
+    }
+  }
+
+  @Test("a misfire decided on a record read ahead that changed since is decided again on a fresh read, not dropped")
+  func misfireWithAStaleRecord() async throws {
+    try await Harness.with(observed: true) { harness in
+      let observed = try #require(harness.observed)
+      let alice = harness.client("alice")
+      // Hourly, from 2 h on: the first run is beyond the loaded window.
+      let id = try await Self.schedule(
+        alice, Self.hourly { $0.schedule.notBefore = Google_Protobuf_Timestamp(seconds: Harness.start / 1_000_000 + 2 * Self.hour) })
+      let taskID = try #require(TaskID(id))
+      harness.advance(seconds: Double(2 * Self.hour - 30))
+      // Loaded, and its record read ahead.
+      await observed.waitForRecordRead(of: taskID)
+      // Its version changes, its next run does not (as a detached run's result does).
+      let record = try #require(try await harness.store.task(id: taskID, owner: "alice"))
+      #expect(try await harness.store.advance(taskID: taskID, expectedVersion: record.version, nextRunMicros: record.nextRunMicros, state: .active) != nil)
+      // At 3 h 30 s the 2 h run is past its grace and the 3 h one is due: run-once starts that.
+      harness.advance(seconds: Double(Self.hour + 60))
+      let executor = try await harness.executor("exec-1")
+      executor.grant(1)
+      #expect(try await executor.nextLease().runID == Self.runID(id, hours: 3))
       await executor.close()
     }
   }

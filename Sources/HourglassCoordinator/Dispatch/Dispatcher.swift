@@ -48,6 +48,9 @@ actor Dispatcher {
   /// lease transaction committed just before the delete's may not have recorded its lease yet,
   /// and must not send its grant. Forgotten after a lease duration.
   var cancelledUnseen: [RunID: Int64] = [:]
+  /// Runs whose lease the dispatch loop has recorded but whose grant it has not yet handed to
+  /// the outbox: a cancel meanwhile drops the grant instead of overtaking it.
+  var unsentGrants: Set<RunID> = []
   var loadedUntil: Int64 = .min
   /// The store's partition leases when several coordinators share it (PostgreSQL); nil when
   /// this coordinator dispatches every partition (SQLite).
@@ -98,9 +101,10 @@ actor Dispatcher {
   struct Outgoing: Sendable {
     var runID: RunID
     var message: Hourglass_V1_CoordinatorMessage
-    /// For a grant: when its lease runs out in the store. The grant's `lease_duration` is what
-    /// is left of it when the grant is written, since the executor counts it from receipt.
-    var leaseExpiresAt: Int64? = nil
+    /// For a grant: the session it goes to, the lease's fence, and when the lease runs out in
+    /// the store (the grant's `lease_duration` is what is left of it when the grant is written,
+    /// since the executor counts it from receipt). Nil for a cancel.
+    var grant: (session: UInt64, fence: Fence, expiresAt: Int64)? = nil
   }
   private var nextSession: UInt64 = 0
   /// Runs offered from outside the actor (``offer(_:then:)``) and not yet enqueued, with what
@@ -196,6 +200,11 @@ actor Dispatcher {
   /// Tells the executor holding this coordinator's lease on `runID` to stop it (after any grant
   /// still being written to its stream).
   func cancel(_ runID: RunID, reason: String) async {
+    if unsentGrants.contains(runID), leases.removeValue(forKey: runID) != nil {
+      // Its grant is in the batch being built and not handed to the outbox yet: it is dropped
+      // there (``dispatchReady()``), so the executor never hears of the run.
+      return
+    }
     guard let lease = leases.removeValue(forKey: runID) else {
       // Perhaps leased by a batch whose transaction committed just before the delete did, and
       // whose grant is not out yet: that grant must never go out (``dispatchReady()``).
@@ -790,10 +799,11 @@ actor Dispatcher {
       if !misfires.isEmpty { parked += await apply(misfires) }
       if picks.isEmpty { continue }
       let now = clock.nowMicros()
-      let requests = picks.map {
+      let overlaps = picks.map { overlapNext(of: $0.task, after: $0.entry.scheduledMicros, now: now) }
+      let requests = zip(picks, overlaps).map { pick, overlap in
         LeaseRequest(
-          taskID: $0.entry.taskID, scheduledMicros: $0.entry.scheduledMicros, owner: $0.executor.executorID,
-          expiresAt: now + configuration.leaseDurationMicros, advanceTo: overlapNext(of: $0.task, after: $0.entry.scheduledMicros, now: now))
+          taskID: pick.entry.taskID, scheduledMicros: pick.entry.scheduledMicros, owner: pick.executor.executorID,
+          expiresAt: now + configuration.leaseDurationMicros, advanceTo: overlap?.next)
       }
       let granted: [Lease?]
       var unheld: Set<Partition> = []
@@ -818,7 +828,7 @@ actor Dispatcher {
       // The grants go out on each executor's stream in order, the streams side by side, so one
       // slow stream (waiting for message credit) does not hold up the others.
       var grants: OutgoingBatch = [:]
-      for ((pick, request), lease) in zip(zip(picks, requests), granted) {
+      for (index, ((pick, request), lease)) in zip(zip(picks, requests), granted).enumerated() {
         guard let lease else {
           pool.refund(session: pick.session)
           publishFreeSlots(pick.session)
@@ -833,9 +843,11 @@ actor Dispatcher {
         if detached, let next = request.advanceTo {
           // Overlap allowed: the next run is queued now, while this one runs.
           enqueue(taskID: pick.task.id, scheduledMicros: next, dueMicros: next, priority: pick.task.priority)
+          if let skipped = overlaps[index]?.skipped, skipped > 0 { metrics.runsSkipped.increment(by: Int64(skipped)) }
         }
         // Known before any await below, so that a cancel from now on finds it.
         leases[lease.runID] = ActiveLease(session: pick.session, fence: lease.fence, task: pick.task, attempt: lease.attempt, detached: detached)
+        unsentGrants.insert(lease.runID)
         let message = await grantMessage(lease, of: pick.task, dueMicros: pick.entry.dueMicros)
         // Cancelled (its task deleted) since its lease committed, before this coordinator knew
         // of it or during the read of its blob: the run never goes out. Not sent either when its
@@ -844,6 +856,7 @@ actor Dispatcher {
         let cancelled = cancelledUnseen.removeValue(forKey: lease.runID) != nil || leases[lease.runID]?.fence != lease.fence
         guard let message, !cancelled else {
           if leases[lease.runID]?.fence == lease.fence { leases[lease.runID] = nil }
+          unsentGrants.remove(lease.runID)
           pool.refund(session: pick.session)
           publishFreeSlots(pick.session)
           continue
@@ -857,9 +870,20 @@ actor Dispatcher {
             "hourglass.run_id": "\(lease.runID)", "hourglass.executor": "\(pick.executor.executorID)", "hourglass.fence": "\(lease.fence.rawValue)",
             "hourglass.lateness_us": "\(now - pick.entry.dueMicros)",
           ])
-        grants[pick.session, default: (pick.executor, [])].1.append(Outgoing(runID: lease.runID, message: message, leaseExpiresAt: request.expiresAt))
+        grants[pick.session, default: (pick.executor, [])].1.append(
+          Outgoing(runID: lease.runID, message: message, grant: (pick.session, lease.fence, request.expiresAt)))
       }
       if !unheld.isEmpty { ownershipWake.signal() }
+      // A grant whose run was cancelled while later ones of the batch were being built is
+      // dropped (its cancel sent nothing): the executor never hears of the run.
+      for (session, entry) in grants {
+        let kept = entry.1.filter { leases[$0.runID]?.fence == $0.grant?.fence }
+        guard kept.count < entry.1.count else { continue }
+        for _ in kept.count..<entry.1.count { pool.refund(session: session) }
+        publishFreeSlots(session)
+        grants[session] = kept.isEmpty ? nil : (entry.0, kept)
+      }
+      unsentGrants.removeAll(keepingCapacity: true)
       // Written by `writeOutgoing()`; the next lease transaction need not wait for it.
       if !grants.isEmpty { outboxInput.yield(grants) }
       let count = grants.values.reduce(0) { $0 + $1.1.count }
@@ -876,80 +900,87 @@ actor Dispatcher {
   private nonisolated func writeOutgoing() async {
     let clock = self.clock
     for await batch in outbox {
-      let failed = await withTaskGroup(of: [RunID].self) { group in
+      let failed = await withTaskGroup(of: [Outgoing].self) { group in
         for (executor, messages) in batch.values {
           group.addTask { await Self.push(messages, to: executor, clock: clock) }
         }
-        return await group.reduce(into: [RunID]()) { $0 += $1 }
+        return await group.reduce(into: [Outgoing]()) { $0 += $1 }
       }
       if !failed.isEmpty { await notSent(failed) }
     }
   }
 
   /// Grants (or cancels) that could not be written to their stream.
-  private func notSent(_ runIDs: [RunID]) {
-    for runID in runIDs {
-      guard let lease = leases.removeValue(forKey: runID) else { continue }
-      // The lease stays in the store and runs out; recovery sends the run again. The executor
-      // never got it, so the credit it took is still the executor's to use (a no-op if its
-      // stream is gone).
-      pool.refund(session: lease.session)
-      publishFreeSlots(lease.session)
+  private func notSent(_ failed: [Outgoing]) {
+    for item in failed {
+      guard let grant = item.grant else { continue }
+      // The executor never got it, so the credit it took is still the executor's to use (a
+      // no-op if its stream is gone). The lease stays in the store and runs out; recovery sends
+      // the run again. Forgotten here only if it is still this grant's (not a newer lease of
+      // the run, granted since).
+      pool.refund(session: grant.session)
+      publishFreeSlots(grant.session)
+      if leases[item.runID]?.fence == grant.fence { leases[item.runID] = nil }
       dispatched -= 1
-      logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(runID)"])
+      logger.info("could not push a lease; it will expire and be recovered", metadata: ["hourglass.run_id": "\(item.runID)"])
     }
   }
 
   /// Sends one executor its grants of a batch: as one `LeaseGrantBatch` when it takes them,
-  /// else one message each, in order. Returns the runs whose grants could not be sent.
+  /// else one message each, in order. Returns what could not be sent.
   ///
-  /// Each grant's `lease_duration` is set to what is left of its lease now: the executor counts
-  /// its lease from receipt, and the store's expiry (plus the skew bound) is when the run goes
-  /// out again, so a grant that waited (a lease transaction, a stream without message credit)
-  /// must not give the executor more time than the store does. A grant whose lease has run out
-  /// meanwhile is not sent.
-  private static func push(_ outgoing: [Outgoing], to executor: Session, clock: any CoordinatorClock) async -> [RunID] {
-    var failed: [RunID] = []
-    var messages: [(RunID, Hourglass_V1_CoordinatorMessage)] = []
-    messages.reserveCapacity(outgoing.count)
-    let now = clock.nowMicros()
-    for item in outgoing {
-      var message = item.message
-      if let expiresAt = item.leaseExpiresAt {
-        guard expiresAt > now else {
-          failed.append(item.runID)
-          continue
+  /// Each grant's `lease_duration` is set, just before its message is written, to what is left
+  /// of its lease then: the executor counts its lease from receipt, and the store's expiry (plus
+  /// the skew bound) is when the run goes out again, so a grant that waited (a lease
+  /// transaction, a stream without message credit) must not give the executor more time than
+  /// the store does. A grant whose lease has run out meanwhile is not sent.
+  private static func push(_ outgoing: [Outgoing], to executor: Session, clock: any CoordinatorClock) async -> [Outgoing] {
+    var failed: [Outgoing] = []
+    /// The items' messages with their leases' time left now; those already run out go to `failed`.
+    func prepared(_ items: ArraySlice<Outgoing>) -> [(Outgoing, Hourglass_V1_CoordinatorMessage)] {
+      let now = clock.nowMicros()
+      var ready: [(Outgoing, Hourglass_V1_CoordinatorMessage)] = []
+      for item in items {
+        var message = item.message
+        if let grant = item.grant {
+          guard grant.expiresAt > now else {
+            failed.append(item)
+            continue
+          }
+          message.lease.leaseDuration = ProtoTime.duration(grant.expiresAt - now)
         }
-        message.lease.leaseDuration = ProtoTime.duration(expiresAt - now)
+        ready.append((item, message))
       }
-      messages.append((item.runID, message))
+      return ready
     }
-    guard executor.batches && messages.count > 1 else {
-      for (runID, message) in messages {
-        do { try await executor.send(message) } catch { failed.append(runID) }
+    guard executor.batches && outgoing.count > 1 else {
+      for index in outgoing.indices {
+        for (item, message) in prepared(outgoing[index...index]) {
+          do { try await executor.send(message) } catch { failed.append(item) }
+        }
       }
       return failed
     }
     // Batches of at most `batchBytes` of blobs and arguments, far below any message-size limit.
-    var start = messages.startIndex
-    while start < messages.endIndex {
+    var start = outgoing.startIndex
+    while start < outgoing.endIndex {
       var end = start
       var bytes = 0
-      while end < messages.endIndex {
-        let grant = messages[end].1.lease
+      while end < outgoing.endIndex {
+        let grant = outgoing[end].message.lease
         let size = 256 + grant.blob.count + grant.arguments.reduce(0) { $0 + $1.utf8.count }
         if end > start && bytes + size > batchBytes { break }
         bytes += size
         end += 1
       }
-      let chunk = messages[start..<end]
-      var message = chunk[start].1
+      let chunk = prepared(outgoing[start..<end])
+      start = end
+      guard var message = chunk.first?.1 else { continue }
       if chunk.count > 1 {
         message = Hourglass_V1_CoordinatorMessage()
         message.leases = Hourglass_V1_LeaseGrantBatch.with { $0.grants = chunk.map(\.1.lease) }
       }
       do { try await executor.send(message) } catch { failed += chunk.map(\.0) }
-      start = end
     }
     return failed
   }
@@ -1014,12 +1045,16 @@ actor Dispatcher {
     for misfire in misfires {
       let next = misfire.move.next
       do {
-        // nil: the task changed since it was read (deleted, edited, moved on); whoever changed
-        // it queued what comes next.
+        // nil: the task changed since it was read (perhaps long ago, read ahead: a detached
+        // run's result changes its version, not its next run). It goes back to the queue, and
+        // the next pass reads it afresh: dropped then if it moved on, decided again if not.
         guard
           try await store.advance(
             taskID: misfire.task.id, expectedVersion: misfire.task.version, nextRunMicros: next, state: next == nil ? .completed : .active) != nil
-        else { continue }
+        else {
+          retry.append(misfire.entry)
+          continue
+        }
       } catch {
         logger.error(
           "applying a misfire policy failed; retrying shortly", metadata: ["hourglass.task_id": "\(misfire.task.id)", "hourglass.error": "\(error)"])
@@ -1039,14 +1074,14 @@ actor Dispatcher {
   }
 
   /// For a recurring task whose overlap policy is `allow`: the run after `scheduled` (misfire
-  /// policy applied), which becomes the task's next run as soon as this one is leased. Nil for
-  /// every other task, and for the last run of a schedule.
-  private func overlapNext(of task: TaskRecord, after scheduled: Int64, now: Int64) -> Int64? {
+  /// policy applied, with the runs it passes over), which becomes the task's next run as soon
+  /// as this one is leased. Nil for every other task, and for the last run of a schedule.
+  private func overlapNext(of task: TaskRecord, after scheduled: Int64, now: Int64) -> (next: Int64, skipped: Int)? {
     guard task.recurring, let stored = try? StoredTaskSpec.decode(task.scheduleSpec), stored.schedule.overlap == .allow else {
       return nil
     }
     let plan = ResultPlanner(configuration: configuration).nextRun(task: task, stored: stored, after: scheduled, now: now, state: .succeeded)
-    if case .reschedule(let next) = plan.next { return next }
+    if case .reschedule(let next) = plan.next { return (next, plan.skipped) }
     return nil
   }
 

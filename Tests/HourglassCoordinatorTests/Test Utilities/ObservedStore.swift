@@ -22,6 +22,13 @@ final class ObservedStore: TaskStore {
     var holdLeases = false
     var leasesHeld: CheckedContinuation<Void, Never>?
     var leasesReleased = false
+    /// Blob reads so far; the one numbered `holdBlobRead` (1-based) waits until
+    /// ``releaseBlobRead()``, and its digest is noted.
+    var blobReads = 0
+    var holdBlobRead: Int?
+    var heldBlob: (digest: BlobDigest, continuation: CheckedContinuation<Void, Never>)?
+    var heldBlobWaiter: CheckedContinuation<BlobDigest, Never>?
+    var blobReleased = false
   }
 
   let base: any TaskStore
@@ -237,7 +244,54 @@ final class ObservedStore: TaskStore {
   func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws -> [RunRecord] {
     try await base.runs(taskID: taskID, owner: owner, before: before, limit: limit)
   }
-  func blob(_ digest: BlobDigest) async throws -> [UInt8]? { try await base.blob(digest) }
+  func blob(_ digest: BlobDigest) async throws -> [UInt8]? {
+    let hold = state.withLock { state -> Bool in
+      state.blobReads += 1
+      return state.blobReads == state.holdBlobRead
+    }
+    if hold {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let (released, waiter) = state.withLock { state -> (Bool, CheckedContinuation<BlobDigest, Never>?) in
+          if state.blobReleased { return (true, nil) }
+          state.heldBlob = (digest, continuation)
+          defer { state.heldBlobWaiter = nil }
+          return (false, state.heldBlobWaiter)
+        }
+        waiter?.resume(returning: digest)
+        if released { continuation.resume() }
+      }
+    }
+    return try await base.blob(digest)
+  }
+
+  /// The `count`-th blob read from now on waits until ``releaseBlobRead()``.
+  func holdBlobRead(_ count: Int) {
+    state.withLock {
+      $0.holdBlobRead = $0.blobReads + count
+      $0.blobReleased = false
+    }
+  }
+
+  /// Returns the digest of the held blob read once it waits.
+  func waitForHeldBlobRead() async -> BlobDigest {
+    await withCheckedContinuation { (continuation: CheckedContinuation<BlobDigest, Never>) in
+      let held = state.withLock { state -> BlobDigest? in
+        if let held = state.heldBlob { return held.digest }
+        state.heldBlobWaiter = continuation
+        return nil
+      }
+      if let held { continuation.resume(returning: held) }
+    }
+  }
+
+  func releaseBlobRead() {
+    let held = state.withLock { state -> CheckedContinuation<Void, Never>? in
+      state.blobReleased = true
+      defer { state.heldBlob = nil }
+      return state.heldBlob?.continuation
+    }
+    held?.resume()
+  }
   func counts() async throws -> StoreCounts { try await base.counts() }
   func close() async throws { try await base.close() }
 }
