@@ -59,6 +59,20 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test("a PONG that answers nothing, malformed or not, is ignored: the connection serves on")
+    func strayPongIgnored() async throws {
+      try await TestServer.with { server in
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        let stray = RawFrames.frame(.pong, stream: 3, payload: [1, 2])
+        let unasked = RawFrames.frame(.pong, stream: 0, payload: [1, 2, 3, 4, 5, 6, 7, 8])
+        let ping = RawFrames.frame(.ping, stream: 0, payload: [9, 9, 9, 9, 9, 9, 9, 9])
+        try await raw.send(RawFrames.preface + RawFrames.emptySettings + stray + unasked + ping)
+        let frames = await raw.frames(until: .pong)
+        #expect(frames.last?.type == .pong, "answered the PING after the stray PONGs: \(frames.map(\.type))")
+        #expect(!frames.contains { $0.type == .goAway })
+      }
+    }
+
     @Test("an oversized frame gets GOAWAY RESOURCE_EXHAUSTED, and the server still serves others")
     func oversizedFrame() async throws {
       try await TestServer.with { server in
@@ -93,6 +107,32 @@ extension TLSLoopbackTests {
         let (client, connection) = try server.client()
         let reply = try await client.sendStrings(TestService.firstOnly, (0..<10).map { "m\($0)" })
         #expect(reply == "m0")
+        await connection.close()
+      }
+    }
+
+    @Test("a connection holding more than 64 MiB of unfinished messages gets GOAWAY RESOURCE_EXHAUSTED, others are served")
+    func unfinishedMessagesBounded() async throws {
+      try await TestServer.with { server in
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        try await raw.send(RawFrames.preface + RawFrames.emptySettings)
+        let headers = try WireRequestHeaders.with { $0.method = "/test.Echo/Unary" }.serializedBytes() as [UInt8]
+        let fragment = [UInt8](repeating: 0x61, count: 60_000)
+        // 40 streams, each 2 MiB into a message it never finishes: 80 MiB.
+        for stream in stride(from: UInt32(1), through: 79, by: 2) {
+          var bytes = RawFrames.frame(.headers, stream: stream, payload: headers)
+          for _ in 0..<35 { bytes += RawFrames.frame(.message, flags: .more, stream: stream, payload: fragment) }
+          do { try await raw.send(bytes) } catch { break }  // closed under us: the limit was hit
+        }
+        let frames = await raw.framesUntilClose()
+        let goAway = try #require(frames.last { $0.type == .goAway })
+        let wire = try WireGoAway(serializedBytes: Array(goAway.payload.readableBytesView))
+        #expect(wire.code == StatusCode.resourceExhausted.rawValue)
+        #expect(wire.message.contains("unfinished messages"))
+
+        let (client, connection) = try server.client()
+        let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("ok"), responseType: Google_Protobuf_StringValue.self)
+        #expect(reply.value == "OK")
         await connection.close()
       }
     }

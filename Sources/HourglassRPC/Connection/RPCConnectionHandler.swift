@@ -18,6 +18,13 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   public typealias InboundIn = ByteBuffer
   public typealias OutboundOut = ByteBuffer
 
+  /// The most bytes of unfinished messages (fragments received with MORE, not yet complete)
+  /// one connection may hold across its streams; more is a connection error, RESOURCE_EXHAUSTED.
+  /// Without it a peer could hold `max_concurrent_streams × max_message_size` (4 GiB at the
+  /// defaults) half-sent. A sender writes each message's frames together, so a well-behaved
+  /// peer holds about one message here at a time.
+  public static let unfinishedMessageBudget = 64 << 20
+
   /// Timers and limits of a connection.
   public struct Configuration: Sendable {
     /// What this side announces in its SETTINGS.
@@ -321,10 +328,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       }
       write(Frame(type: .pong, streamID: 0, payload: frame.payload))
     case .pong:
-      guard frame.streamID == 0, frame.payload.readableBytes == 8 else {
-        throw ProtocolViolation(.malformedFrame, "PONG must be on stream 0 with 8 bytes of payload")
-      }
-      if let expected = outstandingPing, frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt64.self) == expected {
+      // Ends the wait for a keepalive answer; any other PONG, well-formed or not, is ignored
+      // (docs/protocol.md, 16.3).
+      if frame.streamID == 0, frame.payload.readableBytes == 8, let expected = outstandingPing,
+        frame.payload.getInteger(at: frame.payload.readerIndex, as: UInt64.self) == expected
+      {
         outstandingPing = nil
         keepaliveDeadline?.cancel()
         keepaliveDeadline = nil
@@ -439,7 +447,16 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     switch action {
     case .none:
-      break
+      // A fragment held: past a megabyte on this stream, the connection's total is checked
+      // (rarely, so the sum over its streams costs nothing on the usual path).
+      if box.machine.unfinishedBytes > 1 << 20 {
+        let total = streams.reduce(0) { $0 + $1.1.machine.unfinishedBytes }
+        guard total <= Self.unfinishedMessageBudget else {
+          throw ProtocolViolation(
+            .unfinishedMessagesTooLarge,
+            "\(total) bytes of unfinished messages on this connection exceed the limit of \(Self.unfinishedMessageBudget)")
+        }
+      }
     case .deliver(let message, let endStream):
       if box.isServerStream {
         box.serverInbound?.yield(message)

@@ -17,6 +17,9 @@ public struct ProtocolViolation: Error, Hashable, Sendable, CustomStringConverti
     public static let frameTooLarge = Kind("frame too large", .resourceExhausted)
     /// A message larger than the receiver's maximum message size.
     public static let messageTooLarge = Kind("message too large", .resourceExhausted)
+    /// More bytes of unfinished messages (MESSAGE frames with MORE, across the connection's
+    /// streams) than the receiver holds for one connection.
+    public static let unfinishedMessagesTooLarge = Kind("unfinished messages too large", .resourceExhausted)
     /// More concurrent streams than the receiver allows.
     public static let tooManyStreams = Kind("too many streams", .resourceExhausted)
     /// More messages than the receiver granted credits for.

@@ -49,6 +49,9 @@ public struct StreamStateMachine: Sendable {
   /// Whether the server has sent (or the client received) response HEADERS.
   public private(set) var responseHeadersSeen = false
   private var partial: ByteBuffer?
+
+  /// Bytes received of a message not yet complete (its MESSAGE frames so far had MORE).
+  public var unfinishedBytes: Int { partial?.readableBytes ?? 0 }
   private let maxMessageSize: Int
 
   /// Creates an open stream.

@@ -47,6 +47,16 @@ final class RawTLSClient: Sendable {
     return all
   }
 
+  /// The frames received until one of `type` arrives (included), or until the connection closes.
+  func frames(until type: FrameType) async -> [Frame] {
+    var all: [Frame] = []
+    for await frame in frames {
+      all.append(frame)
+      if frame.type == type { break }
+    }
+    return all
+  }
+
   /// Resolves when the connection closes; returns how.
   func waitForClose() async {
     try? await channel.closeFuture.get()
