@@ -276,41 +276,54 @@ struct CoordinatorTests {
   func fieldNames() async throws {
     try await Harness.with { harness in
       let rpc = harness.client("alice").rpc
-      let schedule = MethodDescriptor(service: "hourglass.v1.TaskService", method: "Schedule")
-      var base = Hourglass_V1_ScheduleRequest()
-      base.taskBlob = Data([1])
-      base.schedule.cron = .with { $0.expression = "* * * * *" }
-      let cases: [(String, (inout Hourglass_V1_ScheduleRequest) -> Void)] = [
-        ("schedule.interval.every", { $0.schedule.interval = .with { $0.every.seconds = -5 } }),
-        ("schedule.time_zone", { $0.schedule.timeZone = "Mars/Olympus" }),
-        (
-          "schedule.not_after",
-          {
-            $0.schedule.notBefore.seconds = Harness.start / 1_000_000 + 100; $0.schedule.notAfter.seconds = Harness.start / 1_000_000 + 50
-          }
-        ),
-        ("schedule.misfire", { $0.schedule.misfire = .UNRECOGNIZED(9) }),
-        ("schedule.overlap", { $0.schedule.overlap = .UNRECOGNIZED(7) }),
-        ("schedule.once", { $0.schedule.once = .with { $0.instant.seconds = Harness.start / 1_000_000 - 3600 } }),
-        ("retry.max_attempts", { $0.retry.maxAttempts = 1000 }),
-        ("operator", { $0.operator = "e\u{301}xec" }),
-        ("name", { $0.name = String(repeating: "n", count: 1025) }),
-        ("arguments[1]", { $0.arguments = ["ok", "bad\u{0}"] }),
-      ]
-      for (field, mutate) in cases {
-        var request = base
-        mutate(&request)
-        await #expect {
-          let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(schedule, request: request)
-        } throws: { error in
-          guard let error = error as? RPCError else { return false }
-          return error.code == .invalidArgument && error.message.hasPrefix(field + ":")
-        }
-      }
+      await Self.expectRefused(
+        [
+          ("schedule.interval.every", { $0.schedule.interval = .with { $0.every.seconds = -5 } }),
+          ("schedule.time_zone", { $0.schedule.timeZone = "Mars/Olympus" }),
+          (
+            "schedule.not_after",
+            {
+              $0.schedule.notBefore.seconds = Harness.start / 1_000_000 + 100
+              $0.schedule.notAfter.seconds = Harness.start / 1_000_000 + 50
+            }
+          ),
+          ("schedule.misfire", { $0.schedule.misfire = .UNRECOGNIZED(9) }),
+          ("schedule.overlap", { $0.schedule.overlap = .UNRECOGNIZED(7) }),
+          ("schedule.once", { $0.schedule.once = .with { $0.instant.seconds = Harness.start / 1_000_000 - 3600 } }),
+          ("retry.max_attempts", { $0.retry.maxAttempts = 1000 }),
+          ("operator", { $0.operator = "e\u{301}xec" }),
+          ("name", { $0.name = String(repeating: "n", count: 1025) }),
+          ("arguments[1]", { $0.arguments = ["ok", "bad\u{0}"] }),
+        ], rpc: rpc)
       // A timeout of zero is the server's default (tasks.proto), not an error.
-      var zero = base
+      var zero = Self.refusalBase
       zero.timeout = Google_Protobuf_Duration(seconds: 0)
-      let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(schedule, request: zero)
+      let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(Self.scheduleMethod, request: zero)
+    }
+  }
+
+  static let scheduleMethod = MethodDescriptor(service: "hourglass.v1.TaskService", method: "Schedule")
+
+  /// A valid Schedule request, which each case of ``expectRefused(_:rpc:)`` breaks in one field.
+  static var refusalBase: Hourglass_V1_ScheduleRequest {
+    var base = Hourglass_V1_ScheduleRequest()
+    base.taskBlob = Data([1])
+    base.schedule.cron = .with { $0.expression = "* * * * *" }
+    return base
+  }
+
+  /// Sends ``refusalBase`` changed by each case; each must be refused with INVALID_ARGUMENT
+  /// whose message starts with the case's field name.
+  static func expectRefused(_ cases: [(String, (inout Hourglass_V1_ScheduleRequest) -> Void)], rpc: RPCClient) async {
+    for (field, mutate) in cases {
+      var request = refusalBase
+      mutate(&request)
+      await #expect("\(field)") {
+        let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(scheduleMethod, request: request)
+      } throws: { error in
+        guard let error = error as? RPCError else { return false }
+        return error.code == .invalidArgument && error.message.hasPrefix(field + ":")
+      }
     }
   }
 
@@ -353,35 +366,23 @@ struct CoordinatorTests {
   func outOfRangeTimes() async throws {
     try await Harness.with { harness in
       let rpc = harness.client("alice").rpc
-      let schedule = MethodDescriptor(service: "hourglass.v1.TaskService", method: "Schedule")
-      var base = Hourglass_V1_ScheduleRequest()
-      base.taskBlob = Data([1])
-      base.schedule.cron = .with { $0.expression = "* * * * *" }
-      let cases: [(String, (inout Hourglass_V1_ScheduleRequest) -> Void)] = [
-        ("timeout", { $0.timeout.seconds = .max }),
-        ("schedule.once.instant", { $0.schedule.once = .with { $0.instant.seconds = .min } }),
-        ("schedule.interval.every", { $0.schedule.interval = .with { $0.every.seconds = .max } }),
-        ("schedule.not_after", { $0.schedule.notAfter.seconds = .max }),
-        (
-          "schedule.jitter",
-          {
-            $0.schedule.jitter.nanos = -5; $0.schedule.jitter.seconds = 1
-          }
-        ),
-        ("retry.max_backoff", { $0.retry.maxBackoff.seconds = .min }),
-      ]
-      for (field, mutate) in cases {
-        var request = base
-        mutate(&request)
-        await #expect {
-          let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(schedule, request: request)
-        } throws: { error in
-          guard let error = error as? RPCError else { return false }
-          return error.code == .invalidArgument && error.message.hasPrefix(field + ":")
-        }
-      }
+      await Self.expectRefused(
+        [
+          ("timeout", { $0.timeout.seconds = .max }),
+          ("schedule.once.instant", { $0.schedule.once = .with { $0.instant.seconds = .min } }),
+          ("schedule.interval.every", { $0.schedule.interval = .with { $0.every.seconds = .max } }),
+          ("schedule.not_after", { $0.schedule.notAfter.seconds = .max }),
+          (
+            "schedule.jitter",
+            {
+              $0.schedule.jitter.nanos = -5
+              $0.schedule.jitter.seconds = 1
+            }
+          ),
+          ("retry.max_backoff", { $0.retry.maxBackoff.seconds = .min }),
+        ], rpc: rpc)
       // Still serving.
-      let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(schedule, request: base)
+      let _: Hourglass_V1_ScheduleResponse = try await rpc.unary(Self.scheduleMethod, request: Self.refusalBase)
     }
   }
 

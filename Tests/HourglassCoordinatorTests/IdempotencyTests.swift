@@ -58,15 +58,9 @@ struct IdempotencyTests {
     logger.logLevel = .critical
     let path = directory.appendingPathComponent("tasks.db").path
     func withCoordinator<T: Sendable>(_ body: (RPCClient) async throws -> T) async throws -> T {
-      let store = try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
-      let coordinator = try Coordinator(configuration: .defaults, store: store, tls: nil, clock: ManualClock(nowMicros: Harness.start), logger: logger)
-      let running = Task { try await coordinator.run() }
-      let rpc = RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: "alice", role: "user")))
-      let result = try await body(rpc)
-      running.cancel()
-      _ = await running.result
-      try await store.close()
-      return result
+      try await Harness.onFile(path, clock: ManualClock(nowMicros: Harness.start), logger: logger) { coordinator in
+        try await body(RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: "alice", role: "user"))))
+      }
     }
     let first = try await withCoordinator { try await Self.schedule($0, Self.request(key: "nightly-report")) }
     let again = try await withCoordinator { try await Self.schedule($0, Self.request(key: "nightly-report")) }

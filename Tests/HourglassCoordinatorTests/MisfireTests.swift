@@ -129,32 +129,14 @@ struct MisfireTests {
     var logger = Logger(label: "test.misfire")
     logger.logLevel = .critical
     let path = directory.appendingPathComponent("tasks.db").path
-    func withCoordinator<T: Sendable>(at micros: Int64, _ body: (Coordinator, ManualClock) async throws -> T) async throws -> T {
-      let store = try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
-      let clock = ManualClock(nowMicros: micros)
-      let coordinator = try Coordinator(configuration: .defaults, store: store, tls: nil, clock: clock, logger: logger)
-      let running = Task { try await coordinator.run() }
-      do {
-        let result = try await body(coordinator, clock)
-        running.cancel()
-        _ = await running.result
-        try await store.close()
-        return result
-      } catch {
-        running.cancel()
-        _ = await running.result
-        try? await store.close()
-        throw error
-      }
-    }
     func alice(_ coordinator: Coordinator) -> UserClient {
       UserClient(rpc: RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: "alice", role: "user"))), user: "alice")
     }
-    let (oneShot, hourly) = try await withCoordinator(at: Harness.start) { coordinator, _ in
+    let (oneShot, hourly) = try await Harness.onFile(path, clock: ManualClock(nowMicros: Harness.start), logger: logger) { coordinator in
       (try await alice(coordinator).schedule(once: 10), try await Self.schedule(alice(coordinator), Self.hourly()))
     }
     // Back 48 h and 30 s later: the one-shot is 48 h overdue, the hourly task missed 48 runs.
-    try await withCoordinator(at: Harness.start + (48 * Self.hour + 30) * 1_000_000) { coordinator, _ in
+    try await Harness.onFile(path, clock: ManualClock(nowMicros: Harness.start + (48 * Self.hour + 30) * 1_000_000), logger: logger) { coordinator in
       let executor = try await FakeExecutor.connect(
         RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: "exec-1", role: "executor"))),
         name: "exec-1", operators: ["exec"], slots: 2)

@@ -59,6 +59,28 @@ struct Harness {
     }
   }
 
+  /// A coordinator with the default configuration on the SQLite file at `path` (which outlives
+  /// it: call again for a restart), on `clock`, for `body`; then it stops and its store closes.
+  static func onFile<T: Sendable>(
+    _ path: String, clock: ManualClock, logger: Logger, _ body: (Coordinator) async throws -> T
+  ) async throws -> T {
+    let store = try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
+    let coordinator = try Coordinator(configuration: .defaults, store: store, tls: nil, clock: clock, logger: logger)
+    let running = Task { try await coordinator.run() }
+    do {
+      let result = try await body(coordinator)
+      running.cancel()
+      _ = await running.result
+      try await store.close()
+      return result
+    } catch {
+      running.cancel()
+      _ = await running.result
+      try? await store.close()
+      throw error
+    }
+  }
+
   func client(_ user: String) -> UserClient {
     UserClient(rpc: RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: user, role: "user"))), user: user)
   }
