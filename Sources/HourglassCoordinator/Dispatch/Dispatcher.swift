@@ -1053,6 +1053,8 @@ actor Dispatcher {
             taskID: misfire.task.id, expectedVersion: misfire.task.version, nextRunMicros: next, state: next == nil ? .completed : .active) != nil
         else {
           retry.append(misfire.entry)
+          // At once: the next pass reads the record afresh (nothing else may wake the loop).
+          poke()
           continue
         }
       } catch {

@@ -43,10 +43,19 @@ struct Harness {
     let watched = observed ? ObservedStore(store, clock: clock) : nil
     let coordinator = try Coordinator(
       configuration: configuration, store: watched ?? store, tls: nil, clock: clock, logger: logger, metricsFactory: metricsFactory)
+    return try await run(coordinator, store: store) { running in
+      try await body(Harness(coordinator: coordinator, store: store, clock: clock, directory: directory, observed: watched, running: running))
+    }
+  }
+
+  /// Runs `coordinator` for `body` (given the running task); then stops it and closes `store`,
+  /// whether `body` returned or threw.
+  private static func run<T: Sendable>(
+    _ coordinator: Coordinator, store: SQLiteTaskStore, _ body: (Task<Void, any Error>) async throws -> T
+  ) async throws -> T {
     let running = Task { try await coordinator.run() }
-    let harness = Harness(coordinator: coordinator, store: store, clock: clock, directory: directory, observed: watched, running: running)
     do {
-      let result = try await body(harness)
+      let result = try await body(running)
       running.cancel()
       _ = await running.result
       try await store.close()
@@ -66,19 +75,7 @@ struct Harness {
   ) async throws -> T {
     let store = try await SQLiteTaskStore(configuration: .defaults(path: path), logger: logger)
     let coordinator = try Coordinator(configuration: .defaults, store: store, tls: nil, clock: clock, logger: logger)
-    let running = Task { try await coordinator.run() }
-    do {
-      let result = try await body(coordinator)
-      running.cancel()
-      _ = await running.result
-      try await store.close()
-      return result
-    } catch {
-      running.cancel()
-      _ = await running.result
-      try? await store.close()
-      throw error
-    }
+    return try await run(coordinator, store: store) { _ in try await body(coordinator) }
   }
 
   func client(_ user: String) -> UserClient {
