@@ -59,6 +59,29 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test("a peer that sends and never reads is dropped once 32 MiB of output wait for it", .timeLimit(.minutes(1)))
+    func peerThatNeverReads() async throws {
+      try await TestServer.with { server in
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        try await raw.send(RawFrames.preface + RawFrames.emptySettings)
+        try await raw.stopReading()
+        // Each PING makes the server queue an 18-byte PONG this client does not read: 40 rounds of
+        // 100,000 are 72 MB of them, over 32 MiB even with every kernel buffer between full.
+        let pings = Array([[UInt8]](repeating: RawFrames.frame(.ping, stream: 0, payload: [1, 2, 3, 4, 5, 6, 7, 8]), count: 100_000).joined())
+        for _ in 0..<40 {
+          do { try await raw.send(pings) } catch { break }  // already dropped
+        }
+        // Reading again, the client finds the connection closed (it would read PONGs for ever
+        // without the limit).
+        try await raw.startReading()
+        await raw.waitForClose()
+        let (client, connection) = try server.client()
+        let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("ok"), responseType: Google_Protobuf_StringValue.self)
+        #expect(reply.value == "OK")
+        await connection.close()
+      }
+    }
+
     @Test("a PONG that answers nothing, malformed or not, is ignored: the connection serves on")
     func strayPongIgnored() async throws {
       try await TestServer.with { server in

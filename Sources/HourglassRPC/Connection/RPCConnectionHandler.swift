@@ -25,6 +25,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   /// peer holds about one message here at a time.
   public static let unfinishedMessageBudget = 64 << 20
 
+  /// The most bytes written to a connection since it stopped taking writes (its peer is not
+  /// reading them fast enough): past it the peer is taken to have stopped reading, and the
+  /// connection is closed rather than let its output queue grow without end.
+  public static let unreadOutputBudget = 32 << 20
+
   /// Timers and limits of a connection.
   public struct Configuration: Sendable {
     /// What this side announces in its SETTINGS.
@@ -130,6 +135,10 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   @exclusivity(unchecked) private var readSinceLastKeepalive = false
   @exclusivity(unchecked) private var outstandingPing: UInt64?
   @exclusivity(unchecked) private var closed = false
+  /// Whether the channel takes writes without queueing past its high-water mark, and the bytes
+  /// written since it last did not.
+  @exclusivity(unchecked) private var writable = true
+  @exclusivity(unchecked) private var writtenWhileUnwritable = 0
 
   /// Creates the server side of a connection; `onStream` is called (on the event loop) for
   /// every accepted stream.
@@ -200,6 +209,12 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   public func channelInactive(context: ChannelHandlerContext) {
     tearDown(RPCError(code: .unavailable, message: "the connection closed"))
     context.fireChannelInactive()
+  }
+
+  public func channelWritabilityChanged(context: ChannelHandlerContext) {
+    writable = context.channel.isWritable
+    if writable { writtenWhileUnwritable = 0 }
+    context.fireChannelWritabilityChanged()
   }
 
   public func handlerRemoved(context: ChannelHandlerContext) {
@@ -572,11 +587,28 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       ?? context!.channel.allocator.buffer(capacity: max(1024, Frame.headerSize + (payload?.readableBytes ?? 0)))
     FrameEncoderHandler.write(type, flags: flags, streamID: streamID, payload: payload, into: &buffer)
     needsFlush = true
+    if !writable { countUnread(Frame.headerSize + (payload?.readableBytes ?? 0)) }
     if buffer.readableBytes >= FrameEncoderHandler.gatherLimit {
       // A large message: pass on what is gathered now rather than let the buffer grow.
       context!.write(wrapOutboundOut(buffer), promise: nil)
     } else {
       gathered = buffer
+    }
+  }
+
+  /// Counts output queued while the channel takes no more; past ``unreadOutputBudget`` the
+  /// connection is closed (once, after the write under way).
+  private func countUnread(_ bytes: Int) {
+    let before = writtenWhileUnwritable
+    writtenWhileUnwritable += bytes
+    guard before <= Self.unreadOutputBudget, writtenWhileUnwritable > Self.unreadOutputBudget, let context else { return }
+    context.eventLoop.assumeIsolated().execute { [self] in
+      guard !closed, !writable else { return }
+      logger.info(
+        "closing a connection whose peer stopped reading",
+        metadata: ["hourglass.unread_bytes": "\(writtenWhileUnwritable)", "hourglass.budget": "\(Self.unreadOutputBudget)"])
+      tearDown(RPCError(code: .unavailable, message: "the peer stopped reading: more than \(Self.unreadOutputBudget) bytes of output queued"))
+      self.context?.close(promise: nil)
     }
   }
 

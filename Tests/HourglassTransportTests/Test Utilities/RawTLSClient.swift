@@ -23,6 +23,7 @@ final class RawTLSClient: Sendable {
       .channelInitializer { channel in
         channel.eventLoop.makeCompletedFuture {
           let sync = channel.pipeline.syncOperations
+          try sync.addHandler(ReadGate())
           try sync.addHandler(try NIOSSLClientHandler(context: context, serverHostname: serverName))
           try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: 1 << 24, expectPreface: false)))
           try sync.addHandler(Collector(continuation: continuation))
@@ -34,6 +35,20 @@ final class RawTLSClient: Sendable {
 
   static func standardConfiguration(_ credentials: TLSCredentials = TestPKI.aliceCredentials) throws -> TLSConfiguration {
     try credentials.clientConfiguration()
+  }
+
+  /// From now on nothing more is read from the socket (not even by TLS for itself): the server
+  /// sees a peer that has stopped reading.
+  func stopReading() async throws {
+    try await channel.setOption(ChannelOptions.autoRead, value: false).get()
+    try await channel.pipeline.handler(type: ReadGate.self).map { $0.closed = true }.get()
+  }
+
+  /// Reads again after ``stopReading()``.
+  func startReading() async throws {
+    try await channel.pipeline.handler(type: ReadGate.self).map { $0.closed = false }.get()
+    try await channel.setOption(ChannelOptions.autoRead, value: true).get()
+    channel.read()
   }
 
   func send(_ bytes: [UInt8]) async throws {
@@ -89,4 +104,15 @@ enum RawFrames {
 
   static let preface = ConnectionPreface.bytes
   static let emptySettings = frame(.settings, stream: 0, payload: [])
+}
+
+/// Below TLS: passes the pipeline's read requests on until closed, then drops them.
+final class ReadGate: ChannelOutboundHandler, @unchecked Sendable {
+  typealias OutboundIn = ByteBuffer
+  /// Touched only on the channel's event loop.
+  var closed = false
+
+  func read(context: ChannelHandlerContext) {
+    if !closed { context.read() }
+  }
 }
