@@ -402,7 +402,7 @@ extension PostgresTaskStore {
         """
         INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
           fence, started_us)
-        VALUES (\(id), \(scheduled), 1, 'leased', \(owner), \(expiresAt), nextval('fence_seq'), \(now))
+        VALUES (\(id), \(scheduled), 1, 'leased', \(owner), \(expiresAt), nextval('fence_seq'), GREATEST(\(now), \(scheduled)))
         ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
           attempt = runs.attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
           lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,
@@ -529,7 +529,7 @@ extension PostgresTaskStore {
         """
         INSERT INTO runs AS runs (task_id, scheduled_us, attempt, state, lease_owner,
           lease_expires_us, fence, started_us)
-        SELECT id, scheduled, 1, 'leased', owner, expires, nextval('fence_seq'), \(now)
+        SELECT id, scheduled, 1, 'leased', owner, expires, nextval('fence_seq'), GREATEST(\(now), scheduled)
         FROM unnest(\(ids)::uuid[], \(runs)::bigint[], \(owners)::text[], \(expiries)::bigint[])
           WITH ORDINALITY AS r(id, scheduled, owner, expires, ordinal)
         ORDER BY ordinal

@@ -12,11 +12,12 @@ extension SQLiteTaskStore {
 
   /// Leases a run (task id, scheduled time, owner, expiry, fence, start): a new run is attempt 1,
   /// an existing one (a retry or a re-lease after expiry) counts one more attempt. Returns the
-  /// attempt.
+  /// attempt. Its start is the lease's time, or its scheduled time when it is leased ahead of
+  /// it (the executor starts it no earlier).
   static let leaseRunSQL = """
     INSERT INTO runs (task_id, scheduled_us, attempt, state, lease_owner, lease_expires_us,
       fence, started_us)
-    VALUES (?, ?, 1, 'leased', ?, ?, ?, ?)
+    VALUES (?1, ?2, 1, 'leased', ?3, ?4, ?5, max(?6, ?2))
     ON CONFLICT (task_id, scheduled_us) DO UPDATE SET
       attempt = attempt + 1, state = 'leased', lease_owner = excluded.lease_owner,
       lease_expires_us = excluded.lease_expires_us, fence = excluded.fence,

@@ -25,6 +25,9 @@ struct LeaseAheadTests {
       #expect(Set(first.keys) == [now, soon])
       #expect(first[now]?.hasStartAfter == false)
       #expect(first[soon]?.startAfter == .with { $0.seconds = 2 })
+      // Its run history says it starts at its scheduled time, not at the lease ahead of it.
+      let soonRun = try #require(try await alice.runs(soon).first)
+      #expect(soonRun.started == soonRun.scheduledAt)
 
       // The run due in 4 s goes out when it is half the lease-ahead away (the dispatcher wakes
       // then, so that each pass leases what comes due over half of it), not before: its grant
