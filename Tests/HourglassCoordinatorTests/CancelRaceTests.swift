@@ -46,7 +46,7 @@ struct CancelRaceTests {
       // The batch's second blob read waits: the first run's grant is built, not yet handed on.
       observed.holdBlobRead(2)
       harness.advance(seconds: 1)
-      let held = await observed.waitForHeldBlobRead()
+      let held = try #require(await observed.waitForHeldBlobRead())
       let heldTask = held == BlobDigest(of: blobs[0]) ? tasks[0] : tasks[1]
       let first = tasks[0] == heldTask ? tasks[1] : tasks[0]
       #expect(try await alice.delete(first, cancelRunning: true).cancelledRun)

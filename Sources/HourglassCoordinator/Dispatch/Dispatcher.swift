@@ -553,7 +553,7 @@ actor Dispatcher {
   static let backlogStartMicros: Int64 = 0
 
   /// At start-up: everything overdue from before (downtime), however long ago it came due; the
-  /// misfire policy of each recurring task decides what of it runs (``misfireMove(of:entry:now:)``).
+  /// misfire policy of each recurring task decides what of it runs (``misfireMove(of:stored:entry:now:)``).
   private func loadBacklog() async throws {
     let now = clock.nowMicros()
     loadedUntil = Self.backlogStartMicros
@@ -774,6 +774,8 @@ actor Dispatcher {
       struct Pick {
         var entry: DueQueue.Entry
         var task: TaskRecord
+        /// A recurring task's stored schedule and retry policy, decoded once for the checks below.
+        var stored: StoredTaskSpec?
         var session: UInt64
         var executor: Session
       }
@@ -784,7 +786,8 @@ actor Dispatcher {
         guard let task = records[entry.taskID], task.state == .active, task.nextRunMicros == entry.scheduledMicros else {
           continue  // deleted, finished, or moved on since it was queued
         }
-        if let move = misfireMove(of: task, entry: entry, now: checkedAt) {
+        let stored = task.recurring ? try? StoredTaskSpec.decode(task.scheduleSpec) : nil
+        if let move = misfireMove(of: task, stored: stored, entry: entry, now: checkedAt) {
           misfires.append(Misfire(entry: entry, task: task, move: move))
           continue
         }
@@ -794,12 +797,12 @@ actor Dispatcher {
         }
         publishFreeSlots(session)
         guard let executor = sessions[session] else { continue }
-        picks.append(Pick(entry: entry, task: task, session: session, executor: executor))
+        picks.append(Pick(entry: entry, task: task, stored: stored, session: session, executor: executor))
       }
       if !misfires.isEmpty { parked += await apply(misfires) }
       if picks.isEmpty { continue }
       let now = clock.nowMicros()
-      let overlaps = picks.map { overlapNext(of: $0.task, after: $0.entry.scheduledMicros, now: now) }
+      let overlaps = picks.map { overlapNext(of: $0.task, stored: $0.stored, after: $0.entry.scheduledMicros, now: now) }
       let requests = zip(picks, overlaps).map { pick, overlap in
         LeaseRequest(
           taskID: pick.entry.taskID, scheduledMicros: pick.entry.scheduledMicros, owner: pick.executor.executorID,
@@ -1027,9 +1030,9 @@ actor Dispatcher {
   /// due, for `run-once`), or to its next fire time (`skip`), or ends (`maxRuns`, `end`). Only a
   /// run's first attempt: a retry, or a run going out again after its lease ran out (due time
   /// not its scheduled time), started long ago.
-  func misfireMove(of task: TaskRecord, entry: DueQueue.Entry, now: Int64) -> MisfireMove? {
+  func misfireMove(of task: TaskRecord, stored: StoredTaskSpec?, entry: DueQueue.Entry, now: Int64) -> MisfireMove? {
     guard task.recurring, entry.dueMicros == entry.scheduledMicros, now > entry.scheduledMicros,
-      let stored = try? StoredTaskSpec.decode(task.scheduleSpec), now - entry.scheduledMicros > stored.schedule.misfire.grace,
+      let stored, now - entry.scheduledMicros > stored.schedule.misfire.grace,
       let schedule = try? Schedule(stored.schedule, taskID: task.id.description)
     else { return nil }
     // The runs due are the fire times in [scheduled, now]: this one and those it missed since.
@@ -1078,8 +1081,8 @@ actor Dispatcher {
   /// For a recurring task whose overlap policy is `allow`: the run after `scheduled` (misfire
   /// policy applied, with the runs it passes over), which becomes the task's next run as soon
   /// as this one is leased. Nil for every other task, and for the last run of a schedule.
-  private func overlapNext(of task: TaskRecord, after scheduled: Int64, now: Int64) -> (next: Int64, skipped: Int)? {
-    guard task.recurring, let stored = try? StoredTaskSpec.decode(task.scheduleSpec), stored.schedule.overlap == .allow else {
+  private func overlapNext(of task: TaskRecord, stored: StoredTaskSpec?, after scheduled: Int64, now: Int64) -> (next: Int64, skipped: Int)? {
+    guard task.recurring, let stored, stored.schedule.overlap == .allow else {
       return nil
     }
     let plan = ResultPlanner(configuration: configuration).nextRun(task: task, stored: stored, after: scheduled, now: now, state: .succeeded)

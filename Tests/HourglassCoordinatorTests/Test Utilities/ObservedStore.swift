@@ -9,31 +9,22 @@ final class ObservedStore: TaskStore {
     /// Each `dispatchRecords` or `dispatchRecord` call: its task ids and the clock's instant.
     var recordReads: [(ids: Set<TaskID>, atMicros: Int64)] = []
     var readWaiters: [(id: TaskID, continuation: CheckedContinuation<Void, Never>)] = []
-    /// Set: the next `recoverExpiredLeases` call waits here until ``releaseRecovery()``.
-    var holdRecovery = false
-    var recoveryHeld: CheckedContinuation<Void, Never>?
-    var recoveryEnteredWaiter: CheckedContinuation<Void, Never>?
-    var recoveryEntered = false
     /// `createLeases` calls so far, and who waits for a number of them.
     var leaseCalls = 0
     var leaseWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
-    /// Set: the next `createLeases` call, once its transaction has committed, waits here
-    /// before it returns, until ``releaseLeases()``.
-    var holdLeases = false
-    var leasesHeld: CheckedContinuation<Void, Never>?
-    var leasesReleased = false
-    /// Blob reads so far; the one numbered `holdBlobRead` (1-based) waits until
-    /// ``releaseBlobRead()``, and its digest is noted.
+    /// Blob reads so far, and the one (1-based) that ``blobGate`` holds.
     var blobReads = 0
     var holdBlobRead: Int?
-    var heldBlob: (digest: BlobDigest, continuation: CheckedContinuation<Void, Never>)?
-    var heldBlobWaiter: CheckedContinuation<BlobDigest, Never>?
-    var blobReleased = false
   }
 
   let base: any TaskStore
   let clock: ManualClock
   private let state = Mutex(State())
+  /// Holds the next `recoverExpiredLeases` call, the next `createLeases` call once its
+  /// transaction has committed, and a chosen blob read (with its digest).
+  private let recoveryGate = Gate<Void>()
+  private let leaseGate = Gate<Void>()
+  private let blobGate = Gate<BlobDigest>()
 
   init(_ base: any TaskStore, clock: ManualClock) {
     self.base = base
@@ -67,41 +58,12 @@ final class ObservedStore: TaskStore {
   }
 
   /// The next lease recovery waits until ``releaseRecovery()``.
-  func holdNextRecovery() {
-    state.withLock {
-      $0.holdRecovery = true
-      $0.recoveryEntered = false
-    }
-  }
+  func holdNextRecovery() { recoveryGate.arm() }
 
   /// Returns once a held recovery has started (and is waiting), or when the test is cancelled.
-  func waitUntilRecoveryHeld() async {
-    await withTaskCancellationHandler {
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let done = state.withLock { state -> Bool in
-          if Task.isCancelled || state.recoveryEntered { return true }
-          state.recoveryEnteredWaiter = continuation
-          return false
-        }
-        if done { continuation.resume() }
-      }
-    } onCancel: {
-      let waiter = state.withLock { state in
-        defer { state.recoveryEnteredWaiter = nil }
-        return state.recoveryEnteredWaiter
-      }
-      waiter?.resume()
-    }
-  }
+  func waitUntilRecoveryHeld() async { _ = await recoveryGate.waitUntilHeld() }
 
-  func releaseRecovery() {
-    let held = state.withLock { state -> CheckedContinuation<Void, Never>? in
-      state.holdRecovery = false
-      defer { state.recoveryHeld = nil }
-      return state.recoveryHeld
-    }
-    held?.resume()
-  }
+  func releaseRecovery() { recoveryGate.release() }
 
   var partitionCount: Int32 { base.partitionCount }
 
@@ -137,40 +99,15 @@ final class ObservedStore: TaskStore {
       return state.leaseWaiters.filter { $0.count <= count }.map(\.continuation)
     }
     for waiter in ready { waiter.resume() }
-    let hold = state.withLock { state -> Bool in
-      defer { state.holdLeases = false }
-      return state.holdLeases
-    }
-    if hold {
-      await withCheckedContinuation { continuation in
-        let released = state.withLock { state -> Bool in
-          if state.leasesReleased { return true }
-          state.leasesHeld = continuation
-          return false
-        }
-        if released { continuation.resume() }
-      }
-    }
+    await leaseGate.pass(())
     return leases
   }
 
   /// The next lease transaction, once committed, does not return to the coordinator until
   /// ``releaseLeases()``: its leases exist in the store, and the dispatcher does not know yet.
-  func holdNextLeasesAfterCommit() {
-    state.withLock {
-      $0.holdLeases = true
-      $0.leasesReleased = false
-    }
-  }
+  func holdNextLeasesAfterCommit() { leaseGate.arm() }
 
-  func releaseLeases() {
-    let held = state.withLock { state -> CheckedContinuation<Void, Never>? in
-      state.leasesReleased = true
-      defer { state.leasesHeld = nil }
-      return state.leasesHeld
-    }
-    held?.resume()
-  }
+  func releaseLeases() { leaseGate.release() }
 
   /// Returns once `count` lease transactions have committed, or when the test is cancelled.
   func waitForLeaseTransactions(_ count: Int) async {
@@ -219,22 +156,7 @@ final class ObservedStore: TaskStore {
   func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] { try await base.recordResults(items) }
 
   func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws -> [RunRecord] {
-    // Held until released, or until the coordinator is cancelled (the end of the test).
-    await withTaskCancellationHandler {
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let (hold, entered) = state.withLock { state -> (Bool, CheckedContinuation<Void, Never>?) in
-          guard state.holdRecovery, !Task.isCancelled else { return (false, nil) }
-          state.recoveryEntered = true
-          state.recoveryHeld = continuation
-          defer { state.recoveryEnteredWaiter = nil }
-          return (true, state.recoveryEnteredWaiter)
-        }
-        entered?.resume()
-        if !hold { continuation.resume() }
-      }
-    } onCancel: {
-      releaseRecovery()
-    }
+    await recoveryGate.pass(())
     return try await base.recoverExpiredLeases(now: now, skewBound: skewBound, limit: limit)
   }
 
@@ -249,49 +171,20 @@ final class ObservedStore: TaskStore {
       state.blobReads += 1
       return state.blobReads == state.holdBlobRead
     }
-    if hold {
-      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-        let (released, waiter) = state.withLock { state -> (Bool, CheckedContinuation<BlobDigest, Never>?) in
-          if state.blobReleased { return (true, nil) }
-          state.heldBlob = (digest, continuation)
-          defer { state.heldBlobWaiter = nil }
-          return (false, state.heldBlobWaiter)
-        }
-        waiter?.resume(returning: digest)
-        if released { continuation.resume() }
-      }
-    }
+    if hold { await blobGate.pass(digest) }
     return try await base.blob(digest)
   }
 
   /// The `count`-th blob read from now on waits until ``releaseBlobRead()``.
   func holdBlobRead(_ count: Int) {
-    state.withLock {
-      $0.holdBlobRead = $0.blobReads + count
-      $0.blobReleased = false
-    }
+    blobGate.arm()
+    state.withLock { $0.holdBlobRead = $0.blobReads + count }
   }
 
-  /// Returns the digest of the held blob read once it waits.
-  func waitForHeldBlobRead() async -> BlobDigest {
-    await withCheckedContinuation { (continuation: CheckedContinuation<BlobDigest, Never>) in
-      let held = state.withLock { state -> BlobDigest? in
-        if let held = state.heldBlob { return held.digest }
-        state.heldBlobWaiter = continuation
-        return nil
-      }
-      if let held { continuation.resume(returning: held) }
-    }
-  }
+  /// The digest of the held blob read, once it waits (nil if the test is cancelled first).
+  func waitForHeldBlobRead() async -> BlobDigest? { await blobGate.waitUntilHeld() }
 
-  func releaseBlobRead() {
-    let held = state.withLock { state -> CheckedContinuation<Void, Never>? in
-      state.blobReleased = true
-      defer { state.heldBlob = nil }
-      return state.heldBlob?.continuation
-    }
-    held?.resume()
-  }
+  func releaseBlobRead() { blobGate.release() }
   func counts() async throws -> StoreCounts { try await base.counts() }
   func close() async throws { try await base.close() }
 }
