@@ -290,7 +290,7 @@ let package = Package(
     ),
 
     // MARK: Tests
-    // What several test targets share (named pipes scripts signal through); tests only.
+    // What several test targets share (child processes, named pipes scripts signal through); tests only.
     .target(
       name: "HourglassTestSupport",
       path: "Tests/HourglassTestSupport",
@@ -361,7 +361,7 @@ let package = Package(
     ),
     .testTarget(
       name: "HourglassCoreTests",
-      dependencies: ["HourglassCore"],
+      dependencies: ["HourglassCore", "HourglassTestSupport"],
       swiftSettings: strictSettings
     ),
     .testTarget(
@@ -396,6 +396,7 @@ let package = Package(
     .testTarget(
       name: "HourglassStoreSQLiteTests",
       dependencies: [
+        "HourglassTestSupport",
         "HourglassCore",
         "HourglassStore",
         "HourglassStoreSQLite",

@@ -1,6 +1,5 @@
 import Foundation
 import HourglassTestSupport
-import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -27,39 +26,20 @@ enum CLI {
   }
 
   /// Runs `hourglass ARGS` in `directory` to completion.
-  static func run(_ arguments: [String], in directory: String, environment: [String: String] = cleanEnvironment) throws -> Result {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: directory)
-    process.environment = environment
-    let out = directory + "/.out-\(UUID().uuidString)"
-    let err = directory + "/.err-\(UUID().uuidString)"
-    _ = FileManager.default.createFile(atPath: out, contents: nil)
-    _ = FileManager.default.createFile(atPath: err, contents: nil)
-    defer {
-      try? FileManager.default.removeItem(atPath: out)
-      try? FileManager.default.removeItem(atPath: err)
+  static func run(_ arguments: [String], in directory: String, environment: [String: String] = cleanEnvironment) async throws -> Result {
+    let (exit, stdout, stderr) = try await TestProcess.run(executable, arguments: arguments, environment: environment, directory: directory)
+    guard case .exited(let status) = exit else {
+      throw CLIError(message: "hourglass \(arguments.joined(separator: " ")) \(exit): \(stderr)")
     }
-    process.standardOutput = FileHandle(forWritingAtPath: out)
-    process.standardError = FileHandle(forWritingAtPath: err)
-    try process.run()
-    process.waitUntilExit()
-    return Result(
-      status: process.terminationStatus, stdout: (try? String(contentsOfFile: out, encoding: .utf8)) ?? "",
-      stderr: (try? String(contentsOfFile: err, encoding: .utf8)) ?? "")
+    return Result(status: status, stdout: stdout, stderr: stderr)
   }
 }
 
 /// `hourglass dev` as a child process; ready once it prints its banner.
 struct DevProcess {
-  let process: Process
-  /// What it printed up to and including its banner.
+  let child: TestProcess
+  /// What it printed up to and including its banner's last line.
   let banner: String
-  /// The write end of the child's standard input: the child exits when this process dies.
-  let lifeline: Pipe
-  /// What it prints after its banner.
-  let later: LaterOutput
 
   /// The port of its `/metrics` listener, from the banner.
   var metricsPort: Int? {
@@ -68,89 +48,41 @@ struct DevProcess {
   }
 
   static func start(in directory: String, arguments: [String]) async throws -> DevProcess {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: CLI.executable)
-    process.arguments = ["dev"] + arguments
-    process.currentDirectoryURL = URL(fileURLWithPath: directory)
-    // The child exits when this test process dies (the lifeline's write end closes).
-    process.environment = CLI.cleanEnvironment.merging(
-      ["HOURGLASS_EXIT_ON_STDIN_EOF": "1"], uniquingKeysWith: { $1 })
-    let lifeline = Pipe()
-    process.standardInput = lifeline
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle(forWritingAtPath: "/dev/null")
-    try process.run()
-    let handle = pipe.fileHandleForReading
+    // The child exits when this test process dies (its standard input is a lifeline).
+    let child = try TestProcess.start(
+      CLI.executable, arguments: ["dev"] + arguments,
+      environment: CLI.cleanEnvironment.merging(["HOURGLASS_EXIT_ON_STDIN_EOF": "1"], uniquingKeysWith: { $1 }),
+      directory: directory, input: .lifeline, errorOutput: .discarded)
     // A dev server that never gets ready is killed, which ends the wait below with an error.
     let watchdog = Task {
       try await Task.sleep(for: .seconds(120))
-      if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+      child.kill()
     }
     defer { watchdog.cancel() }
     // The banner is the readiness signal: it is printed once the coordinator listens and the
     // profile is written.
-    let later = LaterOutput()
-    let banner = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
-      Thread {
-        var text = ""
-        while true {
-          let data = handle.availableData
-          if data.isEmpty {
-            continuation.resume(throwing: CLIError(message: "hourglass dev exited before it was ready: \(text)"))
-            return
-          }
-          text += String(decoding: data, as: UTF8.self)
-          if text.contains("Ctrl-C stops.") {
-            continuation.resume(returning: text)
-            var more = handle.availableData
-            while !more.isEmpty {
-              later.append(more)
-              more = handle.availableData
-            }
-            later.close()
-            return
-          }
-        }
-      }.start()
+    let marker = "Ctrl-C stops."
+    guard await child.waitForOutput(containing: marker) else {
+      child.kill()
+      throw CLIError(message: "hourglass dev exited before it was ready: \(child.output)")
     }
-    return DevProcess(process: process, banner: banner, lifeline: lifeline, later: later)
+    let output = child.output
+    let markerEnd = output.range(of: marker)!.upperBound
+    let lineEnd = output[markerEnd...].firstIndex(of: "\n").map { output.index(after: $0) } ?? output.endIndex
+    return DevProcess(child: child, banner: String(output[..<lineEnd]))
   }
 
-  /// SIGKILL if still running (cleanup after a failed test).
-  func kill() {
-    if process.isRunning {
-      Glibc.kill(process.processIdentifier, SIGKILL)
-      process.waitUntilExit()
-    }
-  }
+  /// SIGKILL if still running (cleanup after a failed test); returns at once.
+  func kill() { child.kill() }
 
-  /// SIGTERM, then the exit status.
-  func stop() -> Int32 {
-    Glibc.kill(process.processIdentifier, SIGTERM)
-    process.waitUntilExit()
-    return process.terminationStatus
-  }
+  /// SIGTERM, then how it ended.
+  func stop() async -> TestProcessExit { await child.terminate() }
 
-  /// SIGTERM, then the exit status and everything printed after the banner.
-  func stopAndRead() -> (status: Int32, output: String) {
-    let status = stop()
-    return (status, later.whenClosed())
-  }
-}
-
-/// What a child prints after its banner, complete once its standard output closes.
-final class LaterOutput: Sendable {
-  private let text = Mutex("")
-  private let closed = DispatchSemaphore(value: 0)
-
-  func append(_ data: Data) { text.withLock { $0 += String(decoding: data, as: UTF8.self) } }
-  func close() { closed.signal() }
-
-  /// Waits until the output has closed, then returns it.
-  func whenClosed() -> String {
-    closed.wait()
-    return text.withLock { $0 }
+  /// SIGTERM, then how it ended and everything printed after the banner.
+  func stopAndRead() async -> (exit: TestProcessExit, output: String) {
+    let exit = await child.terminate()
+    await child.waitForOutputEnd()
+    return (exit, String(decoding: child.output.utf8.dropFirst(banner.utf8.count), as: UTF8.self))
   }
 }
 
@@ -231,7 +163,7 @@ struct CLIEndToEndTests {
     let script = folder + "/job.sh"
     try "#!/bin/sh\necho \"$HOURGLASS_RUN_ID\" > \(fifo)\n".write(toFile: script, atomically: true, encoding: .utf8)
 
-    let scheduled = try CLI.run(["schedule", "--in", "2s", "--file", script, "--name", "tour", "--format", "json"], in: folder)
+    let scheduled = try await CLI.run(["schedule", "--in", "2s", "--file", script, "--name", "tour", "--format", "json"], in: folder)
     #expect(scheduled.status == 0, "\(scheduled.stderr)")
     let taskID = try #require((scheduled.json as? [String: Any])?["task_id"] as? String)
 
@@ -242,7 +174,7 @@ struct CLIEndToEndTests {
     var task: [String: Any] = [:]
     let deadline = ContinuousClock.now + .seconds(30)
     while ContinuousClock.now < deadline {
-      let got = try CLI.run(["get", taskID, "--format", "json"], in: folder)
+      let got = try await CLI.run(["get", taskID, "--format", "json"], in: folder)
       #expect(got.status == 0, "\(got.stderr)")
       task = got.json as? [String: Any] ?? [:]
       if task["task_status"] as? String == "succeeded" { break }
@@ -253,21 +185,21 @@ struct CLIEndToEndTests {
     #expect(task["last_executed"] is String)
     #expect(task["next_execution"] is NSNull)
 
-    let listed = try CLI.run(["list", "--format", "json"], in: folder)
+    let listed = try await CLI.run(["list", "--format", "json"], in: folder)
     #expect(listed.status == 0)
     let ids = (listed.json as? [[String: Any]])?.compactMap { $0["task_id"] as? String } ?? []
     #expect(ids.contains(taskID))
-    let table = try CLI.run(["list"], in: folder)
+    let table = try await CLI.run(["list"], in: folder)
     #expect(table.stdout.hasPrefix("TASK_ID"))
     #expect(table.stdout.contains(taskID))
 
-    let runs = try CLI.run(["runs", taskID, "--format", "json"], in: folder)
+    let runs = try await CLI.run(["runs", taskID, "--format", "json"], in: folder)
     #expect(runs.status == 0, "\(runs.stderr)")
     let run = try #require((runs.json as? [[String: Any]])?.first)
     #expect(run["run_id"] as? String == runID)
     #expect(run["status"] as? String == "succeeded")
     #expect(run["exit_code"] as? Int == 0)
-    #expect(try CLI.run(["runs", taskID], in: folder).stdout.contains(runID))
+    #expect(try await CLI.run(["runs", taskID], in: folder).stdout.contains(runID))
 
     // `hourglass dev` serves the metrics of its coordinator and executors.
     let metrics = try httpGet(port: try #require(dev.metricsPort), path: "/metrics")
@@ -275,15 +207,15 @@ struct CLIEndToEndTests {
     #expect(sample("hourglass_runs_succeeded_total", in: metrics) == 1)
     #expect(sample("hourglass_executors_connected", in: metrics) == 1)
 
-    let deleted = try CLI.run(["delete", taskID, "--format", "json"], in: folder)
+    let deleted = try await CLI.run(["delete", taskID, "--format", "json"], in: folder)
     #expect(deleted.status == 0, "\(deleted.stderr)")
     #expect((deleted.json as? [String: Any])?["deleted"] as? Bool == true)
-    let gone = try CLI.run(["get", taskID, "--format", "json"], in: folder)
+    let gone = try await CLI.run(["get", taskID, "--format", "json"], in: folder)
     #expect(gone.status == 1)
     #expect(gone.stderr.contains("NOT_FOUND"))
 
-    let (status, output) = dev.stopAndRead()
-    #expect(status == 0)
+    let (exit, output) = await dev.stopAndRead()
+    #expect(exit == .exited(0))
     #expect(output.contains("Stopped: the coordinator and its executors drained"), "\(output)")
   }
 
@@ -296,51 +228,51 @@ struct CLIEndToEndTests {
     try "#!/bin/sh\ntrue\n".write(toFile: script, atomically: true, encoding: .utf8)
 
     // Refused before any connection is attempted.
-    let badCron = try CLI.run(["schedule", "--cron", "61 * * * *", "--file", script], in: folder)
+    let badCron = try await CLI.run(["schedule", "--cron", "61 * * * *", "--file", script], in: folder)
     #expect(badCron.status == 2)
     #expect(badCron.stderr.contains("minute"))
-    let twoKinds = try CLI.run(["schedule", "--in", "5s", "--every", "1m", "--file", script], in: folder)
+    let twoKinds = try await CLI.run(["schedule", "--in", "5s", "--every", "1m", "--file", script], in: folder)
     #expect(twoKinds.status == 2)
     #expect(twoKinds.stderr.contains("exactly one"))
-    let badZone = try CLI.run(["schedule", "--cron", "* * * * *", "--time-zone", "Mars/Olympus", "--file", script], in: folder)
+    let badZone = try await CLI.run(["schedule", "--cron", "* * * * *", "--time-zone", "Mars/Olympus", "--file", script], in: folder)
     #expect(badZone.status == 2)
     #expect(badZone.stderr.contains("--time-zone"))
-    let noFile = try CLI.run(["schedule", "--in", "5s", "--file", folder + "/missing"], in: folder)
+    let noFile = try await CLI.run(["schedule", "--in", "5s", "--file", folder + "/missing"], in: folder)
     #expect(noFile.status == 2)
     #expect(noFile.stderr.contains("--file"))
-    let badStatus = try CLI.run(["list", "--status", "sleeping"], in: folder)
+    let badStatus = try await CLI.run(["list", "--status", "sleeping"], in: folder)
     #expect(badStatus.status == 2)
-    let sameCoordinatorTwice = try CLI.run(
+    let sameCoordinatorTwice = try await CLI.run(
       ["executor", "--coordinator", "127.0.0.1:7443", "--coordinator", "127.0.0.1:7443", "--ca", "ca.pem", "--cert", "e.pem", "--key", "e.key"],
       in: folder)
     #expect(sameCoordinatorTwice.status == 2)
     #expect(sameCoordinatorTwice.stderr.contains("--coordinator 127.0.0.1:7443 is given twice"), "\(sameCoordinatorTwice.stderr)")
-    let unknownUser = try CLI.run(
+    let unknownUser = try await CLI.run(
       ["executor", "--coordinator", "127.0.0.1:7443", "--ca", "ca.pem", "--cert", "e.pem", "--key", "e.key", "--run-as", "no-such-user-hg"], in: folder)
     #expect(unknownUser.status == 2)
     #expect(unknownUser.stderr.contains("--run-as no-such-user-hg: no such user"), "\(unknownUser.stderr)")
-    let advertiseOnSQLite = try CLI.run(
+    let advertiseOnSQLite = try await CLI.run(
       ["coordinator", "--store", "sqlite:tasks.db", "--advertise", "10.0.0.1:7443", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"], in: folder)
     #expect(advertiseOnSQLite.status == 2)
     #expect(advertiseOnSQLite.stderr.contains("--advertise applies to a PostgreSQL store"), "\(advertiseOnSQLite.stderr)")
-    let advertiseWithoutPort = try CLI.run(
+    let advertiseWithoutPort = try await CLI.run(
       ["coordinator", "--store", "postgres://u@h/db", "--advertise", "coord-1.example", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"],
       in: folder)
     #expect(advertiseWithoutPort.status == 2)
     #expect(advertiseWithoutPort.stderr.contains("--advertise: expected HOST:PORT"), "\(advertiseWithoutPort.stderr)")
-    let noServer = try CLI.run(["list"], in: folder)
+    let noServer = try await CLI.run(["list"], in: folder)
     #expect(noServer.status == 2)
     #expect(noServer.stderr.contains("hourglass dev"))
 
     // Refused by the service.
     let dev = try await DevProcess.start(in: folder, arguments: ["--port", "0", "--executors", "1", "--metrics-listen", "127.0.0.1:0"])
     defer { dev.kill() }
-    let notAnID = try CLI.run(["get", "not-a-task-id"], in: folder)
+    let notAnID = try await CLI.run(["get", "not-a-task-id"], in: folder)
     #expect(notAnID.status == 2)
     #expect(notAnID.stderr.contains("task_id"))
-    let missing = try CLI.run(["get", "01890a5d-ac96-774b-bcce-b302099a8057"], in: folder)
+    let missing = try await CLI.run(["get", "01890a5d-ac96-774b-bcce-b302099a8057"], in: folder)
     #expect(missing.status == 1)
     #expect(missing.stderr.contains("NOT_FOUND"))
-    #expect(dev.stop() == 0)
+    #expect(await dev.stop() == .exited(0))
   }
 }

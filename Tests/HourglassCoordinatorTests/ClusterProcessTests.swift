@@ -23,11 +23,12 @@ struct ClusterProcessTests {
   func executorFindsTheAdvertisedCoordinator() async throws {
     let server = try await ThrowawayPostgres.start()
     let setup = try ProcessSetup()
-    var children: [LoggedProcess] = []
+    var children: [TestProcess] = []
     defer {
       for child in children { child.kill() }
       setup.remove()
-      server.stop()
+      // `pg_ctl stop` blocks; not on the cooperative pool, which the other tests need.
+      Thread { server.stop() }.start()
     }
     let database = try await server.createDatabase()
     let store = "postgres://\(server.username)@\(server.host):\(server.port)/\(database)"
@@ -36,7 +37,7 @@ struct ClusterProcessTests {
     for id in ["coord-2", "coord-1"] {
       let port = try ThrowawayPostgres.freeLoopbackPort()
       ports.insert(port, at: 0)
-      let coordinator = try LoggedProcess.start([
+      let coordinator = try TestProcess.hourglass([
         "coordinator", "--id", id, "--store", store, "--listen", "127.0.0.1:\(port)", "--advertise", "127.0.0.1:\(port)",
         "--ca", setup.directory + "/ca.pem", "--cert", setup.directory + "/server.pem", "--key", setup.directory + "/server-key.pem",
       ])
@@ -44,7 +45,7 @@ struct ClusterProcessTests {
       try #require(await bounded("\(id) listening") { await coordinator.waitForOutput(containing: "listening") } == true)
     }
     try setup.writeExecutorFiles()
-    let executor = try LoggedProcess.start([
+    let executor = try TestProcess.hourglass([
       "executor", "--coordinator", "127.0.0.1:\(ports[0])", "--ca", setup.directory + "/ca.pem",
       "--cert", setup.directory + "/executor.pem", "--key", setup.directory + "/executor-key.pem",
       "--slots", "2", "--operators", "exec", "--temporary-directory", setup.directory,
@@ -60,14 +61,14 @@ struct ClusterProcessTests {
     // to end its stream); a run scheduled through coord-2 can only run on the executor's stream
     // to coord-2, wherever its partition was.
     let first = children[1]
-    #expect(await bounded("coord-1 stopping", seconds: 10) { await first.terminate() } == 0)
+    #expect(await bounded("coord-1 stopping", seconds: 10) { await first.terminate() } == .exited(0))
     let fifo = setup.directory + "/ran.fifo"
     try makeFIFO(fifo)
     let alice = setup.client(user: "alice", port: ports[1])
     let id = try await alice.schedule(once: nil, atNow: true, blob: "#!/bin/sh\necho \"$HOURGLASS_TASK_ID\" > \(fifo)\n")
     let ran = await bounded("the run writing its task id", seconds: 60) { await readFIFOLine(fifo) }
     #expect(ran == id)
-    #expect(await bounded("the executor stopping", seconds: 20) { await executor.terminate() } == 0)
+    #expect(await bounded("the executor stopping", seconds: 20) { await executor.terminate() } == .exited(0))
   }
 }
 

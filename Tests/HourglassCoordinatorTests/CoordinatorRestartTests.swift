@@ -2,6 +2,7 @@ import Foundation
 import HourglassCertificates
 import HourglassProto
 import HourglassRPC
+import HourglassTestSupport
 import HourglassTransport
 import Logging
 import SwiftProtobuf
@@ -23,15 +24,8 @@ struct CoordinatorRestartTests {
     let coordinator = try await setup.startCoordinator()
     defer { coordinator.kill() }
     // What the kernel does when this test process dies.
-    try coordinator.lifeline.fileHandleForWriting.close()
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      Thread {
-        coordinator.process.waitUntilExit()
-        continuation.resume()
-      }.start()
-    }
-    #expect(coordinator.process.terminationReason == .exit)
-    #expect(coordinator.process.terminationStatus == 70)
+    coordinator.child.closeInput()
+    #expect(await coordinator.child.exit() == .exited(70))
   }
 
   @Test("no acknowledged task is lost, and a run's result is recorded once")
@@ -68,7 +62,8 @@ struct CoordinatorRestartTests {
       }
       await executor.kill()
     }
-    coordinator.kill()
+    // Dead before another starts on its file.
+    await coordinator.killAndWait()
     #expect(acknowledged.count >= 101)
 
     coordinator = try await setup.startCoordinator()
@@ -182,21 +177,23 @@ struct RestartClient: Sendable {
 
 /// A running `hourglass coordinator` child process; its port is read from its "listening" log line.
 struct CoordinatorProcess {
-  let child: LoggedProcess
+  let child: TestProcess
   let port: Int
 
-  var process: Process { child.process }
-  /// The write end of the child's standard input: the child exits when this process dies.
-  var lifeline: Pipe { child.lifeline }
-
   static func start(arguments: [String]) async throws -> CoordinatorProcess {
-    let child = try LoggedProcess.start(arguments)
+    let child = try TestProcess.hourglass(arguments)
     guard await child.waitForOutput(containing: "listening"), let port = child.listeningPort else {
       throw RPCError(code: .unavailable, message: "the coordinator exited: \(child.output)")
     }
     return CoordinatorProcess(child: child, port: port)
   }
 
-  /// SIGKILL: no drain, no flush, nothing.
+  /// SIGKILL: no drain, no flush, nothing. Returns at once.
   func kill() { child.kill() }
+
+  /// SIGKILL, then waits until the process is gone.
+  func killAndWait() async {
+    child.kill()
+    _ = await child.exit()
+  }
 }

@@ -26,7 +26,7 @@ struct ExecutorProcessTests {
     let fifo = setup.directory + "/ids.fifo"
     try makeFIFO(fifo, mode: 0o666)
     #expect(chmod(fifo, 0o666) == 0)
-    let executor = try LoggedProcess.start([
+    let executor = try TestProcess.hourglass([
       "executor", "--coordinator", "127.0.0.1:\(coordinator.port)", "--ca", setup.directory + "/ca.pem",
       "--cert", setup.directory + "/executor.pem", "--key", setup.directory + "/executor-key.pem",
       "--slots", "1", "--operators", "exec", "--temporary-directory", runs, "--run-as", "nobody",
@@ -37,6 +37,6 @@ struct ExecutorProcessTests {
     _ = try await alice.schedule(once: nil, atNow: true, blob: "#!/bin/sh\necho \"$(id -u) $(id -g)\" > \(fifo)\n")
     let ids = await bounded("the run writing its ids") { await readFIFOLine(fifo) }
     #expect(ids == "65534 65534", "\(executor.output)")
-    #expect(await bounded("the executor stopping", seconds: 20) { await executor.terminate() } == 0)
+    #expect(await bounded("the executor stopping", seconds: 20) { await executor.terminate() } == .exited(0))
   }
 }

@@ -21,13 +21,16 @@ struct ChildProcessTests {
     #expect(termination.exitCode == nil)
   }
 
-  @Test("the fallback for C libraries without closefrom marks every descriptor above stderr close-on-exec")
+  @Test("the fallback for C libraries without closefrom marks the descriptors it is given close-on-exec")
   func closeOnExecFallback() throws {
     let fd = open("/dev/null", O_RDONLY)  // without O_CLOEXEC, as an inherited one would be
     try #require(fd >= 3)
     defer { close(fd) }
     #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC == 0)
-    ChildProcess.markDescriptorsCloseOnExec(from: 3)
+    // Only this test's own descriptor: the flag is process-wide, and marking every descriptor of
+    // the test process would also strip, from a child another test is spawning at that moment,
+    // a descriptor it must inherit (Foundation's `Process` learns of a child's exit through one).
+    ChildProcess.markDescriptorsCloseOnExec(fd...fd)
     #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0)
   }
 

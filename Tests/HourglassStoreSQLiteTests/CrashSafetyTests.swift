@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import HourglassCore
 import HourglassStore
+import HourglassTestSupport
 import Testing
 
 @testable import HourglassStoreSQLite
@@ -14,7 +15,7 @@ struct CrashSafetyTests {
   /// recover a WAL left by a killed writer.
   @Test func everyAcknowledgedTaskSurvivesSIGKILL() async throws {
     let child = try #require(
-      ChildProcess.productPath("hourglass-store-crashtest"),
+      BuiltProducts.path("hourglass-store-crashtest"),
       "hourglass-store-crashtest must be built beside the test binary")
     try await TemporaryDirectory.with { dir in
       let database = dir.file("crash.sqlite")
@@ -25,15 +26,15 @@ struct CrashSafetyTests {
       for round in 0..<rounds {
         // Kill right after start-up now and then, otherwise after 1…60 acknowledgements.
         let target = round % 7 == 3 ? 0 : Int.random(in: 1...60, using: &rng)
-        let process = try ChildProcess(
-          executable: child, arguments: [database, log, String(round * 1000), "8"])
-        let reached = await process.waitForLine { line in
-          if target == 0 { return line == "ready" }
-          return line == "ack \(target)"
-        }
-        await process.kill()
-        try #require(reached, "child ended early in round \(round): \(process.standardError())")
-        #expect(process.process.terminationReason == .uncaughtSignal)
+        let process = try TestProcess.start(child, arguments: [database, log, String(round * 1000), "8"], errorOutput: .separate)
+        let awaited = target == 0 ? "ready" : "ack \(target)"
+        // A whole line: the last piece is one still being written (or empty).
+        let reached = await process.waitForOutput { $0.split(separator: "\n", omittingEmptySubsequences: false).dropLast().contains { $0 == awaited } }
+        process.kill()
+        let exit = await process.exit()
+        await process.waitForOutputEnd()
+        try #require(reached, "child ended early in round \(round): \(process.errorOutput)")
+        #expect(exit == .signalled(SIGKILL))
         if target > 0 { killsAfterAcks += 1 }
 
         let logged = try String(contentsOfFile: log, encoding: .utf8)

@@ -137,7 +137,7 @@ public struct ExecOperator: Operator {
         Self.removeRunDirectory(directory)
         continuation.resume()
       }
-      thread.name = "hourglass-cleanup"
+      thread.name = "hg-cleanup"  // Linux keeps at most 15 bytes
       thread.start()
     }
     return outcome

@@ -77,7 +77,7 @@ final class ChildProcess: Sendable {
     } else {
       // A C library before glibc 2.34: every descriptor above stderr is marked close-on-exec
       // instead (those inherited without it from whatever started the executor included).
-      markDescriptorsCloseOnExec(from: 3)
+      markDescriptorsCloseOnExec(3...Int32.max)
     }
     if let addChdir = GlibcExtensions.addChdir {
       let chdirResult = addChdir(&actions, workingDirectory)
@@ -136,12 +136,13 @@ final class ChildProcess: Sendable {
     _ = sigaction(SIGCHLD, &restored, nil)
   }
 
-  /// Sets `FD_CLOEXEC` on every open descriptor numbered `lowest` or above, as listed in
-  /// `/proc/self/fd`.
-  static func markDescriptorsCloseOnExec(from lowest: Int32) {
+  /// Sets `FD_CLOEXEC` on every open descriptor in `numbers`, as listed in `/proc/self/fd`.
+  /// The executor passes everything above stderr; a test passes only descriptors of its own, as
+  /// the flag is process-wide state that other threads' spawns depend on.
+  static func markDescriptorsCloseOnExec(_ numbers: ClosedRange<Int32>) {
     guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
     for name in names {
-      guard let fd = Int32(name), fd >= lowest else { continue }
+      guard let fd = Int32(name), numbers.contains(fd) else { continue }
       let flags = fcntl(fd, F_GETFD)
       if flags >= 0 && flags & FD_CLOEXEC == 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
     }
@@ -165,7 +166,7 @@ final class ChildProcess: Sendable {
       let thread = Thread { [self] in
         continuation.resume(returning: self.monitor())
       }
-      thread.name = "hourglass-child-\(pid)"
+      thread.name = "hg-run-\(pid)"  // Linux keeps at most 15 bytes
       thread.start()
     }
   }

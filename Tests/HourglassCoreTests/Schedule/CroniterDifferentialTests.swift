@@ -1,4 +1,5 @@
 import Foundation
+import HourglassTestSupport
 import Testing
 
 @testable import HourglassCore
@@ -14,24 +15,15 @@ struct CroniterDifferentialTests {
   static let python = "/usr/bin/env"
 
   /// Runs `script` with `python3`, feeding `input` on stdin; nil if python3 is missing or fails.
-  static func runPython(_ script: String, input: Data = Data()) -> Data? {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: python)
-    process.arguments = ["python3", "-c", script]
-    let stdin = Pipe()
-    let stdout = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = FileHandle.nullDevice
-    do { try process.run() } catch { return nil }
-    stdin.fileHandleForWriting.write(input)
-    try? stdin.fileHandleForWriting.close()
-    let output = stdout.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return process.terminationStatus == 0 ? output : nil
+  static func runPython(_ script: String, input: Data = Data()) async -> Data? {
+    guard
+      let (exit, output, _) = try? await TestProcess.run(python, arguments: ["python3", "-c", script], input: .bytes(Array(input))),
+      exit == .exited(0)
+    else { return nil }
+    return Data(output.utf8)
   }
 
-  static let croniterAvailable: Bool = runPython("import croniter") != nil
+  static func croniterAvailable() async -> Bool { await runPython("import croniter") != nil }
 
   static let script = """
     import json, sys
@@ -66,7 +58,7 @@ struct CroniterDifferentialTests {
 
   @Test(
     "random expressions agree with croniter",
-    .enabled(if: croniterAvailable, "python3 with croniter not available"))
+    .enabled("python3 with croniter not available") { await croniterAvailable() })
   func agreesWithCroniter() async throws {
     var rng = SeededGenerator(seed: 2026)
     var cases: [Case] = []
@@ -96,12 +88,7 @@ struct CroniterDifferentialTests {
       cases.append(Case(expr: croniterText, start: start, count: 5, zone: zone))
     }
     let input = try JSONEncoder().encode(cases)
-    // On a thread of its own: python takes a second or more, and a test must not hold one of
-    // the cooperative pool's few threads that long.
-    let output = try #require(
-      await withCheckedContinuation { continuation in
-        Thread { continuation.resume(returning: Self.runPython(Self.script, input: input)) }.start()
-      })
+    let output = try #require(await Self.runPython(Self.script, input: input))
     let theirs = try JSONDecoder().decode([[Int64]].self, from: output)
     try #require(theirs.count == cases.count)
     var disagreements: [String] = []
