@@ -123,6 +123,9 @@ struct ProcessSetup {
       "coordinator", "--store", "sqlite:\(directory)/tasks.db", "--listen", "127.0.0.1:0",
       "--ca", directory + "/ca.pem", "--cert", directory + "/server.pem", "--key", directory + "/server-key.pem",
       "--sqlite-writer-cache-mib", "64",
+      // No test here waits for a lease to run out, and the restart test reports its lease after
+      // a crash and a restart, which on a loaded machine took longer than the default 30 s.
+      "--lease-seconds", "600",
     ])
   }
 

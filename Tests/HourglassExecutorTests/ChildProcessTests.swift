@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import HourglassExecutor
@@ -32,6 +33,40 @@ struct ChildProcessTests {
     // a descriptor it must inherit (Foundation's `Process` learns of a child's exit through one).
     ChildProcess.markDescriptorsCloseOnExec(fd...fd)
     #expect(fcntl(fd, F_GETFD) & FD_CLOEXEC != 0)
+  }
+
+  @Test("no child is spawned while a file to be executed is open for writing (it would hold the descriptor: ETXTBSY)")
+  func spawnsWaitWhileAnExecutableIsWritten() async throws {
+    // Blocking waits, all on threads of their own.
+    let (heldOff, child) = await withCheckedContinuation { (continuation: CheckedContinuation<(Bool, ChildProcess?), Never>) in
+      Thread {
+        let writing = DispatchSemaphore(value: 0)
+        let written = DispatchSemaphore(value: 0)
+        let spawned = DispatchSemaphore(value: 0)
+        Thread {
+          ChildProcess.withNoChildBeingSpawned {
+            writing.signal()
+            written.wait()
+          }
+        }.start()
+        writing.wait()
+        let child = Mutex<ChildProcess?>(nil)
+        Thread {
+          let started = try? ChildProcess.spawn(
+            executable: "/bin/true", arguments: ["/bin/true"], environment: [], workingDirectory: "/", tailCapacity: 16)
+          child.withLock { $0 = started }
+          spawned.signal()
+        }.start()
+        // Bounded: a spawn that is not held off is done within milliseconds.
+        let heldOff = spawned.wait(timeout: .now() + .milliseconds(500)) == .timedOut
+        written.signal()
+        if heldOff { spawned.wait() }
+        continuation.resume(returning: (heldOff, child.withLock { $0 }))
+      }.start()
+    }
+    #expect(heldOff)
+    let spawned = try #require(child)
+    #expect(await spawned.waitForTermination().exitCode == 0)
   }
 
   @Test("the exit status of a child is its own")

@@ -131,7 +131,7 @@ public final class TestProcess: Sendable {
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
     // Its own process group (as Foundation's `Process` did), no blocked signals, and default
-    // dispositions (this process ignores SIGPIPE; the child must not inherit that).
+    // dispositions (whatever this process ignores, the child must not inherit).
     var noSignals = sigset_t()
     sigemptyset(&noSignals)
     var allSignals = sigset_t()
@@ -277,26 +277,30 @@ public final class TestProcess: Sendable {
     thread.start()
   }
 
-  /// Waits for the child's exit and records it; the signal lock keeps a kill from reaching a
-  /// reused pid.
+  /// Waits for the child's exit and records it. The child is seen dead without being reaped
+  /// (`WNOWAIT`), then reaped under the lock ``signal(_:)`` takes, so a signal never reaches a
+  /// process that reused its pid. A lifeline still open is closed then.
   private func reap() {
-    var status: Int32 = 0
-    var waited: pid_t
-    repeat { waited = waitpid(pid, &status, 0) } while waited < 0 && errno == EINTR
-    let exit: TestProcessExit
-    if waited != pid {
-      exit = .unknown
-    } else if status & 0x7f == 0 {
-      exit = .exited((status >> 8) & 0xff)
-    } else {
-      exit = .signalled(status & 0x7f)
-    }
+    var info = siginfo_t()
+    while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
     let waiters = state.withLock { state in
+      var status: Int32 = 0
+      var waited: pid_t
+      repeat { waited = waitpid(pid, &status, 0) } while waited < 0 && errno == EINTR
+      let exit: TestProcessExit
+      if waited != pid {
+        exit = .unknown
+      } else if status & 0x7f == 0 {
+        exit = .exited((status >> 8) & 0xff)
+      } else {
+        exit = .signalled(status & 0x7f)
+      }
       state.exit = exit
       defer { state.exitWaiters = [] }
-      return state.exitWaiters
+      return state.exitWaiters.map { ($0, exit) }
     }
-    for waiter in waiters { waiter.resume(returning: exit) }
+    closeInput()
+    for (waiter, exit) in waiters { waiter.resume(returning: exit) }
   }
 
   /// Reads `fd` to its end into the output (or error output).

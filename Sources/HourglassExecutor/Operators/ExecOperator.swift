@@ -358,20 +358,24 @@ public struct ExecOperator: Operator {
   }
 
   /// Writes `bytes` to a new file at `path`, mode 0700, refusing to follow or reuse anything.
+  /// No child is spawned while the file is open for writing: one would hold the descriptor for
+  /// an instant, and the task's exec would fail with ETXTBSY.
   static func writePrivateExecutable(_ bytes: [UInt8], to path: String) throws {
-    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o700)
-    guard fd >= 0 else { throw SpawnError("open \(path)", errno) }
-    defer { close(fd) }
-    var written = 0
-    while written < bytes.count {
-      let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
-      if count < 0 {
-        if errno == EINTR { continue }
-        throw SpawnError("write \(path)", errno)
+    try ChildProcess.withNoChildBeingSpawned {
+      let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o700)
+      guard fd >= 0 else { throw SpawnError("open \(path)", errno) }
+      defer { close(fd) }
+      var written = 0
+      while written < bytes.count {
+        let count = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+        if count < 0 {
+          if errno == EINTR { continue }
+          throw SpawnError("write \(path)", errno)
+        }
+        written += count
       }
-      written += count
+      guard fchmod(fd, 0o700) == 0 else { throw SpawnError("fchmod \(path)", errno) }
     }
-    guard fchmod(fd, 0o700) == 0 else { throw SpawnError("fchmod \(path)", errno) }
   }
 }
 
