@@ -313,7 +313,8 @@ public final class TestProcess: Sendable {
       let (satisfied, ended) = state.withLock { state -> ([(CheckedContinuation<Bool, Never>, Bool)], [CheckedContinuation<Void, Never>]) in
         if isError { state.errorOutput += chunk } else { state.output += chunk }
         if count <= 0 { state.openStreams -= 1 }
-        let text = String(decoding: state.output, as: UTF8.self)
+        // Decoded only when someone waits: a chatty child's output is not decoded per chunk.
+        let text = state.outputWaiters.isEmpty ? "" : String(decoding: state.output, as: UTF8.self)
         var satisfied: [(CheckedContinuation<Bool, Never>, Bool)] = []
         state.outputWaiters.removeAll { waiter in
           if waiter.predicate(text) {
