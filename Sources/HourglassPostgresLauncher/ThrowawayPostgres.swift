@@ -86,8 +86,11 @@ public final class ThrowawayPostgres: Sendable {
   /// Stops the server (`immediate`: no checkpoint; `fast`: a clean shutdown) and, if asked,
   /// removes its folder.
   public func stop(immediately: Bool = true, removingDirectory: Bool = true) {
-    watchdog?.dismiss()
-    _ = try? Self.run(runAs + ["\(Self.binaries)/pg_ctl", "-D", "\(directory)/data", "-m", immediately ? "immediate" : "fast", "-w", "stop"])
+    // The watchdog stays until the server has stopped: if `pg_ctl stop` fails, it still stops
+    // the server when this process ends.
+    let stopped =
+      (try? Self.run(runAs + ["\(Self.binaries)/pg_ctl", "-D", "\(directory)/data", "-m", immediately ? "immediate" : "fast", "-w", "stop"])) != nil
+    if stopped { watchdog?.dismiss() }
     if removingDirectory { try? FileManager.default.removeItem(atPath: directory) }
   }
 

@@ -16,7 +16,7 @@ struct CClientFramingTests {
   static func getAgainst(
     _ script: @escaping @Sendable (UInt32) -> [UInt8],
     recorder: S.Recorder = S.Recorder(),
-    callTimeoutMs: UInt32 = 5000
+    callTimeoutMs: UInt32 = 30_000
   ) async throws -> (hg_status, TaskCopy?, Int32) {
     let fixture = try Fixture()
     defer { fixture.remove() }
@@ -28,13 +28,6 @@ struct CClientFramingTests {
         let (s, task) = get(client, "t-1")
         return (s, task, hg_is_usable(client))
       }
-    }
-  }
-
-  /// Waits up to 2 s for the recorded frames to satisfy `done`.
-  static func waitFor(_ recorder: S.Recorder, _ done: ([(UInt8, UInt8, UInt32, [UInt8])]) -> Bool) async throws {
-    for _ in 0..<100 where !done(recorder.all) {
-      try await Task.sleep(for: .milliseconds(20))
     }
   }
 
@@ -60,7 +53,7 @@ struct CClientFramingTests {
     #expect(usable == 1)
     // The client sent its frames before the call returned; the server's event loop may still
     // be reading them.
-    try await Self.waitFor(recorder) { frames in frames.contains { $0.0 == 7 } }
+    #expect(await recorder.wait { frames in frames.contains { $0.0 == 7 } }, "the PONG arrived")
     let frames = recorder.all
     #expect(frames.first?.0 == 0, "SETTINGS first")
     #expect(frames.contains { $0.0 == 7 && $0.2 == 0 && $0.3 == Array("12345678".utf8) }, "PONG with the PING's bytes")
@@ -112,8 +105,8 @@ struct CClientFramingTests {
     #expect(status.code == Int32(HG_INTERNAL))
     #expect(status.local == Int32(HG_LOCAL_PROTOCOL))
     #expect(usable == 0)
-    // The GOAWAY is sent before the call returns; give the server's event loop a moment.
-    try await Self.waitFor(recorder) { frames in frames.contains { $0.0 == 8 } }
+    // The GOAWAY is sent before the call returns; the server's event loop may still be reading it.
+    #expect(await recorder.wait { frames in frames.contains { $0.0 == 8 } }, "the GOAWAY arrived")
     #expect(recorder.all.contains { $0.0 == 8 && $0.3.starts(with: [0x10, 13]) }, "GOAWAY code 13")
   }
 

@@ -62,8 +62,9 @@ func connect(
   port: Int,
   files: InteropPKI.Files,
   userID: String? = nil,
-  callTimeoutMs: UInt32 = 5000,
-  connectTimeoutMs: UInt32 = 5000
+  // Generous: on a loaded CI machine a TLS handshake and a store write can take seconds.
+  callTimeoutMs: UInt32 = 30_000,
+  connectTimeoutMs: UInt32 = 30_000
 ) -> (OpaquePointer?, hg_status) {
   var status = hg_status()
   let client = host.withCString { host in
@@ -211,9 +212,55 @@ enum ScriptedServer {
 
   /// The frames the client sent, after its preface: (type, flags, stream id, payload).
   final class Recorder: Sendable {
-    private let frames = Mutex<[(UInt8, UInt8, UInt32, [UInt8])]>([])
-    func append(_ frame: (UInt8, UInt8, UInt32, [UInt8])) { frames.withLock { $0.append(frame) } }
-    var all: [(UInt8, UInt8, UInt32, [UInt8])] { frames.withLock { $0 } }
+    typealias Frame = (UInt8, UInt8, UInt32, [UInt8])
+    typealias Condition = @Sendable ([Frame]) -> Bool
+
+    private struct State {
+      var frames: [Frame] = []
+      var nextWaiter = 0
+      var waiters: [Int: (condition: Condition, continuation: CheckedContinuation<Bool, Never>)] = [:]
+    }
+    private let state = Mutex(State())
+
+    func append(_ frame: Frame) {
+      let satisfied = state.withLock { state in
+        state.frames.append(frame)
+        let frames = state.frames
+        let ready = state.waiters.filter { $0.value.condition(frames) }
+        for key in ready.keys { state.waiters[key] = nil }
+        return ready.values.map(\.continuation)
+      }
+      for continuation in satisfied { continuation.resume(returning: true) }
+    }
+
+    var all: [Frame] { state.withLock { $0.frames } }
+
+    /// Waits until the recorded frames satisfy `condition` (true), or `seconds` pass first
+    /// (false): the server's event loop may still be reading frames the client has sent.
+    func wait(seconds: Int = 10, until condition: @escaping Condition) async -> Bool {
+      let key = state.withLock { state -> Int in
+        defer { state.nextWaiter += 1 }
+        return state.nextWaiter
+      }
+      // A guard, not a wait for an event: it ends the wait only when the frames never come.
+      let guardTask = Task {
+        try? await Task.sleep(for: .seconds(seconds))
+        self.giveUp(key)
+      }
+      defer { guardTask.cancel() }
+      return await withCheckedContinuation { continuation in
+        let now = state.withLock { state -> Bool in
+          if condition(state.frames) { return true }
+          state.waiters[key] = (condition, continuation)
+          return false
+        }
+        if now { continuation.resume(returning: true) }
+      }
+    }
+
+    private func giveUp(_ key: Int) {
+      state.withLock { $0.waiters.removeValue(forKey: key) }?.continuation.resume(returning: false)
+    }
   }
 
   static func with<T: Sendable>(

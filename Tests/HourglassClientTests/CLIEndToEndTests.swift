@@ -99,13 +99,20 @@ func httpGet(port: Int, path: String) throws -> String {
     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
   }
   guard connected == 0 else { throw CLIError(message: "cannot connect to 127.0.0.1:\(port)") }
+  // A listener that accepts and never answers fails the test in 30 s rather than holding it.
+  var limit = timeval(tv_sec: 30, tv_usec: 0)
+  for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+    setsockopt(fd, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
+  }
   let request = Array("GET \(path) HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".utf8)
   guard send(fd, request, request.count, 0) == request.count else { throw CLIError(message: "send failed") }
   var bytes: [UInt8] = []
   var buffer = [UInt8](repeating: 0, count: 65_536)
   while true {
     let count = recv(fd, &buffer, buffer.count, 0)
-    if count <= 0 { break }
+    if count < 0 && errno == EINTR { continue }
+    if count < 0 { throw CLIError(message: "no response from 127.0.0.1:\(port)\(path) (errno \(errno))") }
+    if count == 0 { break }
     bytes += buffer[0..<count]
   }
   let text = String(decoding: bytes, as: UTF8.self)

@@ -80,9 +80,13 @@ public final class TestProcess: Sendable {
 
   /// Starts `executable` with `arguments` (`argv[0]` is the executable's path), with
   /// `environment` (nil: this process's), in `directory` (nil: this process's).
+  ///
+  /// A child still running after `lifetimeLimit` is killed (and says so on this process's
+  /// standard error): that ends every wait for its output or its exit, so a child that hangs
+  /// fails its test instead of holding the whole test run.
   public static func start(
     _ executable: String, arguments: [String], environment: [String: String]? = nil, directory: String? = nil,
-    input: Input = .null, errorOutput: ErrorOutput = .merged
+    input: Input = .null, errorOutput: ErrorOutput = .merged, lifetimeLimit: Duration = .seconds(300)
   ) throws -> TestProcess {
     var opened: [Int32] = []
     func makePipe() throws -> (read: Int32, write: Int32) {
@@ -167,6 +171,11 @@ public final class TestProcess: Sendable {
     if case .bytes(let bytes) = input, let end = inputPipe?.write {
       child.onThread("tp-in-\(pid)") { Self.feed(bytes, to: end) }
     }
+    let (seconds, attoseconds) = lifetimeLimit.components
+    let limitNanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+    DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(limitNanoseconds)) {
+      child.killIfRunning(reason: "\(executable) (pid \(child.pid)) still running after \(lifetimeLimit): killed")
+    }
     return child
   }
 
@@ -248,6 +257,16 @@ public final class TestProcess: Sendable {
 
   /// SIGKILL; returns at once (``exit()`` waits for it to take effect).
   public func kill() { signal(SIGKILL) }
+
+  /// SIGKILL with a line on standard error saying why, unless the child has been reaped.
+  private func killIfRunning(reason: String) {
+    let killed = state.withLock { state -> Bool in
+      guard state.exit == nil else { return false }
+      _ = Glibc.kill(pid, SIGKILL)
+      return true
+    }
+    if killed { FileHandle.standardError.write(Data("TestProcess: \(reason)\n".utf8)) }
+  }
 
   /// SIGTERM (a graceful shutdown), then how the child ended.
   public func terminate() async -> TestProcessExit {

@@ -59,7 +59,7 @@ extension TLSLoopbackTests {
       }
     }
 
-    @Test("a peer that sends and never reads is dropped once 32 MiB of output wait for it", .timeLimit(.minutes(1)))
+    @Test("a peer that sends and never reads is dropped once 32 MiB of output wait for it", .timeLimit(.minutes(3)))
     func peerThatNeverReads() async throws {
       try await TestServer.with { server in
         let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
