@@ -345,6 +345,9 @@ public struct RunResult: Sendable, Hashable {
   public var state: RunState
   /// When the attempt ended.
   public var finishedMicros: Int64
+  /// When the attempt started, as its executor reported it (on the coordinator's clock); nil
+  /// keeps the time the run's lease recorded.
+  public var startedMicros: Int64?
   /// Process exit status.
   public var exitStatus: Int32?
   /// End of the output.
@@ -361,11 +364,12 @@ public struct RunResult: Sendable, Hashable {
 
   /// Describes a result.
   public init(
-    state: RunState, finishedMicros: Int64, exitStatus: Int32? = nil, outputTail: [UInt8] = [],
+    state: RunState, finishedMicros: Int64, startedMicros: Int64? = nil, exitStatus: Int32? = nil, outputTail: [UInt8] = [],
     error: String? = nil, next: Next, forgetRunsBeforeMicros: Int64? = nil
   ) {
     self.state = state
     self.finishedMicros = finishedMicros
+    self.startedMicros = startedMicros
     self.exitStatus = exitStatus
     self.outputTail = outputTail
     self.error = error

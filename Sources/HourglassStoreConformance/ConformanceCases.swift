@@ -688,6 +688,24 @@ extension ConformanceCase {
       try expectEqual(run[0].outputTail, Array("done\n".utf8), "output")
       try expectEqual(run[0].finishedMicros, t0 + 20 * second, "finished")
     },
+    ConformanceCase("a result's reported start replaces the lease's; a result without one keeps it") { store in
+      let (reported, reportedLease) = try await leasedTask(store, seed: 811)
+      let (unreported, unreportedLease) = try await leasedTask(store, seed: 812)
+      try expectEqual(
+        try await store.recordResults([
+          ResultRecord(
+            runID: reportedLease.runID, fence: reportedLease.fence,
+            result: RunResult(state: .succeeded, finishedMicros: t0 + 20 * second, startedMicros: t0 + 12 * second, next: .finish(.completed))),
+          ResultRecord(
+            runID: unreportedLease.runID, fence: unreportedLease.fence,
+            result: RunResult(state: .succeeded, finishedMicros: t0 + 20 * second, next: .finish(.completed))),
+        ]), [.recorded, .recorded], "both recorded")
+      let reportedRun = try await store.runs(taskID: reported, owner: "alice", before: nil, limit: 1).first
+      try expectEqual(reportedRun?.startedMicros, t0 + 12 * second, "the executor's start")
+      let unreportedRun = try await store.runs(taskID: unreported, owner: "alice", before: nil, limit: 1).first
+      try expectEqual(unreportedRun?.startedMicros, t0 + 10 * second, "the lease's start")
+      try expectEqual(unreportedRun?.finishedMicros, t0 + 20 * second, "finished")
+    },
     ConformanceCase("a retry keeps the run id and makes it due at the backoff time") { store in
       let (id, lease) = try await leasedTask(store)
       let retryAt = t0 + 25 * second

@@ -652,6 +652,7 @@ extension PostgresTaskStore {
     let fences = batch.map { $0.item.fence.storedValue }
     let runStates = batch.map(\.runState.rawValue)
     let finished = batch.map(\.item.result.finishedMicros)
+    let started = batch.map { $0.item.result.startedMicros ?? absent }
     let exits = batch.map { $0.item.result.exitStatus.map(Int64.init) ?? absent }
     let tails = batch.map { ByteBuffer(bytes: $0.item.result.outputTail) }
     let hasError = batch.map { $0.item.result.error != nil }
@@ -664,12 +665,13 @@ extension PostgresTaskStore {
     for try await id in try await connection.query(
       """
       UPDATE runs SET state = u.state, finished_us = u.finished,
+        started_us = COALESCE(NULLIF(u.started, \(absent)), runs.started_us),
         exit_status = NULLIF(u.exit, \(absent))::integer, output_tail = u.tail,
         error = CASE WHEN u.has_error THEN u.error END, retry_at_us = NULLIF(u.retry_at, \(absent))
       FROM unnest(\(ids)::uuid[], \(runs)::bigint[], \(fences)::bigint[], \(runStates)::text[],
         \(finished)::bigint[], \(exits)::bigint[], \(tails)::bytea[], \(hasError)::boolean[],
-        \(errors)::text[], \(retryAt)::bigint[])
-        AS u(id, scheduled, fence, state, finished, exit, tail, has_error, error, retry_at)
+        \(errors)::text[], \(retryAt)::bigint[], \(started)::bigint[])
+        AS u(id, scheduled, fence, state, finished, exit, tail, has_error, error, retry_at, started)
       WHERE runs.task_id = u.id AND runs.scheduled_us = u.scheduled AND runs.fence = u.fence
         AND runs.state = 'leased'
       RETURNING runs.task_id

@@ -576,6 +576,7 @@ extension SQLiteTaskStore {
     run.bind(id, at: 7)
     run.bind(runID.scheduledMicros, at: 8)
     run.bind(item.fence.storedValue, at: 9)
+    run.bind(result.startedMicros, at: 10)
     if try run.execute() == 0 { return .staleFence }
     let completed: Int64 = runState.countsAsCompleted ? 1 : 0
     switch result.next {
@@ -627,7 +628,7 @@ extension SQLiteTaskStore {
 
   static let recordRunSQL = """
     UPDATE runs SET state = ?1, finished_us = ?2, exit_status = ?3, output_tail = ?4, error = ?5,
-      retry_at_us = ?6
+      retry_at_us = ?6, started_us = COALESCE(?10, started_us)
     WHERE task_id = ?7 AND scheduled_us = ?8 AND fence = ?9 AND state = 'leased'
     """
 

@@ -9,6 +9,8 @@ import Logging
 /// measurement, lease renewals and results (recorded only with the current fence).
 struct ExecutorService: Sendable {
   static let connect = MethodDescriptor(service: "hourglass.v1.ExecutorService", method: "Connect")
+  /// The longest heartbeat round trip taken into the clock-offset estimate (one hour).
+  static let longestRoundTripMicros: UInt64 = 3_600_000_000
 
   let store: any TaskStore
   let dispatcher: Dispatcher
@@ -70,6 +72,7 @@ struct ExecutorService: Sendable {
     // have announced this coordinator to the others.
     if let peers = await dispatcher.clusterPeers { registered.cluster = Self.announcement(peers) }
     hello.registered = registered
+    let executor = ConnectedExecutor(id: registration.executorID)
     do {
       try await writer.write(hello)
       // Results are recorded concurrently (a child task each, at most one per slot), so that
@@ -78,11 +81,11 @@ struct ExecutorService: Sendable {
       try await withThrowingDiscardingTaskGroup { group in
         while let message = try await iterator.next() {
           if case .result(let result)? = message.kind {
-            group.addTask { try await answer(result, executorID: registration.executorID, writer: writer) }
+            group.addTask { try await answer(result, executor: executor, writer: writer) }
           } else if case .results(let batch)? = message.kind {
-            group.addTask { try await answer(batch, executorID: registration.executorID, writer: writer) }
+            group.addTask { try await answer(batch, executor: executor, writer: writer) }
           } else {
-            try await handle(message, session: session, executorID: registration.executorID, writer: writer)
+            try await handle(message, session: session, executor: executor, writer: writer)
           }
         }
       }
@@ -107,7 +110,7 @@ struct ExecutorService: Sendable {
   }
 
   private func handle(
-    _ message: Hourglass_V1_ExecutorMessage, session: UInt64, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>
+    _ message: Hourglass_V1_ExecutorMessage, session: UInt64, executor: ConnectedExecutor, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>
   ) async throws {
     switch message.kind {
     case .credit(let grant):
@@ -119,8 +122,11 @@ struct ExecutorService: Sendable {
     case .heartbeat(let heartbeat):
       let now = clock.nowMicros()
       // offset = executor clock − coordinator clock at the moment the executor sent it.
-      let sentAt = now - Int64(heartbeat.lastRoundTripMicros / 2)
+      // A round trip is at most a heartbeat's timeout in practice; bounding it keeps a nonsense
+      // value (up to 2^64 µs) from overflowing the arithmetic below.
+      let sentAt = now - Int64(min(heartbeat.lastRoundTripMicros, Self.longestRoundTripMicros) / 2)
       let skew = ProtoTime.micros(heartbeat.executorTime) - sentAt
+      executor.clockOffset.measured(skew)
       // One hop to the dispatcher for both: an acknowledgement waits for it.
       let (eligible, peers) = await dispatcher.heartbeat(session: session, skewMicros: skew)
       var ack = Hourglass_V1_HeartbeatAck()
@@ -151,12 +157,12 @@ struct ExecutorService: Sendable {
       reply.renewalAck = ack
       try await writer.write(reply)
     case .result(let result):
-      try await answer(result, executorID: executorID, writer: writer)
+      try await answer(result, executor: executor, writer: writer)
     case .results(let batch):
-      try await answer(batch, executorID: executorID, writer: writer)
+      try await answer(batch, executor: executor, writer: writer)
     case .draining:
       await dispatcher.drain(session: session)
-      logger.info("executor draining", metadata: ["hourglass.executor": "\(executorID)"])
+      logger.info("executor draining", metadata: ["hourglass.executor": "\(executor.id)"])
     case .register:
       throw RPCError(code: .invalidArgument, message: "Register may be sent only once")
     case nil:
@@ -165,8 +171,8 @@ struct ExecutorService: Sendable {
   }
 
   /// Records a result and acknowledges it.
-  private func answer(_ result: Hourglass_V1_RunResult, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
-    let recorded = try await record(result, executorID: executorID)
+  private func answer(_ result: Hourglass_V1_RunResult, executor: ConnectedExecutor, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
+    let recorded = try await record(result, executor: executor)
     var ack = Hourglass_V1_ResultAck()
     ack.runID = result.runID
     ack.fence = result.fence
@@ -177,8 +183,8 @@ struct ExecutorService: Sendable {
   }
 
   /// Records a batch of results and acknowledges them in one `ResultAckBatch`.
-  private func answer(_ batch: Hourglass_V1_RunResultBatch, executorID: String, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
-    let recorded = try await record(batch.results, executorID: executorID)
+  private func answer(_ batch: Hourglass_V1_RunResultBatch, executor: ConnectedExecutor, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
+    let recorded = try await record(batch.results, executor: executor)
     var acks = Hourglass_V1_ResultAckBatch()
     acks.acks.reserveCapacity(recorded.count)
     for (result, recorded) in zip(batch.results, recorded) {
@@ -196,9 +202,9 @@ struct ExecutorService: Sendable {
   /// Records several results of one stream together: one look-up of their leases in the
   /// dispatcher, one request to the group committer, one update of the dispatcher afterwards.
   /// Each result is still its own compare-and-set on its fence, with the same outcome as
-  /// through ``record(_:executorID:)``; a result whose lease the dispatcher does not know goes
+  /// through ``record(_:executor:)``; a result whose lease the dispatcher does not know goes
   /// that way (it reads the store).
-  func record(_ results: [Hourglass_V1_RunResult], executorID: String) async throws -> [Bool] {
+  func record(_ results: [Hourglass_V1_RunResult], executor: ConnectedExecutor) async throws -> [Bool] {
     var keys: [(RunID, Fence)] = []
     keys.reserveCapacity(results.count)
     for result in results {
@@ -211,15 +217,17 @@ struct ExecutorService: Sendable {
     var recorded = Array(repeating: false, count: results.count)
     var pending: [(index: Int, prepared: Prepared)] = []
     var ended: [(RunID, Fence, Bool)] = []
+    let clockOffset = executor.clockOffset.currentMicros
     let now = clock.nowMicros()
     do {
       for index in results.indices {
         guard let lease = active[index] else {
-          recorded[index] = try await record(results[index], executorID: executorID)
+          recorded[index] = try await record(results[index], executor: executor)
           continue
         }
         let prepared = try prepare(
-          results[index], runID: keys[index].0, fence: keys[index].1, task: lease.task, attempt: lease.attempt, detached: lease.detached, now: now)
+          results[index], runID: keys[index].0, fence: keys[index].1, task: lease.task, attempt: lease.attempt, detached: lease.detached,
+          clockOffset: clockOffset, now: now)
         pending.append((index, prepared))
       }
       let outcomes = try await self.results.submit(pending.map(\.prepared.record))
@@ -247,7 +255,7 @@ struct ExecutorService: Sendable {
 
   /// Records a run's result if its fence is still current, and moves the task on: the next
   /// run of a recurring task, a retry with backoff, or its end.
-  func record(_ result: Hourglass_V1_RunResult, executorID: String) async throws -> Bool {
+  func record(_ result: Hourglass_V1_RunResult, executor: ConnectedExecutor) async throws -> Bool {
     guard let runID = RunID(result.runID) else {
       throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
     }
@@ -255,7 +263,7 @@ struct ExecutorService: Sendable {
     // over: the current lease is left alone).
     let fence = Fence(rawValue: result.fence)
     do {
-      let recorded = try await record(result, runID: runID, executorID: executorID)
+      let recorded = try await record(result, runID: runID, executor: executor)
       await dispatcher.leaseEnded(runID, fence: fence, recorded: recorded)
       return recorded
     } catch {
@@ -264,7 +272,7 @@ struct ExecutorService: Sendable {
     }
   }
 
-  private func record(_ result: Hourglass_V1_RunResult, runID: RunID, executorID: String) async throws -> Bool {
+  private func record(_ result: Hourglass_V1_RunResult, runID: RunID, executor: ConnectedExecutor) async throws -> Bool {
     let fence = Fence(rawValue: result.fence)
     // The lease this coordinator granted carries the task and the attempt: no store read. A
     // lease it does not know (granted before a restart) is read from the store.
@@ -283,7 +291,7 @@ struct ExecutorService: Sendable {
       else {
         logger.info(
           "result with a stale fence refused",
-          metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executorID)", "hourglass.fence": "\(fence.rawValue)"])
+          metadata: ["hourglass.run_id": "\(runID)", "hourglass.executor": "\(executor.id)", "hourglass.fence": "\(fence.rawValue)"])
         return false
       }
       task = stored
@@ -291,7 +299,9 @@ struct ExecutorService: Sendable {
       // The task moved on while this run was leased: it was detached (overlap allowed).
       detached = stored.state != .running || stored.nextRunMicros != runID.scheduledMicros
     }
-    let prepared = try prepare(result, runID: runID, fence: fence, task: task, attempt: attempt, detached: detached, now: clock.nowMicros())
+    let prepared = try prepare(
+      result, runID: runID, fence: fence, task: task, attempt: attempt, detached: detached, clockOffset: executor.clockOffset.currentMicros,
+      now: clock.nowMicros())
     // The store's compare-and-set on the fence decides; results from all streams share
     // transactions.
     let outcome = try await results.submit(prepared.record)
@@ -313,17 +323,25 @@ struct ExecutorService: Sendable {
     var attempt: Int32
   }
 
+  /// `clockOffset` is the executor's clock minus this coordinator's: the result's times are
+  /// moved onto this coordinator's clock (``ReportedRunTimes``).
   private func prepare(
-    _ result: Hourglass_V1_RunResult, runID: RunID, fence: Fence, task: TaskRecord, attempt: Int32, detached: Bool, now: Int64
+    _ result: Hourglass_V1_RunResult, runID: RunID, fence: Fence, task: TaskRecord, attempt: Int32, detached: Bool, clockOffset: Int64,
+    now: Int64
   ) throws -> Prepared {
     let plan = try ResultPlanner(configuration: configuration).plan(
       task: task, runID: runID, attempt: attempt, outcome: result.outcome, now: now, detached: detached)
+    let times = ReportedRunTimes(
+      reportedStarted: result.hasStarted ? ProtoTime.micros(result.started) : nil,
+      reportedFinished: result.hasFinished ? ProtoTime.micros(result.finished) : nil,
+      clockOffsetMicros: clockOffset, scheduledMicros: runID.scheduledMicros, now: now)
     let record = ResultRecord(
       runID: runID,
       fence: fence,
       result: RunResult(
         state: plan.state,
-        finishedMicros: result.hasFinished ? ProtoTime.micros(result.finished) : now,
+        finishedMicros: times.finishedMicros,
+        startedMicros: times.startedMicros,
         exitStatus: result.exitCode,
         outputTail: Array(result.outputTail.suffix(65_536)),
         error: result.error.isEmpty ? nil : result.error,
@@ -375,6 +393,15 @@ struct ExecutorService: Sendable {
       return nil
     }
   }
+}
+
+/// One executor's stream as the result path sees it: its name, and its clock's offset from
+/// this coordinator's as the heartbeats measure it.
+struct ConnectedExecutor: Sendable {
+  /// The executor's id (its certificate's name).
+  let id: String
+  /// Updated at each heartbeat.
+  let clockOffset = ExecutorClockOffset()
 }
 
 /// Decides what a run's outcome means for its task: a pure function of the task, the run, the

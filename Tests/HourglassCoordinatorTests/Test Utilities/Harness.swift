@@ -249,13 +249,20 @@ final class FakeExecutor: Sendable {
     return lease
   }
 
-  func report(_ lease: Hourglass_V1_LeaseGrant, outcome: Hourglass_V1_RunOutcome, exitCode: Int32 = 0, fence: UInt64? = nil) async throws -> Bool {
+  /// Reports `lease`'s result (with `fence`, its own by default; `started` and `finished` by
+  /// this executor's clock, absent by default) and returns whether it was recorded.
+  func report(
+    _ lease: Hourglass_V1_LeaseGrant, outcome: Hourglass_V1_RunOutcome, exitCode: Int32 = 0, fence: UInt64? = nil, started: Int64? = nil,
+    finished: Int64? = nil
+  ) async throws -> Bool {
     send {
       $0.result = .with {
         $0.runID = lease.runID
         $0.fence = fence ?? lease.fence
         $0.outcome = outcome
         $0.exitCode = exitCode
+        if let started { $0.started = ProtoTime.timestamp(started) }
+        if let finished { $0.finished = ProtoTime.timestamp(finished) }
       }
     }
     let message = try await next()
@@ -276,14 +283,14 @@ final class FakeExecutor: Sendable {
     return ack
   }
 
-  /// Sends a heartbeat stamped `executorTimeMicros` (with a zero round trip) and returns the
-  /// coordinator's acknowledgement, skipping other messages.
-  func heartbeat(executorTimeMicros: Int64, sequence: UInt64 = 1) async throws -> Hourglass_V1_HeartbeatAck {
+  /// Sends a heartbeat stamped `executorTimeMicros` (with a round trip of `roundTripMicros`,
+  /// zero by default) and returns the coordinator's acknowledgement, skipping other messages.
+  func heartbeat(executorTimeMicros: Int64, sequence: UInt64 = 1, roundTripMicros: UInt64 = 0) async throws -> Hourglass_V1_HeartbeatAck {
     send {
       $0.heartbeat = .with {
         $0.sequence = sequence
         $0.executorTime = Google_Protobuf_Timestamp(seconds: executorTimeMicros / 1_000_000, nanos: Int32(executorTimeMicros % 1_000_000) * 1000)
-        $0.lastRoundTripMicros = 0
+        $0.lastRoundTripMicros = roundTripMicros
       }
     }
     var iterator = inbound.makeAsyncIterator()
