@@ -165,7 +165,7 @@ struct ClusterHarness {
   func executor(_ name: String, via index: Int) async throws -> FakeExecutor {
     try await FakeExecutor.connect(
       RPCClient(transport: InProcessTransport(server: coordinators[index].server, peer: PeerIdentity(name: name, role: "executor"))),
-      name: name, operators: ["exec", "noop"], slots: 4)
+      name: name, operators: ["exec", "noop"], slots: 4, clock: { [clock] in clock.nowMicros() })
   }
 
   /// Runs ownership passes on every coordinator (a few rounds: a release must precede the

@@ -1,5 +1,6 @@
 import Foundation
 import HourglassCertificates
+import HourglassCore
 import HourglassProto
 import HourglassRPC
 import HourglassTestSupport
@@ -41,7 +42,8 @@ struct CoordinatorRestartTests {
       let due = try await alice.schedule(once: nil, every: nil, recurring: false, atNow: true)
       acknowledged.append(due)
       let executor = try await FakeExecutor.connect(
-        setup.rpc(credentials: setup.executorCredentials, port: coordinator.port), name: "executor-1", operators: ["exec"], slots: 1)
+        setup.rpc(credentials: setup.executorCredentials, port: coordinator.port), name: "executor-1", operators: ["exec"], slots: 1,
+        clock: { WallClock.nowMicros() })
       executor.grant(1)
       lease = try await executor.nextLease()
       // Many schedules in flight when the process dies: every one that was answered must survive.
@@ -76,7 +78,8 @@ struct CoordinatorRestartTests {
     // The executor reconnects with the lease it held: its result is recorded exactly once.
     let lease1 = try #require(lease)
     let executor = try await FakeExecutor.connect(
-      setup.rpc(credentials: setup.executorCredentials, port: coordinator.port), name: "executor-1", operators: ["exec"], slots: 1)
+      setup.rpc(credentials: setup.executorCredentials, port: coordinator.port), name: "executor-1", operators: ["exec"], slots: 1,
+      clock: { WallClock.nowMicros() })
     #expect(try await executor.report(lease1, outcome: .succeeded))
     #expect(try await executor.report(lease1, outcome: .succeeded) == false)
     let runs = try await alice.runs(lease1.taskID)

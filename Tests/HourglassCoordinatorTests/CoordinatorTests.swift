@@ -512,4 +512,63 @@ struct CoordinatorTests {
       await executor.close()
     }
   }
+  @Test("a result naming a time no run can have ends that executor's stream with INVALID_ARGUMENT; the coordinator serves on")
+  func runTimeOutOfRange() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let id = try await alice.schedule(once: 10)
+      let executor = try await harness.executor("exec-1")
+      // A real task's id with the largest time: one past it would overflow.
+      var bogus = Hourglass_V1_LeaseGrant()
+      bogus.runID = "\(id)@\(Int64.max)"
+      bogus.fence = 1
+      do {
+        _ = try await executor.report(bogus, outcome: .succeeded)
+        Issue.record("the result was answered")
+      } catch let error as RPCError {
+        #expect(error.code == .invalidArgument)
+      }
+      #expect(try await alice.get(id).taskStatus == .scheduled)
+      let other = try await harness.executor("exec-2")
+      other.grant(1)
+      harness.advance(seconds: 10)
+      #expect(try await other.nextLease().taskID == id)
+      await other.close()
+    }
+  }
+  @Test("a result the store fails to record ends the executor's stream at its next message, so the executor sends it again")
+  func resultStoreFailureEndsStream() async throws {
+    try await Harness.with(observed: true) { harness in
+      let store = try #require(harness.observed)
+      let (alice, id, executor, lease) = try await harness.leasedOneShot()
+      store.failResults(true)
+      executor.send {
+        $0.result = .with {
+          $0.runID = lease.runID
+          $0.fence = lease.fence
+          $0.outcome = .succeeded
+        }
+      }
+      // The first heartbeat after the result's failure finds it and ends the stream (one sent
+      // before the failure is answered as usual). Without that, heartbeats are answered for ever.
+      let ended = await bounded("the stream's end") {
+        var sequence: UInt64 = 2
+        while true {
+          do {
+            _ = try await executor.heartbeat(executorTimeMicros: harness.clock.nowMicros(), sequence: sequence)
+          } catch {
+            return true
+          }
+          sequence += 1
+        }
+      }
+      #expect(ended == true)
+      store.failResults(false)
+      // Reconnected, the executor's result is recorded.
+      let again = try await harness.executor("exec-1")
+      #expect(try await again.report(lease, outcome: .succeeded))
+      #expect(try await alice.get(id).taskStatus == .succeeded)
+      await again.close()
+    }
+  }
 }

@@ -4,12 +4,14 @@ import Testing
 
 @Suite("Executor pool: credits, least loaded first, batches kept together within a slack")
 struct ExecutorPoolTests {
-  /// A pool of `count` executors (sessions 1…count) offering `noop`, each with `slots` credits.
+  /// A pool of `count` executors (sessions 1…count) offering `noop`, each with `slots` credits
+  /// and its clock measured inside the skew bound.
   static func pool(_ count: Int, slots: Int) -> ExecutorPool {
     var pool = ExecutorPool()
     for session in 1...UInt64(count) {
       pool.add(session: session, executorID: "exec-\(session)", operators: ["noop"], slots: slots)
       pool.grant(session: session, count: slots)
+      pool.setEligible(session: session, true, skewMicros: 0)
     }
     return pool
   }
@@ -61,7 +63,7 @@ struct ExecutorPoolTests {
     #expect(Self.credits(pool) == [2, 2])
   }
 
-  @Test("the previous pick is not followed when it is refused, draining, without the operator or out of credits")
+  @Test("the previous pick is not followed when it is refused, draining, without the operator or out of credits; none is taken before its clock is measured")
   func previousPickMustQualify() {
     var pool = Self.pool(2, slots: 256)
     let first = pool.take(operatorName: "noop")!
@@ -77,6 +79,9 @@ struct ExecutorPoolTests {
     mixed.add(session: 2, executorID: "b", operators: ["noop"], slots: 64)
     mixed.grant(session: 1, count: 64)
     mixed.grant(session: 2, count: 64)
+    mixed.setEligible(session: 1, true, skewMicros: 0)
+    #expect(mixed.take(operatorName: "noop") == nil, "b's clock is not measured yet")
+    mixed.setEligible(session: 2, true, skewMicros: 0)
     #expect(mixed.take(operatorName: "noop", following: 1) == 2)
 
     var small = Self.pool(2, slots: 8)

@@ -23,6 +23,31 @@ struct ExecutorRegistrationTests {
     }
   }
 
+  @Test("an executor whose clock is not measured yet gets no lease; its first heartbeat inside the bound makes it eligible")
+  func noLeaseBeforeFirstHeartbeat() async throws {
+    try await Harness.with { harness in
+      let alice = harness.client("alice")
+      let unmeasured = try await harness.executor("exec-unmeasured", slots: 4, heartbeat: false)
+      unmeasured.grant(4)
+      let first = try await alice.schedule(once: 10)
+      // With more credits, the unmeasured executor would be picked first if it counted.
+      let measured = try await harness.executor("exec-measured", slots: 1)
+      measured.grant(1)
+      harness.advance(seconds: 10)
+      let lease = await bounded("the measured executor's lease") { try? await measured.nextLease() }
+      #expect(lease??.taskID == first)
+      #expect(await harness.coordinator.dispatcher.pool.members.values.filter { $0.skewMicros == nil }.count == 1)
+
+      let ack = try await unmeasured.heartbeat(executorTimeMicros: harness.clock.nowMicros())
+      #expect(ack.eligible)
+      let second = try await alice.schedule(once: 10)
+      harness.advance(seconds: 10)
+      #expect(try await unmeasured.nextLease().taskID == second)
+      await unmeasured.close()
+      await measured.close()
+    }
+  }
+
   @Test("a CreditWithdrawal gives back the credits not yet used, and no more; Registered says it is answered")
   func withdrawal() async throws {
     try await Harness.with { harness in

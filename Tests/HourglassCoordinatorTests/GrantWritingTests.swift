@@ -40,6 +40,8 @@ struct GrantWritingTests {
     let session = await dispatcher.addExecutor(executorID: "exec-1", operators: ["noop"], slots: 2, batches: true) {
       try await stream.write($0)
     }
+    // Its clock measured inside the bound, as its first heartbeat would.
+    _ = await dispatcher.heartbeat(session: session, skewMicros: 0)
     await dispatcher.grant(session: session, credits: 2)
 
     // The first run's grant is being written, and the stream does not take it yet.

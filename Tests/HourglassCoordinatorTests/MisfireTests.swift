@@ -136,10 +136,11 @@ struct MisfireTests {
       (try await alice(coordinator).schedule(once: 10), try await Self.schedule(alice(coordinator), Self.hourly()))
     }
     // Back 48 h and 30 s later: the one-shot is 48 h overdue, the hourly task missed 48 runs.
-    try await Harness.onFile(path, clock: ManualClock(nowMicros: Harness.start + (48 * Self.hour + 30) * 1_000_000), logger: logger) { coordinator in
+    let later = ManualClock(nowMicros: Harness.start + (48 * Self.hour + 30) * 1_000_000)
+    try await Harness.onFile(path, clock: later, logger: logger) { coordinator in
       let executor = try await FakeExecutor.connect(
         RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: "exec-1", role: "executor"))),
-        name: "exec-1", operators: ["exec"], slots: 2)
+        name: "exec-1", operators: ["exec"], slots: 2, clock: { later.nowMicros() })
       executor.grant(2)
       var leased: Set<String> = []
       for _ in 0..<2 { leased.insert(try await executor.nextLease().runID) }

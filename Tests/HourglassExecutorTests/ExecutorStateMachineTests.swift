@@ -322,6 +322,33 @@ struct ExecutorStateMachineTests {
     #expect(roundTrip == 500_000)
   }
 
+  @Test("a stream's first heartbeat found outside the skew bound is sent again at once, with its round trip; later ones wait their interval")
+  func firstMeasurementRepeated() {
+    func ack(_ sequence: UInt64, eligible: Bool) -> Hourglass_V1_CoordinatorMessage {
+      .with {
+        $0.heartbeatAck = .with {
+          $0.sequence = sequence; $0.eligible = eligible; $0.measuredSkewMicros = eligible ? 0 : -900_000
+        }
+      }
+    }
+    func remeasures(_ actions: [Action], at instant: ManualClock.Instant) -> Bool {
+      actions.contains { if case .schedule(.heartbeat(0), let at) = $0 { at == instant } else { false } }
+    }
+    var machine = Self.connected()
+    _ = machine.timerFired(.heartbeat(0), now: Self.at(0))
+    let afterFirst = machine.received(ack(1, eligible: false), on: 1, now: Self.at(1))
+    #expect(remeasures(afterFirst, at: Self.at(1)))
+    let second = machine.timerFired(.heartbeat(0), now: Self.at(1))
+    guard case .sendHeartbeat(1, 2, _, _, let roundTrip)? = second.first else { Issue.record("unexpected: \(second)"); return }
+    #expect(roundTrip == 1_000_000)
+    // Outside again with the round trip known: the next measurement waits for the interval.
+    #expect(!remeasures(machine.received(ack(2, eligible: false), on: 1, now: Self.at(2)), at: Self.at(2)))
+
+    var inside = Self.connected()
+    _ = inside.timerFired(.heartbeat(0), now: Self.at(0))
+    #expect(!remeasures(inside.received(ack(1, eligible: true), on: 1, now: Self.at(1)), at: Self.at(1)))
+  }
+
   @Test("a coordinator that stops acknowledging heartbeats for three intervals loses the stream")
   func heartbeatsUnanswered() {
     var machine = Self.connected()

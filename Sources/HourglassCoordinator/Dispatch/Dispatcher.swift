@@ -41,7 +41,7 @@ actor Dispatcher {
   let logger: Logger
   let metrics: CoordinatorMetrics
   var queue = DueQueue()
-  private var pool = ExecutorPool()
+  private(set) var pool = ExecutorPool()
   var sessions: [UInt64: Session] = [:]
   var leases: [RunID: ActiveLease] = [:]
   /// Runs cancelled while this coordinator knew no lease of theirs, with when: a batch whose
@@ -284,16 +284,23 @@ actor Dispatcher {
     (setSkew(session: session, skewMicros: skewMicros), clusterPeers)
   }
 
-  /// The executor's measured clock skew; outside the bound it gets no leases.
+  /// The executor's measured clock skew; outside the bound it gets no leases. Its first
+  /// measurement makes it eligible for leases, if inside.
   private func setSkew(session: UInt64, skewMicros: Int64) -> Bool {
+    guard let member = pool.members[session] else { return false }
     let eligible = abs(skewMicros) <= configuration.skewBoundMicros
-    let was = pool.members[session]?.eligible ?? true
+    let first = member.skewMicros == nil
+    // Before its first measurement an executor counts as inside, for the messages and the
+    // refusal count: it is refused only once it is measured outside.
+    let was = first || member.eligible
     pool.setEligible(session: session, eligible, skewMicros: skewMicros)
     if let id = sessions[session]?.executorID, let gauges = executorGauges[id]?.gauges {
       gauges.skewSeconds.record(Double(skewMicros) / 1_000_000)
       if was && !eligible { gauges.skewRefusals.increment() }
     }
     if was != eligible { publishRefused() }
+    // Its first measurement, inside: leases may go to it now.
+    if first && eligible { poke() }
     if was != eligible, let id = sessions[session]?.executorID {
       if eligible {
         logger.info("executor back inside the clock-skew bound", metadata: ["hourglass.executor": "\(id)", "hourglass.skew_us": "\(skewMicros)"])
@@ -400,7 +407,7 @@ actor Dispatcher {
   }
 
   private func publishRefused() {
-    metrics.executorsSkewRefused.record(pool.members.values.filter { !$0.eligible }.count)
+    metrics.executorsSkewRefused.record(pool.members.values.filter { $0.skewMicros != nil && !$0.eligible }.count)
   }
 
   // MARK: The loop

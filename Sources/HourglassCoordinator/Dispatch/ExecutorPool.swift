@@ -1,6 +1,7 @@
 /// The executors connected to this coordinator and what each may be sent: a plain value the
 /// dispatcher owns. An executor receives a lease only while it holds a credit (one per free
-/// slot), offers the run's operator, is inside the clock-skew bound and is not draining.
+/// slot), offers the run's operator, is known to be inside the clock-skew bound (measured by a
+/// heartbeat) and is not draining.
 struct ExecutorPool {
   /// One connected executor stream.
   struct Member: Sendable {
@@ -8,9 +9,12 @@ struct ExecutorPool {
     var operators: Set<String>
     var slots: Int
     var credits = 0
-    var eligible = true
+    /// Whether its last measured clock skew is inside the bound: false until its first
+    /// heartbeat, since an executor's clock is not known to be right before it is measured.
+    var eligible = false
     var draining = false
-    var skewMicros: Int64 = 0
+    /// Its clock minus the coordinator's at its last heartbeat; nil before the first.
+    var skewMicros: Int64?
   }
 
   private(set) var members: [UInt64: Member] = [:]

@@ -4,6 +4,7 @@ import HourglassProto
 import HourglassRPC
 import HourglassStore
 import Logging
+import Synchronization
 
 /// The executors' long-lived stream: registration, credits, heartbeats with clock-skew
 /// measurement, lease renewals and results (recorded only with the current fence).
@@ -77,13 +78,24 @@ struct ExecutorService: Sendable {
       try await writer.write(hello)
       // Results are recorded concurrently (a child task each, at most one per slot), so that
       // results from every stream share group-committed transactions; the other messages are
-      // handled in order.
+      // handled in order. A malformed run id ends the stream at once (INVALID_ARGUMENT). A
+      // result that could not be recorded (the store failed) ends it at the next message, a
+      // heartbeat at the latest: this loop is waiting for one when a child fails, and a failed
+      // child cannot interrupt that wait. The executor then reconnects and sends its
+      // unacknowledged results again.
+      let failure = Mutex<(any Error)?>(nil)
+      let answering: @Sendable (() async throws -> Void) async -> Void = { answer in
+        do { try await answer() } catch { failure.withLock { $0 = $0 ?? error } }
+      }
       try await withThrowingDiscardingTaskGroup { group in
         while let message = try await iterator.next() {
+          if let error = failure.withLock({ $0 }) { throw error }
           if case .result(let result)? = message.kind {
-            group.addTask { try await answer(result, executor: executor, writer: writer) }
+            try Self.checkRunIDs([result])
+            group.addTask { await answering { try await answer(result, executor: executor, writer: writer) } }
           } else if case .results(let batch)? = message.kind {
-            group.addTask { try await answer(batch, executor: executor, writer: writer) }
+            try Self.checkRunIDs(batch.results)
+            group.addTask { await answering { try await answer(batch, executor: executor, writer: writer) } }
           } else {
             try await handle(message, session: session, executor: executor, writer: writer)
           }
@@ -93,6 +105,13 @@ struct ExecutorService: Sendable {
     } catch {
       await dispatcher.removeExecutor(session: session)
       throw error
+    }
+  }
+
+  /// Refuses results whose run id is not one (a time no run can have included).
+  static func checkRunIDs(_ results: [Hourglass_V1_RunResult]) throws {
+    for result in results where RunID(result.runID) == nil {
+      throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
     }
   }
 

@@ -15,11 +15,17 @@ public struct RunID: Sendable, Hashable, Comparable, Codable, CustomStringConver
     self.scheduledMicros = scheduledMicros
   }
 
-  /// Parses the `<task-uuid>@<micros>` form.
+  /// The scheduled times a run id may name: years 1 to 9999, as a protobuf timestamp holds them
+  /// (a schedule's runs fall in 1970 to 9999).
+  public static let scheduledRange: ClosedRange<Int64> = -62_135_596_800_000_000...253_402_300_799_999_999
+
+  /// Parses the `<task-uuid>@<micros>` form; nil also for a time no run can have (outside
+  /// ``scheduledRange``), so that no arithmetic on a peer's run id can overflow.
   public init?(_ string: String) {
     guard let at = string.lastIndex(of: "@"),
       let task = TaskID(String(string[..<at])),
-      let micros = Int64(string[string.index(after: at)...])
+      let micros = Int64(string[string.index(after: at)...]),
+      Self.scheduledRange.contains(micros)
     else { return nil }
     self.init(taskID: task, scheduledMicros: micros)
   }

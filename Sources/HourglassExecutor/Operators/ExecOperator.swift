@@ -383,7 +383,9 @@ public struct ExecOperator: Operator {
 enum RFC3339 {
   /// `2026-03-29T01:30:00Z`, with microseconds when the instant has a fraction.
   static func format(_ date: Date) -> String {
-    let interval = date.timeIntervalSince1970
+    // Within years 1 to 9999 (where the lease's time is clamped already): no conversion below
+    // can overflow.
+    let interval = min(max(date.timeIntervalSince1970, -62_135_596_800), 253_402_300_799.999)
     var seconds = time_t(interval.rounded(.down))
     var micros = Int(((interval - Double(seconds)) * 1_000_000).rounded())
     if micros >= 1_000_000 {

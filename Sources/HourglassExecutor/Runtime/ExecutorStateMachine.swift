@@ -663,19 +663,26 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   private mutating func handleEligibility(_ ack: Hourglass_V1_HeartbeatAck, coordinator index: Int, now: Instant) -> [Action] {
     let wasEligible = links[index].eligible
     links[index].eligible = ack.eligible
+    var firstRoundTrip = false
     if let sentAt = links[index].heartbeatsInFlight[ack.sequence] {
+      firstRoundTrip = links[index].lastRoundTrip == nil
       links[index].lastRoundTrip = sentAt.duration(to: now)
       links[index].heartbeatsInFlight = links[index].heartbeatsInFlight.filter { $0.key > ack.sequence }
     }
+    // The stream's first heartbeat carries no round trip, so its whole transit time counts as
+    // skew: on a loaded link that alone can put an executor outside the bound. Measured again at
+    // once, with the round trip now known, rather than a whole interval later.
+    let remeasure: [Action] = firstRoundTrip && !ack.eligible ? [.schedule(.heartbeat(index), at: now)] : []
     if wasEligible && !ack.eligible {
       return [.log(.warning, "\(name(index)) finds this executor ineligible for leases: clock skew \(ack.measuredSkewMicros) µs", run: nil)]
+        + remeasure
     }
     if !wasEligible && ack.eligible {
       // Its credits went elsewhere meanwhile: draw some back now rather than wait for a lease.
       return [.log(.info, "\(name(index)) finds this executor eligible for leases again (clock skew \(ack.measuredSkewMicros) µs)", run: nil)]
         + distributeCredits() + rebalance(toward: index) + reclaimIdle(toward: index, now: now)
     }
-    return []
+    return remeasure
   }
 
   private mutating func handleRenewalAck(_ ack: Hourglass_V1_RenewalAck, now: Instant) -> [Action] {
@@ -1100,9 +1107,13 @@ extension Duration {
     return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
   }
 
-  /// A duration from protobuf's seconds and nanoseconds.
+  /// A duration from protobuf's seconds and nanoseconds, clamped to the type's range (about
+  /// ±10,000 years): a coordinator's nonsense (2^63 seconds) must not make a timer's deadline
+  /// overflow when the executor sleeps until it.
   init(_ seconds: Int64, _ nanos: Int32) {
-    self = .seconds(seconds) + .nanoseconds(Int64(nanos))
+    self =
+      .seconds(min(max(seconds, ProtoTime.durationSeconds.lowerBound), ProtoTime.durationSeconds.upperBound))
+      + .nanoseconds(Int64(nanos))
   }
 
   /// Protobuf's seconds and nanoseconds (same sign).
@@ -1125,8 +1136,10 @@ extension Date {
     return (seconds, nanos)
   }
 
-  /// A date from protobuf timestamp seconds and nanoseconds.
+  /// A date from protobuf timestamp seconds and nanoseconds, clamped to the type's range
+  /// (years 1 to 9999): whatever a coordinator sends, the date can be formatted.
   init(protoSeconds seconds: Int64, nanos: Int32) {
+    let seconds = min(max(seconds, ProtoTime.timestampSeconds.lowerBound), ProtoTime.timestampSeconds.upperBound)
     self.init(timeIntervalSince1970: Double(seconds) + Double(nanos) / 1e9)
   }
 }

@@ -451,7 +451,9 @@ public nonisolated struct Hourglass_V1_CreditsWithdrawn: Sendable {
   public init() {}
 }
 
-/// Sent every heartbeat interval; carries the executor's clock for skew measurement.
+/// Sent at once after `Registered`, then every heartbeat interval; carries the executor's clock
+/// for skew measurement. The coordinator sends no lease before it has measured the executor's
+/// clock from a heartbeat.
 public nonisolated struct Hourglass_V1_Heartbeat: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -505,7 +507,8 @@ public nonisolated struct Hourglass_V1_HeartbeatAck: Sendable {
   /// (executor − coordinator), corrected by half the round trip.
   public var measuredSkewMicros: Int64 = 0
 
-  /// False while the executor's skew is beyond the bound: it receives no leases.
+  /// False while the executor's skew is beyond the bound: it receives no leases. A value
+  /// beyond one hour in `last_round_trip_micros` is taken as one hour.
   public var eligible: Bool = false
 
   /// As in `Registered.cluster`, read again at the coordinator's last membership pass.

@@ -82,10 +82,17 @@ struct Harness {
     UserClient(rpc: RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: user, role: "user"))), user: user)
   }
 
-  func executor(_ name: String, operators: [String] = ["exec", "noop"], slots: UInt32 = 4, batches: Bool = false) async throws -> FakeExecutor {
-    try await FakeExecutor.connect(
+  /// An executor connected to the coordinator; its first heartbeat (unless `heartbeat` is
+  /// false) says its clock is the coordinator's.
+  func executor(
+    _ name: String, operators: [String] = ["exec", "noop"], slots: UInt32 = 4, batches: Bool = false, heartbeat: Bool = true
+  ) async throws -> FakeExecutor {
+    let clock = self.clock
+    var stamp: (@Sendable () -> Int64)?
+    if heartbeat { stamp = { clock.nowMicros() } }
+    return try await FakeExecutor.connect(
       RPCClient(transport: InProcessTransport(server: coordinator.server, peer: PeerIdentity(name: name, role: "executor"))),
-      name: name, operators: operators, slots: slots, batches: batches)
+      name: name, operators: operators, slots: slots, batches: batches, clock: stamp)
   }
 
   func advance(seconds: Double) {
@@ -187,7 +194,13 @@ final class FakeExecutor: Sendable {
     self.call = call
   }
 
-  static func connect(_ rpc: RPCClient, name: String, operators: [String], slots: UInt32, batches: Bool = false) async throws -> FakeExecutor {
+  /// Registers as `name` and, as a real executor does at once, sends a first heartbeat stamped
+  /// by `clock` (the coordinator's clock, for an executor whose clock is right) when it sends
+  /// it: the coordinator sends no lease to an executor whose clock it has not measured. Returns
+  /// once that heartbeat is acknowledged. With `clock` nil no heartbeat is sent.
+  static func connect(
+    _ rpc: RPCClient, name: String, operators: [String], slots: UInt32, batches: Bool = false, clock: (@Sendable () -> Int64)?
+  ) async throws -> FakeExecutor {
     let (requests, requestContinuation) = AsyncStream<Hourglass_V1_ExecutorMessage>.makeStream()
     let (responses, responseContinuation) = AsyncThrowingStream<Hourglass_V1_CoordinatorMessage, any Error>.makeStream()
     let call = Task {
@@ -220,6 +233,15 @@ final class FakeExecutor: Sendable {
     guard case .registered(let registered)? = hello.kind else { throw RPCError(code: .internal, message: "expected Registered, got \(hello)") }
     guard registered.batches else { throw RPCError(code: .internal, message: "the coordinator does not take result batches") }
     guard registered.withdrawals else { throw RPCError(code: .internal, message: "the coordinator does not answer credit withdrawals") }
+    guard let clock else { return executor }
+    // A heartbeat stamped with the right time is still measured outside the bound when it took
+    // longer than the bound to arrive (a loaded machine, another process): stamped afresh, it
+    // is sent again, as a real executor does.
+    var ack = Hourglass_V1_HeartbeatAck()
+    for sequence in 0..<UInt64(20) where !ack.eligible {
+      ack = try await executor.heartbeat(executorTimeMicros: clock(), sequence: sequence)
+    }
+    guard ack.eligible else { throw RPCError(code: .internal, message: "the coordinator finds this executor's clock outside the bound: \(ack)") }
     return executor
   }
 

@@ -14,6 +14,8 @@ final class ObservedStore: TaskStore {
     var leaseWaiters: [(count: Int, continuation: CheckedContinuation<Void, Never>)] = []
     /// Blob reads so far, and the one (1-based) that ``blobGate`` holds.
     var blobReads = 0
+    /// While true, recording results fails as a store that lost its database would.
+    var failResults = false
     var holdBlobRead: Int?
   }
 
@@ -151,9 +153,22 @@ final class ObservedStore: TaskStore {
   func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws { try await base.renewLease(runID: runID, fence: fence, expiresAt: expiresAt) }
   func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool] { try await base.renewLeases(items) }
   func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws -> RecordOutcome {
-    try await base.recordResult(runID: runID, fence: fence, result: result)
+    try checkResultsWork()
+    return try await base.recordResult(runID: runID, fence: fence, result: result)
   }
-  func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] { try await base.recordResults(items) }
+  func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] {
+    try checkResultsWork()
+    return try await base.recordResults(items)
+  }
+
+  /// Makes recording results fail (true) or work again (false).
+  func failResults(_ fail: Bool) { state.withLock { $0.failResults = fail } }
+
+  struct InjectedFailure: Error {}
+
+  private func checkResultsWork() throws {
+    if state.withLock({ $0.failResults }) { throw InjectedFailure() }
+  }
 
   func recoverExpiredLeases(now: Int64, skewBound: Int64, limit: Int) async throws -> [RunRecord] {
     await recoveryGate.pass(())

@@ -93,6 +93,11 @@ struct RunModelTests {
     #expect(RunID(RunID(taskID: task, scheduledMicros: -5).description)?.scheduledMicros == -5)
     #expect(RunID("nope@12") == nil)
     #expect(RunID("\(task)@x") == nil)
+    // A time no run can have: a peer's run id must not overflow the arithmetic on its time.
+    #expect(RunID("\(task)@\(Int64.max)") == nil)
+    #expect(RunID("\(task)@\(Int64.min)") == nil)
+    #expect(RunID("\(task)@\(RunID.scheduledRange.upperBound)") != nil)
+    #expect(RunID("\(task)@\(RunID.scheduledRange.upperBound + 1)") == nil)
     let decoded = try JSONDecoder().decode(RunID.self, from: JSONEncoder().encode(run))
     #expect(decoded == run)
   }

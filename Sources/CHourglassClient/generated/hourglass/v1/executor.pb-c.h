@@ -302,7 +302,9 @@ struct  Hourglass__V1__CreditsWithdrawn
 
 
 /*
- * Sent every heartbeat interval; carries the executor's clock for skew measurement.
+ * Sent at once after `Registered`, then every heartbeat interval; carries the executor's clock
+ * for skew measurement. The coordinator sends no lease before it has measured the executor's
+ * clock from a heartbeat.
  */
 struct  Hourglass__V1__Heartbeat
 {
@@ -337,7 +339,8 @@ struct  Hourglass__V1__HeartbeatAck
    */
   int64_t measured_skew_micros;
   /*
-   * False while the executor's skew is beyond the bound: it receives no leases.
+   * False while the executor's skew is beyond the bound: it receives no leases. A value
+   * beyond one hour in `last_round_trip_micros` is taken as one hour.
    */
   protobuf_c_boolean eligible;
   /*
