@@ -12,37 +12,66 @@ import Testing
 
 @Suite("Dispatcher: grants written beside the dispatch loop", .timeLimit(.minutes(1)))
 struct GrantWritingTests {
+  /// A dispatcher on a fresh SQLite store (watched) with two `noop` runs due 1 s and 2 s from
+  /// now, on a manual clock.
+  struct Setup {
+    let directory: URL
+    let base: SQLiteTaskStore
+    let store: ObservedStore
+    let clock: ManualClock
+    let dispatcher: Dispatcher
+    let tasks: [NewTask]
+    let dues: [Int64]
+
+    init() async throws {
+      directory = FileManager.default.temporaryDirectory.appendingPathComponent("hourglass-grants-\(UUID().uuidString)")
+      try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+      var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: directory.appendingPathComponent("tasks.db").path)
+      storeConfiguration.partitionCount = 4
+      base = try await SQLiteTaskStore(configuration: storeConfiguration)
+      clock = ManualClock(nowMicros: Harness.start)
+      store = ObservedStore(base, clock: clock)
+      dispatcher = Dispatcher(
+        store: store, clock: clock, configuration: .defaults, logger: Logger(label: "test.grants"),
+        metrics: CoordinatorMetrics(factory: NOOPMetricsHandler.instance))
+      let dues = [Harness.start + 1_000_000, Harness.start + 2_000_000]
+      self.dues = dues
+      tasks = dues.map { due in
+        NewTask(
+          id: TaskID.now(), owner: "alice", operatorName: "noop",
+          scheduleSpec: StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded(), firstRunMicros: due,
+          createdAtMicros: Harness.start)
+      }
+      _ = try await store.insert(tasks)
+    }
+
+    /// Connects an executor writing to `stream`, with its clock measured and `credits` granted.
+    func connect(_ name: String, slots: Int, credits: Int, to stream: SlowStream) async -> UInt64 {
+      let session = await dispatcher.addExecutor(executorID: name, operators: ["noop"], slots: slots, batches: true) {
+        try await stream.write($0)
+      }
+      // Its clock measured inside the bound, as its first heartbeat would.
+      _ = await dispatcher.heartbeat(session: session, skewMicros: 0)
+      await dispatcher.grant(session: session, credits: credits)
+      return session
+    }
+
+    func runID(_ index: Int) -> RunID { RunID(taskID: tasks[index].id, scheduledMicros: dues[index]) }
+
+    func close() async throws {
+      try await base.close()
+      try? FileManager.default.removeItem(at: directory)
+    }
+  }
+
   @Test("the next lease transaction does not wait for the last one's grants to be written; a cancel follows its run's grant")
   func leasingGoesOnWhileAStreamIsSlow() async throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hourglass-grants-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: directory) }
-    var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: directory.appendingPathComponent("tasks.db").path)
-    storeConfiguration.partitionCount = 4
-    let base = try await SQLiteTaskStore(configuration: storeConfiguration)
-    let clock = ManualClock(nowMicros: Harness.start)
-    let store = ObservedStore(base, clock: clock)
-    let dispatcher = Dispatcher(
-      store: store, clock: clock, configuration: .defaults, logger: Logger(label: "test.grants"),
-      metrics: CoordinatorMetrics(factory: NOOPMetricsHandler.instance))
-    // Two runs, due 1 s and 2 s from now.
-    let dues = [Harness.start + 1_000_000, Harness.start + 2_000_000]
-    let tasks = dues.map { due in
-      NewTask(
-        id: TaskID.now(), owner: "alice", operatorName: "noop",
-        scheduleSpec: StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded(), firstRunMicros: due,
-        createdAtMicros: Harness.start)
-    }
-    _ = try await store.insert(tasks)
+    let setup = try await Setup()
+    let (clock, store, dispatcher, tasks, dues) = (setup.clock, setup.store, setup.dispatcher, setup.tasks, setup.dues)
 
     let stream = SlowStream()
     let running = Task { try await dispatcher.run() }
-    let session = await dispatcher.addExecutor(executorID: "exec-1", operators: ["noop"], slots: 2, batches: true) {
-      try await stream.write($0)
-    }
-    // Its clock measured inside the bound, as its first heartbeat would.
-    _ = await dispatcher.heartbeat(session: session, skewMicros: 0)
-    await dispatcher.grant(session: session, credits: 2)
+    _ = await setup.connect("exec-1", slots: 2, credits: 2, to: stream)
 
     // The first run's grant is being written, and the stream does not take it yet.
     clock.advance(byMicros: 1_000_000)
@@ -64,12 +93,34 @@ struct GrantWritingTests {
     #expect(written[2].cancel.runID == second.description)
     running.cancel()
     _ = await running.result
-    try await base.close()
+    try await setup.close()
+  }
+
+  @Test("an executor whose stream takes no messages holds up only its own grants: another's go out meanwhile")
+  func stalledStreamHoldsOnlyItsOwn() async throws {
+    let setup = try await Setup()
+    let stalled = SlowStream()
+    let healthy = SlowStream(open: true)
+    let running = Task { try await setup.dispatcher.run() }
+    _ = await setup.connect("exec-stalled", slots: 1, credits: 1, to: stalled)
+    // The first run's grant goes to the only executor, whose stream takes nothing.
+    setup.clock.advance(byMicros: 1_000_000)
+    await stalled.waitUntilWriting()
+    _ = await setup.connect("exec-healthy", slots: 1, credits: 1, to: healthy)
+    // The second run's grant, to the other executor, is written while the first still waits.
+    setup.clock.advance(byMicros: 1_000_000)
+    let written = await bounded("the healthy executor's grant") { await healthy.waitForMessages(1) }
+    #expect(written?.first?.lease.runID == setup.runID(1).description)
+    stalled.open()
+    #expect(await stalled.waitForMessages(1).first?.lease.runID == setup.runID(0).description)
+    running.cancel()
+    _ = await running.result
+    try await setup.close()
   }
 }
 
 /// An executor's stream that holds every write until ``open()``, and keeps what was written.
-private final class SlowStream: Sendable {
+final class SlowStream: Sendable {
   private struct State {
     var open = false
     var held: [CheckedContinuation<Void, Never>] = []
@@ -78,7 +129,14 @@ private final class SlowStream: Sendable {
     var readers: [(count: Int, continuation: CheckedContinuation<[Hourglass_V1_CoordinatorMessage], Never>)] = []
   }
 
-  private let state = Mutex(State())
+  private let state: Mutex<State>
+
+  /// A stream that holds writes until ``open()`` (or, `open`, one that never holds them).
+  init(open: Bool = false) {
+    var state = State()
+    state.open = open
+    self.state = Mutex(state)
+  }
 
   func write(_ message: Hourglass_V1_CoordinatorMessage) async throws {
     // Cancelled (the test's time limit): everything goes through, so the test ends and fails.

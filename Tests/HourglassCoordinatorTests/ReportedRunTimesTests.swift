@@ -91,4 +91,14 @@ struct ReportedRunTimesTests {
       await executor.close()
     }
   }
+  @Test("a run's error text is stored up to 4 KiB, cut at a character boundary")
+  func storedErrorCut() {
+    #expect(ExecutorService.storedError("exit 1") == "exit 1")
+    let ascii = ExecutorService.storedError(String(repeating: "x", count: 10_000))
+    #expect(ascii.utf8.count == ExecutorService.storedErrorBytes)
+    #expect(ascii.hasSuffix("…"))
+    let accented = ExecutorService.storedError(String(repeating: "é", count: 3_000))
+    #expect(accented.utf8.count <= ExecutorService.storedErrorBytes)
+    #expect(accented == String(repeating: "é", count: 2_046) + "…")
+  }
 }

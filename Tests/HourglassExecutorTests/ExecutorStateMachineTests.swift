@@ -349,6 +349,20 @@ struct ExecutorStateMachineTests {
     #expect(!remeasures(inside.received(ack(1, eligible: true), on: 1, now: Self.at(1)), at: Self.at(1)))
   }
 
+  @Test("a coordinator's heartbeat interval of a nanosecond is taken as 100 ms, not a busy loop")
+  func heartbeatIntervalFloor() {
+    var machine = Self.machine()
+    _ = machine.start(now: Self.at(0))
+    _ = machine.received(
+      .with {
+        $0.registered = .with {
+          $0.coordinatorID = "c1"; $0.heartbeatInterval.nanos = 1
+        }
+      }, on: 1, now: Self.at(0))
+    let actions = machine.timerFired(.heartbeat(0), now: Self.at(1))
+    #expect(actions.contains { if case .schedule(.heartbeat(0), let at) = $0 { at == Self.at(1).advanced(by: .milliseconds(100)) } else { false } })
+  }
+
   @Test("a coordinator that stops acknowledging heartbeats for three intervals loses the stream")
   func heartbeatsUnanswered() {
     var machine = Self.connected()

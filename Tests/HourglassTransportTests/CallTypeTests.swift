@@ -151,6 +151,16 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test("a deadline centuries away (Int64.max seconds) is a deadline that never comes, not a crash", arguments: Transport.allCases)
+    func farDeadline(_ transport: Transport) async throws {
+      try await withClient(transport) { client, _ in
+        let reply = try await client.unary(
+          TestService.unary, request: Google_Protobuf_StringValue("far"), responseType: Google_Protobuf_StringValue.self,
+          options: CallOptions(timeout: .seconds(Int64.max)))
+        #expect(reply.value == "FAR")
+      }
+    }
+
     @Test("cancelling the client's task cancels the server's handler", arguments: Transport.allCases)
     func cancellation(_ transport: Transport) async throws {
       try await withClient(transport) { client, probe in

@@ -89,13 +89,23 @@ actor Dispatcher {
   /// in the store still refuses a run whose task was deleted or moved on since.
   var prefetched: [TaskID: (scheduledMicros: Int64, record: TaskRecord)] = [:]
   let wake = WakeSignal()
-  /// Messages for executors' streams, by session, written in order by ``writeOutgoing()``, so
-  /// the dispatch loop starts its next lease transaction while the grants of the last one are
-  /// being written. Cancels go the same way, so a cancel never overtakes its run's grant.
-  private let outbox: AsyncStream<OutgoingBatch>
-  private let outboxInput: AsyncStream<OutgoingBatch>.Continuation
+  /// Messages for executors' streams, by session, handed to ``writeOutgoing()``, so the
+  /// dispatch loop starts its next lease transaction while the grants of the last one are being
+  /// written. Each session's messages are written in order (a cancel never overtakes its run's
+  /// grant), and sessions independently of each other.
+  private let outbox: AsyncStream<OutboxEvent>
+  private let outboxInput: AsyncStream<OutboxEvent>.Continuation
   /// One batch for ``writeOutgoing()``: each session's stream with the runs and messages for it.
   typealias OutgoingBatch = [UInt64: (Session, [Outgoing])]
+
+  /// What ``writeOutgoing()`` is told.
+  enum OutboxEvent: Sendable {
+    /// Messages to write.
+    case batch(OutgoingBatch)
+    /// A session's stream has ended: its writer stops once what it was given is written (or
+    /// has failed).
+    case ended(UInt64)
+  }
 
   /// One message for an executor's stream, about one run.
   struct Outgoing: Sendable {
@@ -218,7 +228,7 @@ actor Dispatcher {
     cancel.reason = reason
     var message = Hourglass_V1_CoordinatorMessage()
     message.cancel = cancel
-    outboxInput.yield([lease.session: (session, [Outgoing(runID: runID, message: message)])])
+    outboxInput.yield(.batch([lease.session: (session, [Outgoing(runID: runID, message: message)])]))
   }
 
   /// An executor stream registered.
@@ -256,6 +266,7 @@ actor Dispatcher {
       }
     }
     pool.remove(session: session)
+    outboxInput.yield(.ended(session))
     metrics.executorsConnected.record(sessions.count)
     publishRefused()
     leases = leases.filter { $0.value.session != session }
@@ -895,7 +906,10 @@ actor Dispatcher {
       }
       unsentGrants.removeAll(keepingCapacity: true)
       // Written by `writeOutgoing()`; the next lease transaction need not wait for it.
-      if !grants.isEmpty { outboxInput.yield(grants) }
+      if !grants.isEmpty {
+        for (session, entry) in grants { pool.addUnwritten(session: session, entry.1.count) }
+        outboxInput.yield(.batch(grants))
+      }
       let count = grants.values.reduce(0) { $0 + $1.1.count }
       dispatched += count
       dispatchedWaiters.resume(for: dispatched)
@@ -904,20 +918,45 @@ actor Dispatcher {
     return sent
   }
 
-  /// Writes what ``dispatchReady()`` and ``cancel(_:reason:)`` queued, until cancelled: one
-  /// batch at a time, in order, each on its executors' streams side by side, so one slow stream
-  /// (waiting for message credit) does not hold up the others' grants of the batch.
+  /// Writes what ``dispatchReady()`` and ``cancel(_:reason:)`` queued, until cancelled. Each
+  /// session has a writer of its own, which writes its messages in order: one stream that stops
+  /// taking messages (an executor that grants no message credit: stalled, or misbehaving) holds
+  /// up only its own grants, never another executor's. It is sent no more grants once those
+  /// waiting for it reach its slot count (``ExecutorPool/addUnwritten(session:_:)``).
   private nonisolated func writeOutgoing() async {
     let clock = self.clock
-    for await batch in outbox {
-      let failed = await withTaskGroup(of: [Outgoing].self) { group in
-        for (executor, messages) in batch.values {
-          group.addTask { await Self.push(messages, to: executor, clock: clock) }
+    await withDiscardingTaskGroup { group in
+      var writers: [UInt64: AsyncStream<[Outgoing]>.Continuation] = [:]
+      for await event in outbox {
+        switch event {
+        case .batch(let batch):
+          for (session, (executor, messages)) in batch {
+            if let writer = writers[session] {
+              writer.yield(messages)
+              continue
+            }
+            let (queue, writer) = AsyncStream<[Outgoing]>.makeStream()
+            writers[session] = writer
+            writer.yield(messages)
+            group.addTask {
+              for await messages in queue {
+                let failed = await Self.push(messages, to: executor, clock: clock)
+                await self.written(session: session, count: messages.filter { $0.grant != nil }.count, failed: failed)
+              }
+            }
+          }
+        case .ended(let session):
+          writers.removeValue(forKey: session)?.finish()
         }
-        return await group.reduce(into: [Outgoing]()) { $0 += $1 }
       }
-      if !failed.isEmpty { await notSent(failed) }
+      for writer in writers.values { writer.finish() }
     }
+  }
+
+  /// A session's writer has written (or failed to write) `count` grants.
+  private func written(session: UInt64, count: Int, failed: [Outgoing]) {
+    if pool.addUnwritten(session: session, -count) { poke() }
+    if !failed.isEmpty { notSent(failed) }
   }
 
   /// Grants (or cancels) that could not be written to their stream.

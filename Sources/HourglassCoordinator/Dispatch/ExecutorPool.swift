@@ -15,6 +15,9 @@ struct ExecutorPool {
     var draining = false
     /// Its clock minus the coordinator's at its last heartbeat; nil before the first.
     var skewMicros: Int64?
+    /// Grants taken for it and not yet written to its stream. An executor that grants credits
+    /// but stops taking messages is sent no more once these reach its slot count.
+    var unwritten = 0
   }
 
   private(set) var members: [UInt64: Member] = [:]
@@ -86,7 +89,8 @@ struct ExecutorPool {
 
   /// Whether `member` may be sent a run of `operatorName` now.
   private static func canTake(_ member: Member, _ operatorName: String) -> Bool {
-    member.credits > 0 && member.eligible && !member.draining && member.operators.contains(operatorName)
+    member.credits > 0 && member.eligible && !member.draining && member.unwritten < member.slots
+      && member.operators.contains(operatorName)
   }
 
   /// How many credits fewer than the least loaded executor the previous pick of a batch may hold
@@ -98,6 +102,17 @@ struct ExecutorPool {
     guard var member = members[session] else { return }
     member.credits = min(member.slots, member.credits + 1)
     members[session] = member
+  }
+
+  /// Counts `delta` more (or, negative, fewer) grants taken for the executor and not yet
+  /// written to its stream. Returns true when that made it able to take runs again.
+  @discardableResult
+  mutating func addUnwritten(session: UInt64, _ delta: Int) -> Bool {
+    guard var member = members[session] else { return false }
+    let was = member.unwritten < member.slots
+    member.unwritten = max(0, member.unwritten + delta)
+    members[session] = member
+    return !was && member.unwritten < member.slots
   }
 
   /// Free slots across executors, for metrics.

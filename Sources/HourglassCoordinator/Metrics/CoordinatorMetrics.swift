@@ -162,6 +162,7 @@ final class CoordinatorMetrics: Sendable {
     func destroy() {
       freeSlots.destroy()
       skewSeconds.destroy()
+      skewRefusals.destroy()
     }
   }
 }

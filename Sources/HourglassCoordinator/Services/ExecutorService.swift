@@ -108,6 +108,18 @@ struct ExecutorService: Sendable {
     }
   }
 
+  /// The most of a run's error text that is stored (it is read back with every page of the
+  /// task's run history; the output tail has its own 64 KiB).
+  static let storedErrorBytes = 4_096
+
+  /// `error` cut to ``storedErrorBytes`` (at a character boundary, marked with "…").
+  static func storedError(_ error: String) -> String {
+    guard error.utf8.count > storedErrorBytes else { return error }
+    var cut = error.utf8.index(error.utf8.startIndex, offsetBy: storedErrorBytes - 3)
+    while cut > error.utf8.startIndex && cut.samePosition(in: error.unicodeScalars) == nil { error.utf8.formIndex(before: &cut) }
+    return String(error[..<cut]) + "…"
+  }
+
   /// Refuses results whose run id is not one (a time no run can have included).
   static func checkRunIDs(_ results: [Hourglass_V1_RunResult]) throws {
     for result in results where RunID(result.runID) == nil {
@@ -363,7 +375,7 @@ struct ExecutorService: Sendable {
         startedMicros: times.startedMicros,
         exitStatus: result.exitCode,
         outputTail: Array(result.outputTail.suffix(65_536)),
-        error: result.error.isEmpty ? nil : result.error,
+        error: result.error.isEmpty ? nil : Self.storedError(result.error),
         next: plan.next,
         forgetRunsBeforeMicros: forgetRunsBefore(task: task, runID: runID, next: plan.next)
       ))

@@ -91,7 +91,9 @@ public struct Schedule: Sendable {
                 "\(local) does not exist in \(spec.timeZone) (skipped by a DST transition) and dst.gap is skip"
             )
           }
-          instants = [transition * 1_000_000]
+          // A gap with no transition after it cannot occur; if a zone's rules ever said so, the
+          // run falls on no instant rather than overflow.
+          instants = transition < Int64.max / 1_000_000 ? [transition * 1_000_000] : []
         case .overlap(let first, let second):
           instants =
             spec.dst.overlap == .both

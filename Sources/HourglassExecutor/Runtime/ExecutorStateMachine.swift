@@ -546,7 +546,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     let session = Session(
       connection: connection,
       coordinatorID: registered.coordinatorID,
-      heartbeatInterval: interval > .zero ? interval : settings.heartbeatInterval,
+      // At least 100 ms: a coordinator's nanosecond interval would make heartbeats a busy loop.
+      heartbeatInterval: interval > .zero ? max(interval, .milliseconds(100)) : settings.heartbeatInterval,
       leaseDuration: lease > .zero ? lease : nil,
       batches: registered.batches,
       withdrawals: registered.withdrawals

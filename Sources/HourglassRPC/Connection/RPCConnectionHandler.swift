@@ -952,8 +952,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     var wire = WireRequestHeaders()
     wire.method = head.method
     if let timeout = head.timeout {
-      let micros = timeout.components.seconds * 1_000_000 + timeout.components.attoseconds / 1_000_000_000_000
-      wire.timeoutMicros = UInt64(max(1, micros))
+      wire.timeoutMicros = UInt64(max(1, timeout.saturatingUnits(of: 1_000_000)))
     }
     wire.metadata = head.metadata.wire
     let payload = serialize(wire)
@@ -1006,7 +1005,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     idleTimer?.cancel()
     write(.headers, flags: headersFlags, streamID: streamID, payload: requestHeadersPayload(head))
     if let timeout = head.timeout {
-      let nanos = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+      let nanos = timeout.saturatingUnits(of: 1_000_000_000)
       box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1, nanos))) { [self] in
         sendCancel(streamID, RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"))
       }
@@ -1589,5 +1588,17 @@ extension Metadata {
       }
       return wire
     }
+  }
+}
+
+extension Duration {
+  /// The duration in whole `1 / perSecond` units, saturating at `Int64`'s range: a caller's
+  /// timeout of centuries is a deadline that never comes, not an overflow.
+  func saturatingUnits(of perSecond: Int64) -> Int64 {
+    let (seconds, attoseconds) = components
+    let (scaled, overflow) = seconds.multipliedReportingOverflow(by: perSecond)
+    if overflow { return seconds < 0 ? .min : .max }
+    let (sum, carried) = scaled.addingReportingOverflow(attoseconds / (1_000_000_000_000_000_000 / perSecond))
+    return carried ? (seconds < 0 ? .min : .max) : sum
   }
 }

@@ -31,7 +31,9 @@ public struct InProcessTransport: ClientTransport {
     server.serve(serverStream)
     if let timeout = head.timeout {
       let deadline = Task {
-        try await Task.sleep(for: timeout)
+        // Capped at ~136 years: a deadline past `Int64.max` seconds from now traps in the
+        // clock, and one this far off never comes either way.
+        try await Task.sleep(for: min(timeout, .seconds(Int64(1) << 32)))
         state.terminate(RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed"), reason: .deadlineExceeded)
       }
       // The timer goes when the call ends, whichever way.
