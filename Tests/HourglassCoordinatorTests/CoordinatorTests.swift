@@ -512,6 +512,7 @@ struct CoordinatorTests {
       await executor.close()
     }
   }
+
   @Test("a result naming a time no run can have ends that executor's stream with INVALID_ARGUMENT; the coordinator serves on")
   func runTimeOutOfRange() async throws {
     try await Harness.with { harness in
@@ -536,6 +537,7 @@ struct CoordinatorTests {
       await other.close()
     }
   }
+
   @Test("a result the store fails to record ends the executor's stream at its next message, so the executor sends it again")
   func resultStoreFailureEndsStream() async throws {
     try await Harness.with(observed: true) { harness in

@@ -91,6 +91,7 @@ struct ReportedRunTimesTests {
       await executor.close()
     }
   }
+
   @Test("a run's error text is stored up to 4 KiB, cut at a character boundary")
   func storedErrorCut() {
     #expect(ExecutorService.storedError("exit 1") == "exit 1")
