@@ -160,6 +160,27 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test("a unary request whose stream is never ended is refused INVALID_ARGUMENT 10 s after its message, not held")
+    func unaryWithoutHalfClose() async throws {
+      try await TestServer.with { server in
+        let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
+        let headers = try WireRequestHeaders.with { $0.method = "/test.Echo/Unary" }.serializedBytes() as [UInt8]
+        let request = try Google_Protobuf_StringValue("hi").serializedBytes() as [UInt8]
+        // HEADERS and the whole MESSAGE, without END_STREAM: the handler used to wait for the
+        // end, holding the request for as long as the connection lasted.
+        try await raw.send(
+          RawFrames.preface + RawFrames.emptySettings + RawFrames.frame(.headers, stream: 1, payload: headers)
+            + RawFrames.frame(.message, stream: 1, payload: request))
+        let frames = await raw.frames(until: .trailers)
+        #expect(!frames.contains { $0.type == .message }, "no answer to a request that never ended")
+        let trailers = try #require(frames.last)
+        #expect(trailers.type == .trailers && trailers.streamID == 1)
+        let wire = try WireTrailers(serializedBytes: Array(trailers.payload.readableBytesView))
+        #expect(wire.code == StatusCode.invalidArgument.rawValue)
+        #expect(wire.message.contains("did not end"))
+      }
+    }
+
     @Test("an oversized message resets only its stream")
     func oversizedMessage() async throws {
       var small = RPCConnectionHandler.Configuration.defaults

@@ -76,7 +76,7 @@ struct ExecutorService: Sendable {
     let executor = ConnectedExecutor(id: registration.executorID)
     do {
       try await writer.write(hello)
-      // Results are recorded concurrently (a child task each, at most one per slot), so that
+      // Results are recorded concurrently (a child task per result message), so that
       // results from every stream share group-committed transactions; the other messages are
       // handled in order. A malformed run id ends the stream at once (INVALID_ARGUMENT). A
       // result that could not be recorded (the store failed) ends it at the next message, a

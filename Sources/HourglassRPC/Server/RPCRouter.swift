@@ -232,14 +232,34 @@ public struct RPCRouter: Sendable {
     try MessageCoding.decode(M.self, from: try await singleMessage(from: inbound))
   }
 
-  /// The call's one request message, undecoded; `INVALID_ARGUMENT` when there is none or more.
+  /// How long a call's one request, once whole, waits for the peer to end its side of the
+  /// stream.
+  static let requestEndTimeout: Duration = .seconds(10)
+
+  /// The call's one request message, undecoded; `INVALID_ARGUMENT` when there is none or more,
+  /// or when the peer does not end its side within ``requestEndTimeout`` of the message: a peer
+  /// that sent a whole request and never ended the stream would otherwise make the handler hold
+  /// it (up to the maximum message size, on each of its streams) for as long as the connection
+  /// lasts.
   static func singleMessage(from inbound: RPCInbound<ByteBuffer>) async throws -> ByteBuffer {
     if let only = inbound.singleElement { return only }
-    var iterator = inbound.makeAsyncIterator()
+    let iterator = IteratorBox(inbound.makeAsyncIterator())
     guard let first = try await iterator.next() else {
       throw RPCError(code: .invalidArgument, message: "the call ended without a request message")
     }
-    guard try await iterator.next() == nil else {
+    let ended: Bool? = try await withThrowingTaskGroup(of: Bool?.self) { group in
+      group.addTask { try await iterator.next() == nil }
+      group.addTask {
+        try await Task.sleep(for: requestEndTimeout)
+        return nil
+      }
+      defer { group.cancelAll() }
+      return try await group.next() ?? nil
+    }
+    guard let ended else {
+      throw RPCError(code: .invalidArgument, message: "the request's stream did not end within \(requestEndTimeout) of its message")
+    }
+    guard ended else {
       throw RPCError(code: .invalidArgument, message: "a unary call received more than one request message")
     }
     return first
