@@ -18,6 +18,10 @@ actor Dispatcher {
     var executorID: String
     /// The executor takes `LeaseGrantBatch`.
     var batches: Bool
+    /// Its slot count.
+    var slots: Int
+    /// Its grants not yet written (shared with its ``ExecutorPool`` member).
+    var unwritten: UnwrittenGrants
     var send: @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
   }
 
@@ -237,8 +241,9 @@ actor Dispatcher {
     send: @escaping @Sendable (Hourglass_V1_CoordinatorMessage) async throws -> Void
   ) -> UInt64 {
     nextSession += 1
-    sessions[nextSession] = Session(executorID: executorID, batches: batches, send: send)
-    pool.add(session: nextSession, executorID: executorID, operators: operators, slots: slots)
+    let unwritten = UnwrittenGrants()
+    sessions[nextSession] = Session(executorID: executorID, batches: batches, slots: slots, unwritten: unwritten, send: send)
+    pool.add(session: nextSession, executorID: executorID, operators: operators, slots: slots, unwritten: unwritten)
     var entry = executorGauges[executorID] ?? (gauges: metrics.executorGauges(executorID), streams: 0)
     entry.streams += 1
     entry.gauges.freeSlots.record(0)
@@ -907,7 +912,7 @@ actor Dispatcher {
       unsentGrants.removeAll(keepingCapacity: true)
       // Written by `writeOutgoing()`; the next lease transaction need not wait for it.
       if !grants.isEmpty {
-        for (session, entry) in grants { pool.addUnwritten(session: session, entry.1.count) }
+        for entry in grants.values { entry.0.unwritten.add(entry.1.count) }
         outboxInput.yield(.batch(grants))
       }
       let count = grants.values.reduce(0) { $0 + $1.1.count }
@@ -922,7 +927,9 @@ actor Dispatcher {
   /// session has a writer of its own, which writes its messages in order: one stream that stops
   /// taking messages (an executor that grants no message credit: stalled, or misbehaving) holds
   /// up only its own grants, never another executor's. It is sent no more grants once those
-  /// waiting for it reach its slot count (``ExecutorPool/addUnwritten(session:_:)``).
+  /// waiting for it reach its slot count (``UnwrittenGrants``). The writer counts them down
+  /// itself: it waits for the dispatcher only when a write failed, or when the stream can take
+  /// runs again, never between two writes.
   private nonisolated func writeOutgoing() async {
     let clock = self.clock
     await withDiscardingTaskGroup { group in
@@ -941,7 +948,10 @@ actor Dispatcher {
             group.addTask {
               for await messages in queue {
                 let failed = await Self.push(messages, to: executor, clock: clock)
-                await self.written(session: session, count: messages.filter { $0.grant != nil }.count, failed: failed)
+                let grants = messages.count { $0.grant != nil }
+                let before = executor.unwritten.add(-grants)
+                if before >= executor.slots && before - grants < executor.slots { self.wake.signal() }
+                if !failed.isEmpty { await self.notSent(failed) }
               }
             }
           }
@@ -951,12 +961,6 @@ actor Dispatcher {
       }
       for writer in writers.values { writer.finish() }
     }
-  }
-
-  /// A session's writer has written (or failed to write) `count` grants.
-  private func written(session: UInt64, count: Int, failed: [Outgoing]) {
-    if pool.addUnwritten(session: session, -count) { poke() }
-    if !failed.isEmpty { notSent(failed) }
   }
 
   /// Grants (or cancels) that could not be written to their stream.

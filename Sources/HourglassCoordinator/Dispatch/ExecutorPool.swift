@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The executors connected to this coordinator and what each may be sent: a plain value the
 /// dispatcher owns. An executor receives a lease only while it holds a credit (one per free
 /// slot), offers the run's operator, is known to be inside the clock-skew bound (measured by a
@@ -17,15 +19,15 @@ struct ExecutorPool {
     var skewMicros: Int64?
     /// Grants taken for it and not yet written to its stream. An executor that grants credits
     /// but stops taking messages is sent no more once these reach its slot count.
-    var unwritten = 0
+    var unwritten = UnwrittenGrants()
   }
 
   private(set) var members: [UInt64: Member] = [:]
   private var rotation: UInt64 = 0
 
   /// Adds an executor's stream.
-  mutating func add(session: UInt64, executorID: String, operators: Set<String>, slots: Int) {
-    members[session] = Member(executorID: executorID, operators: operators, slots: slots)
+  mutating func add(session: UInt64, executorID: String, operators: Set<String>, slots: Int, unwritten: UnwrittenGrants = UnwrittenGrants()) {
+    members[session] = Member(executorID: executorID, operators: operators, slots: slots, unwritten: unwritten)
   }
 
   /// Removes a stream; its credits go with it.
@@ -89,7 +91,7 @@ struct ExecutorPool {
 
   /// Whether `member` may be sent a run of `operatorName` now.
   private static func canTake(_ member: Member, _ operatorName: String) -> Bool {
-    member.credits > 0 && member.eligible && !member.draining && member.unwritten < member.slots
+    member.credits > 0 && member.eligible && !member.draining && member.unwritten.count < member.slots
       && member.operators.contains(operatorName)
   }
 
@@ -104,17 +106,20 @@ struct ExecutorPool {
     members[session] = member
   }
 
-  /// Counts `delta` more (or, negative, fewer) grants taken for the executor and not yet
-  /// written to its stream. Returns true when that made it able to take runs again.
-  @discardableResult
-  mutating func addUnwritten(session: UInt64, _ delta: Int) -> Bool {
-    guard var member = members[session] else { return false }
-    let was = member.unwritten < member.slots
-    member.unwritten = max(0, member.unwritten + delta)
-    members[session] = member
-    return !was && member.unwritten < member.slots
-  }
-
   /// Free slots across executors, for metrics.
   var totalCredits: Int { members.values.reduce(0) { $0 + $1.credits } }
+}
+
+/// Grants taken for one executor's stream and not yet written to it: counted up by the
+/// dispatcher as it hands them to the stream's writer, down by the writer once written (or
+/// failed), without the writer waiting for the dispatcher between two writes.
+final class UnwrittenGrants: Sendable {
+  private let value = Atomic<Int>(0)
+
+  /// How many there are now.
+  var count: Int { value.load(ordering: .relaxed) }
+
+  /// `delta` more (or, negative, fewer); returns the count before.
+  @discardableResult
+  func add(_ delta: Int) -> Int { value.add(delta, ordering: .relaxed).oldValue }
 }
