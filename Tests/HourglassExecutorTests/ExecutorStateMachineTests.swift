@@ -154,6 +154,23 @@ struct ExecutorStateMachineTests {
     #expect(ack.contains { if case .schedule(.leaseExpiry(key), Self.at(40)) = $0 { true } else { false } })
   }
 
+  @Test("a renewal acknowledged with a lease of nanoseconds is renewed again after a millisecond, not at once; its expiry stays")
+  func tinyRenewedLease() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    let key = RunKey(runID: "a", fence: 1)
+    _ = machine.timerFired(.renewal(key), now: Self.at(10))
+    _ = machine.received(
+      .with {
+        $0.renewalAck = .with {
+          $0.runID = "a"; $0.fence = 1; $0.renewed = true; $0.leaseDuration.nanos = 3
+        }
+      }, on: 1, now: Self.at(11))
+    #expect(machine.runs[key]?.leaseExpiry == Self.at(30), "a shorter lease does not move the expiry earlier or later")
+    let next = machine.timerFired(.renewal(key), now: Self.at(12))
+    #expect(next.contains { if case .schedule(.renewal(key), let at) = $0 { at == Self.at(12).advanced(by: .milliseconds(1)) } else { false } })
+  }
+
   @Test("self-fencing: at the lease's expiry without an acknowledged renewal the run is stopped and its result dropped")
   func selfFencing() {
     var machine = Self.connected()

@@ -429,7 +429,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     case .renewal(let key):
       guard var run = runs[key] else { return [] }
       if case .awaitingDelivery = run.phase { return [] }
-      var actions: [Action] = [.schedule(.renewal(key), at: now.advanced(by: run.leaseDuration / 3))]
+      var actions: [Action] = [.schedule(.renewal(key), at: now.advanced(by: Self.renewalPeriod(run.leaseDuration)))]
       if let connection = deliveryConnection(for: run) {
         // An earlier renewal still unacknowledged keeps its sending time: the lease is counted
         // from the oldest, whichever acknowledgement comes first.
@@ -646,7 +646,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     runs[key] = Run(grant: grant, coordinator: index, leaseDuration: leaseDuration, leaseExpiry: expiry, renewalSentAt: nil, phase: .running)
     var actions: [Action] = [
       .schedule(.leaseExpiry(key), at: expiry),
-      .schedule(.renewal(key), at: now.advanced(by: leaseDuration / 3)),
+      .schedule(.renewal(key), at: now.advanced(by: Self.renewalPeriod(leaseDuration))),
     ]
     // The timeout counts from the run's start: for a run held until its due time, from then.
     let timeout = grant.hasTimeout ? Duration(grant.timeout.seconds, grant.timeout.nanos) : .zero
@@ -685,6 +685,12 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     }
     return remeasure
   }
+
+  /// How often a run's lease is renewed: a third of it, and at most once a millisecond, so that
+  /// a coordinator granting a lease of nanoseconds makes renewals a bounded trickle until the
+  /// lease runs out, not a busy loop. (The lease itself is never lengthened: the run is still
+  /// stopped at its expiry.)
+  static func renewalPeriod(_ lease: Duration) -> Duration { max(lease / 3, .milliseconds(1)) }
 
   private mutating func handleRenewalAck(_ ack: Hourglass_V1_RenewalAck, now: Instant) -> [Action] {
     let key = RunKey(runID: ack.runID, fence: ack.fence)
