@@ -40,6 +40,17 @@ struct ExecutorStateMachineTests {
     }
   }
 
+  /// A RenewalAck that renews run `runID` (fence 1), with a lease of `leaseNanos` nanoseconds
+  /// when given (else none: the run keeps its lease duration).
+  static func renewed(_ runID: String, leaseNanos: Int32? = nil) -> Hourglass_V1_CoordinatorMessage {
+    .with {
+      $0.renewalAck = .with {
+        $0.runID = runID; $0.fence = 1; $0.renewed = true
+        if let leaseNanos { $0.leaseDuration.nanos = leaseNanos }
+      }
+    }
+  }
+
   static func sent(_ actions: [Action]) -> [Hourglass_V1_ExecutorMessage.OneOf_Kind] {
     actions.compactMap { if case .send(let message, _) = $0 { return message.kind } else { return nil } }
   }
@@ -144,12 +155,7 @@ struct ExecutorStateMachineTests {
             $0.runID = "a"; $0.fence = 1
           })
       ])
-    let ack = machine.received(
-      .with {
-        $0.renewalAck = .with {
-          $0.runID = "a"; $0.fence = 1; $0.renewed = true
-        }
-      }, on: 1, now: Self.at(15))
+    let ack = machine.received(Self.renewed("a"), on: 1, now: Self.at(15))
     #expect(machine.runs[key]?.leaseExpiry == Self.at(40))
     #expect(ack.contains { if case .schedule(.leaseExpiry(key), Self.at(40)) = $0 { true } else { false } })
   }
@@ -160,12 +166,7 @@ struct ExecutorStateMachineTests {
     _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
     let key = RunKey(runID: "a", fence: 1)
     _ = machine.timerFired(.renewal(key), now: Self.at(10))
-    _ = machine.received(
-      .with {
-        $0.renewalAck = .with {
-          $0.runID = "a"; $0.fence = 1; $0.renewed = true; $0.leaseDuration.nanos = 3
-        }
-      }, on: 1, now: Self.at(11))
+    _ = machine.received(Self.renewed("a", leaseNanos: 3), on: 1, now: Self.at(11))
     #expect(machine.runs[key]?.leaseExpiry == Self.at(30), "a shorter lease does not move the expiry earlier or later")
     let next = machine.timerFired(.renewal(key), now: Self.at(12))
     #expect(next.contains { if case .schedule(.renewal(key), let at) = $0 { at == Self.at(12).advanced(by: .milliseconds(1)) } else { false } })
@@ -188,12 +189,7 @@ struct ExecutorStateMachineTests {
     _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
     let key = RunKey(runID: "a", fence: 1)
     _ = machine.timerFired(.renewal(key), now: Self.at(10))
-    _ = machine.received(
-      .with {
-        $0.renewalAck = .with {
-          $0.runID = "a"; $0.fence = 1; $0.renewed = true
-        }
-      }, on: 1, now: Self.at(11))
+    _ = machine.received(Self.renewed("a"), on: 1, now: Self.at(11))
     let actions = machine.timerFired(.leaseExpiry(key), now: Self.at(30))
     #expect(Self.stops(actions).isEmpty)
     #expect(actions.contains { if case .schedule(.leaseExpiry(key), Self.at(40)) = $0 { true } else { false } })
