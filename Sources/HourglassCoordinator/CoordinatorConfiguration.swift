@@ -31,6 +31,12 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// Least time between two result transactions, in microseconds (0: back to back). Spacing
   /// them leaves the store's writer free for lease transactions in between.
   public var resultSpacingMicros: Int64
+  /// Most results one executor stream may have in flight (read, not yet acknowledged). At the
+  /// bound the coordinator stops reading that stream until earlier results are answered.
+  public var resultsInFlightPerExecutor: Int
+  /// Most bytes of results (output tails and errors, mostly) one executor stream may have in
+  /// flight; the same back-pressure as ``resultsInFlightPerExecutor``.
+  public var resultBytesInFlightPerExecutor: Int
   /// The attempt timeout for tasks that do not set one.
   public var defaultTimeoutMicros: Int64
   /// A one-shot time this far in the past is still accepted (run now) rather than refused.
@@ -71,7 +77,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// tasks they remove. 0 turns the walk off.
   public var blobSweepBatch: Int
 
-  /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead;
+  /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead; 4,096 results
+  /// or 16 MiB of them in flight per executor stream;
   /// in a cluster, 10 s partition leases and a 5 s sweep; finished tasks and recurring tasks'
   /// runs kept 7 days, deleted tasks purged after an hour, a purge pass every minute that also
   /// looks at 1,024 blobs.
@@ -88,6 +95,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       leaseBatch: 512,
       resultBatch: 1_000,
       resultSpacingMicros: 5_000,
+      resultsInFlightPerExecutor: 4_096,
+      resultBytesInFlightPerExecutor: 16 << 20,
       defaultTimeoutMicros: 3_600_000_000,
       pastGraceMicros: 60_000_000,
       tokens: BearerTokens(),
@@ -126,6 +135,10 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     guard leaseBatch >= 1 else { throw ConfigurationError(field: "lease_batch", reason: "must be at least 1") }
     guard resultBatch >= 1 else { throw ConfigurationError(field: "result_batch", reason: "must be at least 1") }
     guard resultSpacingMicros >= 0 else { throw ConfigurationError(field: "result_spacing", reason: "must not be negative") }
+    guard resultsInFlightPerExecutor >= 1 else { throw ConfigurationError(field: "results_in_flight_per_executor", reason: "must be at least 1") }
+    guard resultBytesInFlightPerExecutor >= 1 else {
+      throw ConfigurationError(field: "result_bytes_in_flight_per_executor", reason: "must be at least 1")
+    }
     if let finishedTaskRetentionMicros { try positive(finishedTaskRetentionMicros, "finished_task_retention") }
     if let runHistoryRetentionMicros { try positive(runHistoryRetentionMicros, "run_history_retention") }
     guard deletedTaskRetentionMicros >= 0 else { throw ConfigurationError(field: "deleted_task_retention", reason: "must not be negative") }

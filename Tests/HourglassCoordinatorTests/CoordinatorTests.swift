@@ -573,4 +573,62 @@ struct CoordinatorTests {
       await again.close()
     }
   }
+
+  @Test("an executor stream's results in flight are bounded: at the bound the coordinator reads nothing more from it until one is answered")
+  func resultsInFlightBounded() async throws {
+    let capture = LogCapture()
+    try await Harness.with(
+      configure: { $0.resultsInFlightPerExecutor = 1 }, logger: capture.logger(level: .debug), observed: true
+    ) { harness in
+      let store = try #require(harness.observed)
+      let alice = harness.client("alice")
+      let first = try await alice.schedule(once: 1)
+      let second = try await alice.schedule(once: 1)
+      let executor = try await harness.executor("exec-1")
+      executor.grant(2)
+      harness.advance(seconds: 1)
+      let leases = [try await executor.nextLease(), try await executor.nextLease()]
+      #expect(Set(leases.map(\.taskID)) == [first, second])
+      func result(_ lease: Hourglass_V1_LeaseGrant) -> (inout Hourglass_V1_ExecutorMessage) -> Void {
+        { message in
+          message.result = .with {
+            $0.runID = lease.runID
+            $0.fence = lease.fence
+            $0.outcome = .succeeded
+          }
+        }
+      }
+      // The first result is held in the store; the second is over the bound of one, so the
+      // coordinator stops reading: the heartbeat behind it is not answered either.
+      store.holdResults()
+      executor.send(result(leases[0]))
+      await store.waitForHeldResults()
+      executor.send(result(leases[1]))
+      executor.send {
+        $0.heartbeat = .with {
+          $0.sequence = 99
+          $0.executorTime = ProtoTime.timestamp(harness.clock.nowMicros())
+        }
+      }
+      let paused = await bounded("the stream's pause") {
+        await capture.first { $0.message == "executor stream paused: its results in flight are at the bound" }
+      }
+      #expect(paused?.metadata["hourglass.results_in_flight"] == "1")
+      store.releaseResults()
+      // The first answer is the held result's; the second result and the heartbeat come after.
+      let answer = try await executor.next(heartbeatAcks: true)
+      guard case .resultAck(let ack)? = answer.kind else {
+        Issue.record("expected the first result's acknowledgement, got \(answer)")
+        return
+      }
+      #expect(ack.runID == leases[0].runID && ack.recorded)
+      var rest: [Hourglass_V1_CoordinatorMessage.OneOf_Kind] = []
+      for _ in 0..<2 { if let kind = try await executor.next(heartbeatAcks: true).kind { rest.append(kind) } }
+      #expect(rest.contains { if case .resultAck(let ack) = $0 { ack.runID == leases[1].runID && ack.recorded } else { false } })
+      #expect(rest.contains { if case .heartbeatAck(let ack) = $0 { ack.sequence == 99 } else { false } })
+      #expect(try await alice.get(first).taskStatus == .succeeded)
+      #expect(try await alice.get(second).taskStatus == .succeeded)
+      await executor.close()
+    }
+  }
 }

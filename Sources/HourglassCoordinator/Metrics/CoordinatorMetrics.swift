@@ -35,6 +35,9 @@ final class CoordinatorMetrics: Sendable {
   let executorsConnected: Gauge
   /// Executors currently outside the clock-skew bound.
   let executorsSkewRefused: Gauge
+  /// Times the coordinator stopped reading an executor's stream because that stream's results
+  /// in flight were at their bound (the store is behind the results).
+  let executorResultWaits: Counter
   /// In a cluster: the coordinators in the membership at this one's last ownership pass (0 while
   /// it is not in it; not reported on a single node).
   let clusterCoordinators: Gauge
@@ -68,6 +71,7 @@ final class CoordinatorMetrics: Sendable {
     runsRetried = Counter(label: "hourglass_runs_retried_total", factory: factory)
     runsSkipped = Counter(label: "hourglass_runs_skipped_total", factory: factory)
     leasesExpired = Counter(label: "hourglass_leases_expired_total", factory: factory)
+    executorResultWaits = Counter(label: "hourglass_executor_result_waits_total", factory: factory)
     dispatchLateness = CoreMetrics.Timer(label: "hourglass_dispatch_lateness_seconds", factory: factory)
     runsQueued = Gauge(label: "hourglass_runs_queued", factory: factory)
     runsOverdue = Gauge(label: "hourglass_runs_overdue", factory: factory)

@@ -87,16 +87,37 @@ struct ExecutorService: Sendable {
       let answering: @Sendable (() async throws -> Void) async -> Void = { answer in
         do { try await answer() } catch { failure.withLock { $0 = $0 ?? error } }
       }
+      // Results in flight on this stream are bounded: past the budget, the loop stops reading
+      // until earlier results are answered (a slow store slows its executors, rather than
+      // filling this coordinator's memory with their results).
+      let budget = InFlightBudget(items: configuration.resultsInFlightPerExecutor, bytes: configuration.resultBytesInFlightPerExecutor) {
+        [logger, metrics] items, bytes in
+        metrics.executorResultWaits.increment()
+        logger.debug(
+          "executor stream paused: its results in flight are at the bound",
+          metadata: ["hourglass.executor": "\(executor.id)", "hourglass.results_in_flight": "\(items)", "hourglass.result_bytes_in_flight": "\(bytes)"])
+      }
       try await withThrowingDiscardingTaskGroup { group in
         while let message = try await iterator.next() {
           if let error = failure.withLock({ $0 }) { throw error }
-          if case .result(let result)? = message.kind {
-            try Self.checkRunIDs([result])
-            group.addTask { await answering { try await answer(result, executor: executor, writer: writer) } }
-          } else if case .results(let batch)? = message.kind {
-            try Self.checkRunIDs(batch.results)
-            group.addTask { await answering { try await answer(batch, executor: executor, writer: writer) } }
-          } else {
+          switch message.kind {
+          case .result(let result):
+            let runIDs = try Self.runIDs(of: [result])
+            let bytes = Self.inFlightBytes(of: [result])
+            try await budget.take(items: 1, bytes: bytes)
+            group.addTask {
+              defer { budget.give(items: 1, bytes: bytes) }
+              await answering { try await answer(result, runID: runIDs[0], executor: executor, writer: writer) }
+            }
+          case .results(let batch):
+            let runIDs = try Self.runIDs(of: batch.results)
+            let bytes = Self.inFlightBytes(of: batch.results)
+            try await budget.take(items: batch.results.count, bytes: bytes)
+            group.addTask {
+              defer { budget.give(items: batch.results.count, bytes: bytes) }
+              await answering { try await answer(batch, runIDs: runIDs, executor: executor, writer: writer) }
+            }
+          default:
             try await handle(message, session: session, executor: executor, writer: writer)
           }
         }
@@ -120,11 +141,21 @@ struct ExecutorService: Sendable {
     return String(error[..<cut]) + "…"
   }
 
-  /// Refuses results whose run id is not one (a time no run can have included).
-  static func checkRunIDs(_ results: [Hourglass_V1_RunResult]) throws {
-    for result in results where RunID(result.runID) == nil {
-      throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
+  /// The run ids of `results`, parsed; refuses (INVALID_ARGUMENT) any that is not a run id (a
+  /// time no run can have included).
+  static func runIDs(of results: [Hourglass_V1_RunResult]) throws -> [RunID] {
+    try results.map { result in
+      guard let runID = RunID(result.runID) else {
+        throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
+      }
+      return runID
     }
+  }
+
+  /// What results weigh against a stream's byte budget: their output tails and errors, plus a
+  /// little for the rest of each.
+  static func inFlightBytes(of results: [Hourglass_V1_RunResult]) -> Int {
+    results.reduce(0) { $0 + 128 + $1.runID.utf8.count + $1.outputTail.count + $1.error.utf8.count }
   }
 
   /// The coordinators an executor can connect to, as `Registered` and `HeartbeatAck` carry them.
@@ -187,10 +218,8 @@ struct ExecutorService: Sendable {
       var reply = Hourglass_V1_CoordinatorMessage()
       reply.renewalAck = ack
       try await writer.write(reply)
-    case .result(let result):
-      try await answer(result, executor: executor, writer: writer)
-    case .results(let batch):
-      try await answer(batch, executor: executor, writer: writer)
+    case .result, .results:
+      assertionFailure("results are answered by the reading loop")
     case .draining:
       await dispatcher.drain(session: session)
       logger.info("executor draining", metadata: ["hourglass.executor": "\(executor.id)"])
@@ -202,8 +231,10 @@ struct ExecutorService: Sendable {
   }
 
   /// Records a result and acknowledges it.
-  private func answer(_ result: Hourglass_V1_RunResult, executor: ConnectedExecutor, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
-    let recorded = try await record(result, executor: executor)
+  private func answer(
+    _ result: Hourglass_V1_RunResult, runID: RunID, executor: ConnectedExecutor, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>
+  ) async throws {
+    let recorded = try await record(result, runID: runID, executor: executor)
     var ack = Hourglass_V1_ResultAck()
     ack.runID = result.runID
     ack.fence = result.fence
@@ -214,8 +245,10 @@ struct ExecutorService: Sendable {
   }
 
   /// Records a batch of results and acknowledges them in one `ResultAckBatch`.
-  private func answer(_ batch: Hourglass_V1_RunResultBatch, executor: ConnectedExecutor, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>) async throws {
-    let recorded = try await record(batch.results, executor: executor)
+  private func answer(
+    _ batch: Hourglass_V1_RunResultBatch, runIDs: [RunID], executor: ConnectedExecutor, writer: RPCWriter<Hourglass_V1_CoordinatorMessage>
+  ) async throws {
+    let recorded = try await record(batch.results, runIDs: runIDs, executor: executor)
     var acks = Hourglass_V1_ResultAckBatch()
     acks.acks.reserveCapacity(recorded.count)
     for (result, recorded) in zip(batch.results, recorded) {
@@ -233,17 +266,10 @@ struct ExecutorService: Sendable {
   /// Records several results of one stream together: one look-up of their leases in the
   /// dispatcher, one request to the group committer, one update of the dispatcher afterwards.
   /// Each result is still its own compare-and-set on its fence, with the same outcome as
-  /// through ``record(_:executor:)``; a result whose lease the dispatcher does not know goes
-  /// that way (it reads the store).
-  func record(_ results: [Hourglass_V1_RunResult], executor: ConnectedExecutor) async throws -> [Bool] {
-    var keys: [(RunID, Fence)] = []
-    keys.reserveCapacity(results.count)
-    for result in results {
-      guard let runID = RunID(result.runID) else {
-        throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
-      }
-      keys.append((runID, Fence(rawValue: result.fence)))
-    }
+  /// through ``record(_:runID:executor:)``; a result whose lease the dispatcher does not know goes
+  /// that way (it reads the store). `runIDs` are the results' run ids, parsed.
+  func record(_ results: [Hourglass_V1_RunResult], runIDs: [RunID], executor: ConnectedExecutor) async throws -> [Bool] {
+    let keys = zip(runIDs, results).map { ($0, Fence(rawValue: $1.fence)) }
     let active = await dispatcher.activeLeases(keys)
     var recorded = Array(repeating: false, count: results.count)
     var pending: [(index: Int, prepared: Prepared)] = []
@@ -253,7 +279,7 @@ struct ExecutorService: Sendable {
     do {
       for index in results.indices {
         guard let lease = active[index] else {
-          recorded[index] = try await record(results[index], executor: executor)
+          recorded[index] = try await record(results[index], runID: keys[index].0, executor: executor)
           continue
         }
         let prepared = try prepare(
@@ -284,17 +310,14 @@ struct ExecutorService: Sendable {
     return recorded
   }
 
-  /// Records a run's result if its fence is still current, and moves the task on: the next
-  /// run of a recurring task, a retry with backoff, or its end.
-  func record(_ result: Hourglass_V1_RunResult, executor: ConnectedExecutor) async throws -> Bool {
-    guard let runID = RunID(result.runID) else {
-      throw RPCError(code: .invalidArgument, message: "run_id: \"\(result.runID)\" is not a run id")
-    }
+  /// Records a run's result (its run id `runID`, parsed) if its fence is still current, and
+  /// moves the task on: the next run of a recurring task, a retry with backoff, or its end.
+  func record(_ result: Hourglass_V1_RunResult, runID: RunID, executor: ConnectedExecutor) async throws -> Bool {
     // Whatever happens to the result, the lease it names is over (a stale fence's is long
     // over: the current lease is left alone).
     let fence = Fence(rawValue: result.fence)
     do {
-      let recorded = try await record(result, runID: runID, executor: executor)
+      let recorded = try await storeResult(result, runID: runID, executor: executor)
       await dispatcher.leaseEnded(runID, fence: fence, recorded: recorded)
       return recorded
     } catch {
@@ -303,7 +326,7 @@ struct ExecutorService: Sendable {
     }
   }
 
-  private func record(_ result: Hourglass_V1_RunResult, runID: RunID, executor: ConnectedExecutor) async throws -> Bool {
+  private func storeResult(_ result: Hourglass_V1_RunResult, runID: RunID, executor: ConnectedExecutor) async throws -> Bool {
     let fence = Fence(rawValue: result.fence)
     // The lease this coordinator granted carries the task and the attempt: no store read. A
     // lease it does not know (granted before a restart) is read from the store.

@@ -255,11 +255,11 @@ final class FakeExecutor: Sendable {
     send { $0.credit = .with { $0.credits = credits } }
   }
 
-  /// The next message from the coordinator, skipping heartbeat acks.
-  func next() async throws -> Hourglass_V1_CoordinatorMessage {
+  /// The next message from the coordinator, skipping heartbeat acks unless `heartbeatAcks`.
+  func next(heartbeatAcks: Bool = false) async throws -> Hourglass_V1_CoordinatorMessage {
     var iterator = inbound.makeAsyncIterator()
     while let message = try await iterator.next() {
-      if case .heartbeatAck? = message.kind { continue }
+      if !heartbeatAcks, case .heartbeatAck? = message.kind { continue }
       return message
     }
     throw RPCError(code: .unavailable, message: "the stream ended")

@@ -27,6 +27,7 @@ final class ObservedStore: TaskStore {
   private let recoveryGate = Gate<Void>()
   private let leaseGate = Gate<Void>()
   private let blobGate = Gate<BlobDigest>()
+  private let resultGate = Gate<Void>()
 
   init(_ base: any TaskStore, clock: ManualClock) {
     self.base = base
@@ -153,13 +154,24 @@ final class ObservedStore: TaskStore {
   func renewLease(runID: RunID, fence: Fence, expiresAt: Int64) async throws { try await base.renewLease(runID: runID, fence: fence, expiresAt: expiresAt) }
   func renewLeases(_ items: [LeaseRenewalRequest]) async throws -> [Bool] { try await base.renewLeases(items) }
   func recordResult(runID: RunID, fence: Fence, result: RunResult) async throws -> RecordOutcome {
+    await resultGate.pass(())
     try checkResultsWork()
     return try await base.recordResult(runID: runID, fence: fence, result: result)
   }
   func recordResults(_ items: [ResultRecord]) async throws -> [RecordOutcome] {
+    await resultGate.pass(())
     try checkResultsWork()
     return try await base.recordResults(items)
   }
+
+  /// The next call recording results waits until ``releaseResults()``.
+  func holdResults() { resultGate.arm() }
+
+  /// Returns once a call recording results is held (or the test is cancelled).
+  func waitForHeldResults() async { _ = await resultGate.waitUntilHeld() }
+
+  /// Lets the held call recording results go on.
+  func releaseResults() { resultGate.release() }
 
   /// Makes recording results fail (true) or work again (false).
   func failResults(_ fail: Bool) { state.withLock { $0.failResults = fail } }

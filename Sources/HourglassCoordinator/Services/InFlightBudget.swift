@@ -1,0 +1,95 @@
+import Synchronization
+
+/// A bound on the work one peer has in flight, counted in items and in bytes: ``take(items:bytes:)``
+/// waits while taking more would exceed either bound, and ``give(items:bytes:)`` returns what a
+/// finished piece of work took.
+///
+/// Whatever its size, one piece of work is let through when nothing else is in flight, so a
+/// single piece larger than the bounds cannot wait for ever. The reader that calls `take` stops
+/// reading while it waits, which leaves the peer's further messages in the connection's buffers
+/// and, past those, in its own: back-pressure rather than an error.
+final class InFlightBudget: Sendable {
+  private struct State {
+    var items = 0
+    var bytes = 0
+    /// The one waiter (a single reader takes from the budget) and what it asked for.
+    var waiter: (items: Int, bytes: Int, continuation: CheckedContinuation<Bool, Never>)?
+  }
+
+  /// The most items in flight.
+  let itemLimit: Int
+  /// The most bytes in flight.
+  let byteLimit: Int
+  private let state = Mutex(State())
+  /// Called (with what is in flight) each time ``take(items:bytes:)`` has to wait.
+  private let onWait: @Sendable (_ items: Int, _ bytes: Int) -> Void
+
+  /// A budget of at most `items` items and `bytes` bytes (both at least 1); `onWait` is told
+  /// each time a taker has to wait (for a log line and a metric).
+  init(items: Int, bytes: Int, onWait: @escaping @Sendable (_ items: Int, _ bytes: Int) -> Void = { _, _ in }) {
+    precondition(items >= 1 && bytes >= 1, "an in-flight budget needs room for something")
+    itemLimit = items
+    byteLimit = bytes
+    self.onWait = onWait
+  }
+
+  /// What is in flight now.
+  var inFlight: (items: Int, bytes: Int) {
+    state.withLock { ($0.items, $0.bytes) }
+  }
+
+  /// Takes `items` and `bytes` from the budget, waiting until they fit (or nothing else is in
+  /// flight). Only one task may wait at a time.
+  ///
+  /// - Throws: `CancellationError` when the waiting task is cancelled; nothing is taken then.
+  func take(items: Int, bytes: Int) async throws {
+    let taken = await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+        let (answer, inFlight): (Bool?, (Int, Int)) = state.withLock { state in
+          if Task.isCancelled { return (false, (0, 0)) }
+          if Self.fits(items, bytes, in: state, itemLimit: itemLimit, byteLimit: byteLimit) {
+            state.items += items
+            state.bytes += bytes
+            return (true, (0, 0))
+          }
+          precondition(state.waiter == nil, "one task at a time waits on an in-flight budget")
+          state.waiter = (items, bytes, continuation)
+          return (nil, (state.items, state.bytes))
+        }
+        if let answer {
+          continuation.resume(returning: answer)
+        } else {
+          onWait(inFlight.0, inFlight.1)
+        }
+      }
+    } onCancel: {
+      let waiter = state.withLock { state in
+        defer { state.waiter = nil }
+        return state.waiter?.continuation
+      }
+      waiter?.resume(returning: false)
+    }
+    if !taken { throw CancellationError() }
+  }
+
+  /// Returns what a finished piece of work took, letting a waiter through if it now fits.
+  func give(items: Int, bytes: Int) {
+    let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+      state.items -= items
+      state.bytes -= bytes
+      guard let waiter = state.waiter, Self.fits(waiter.items, waiter.bytes, in: state, itemLimit: itemLimit, byteLimit: byteLimit) else {
+        return nil
+      }
+      state.items += waiter.items
+      state.bytes += waiter.bytes
+      state.waiter = nil
+      return waiter.continuation
+    }
+    waiter?.resume(returning: true)
+  }
+
+  private static func fits(_ items: Int, _ bytes: Int, in state: State, itemLimit: Int, byteLimit: Int) -> Bool {
+    if state.items == 0 && state.bytes == 0 { return true }
+    return state.items + items <= itemLimit && state.bytes + bytes <= byteLimit
+  }
+}
