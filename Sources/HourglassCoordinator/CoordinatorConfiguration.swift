@@ -37,6 +37,12 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// Most bytes of results (output tails and errors, mostly) one executor stream may have in
   /// flight; the same back-pressure as ``resultsInFlightPerExecutor``.
   public var resultBytesInFlightPerExecutor: Int
+  /// Most Schedule calls this coordinator lets wait for the store at once; past it (or past
+  /// ``scheduleBytesInFlight``) Schedule answers UNAVAILABLE at once, to be retried with backoff,
+  /// instead of queueing without bound behind a store that has fallen behind.
+  public var schedulesInFlight: Int
+  /// Most bytes of tasks (binaries and arguments, mostly) waiting for the store at once.
+  public var scheduleBytesInFlight: Int
   /// The attempt timeout for tasks that do not set one.
   public var defaultTimeoutMicros: Int64
   /// A one-shot time this far in the past is still accepted (run now) rather than refused.
@@ -78,7 +84,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   public var blobSweepBatch: Int
 
   /// Defaults: 30 s leases, 5 s heartbeats, 500 ms skew bound, 60 s load-ahead; 4,096 results
-  /// or 16 MiB of them in flight per executor stream;
+  /// or 16 MiB of them in flight per executor stream; 65,536 Schedule calls or 256 MiB of tasks
+  /// waiting for the store;
   /// in a cluster, 10 s partition leases and a 5 s sweep; finished tasks and recurring tasks'
   /// runs kept 7 days, deleted tasks purged after an hour, a purge pass every minute that also
   /// looks at 1,024 blobs.
@@ -97,6 +104,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       resultSpacingMicros: 5_000,
       resultsInFlightPerExecutor: 4_096,
       resultBytesInFlightPerExecutor: 16 << 20,
+      schedulesInFlight: 65_536,
+      scheduleBytesInFlight: 256 << 20,
       defaultTimeoutMicros: 3_600_000_000,
       pastGraceMicros: 60_000_000,
       tokens: BearerTokens(),
@@ -136,6 +145,8 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     guard resultBatch >= 1 else { throw ConfigurationError(field: "result_batch", reason: "must be at least 1") }
     guard resultSpacingMicros >= 0 else { throw ConfigurationError(field: "result_spacing", reason: "must not be negative") }
     guard resultsInFlightPerExecutor >= 1 else { throw ConfigurationError(field: "results_in_flight_per_executor", reason: "must be at least 1") }
+    guard schedulesInFlight >= 1 else { throw ConfigurationError(field: "schedules_in_flight", reason: "must be at least 1") }
+    guard scheduleBytesInFlight >= 1 else { throw ConfigurationError(field: "schedule_bytes_in_flight", reason: "must be at least 1") }
     guard resultBytesInFlightPerExecutor >= 1 else {
       throw ConfigurationError(field: "result_bytes_in_flight_per_executor", reason: "must be at least 1")
     }

@@ -631,4 +631,27 @@ struct CoordinatorTests {
       await executor.close()
     }
   }
+
+  @Test("past the Schedule calls allowed to wait for the store, Schedule answers UNAVAILABLE at once and stores nothing")
+  func schedulesShedWhenStoreIsBehind() async throws {
+    try await Harness.with(configure: { $0.schedulesInFlight = 1 }, observed: true) { harness in
+      let store = try #require(harness.observed)
+      let alice = harness.client("alice")
+      store.holdInserts()
+      let waiting = Task { try await alice.schedule(once: 10) }
+      await store.waitForHeldInsert()
+      do {
+        _ = try await alice.schedule(once: 10)
+        Issue.record("a second Schedule was accepted while the first waited for the store")
+      } catch let error as RPCError {
+        #expect(error.code == .unavailable)
+        #expect(error.message.contains("overloaded"))
+      }
+      store.releaseInserts()
+      let first = try await waiting.value
+      // Room again: the next one is taken.
+      let second = try await alice.schedule(once: 10)
+      #expect(Set(try await alice.list().map(\.taskID)) == [first, second])
+    }
+  }
 }

@@ -52,4 +52,17 @@ struct InFlightBudgetTests {
     budget.give(items: 1, bytes: 1)
     #expect(budget.inFlight == (0, 0))
   }
+
+  @Test("tryTake takes what fits, refuses (taking nothing) what does not, and lets anything through when empty")
+  func tryTake() {
+    let budget = InFlightBudget(items: 2, bytes: 100)
+    #expect(budget.tryTake(items: 5, bytes: 500))
+    #expect(!budget.tryTake(items: 1, bytes: 1))
+    budget.give(items: 5, bytes: 500)
+    #expect(budget.tryTake(items: 1, bytes: 60))
+    #expect(!budget.tryTake(items: 1, bytes: 41))
+    #expect(budget.tryTake(items: 1, bytes: 40))
+    #expect(!budget.tryTake(items: 1, bytes: 0))
+    #expect(budget.inFlight == (2, 100))
+  }
 }

@@ -11,6 +11,8 @@ final class CoordinatorMetrics: Sendable {
 
   /// Tasks accepted by Schedule; `rate()` of it is tasks scheduled per second.
   let tasksScheduled: Counter
+  /// Schedule calls answered UNAVAILABLE because too many were already waiting for the store.
+  let schedulesShed: Counter
   /// Leases pushed to executors.
   let runsDispatched: Counter
   /// Results recorded as succeeded.
@@ -64,6 +66,7 @@ final class CoordinatorMetrics: Sendable {
   init(factory: any MetricsFactory) {
     self.factory = factory
     tasksScheduled = Counter(label: "hourglass_tasks_scheduled_total", factory: factory)
+    schedulesShed = Counter(label: "hourglass_schedules_shed_total", factory: factory)
     runsDispatched = Counter(label: "hourglass_runs_dispatched_total", factory: factory)
     runsSucceeded = Counter(label: "hourglass_runs_succeeded_total", factory: factory)
     runsFailed = Counter(label: "hourglass_runs_failed_total", factory: factory)

@@ -1,13 +1,14 @@
 import Synchronization
 
-/// A bound on the work one peer has in flight, counted in items and in bytes: ``take(items:bytes:)``
-/// waits while taking more would exceed either bound, and ``give(items:bytes:)`` returns what a
-/// finished piece of work took.
+/// A bound on work in flight, counted in items and in bytes: ``take(items:bytes:)`` waits while
+/// taking more would exceed either bound, ``tryTake(items:bytes:)`` refuses instead, and
+/// ``give(items:bytes:)`` returns what a finished piece of work took.
 ///
 /// Whatever its size, one piece of work is let through when nothing else is in flight, so a
-/// single piece larger than the bounds cannot wait for ever. The reader that calls `take` stops
-/// reading while it waits, which leaves the peer's further messages in the connection's buffers
-/// and, past those, in its own: back-pressure rather than an error.
+/// single piece larger than the bounds is never refused for ever. A reader that calls `take`
+/// stops reading while it waits, which leaves the peer's further messages in the connection's
+/// buffers and, past those, in its own: back-pressure rather than an error. `tryTake` is for
+/// work shared by many peers, where one waiting reader would not stop the others (load shedding).
 final class InFlightBudget: Sendable {
   private struct State {
     var items = 0
@@ -70,6 +71,17 @@ final class InFlightBudget: Sendable {
       waiter?.resume(returning: false)
     }
     if !taken { throw CancellationError() }
+  }
+
+  /// Takes `items` and `bytes` if they fit now (or nothing else is in flight); false, taking
+  /// nothing, otherwise. Never waits.
+  func tryTake(items: Int, bytes: Int) -> Bool {
+    state.withLock { state in
+      guard state.waiter == nil, Self.fits(items, bytes, in: state, itemLimit: itemLimit, byteLimit: byteLimit) else { return false }
+      state.items += items
+      state.bytes += bytes
+      return true
+    }
   }
 
   /// Returns what a finished piece of work took, letting a waiter through if it now fits.

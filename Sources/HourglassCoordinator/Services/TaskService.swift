@@ -25,6 +25,22 @@ struct TaskService: Sendable {
   let configuration: CoordinatorConfiguration
   let logger: Logger
   let metrics: CoordinatorMetrics
+  /// The Schedule calls waiting for the store, shared by every connection; past its bounds a
+  /// Schedule is answered UNAVAILABLE at once (load shedding).
+  let waitingSchedules: InFlightBudget
+
+  init(
+    store: any TaskStore, dispatcher: Dispatcher, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger,
+    metrics: CoordinatorMetrics
+  ) {
+    self.store = store
+    self.dispatcher = dispatcher
+    self.clock = clock
+    self.configuration = configuration
+    self.logger = logger
+    self.metrics = metrics
+    waitingSchedules = InFlightBudget(items: configuration.schedulesInFlight, bytes: configuration.scheduleBytesInFlight)
+  }
 
   func register(into router: inout RPCRouter) {
     // Schedule is answered on the connection's event loop, without a task: it validates there,
@@ -140,8 +156,18 @@ struct TaskService: Sendable {
       }
       return
     }
-    let (metrics, dispatcher) = (self.metrics, self.dispatcher)
+    let bytes = Self.waitingBytes(of: task)
+    guard waitingSchedules.tryTake(items: 1, bytes: bytes) else {
+      metrics.schedulesShed.increment()
+      let message =
+        "the coordinator is overloaded (\(configuration.schedulesInFlight) Schedule calls or \(configuration.scheduleBytesInFlight >> 20) MiB of "
+        + "tasks already wait for the store); the task was not scheduled: retry with backoff"
+      completion(.failure(RPCError(code: .unavailable, message: message)))
+      return
+    }
+    let (metrics, dispatcher, waitingSchedules) = (self.metrics, self.dispatcher, self.waitingSchedules)
     store.insert([task]) { outcome in
+      waitingSchedules.give(items: 1, bytes: bytes)
       let standing: [TaskID]
       switch outcome {
       case .success(let ids):
@@ -165,6 +191,12 @@ struct TaskService: Sendable {
         completion(.success(response))
       }
     }
+  }
+
+  /// What a task weighs against ``CoordinatorConfiguration/scheduleBytesInFlight``: its binary,
+  /// arguments and schedule, plus a little for the rest.
+  static func waitingBytes(of task: NewTask) -> Int {
+    256 + (task.blob?.content.count ?? 0) + task.scheduleSpec.count + task.arguments.reduce(0) { $0 + $1.utf8.count + 8 }
   }
 
   /// Validates a Schedule request and builds the task it asks for (with a new id and its first

@@ -28,6 +28,7 @@ final class ObservedStore: TaskStore {
   private let leaseGate = Gate<Void>()
   private let blobGate = Gate<BlobDigest>()
   private let resultGate = Gate<Void>()
+  private let insertGate = Gate<Void>()
 
   init(_ base: any TaskStore, clock: ManualClock) {
     self.base = base
@@ -70,7 +71,19 @@ final class ObservedStore: TaskStore {
 
   var partitionCount: Int32 { base.partitionCount }
 
-  func insert(_ tasks: [NewTask]) async throws -> [TaskID] { try await base.insert(tasks) }
+  func insert(_ tasks: [NewTask]) async throws -> [TaskID] {
+    await insertGate.pass(())
+    return try await base.insert(tasks)
+  }
+
+  /// The next insert waits until ``releaseInserts()``.
+  func holdInserts() { insertGate.arm() }
+
+  /// Returns once an insert is held (or the test is cancelled).
+  func waitForHeldInsert() async { _ = await insertGate.waitUntilHeld() }
+
+  /// Lets the held insert go on.
+  func releaseInserts() { insertGate.release() }
   func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID? { try await base.taskID(idempotencyKey: key, owner: owner) }
   func task(id: TaskID, owner: String) async throws -> TaskRecord? { try await base.task(id: id, owner: owner) }
   func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? {
