@@ -196,12 +196,30 @@ public struct TaskListQuery: Sendable, Hashable {
   public var states: Set<TaskState>?
   /// Page size, at least 1.
   public var limit: Int
+  /// The page stops early, with a cursor, before the tasks in it would weigh more than this
+  /// (by ``TaskRecord/listingBytes``); it always holds at least one task. Nil: no bound.
+  public var maxBytes: Int?
 
   /// Describes a page request.
-  public init(after: TaskID? = nil, states: Set<TaskState>? = nil, limit: Int = 100) {
+  public init(after: TaskID? = nil, states: Set<TaskState>? = nil, limit: Int = 100, maxBytes: Int? = nil) {
     self.after = after
     self.states = states
     self.limit = limit
+    self.maxBytes = maxBytes
+  }
+}
+
+/// A page of a task's runs, newest scheduled first.
+public struct RunPage: Sendable, Hashable {
+  /// The runs.
+  public var runs: [RunRecord]
+  /// Whether older runs follow (read them with `before` = the last run's scheduled time).
+  public var hasMore: Bool
+
+  /// Builds a page.
+  public init(runs: [RunRecord], hasMore: Bool) {
+    self.runs = runs
+    self.hasMore = hasMore
   }
 }
 

@@ -149,8 +149,12 @@ public protocol TaskStore: Sendable {
   )
     async throws -> Int64?
 
-  /// The runs of a task of `owner`, newest scheduled first, before `before` if given.
-  func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws -> [RunRecord]
+  /// A page of the runs of a task of `owner`, newest scheduled first, before `before` if
+  /// given: at most `limit` runs, and (when `maxBytes` is given) stopping before the runs in it
+  /// would weigh more than `maxBytes` by ``RunRecord/listingBytes`` (it always holds at least
+  /// one run). Throws ``TaskStoreError/taskNotFound(_:)`` for a missing, deleted or other
+  /// owner's task.
+  func runPage(taskID: TaskID, owner: String, before: Int64?, limit: Int, maxBytes: Int?) async throws -> RunPage
 
   /// The blob with this digest, if stored.
   func blob(_ digest: BlobDigest) async throws -> [UInt8]?
@@ -285,6 +289,14 @@ extension TaskStore {
   /// The first page of ``loadDue(shard:from:until:after:limit:)``.
   public func loadDue(shard: ShardID, from: Int64, until: Int64, limit: Int) async throws -> [DueEntry] {
     try await loadDue(shard: shard, from: from, until: until, after: nil, limit: limit)
+  }
+}
+
+extension TaskStore {
+  /// The runs of a task of `owner`, newest scheduled first, before `before` if given: at most
+  /// `limit` of them (``runPage(taskID:owner:before:limit:maxBytes:)`` without a size bound).
+  public func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws -> [RunRecord] {
+    try await runPage(taskID: taskID, owner: owner, before: before, limit: limit, maxBytes: nil).runs
   }
 }
 

@@ -150,6 +150,22 @@ extension ConformanceCase {
       try expectEqual(pages.map(\.count), [10, 10, 5], "page sizes")
       try expectEqual(pages.flatMap { $0 }, ids.sorted(), "ids in order")
 
+      // By size: every task here weighs the same, so a bound of two and a half is two a page.
+      let weight = try await store.task(id: ids[0], owner: "alice")!.listingBytes
+      var bySize: [[TaskID]] = []
+      repeat {
+        let page = try await store.listTasks(
+          owner: "alice", query: TaskListQuery(after: cursor, limit: 10, maxBytes: weight * 5 / 2))
+        bySize.append(page.tasks.map(\.id))
+        cursor = page.nextCursor
+      } while cursor != nil
+      try expectEqual(bySize.map(\.count), Array(repeating: 2, count: 12) + [1], "page sizes by bytes")
+      try expectEqual(bySize.flatMap { $0 }, ids.sorted(), "ids in order by bytes")
+      // A bound below one task still moves on, one task a page.
+      let single = try await store.listTasks(owner: "alice", query: TaskListQuery(limit: 10, maxBytes: 1))
+      try expectEqual(single.tasks.map(\.id), [ids.sorted()[0]], "one task over the bound")
+      try expectEqual(single.nextCursor, ids.sorted()[0], "and a cursor after it")
+
       // Pause three tasks and filter.
       for id in ids.prefix(3) {
         let version = try await store.task(id: id, owner: "alice")!.version
@@ -755,7 +771,7 @@ extension ConformanceCase {
           try await store.recordResult(
             runID: RunID(taskID: id, scheduledMicros: scheduled), fence: fence,
             result: RunResult(
-              state: .succeeded, finishedMicros: scheduled + second,
+              state: .succeeded, finishedMicros: scheduled + second, outputTail: Array(repeating: 0x41, count: 10_000),
               next: .reschedule(nextRunMicros: next))),
           .recorded, "run \(i)")
         let task = try await store.task(id: id, owner: "alice")!
@@ -780,6 +796,22 @@ extension ConformanceCase {
       let older = try await store.runs(
         taskID: id, owner: "alice", before: t0 + 10 * second + 2 * hour, limit: 1)
       try expectEqual(older.map(\.id.scheduledMicros), [t0 + 10 * second + hour], "keyset by time")
+
+      // Pages: by count, and by size (the leased run weighs about 520 bytes, a finished one 10,500).
+      let whole = try await store.runPage(taskID: id, owner: "alice", before: nil, limit: 4, maxBytes: nil)
+      try expectEqual(whole.runs.count, 4, "a page of all four")
+      try expectEqual(whole.hasMore, false, "and nothing after it")
+      try expectEqual(
+        try await store.runPage(taskID: id, owner: "alice", before: nil, limit: 3, maxBytes: nil).hasMore, true, "more after three")
+      var pages: [Int] = []
+      var before: Int64?
+      while true {
+        let page = try await store.runPage(taskID: id, owner: "alice", before: before, limit: 10, maxBytes: 11_100)
+        pages.append(page.runs.count)
+        guard page.hasMore else { break }
+        before = page.runs.last!.id.scheduledMicros
+      }
+      try expectEqual(pages, [2, 1, 1], "run pages by bytes")
     },
     ConformanceCase("a non-final run state with a final next step is refused") { store in
       let (_, lease) = try await leasedTask(store)

@@ -66,6 +66,21 @@ extension PostgresTaskStore {
     }
   }
 
+  /// Reads the rows of `query` one at a time, as they arrive, until `body` returns false; the
+  /// rest are not decoded (postgres-nio reads rows on demand, so a stopped read holds at most
+  /// its buffer of them).
+  func forEachRow(_ query: PostgresQuery, _ body: (PostgresRow) throws -> Bool) async throws {
+    do {
+      for try await row in try await client.query(query, logger: logger) {
+        guard try body(row) else { break }
+      }
+    } catch let error as TaskStoreError {
+      throw error
+    } catch {
+      throw Self.mapError(error)
+    }
+  }
+
   // MARK: Reads
 
   public func task(id: TaskID, owner: String) async throws -> TaskRecord? {
@@ -122,13 +137,9 @@ extension PostgresTaskStore {
         ORDER BY id LIMIT \(limit)
         """
     }
-    var tasks = try await rows(sql).map(Self.taskRecord)
-    var cursor: TaskID? = nil
-    if tasks.count > query.limit {
-      tasks.removeLast(tasks.count - query.limit)
-      cursor = tasks.last?.id
-    }
-    return TaskPage(tasks: tasks, nextCursor: cursor)
+    var page = PageBuilder<TaskRecord>(limit: query.limit, maxBytes: query.maxBytes, size: \.listingBytes)
+    try await forEachRow(sql) { page.take(try Self.taskRecord($0)) }
+    return TaskPage(tasks: page.records, nextCursor: page.hasMore ? page.records.last?.id : nil)
   }
 
   public func firstDueBucket(partition: Partition, atOrAfter bucket: HourBucket) async throws -> HourBucket? {
@@ -183,23 +194,22 @@ extension PostgresTaskStore {
     return entries
   }
 
-  public func runs(
-    taskID: TaskID, owner: String, before: Int64?, limit: Int
-  ) async throws
-    -> [RunRecord]
-  {
+  public func runPage(taskID: TaskID, owner: String, before: Int64?, limit: Int, maxBytes: Int?) async throws -> RunPage {
+    guard limit > 0 else { throw TaskStoreError.invalidArgument("limit must be positive") }
     guard
       try await scalar(
         "SELECT 1::integer FROM tasks WHERE id = \(taskID.uuid) AND owner = \(owner) AND state <> 'deleted'",
         as: Int32.self) != nil
     else { throw TaskStoreError.taskNotFound(taskID) }
-    return try await rows(
+    var page = PageBuilder<RunRecord>(limit: limit, maxBytes: maxBytes, size: \.listingBytes)
+    try await forEachRow(
       """
       SELECT \(unescaped: Self.runColumns) FROM runs
       WHERE task_id = \(taskID.uuid) AND scheduled_us < \(before ?? Int64.max)
-      ORDER BY scheduled_us DESC LIMIT \(Int64(limit))
+      ORDER BY scheduled_us DESC LIMIT \(Int64(limit) + 1)
       """
-    ).map(Self.runRecord)
+    ) { page.take(try Self.runRecord($0)) }
+    return RunPage(runs: page.records, hasMore: page.hasMore)
   }
 
   public func blob(_ digest: BlobDigest) async throws -> [UInt8]? {

@@ -111,15 +111,13 @@ extension SQLiteTaskStore {
     arguments.append(query.limit + 1)
     let args = StatementArguments(arguments)
     let finalSQL = sql
-    let limit = query.limit
+    let (limit, maxBytes) = (query.limit, query.maxBytes)
     return try await read { db in
-      var tasks = try Row.fetchAll(db, sql: finalSQL, arguments: args).map(Self.taskRecord)
-      var cursor: TaskID? = nil
-      if tasks.count > limit {
-        tasks.removeLast(tasks.count - limit)
-        cursor = tasks.last?.id
-      }
-      return TaskPage(tasks: tasks, nextCursor: cursor)
+      // Row by row, so a page cut by size never reads (and holds) the rest.
+      var page = PageBuilder<TaskRecord>(limit: limit, maxBytes: maxBytes, size: \.listingBytes)
+      let rows = try Row.fetchCursor(db, sql: finalSQL, arguments: args)
+      while let row = try rows.next(), page.take(try Self.taskRecord(row)) {}
+      return TaskPage(tasks: page.records, nextCursor: page.hasMore ? page.records.last?.id : nil)
     }
   }
 
@@ -178,24 +176,23 @@ extension SQLiteTaskStore {
     }
   }
 
-  public func runs(
-    taskID: TaskID, owner: String, before: Int64?, limit: Int
-  ) async throws
-    -> [RunRecord]
-  {
-    try await read { db in
+  public func runPage(taskID: TaskID, owner: String, before: Int64?, limit: Int, maxBytes: Int?) async throws -> RunPage {
+    guard limit > 0 else { throw TaskStoreError.invalidArgument("limit must be positive") }
+    return try await read { db in
       guard
         try Bool.fetchOne(
           db, sql: "SELECT 1 FROM tasks WHERE id = ? AND owner = ? AND state <> 'deleted'",
           arguments: [Data(taskID.bytes), owner]) != nil
       else { throw TaskStoreError.taskNotFound(taskID) }
-      return try Row.fetchAll(
+      var page = PageBuilder<RunRecord>(limit: limit, maxBytes: maxBytes, size: \.listingBytes)
+      let rows = try Row.fetchCursor(
         db,
         sql: """
           SELECT \(Self.runColumns) FROM runs WHERE task_id = ? AND scheduled_us < ?
           ORDER BY scheduled_us DESC LIMIT ?
-          """, arguments: [Data(taskID.bytes), before ?? Int64.max, limit]
-      ).map(Self.runRecord)
+          """, arguments: [Data(taskID.bytes), before ?? Int64.max, limit + 1])
+      while let row = try rows.next(), page.take(try Self.runRecord(row)) {}
+      return RunPage(runs: page.records, hasMore: page.hasMore)
     }
   }
 

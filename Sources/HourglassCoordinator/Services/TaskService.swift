@@ -354,36 +354,27 @@ struct TaskService: Sendable {
     case .deleted: states = [.deleted]
     case .paused: states = [.paused]
     }
-    let page = try await store.listTasks(owner: owner, query: TaskListQuery(after: after, states: states, limit: limit))
-    // A page stops early rather than outgrow one message (names and arguments may be large).
-    let fitting = Self.prefixFitting(page.tasks) { 512 + $0.name.utf8.count + $0.arguments.reduce(0) { $0 + $1.utf8.count + 4 } }
+    // A page stops early rather than outgrow one message (names and arguments may be large); the
+    // store stops reading there, so a page of large tasks is never read whole.
+    let page = try await store.listTasks(
+      owner: owner, query: TaskListQuery(after: after, states: states, limit: limit, maxBytes: Self.responseBudgetBytes))
     var response = Hourglass_V1_ListResponse()
-    response.tasks = page.tasks.prefix(fitting).map(RecordConversion.taskInfo).filter { info in
+    response.tasks = page.tasks.map(RecordConversion.taskInfo).filter { info in
       switch request.status {
       case .scheduled: return info.taskStatus == .scheduled
       case .retrying: return info.taskStatus == .retrying
       default: return true
       }
     }
-    response.nextPageToken = fitting < page.tasks.count ? page.tasks[fitting - 1].id.description : page.nextCursor?.description ?? ""
+    response.nextPageToken = page.nextCursor?.description ?? ""
     return response
   }
 
-  /// The most bytes of records one List or ListRuns answer carries: well under the protocol's
-  /// default maximum message size (4 MiB), whatever the page size asked.
+  /// The most bytes of records one List or ListRuns answer carries (by the stores' listing
+  /// estimates): well under the protocol's default maximum message size (4 MiB), whatever the
+  /// page size asked. A single record larger than this still goes alone (a task's binary and
+  /// arguments are bounded at Schedule, a run's output tail at 64 KiB).
   static let responseBudgetBytes = 3 << 20
-
-  /// How many of `items`, from the first, fit ``responseBudgetBytes`` by `size` (an upper
-  /// estimate of each one's encoded size); at least one, which fits on its own (a task's
-  /// binary and arguments are bounded at Schedule, a run's output tail at 64 KiB).
-  static func prefixFitting<T>(_ items: [T], size: (T) -> Int) -> Int {
-    var total = 0
-    for (index, item) in items.enumerated() {
-      total += size(item)
-      if total > responseBudgetBytes { return max(1, index) }
-    }
-    return items.count
-  }
 
   func delete(_ request: Hourglass_V1_DeleteRequest, owner: String) async throws -> Hourglass_V1_DeleteResponse {
     let id = try taskID(request.taskID)
@@ -416,18 +407,18 @@ struct TaskService: Sendable {
       }
       before = value
     }
-    let runs: [RunRecord]
+    let page: RunPage
     do {
-      runs = try await store.runs(taskID: id, owner: owner, before: before, limit: limit)
+      page = try await store.runPage(taskID: id, owner: owner, before: before, limit: limit, maxBytes: Self.responseBudgetBytes)
     } catch TaskStoreError.taskNotFound {
       // Deleted since the check above.
       throw RPCError(code: .notFound, message: "no task \(request.taskID)")
     }
-    // Output tails are up to 64 KiB each: a page stops early rather than outgrow one message.
-    let fitting = Self.prefixFitting(runs) { 512 + $0.outputTail.count + ($0.error?.utf8.count ?? 0) + ($0.leaseOwner?.utf8.count ?? 0) }
+    // Output tails are up to 64 KiB each: the store stops a page early rather than let it
+    // outgrow one message.
     var response = Hourglass_V1_ListRunsResponse()
-    response.runs = runs.prefix(fitting).map(RecordConversion.runInfo)
-    if fitting < runs.count || runs.count == limit, let last = runs.prefix(fitting).last {
+    response.runs = page.runs.map(RecordConversion.runInfo)
+    if page.hasMore, let last = page.runs.last {
       response.nextPageToken = String(last.id.scheduledMicros)
     }
     return response

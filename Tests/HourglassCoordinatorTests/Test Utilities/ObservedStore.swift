@@ -203,8 +203,8 @@ final class ObservedStore: TaskStore {
   func advance(taskID: TaskID, expectedVersion: Int64, nextRunMicros: Int64?, state: TaskState) async throws -> Int64? {
     try await base.advance(taskID: taskID, expectedVersion: expectedVersion, nextRunMicros: nextRunMicros, state: state)
   }
-  func runs(taskID: TaskID, owner: String, before: Int64?, limit: Int) async throws -> [RunRecord] {
-    try await base.runs(taskID: taskID, owner: owner, before: before, limit: limit)
+  func runPage(taskID: TaskID, owner: String, before: Int64?, limit: Int, maxBytes: Int?) async throws -> RunPage {
+    try await base.runPage(taskID: taskID, owner: owner, before: before, limit: limit, maxBytes: maxBytes)
   }
   func blob(_ digest: BlobDigest) async throws -> [UInt8]? {
     let hold = state.withLock { state -> Bool in
