@@ -77,10 +77,11 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
     sink.yield(.shutdown)
   }
 
-  /// The operators the configuration names, built-in or custom.
-  func resolveOperators() throws(ExecutorConfigurationError) -> [String: any Operator] {
+  /// The operators the configuration names, built-in or custom; `exec` makes its runs'
+  /// directories in `runDirectories` (``ExecutorConfiguration/temporaryDirectory`` if nil).
+  func resolveOperators(runDirectories: String? = nil) throws(ExecutorConfigurationError) -> [String: any Operator] {
     var exec = configuration.exec
-    exec.temporaryRoot = configuration.temporaryDirectory
+    exec.temporaryRoot = runDirectories ?? configuration.temporaryDirectory
     var available: [String: any Operator] = ["exec": ExecOperator(configuration: exec), "noop": NoopOperator()]
     for custom in customOperators { available[custom.name] = custom }
     var chosen: [String: any Operator] = [:]
@@ -104,7 +105,20 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
       throw ExecutorConfigurationError(field: "-", problem: "the executor has already run once")
     }
     try configuration.validate()
-    let operators = try resolveOperators()
+    // `exec` runs in directories of this executor's own, which it holds for its life, and
+    // where it first removes what an earlier executor of its id left when it died.
+    var runDirectories: RunDirectoryRoot?
+    if configuration.operators.contains("exec") && !customOperators.contains(where: { $0.name == "exec" }) {
+      let root = try RunDirectoryRoot(temporaryDirectory: configuration.temporaryDirectory, executorID: configuration.executorID)
+      let swept = await root.sweepLeftovers()
+      if swept > 0 {
+        logger.info(
+          "removed run directories an earlier executor left", metadata: ["hourglass.count": "\(swept)", "hourglass.directory": "\(root.path)"])
+      }
+      runDirectories = root
+    }
+    defer { withExtendedLifetime(runDirectories) {} }
+    let operators = try resolveOperators(runDirectories: runDirectories?.path)
     var machine = ExecutorStateMachine<C.Instant>(
       settings: .init(
         executorID: configuration.executorID,

@@ -101,6 +101,18 @@ struct ExecOperatorTests {
     #expect(left.isEmpty, "left behind: \(left)")
   }
 
+  @Test("the run's directory is removed even when the task left a tree deeper than one removal pass goes")
+  func deepTreesAreRemoved() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    // 700 levels: more than twice the levels one pass holds descriptors for.
+    let script = "#!/bin/sh\ni=0\nwhile [ $i -lt 700 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done\ntouch bottom\n"
+    let outcome = await makeOperator(scratch).run(scriptRequest(script), cancellation: RunCancellation())
+    #expect(outcome.status == .succeeded, "\(outcome.error)")
+    let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix("hourglass-run-") }
+    #expect(left.isEmpty, "left behind: \(left)")
+  }
+
   @Test("a nonzero exit status is FAILED with that exit code and the output")
   func exitCodeThree() async throws {
     let scratch = try ScratchDirectory()

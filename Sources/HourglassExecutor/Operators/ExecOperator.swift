@@ -132,15 +132,18 @@ public struct ExecOperator: Operator {
     let outcome = await run(request, in: directory, cancellation: cancellation, started: started)
     // On a thread of its own: a tree of many files takes a while to remove, and the cooperative
     // pool also carries the executor's renewals.
-    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-      let thread = Thread {
-        Self.removeRunDirectory(directory)
-        continuation.resume()
-      }
-      thread.name = "hg-cleanup"  // Linux keeps at most 15 bytes
+    await Self.onThreadOfItsOwn(named: "hg-cleanup") { Self.removeRunDirectory(directory) }
+    return outcome
+  }
+
+  /// Runs `body` (blocking file-system work) on a new thread named `name` (Linux keeps at most 15
+  /// bytes of it) and returns its result, leaving the cooperative pool free meanwhile.
+  static func onThreadOfItsOwn<T: Sendable>(named name: String, _ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { (continuation: CheckedContinuation<T, Never>) in
+      let thread = Thread { continuation.resume(returning: body()) }
+      thread.name = name
       thread.start()
     }
-    return outcome
   }
 
   /// The run proper, in its private `directory`.
@@ -287,6 +290,10 @@ public struct ExecOperator: Operator {
   /// executor (perhaps root, with ``Configuration/runAs``) change or remove anything outside the
   /// run's directory. Each directory is made its owner's (0700) before it is read, so a tree the
   /// task made unreadable or unwritable goes too when the executor is not root.
+  ///
+  /// A tree deeper than ``removalDepthLimit`` is removed in passes: whatever lies at the limit
+  /// is moved (by `renameat` between the descriptors at hand) up into the run's directory, so
+  /// each pass takes the tree that many levels shallower, until a pass has nothing left to move.
   static func removeRunDirectory(_ directory: String) {
     let slash = directory.lastIndex(of: "/") ?? directory.startIndex
     let parentPath = slash == directory.startIndex ? "/" : String(directory[..<slash])
@@ -294,11 +301,33 @@ public struct ExecOperator: Operator {
     let parent = open(parentPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     guard parent >= 0 else { return }
     defer { close(parent) }
-    name.withUnsafeBufferPointer { removeTree(named: $0.baseAddress!, in: parent, depth: 0) }
+    name.withUnsafeBufferPointer { name in
+      var removal = Removal()
+      // Bounded, against a process the task left behind that keeps making directories.
+      for _ in 0..<removalPassLimit {
+        removal.moved = 0
+        removeTree(named: name.baseAddress!, in: parent, depth: 0, removal: &removal)
+        if removal.moved == 0 { break }
+      }
+    }
   }
 
-  /// The deepest tree ``removeRunDirectory(_:)`` goes into (each level holds a descriptor).
+  /// The deepest level ``removeRunDirectory(_:)`` goes into in one pass (each level holds a
+  /// descriptor); what lies deeper is moved up for the next pass.
   static let removalDepthLimit = 256
+
+  /// The most passes of one removal: a tree up to about a million levels deep.
+  static let removalPassLimit = 4_096
+
+  /// One removal's state across its passes.
+  private struct Removal {
+    /// The run's directory, open, during a pass (what lies at the depth limit moves into it).
+    var top: Int32 = -1
+    /// Entries moved up during the current pass.
+    var moved = 0
+    /// Names given to moved entries so far (each gets a new one).
+    var names = 0
+  }
 
   /// Linux's `O_PATH` (a descriptor that names an inode without opening it for reading), which
   /// Swift's Glibc module does not import.
@@ -306,7 +335,7 @@ public struct ExecOperator: Operator {
 
   /// Removes `name` in the directory open as `parent`: unlinks it, or, if it is a directory
   /// (not a link to one), empties it first.
-  private static func removeTree(named name: UnsafePointer<CChar>, in parent: Int32, depth: Int) {
+  private static func removeTree(named name: UnsafePointer<CChar>, in parent: Int32, depth: Int, removal: inout Removal) {
     var fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
     if fd < 0 && errno == EACCES {
       // A directory the task made unreadable: made the owner's again through a descriptor of
@@ -323,18 +352,21 @@ public struct ExecOperator: Operator {
       _ = unlinkat(parent, name, 0)
       return
     }
-    empty(fd, depth: depth)
+    empty(fd, depth: depth, removal: &removal)
     _ = unlinkat(parent, name, AT_REMOVEDIR)
   }
 
-  /// Removes everything in the directory open as `fd`, then closes it.
-  private static func empty(_ fd: Int32, depth: Int) {
+  /// Removes everything in the directory open as `fd` (at the depth limit: moves it up into the
+  /// run's directory), then closes it.
+  private static func empty(_ fd: Int32, depth: Int, removal: inout Removal) {
     _ = fchmod(fd, 0o700)
-    guard depth < removalDepthLimit, let listing = fdopendir(fd) else {
+    guard let listing = fdopendir(fd) else {
       close(fd)
       return
     }
     defer { closedir(listing) }  // closes fd too
+    if depth == 0 { removal.top = dirfd(listing) }
+    defer { if depth == 0 { removal.top = -1 } }
     var names: [[CChar]] = []
     while let entry = readdir(listing) {
       let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
@@ -343,8 +375,27 @@ public struct ExecOperator: Operator {
       if name != [46, 0] && name != [46, 46, 0] { names.append(name) }
     }
     for name in names {
-      name.withUnsafeBufferPointer { removeTree(named: $0.baseAddress!, in: dirfd(listing), depth: depth + 1) }
+      if depth + 1 < removalDepthLimit {
+        name.withUnsafeBufferPointer { removeTree(named: $0.baseAddress!, in: dirfd(listing), depth: depth + 1, removal: &removal) }
+      } else if moveUp(name, from: dirfd(listing), removal: &removal) {
+        removal.moved += 1
+      }
     }
+  }
+
+  /// Moves `name` from the directory open as `directory` into the run's directory under a new
+  /// name; false if it could not be moved. A rename replaces a file or an empty directory of the
+  /// same name, which is as good (everything there goes); a few names are tried past a full one.
+  private static func moveUp(_ name: [CChar], from directory: Int32, removal: inout Removal) -> Bool {
+    for _ in 0..<8 {
+      removal.names += 1
+      let renamed = name.withUnsafeBufferPointer { name in
+        renameat(directory, name.baseAddress!, removal.top, ".hourglass-deep-\(removal.names)") == 0
+      }
+      if renamed { return true }
+      guard errno == ENOTEMPTY || errno == EEXIST else { return false }
+    }
+    return false
   }
 
   /// Makes `root/hourglass-run-XXXXXX`, mode 0700.
