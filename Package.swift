@@ -146,6 +146,7 @@ let package = Package(
     .target(
       name: "HourglassExecutor",
       dependencies: [
+        "HourglassCore",
         "HourglassRPC",
         "HourglassTransport",
         "HourglassProto",

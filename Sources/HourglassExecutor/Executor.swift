@@ -1,5 +1,6 @@
 import CoreMetrics
 import Foundation
+import HourglassCore
 import HourglassProto
 import HourglassRPC
 import Logging
@@ -24,12 +25,39 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
   }
 
   enum Event: Sendable {
-    case inbound(UInt64, Hourglass_V1_CoordinatorMessage)
+    /// A coordinator's message on a stream, with what it took from that stream's inbound
+    /// budget (given back once the message is handled).
+    case inbound(UInt64, Hourglass_V1_CoordinatorMessage, InboundTicket)
     case connectionEnded(UInt64, String?)
     /// The timer task woke: fire what is due. The number names the sleeper.
     case timersDue(UInt64)
     case runFinished(RunKey, RunOutcome)
     case shutdown
+  }
+
+  /// The most coordinator messages one stream may have read and not yet handled.
+  static var inboundMessagesPerStream: Int { 1_024 }
+  /// The most bytes of them (mostly the binaries and arguments of leases).
+  static var inboundBytesPerStream: Int { 64 << 20 }
+
+  /// What a coordinator message weighs against ``inboundBytesPerStream``: the binaries and
+  /// arguments of the leases it carries, plus a little for the rest.
+  static func inboundBytes(of message: Hourglass_V1_CoordinatorMessage) -> Int {
+    func weight(_ grant: Hourglass_V1_LeaseGrant) -> Int { 256 + grant.blob.count + grant.arguments.reduce(0) { $0 + $1.utf8.count + 4 } }
+    switch message.kind {
+    case .lease(let grant)?: return weight(grant)
+    case .leases(let batch)?: return batch.grants.reduce(256) { $0 + weight($1) }
+    default: return 256
+    }
+  }
+
+  /// A message's share of its stream's inbound budget, given back once handled.
+  struct InboundTicket: Sendable {
+    let budget: InFlightBudget
+    let bytes: Int
+
+    /// The message has been handled: its share goes back to the stream's budget.
+    func handled() { budget.give(items: 1, bytes: bytes) }
   }
 
   private let configuration: ExecutorConfiguration
@@ -159,8 +187,9 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             let now = clock.now
             let actions: [ExecutorStateMachine<C.Instant>.Action]
             switch event {
-            case .inbound(let connection, let message):
+            case .inbound(let connection, let message, let ticket):
               actions = machine.received(message, on: connection, now: now)
+              ticket.handled()
               switch message.kind {
               case .registered?:
                 metrics.connected.record(machine.connectedCount)
@@ -469,7 +498,15 @@ extension Executor {
             responses: { responses in
               // The request side waits on the outbox: end it with the responses.
               defer { queue.finish() }
-              for try await message in responses { sink.yield(.inbound(connection, message)) }
+              // Messages read but not yet handled are bounded: past the budget this loop stops
+              // reading, so the stream's flow control holds the coordinator back, rather than
+              // the events queue growing without end.
+              let budget = InFlightBudget(items: Executor.inboundMessagesPerStream, bytes: Executor.inboundBytesPerStream)
+              for try await message in responses {
+                let ticket = InboundTicket(budget: budget, bytes: Executor.inboundBytes(of: message))
+                try await budget.take(items: 1, bytes: ticket.bytes)
+                sink.yield(.inbound(connection, message, ticket))
+              }
             }
           )
           sink.yield(.connectionEnded(connection, nil))

@@ -1,8 +1,7 @@
+import HourglassCore
 import Testing
 
-@testable import HourglassCoordinator
-
-@Suite("InFlightBudget: results in flight per executor stream")
+@Suite("InFlightBudget: work in flight bounded by items and bytes")
 struct InFlightBudgetTests {
   @Test("takes within both bounds at once; gives back exactly what was taken")
   func withinBounds() async throws {

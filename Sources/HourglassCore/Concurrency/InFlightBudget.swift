@@ -9,7 +9,7 @@ import Synchronization
 /// stops reading while it waits, which leaves the peer's further messages in the connection's
 /// buffers and, past those, in its own: back-pressure rather than an error. `tryTake` is for
 /// work shared by many peers, where one waiting reader would not stop the others (load shedding).
-final class InFlightBudget: Sendable {
+public final class InFlightBudget: Sendable {
   private struct State {
     var items = 0
     var bytes = 0
@@ -18,16 +18,16 @@ final class InFlightBudget: Sendable {
   }
 
   /// The most items in flight.
-  let itemLimit: Int
+  public let itemLimit: Int
   /// The most bytes in flight.
-  let byteLimit: Int
+  public let byteLimit: Int
   private let state = Mutex(State())
   /// Called (with what is in flight) each time ``take(items:bytes:)`` has to wait.
   private let onWait: @Sendable (_ items: Int, _ bytes: Int) -> Void
 
   /// A budget of at most `items` items and `bytes` bytes (both at least 1); `onWait` is told
   /// each time a taker has to wait (for a log line and a metric).
-  init(items: Int, bytes: Int, onWait: @escaping @Sendable (_ items: Int, _ bytes: Int) -> Void = { _, _ in }) {
+  public init(items: Int, bytes: Int, onWait: @escaping @Sendable (_ items: Int, _ bytes: Int) -> Void = { _, _ in }) {
     precondition(items >= 1 && bytes >= 1, "an in-flight budget needs room for something")
     itemLimit = items
     byteLimit = bytes
@@ -35,7 +35,7 @@ final class InFlightBudget: Sendable {
   }
 
   /// What is in flight now.
-  var inFlight: (items: Int, bytes: Int) {
+  public var inFlight: (items: Int, bytes: Int) {
     state.withLock { ($0.items, $0.bytes) }
   }
 
@@ -43,7 +43,7 @@ final class InFlightBudget: Sendable {
   /// flight). Only one task may wait at a time.
   ///
   /// - Throws: `CancellationError` when the waiting task is cancelled; nothing is taken then.
-  func take(items: Int, bytes: Int) async throws {
+  public func take(items: Int, bytes: Int) async throws {
     let taken = await withTaskCancellationHandler {
       await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
         let (answer, inFlight): (Bool?, (Int, Int)) = state.withLock { state in
@@ -75,7 +75,7 @@ final class InFlightBudget: Sendable {
 
   /// Takes `items` and `bytes` if they fit now (or nothing else is in flight); false, taking
   /// nothing, otherwise. Never waits.
-  func tryTake(items: Int, bytes: Int) -> Bool {
+  public func tryTake(items: Int, bytes: Int) -> Bool {
     state.withLock { state in
       guard state.waiter == nil, Self.fits(items, bytes, in: state, itemLimit: itemLimit, byteLimit: byteLimit) else { return false }
       state.items += items
@@ -85,7 +85,7 @@ final class InFlightBudget: Sendable {
   }
 
   /// Returns what a finished piece of work took, letting a waiter through if it now fits.
-  func give(items: Int, bytes: Int) {
+  public func give(items: Int, bytes: Int) {
     let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
       state.items -= items
       state.bytes -= bytes
