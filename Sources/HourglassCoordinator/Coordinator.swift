@@ -43,8 +43,16 @@ public final class Coordinator: Service, Sendable {
     TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(into: &router)
     let results = StoreBatcher(
       maxBatch: configuration.resultBatch, spacingMicros: configuration.resultSpacingMicros, unanswered: RecordOutcome.staleFence
-    ) { try await store.recordResults($0) }
-    let renewals = StoreBatcher(maxBatch: configuration.resultBatch, unanswered: false) { try await store.renewLeases($0) }
+    ) {
+      let started = ContinuousClock.now
+      defer { metrics.storeWrite(.result, since: started) }
+      return try await store.recordResults($0)
+    }
+    let renewals = StoreBatcher(maxBatch: configuration.resultBatch, unanswered: false) {
+      let started = ContinuousClock.now
+      defer { metrics.storeWrite(.renewal, since: started) }
+      return try await store.renewLeases($0)
+    }
     ExecutorService(
       store: store, dispatcher: dispatcher, results: results, renewals: renewals, clock: clock, configuration: configuration,
       logger: logger, metrics: metrics

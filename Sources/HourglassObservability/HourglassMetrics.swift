@@ -15,7 +15,7 @@ public enum HourglassMetrics {
     .seconds(60), .seconds(300), .seconds(600),
   ]
 
-  /// Buckets for RPC handling and heartbeat round trips: 100 µs to 10 s.
+  /// Buckets for RPC handling, heartbeat round trips and store writes: 100 µs to 10 s.
   public static let latencyBuckets: [Duration] = [
     .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
     .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
@@ -27,7 +27,7 @@ public enum HourglassMetrics {
 
   /// The histograms that get ``latencyBuckets``.
   public static let latencyHistograms: Set<String> = [
-    "hourglass_rpc_server_handling_seconds", "hourglass_executor_heartbeat_round_trip_seconds",
+    "hourglass_rpc_server_handling_seconds", "hourglass_executor_heartbeat_round_trip_seconds", "hourglass_store_write_seconds",
   ]
 
   /// A factory that records into `registry`, with Hourglass's buckets.

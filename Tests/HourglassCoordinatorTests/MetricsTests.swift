@@ -69,6 +69,9 @@ struct MetricsTests {
         #expect(delta("hourglass_rpc_server_handled_total", ["method": Self.schedule, "code": "OK"], in: now) == 2)
         #expect(delta("hourglass_rpc_server_handled_total", ["method": Self.get, "code": "INVALID_ARGUMENT"], in: now) == 1)
         #expect(delta("hourglass_rpc_server_handling_seconds_count", ["method": Self.schedule], in: now) == 2)
+        // Each Schedule's insert is timed, into the latency buckets (100 µs … 10 s).
+        #expect(delta("hourglass_store_write_seconds_count", ["operation": "insert"], in: now) == 2)
+        #expect(delta("hourglass_store_write_seconds_bucket", ["operation": "insert", "le": "10.0"], in: now) == 2)
 
         // Both go out on time: lateness 0.
         let executor = try await harness.executor("exec-1", slots: 4)
@@ -80,6 +83,7 @@ struct MetricsTests {
         now = try await Self.scrape(port)
         #expect(delta("hourglass_runs_dispatched_total", in: now) == 2)
         #expect(delta("hourglass_dispatch_lateness_seconds_count", in: now) == 2)
+        #expect(delta("hourglass_store_write_seconds_count", ["operation": "lease"], in: now) >= 1)
         #expect(delta("hourglass_dispatch_lateness_seconds_bucket", ["le": "0.001"], in: now) == 2)
         #expect(delta("hourglass_dispatch_lateness_seconds_sum", in: now) == 0)
         #expect(now.value("hourglass_runs_queued") == 0)
@@ -95,6 +99,7 @@ struct MetricsTests {
         #expect(delta("hourglass_runs_failed_total", in: now) == 1)
         #expect(delta("hourglass_runs_retried_total", in: now) == 1)
         #expect(now.value("hourglass_task_failures_total", ["operator": "exec"]) == nil)
+        #expect(delta("hourglass_store_write_seconds_count", ["operation": "result"], in: now) >= 1)
         #expect(now.value("hourglass_runs_queued") == 1)
         #expect(now.value("hourglass_executor_free_slots", ["executor": "exec-1"]) == 1)
 

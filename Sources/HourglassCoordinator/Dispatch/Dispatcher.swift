@@ -685,12 +685,14 @@ actor Dispatcher {
     }
     do {
       let recovered: [RunRecord]
+      let started = ContinuousClock.now
       if let cluster, let ownership {
         recovered = try await cluster.recoverExpiredLeases(
           now: now, skewBound: configuration.skewBoundMicros, limit: 10_000, partitions: ownership.epochs.keys.sorted())
       } else {
         recovered = try await store.recoverExpiredLeases(now: now, skewBound: configuration.skewBoundMicros, limit: 10_000)
       }
+      metrics.storeWrite(.recover, since: started)
       if recovered.isEmpty { return }
       for run in recovered {
         leases[run.id] = nil
@@ -734,7 +736,9 @@ actor Dispatcher {
     guard !items.isEmpty else { return }
     let outcomes: [RecordOutcome]
     do {
+      let started = ContinuousClock.now
       outcomes = try await store.recordResults(items)
+      metrics.storeWrite(.result, since: started)
     } catch {
       logger.error("recording runs whose last lease ran out failed; retrying at the next pass", metadata: ["hourglass.error": "\(error)"])
       return
@@ -834,6 +838,7 @@ actor Dispatcher {
       let granted: [Lease?]
       var unheld: Set<Partition> = []
       do {
+        let started = ContinuousClock.now
         if let cluster, let ownership {
           // Refused where this coordinator no longer holds the partition with its epoch.
           let fenced = try await cluster.createLeases(requests, now: now, fencedBy: ownership)
@@ -842,6 +847,7 @@ actor Dispatcher {
         } else {
           granted = try await store.createLeases(requests, now: now)
         }
+        metrics.storeWrite(.lease, since: started)
       } catch {
         logger.error("creating leases failed; retrying shortly", metadata: ["hourglass.count": "\(picks.count)", "hourglass.error": "\(error)"])
         for pick in picks {

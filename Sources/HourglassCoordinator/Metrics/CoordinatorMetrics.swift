@@ -53,6 +53,24 @@ final class CoordinatorMetrics: Sendable {
   /// Stored blobs removed because no task refers to them any more.
   let blobsRemoved: Counter
 
+  /// How long each kind of store write took, from the call to the store's answer (the wait
+  /// for the store's writer and the commit's sync included): `hourglass_store_write_seconds`.
+  private let storeWrites: [StoreWrite: CoreMetrics.Timer]
+
+  /// The store writes whose time is measured, by the `operation` label.
+  enum StoreWrite: String, CaseIterable, Sendable {
+    /// A Schedule's task, through the store's group commit.
+    case insert
+    /// Leases of due runs.
+    case lease
+    /// Lease renewals, gathered from every executor stream.
+    case renewal
+    /// Run results, gathered from every executor stream (and runs whose last lease ran out).
+    case result
+    /// Expired leases taken back.
+    case recover
+  }
+
   private let byOperator = Mutex<[String: Counter]>([:])
   private let rpcCounters = Mutex<[RPCKey: Counter]>([:])
   private let rpcTimers = Mutex<[String: CoreMetrics.Timer]>([:])
@@ -75,6 +93,10 @@ final class CoordinatorMetrics: Sendable {
     runsSkipped = Counter(label: "hourglass_runs_skipped_total", factory: factory)
     leasesExpired = Counter(label: "hourglass_leases_expired_total", factory: factory)
     executorResultWaits = Counter(label: "hourglass_executor_result_waits_total", factory: factory)
+    storeWrites = Dictionary(
+      uniqueKeysWithValues: StoreWrite.allCases.map {
+        ($0, CoreMetrics.Timer(label: "hourglass_store_write_seconds", dimensions: [("operation", $0.rawValue)], factory: factory))
+      })
     dispatchLateness = CoreMetrics.Timer(label: "hourglass_dispatch_lateness_seconds", factory: factory)
     runsQueued = Gauge(label: "hourglass_runs_queued", factory: factory)
     runsOverdue = Gauge(label: "hourglass_runs_overdue", factory: factory)
@@ -96,6 +118,11 @@ final class CoordinatorMetrics: Sendable {
       return counter
     }
     counter.increment()
+  }
+
+  /// A store write of kind `operation` that began at `started` has been answered.
+  func storeWrite(_ operation: StoreWrite, since started: ContinuousClock.Instant) {
+    storeWrites[operation]?.recordNanoseconds((ContinuousClock.now - started).nanoseconds)
   }
 
   /// Partitions this coordinator owns (all of them, on a single node).

@@ -166,8 +166,10 @@ struct TaskService: Sendable {
       return
     }
     let (metrics, dispatcher, waitingSchedules) = (self.metrics, self.dispatcher, self.waitingSchedules)
+    let started = ContinuousClock.now
     store.insert([task]) { outcome in
       waitingSchedules.give(items: 1, bytes: bytes)
+      metrics.storeWrite(.insert, since: started)
       let standing: [TaskID]
       switch outcome {
       case .success(let ids):
