@@ -16,6 +16,12 @@ struct ExecOperatorTests {
     return ExecOperator(configuration: configuration)
   }
 
+  /// Expects that no run's directory is left in `scratch` (the operator's temporary root).
+  func expectNoRunDirectoryLeft(in scratch: ScratchDirectory, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix("hourglass-run-") }
+    #expect(left.isEmpty, "left behind: \(left)", sourceLocation: sourceLocation)
+  }
+
   @Test("the task sees only its own environment, runs in a private directory that is removed")
   func environmentAndDirectory() async throws {
     let scratch = try ScratchDirectory()
@@ -84,8 +90,7 @@ struct ExecOperatorTests {
     #expect(FileManager.default.fileExists(atPath: outside + "/inner/keep"))
     var info = stat()
     #expect(stat(outside, &info) == 0 && info.st_mode & 0o777 == 0o755)
-    let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix("hourglass-run-") }
-    #expect(left.isEmpty, "left behind: \(left)")
+    try expectNoRunDirectoryLeft(in: scratch)
   }
 
   @Test(
@@ -97,8 +102,7 @@ struct ExecOperatorTests {
     let script = "#!/bin/sh\nmkdir -p d/e && touch d/x d/e/y && chmod 0 d/e d\n"
     let outcome = await makeOperator(scratch).run(scriptRequest(script), cancellation: RunCancellation())
     #expect(outcome.status == .succeeded)
-    let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix("hourglass-run-") }
-    #expect(left.isEmpty, "left behind: \(left)")
+    try expectNoRunDirectoryLeft(in: scratch)
   }
 
   @Test("the run's directory is removed even when the task left a tree deeper than one removal pass goes")
@@ -109,8 +113,7 @@ struct ExecOperatorTests {
     let script = "#!/bin/sh\ni=0\nwhile [ $i -lt 700 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done\ntouch bottom\n"
     let outcome = await makeOperator(scratch).run(scriptRequest(script), cancellation: RunCancellation())
     #expect(outcome.status == .succeeded, "\(outcome.error)")
-    let left = try FileManager.default.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix("hourglass-run-") }
-    #expect(left.isEmpty, "left behind: \(left)")
+    try expectNoRunDirectoryLeft(in: scratch)
   }
 
   @Test("a nonzero exit status is FAILED with that exit code and the output")
