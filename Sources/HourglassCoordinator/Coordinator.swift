@@ -45,13 +45,15 @@ public final class Coordinator: Service, Sendable {
       maxBatch: configuration.resultBatch, spacingMicros: configuration.resultSpacingMicros, unanswered: RecordOutcome.staleFence
     ) {
       let started = ContinuousClock.now
-      defer { metrics.storeWrite(.result, since: started) }
-      return try await store.recordResults($0)
+      let outcomes = try await store.recordResults($0)
+      metrics.storeWrite(.result, since: started)
+      return outcomes
     }
     let renewals = StoreBatcher(maxBatch: configuration.resultBatch, unanswered: false) {
       let started = ContinuousClock.now
-      defer { metrics.storeWrite(.renewal, since: started) }
-      return try await store.renewLeases($0)
+      let renewed = try await store.renewLeases($0)
+      metrics.storeWrite(.renewal, since: started)
+      return renewed
     }
     ExecutorService(
       store: store, dispatcher: dispatcher, results: results, renewals: renewals, clock: clock, configuration: configuration,

@@ -1,8 +1,8 @@
 /// Gathers one page of records read in order, stopping at a count or at a size, so that a store
-/// reading rows one at a time never holds more than one page (and one row) in memory.
+/// reading rows one at a time never decodes or holds more than one page (and one row).
 ///
-/// A store asks the database for `limit + 1` rows and offers them in order to ``take(_:)`` until
-/// it answers false. The page is then ``records``, and ``hasMore`` says whether a record was left
+/// A store asks the database for `limit + 1` rows and offers them in order to
+/// ``take(decoding:)`` until it answers false. The page is then ``records``, and ``hasMore`` says whether a record was left
 /// for the next page: the row past `limit`, or the first that would have taken the page past
 /// `maxBytes`. A page always holds its first record, however large, so paging never stalls.
 public struct PageBuilder<Record> {
@@ -24,12 +24,18 @@ public struct PageBuilder<Record> {
     self.size = size
   }
 
-  /// Takes the next record into the page; false, not taking it, when the page is full (stop
-  /// reading then: the record and those after it belong to the next page).
-  public mutating func take(_ record: Record) -> Bool {
+  /// Takes the next record, made by `decode`, into the page; false, not taking it, when the
+  /// page is full (stop reading then: the record and those after it belong to the next page).
+  /// A row past `limit` is not decoded at all: that it exists is all the page needs.
+  public mutating func take(decoding decode: () throws -> Record) rethrows -> Bool {
     guard !hasMore else { return false }
+    guard records.count < limit else {
+      hasMore = true
+      return false
+    }
+    let record = try decode()
     let weight = size(record)
-    if records.count >= limit || (maxBytes.map { !records.isEmpty && bytes + weight > $0 } ?? false) {
+    if let maxBytes, !records.isEmpty, bytes + weight > maxBytes {
       hasMore = true
       return false
     }

@@ -67,8 +67,9 @@ extension PostgresTaskStore {
   }
 
   /// Reads the rows of `query` one at a time, as they arrive, until `body` returns false; the
-  /// rest are not decoded (postgres-nio reads rows on demand, so a stopped read holds at most
-  /// its buffer of them).
+  /// rest are not decoded. The server still sends them (up to the query's `LIMIT`) and
+  /// postgres-nio drains them before the connection serves its next query, holding at most its
+  /// buffer of them at a time.
   func forEachRow(_ query: PostgresQuery, _ body: (PostgresRow) throws -> Bool) async throws {
     do {
       for try await row in try await client.query(query, logger: logger) {
@@ -138,7 +139,7 @@ extension PostgresTaskStore {
         """
     }
     var page = PageBuilder<TaskRecord>(limit: query.limit, maxBytes: query.maxBytes, size: \.listingBytes)
-    try await forEachRow(sql) { page.take(try Self.taskRecord($0)) }
+    try await forEachRow(sql) { row in try page.take(decoding: { try Self.taskRecord(row) }) }
     return TaskPage(tasks: page.records, nextCursor: page.hasMore ? page.records.last?.id : nil)
   }
 
@@ -208,7 +209,7 @@ extension PostgresTaskStore {
       WHERE task_id = \(taskID.uuid) AND scheduled_us < \(before ?? Int64.max)
       ORDER BY scheduled_us DESC LIMIT \(Int64(limit) + 1)
       """
-    ) { page.take(try Self.runRecord($0)) }
+    ) { row in try page.take(decoding: { try Self.runRecord(row) }) }
     return RunPage(runs: page.records, hasMore: page.hasMore)
   }
 

@@ -113,10 +113,10 @@ extension SQLiteTaskStore {
     let finalSQL = sql
     let (limit, maxBytes) = (query.limit, query.maxBytes)
     return try await read { db in
-      // Row by row, so a page cut by size never reads (and holds) the rest.
+      // Row by row, so a page cut by size never decodes (or holds) the rest.
       var page = PageBuilder<TaskRecord>(limit: limit, maxBytes: maxBytes, size: \.listingBytes)
       let rows = try Row.fetchCursor(db, sql: finalSQL, arguments: args)
-      while let row = try rows.next(), page.take(try Self.taskRecord(row)) {}
+      while let row = try rows.next(), try page.take(decoding: { try Self.taskRecord(row) }) {}
       return TaskPage(tasks: page.records, nextCursor: page.hasMore ? page.records.last?.id : nil)
     }
   }
@@ -191,7 +191,7 @@ extension SQLiteTaskStore {
           SELECT \(Self.runColumns) FROM runs WHERE task_id = ? AND scheduled_us < ?
           ORDER BY scheduled_us DESC LIMIT ?
           """, arguments: [Data(taskID.bytes), before ?? Int64.max, limit + 1])
-      while let row = try rows.next(), page.take(try Self.runRecord(row)) {}
+      while let row = try rows.next(), try page.take(decoding: { try Self.runRecord(row) }) {}
       return RunPage(runs: page.records, hasMore: page.hasMore)
     }
   }

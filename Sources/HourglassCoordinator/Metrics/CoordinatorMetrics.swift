@@ -53,8 +53,9 @@ final class CoordinatorMetrics: Sendable {
   /// Stored blobs removed because no task refers to them any more.
   let blobsRemoved: Counter
 
-  /// How long each kind of store write took, from the call to the store's answer (the wait
-  /// for the store's writer and the commit's sync included): `hourglass_store_write_seconds`.
+  /// How long each kind of store write took when it succeeded, from the call to the store's
+  /// answer (the wait for the store's writer and the commit's sync included):
+  /// `hourglass_store_write_seconds`. Failed writes are logged, not timed.
   private let storeWrites: [StoreWrite: CoreMetrics.Timer]
 
   /// The store writes whose time is measured, by the `operation` label.

@@ -169,10 +169,10 @@ struct TaskService: Sendable {
     let started = ContinuousClock.now
     store.insert([task]) { outcome in
       waitingSchedules.give(items: 1, bytes: bytes)
-      metrics.storeWrite(.insert, since: started)
       let standing: [TaskID]
       switch outcome {
       case .success(let ids):
+        metrics.storeWrite(.insert, since: started)
         standing = ids
       case .failure(let error):
         completion(.failure(RPCError(code: .unavailable, message: "the task could not be stored; it was not scheduled", cause: error)))
@@ -357,7 +357,7 @@ struct TaskService: Sendable {
     case .paused: states = [.paused]
     }
     // A page stops early rather than outgrow one message (names and arguments may be large); the
-    // store stops reading there, so a page of large tasks is never read whole.
+    // store stops decoding there, so a page of large tasks is never held whole.
     let page = try await store.listTasks(
       owner: owner, query: TaskListQuery(after: after, states: states, limit: limit, maxBytes: Self.responseBudgetBytes))
     var response = Hourglass_V1_ListResponse()

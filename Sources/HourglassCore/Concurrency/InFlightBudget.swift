@@ -13,8 +13,10 @@ public final class InFlightBudget: Sendable {
   private struct State {
     var items = 0
     var bytes = 0
-    /// The one waiter (a single reader takes from the budget) and what it asked for.
-    var waiter: (items: Int, bytes: Int, continuation: CheckedContinuation<Bool, Never>)?
+    /// The one waiter (a single reader takes from the budget), what it asked for, and its
+    /// number (so that a cancellation resumes only its own wait).
+    var waiter: (items: Int, bytes: Int, number: UInt64, continuation: CheckedContinuation<Bool, Never>)?
+    var waits: UInt64 = 0
   }
 
   /// The most items in flight.
@@ -44,6 +46,10 @@ public final class InFlightBudget: Sendable {
   ///
   /// - Throws: `CancellationError` when the waiting task is cancelled; nothing is taken then.
   public func take(items: Int, bytes: Int) async throws {
+    let number = state.withLock { state in
+      state.waits += 1
+      return state.waits
+    }
     let taken = await withTaskCancellationHandler {
       await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
         let (answer, inFlight): (Bool?, (Int, Int)) = state.withLock { state in
@@ -54,7 +60,7 @@ public final class InFlightBudget: Sendable {
             return (true, (0, 0))
           }
           precondition(state.waiter == nil, "one task at a time waits on an in-flight budget")
-          state.waiter = (items, bytes, continuation)
+          state.waiter = (items, bytes, number, continuation)
           return (nil, (state.items, state.bytes))
         }
         if let answer {
@@ -64,9 +70,10 @@ public final class InFlightBudget: Sendable {
         }
       }
     } onCancel: {
-      let waiter = state.withLock { state in
-        defer { state.waiter = nil }
-        return state.waiter?.continuation
+      let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+        guard let waiter = state.waiter, waiter.number == number else { return nil }
+        state.waiter = nil
+        return waiter.continuation
       }
       waiter?.resume(returning: false)
     }

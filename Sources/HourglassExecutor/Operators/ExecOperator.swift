@@ -325,8 +325,6 @@ public struct ExecOperator: Operator {
     var top: Int32 = -1
     /// Entries moved up during the current pass.
     var moved = 0
-    /// Names given to moved entries so far (each gets a new one).
-    var names = 0
   }
 
   /// Linux's `O_PATH` (a descriptor that names an inode without opening it for reading), which
@@ -377,23 +375,25 @@ public struct ExecOperator: Operator {
     for name in names {
       if depth + 1 < removalDepthLimit {
         name.withUnsafeBufferPointer { removeTree(named: $0.baseAddress!, in: dirfd(listing), depth: depth + 1, removal: &removal) }
-      } else if moveUp(name, from: dirfd(listing), removal: &removal) {
+      } else if name.withUnsafeBufferPointer({ unlinkat(dirfd(listing), $0.baseAddress!, 0) }) != 0,
+        moveUp(name, from: dirfd(listing), removal: &removal)
+      {
+        // A directory at the depth limit (anything else was unlinked where it was).
         removal.moved += 1
       }
     }
   }
 
-  /// Moves `name` from the directory open as `directory` into the run's directory under a new
-  /// name; false if it could not be moved. A rename replaces a file or an empty directory of the
-  /// same name, which is as good (everything there goes); a few names are tried past a full one.
+  /// Moves the directory `name` from the directory open as `directory` into the run's
+  /// directory, under a new random name the task cannot have guessed; false if it could not be
+  /// moved. A rename replaces an empty directory of the same name, which is as good (everything
+  /// there goes); another name is tried past anything else in the way.
   private static func moveUp(_ name: [CChar], from directory: Int32, removal: inout Removal) -> Bool {
     for _ in 0..<8 {
-      removal.names += 1
-      let renamed = name.withUnsafeBufferPointer { name in
-        renameat(directory, name.baseAddress!, removal.top, ".hourglass-deep-\(removal.names)") == 0
-      }
+      let target = ".hourglass-deep-\(String(UInt64.random(in: 0...UInt64.max), radix: 16))"
+      let renamed = name.withUnsafeBufferPointer { name in renameat(directory, name.baseAddress!, removal.top, target) == 0 }
       if renamed { return true }
-      guard errno == ENOTEMPTY || errno == EEXIST else { return false }
+      guard [ENOTEMPTY, EEXIST, ENOTDIR, EISDIR].contains(errno) else { return false }
     }
     return false
   }
