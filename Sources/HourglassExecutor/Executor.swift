@@ -35,13 +35,8 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
     case shutdown
   }
 
-  /// The most coordinator messages one stream may have read and not yet handled.
-  static var inboundMessagesPerStream: Int { 1_024 }
-  /// The most bytes of them (mostly the binaries and arguments of leases).
-  static var inboundBytesPerStream: Int { 64 << 20 }
-
-  /// What a coordinator message weighs against ``inboundBytesPerStream``: the binaries and
-  /// arguments of the leases it carries, plus a little for the rest.
+  /// What a coordinator message weighs against ``ExecutorConfiguration/inboundBytesPerStream``:
+  /// the binaries and arguments of the leases it carries, plus a little for the rest.
   static func inboundBytes(of message: Hourglass_V1_CoordinatorMessage) -> Int {
     func weight(_ grant: Hourglass_V1_LeaseGrant) -> Int { 256 + grant.blob.count + grant.arguments.reduce(0) { $0 + $1.utf8.count + 4 } }
     switch message.kind {
@@ -163,7 +158,7 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
       ))
     let shell = Shell(
       transports: transports, discovery: discovery, clock: clock, sink: sink, logger: logger, operators: operators, executorID: configuration.executorID,
-      metrics: metrics)
+      metrics: metrics, inboundLimits: (configuration.inboundMessagesPerStream, configuration.inboundBytesPerStream))
     let metrics = self.metrics
     metrics.slots.record(configuration.slots)
     metrics.running.record(0)
@@ -307,10 +302,14 @@ extension Executor {
     /// Held runs whose `.start` timer fired, started at the end of the next `perform`.
     private var dueStarts: [RunKey] = []
 
+    /// Per stream, the most messages (and bytes of them) read and not yet handled.
+    private let inboundLimits: (messages: Int, bytes: Int)
+
     init(
       transports: [any ClientTransport], discovery: CoordinatorDiscovery?, clock: C, sink: AsyncStream<Event>.Continuation, logger: Logger,
-      operators: [String: any Operator], executorID: String, metrics: ExecutorMetrics
+      operators: [String: any Operator], executorID: String, metrics: ExecutorMetrics, inboundLimits: (messages: Int, bytes: Int)
     ) {
+      self.inboundLimits = inboundLimits
       self.transports = Dictionary(uniqueKeysWithValues: transports.enumerated().map { ($0.offset, $0.element) })
       self.discovery = discovery
       self.clock = clock
@@ -479,7 +478,7 @@ extension Executor {
     private func openStream(_ connection: UInt64, to transport: any ClientTransport) {
       let queue = ExecutorOutbox()
       let client = RPCClient(transport: transport)
-      let sink = self.sink
+      let (sink, logger, inboundLimits) = (self.sink, self.logger, self.inboundLimits)
       // An unstructured task so that a stream can be abandoned on its own; it ends with the
       // call, and tearDown cancels it.
       let task = Task {
@@ -501,7 +500,11 @@ extension Executor {
               // Messages read but not yet handled are bounded: past the budget this loop stops
               // reading, so the stream's flow control holds the coordinator back, rather than
               // the events queue growing without end.
-              let budget = InFlightBudget(items: Executor.inboundMessagesPerStream, bytes: Executor.inboundBytesPerStream)
+              let budget = InFlightBudget(items: inboundLimits.messages, bytes: inboundLimits.bytes) { messages, bytes in
+                logger.debug(
+                  "paused reading a coordinator's stream: its messages read and not yet handled are at the bound",
+                  metadata: ["hourglass.connection": "\(connection)", "hourglass.messages": "\(messages)", "hourglass.bytes": "\(bytes)"])
+              }
               for try await message in responses {
                 let ticket = InboundTicket(budget: budget, bytes: Executor.inboundBytes(of: message))
                 try await budget.take(items: 1, bytes: ticket.bytes)

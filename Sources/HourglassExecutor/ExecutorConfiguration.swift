@@ -65,8 +65,15 @@ public struct ExecutorConfiguration: Sendable, Hashable {
   public var exec: ExecOperator.Configuration
   /// Reported to the coordinator in `Register`.
   public var version: String
+  /// Most coordinator messages one stream may have read and not yet handled; past it the
+  /// executor stops reading that stream (the stream's flow control then holds the
+  /// coordinator back).
+  public var inboundMessagesPerStream: Int = 1_024
+  /// Most bytes of such messages (mostly the binaries and arguments of leases).
+  public var inboundBytesPerStream: Int = 64 << 20
 
-  /// One slot, `exec` and `noop`, 10 s heartbeats, 30 s drain grace, /tmp.
+  /// One slot, `exec` and `noop`, 10 s heartbeats, 30 s drain grace, /tmp; 1,024 messages or
+  /// 64 MiB read ahead per coordinator stream.
   public static var defaults: ExecutorConfiguration {
     ExecutorConfiguration(
       executorID: "executor",
@@ -121,6 +128,8 @@ public struct ExecutorConfiguration: Sendable, Hashable {
     if !(0...1).contains(reconnectBackoff.jitter) { throw fail("reconnectBackoff.jitter", "must be between 0 and 1") }
     if drainGrace < .zero { throw fail("drainGrace", "must not be negative") }
     if closeTimeout < .zero { throw fail("closeTimeout", "must not be negative") }
+    if inboundMessagesPerStream < 1 { throw fail("inboundMessagesPerStream", "must be at least 1") }
+    if inboundBytesPerStream < 1 { throw fail("inboundBytesPerStream", "must be at least 1") }
     if !temporaryDirectory.hasPrefix("/") { throw fail("temporaryDirectory", "must be an absolute path, not \"\(temporaryDirectory)\"") }
     if exec.openFileLimit < 3 { throw fail("exec.openFileLimit", "must be at least 3") }
     if let bytes = exec.addressSpaceLimitBytes, bytes < 1 << 20 { throw fail("exec.addressSpaceLimitBytes", "must be at least 1 MiB") }
