@@ -56,7 +56,9 @@ struct ExecutorCommand: AsyncParsableCommand {
   @Option(name: .customLong("drain-grace"), help: "How long running tasks may finish after SIGTERM, e.g. 30s, 2m.")
   var drainGrace: String = "30s"
 
-  @Option(name: .customLong("temporary-directory"), help: "Where exec runs get their private directories.")
+  @Option(
+    name: .customLong("temporary-directory"),
+    help: "Where exec runs get their private directories (under hourglass-ID, locked and swept at start; best one other users cannot write).")
   var temporaryDirectory: String = "/tmp"
 
   @Option(
