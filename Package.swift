@@ -291,9 +291,11 @@ let package = Package(
     ),
 
     // MARK: Tests
-    // What several test targets share (child processes, named pipes scripts signal through); tests only.
+    // What several test targets share (child processes, named pipes scripts signal through, a log
+    // handler to watch logs with); tests only.
     .target(
       name: "HourglassTestSupport",
+      dependencies: [.product(name: "Logging", package: "swift-log")],
       path: "Tests/HourglassTestSupport",
       swiftSettings: strictSettings
     ),

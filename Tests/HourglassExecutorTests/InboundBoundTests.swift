@@ -26,7 +26,7 @@ final class HoldingLog: Sendable {
   }
 
   func logger() -> Logger {
-    var logger = Logger(label: "executor-test") { _ in Handler(log: self) }
+    var logger = Logger(label: "executor-test") { _ in EventLogHandler { _, message, _ in self.logged(message) } }
     logger.logLevel = .debug
     return logger
   }
@@ -60,7 +60,7 @@ final class HoldingLog: Sendable {
     for _ in 0..<4 { gate.signal() }
   }
 
-  fileprivate func logged(_ message: String) {
+  private func logged(_ message: String) {
     let ready = state.withLock { state in
       state.messages.append(message)
       let ready = state.waiters.filter { message.hasPrefix($0.prefix) }.map(\.continuation)
@@ -69,19 +69,6 @@ final class HoldingLog: Sendable {
     }
     for waiter in ready { waiter.resume() }
     if message.hasPrefix(holdOn) { gate.wait() }
-  }
-
-  private struct Handler: LogHandler {
-    let log: HoldingLog
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-      get { metadata[key] }
-      set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) { log.logged(event.message.description) }
   }
 }
 

@@ -1,3 +1,4 @@
+import HourglassTestSupport
 import Logging
 import Synchronization
 
@@ -19,7 +20,9 @@ final class LogCapture: Sendable {
 
   /// A logger at `level` whose events land here.
   func logger(level: Logger.Level = .debug) -> Logger {
-    var logger = Logger(label: "test.capture") { _ in Handler(capture: self) }
+    var logger = Logger(label: "test.capture") { _ in
+      EventLogHandler { level, message, metadata in self.append(Record(level: level, message: message, metadata: metadata)) }
+    }
     logger.logLevel = level
     return logger
   }
@@ -38,7 +41,7 @@ final class LogCapture: Sendable {
     }
   }
 
-  fileprivate func append(_ record: Record) {
+  private func append(_ record: Record) {
     let woken: [CheckedContinuation<Record, Never>] = state.withLock { state in
       state.records.append(record)
       var woken: [CheckedContinuation<Record, Never>] = []
@@ -50,22 +53,5 @@ final class LogCapture: Sendable {
       return woken
     }
     for continuation in woken { continuation.resume(returning: record) }
-  }
-
-  private struct Handler: LogHandler {
-    let capture: LogCapture
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .trace
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-      get { metadata[key] }
-      set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-      var merged = metadata
-      if let own = event.metadata { merged.merge(own) { $1 } }
-      capture.append(Record(level: event.level, message: event.message.description, metadata: merged))
-    }
   }
 }
