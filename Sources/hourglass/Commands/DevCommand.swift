@@ -32,7 +32,7 @@ struct DevCommand: AsyncParsableCommand {
       """
   )
 
-  @Option(help: "Folder for the store, the certificates and profile.json.")
+  @Option(help: "Folder for the store, the certificates, profile.json and the runs' directories.")
   var dataDir: String = ".hourglass-dev"
 
   @Option(help: "Port for the coordinator on 127.0.0.1 (0: any free port).")
@@ -74,6 +74,8 @@ struct DevCommand: AsyncParsableCommand {
     for line in files.summary { logger.notice("\(line)") }
 
     let store = try await SQLiteTaskStore(configuration: .defaults(path: directory + "/tasks.db"), logger: logger)
+    let runsDirectory = directory + "/runs"
+    try FileManager.default.createDirectory(atPath: runsDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     let coordinatorCredentials = try TLSCredentials(
       caFile: files.ca, certificateFile: files.certificate("coordinator"), keyFile: files.key("coordinator"))
     var configuration = CoordinatorConfiguration.defaults
@@ -92,6 +94,9 @@ struct DevCommand: AsyncParsableCommand {
       executorConfiguration.executorID = name
       executorConfiguration.slots = slots
       executorConfiguration.operators = ["exec", "noop"]
+      // Runs in the data folder, not /tmp: two dev setups side by side (each with its own
+      // folder) keep their executors' run directories, and their locks, apart.
+      executorConfiguration.temporaryDirectory = runsDirectory
       let credentials = try TLSCredentials(caFile: files.ca, certificateFile: files.certificate(name), keyFile: files.key(name))
       services.append(
         .init(
