@@ -478,7 +478,7 @@ extension Executor {
     private func openStream(_ connection: UInt64, to transport: any ClientTransport) {
       let queue = ExecutorOutbox()
       let client = RPCClient(transport: transport)
-      let (sink, logger, inboundLimits) = (self.sink, self.logger, self.inboundLimits)
+      let (sink, logger, inboundLimits, metrics) = (self.sink, self.logger, self.inboundLimits, self.metrics)
       // An unstructured task so that a stream can be abandoned on its own; it ends with the
       // call, and tearDown cancels it.
       let task = Task {
@@ -501,6 +501,7 @@ extension Executor {
               // reading, so the stream's flow control holds the coordinator back, rather than
               // the events queue growing without end.
               let budget = InFlightBudget(items: inboundLimits.messages, bytes: inboundLimits.bytes) { messages, bytes in
+                metrics.inboundWaits.increment()
                 logger.debug(
                   "paused reading a coordinator's stream: its messages read and not yet handled are at the bound",
                   metadata: ["hourglass.connection": "\(connection)", "hourglass.messages": "\(messages)", "hourglass.bytes": "\(bytes)"])

@@ -4,6 +4,7 @@ import HourglassExecutor
 import HourglassProto
 import HourglassTestSupport
 import Logging
+import MetricsTestKit
 import Synchronization
 import Testing
 
@@ -83,7 +84,9 @@ struct InboundBoundTests {
     defer { log.release() }
     var configuration = ExecutorStreamTests.configuration(slots: 1, scratch: scratch)
     configuration.inboundMessagesPerStream = 2
-    let executor = Executor(configuration: configuration, transport: coordinator.transport, clock: ManualClock(), logger: log.logger())
+    let metrics = TestMetrics()
+    let executor = Executor(
+      configuration: configuration, transports: [coordinator.transport], clock: ManualClock(), logger: log.logger(), metricsFactory: metrics)
     let running = Task { try await executor.run() }
     defer { running.cancel() }
 
@@ -98,6 +101,7 @@ struct InboundBoundTests {
     log.release()
     #expect(paused, "the executor read on past its bound")
     guard paused else { return }
+    #expect(try metrics.expectCounter("hourglass_executor_inbound_waits_total", [("executor", "executor-test")]).totalValue == 1)
     // Nothing was lost: the lease behind them runs and its result comes back.
     let result = try await connection.receive()
     #expect(result.result.runID == "run-1" && result.result.fence == 42 && result.result.outcome == .succeeded, "\(result)")

@@ -27,6 +27,9 @@ final class ExecutorMetrics: Sendable {
   let runsStarted: Counter
   /// Runs stopped because their lease ran out without a renewal (self-fencing).
   let selfFenced: Counter
+  /// Times a coordinator stream stopped being read because its messages read and not yet
+  /// handled were at their bound.
+  let inboundWaits: Counter
   /// Heartbeat round trips to the coordinator.
   let heartbeatRoundTrip: CoreMetrics.Timer
   private let finished = Mutex<[String: Counter]>([:])
@@ -45,6 +48,7 @@ final class ExecutorMetrics: Sendable {
     selfFenced = Counter(label: "hourglass_executor_self_fenced_total", dimensions: dimensions, factory: factory)
     creditWithdrawals = Counter(label: "hourglass_executor_credit_withdrawals_total", dimensions: dimensions, factory: factory)
     creditsWithdrawn = Counter(label: "hourglass_executor_credits_withdrawn_total", dimensions: dimensions, factory: factory)
+    inboundWaits = Counter(label: "hourglass_executor_inbound_waits_total", dimensions: dimensions, factory: factory)
     heartbeatRoundTrip = CoreMetrics.Timer(label: "hourglass_executor_heartbeat_round_trip_seconds", dimensions: dimensions, factory: factory)
   }
 
