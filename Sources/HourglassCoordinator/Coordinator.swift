@@ -1,4 +1,5 @@
 import CoreMetrics
+import HourglassCore
 import HourglassRPC
 import HourglassStore
 import HourglassTransport
@@ -40,7 +41,10 @@ public final class Coordinator: Service, Sendable {
     self.dispatcher = dispatcher
     self.purger = TaskPurger(store: store, clock: clock, configuration: configuration, logger: logger, metrics: metrics)
     var router = RPCRouter()
-    TaskService(store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics).register(into: &router)
+    TaskService(
+      store: store, dispatcher: dispatcher, clock: clock, configuration: configuration, logger: logger, metrics: metrics,
+      waitingSchedules: InFlightBudget(items: configuration.schedulesInFlight, bytes: configuration.scheduleBytesInFlight)
+    ).register(into: &router)
     let results = StoreBatcher(
       maxBatch: configuration.resultBatch, spacingMicros: configuration.resultSpacingMicros, unanswered: RecordOutcome.staleFence
     ) {

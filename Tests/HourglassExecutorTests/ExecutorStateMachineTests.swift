@@ -64,6 +64,15 @@ struct ExecutorStateMachineTests {
   }
 
   /// A machine registered on connection 1 with all its credits granted.
+  /// A connected machine running lease "a" (fence 1, granted at 0 s), whose first renewal
+  /// went out at 10 s and is not acknowledged yet.
+  static func renewing() -> Machine {
+    var machine = connected()
+    _ = machine.received(lease("a"), on: 1, now: at(0))
+    _ = machine.timerFired(.renewal(RunKey(runID: "a", fence: 1)), now: at(10))
+    return machine
+  }
+
   static func connected(slots: Int = 2) -> Machine {
     var machine = machine(slots: slots)
     _ = machine.start(now: at(0))
@@ -162,10 +171,8 @@ struct ExecutorStateMachineTests {
 
   @Test("a renewal acknowledged with a lease of nanoseconds is renewed again after a millisecond, not at once; its expiry stays")
   func tinyRenewedLease() {
-    var machine = Self.connected()
-    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    var machine = Self.renewing()
     let key = RunKey(runID: "a", fence: 1)
-    _ = machine.timerFired(.renewal(key), now: Self.at(10))
     _ = machine.received(Self.renewed("a", leaseNanos: 3), on: 1, now: Self.at(11))
     #expect(machine.runs[key]?.leaseExpiry == Self.at(30), "a shorter lease does not move the expiry earlier or later")
     let next = machine.timerFired(.renewal(key), now: Self.at(12))
@@ -174,10 +181,8 @@ struct ExecutorStateMachineTests {
 
   @Test("self-fencing: at the lease's expiry without an acknowledged renewal the run is stopped and its result dropped")
   func selfFencing() {
-    var machine = Self.connected()
-    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    var machine = Self.renewing()
     let key = RunKey(runID: "a", fence: 1)
-    _ = machine.timerFired(.renewal(key), now: Self.at(10))
     #expect(Self.stops(machine.timerFired(.leaseExpiry(key), now: Self.at(30))) == [.leaseExpired])
     let finished = machine.runFinished(key, outcome: Self.outcome(.cancelled), now: Self.at(31))
     #expect(Self.sent(finished) == [.credit(.with { $0.credits = 1 })], "no RunResult, only the slot back")
@@ -185,10 +190,8 @@ struct ExecutorStateMachineTests {
 
   @Test("a stale expiry timer (the lease was renewed since) re-arms instead of fencing")
   func staleExpiryTimer() {
-    var machine = Self.connected()
-    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    var machine = Self.renewing()
     let key = RunKey(runID: "a", fence: 1)
-    _ = machine.timerFired(.renewal(key), now: Self.at(10))
     _ = machine.received(Self.renewed("a"), on: 1, now: Self.at(11))
     let actions = machine.timerFired(.leaseExpiry(key), now: Self.at(30))
     #expect(Self.stops(actions).isEmpty)

@@ -29,19 +29,6 @@ struct TaskService: Sendable {
   /// Schedule is answered UNAVAILABLE at once (load shedding).
   let waitingSchedules: InFlightBudget
 
-  init(
-    store: any TaskStore, dispatcher: Dispatcher, clock: any CoordinatorClock, configuration: CoordinatorConfiguration, logger: Logger,
-    metrics: CoordinatorMetrics
-  ) {
-    self.store = store
-    self.dispatcher = dispatcher
-    self.clock = clock
-    self.configuration = configuration
-    self.logger = logger
-    self.metrics = metrics
-    waitingSchedules = InFlightBudget(items: configuration.schedulesInFlight, bytes: configuration.scheduleBytesInFlight)
-  }
-
   func register(into router: inout RPCRouter) {
     // Schedule is answered on the connection's event loop, without a task: it validates there,
     // hands the task to the store's group commit, and answers when the commit and the
