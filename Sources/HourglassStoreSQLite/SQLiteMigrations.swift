@@ -127,6 +127,25 @@ enum SQLiteMigrations {
           DELETE FROM blobs WHERE NOT EXISTS (SELECT 1 FROM tasks WHERE blob_digest = blobs.digest);
           """)
     }
+    migrator.registerMigration("0008-keys-in-tasks") { db in
+      // A task's idempotency key moves into its row, under a partial unique index. The table of
+      // keys and its index by task were two more B-trees written for every keyed Schedule on the
+      // single writer; the key now costs one index entry. Only keyed tasks' rows are rewritten.
+      // Keys of tasks that no longer exist (none are expected: a purge removed a task's key with
+      // it) have nothing to stand for and go with the table.
+      try db.execute(
+        sql: """
+          ALTER TABLE tasks ADD COLUMN idempotency_key TEXT;
+          UPDATE tasks SET idempotency_key = (
+            SELECT key FROM idempotency_keys WHERE idempotency_keys.task_id = tasks.id
+              AND idempotency_keys.owner = tasks.owner
+          )
+          WHERE id IN (SELECT task_id FROM idempotency_keys);
+          CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (owner, idempotency_key)
+          WHERE idempotency_key IS NOT NULL;
+          DROP TABLE idempotency_keys;
+          """)
+    }
     return migrator
   }
 }

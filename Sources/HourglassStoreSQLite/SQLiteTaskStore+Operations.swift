@@ -77,11 +77,7 @@ extension SQLiteTaskStore {
   }
 
   public func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID? {
-    try await read { db in
-      try Data.fetchOne(
-        db, sql: "SELECT task_id FROM idempotency_keys WHERE owner = ? AND key = ?", arguments: [owner, key]
-      ).flatMap { TaskID(bytes: $0) }
-    }
+    try await read { db in try TaskInsertStatements.task(idempotencyKey: key, owner: owner, db) }
   }
 
   public func dispatchRecord(taskID: TaskID) async throws -> TaskRecord? {
@@ -281,9 +277,9 @@ extension SQLiteTaskStore {
   static let finishedAnchor = "coalesce(last_run_us, created_us)"
 
   /// Removes the tasks that `sql` (bound to `before` and `limit`; it selects each task's id and
-  /// blob digest) selects, with their runs and keys, and then the blobs they leave without a
-  /// task, in one write transaction: the single writer serializes it with every insert, so a
-  /// blob a new task is being stored with cannot go.
+  /// blob digest) selects, with their runs (a task's idempotency key is in its row), and then the
+  /// blobs they leave without a task, in one write transaction: the single writer serializes it
+  /// with every insert, so a blob a new task is being stored with cannot go.
   private func purge(selecting sql: String, before: Int64, limit: Int) async throws -> PurgeResult {
     try await write { db in
       var ids: [Data] = []
@@ -295,7 +291,6 @@ extension SQLiteTaskStore {
       }
       for id in ids {
         try db.execute(sql: "DELETE FROM runs WHERE task_id = ?", arguments: [id])
-        try db.execute(sql: "DELETE FROM idempotency_keys WHERE task_id = ?", arguments: [id])
         try db.execute(sql: "DELETE FROM tasks WHERE id = ?", arguments: [id])
       }
       return PurgeResult(tasks: ids.count, blobs: try Self.removeUnreferencedBlobs(db, digests))

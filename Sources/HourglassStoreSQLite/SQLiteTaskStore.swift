@@ -331,20 +331,18 @@ public final class SQLiteTaskStore: TaskStore {
     let statements = try TaskInsertStatements(db)
     var seenBlobs = Set<BlobDigest>()
     for row in rows {
-      if let key = row.idempotencyKey {
-        // A key its owner used before: that earlier task stands; this one is not inserted.
-        if try !statements.claim(key: key, owner: row.owner, taskID: row.id) {
-          let existing = try Data.fetchOne(
-            db.cachedStatement(sql: "SELECT task_id FROM idempotency_keys WHERE owner = ? AND key = ?"),
-            arguments: [row.owner, key])
-          if let existing, let id = TaskID(bytes: existing) { row.outcome?.noteExisting(id) }
-          continue
+      guard try statements.insert(row) else {
+        // Nothing written: the id exists (a retried insert; that row stands and holds its blob),
+        // or the owner used the key before, and that earlier task stands for this one.
+        if let key = row.idempotencyKey, let existing = try TaskInsertStatements.task(idempotencyKey: key, owner: row.owner, db) {
+          row.outcome?.noteExisting(existing)
         }
+        continue
       }
+      // After the task, in the same transaction: a task refused for its key stores no blob.
       if let blob = row.blob, seenBlobs.insert(blob.digest).inserted {
         try blobStatement.execute(arguments: [Data(blob.digest.bytes), Data(blob.content), blob.content.count])
       }
-      try statements.insert(row)
     }
   }
 }

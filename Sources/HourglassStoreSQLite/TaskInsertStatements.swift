@@ -1,33 +1,34 @@
+import Foundation
 import GRDB
 import GRDBSQLite
 import HourglassCore
 import HourglassStore
 
-/// The task insert and the idempotency-key claim of a group-committed batch, bound through
-/// SQLite's C API (``RawStatement``) rather than GRDB's `StatementArguments`.
+/// The task insert of a group-committed batch, bound through SQLite's C API (``RawStatement``)
+/// rather than GRDB's `StatementArguments`.
 ///
-/// These two statements run once per acknowledged `Schedule`, on SQLite's single writer, which is
-/// the submit path's queue. Made inside the writer's transaction for one batch.
+/// The insert runs once per acknowledged `Schedule`, on SQLite's single writer, which is the
+/// submit path's queue. Made inside the writer's transaction for one batch.
 struct TaskInsertStatements {
   private let insertTask: RawStatement
-  private let claimKey: RawStatement
 
   static let insertTaskSQL = """
     INSERT OR IGNORE INTO tasks (id, owner, name, operator, blob_digest, arguments, time_zone,
       schedule_spec, recurring, priority, max_attempts, timeout_us, state, partition,
-      next_run_us, due_us, due_bucket, version, created_us)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, 1, ?17)
+      next_run_us, due_us, due_bucket, version, created_us, idempotency_key)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, 1, ?17, ?18)
     """
 
-  static let claimKeySQL = "INSERT OR IGNORE INTO idempotency_keys (owner, key, task_id) VALUES (?1, ?2, ?3)"
+  /// The task of an owner's idempotency key (served by `tasks_idempotency_key`).
+  static let taskOfKeySQL = "SELECT id FROM tasks WHERE owner = ? AND idempotency_key = ?"
 
   init(_ db: Database) throws {
     insertTask = try RawStatement(cached: db, Self.insertTaskSQL)
-    claimKey = try RawStatement(cached: db, Self.claimKeySQL)
   }
 
-  /// Inserts the task (nothing if its id exists: inserts are idempotent by id).
-  func insert(_ row: PreparedInsert) throws {
+  /// Inserts the task; false when nothing was written: its id exists (inserts are idempotent by
+  /// id) or its owner used its idempotency key before (`tasks_idempotency_key` is unique).
+  func insert(_ row: PreparedInsert) throws -> Bool {
     let s = insertTask
     s.bind(row.id, at: 1)
     s.bind(row.owner, at: 2)
@@ -46,14 +47,12 @@ struct TaskInsertStatements {
     s.bind(row.firstRunMicros, at: 15)
     s.bind(row.dueBucket, at: 16)
     s.bind(row.createdAtMicros, at: 17)
-    try s.execute()
+    if let key = row.idempotencyKey { s.bind(key, at: 18) } else { s.bindNull(at: 18) }
+    return try s.execute() > 0
   }
 
-  /// Claims `key` for `taskID`; false when the owner used the key before (nothing written).
-  func claim(key: String, owner: String, taskID: [UInt8]) throws -> Bool {
-    claimKey.bind(owner, at: 1)
-    claimKey.bind(key, at: 2)
-    claimKey.bind(taskID, at: 3)
-    return try claimKey.execute() > 0
+  /// The id of `owner`'s task that holds `key`, if any.
+  static func task(idempotencyKey key: String, owner: String, _ db: Database) throws -> TaskID? {
+    try Data.fetchOne(db.cachedStatement(sql: taskOfKeySQL), arguments: [owner, key]).flatMap { TaskID(bytes: $0) }
   }
 }

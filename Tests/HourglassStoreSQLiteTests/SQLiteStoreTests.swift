@@ -88,12 +88,13 @@ struct SQLiteStoreTests {
       #expect(
         try await store.appliedMigrations() == [
           "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index", "0006-finished-tasks-index",
-          "0007-blob-references",
+          "0007-blob-references", "0008-keys-in-tasks",
         ])
       let indexes = try await store.pool.read { db in
         try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name")
       }
-      #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_blob", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_owner"])
+      #expect(
+        indexes == ["runs_leased", "tasks_blob", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_idempotency_key", "tasks_owner"])
       let plan = try await store.pool.read { db in
         try Row.fetchAll(
           db,
@@ -112,7 +113,7 @@ struct SQLiteStoreTests {
       #expect(
         try await again.appliedMigrations() == [
           "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-leased-runs-index", "0006-finished-tasks-index",
-          "0007-blob-references",
+          "0007-blob-references", "0008-keys-in-tasks",
         ])
       try await again.close()
     }
@@ -150,6 +151,46 @@ struct SQLiteStoreTests {
         ).map { $0["detail"] as String? ?? "" }
       }
       #expect(plan.joined(separator: "; ").contains("tasks_blob"), "a blob's users are found through the index: \(plan)")
+      try await store.close()
+    }
+  }
+
+  @Test("migration 8 moves each idempotency key into its task's row, and a retry still finds the first task")
+  func keysInTasksMigration() async throws {
+    try await TemporaryDirectory.with { dir in
+      let path = dir.file("old.sqlite")
+      let keyed = TaskID(unixMilliseconds: 1_000)
+      let unkeyed = TaskID(unixMilliseconds: 2_000)
+      let queue = try DatabaseQueue(path: path)
+      try SQLiteMigrations.migrator(partitionCount: 1).migrate(queue, upTo: "0007-blob-references")
+      try await queue.write { db in
+        for id in [keyed, unkeyed] {
+          try db.execute(
+            sql: """
+              INSERT INTO tasks (id, owner, name, operator, arguments, time_zone, schedule_spec, recurring,
+                priority, max_attempts, timeout_us, state, partition, version, created_us)
+              VALUES (?, 'alice', '', 'exec', x'5b5d', 'UTC', x'7b7d', 0, 0, 3, 1000000, 'paused', 0, 1, 0)
+              """, arguments: [Data(id.bytes)])
+        }
+        try db.execute(
+          sql: "INSERT INTO idempotency_keys (owner, key, task_id) VALUES ('alice', 'k', ?)", arguments: [Data(keyed.bytes)])
+      }
+      try queue.close()
+      let store = try await SQLiteTaskStore(configuration: .defaults(path: path))
+      #expect(try await store.taskID(idempotencyKey: "k", owner: "alice") == keyed)
+      #expect(try await store.taskID(idempotencyKey: "k", owner: "bob") == nil)
+      // A retry with the key answers with the first task, writes nothing, and stores no blob.
+      var retry = NewTask(
+        id: TaskID(unixMilliseconds: 3_000), owner: "alice", operatorName: "exec", blob: TaskBlob([7, 7, 7]),
+        firstRunMicros: 1, createdAtMicros: 0)
+      retry.idempotencyKey = "k"
+      #expect(try await store.insert([retry]) == [keyed])
+      #expect(try await store.task(id: retry.id, owner: "alice") == nil)
+      #expect(try await store.blob(TaskBlob([7, 7, 7]).digest) == nil)
+      let tables = try await store.pool.read { db in
+        try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+      }
+      #expect(!tables.contains("idempotency_keys"))
       try await store.close()
     }
   }
