@@ -43,6 +43,12 @@ public struct PageBuilder<Record> {
     bytes += weight
     return true
   }
+
+  /// Notes that records follow those offered: the database cut the page itself (by a size it
+  /// counts on its side) before this builder refused any.
+  public mutating func noteMoreFollow() {
+    hasMore = true
+  }
 }
 
 extension TaskRecord {

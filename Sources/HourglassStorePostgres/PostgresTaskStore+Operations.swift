@@ -69,7 +69,7 @@ extension PostgresTaskStore {
   /// Reads the rows of `query` one at a time, as they arrive, until `body` returns false; the
   /// rest are not decoded. The server still sends them (up to the query's `LIMIT`) and
   /// postgres-nio drains them before the connection serves its next query, holding at most its
-  /// buffer of them at a time.
+  /// buffer of them at a time. Pages by size are cut on the server first (``readPage``).
   func forEachRow(_ query: PostgresQuery, _ body: (PostgresRow) throws -> Bool) async throws {
     do {
       for try await row in try await client.query(query, logger: logger) {
@@ -119,28 +119,71 @@ extension PostgresTaskStore {
   }
 
   public func listTasks(owner: String, query: TaskListQuery) async throws -> TaskPage {
+    try await taskPage(owner: owner, query: query).page
+  }
+
+  /// `listTasks`, and how many rows the server sent for it (what the tests check the server's
+  /// cut by).
+  func taskPage(owner: String, query: TaskListQuery) async throws -> (page: TaskPage, rowsSent: Int) {
     guard query.limit > 0 else { throw TaskStoreError.invalidArgument("limit must be positive") }
     let states = (query.states ?? Set(TaskState.allCases.filter { $0 != .deleted }))
       .map(\.rawValue).sorted()
-    if states.isEmpty { return TaskPage(tasks: [], nextCursor: nil) }
-    let limit = Int64(query.limit + 1)
-    let sql: PostgresQuery
-    if let after = query.after {
-      sql = """
-        SELECT \(unescaped: Self.taskColumns) FROM tasks
-        WHERE owner = \(owner) AND state = ANY(\(states)::text[]) AND id > \(after.uuid)
-        ORDER BY id LIMIT \(limit)
-        """
-    } else {
-      sql = """
-        SELECT \(unescaped: Self.taskColumns) FROM tasks
-        WHERE owner = \(owner) AND state = ANY(\(states)::text[])
-        ORDER BY id LIMIT \(limit)
-        """
-    }
+    if states.isEmpty { return (TaskPage(tasks: [], nextCursor: nil), 0) }
+    // Every task id is a version-7 UUID, above the nil UUID: one query serves the first page too.
+    let after = query.after?.uuid ?? UUID(uuid: (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
     var page = PageBuilder<TaskRecord>(limit: query.limit, maxBytes: query.maxBytes, size: \.listingBytes)
-    try await forEachRow(sql) { row in try page.take(decoding: { try Self.taskRecord(row) }) }
-    return TaskPage(tasks: page.records, nextCursor: page.hasMore ? page.records.last?.id : nil)
+    let rowsSent = try await readPage(
+      &page, cutFlagColumn: 21,
+      """
+      WITH page AS MATERIALIZED (
+        SELECT id, \(unescaped: Self.serverWeight(["name", "time_zone", "schedule_spec", "arguments"])) AS weight
+        FROM tasks WHERE owner = \(owner) AND state = ANY(\(states)::text[]) AND id > \(after)
+        ORDER BY id LIMIT \(Int64(query.limit) + 1)
+      ), weighed AS (
+        SELECT id, coalesce(sum(weight) OVER (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+          <= \(Self.serverBound(query.maxBytes)) AS kept
+        FROM page
+      )
+      SELECT \(unescaped: Self.taskColumns), EXISTS (SELECT 1 FROM weighed WHERE NOT kept) FROM tasks
+      WHERE id IN (SELECT id FROM weighed WHERE kept)
+      ORDER BY id
+      """, decode: Self.taskRecord)
+    return (TaskPage(tasks: page.records, nextCursor: page.hasMore ? page.records.last?.id : nil), rowsSent)
+  }
+
+  /// What the server weighs a row by when it cuts a page by size: 512 plus the bytes of the
+  /// `columns` it holds, read from each value's header (`octet_length` does not detoast). It
+  /// follows `listingBytes` (which counts decoded values) closely, not exactly; the page's cut
+  /// here, by `listingBytes`, is the one that counts.
+  static func serverWeight(_ columns: [String]) -> String {
+    (["512::bigint"] + columns.map { "coalesce(octet_length(\($0)), 0)" }).joined(separator: " + ")
+  }
+
+  /// A page's `maxBytes` as the server compares it: no bound for nil, and never below zero, so
+  /// the first row is always sent (a page always holds its first record).
+  static func serverBound(_ maxBytes: Int?) -> Int64 {
+    Int64(max(maxBytes ?? Int.max, 0))
+  }
+
+  /// Reads one page: `query` selects the records of a page the server cut by size (by
+  /// ``serverWeight(_:)``, at most `limit + 1` rows, every row up to and including the first
+  /// whose earlier rows reach `maxBytes`), each row ending at `cutFlagColumn` with whether
+  /// the server left rows out. Rows go to `page` until it is full; if the server cut, the page
+  /// has more, even where `page` itself took every row sent. So a page by size costs the wire
+  /// about its own size, not `limit` rows of any size. Returns the rows the server sent.
+  func readPage<Record>(
+    _ page: inout PageBuilder<Record>, cutFlagColumn: Int, _ query: PostgresQuery,
+    decode: (PostgresRow) throws -> Record
+  ) async throws -> Int {
+    var rowsSent = 0
+    var serverCut = false
+    try await forEachRow(query) { row in
+      rowsSent += 1
+      if rowsSent == 1 { serverCut = try row.makeRandomAccess()[cutFlagColumn].decode(Bool.self) }
+      return try page.take(decoding: { try decode(row) })
+    }
+    if serverCut { page.noteMoreFollow() }
+    return rowsSent
   }
 
   public func firstDueBucket(partition: Partition, atOrAfter bucket: HourBucket) async throws -> HourBucket? {
@@ -203,13 +246,23 @@ extension PostgresTaskStore {
         as: Int32.self) != nil
     else { throw TaskStoreError.taskNotFound(taskID) }
     var page = PageBuilder<RunRecord>(limit: limit, maxBytes: maxBytes, size: \.listingBytes)
-    try await forEachRow(
+    _ = try await readPage(
+      &page, cutFlagColumn: 13,
       """
-      SELECT \(unescaped: Self.runColumns) FROM runs
-      WHERE task_id = \(taskID.uuid) AND scheduled_us < \(before ?? Int64.max)
-      ORDER BY scheduled_us DESC LIMIT \(Int64(limit) + 1)
-      """
-    ) { row in try page.take(decoding: { try Self.runRecord(row) }) }
+      WITH page AS MATERIALIZED (
+        SELECT scheduled_us, \(unescaped: Self.serverWeight(["output_tail", "error", "lease_owner"])) AS weight
+        FROM runs WHERE task_id = \(taskID.uuid) AND scheduled_us < \(before ?? Int64.max)
+        ORDER BY scheduled_us DESC LIMIT \(Int64(limit) + 1)
+      ), weighed AS (
+        SELECT scheduled_us,
+          coalesce(sum(weight) OVER (ORDER BY scheduled_us DESC ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)
+            <= \(Self.serverBound(maxBytes)) AS kept
+        FROM page
+      )
+      SELECT \(unescaped: Self.runColumns), EXISTS (SELECT 1 FROM weighed WHERE NOT kept) FROM runs
+      WHERE task_id = \(taskID.uuid) AND scheduled_us IN (SELECT scheduled_us FROM weighed WHERE kept)
+      ORDER BY scheduled_us DESC
+      """, decode: Self.runRecord)
     return RunPage(runs: page.records, hasMore: page.hasMore)
   }
 

@@ -155,6 +155,43 @@ struct PostgresStoreTests {
     try await store.close()
   }
 
+  @Test("a page by size is cut on the server: it sends about the page, not a whole limit of large tasks")
+  func pagesBySizeAreCutOnTheServer() async throws {
+    let store = try await openTestStore()
+    // Ten tasks with one 100 KB argument each, and ten whose argument's control characters JSON
+    // stores six times longer than the listing counts them (the server weighs them heavier).
+    let plain = (0..<10).map { i in
+      NewTask(
+        id: TaskID(unixMilliseconds: 1_000 + Int64(i)), owner: "alice", operatorName: "exec",
+        arguments: [String(repeating: "a", count: 100_000)], firstRunMicros: nil, createdAtMicros: 0)
+    }
+    let escaped = (0..<10).map { i in
+      NewTask(
+        id: TaskID(unixMilliseconds: 2_000 + Int64(i)), owner: "bob", operatorName: "exec",
+        arguments: [String(repeating: "\u{1}", count: 50_000)], firstRunMicros: nil, createdAtMicros: 0)
+    }
+    try await store.insert(plain + escaped)
+
+    let first = try await store.taskPage(owner: "alice", query: TaskListQuery(limit: 10, maxBytes: 250_000))
+    #expect(first.page.tasks.map(\.id) == plain.prefix(2).map(\.id))
+    #expect(first.page.nextCursor == plain[1].id)
+    #expect(first.rowsSent == 3, "the two of the page and the one that ends it; not all eleven")
+
+    // Where the server cuts before the page is full by the listing's count, the page still says
+    // that more follow, and paging reaches every task once.
+    var ids: [TaskID] = []
+    var cursor: TaskID?
+    repeat {
+      let (page, rowsSent) = try await store.taskPage(
+        owner: "bob", query: TaskListQuery(after: cursor, limit: 10, maxBytes: 120_000))
+      #expect(page.tasks.count == 1 && rowsSent == 1)
+      ids += page.tasks.map(\.id)
+      cursor = page.nextCursor
+    } while cursor != nil
+    #expect(ids == escaped.map(\.id))
+    try await store.close()
+  }
+
   /// Stores `blob` as a version that did not collect blobs could have left it: with no task.
   private func storeBlobWithoutTask(_ blob: TaskBlob, in store: PostgresTaskStore) async throws {
     _ = try await store.rows(
