@@ -133,6 +133,11 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
     var runDirectories: RunDirectoryRoot?
     if configuration.operators.contains("exec") && !customOperators.contains(where: { $0.name == "exec" }) {
       let root = try RunDirectoryRoot(temporaryDirectory: configuration.temporaryDirectory, executorID: configuration.executorID)
+      if let reason = root.fallbackReason {
+        logger.warning(
+          "the usual root of this executor's run directories is not its own; using a new one",
+          metadata: ["hourglass.reason": "\(reason)", "hourglass.directory": "\(root.path)"])
+      }
       let swept = await root.sweepLeftovers()
       if swept > 0 {
         logger.info(

@@ -44,19 +44,60 @@ struct RunDirectoryRootTests {
     _ = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1")
   }
 
-  @Test("a link where the root should be is refused, not followed")
-  func linkInPlaceOfRoot() throws {
+  @Test("a link where the root should be is not followed: the executor makes a root of its own under a new name")
+  func linkInPlaceOfRoot() async throws {
     let scratch = try ScratchDirectory()
     defer { scratch.remove() }
     let elsewhere = scratch.path + "/elsewhere"
     try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
     #expect(symlink(elsewhere, scratch.path + "/hourglass-exec-1") == 0)
+    let root = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1")
+    #expect(root.fallbackReason?.contains("not a link") == true)
+    #expect(root.path.hasPrefix(scratch.path + "/hourglass-exec-1@") && root.path.utf8.count == scratch.path.utf8.count + 24)
+    var info = stat()
+    #expect(lstat(root.path, &info) == 0 && info.st_mode & 0o170000 == 0o040000 && info.st_mode & 0o777 == 0o711)
+    #expect(await root.sweepLeftovers() == 0)
+    #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
+  }
+
+  @Test(
+    "another user's directory where the root should be: a root of the executor's own under a new name",
+    .enabled(if: geteuid() == 0, "only root can give a directory to another user (CI runs the tests as root)"))
+  func anotherUsersRoot() throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let squatted = scratch.path + "/hourglass-exec-1"
+    #expect(mkdir(squatted, 0o755) == 0 && chown(squatted, 65_534, 65_534) == 0)
+    let root = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1")
+    #expect(root.fallbackReason?.contains("belongs to another user (uid 65534)") == true)
+    #expect(root.path.hasPrefix(squatted + "@"))
+    #expect(try FileManager.default.contentsOfDirectory(atPath: squatted).isEmpty, "nothing made in theirs")
+  }
+
+  @Test("a root under a new name is held like the usual one: a second executor of the id is refused, and the next one removes it")
+  func fallbackRootsAreLockedAndSwept() async throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let usual = scratch.path + "/hourglass-exec-1"
+    #expect(symlink(scratch.path + "/elsewhere", usual) == 0)
+    var first: RunDirectoryRoot? = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1")
+    let fallback = try #require(first?.path)
+    try FileManager.default.createDirectory(atPath: fallback + "/hourglass-run-aaaaaa/d", withIntermediateDirectories: true)
     #expect {
       _ = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1")
     } throws: { error in
-      (error as? ExecutorConfigurationError)?.problem.contains("not a link") == true
+      (error as? ExecutorConfigurationError)?.problem.contains("another executor exec-1") == true
     }
-    #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
+    // Another id whose usual name starts the same is not taken for exec-1's.
+    _ = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1-abcdef")
+    first = nil
+    // The name is free again: the usual root is used, and the dead executor's root goes.
+    #expect(unlink(usual) == 0)
+    let next = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1")
+    #expect(next.path == usual && next.fallbackReason == nil)
+    #expect(FileManager.default.fileExists(atPath: fallback))
+    #expect(await next.sweepLeftovers() == 1)
+    #expect(!FileManager.default.fileExists(atPath: fallback))
   }
 
   @Test("an executor id becomes one safe path component; ids that had to change, or are long, get a hash of their own")
