@@ -157,6 +157,25 @@ enum PostgresMigrations {
           "ALTER TABLE coordinators ADD COLUMN address text",
           "ALTER TABLE coordinators ADD COLUMN dispatching boolean NOT NULL DEFAULT true",
         ]),
+      Migration(
+        version: 10, name: "keys-in-tasks",
+        statements: [
+          // A task's idempotency key moves into its row, under a partial unique index: the
+          // task insert is the claim (ON CONFLICT DO NOTHING), one statement and one index
+          // entry per keyed task instead of a table row and two index entries. Only keyed
+          // tasks' rows are rewritten. Coordinators of earlier versions write the dropped
+          // table: a cluster is upgraded all together (docs/operations.md).
+          "ALTER TABLE tasks ADD COLUMN idempotency_key text",
+          """
+          UPDATE tasks SET idempotency_key = k.key FROM idempotency_keys k
+          WHERE k.task_id = tasks.id AND k.owner = tasks.owner
+          """,
+          """
+          CREATE UNIQUE INDEX tasks_idempotency_key ON tasks (owner, idempotency_key)
+          WHERE idempotency_key IS NOT NULL
+          """,
+          "DROP TABLE idempotency_keys",
+        ]),
     ]
   }
 }

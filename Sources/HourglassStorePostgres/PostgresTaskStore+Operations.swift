@@ -91,7 +91,7 @@ extension PostgresTaskStore {
   }
 
   public func taskID(idempotencyKey key: String, owner: String) async throws -> TaskID? {
-    guard let row = try await rows("SELECT task_id FROM idempotency_keys WHERE owner = \(owner) AND key = \(key)").first else {
+    guard let row = try await rows("SELECT id FROM tasks WHERE owner = \(owner) AND idempotency_key = \(key)").first else {
       return nil
     }
     return TaskID(uuid: try row.decode(UUID.self))
@@ -350,7 +350,7 @@ extension PostgresTaskStore {
         """)
   }
 
-  /// Removes the tasks `query` selects (and locks), with their runs and keys, in one
+  /// Removes the tasks `query` selects (and locks), with their runs (and keys, in their rows), in one
   /// transaction, and then in a second one the blobs they leave without a task. Rows another
   /// coordinator's purge has locked are skipped, not waited for. The blobs get a transaction of
   /// their own because their locks must come first in it (``removeUnreferencedBlobs(_:)``); a
@@ -363,7 +363,6 @@ extension PostgresTaskStore {
       }
       if ids.isEmpty { return (0, [BlobDigest]()) }
       try await connection.query("DELETE FROM runs WHERE task_id = ANY(\(ids)::uuid[])", logger: logger)
-      try await connection.query("DELETE FROM idempotency_keys WHERE task_id = ANY(\(ids)::uuid[])", logger: logger)
       var digests = Set<BlobDigest>()
       for try await digest in try await connection.query(
         "DELETE FROM tasks WHERE id = ANY(\(ids)::uuid[]) RETURNING blob_digest", logger: logger

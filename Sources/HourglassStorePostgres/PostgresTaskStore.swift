@@ -272,50 +272,15 @@ public final class PostgresTaskStore: TaskStore {
   static func insertBatch(
     _ items: [KeyedNewTask], partitions: Int32, connection: PostgresConnection, logger: Logger
   ) async throws {
-    var tasks = items.map(\.task)
-    let keyed = items.filter { $0.outcome != nil }
-    if !keyed.isEmpty {
-      // Claim every key in one statement, in batch order (so the first of two tasks with one key
-      // in this batch wins); a task whose key was already used is not inserted, and the task the
-      // key stands for is noted for its caller.
-      let owners = keyed.map(\.task.owner)
-      let keys = keyed.map { $0.task.idempotencyKey! }
-      let ids = keyed.map(\.task.id.uuid)
-      var claimed = Set<UUID>()
-      for try await row in try await connection.query(
-        """
-        INSERT INTO idempotency_keys (owner, key, task_id)
-        SELECT owner, key, task_id FROM unnest(\(owners)::text[], \(keys)::text[], \(ids)::uuid[])
-          WITH ORDINALITY AS k(owner, key, task_id, ordinal) ORDER BY ordinal
-        ON CONFLICT (owner, key) DO NOTHING RETURNING task_id
-        """, logger: logger)
-      {
-        claimed.insert(try row.decode(UUID.self))
-      }
-      for item in keyed where !claimed.contains(item.task.id.uuid) {
-        let rows = try await connection.query(
-          "SELECT task_id FROM idempotency_keys WHERE owner = \(item.task.owner) AND key = \(item.task.idempotencyKey!)", logger: logger)
-        for try await row in rows { item.outcome?.noteExisting(TaskID(uuid: try row.decode(UUID.self))) }
-      }
-      tasks = tasks.filter { $0.idempotencyKey == nil || claimed.contains($0.id.uuid) }
-      if tasks.isEmpty { return }
-    }
-    var digests: [ByteBuffer] = []
-    var contents: [ByteBuffer] = []
-    var sizes: [Int32] = []
-    var seen = Set<BlobDigest>()
+    var blobs: [BlobDigest: TaskBlob] = [:]
     var ids: [UUID] = [], owners: [String] = [], names: [String] = [], operators: [String] = []
     var blobDigests: [ByteBuffer] = [], arguments: [String] = [], zones: [String] = []
     var specs: [ByteBuffer] = [], recurring: [Bool] = [], priorities: [Int32] = []
     var attempts: [Int32] = [], timeouts: [Int64] = [], states: [String] = []
     var partitionValues: [Int32] = [], firstRuns: [Int64] = [], buckets: [Int64] = []
-    var created: [Int64] = []
-    for task in tasks {
-      if let blob = task.blob, seen.insert(blob.digest).inserted {
-        digests.append(buffer(blob.digest.bytes))
-        contents.append(buffer(blob.content))
-        sizes.append(Int32(blob.content.count))
-      }
+    var created: [Int64] = [], keys: [String] = [], keyed: [Bool] = []
+    for task in items.map(\.task) {
+      if let blob = task.blob { blobs[blob.digest] = blob }
       ids.append(task.id.uuid)
       owners.append(task.owner)
       names.append(task.name)
@@ -333,37 +298,62 @@ public final class PostgresTaskStore: TaskStore {
       firstRuns.append(task.firstRunMicros ?? nullMicros)
       buckets.append(task.firstRunMicros.map { HourBucket(containing: $0).rawValue } ?? nullMicros)
       created.append(task.createdAtMicros)
+      keys.append(task.idempotencyKey ?? "")
+      keyed.append(task.idempotencyKey != nil)
     }
-    if !digests.isEmpty {
+    if !blobs.isEmpty {
       // Shared locks that a blob's removal waits for (removeUnreferencedBlobs), taken before
-      // the blobs are stored so that the removal sees this transaction's tasks once it commits.
-      let keys = blobLockKeys(seen)
+      // this transaction's tasks name their blobs, so that the removal sees them once it
+      // commits.
+      let locks = blobLockKeys(Set(blobs.keys))
       try await connection.query(
-        "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(\(keys)::bigint[]) AS k", logger: logger)
-      try await connection.query(
-        """
-        INSERT INTO blobs (digest, content, size)
-        SELECT * FROM unnest(\(digests)::bytea[], \(contents)::bytea[], \(sizes)::integer[])
-        ON CONFLICT (digest) DO NOTHING
-        """, logger: logger)
+        "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(\(locks)::bigint[]) AS k", logger: logger)
     }
-    try await connection.query(
+    // In batch order, so that the first of two tasks with one key in this batch wins. A task
+    // whose id exists (a retried insert) or whose owner used its key before (the unique
+    // `tasks_idempotency_key`) is not inserted; the task that holds its key is noted below.
+    var inserted = Set<UUID>()
+    for try await row in try await connection.query(
       """
       INSERT INTO tasks (id, owner, name, operator, blob_digest, arguments, time_zone,
         schedule_spec, recurring, priority, max_attempts, timeout_us, state, partition,
-        next_run_us, due_us, due_bucket, version, created_us)
+        next_run_us, due_us, due_bucket, version, created_us, idempotency_key)
       SELECT id, owner, name, op, NULLIF(digest, '\\x'::bytea), args, zone, spec, rec, prio,
         attempts, timeout, st, part, NULLIF(first_run, \(nullMicros)),
-        NULLIF(first_run, \(nullMicros)), NULLIF(bucket, \(nullMicros)), 1, created
+        NULLIF(first_run, \(nullMicros)), NULLIF(bucket, \(nullMicros)), 1, created,
+        CASE WHEN has_key THEN key END
       FROM unnest(\(ids)::uuid[], \(owners)::text[], \(names)::text[], \(operators)::text[],
         \(blobDigests)::bytea[], \(arguments)::text[], \(zones)::text[], \(specs)::bytea[],
         \(recurring)::boolean[], \(priorities)::integer[], \(attempts)::integer[],
         \(timeouts)::bigint[], \(states)::text[], \(partitionValues)::integer[],
-        \(firstRuns)::bigint[], \(buckets)::bigint[], \(created)::bigint[])
-        AS t(id, owner, name, op, digest, args, zone, spec, rec, prio, attempts, timeout, st,
-          part, first_run, bucket, created)
-      ON CONFLICT (id) DO NOTHING
+        \(firstRuns)::bigint[], \(buckets)::bigint[], \(created)::bigint[], \(keys)::text[],
+        \(keyed)::boolean[])
+        WITH ORDINALITY AS t(id, owner, name, op, digest, args, zone, spec, rec, prio, attempts,
+          timeout, st, part, first_run, bucket, created, key, has_key, ordinal)
+      ORDER BY ordinal
+      ON CONFLICT DO NOTHING
+      RETURNING id
       """, logger: logger)
+    {
+      inserted.insert(try row.decode(UUID.self))
+    }
+    for item in items where item.outcome != nil && !inserted.contains(item.task.id.uuid) {
+      let rows = try await connection.query(
+        "SELECT id FROM tasks WHERE owner = \(item.task.owner) AND idempotency_key = \(item.task.idempotencyKey!)", logger: logger)
+      for try await row in rows { item.outcome?.noteExisting(TaskID(uuid: try row.decode(UUID.self))) }
+    }
+    // The blobs of the tasks inserted: a task refused for its key stores none.
+    let stored = Set(items.lazy.filter { inserted.contains($0.task.id.uuid) }.compactMap(\.task.blob?.digest))
+    let storing = blobs.values.filter { stored.contains($0.digest) }
+    if !storing.isEmpty {
+      try await connection.query(
+        """
+        INSERT INTO blobs (digest, content, size)
+        SELECT * FROM unnest(\(storing.map { buffer($0.digest.bytes) })::bytea[],
+          \(storing.map { buffer($0.content) })::bytea[], \(storing.map { Int32($0.content.count) })::integer[])
+        ON CONFLICT (digest) DO NOTHING
+        """, logger: logger)
+    }
   }
 }
 

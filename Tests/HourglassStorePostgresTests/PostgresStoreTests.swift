@@ -15,16 +15,17 @@ struct PostgresStoreTests {
     #expect(
       try await store.appliedMigrations() == [
         "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index",
-        "0007-finished-tasks-index", "0008-blob-references", "0009-coordinator-addresses",
+        "0007-finished-tasks-index", "0008-blob-references", "0009-coordinator-addresses", "0010-keys-in-tasks",
       ])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
     ).map { try $0.decode(String.self) }
-    #expect(tables == ["blobs", "coordinators", "hourglass_schema_migrations", "idempotency_keys", "partition_leases", "runs", "store_meta", "tasks"])
+    #expect(tables == ["blobs", "coordinators", "hourglass_schema_migrations", "partition_leases", "runs", "store_meta", "tasks"])
     let indexes = try await store.rows(
       "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
     ).map { try $0.decode(String.self) }
-    #expect(indexes == ["idempotency_keys_task", "runs_leased", "tasks_blob", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_owner"])
+    #expect(
+      indexes == ["runs_leased", "tasks_blob", "tasks_deleted", "tasks_due_id", "tasks_finished", "tasks_idempotency_key", "tasks_owner"])
     let commit = try await store.scalar("SHOW synchronous_commit", as: String.self)
     #expect(commit == "on", "acknowledged means flushed to the server's WAL")
     try await store.close()
@@ -37,6 +38,7 @@ struct PostgresStoreTests {
     try await store.insert([NewTask(id: id, owner: "alice", operatorName: "exec", firstRunMicros: 1, createdAtMicros: 0)])
     // Back to the schema version 3 left: no counter, and runs finished before the counter existed
     // (two that count, one retrying and one skipped that do not).
+    try await undoKeysInTasks(store)
     _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 4")
     _ = try await store.rows("DROP TABLE coordinators")
     _ = try await store.rows("DROP INDEX runs_leased")
@@ -52,9 +54,9 @@ struct PostgresStoreTests {
     try await store.close()
     let upgraded = try await openTestStore(database: database)
     #expect(
-      try await upgraded.appliedMigrations().suffix(6) == [
+      try await upgraded.appliedMigrations().suffix(7) == [
         "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index", "0007-finished-tasks-index",
-        "0008-blob-references", "0009-coordinator-addresses",
+        "0008-blob-references", "0009-coordinator-addresses", "0010-keys-in-tasks",
       ])
     #expect(try await upgraded.task(id: id, owner: "alice")?.runsCompleted == 2)
     try await upgraded.close()
@@ -63,6 +65,7 @@ struct PostgresStoreTests {
   @Test("migration 9 keeps the membership rows of coordinators that knew no address: they dispatch")
   func coordinatorAddressesMigration() async throws {
     let store = try await openTestStore()
+    try await undoKeysInTasks(store)
     _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 9")
     _ = try await store.rows("ALTER TABLE coordinators DROP COLUMN address")
     _ = try await store.rows("ALTER TABLE coordinators DROP COLUMN dispatching")
@@ -70,9 +73,48 @@ struct PostgresStoreTests {
     let database = store.configuration.database
     try await store.close()
     let upgraded = try await openTestStore(database: database)
-    #expect(try await upgraded.appliedMigrations().last == "0009-coordinator-addresses")
+    #expect(try await upgraded.appliedMigrations().suffix(2) == ["0009-coordinator-addresses", "0010-keys-in-tasks"])
     let members = try await upgraded.heartbeatCoordinator(CoordinatorMember(id: "newer", address: "h:1", dispatching: false), now: 1, expiresAt: 60_000)
     #expect(members == [CoordinatorMember(id: "newer", address: "h:1", dispatching: false), CoordinatorMember(id: "older", address: nil, dispatching: true)])
+    try await upgraded.close()
+  }
+
+  /// Takes `store`'s schema back to what migration 9 left: the keys in a table of their own.
+  private func undoKeysInTasks(_ store: PostgresTaskStore) async throws {
+    _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 10")
+    _ = try await store.rows("DROP INDEX tasks_idempotency_key")
+    _ = try await store.rows("ALTER TABLE tasks DROP COLUMN idempotency_key")
+    _ = try await store.rows(
+      "CREATE TABLE idempotency_keys (owner text NOT NULL, key text NOT NULL, task_id uuid NOT NULL, PRIMARY KEY (owner, key))")
+    _ = try await store.rows("CREATE INDEX idempotency_keys_task ON idempotency_keys (task_id)")
+  }
+
+  @Test("migration 10 moves each idempotency key into its task's row, and a retry still finds the first task")
+  func keysInTasksMigration() async throws {
+    let store = try await openTestStore()
+    let keyed = TaskID(unixMilliseconds: 1_000)
+    let unkeyed = TaskID(unixMilliseconds: 2_000)
+    try await store.insert([
+      NewTask(id: keyed, owner: "alice", operatorName: "exec", firstRunMicros: nil, createdAtMicros: 0),
+      NewTask(id: unkeyed, owner: "alice", operatorName: "exec", firstRunMicros: nil, createdAtMicros: 0),
+    ])
+    try await undoKeysInTasks(store)
+    _ = try await store.rows("INSERT INTO idempotency_keys (owner, key, task_id) VALUES ('alice', 'k', \(keyed.uuid))")
+    let database = store.configuration.database
+    try await store.close()
+    let upgraded = try await openTestStore(database: database)
+    #expect(try await upgraded.appliedMigrations().last == "0010-keys-in-tasks")
+    #expect(try await upgraded.taskID(idempotencyKey: "k", owner: "alice") == keyed)
+    #expect(try await upgraded.taskID(idempotencyKey: "k", owner: "bob") == nil)
+    // A retry with the key answers with the first task, writes nothing, and stores no blob.
+    let retry = NewTask(
+      id: TaskID(unixMilliseconds: 3_000), owner: "alice", operatorName: "exec", blob: TaskBlob([7, 7, 7]),
+      firstRunMicros: 1, createdAtMicros: 0, idempotencyKey: "k")
+    #expect(try await upgraded.insert([retry]) == [keyed])
+    #expect(try await upgraded.task(id: retry.id, owner: "alice") == nil)
+    #expect(try await upgraded.blob(TaskBlob([7, 7, 7]).digest) == nil)
+    let tables = try await upgraded.rows("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").map { try $0.decode(String.self) }
+    #expect(!tables.contains("idempotency_keys"))
     try await upgraded.close()
   }
 
