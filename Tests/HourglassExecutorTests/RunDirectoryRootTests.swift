@@ -67,11 +67,13 @@ struct RunDirectoryRootTests {
     let scratch = try ScratchDirectory()
     defer { scratch.remove() }
     let squatted = scratch.path + "/hourglass-exec-1"
-    #expect(mkdir(squatted, 0o755) == 0 && chown(squatted, 65_534, 65_534) == 0)
+    // Mode 0: not even its owner's executor could read it; told apart from a failure all the same.
+    #expect(mkdir(squatted, 0) == 0 && chown(squatted, 65_534, 65_534) == 0)
     let root = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1")
     #expect(root.fallbackReason?.contains("belongs to another user (uid 65534)") == true)
     #expect(root.path.hasPrefix(squatted + "@"))
     #expect(try FileManager.default.contentsOfDirectory(atPath: squatted).isEmpty, "nothing made in theirs")
+    #expect(chmod(squatted, 0o755) == 0)
   }
 
   @Test("a root under a new name is held like the usual one: a second executor of the id is refused, and the next one removes it")
@@ -98,6 +100,25 @@ struct RunDirectoryRootTests {
     #expect(FileManager.default.fileExists(atPath: fallback))
     #expect(await next.sweepLeftovers() == 1)
     #expect(!FileManager.default.fileExists(atPath: fallback))
+  }
+
+  @Test("after claiming its root, an executor sees another root of its id locked since (they started together)")
+  func rootsLockedMeanwhileAreSeen() throws {
+    let scratch = try ScratchDirectory()
+    defer { scratch.remove() }
+    let name = "hourglass-exec-1"
+    #expect(RunDirectoryRoot.heldRoot(in: scratch.path, named: name, excluding: []) == nil)
+    let live = try RunDirectoryRoot(temporaryDirectory: scratch.path, executorID: "exec-1")
+    #expect(RunDirectoryRoot.heldRoot(in: scratch.path, named: name, excluding: []) == live.path)
+    #expect(RunDirectoryRoot.heldRoot(in: scratch.path, named: name, excluding: [live.path]) == nil)
+    // A fallback root whose lock is free (its executor died) is not held; one locked is.
+    let dead = scratch.path + "/" + name + "@abcdef"
+    #expect(mkdir(dead, 0o711) == 0 && FileManager.default.createFile(atPath: dead + "/.lock", contents: nil))
+    #expect(RunDirectoryRoot.heldRoot(in: scratch.path, named: name, excluding: [live.path]) == nil)
+    let holder = open(dead + "/.lock", O_RDWR | O_CLOEXEC)
+    defer { close(holder) }
+    #expect(flock(holder, LOCK_EX | LOCK_NB) == 0)
+    #expect(RunDirectoryRoot.heldRoot(in: scratch.path, named: name, excluding: [live.path]) == dead)
   }
 
   @Test("an executor id becomes one safe path component; ids that had to change, or are long, get a hash of their own")

@@ -50,10 +50,21 @@ final class RunDirectoryRoot: Sendable {
   init(temporaryDirectory: String, executorID: String) throws(ExecutorConfigurationError) {
     let base = temporaryDirectory.hasSuffix("/") && temporaryDirectory.count > 1 ? String(temporaryDirectory.dropLast()) : temporaryDirectory
     let name = "hourglass-" + Self.safeName(executorID)
-    let abandoned = try Self.claimFallbackRoots(in: base, named: name, executorID: executorID)
+    let held = "another executor \(executorID) is running with this temporary directory"
+    let abandoned = try Self.claimFallbackRoots(in: base, named: name, held: held)
     let claimed: (root: Int32, lock: Int32, path: String, fallbackReason: String?)
     do throws(ClaimFailure) {
-      claimed = try Self.claimUsualOrFallback(base: base, name: name, executorID: executorID)
+      claimed = try Self.claimUsualOrFallback(base: base, name: name, held: held)
+      // Two executors of the id that started together may each have claimed a root of its own
+      // (one the usual, one a fallback, or two fallbacks). Whichever locked later sees the
+      // other's lock held now, and gives up its root.
+      let mine = Set([claimed.path] + abandoned.map(\.path))
+      if let other = Self.heldRoot(in: base, named: name, excluding: mine) {
+        close(claimed.lock)
+        close(claimed.root)
+        if claimed.fallbackReason != nil { rmdirTree(claimed.path) }
+        throw ClaimFailure.failed("\(held) (it holds \(other)/\(Self.lockName))")
+      }
     } catch {
       for entry in abandoned { close(entry.lock) }
       throw Self.failure(error)
@@ -89,97 +100,150 @@ final class RunDirectoryRoot: Sendable {
     }
   }
 
-  private static func reason() -> String { String(cString: strerror(errno)) }
+  private static func reason(_ code: Int32) -> String { String(cString: strerror(code)) }
+
+  /// `O_PATH` (glibc defines it only for `_GNU_SOURCE`): a descriptor that names a file without
+  /// opening it, so it needs no read permission on it; `fstat` and the `*at` calls take it.
+  private static let pathOnly: Int32 = 0o10_000_000
+
+  /// A descriptor of `path` when it is a directory of this user's own, not a link to one,
+  /// opened for reading; otherwise why not. It is checked through a descriptor that needs no
+  /// permission on the directory itself (so another user's, of any mode, is told apart from a
+  /// failure), and then the directory is opened through that descriptor, never by its path
+  /// again.
+  private static func openOwnDirectory(_ path: String) -> Result<Int32, ClaimFailure> {
+    let named = open(path, pathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+    guard named >= 0 else {
+      let code = errno
+      let problem = "\(path) cannot be opened as a directory, not a link to one (\(reason(code)))"
+      return .failure(code == ELOOP || code == ENOTDIR ? .notOurs(problem) : .failed(problem))
+    }
+    defer { close(named) }
+    var info = stat()
+    guard fstat(named, &info) == 0 else {
+      let code = errno
+      return .failure(.failed("cannot examine \(path): \(reason(code))"))
+    }
+    guard info.st_uid == geteuid() else {
+      return .failure(.notOurs("\(path) belongs to another user (uid \(info.st_uid))"))
+    }
+    let directory = openat(named, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard directory >= 0 else {
+      let code = errno
+      return .failure(.failed("cannot open \(path): \(reason(code))"))
+    }
+    return .success(directory)
+  }
 
   /// Claims `base/name`, or, when that is not a directory of this user's own, a new root
   /// `base/name@XXXXXX` (with the reason).
   private static func claimUsualOrFallback(
-    base: String, name: String, executorID: String
+    base: String, name: String, held: String
   ) throws(ClaimFailure) -> (root: Int32, lock: Int32, path: String, fallbackReason: String?) {
     let usual = base + "/" + name
     do throws(ClaimFailure) {
-      let (root, lock) = try claim(usual, executorID: executorID, making: { mkdir($0, 0o700) == 0 || errno == EEXIST })
+      guard mkdir(usual, 0o700) == 0 || errno == EEXIST else {
+        let code = errno
+        throw ClaimFailure.failed("cannot make \(usual): \(reason(code))")
+      }
+      let (root, lock) = try claim(usual, held: held)
       return (root, lock, usual, nil)
-    } catch .notOurs(let reason) {
+    } catch .notOurs(let why) {
       var template = Array((usual + fallbackSeparator + "XXXXXX").utf8CString)
       let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) != nil }
-      guard made else { throw .failed("cannot make a root under \(base): \(Self.reason())") }
+      guard made else {
+        let code = errno
+        throw .failed("cannot make a root under \(base): \(reason(code))")
+      }
       let fallback = String(decoding: template.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-      let (root, lock) = try claim(fallback, executorID: executorID, making: { _ in true })
-      return (root, lock, fallback, reason)
+      do throws(ClaimFailure) {
+        let (root, lock) = try claim(fallback, held: held)
+        return (root, lock, fallback, why)
+      } catch {
+        // Not left without a lock, where no later sweep would take it.
+        rmdirTree(fallback)
+        throw error
+      }
     }
   }
 
-  /// Makes `path` with `make` (true when it exists afterwards), checks through a descriptor
-  /// that it is a directory of this user's own, sets its mode to 0711 and takes its lock.
-  private static func claim(
-    _ path: String, executorID: String, making make: (String) -> Bool
-  ) throws(ClaimFailure) -> (root: Int32, lock: Int32) {
-    guard make(path) else { throw .failed("cannot make \(path): \(reason())") }
-    // From here on through descriptors: the directory itself (never a link to one), and ours.
-    let root = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-    guard root >= 0 else {
-      let problem = "\(path) cannot be opened as a directory, not a link to one (\(reason()))"
-      if errno == ELOOP || errno == ENOTDIR { throw .notOurs(problem) }
-      throw .failed(problem)
-    }
-    var info = stat()
-    guard fstat(root, &info) == 0, info.st_uid == geteuid() else {
-      close(root)
-      throw .notOurs("\(path) belongs to another user (uid \(info.st_uid))")
-    }
+  /// Checks that `path` is a directory of this user's own, sets its mode to 0711 and takes its
+  /// lock.
+  private static func claim(_ path: String, held: String) throws(ClaimFailure) -> (root: Int32, lock: Int32) {
+    let root = try openOwnDirectory(path).get()
     guard fchmod(root, 0o711) == 0 else {
-      let problem = "cannot set the mode of \(path): \(reason())"
+      let code = errno
       close(root)
-      throw .failed(problem)
+      throw .failed("cannot set the mode of \(path): \(reason(code))")
     }
     let lock = openat(root, lockName, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
     guard lock >= 0 else {
-      let problem = "cannot open \(path)/\(lockName): \(reason())"
+      let code = errno
       close(root)
-      throw .failed(problem)
+      throw .failed("cannot open \(path)/\(lockName): \(reason(code))")
     }
     guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
-      let problem =
-        errno == EWOULDBLOCK
-        ? "another executor \(executorID) is running with this temporary directory (it holds \(path)/\(lockName))"
-        : "cannot lock \(path)/\(lockName): \(reason())"
+      let code = errno
       close(lock)
       close(root)
-      throw .failed(problem)
+      throw .failed(code == EWOULDBLOCK ? "\(held) (it holds \(path)/\(lockName))" : "cannot lock \(path)/\(lockName): \(reason(code))")
     }
     return (root, lock)
   }
 
-  /// Takes the locks of the fallback roots (`name@XXXXXX`, this user's own directories) that
-  /// earlier executors of the id left in `base`, to be removed by ``sweepLeftovers()``.
+  /// The names in `base` of the fallback roots of `name` (`name@XXXXXX`).
+  private static func fallbackRoots(in base: String, named name: String) -> [String] {
+    let prefix = name + fallbackSeparator
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []
+    return names.filter { $0.hasPrefix(prefix) && $0.utf8.count == prefix.utf8.count + 6 }
+  }
+
+  /// The lock of `path` when it is a directory of this user's own that holds one, or nil.
+  private static func openLock(of path: String) -> Int32? {
+    guard case .success(let directory) = openOwnDirectory(path) else { return nil }
+    defer { close(directory) }
+    let lock = openat(directory, lockName, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
+    return lock >= 0 ? lock : nil
+  }
+
+  /// Takes the locks of the fallback roots that earlier executors of the id left in `base`, to
+  /// be removed by ``sweepLeftovers()``.
   ///
   /// - Throws: when one of them is locked: another executor of the id is running on it.
   private static func claimFallbackRoots(
-    in base: String, named name: String, executorID: String
+    in base: String, named name: String, held: String
   ) throws(ExecutorConfigurationError) -> [(path: String, lock: Int32)] {
-    let prefix = name + fallbackSeparator
-    let names = (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []
     var claimed: [(path: String, lock: Int32)] = []
-    for entry in names where entry.hasPrefix(prefix) && entry.utf8.count == prefix.utf8.count + 6 {
+    for entry in fallbackRoots(in: base, named: name) {
       let path = base + "/" + entry
-      let directory = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-      guard directory >= 0 else { continue }
-      defer { close(directory) }
-      var info = stat()
-      guard fstat(directory, &info) == 0, info.st_uid == geteuid() else { continue }
-      let lock = openat(directory, lockName, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
-      // No lock yet: an executor that is taking it now, or one that died before it did (then
-      // the directory is empty, nothing ran in it). Left alone either way.
-      guard lock >= 0 else { continue }
+      guard let lock = openLock(of: path) else {
+        // No lock: an executor taking it right now, or one that died before it did (then the
+        // directory is empty: nothing ran in it). An empty one of the latter kind goes.
+        var info = stat()
+        if lstat(path, &info) == 0, time(nil) - info.st_mtim.tv_sec > 60 { rmdir(path) }
+        continue
+      }
       guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
         close(lock)
         for earlier in claimed { close(earlier.lock) }
-        throw failure("another executor \(executorID) is running with this temporary directory (it holds \(path)/\(lockName))")
+        throw failure("\(held) (it holds \(path)/\(lockName))")
       }
       claimed.append((path, lock))
     }
     return claimed
+  }
+
+  /// A root of `name` in `base` (the usual one or a fallback), other than those in
+  /// `excluding`, whose lock another executor holds; nil when there is none.
+  static func heldRoot(in base: String, named name: String, excluding: Set<String>) -> String? {
+    let candidates = [base + "/" + name] + fallbackRoots(in: base, named: name).map { base + "/" + $0 }
+    for path in candidates where !excluding.contains(path) {
+      guard let lock = openLock(of: path) else { continue }
+      defer { close(lock) }
+      if flock(lock, LOCK_EX | LOCK_NB) != 0 { return path }
+      flock(lock, LOCK_UN)
+    }
+    return nil
   }
 
   /// Removes every entry of the root but its lock (run directories an earlier executor left),
@@ -227,4 +291,9 @@ final class RunDirectoryRoot: Sendable {
     let digest = SHA256.hash(data: Data(id.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
     return String(name.prefix(nameLimit - 13)) + "-" + digest
   }
+}
+
+/// Removes `path` and what it holds, as a run's directory is removed.
+private func rmdirTree(_ path: String) {
+  ExecOperator.removeRunDirectory(path)
 }
