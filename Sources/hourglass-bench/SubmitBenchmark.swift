@@ -3,9 +3,11 @@ import Foundation
 import HourglassCertificates
 import HourglassCoordinator
 import HourglassCore
+import HourglassPostgresLauncher
 import HourglassProto
 import HourglassRPC
 import HourglassStore
+import HourglassStorePostgres
 import HourglassStoreSQLite
 import HourglassTransport
 import Logging
@@ -15,8 +17,9 @@ import ServiceLifecycle
 import SwiftProtobuf
 
 /// `hourglass-bench submit`: acknowledged Schedule RPCs per second through the whole path — TLS,
-/// the RPC layer, identity, validation, group commit to SQLite (synchronous=FULL) — with tasks
-/// sharing one binary (stored once), beside the same store's batched-insert ceiling.
+/// the RPC layer, identity, validation, group commit to SQLite (synchronous=FULL) or, with
+/// `--backend postgres`, to a throwaway PostgreSQL server — with tasks sharing one binary (stored
+/// once), beside the same store's batched-insert ceiling.
 struct SubmitBenchmark: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "submit",
@@ -40,6 +43,12 @@ struct SubmitBenchmark: AsyncParsableCommand {
 
   @Option(help: "Folder for the SQLite file (a temporary one by default).")
   var directory: String?
+
+  @Option(
+    help:
+      "sqlite (what the goal is measured with), or postgres (a throwaway server the benchmark starts in its folder, on the same cores, synchronous_commit=on)."
+  )
+  var backend: StoreBenchmark.Backend = .sqlite
 
   @Flag(
     inversion: .prefixedNo,
@@ -77,14 +86,14 @@ struct SubmitBenchmark: AsyncParsableCommand {
     let serverCredentials = TLSCredentials(
       trustedCAPEM: ca.authority.certificatePEM, certificatePEM: server.certificatePEM, privateKeyPEM: server.privateKeyPEM)
     let userCredentials = TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: user.certificatePEM, privateKeyPEM: user.privateKeyPEM)
-    var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: folder + "/tasks.db")
     guard let mode = SQLiteTaskStore.Synchronous(rawValue: synchronous.uppercased()) else {
       throw ValidationError("--synchronous: expected FULL, NORMAL or OFF, got \(synchronous)")
     }
-    storeConfiguration.synchronous = mode
-    let store = try await SQLiteTaskStore(configuration: storeConfiguration, logger: logger)
+    let postgres = backend == .postgres ? try await ThrowawayPostgres.start(in: folder + "/pg", settings: ["shared_buffers=1GB", "max_wal_size=8GB"]) : nil
+    defer { postgres?.stop(immediately: true, removingDirectory: false) }
+    let store = try await Self.openStore(named: "tasks", postgres: postgres, folder: folder, synchronous: mode, logger: logger)
     let coordinator = try Coordinator(
-      configuration: .defaults, store: store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
+      configuration: .defaults, store: store.store, tls: .init(host: "127.0.0.1", port: 0, credentials: serverCredentials), logger: logger)
     let group = ServiceGroup(services: [coordinator], gracefulShutdownSignals: [], cancellationSignals: [], logger: logger)
 
     var request = Hourglass_V1_ScheduleRequest()
@@ -98,7 +107,8 @@ struct SubmitBenchmark: AsyncParsableCommand {
     var report = BenchmarkReport(benchmark: "submit")
     let keys = idempotencyKeys
     report.parameters = [
-      "duration_s": "\(duration)", "connections": "\(connections)", "in_flight": "\(inFlight)", "store": "sqlite synchronous=\(mode.rawValue)",
+      "duration_s": "\(duration)", "connections": "\(connections)", "in_flight": "\(inFlight)",
+      "store": postgres == nil ? "sqlite synchronous=\(mode.rawValue)" : "postgres synchronous_commit=on",
       "idempotency_keys": "\(keys)", "client_threads": "\(clientThreads)", "client_api": clientAPI.rawValue,
     ]
     // The clients get their own event loops, as they would in other processes. Sharing the
@@ -132,16 +142,18 @@ struct SubmitBenchmark: AsyncParsableCommand {
           transports, method: method, inFlight: inFlight, seconds: seconds, request: request, prepare: keys ? Self.giveFreshKey : nil)
       }
       report.results.append(result.row("schedule_rpc_tls_\(connections)x\(inFlight)"))
-      let commits = store.groupCommitStatistics
+      let commits = store.statistics()
       report.parameters["group_commit"] = "\(commits.items) rows in \(commits.batches) transactions, largest \(commits.largestBatch)"
       for transport in transports { await transport.close() }
       await group.triggerGracefulShutdown()
       try await tasks.waitForAll()
     }
-    try await store.close()
+    try await store.store.close()
     try await clientGroup.shutdownGracefully()
     if ceilingRows > 0 {
-      report.results.append(try await Self.ceiling(rows: ceilingRows, folder: folder, blob: Array(request.taskBlob), keys: keys, logger: logger))
+      let ceilingStore = try await Self.openStore(named: "ceiling", postgres: postgres, folder: folder, synchronous: .full, logger: logger)
+      report.results.append(
+        try await Self.ceiling(rows: ceilingRows, store: ceilingStore.store, blob: Array(request.taskBlob), keys: keys, backend: backend))
     }
     report.print(json: json)
   }
@@ -152,11 +164,32 @@ struct SubmitBenchmark: AsyncParsableCommand {
     request.idempotencyKey = IdempotencyKey.generate()
   }
 
-  /// SQLite's batched-insert ceiling for the rows a Schedule writes: the same kind of task (same
-  /// blob, spec, owner, key or not) written by one `insert` call, so one transaction and one sync
-  /// for all of them, in a fresh store beside the benchmark's.
-  static func ceiling(rows: Int, folder: String, blob: [UInt8], keys: Bool, logger: Logger) async throws -> [String: BenchmarkValue] {
-    let store = try await SQLiteTaskStore(configuration: .defaults(path: folder + "/ceiling.db"), logger: logger)
+  /// A fresh store called `name`: a SQLite file in `folder`, or a database of `postgres`; with
+  /// its group commit's statistics.
+  static func openStore(
+    named name: String, postgres: ThrowawayPostgres?, folder: String, synchronous: SQLiteTaskStore.Synchronous, logger: Logger
+  ) async throws -> (store: any TaskStore, statistics: @Sendable () -> GroupCommitStatistics) {
+    if let postgres {
+      try await postgres.createDatabase(name)
+      var configuration = PostgresTaskStore.Configuration.defaults(
+        host: postgres.host, port: postgres.port, username: postgres.username, database: name)
+      configuration.writerConnections = 4
+      configuration.maxConnections = 12
+      let store = try await PostgresTaskStore(configuration: configuration, logger: logger)
+      return (store, { store.groupCommitStatistics })
+    }
+    var configuration = SQLiteTaskStore.Configuration.defaults(path: folder + "/\(name).db")
+    configuration.synchronous = synchronous
+    let store = try await SQLiteTaskStore(configuration: configuration, logger: logger)
+    return (store, { store.groupCommitStatistics })
+  }
+
+  /// The store's batched-insert ceiling for the rows a Schedule writes: the same kind of task
+  /// (same blob, spec, owner, key or not) written by one `insert` call, so one transaction and
+  /// one sync for all of them, into `store`, a fresh one beside the benchmark's.
+  static func ceiling(
+    rows: Int, store: any TaskStore, blob: [UInt8], keys: Bool, backend: StoreBenchmark.Backend
+  ) async throws -> [String: BenchmarkValue] {
     let now = Date().unixMicros
     let due = now + 86_400_000_000
     let spec = StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded()
@@ -171,6 +204,6 @@ struct SubmitBenchmark: AsyncParsableCommand {
     let elapsed = ContinuousClock.now - start
     try await store.close()
     let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    return ["name": .string("sqlite_ceiling_one_insert_call"), "rows": .int(rows), "rows_per_s": .double(Double(rows) / seconds)]
+    return ["name": .string("\(backend.rawValue)_ceiling_one_insert_call"), "rows": .int(rows), "rows_per_s": .double(Double(rows) / seconds)]
   }
 }
