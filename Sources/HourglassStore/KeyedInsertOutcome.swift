@@ -14,6 +14,9 @@ package final class KeyedInsertOutcome: Sendable {
   /// Notes that `id`, an earlier task with the same owner and key, stands for this one.
   package func noteExisting(_ id: TaskID) { standing.withLock { $0 = id } }
 
+  /// Forgets what was noted: the batch's transaction is being tried again.
+  package func clear() { standing.withLock { $0 = nil } }
+
   /// The earlier task that stands for this one, if the writer noted one.
   package var existing: TaskID? { standing.withLock { $0 } }
 }

@@ -269,10 +269,58 @@ public final class PostgresTaskStore: TaskStore {
   /// Stands for NULL in `bigint[]` parameters, which postgres-nio cannot bind with NULL elements.
   static let nullMicros = Int64.min
 
+  /// How many times a batch inserts the tasks that were neither written nor stood for by an
+  /// existing task (the row they met was being purged), before its transaction gives up.
+  static let insertRounds = 3
+
   static func insertBatch(
     _ items: [KeyedNewTask], partitions: Int32, connection: PostgresConnection, logger: Logger
   ) async throws {
-    var blobs: [BlobDigest: TaskBlob] = [:]
+    // A transaction tried again (after a deadlock) starts from nothing noted.
+    for item in items { item.outcome?.clear() }
+    let blobs = Set(items.compactMap(\.task.blob?.digest))
+    if !blobs.isEmpty {
+      // Shared locks that a blob's removal waits for (removeUnreferencedBlobs), taken before
+      // this transaction's tasks name their blobs, so that the removal sees them once it
+      // commits.
+      try await connection.query(
+        "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(\(blobLockKeys(blobs))::bigint[]) AS k", logger: logger)
+    }
+    var inserted = Set<UUID>()
+    var pending = items
+    for _ in 0..<insertRounds where !pending.isEmpty {
+      let written = try await insertTasks(pending, partitions: partitions, connection: connection, logger: logger)
+      inserted.formUnion(written)
+      pending = try await unresolved(pending.filter { !written.contains($0.task.id.uuid) }, connection: connection, logger: logger)
+    }
+    guard pending.isEmpty else {
+      throw TaskStoreError.io("\(pending.count) task(s) met rows that were being removed while they were inserted; try again")
+    }
+    // The blobs of the tasks inserted, in digest order (as every batch takes them, so that two
+    // batches storing the same new blobs do not deadlock): a task refused for its key stores
+    // none.
+    var storing: [BlobDigest: TaskBlob] = [:]
+    for item in items where inserted.contains(item.task.id.uuid) {
+      if let blob = item.task.blob { storing[blob.digest] = blob }
+    }
+    let ordered = storing.values.sorted { $0.digest.bytes.lexicographicallyPrecedes($1.digest.bytes) }
+    if !ordered.isEmpty {
+      try await connection.query(
+        """
+        INSERT INTO blobs (digest, content, size)
+        SELECT * FROM unnest(\(ordered.map { buffer($0.digest.bytes) })::bytea[],
+          \(ordered.map { buffer($0.content) })::bytea[], \(ordered.map { Int32($0.content.count) })::integer[])
+        ON CONFLICT (digest) DO NOTHING
+        """, logger: logger)
+    }
+  }
+
+  /// Inserts `items`' tasks in their order, so that the first of two tasks with one key wins;
+  /// returns the ids written. A task whose id exists (a retried insert) or whose owner used its
+  /// key before (the unique `tasks_idempotency_key`) is not written.
+  private static func insertTasks(
+    _ items: [KeyedNewTask], partitions: Int32, connection: PostgresConnection, logger: Logger
+  ) async throws -> Set<UUID> {
     var ids: [UUID] = [], owners: [String] = [], names: [String] = [], operators: [String] = []
     var blobDigests: [ByteBuffer] = [], arguments: [String] = [], zones: [String] = []
     var specs: [ByteBuffer] = [], recurring: [Bool] = [], priorities: [Int32] = []
@@ -280,7 +328,6 @@ public final class PostgresTaskStore: TaskStore {
     var partitionValues: [Int32] = [], firstRuns: [Int64] = [], buckets: [Int64] = []
     var created: [Int64] = [], keys: [String] = [], keyed: [Bool] = []
     for task in items.map(\.task) {
-      if let blob = task.blob { blobs[blob.digest] = blob }
       ids.append(task.id.uuid)
       owners.append(task.owner)
       names.append(task.name)
@@ -301,18 +348,7 @@ public final class PostgresTaskStore: TaskStore {
       keys.append(task.idempotencyKey ?? "")
       keyed.append(task.idempotencyKey != nil)
     }
-    if !blobs.isEmpty {
-      // Shared locks that a blob's removal waits for (removeUnreferencedBlobs), taken before
-      // this transaction's tasks name their blobs, so that the removal sees them once it
-      // commits.
-      let locks = blobLockKeys(Set(blobs.keys))
-      try await connection.query(
-        "SELECT pg_advisory_xact_lock_shared(k) FROM unnest(\(locks)::bigint[]) AS k", logger: logger)
-    }
-    // In batch order, so that the first of two tasks with one key in this batch wins. A task
-    // whose id exists (a retried insert) or whose owner used its key before (the unique
-    // `tasks_idempotency_key`) is not inserted; the task that holds its key is noted below.
-    var inserted = Set<UUID>()
+    var written = Set<UUID>()
     for try await row in try await connection.query(
       """
       INSERT INTO tasks (id, owner, name, operator, blob_digest, arguments, time_zone,
@@ -335,25 +371,49 @@ public final class PostgresTaskStore: TaskStore {
       RETURNING id
       """, logger: logger)
     {
-      inserted.insert(try row.decode(UUID.self))
+      written.insert(try row.decode(UUID.self))
     }
-    for item in items where item.outcome != nil && !inserted.contains(item.task.id.uuid) {
-      let rows = try await connection.query(
-        "SELECT id FROM tasks WHERE owner = \(item.task.owner) AND idempotency_key = \(item.task.idempotencyKey!)", logger: logger)
-      for try await row in rows { item.outcome?.noteExisting(TaskID(uuid: try row.decode(UUID.self))) }
+    return written
+  }
+
+  /// Of `refused`, tasks not written, those that nothing stands for: the row each met (its id,
+  /// or its owner's key) is gone. This statement sees later commits than the insert did (read
+  /// committed), so such a row was purged meanwhile, and the task must be inserted again. A
+  /// keyed task whose key's task is there has that task noted for its caller; an unkeyed one
+  /// whose id is there is that task.
+  static func unresolved(
+    _ refused: [KeyedNewTask], connection: PostgresConnection, logger: Logger
+  ) async throws -> [KeyedNewTask] {
+    if refused.isEmpty { return [] }
+    // Each refused task's key holder (through `tasks_idempotency_key`), and the row of its id
+    // (through the primary key): two joins, so that each is an index look-up.
+    var byKey: [Int: UUID] = [:]
+    var byID = Set<Int>()
+    for try await (ordinal, id, viaKey) in try await connection.query(
+      """
+      WITH r AS (
+        SELECT * FROM unnest(\(refused.map(\.task.owner))::text[], \(refused.map { $0.task.idempotencyKey ?? "" })::text[],
+          \(refused.map { $0.task.idempotencyKey != nil })::boolean[], \(refused.map(\.task.id.uuid))::uuid[])
+          WITH ORDINALITY AS r(owner, key, has_key, id, ordinal)
+      )
+      SELECT r.ordinal, tasks.id, true FROM r
+        JOIN tasks ON tasks.owner = r.owner AND tasks.idempotency_key = r.key
+        WHERE r.has_key AND tasks.idempotency_key IS NOT NULL
+      UNION ALL
+      SELECT r.ordinal, tasks.id, false FROM r JOIN tasks ON tasks.id = r.id
+      """, logger: logger
+    ).decode((Int64, UUID, Bool).self) {
+      if viaKey { byKey[Int(ordinal) - 1] = id } else { byID.insert(Int(ordinal) - 1) }
     }
-    // The blobs of the tasks inserted: a task refused for its key stores none.
-    let stored = Set(items.lazy.filter { inserted.contains($0.task.id.uuid) }.compactMap(\.task.blob?.digest))
-    let storing = blobs.values.filter { stored.contains($0.digest) }
-    if !storing.isEmpty {
-      try await connection.query(
-        """
-        INSERT INTO blobs (digest, content, size)
-        SELECT * FROM unnest(\(storing.map { buffer($0.digest.bytes) })::bytea[],
-          \(storing.map { buffer($0.content) })::bytea[], \(storing.map { Int32($0.content.count) })::integer[])
-        ON CONFLICT (digest) DO NOTHING
-        """, logger: logger)
+    var pending: [KeyedNewTask] = []
+    for (index, item) in refused.enumerated() {
+      if let holder = byKey[index] {
+        if holder != item.task.id.uuid { item.outcome?.noteExisting(TaskID(uuid: holder)) }
+      } else if !byID.contains(index) {
+        pending.append(item)
+      }
     }
+    return pending
   }
 }
 

@@ -1,5 +1,6 @@
 import HourglassCore
 import HourglassStore
+import Logging
 import PostgresNIO
 import Synchronization
 import Testing
@@ -77,6 +78,42 @@ struct PostgresStoreTests {
     let members = try await upgraded.heartbeatCoordinator(CoordinatorMember(id: "newer", address: "h:1", dispatching: false), now: 1, expiresAt: 60_000)
     #expect(members == [CoordinatorMember(id: "newer", address: "h:1", dispatching: false), CoordinatorMember(id: "older", address: nil, dispatching: true)])
     try await upgraded.close()
+  }
+
+  @Test("a task refused for a row that is gone by the next statement (purged meanwhile) is inserted again")
+  func refusedTasksWhoseRowIsGoneAreUnresolved() async throws {
+    let store = try await openTestStore()
+    let holder = TaskID(unixMilliseconds: 1_000)
+    let plain = TaskID(unixMilliseconds: 2_000)
+    try await store.insert([
+      NewTask(id: holder, owner: "alice", operatorName: "exec", firstRunMicros: nil, createdAtMicros: 0, idempotencyKey: "k"),
+      NewTask(id: plain, owner: "alice", operatorName: "exec", firstRunMicros: nil, createdAtMicros: 0),
+    ])
+    let keyed = KeyedNewTask(
+      task: NewTask(id: TaskID(unixMilliseconds: 3_000), owner: "alice", operatorName: "exec", firstRunMicros: nil, createdAtMicros: 0, idempotencyKey: "k"),
+      outcome: KeyedInsertOutcome())
+    let retried = KeyedNewTask(
+      task: NewTask(id: plain, owner: "alice", operatorName: "exec", firstRunMicros: nil, createdAtMicros: 0), outcome: nil)
+    let sameTaskAgain = KeyedNewTask(
+      task: NewTask(id: holder, owner: "alice", operatorName: "exec", firstRunMicros: nil, createdAtMicros: 0, idempotencyKey: "k"),
+      outcome: KeyedInsertOutcome())
+    let logger = Logger(label: "test")
+    // While the rows are there, each refused task is stood for: by the key's task, or by itself.
+    let resolved = try await store.client.withConnection { connection in
+      try await PostgresTaskStore.unresolved([keyed, retried, sameTaskAgain], connection: connection, logger: logger)
+    }
+    #expect(resolved.isEmpty)
+    #expect(keyed.outcome?.existing == holder)
+    #expect(sameTaskAgain.outcome?.existing == nil, "a retried task stands for itself")
+    // Once they are purged, nothing stands for them: they go back to be inserted.
+    _ = try await store.rows("DELETE FROM tasks")
+    keyed.outcome?.clear()
+    let pending = try await store.client.withConnection { connection in
+      try await PostgresTaskStore.unresolved([keyed, retried, sameTaskAgain], connection: connection, logger: logger)
+    }
+    #expect(pending.map(\.task.id) == [keyed.task.id, plain, holder])
+    #expect(keyed.outcome?.existing == nil)
+    try await store.close()
   }
 
   /// Takes `store`'s schema back to what migration 9 left: the keys in a table of their own.
