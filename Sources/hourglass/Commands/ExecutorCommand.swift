@@ -58,7 +58,9 @@ struct ExecutorCommand: AsyncParsableCommand {
 
   @Option(
     name: .customLong("temporary-directory"),
-    help: "Where exec runs get their private directories (under hourglass-ID, locked and swept at start; best one other users cannot write).")
+    help:
+      "Where exec runs get their private directories (under hourglass-ID, locked and swept at start; under hourglass-ID@XXXXXX if another user took that name; best one other users cannot write)."
+  )
   var temporaryDirectory: String = "/tmp"
 
   @Option(
