@@ -288,7 +288,10 @@ public final class PostgresTaskStore: TaskStore {
     }
     var inserted = Set<UUID>()
     var pending = items
-    for _ in 0..<insertRounds where !pending.isEmpty {
+    for round in 0..<insertRounds where !pending.isEmpty {
+      if round > 0 {
+        logger.debug("inserting again the tasks that met rows purged meanwhile", metadata: ["hourglass.count": "\(pending.count)"])
+      }
       let written = try await insertTasks(pending, partitions: partitions, connection: connection, logger: logger)
       inserted.formUnion(written)
       pending = try await unresolved(pending.filter { !written.contains($0.task.id.uuid) }, connection: connection, logger: logger)
