@@ -118,7 +118,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
     let folder = directory ?? NSTemporaryDirectory() + "hourglass-dispatch-\(UUID().uuidString.prefix(8))"
     try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
     defer { if directory == nil { try? FileManager.default.removeItem(atPath: folder) } }
-    let server = backend == .postgres ? try await ThrowawayPostgres.start(in: folder + "/pg", settings: ["shared_buffers=1GB", "max_wal_size=8GB"]) : nil
+    let server = backend == .postgres ? try await BenchPostgres.start(in: folder) : nil
     defer { server?.stop(immediately: true, removingDirectory: false) }
 
     var report = BenchmarkReport(benchmark: "dispatch")
@@ -134,11 +134,7 @@ struct DispatchBenchmark: AsyncParsableCommand {
       var stores: [any TaskStore] = []
       let timeline = trace == nil ? nil : SQLiteTimeline()
       if let server {
-        try await server.createDatabase("dispatch\(index)")
-        var configuration = PostgresTaskStore.Configuration.defaults(
-          host: server.host, port: server.port, username: server.username, database: "dispatch\(index)")
-        configuration.writerConnections = 4
-        configuration.maxConnections = 12
+        let configuration = try await BenchPostgres.coordinatorStore(on: server, database: "dispatch\(index)")
         // One store (its own connection pool) per coordinator, as separate processes would have.
         for _ in 0..<coordinators { stores.append(try await PostgresTaskStore(configuration: configuration, logger: storeLogger)) }
       } else {

@@ -71,7 +71,7 @@ struct StoreBenchmark: AsyncParsableCommand {
 
     var server: ThrowawayPostgres?
     if backend == .postgres && postgresURL == nil {
-      server = try await ThrowawayPostgres.start(in: workDirectory + "/pg", settings: ["shared_buffers=1GB", "max_wal_size=8GB"])
+      server = try await BenchPostgres.start(in: workDirectory)
     }
     defer { server?.stop(immediately: false, removingDirectory: false) }
 

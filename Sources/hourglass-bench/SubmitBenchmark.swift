@@ -89,7 +89,7 @@ struct SubmitBenchmark: AsyncParsableCommand {
     guard let mode = SQLiteTaskStore.Synchronous(rawValue: synchronous.uppercased()) else {
       throw ValidationError("--synchronous: expected FULL, NORMAL or OFF, got \(synchronous)")
     }
-    let postgres = backend == .postgres ? try await ThrowawayPostgres.start(in: folder + "/pg", settings: ["shared_buffers=1GB", "max_wal_size=8GB"]) : nil
+    let postgres = backend == .postgres ? try await BenchPostgres.start(in: folder) : nil
     defer { postgres?.stop(immediately: true, removingDirectory: false) }
     let store = try await Self.openStore(named: "tasks", postgres: postgres, folder: folder, synchronous: mode, logger: logger)
     let coordinator = try Coordinator(
@@ -170,11 +170,7 @@ struct SubmitBenchmark: AsyncParsableCommand {
     named name: String, postgres: ThrowawayPostgres?, folder: String, synchronous: SQLiteTaskStore.Synchronous, logger: Logger
   ) async throws -> (store: any TaskStore, statistics: @Sendable () -> GroupCommitStatistics) {
     if let postgres {
-      try await postgres.createDatabase(name)
-      var configuration = PostgresTaskStore.Configuration.defaults(
-        host: postgres.host, port: postgres.port, username: postgres.username, database: name)
-      configuration.writerConnections = 4
-      configuration.maxConnections = 12
+      let configuration = try await BenchPostgres.coordinatorStore(on: postgres, database: name)
       let store = try await PostgresTaskStore(configuration: configuration, logger: logger)
       return (store, { store.groupCommitStatistics })
     }

@@ -62,7 +62,7 @@ final class RunDirectoryRoot: Sendable {
       if let other = Self.heldRoot(in: base, named: name, excluding: mine) {
         close(claimed.lock)
         close(claimed.root)
-        if claimed.fallbackReason != nil { rmdirTree(claimed.path) }
+        if claimed.fallbackReason != nil { ExecOperator.removeRunDirectory(claimed.path) }
         throw ClaimFailure.failed("\(held) (it holds \(other)/\(Self.lockName))")
       }
     } catch {
@@ -161,7 +161,7 @@ final class RunDirectoryRoot: Sendable {
         return (root, lock, fallback, why)
       } catch {
         // Not left without a lock, where no later sweep would take it.
-        rmdirTree(fallback)
+        ExecOperator.removeRunDirectory(fallback)
         throw error
       }
     }
@@ -198,12 +198,27 @@ final class RunDirectoryRoot: Sendable {
     return names.filter { $0.hasPrefix(prefix) && $0.utf8.count == prefix.utf8.count + 6 }
   }
 
-  /// The lock of `path` when it is a directory of this user's own that holds one, or nil.
-  private static func openLock(of path: String) -> Int32? {
-    guard case .success(let directory) = openOwnDirectory(path) else { return nil }
+  /// What trying the lock of an existing root found.
+  private enum LockAttempt {
+    /// Not a directory of this user's own, or no lock in it.
+    case noLock
+    /// Another executor holds the lock.
+    case held
+    /// Taken: the lock's descriptor, which holds it until closed.
+    case taken(Int32)
+  }
+
+  /// Tries, without waiting, to take the lock of the root `path` (never making one).
+  private static func tryLock(_ path: String) -> LockAttempt {
+    guard case .success(let directory) = openOwnDirectory(path) else { return .noLock }
     defer { close(directory) }
     let lock = openat(directory, lockName, O_RDWR | O_NOFOLLOW | O_CLOEXEC)
-    return lock >= 0 ? lock : nil
+    guard lock >= 0 else { return .noLock }
+    guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
+      close(lock)
+      return .held
+    }
+    return .taken(lock)
   }
 
   /// Takes the locks of the fallback roots that earlier executors of the id left in `base`, to
@@ -216,19 +231,18 @@ final class RunDirectoryRoot: Sendable {
     var claimed: [(path: String, lock: Int32)] = []
     for entry in fallbackRoots(in: base, named: name) {
       let path = base + "/" + entry
-      guard let lock = openLock(of: path) else {
+      switch tryLock(path) {
+      case .noLock:
         // No lock: an executor taking it right now, or one that died before it did (then the
         // directory is empty: nothing ran in it). An empty one of the latter kind goes.
         var info = stat()
         if lstat(path, &info) == 0, time(nil) - info.st_mtim.tv_sec > 60 { rmdir(path) }
-        continue
-      }
-      guard flock(lock, LOCK_EX | LOCK_NB) == 0 else {
-        close(lock)
+      case .held:
         for earlier in claimed { close(earlier.lock) }
         throw failure("\(held) (it holds \(path)/\(lockName))")
+      case .taken(let lock):
+        claimed.append((path, lock))
       }
-      claimed.append((path, lock))
     }
     return claimed
   }
@@ -238,10 +252,11 @@ final class RunDirectoryRoot: Sendable {
   static func heldRoot(in base: String, named name: String, excluding: Set<String>) -> String? {
     let candidates = [base + "/" + name] + fallbackRoots(in: base, named: name).map { base + "/" + $0 }
     for path in candidates where !excluding.contains(path) {
-      guard let lock = openLock(of: path) else { continue }
-      defer { close(lock) }
-      if flock(lock, LOCK_EX | LOCK_NB) != 0 { return path }
-      flock(lock, LOCK_UN)
+      switch tryLock(path) {
+      case .noLock: continue
+      case .held: return path
+      case .taken(let lock): close(lock)
+      }
     }
     return nil
   }
@@ -291,9 +306,4 @@ final class RunDirectoryRoot: Sendable {
     let digest = SHA256.hash(data: Data(id.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
     return String(name.prefix(nameLimit - 13)) + "-" + digest
   }
-}
-
-/// Removes `path` and what it holds, as a run's directory is removed.
-private func rmdirTree(_ path: String) {
-  ExecOperator.removeRunDirectory(path)
 }
