@@ -183,6 +183,11 @@ struct ClusterHarness {
       let actual = await owned(index)
       try #require(actual == expected, "\(me) should own \(expected) among \(memberIDs), owns \(actual)")
     }
+    // A notice sent before its receiver subscribes is lost (the sweep finds the run later):
+    // tests counting notices need every coordinator listening.
+    for (index, coordinator) in coordinators.enumerated() {
+      _ = await bounded("\(ids[index]) listening for notices") { await coordinator.dispatcher.waitUntilListening() }
+    }
   }
 
   func owned(_ index: Int) async -> [Int32] {
@@ -296,6 +301,9 @@ struct ClusterTests {
       let forA = try await cluster.schedule(via: 1, landingOn: 0, inSeconds: 1)
       cluster.clock.advance(byMicros: 1_000_000)
       #expect(try await onA.nextLease().taskID == forA)
+      // A's own loads may lease the run before B's notice arrives.
+      let coordinatorA = cluster.coordinators[0]
+      _ = await bounded("B's notice reaching A") { await coordinatorA.dispatcher.waitUntilReceived(dueNotices: 1) }
       let a = try PrometheusText(registries[0].emitToString())
       let b = try PrometheusText(registries[1].emitToString())
       #expect(a.value("hourglass_cluster_coordinators") == 2)

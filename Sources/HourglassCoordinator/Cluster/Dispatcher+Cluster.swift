@@ -74,7 +74,7 @@ extension Dispatcher {
     guard let cluster else { return }
     while !Task.isCancelled {
       do {
-        try await cluster.listen(onListening: { await self.rescanOwnedPartitions() }, { await self.received($0) })
+        try await cluster.listen(onListening: { await self.startedListening() }, { await self.received($0) })
       } catch {
         if Task.isCancelled { return }
         logger.warning("listening for cluster notices failed; retrying", metadata: ["hourglass.error": "\(error)"])
@@ -83,12 +83,33 @@ extension Dispatcher {
     }
   }
 
+  /// Returns once this coordinator listens for the other coordinators' notices (a signal for
+  /// tests: a notice published before that is only found by the sweep).
+  func waitUntilListening() async {
+    if noticeSubscriptions > 0 { return }
+    await withCheckedContinuation { noticeSubscriptionWaiters.add(until: { $0 > 0 }, $0) }
+  }
+
+  /// Returns once `count` `due` notices have arrived from other coordinators (a signal for tests).
+  func waitUntilReceived(dueNotices count: Int) async {
+    if dueNoticesReceived >= count { return }
+    await withCheckedContinuation { dueNoticeWaiters.add(until: { $0 >= count }, $0) }
+  }
+
+  private func startedListening() async {
+    await rescanOwnedPartitions()
+    noticeSubscriptions += 1
+    noticeSubscriptionWaiters.resume(for: noticeSubscriptions)
+  }
+
   func received(_ notices: [ClusterNotice]) async {
     metrics.clusterNotices(notices, sent: false)
     var added = false
     for notice in notices {
       switch notice {
       case .due(let entry):
+        dueNoticesReceived += 1
+        dueNoticeWaiters.resume(for: dueNoticesReceived)
         guard owns(entry.taskID), entry.dueMicros < loadedUntil else { continue }
         if queue.push(.init(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)) {
           added = true

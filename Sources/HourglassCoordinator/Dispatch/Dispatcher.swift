@@ -77,6 +77,12 @@ actor Dispatcher {
   let ownershipWake = WakeSignal()
   /// Waiting for this coordinator to own a number of partitions (a signal for tests).
   var ownershipWaiters = CountWaiters()
+  /// In a cluster, how many times the notice subscription started, and how many `due` notices
+  /// arrived, with those waiting for either (signals for tests).
+  var noticeSubscriptions = 0
+  var noticeSubscriptionWaiters = CountWaiters()
+  var dueNoticesReceived = 0
+  var dueNoticeWaiters = CountWaiters()
   /// Whether a ``keepPartitionsPass()`` is in flight, and the passes waiting for it to end.
   var partitionPassInFlight = false
   var partitionPassWaiters: [CheckedContinuation<Void, Never>] = []
