@@ -292,10 +292,10 @@ let package = Package(
 
     // MARK: Tests
     // What several test targets share (child processes, named pipes scripts signal through, a log
-    // handler to watch logs with); tests only.
+    // handler to watch logs with, a throwaway PostgreSQL server around a suite); tests only.
     .target(
       name: "HourglassTestSupport",
-      dependencies: [.product(name: "Logging", package: "swift-log")],
+      dependencies: ["HourglassPostgresLauncher", .product(name: "Logging", package: "swift-log")],
       path: "Tests/HourglassTestSupport",
       swiftSettings: strictSettings
     ),
@@ -412,6 +412,7 @@ let package = Package(
     .testTarget(
       name: "HourglassStorePostgresTests",
       dependencies: [
+        "HourglassTestSupport",
         "HourglassCore",
         "HourglassStore",
         "HourglassStorePostgres",

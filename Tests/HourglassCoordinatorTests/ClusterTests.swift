@@ -8,6 +8,7 @@ import HourglassProto
 import HourglassRPC
 import HourglassStore
 import HourglassStorePostgres
+import HourglassTestSupport
 import Logging
 import Prometheus
 import Testing
@@ -83,8 +84,8 @@ struct PartitionAssignmentTests {
   }
 }
 
-/// Coordinators sharing one PostgreSQL (started by the test), on one manual clock, reached
-/// through the in-process transport.
+/// Coordinators sharing one PostgreSQL database (of the suite's server, or of a server of the
+/// test's own), on one manual clock, reached through the in-process transport.
 struct ClusterHarness {
   let coordinators: [Coordinator]
   let stores: [PostgresTaskStore]
@@ -93,10 +94,17 @@ struct ClusterHarness {
   let ids: [String]
   let server: ThrowawayPostgres
 
+  /// Runs `body` with coordinators `ids` on a database of their own. The suite's server
+  /// (``PostgresTestServer/current``) holds it unless `ownServer` (a test that stops the server)
+  /// or no suite provides one: each server costs an `initdb` and a start, which eleven tests
+  /// started together made last most of their time limit on a loaded machine.
   static func with<T: Sendable>(
-    ids: [String], metricsFactories: [any MetricsFactory]? = nil, configure: (inout CoordinatorConfiguration) -> Void = { _ in },
-    _ body: (ClusterHarness) async throws -> T
+    ids: [String], ownServer: Bool = false, metricsFactories: [any MetricsFactory]? = nil,
+    configure: (inout CoordinatorConfiguration) -> Void = { _ in }, _ body: (ClusterHarness) async throws -> T
   ) async throws -> T {
+    if !ownServer, let shared = PostgresTestServer.current {
+      return try await run(ids: ids, metricsFactories: metricsFactories, configure: configure, on: shared, body)
+    }
     let server = try await ThrowawayPostgres.start()
     do {
       let result = try await run(ids: ids, metricsFactories: metricsFactories, configure: configure, on: server, body)
@@ -210,10 +218,10 @@ struct ClusterHarness {
 }
 
 @Suite(
-  "Cluster: coordinators sharing PostgreSQL", .timeLimit(.minutes(1)),
-  .enabled(
-    if: ThrowawayPostgres.isInstalled || ProcessInfo.processInfo.environment["HOURGLASS_REQUIRE_POSTGRES"] == "1",
-    "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))
+  "Cluster: coordinators sharing PostgreSQL", .timeLimit(.minutes(2)),
+  // Eleven tests at once, two stores of up to 8 connections each.
+  .throwawayPostgres(maxConnections: 400),
+  .enabled(if: postgresAvailable, "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))
 struct ClusterTests {
   static let ids = ["coord-a", "coord-b"]
 
@@ -269,7 +277,7 @@ struct ClusterTests {
 
   @Test("a coordinator shuts down with its database gone: leaving the cluster gives up after 2 s")
   func shutdownWithoutTheDatabase() async throws {
-    try await ClusterHarness.with(ids: ["coord-a"]) { cluster in
+    try await ClusterHarness.with(ids: ["coord-a"], ownServer: true) { cluster in
       let onA = try await cluster.executor("exec-a", via: 0)
       try await cluster.converge()
       await cluster.server.stop(immediately: true, removingDirectory: false)

@@ -2,6 +2,7 @@ import HourglassPostgresLauncher
 import HourglassStore
 import HourglassStoreConformance
 import HourglassStorePostgres
+import HourglassTestSupport
 import PostgresNIO  // re-exports Logging.Logger
 import Testing
 

@@ -1,5 +1,6 @@
 import HourglassCore
 import HourglassStore
+import HourglassTestSupport
 import Synchronization
 import Testing
 

@@ -1,5 +1,6 @@
 import HourglassCore
 import HourglassStore
+import HourglassTestSupport
 import Logging
 import PostgresNIO
 import Synchronization
