@@ -9,7 +9,7 @@ import Testing
 
 /// The C client (Sources/CHourglassClient) driven through its C API against a Swift server:
 /// RPCTLSServer serving a TaskService over hourglass/1 and TLS 1.3 with mutual TLS.
-@Suite("C client interop", .serialized, .timeLimit(.minutes(2)))
+@Suite("C client interop", .serialized, .timeLimit(.minutes(3)))
 struct CClientInteropTests {
   static func code(_ value: Int) -> Int32 { Int32(value) }
 

@@ -5,7 +5,7 @@ import Testing
 
 /// The C client's framing against a hand-driven server (ScriptedServer): frames the Swift
 /// server does not send but docs/protocol.md allows or requires clients to handle.
-@Suite("C client framing", .serialized, .timeLimit(.minutes(2)))
+@Suite("C client framing", .serialized, .timeLimit(.minutes(3)))
 struct CClientFramingTests {
   typealias S = ScriptedServer
 

@@ -30,7 +30,7 @@ struct BearerTokenTests {
     #expect(throws: ConfigurationError.self) { try BearerTokens.parse("\(Self.aliceToken) alice\n\(Self.aliceToken) bob\n") }
   }
 
-  @Test("identity from a user certificate, or from a token with a client certificate", .timeLimit(.minutes(1)))
+  @Test("identity from a user certificate, or from a token with a client certificate", .timeLimit(.minutes(3)))
   func identities() async throws {
     var logger = Logger(label: "test.tokens")
     logger.logLevel = .critical

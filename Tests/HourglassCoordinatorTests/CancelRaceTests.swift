@@ -7,7 +7,7 @@ import SwiftProtobuf
 import Testing
 
 /// A delete that cancels a run reaches it whatever the dispatcher is doing with its lease.
-@Suite("Coordinator: cancels against dispatch", .timeLimit(.minutes(1)))
+@Suite("Coordinator: cancels against dispatch", .timeLimit(.minutes(3)))
 struct CancelRaceTests {
   @Test("a run cancelled after its lease committed but before the dispatcher recorded it never goes out")
   func cancelBeforeTheGrantIsSent() async throws {

@@ -14,7 +14,7 @@ import Testing
 /// The cluster as an operator runs it: two `hourglass coordinator` processes on one PostgreSQL,
 /// each with `--advertise`, and one `hourglass executor` given only the first.
 @Suite(
-  "Cluster processes: coordinators announced to executors", .timeLimit(.minutes(2)),
+  "Cluster processes: coordinators announced to executors", .timeLimit(.minutes(3)),
   .enabled(
     if: ThrowawayPostgres.isInstalled || ProcessInfo.processInfo.environment["HOURGLASS_REQUIRE_POSTGRES"] == "1",
     "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))

@@ -218,7 +218,7 @@ struct ClusterHarness {
 }
 
 @Suite(
-  "Cluster: coordinators sharing PostgreSQL", .timeLimit(.minutes(2)),
+  "Cluster: coordinators sharing PostgreSQL", .timeLimit(.minutes(3)),
   // Eleven tests at once, two stores of up to 8 connections each.
   .throwawayPostgres(maxConnections: 400),
   .enabled(if: postgresAvailable, "PostgreSQL is not installed (set HOURGLASS_REQUIRE_POSTGRES=1 to fail instead)"))

@@ -166,7 +166,7 @@ struct CoordinatorTests {
     }
   }
 
-  @Test("a run whose executor is lost on every attempt is dead after the last, not sent forever", .timeLimit(.minutes(1)))
+  @Test("a run whose executor is lost on every attempt is dead after the last, not sent forever", .timeLimit(.minutes(3)))
   func lostOnEveryAttempt() async throws {
     try await Harness.with { harness in
       let alice = harness.client("alice")
@@ -388,7 +388,7 @@ struct CoordinatorTests {
 
   @Test(
     "a grant written after its lease transaction waited gives the executor only what is left of the lease",
-    .timeLimit(.minutes(1)))
+    .timeLimit(.minutes(3)))
   func grantCarriesTheRemainingLease() async throws {
     try await Harness.with(observed: true) { harness in
       let observed = try #require(harness.observed)
@@ -492,7 +492,7 @@ struct CoordinatorTests {
 
   @Test(
     "the loader pages through more than a page of runs due at one instant",
-    .timeLimit(.minutes(1)))
+    .timeLimit(.minutes(3)))
   func loaderPagesOneInstant() async throws {
     try await Harness.with(configure: { configuration in
       configuration.loadBatch = 3

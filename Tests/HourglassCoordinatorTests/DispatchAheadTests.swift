@@ -4,7 +4,7 @@ import HourglassProto
 import HourglassStore
 import Testing
 
-@Suite("Dispatcher: work done ahead of the due time, off the dispatch path", .timeLimit(.minutes(1)))
+@Suite("Dispatcher: work done ahead of the due time, off the dispatch path", .timeLimit(.minutes(3)))
 struct DispatchAheadTests {
   @Test("a run loaded from the store has its task read when loaded, not again when it is leased")
   func recordsReadAhead() async throws {

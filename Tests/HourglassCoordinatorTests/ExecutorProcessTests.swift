@@ -7,7 +7,7 @@ import Testing
 #endif
 
 /// `hourglass executor` as an operator runs it, against a real `hourglass coordinator` process.
-@Suite("Executor process", .timeLimit(.minutes(1)))
+@Suite("Executor process", .timeLimit(.minutes(3)))
 struct ExecutorProcessTests {
   @Test(
     "hourglass executor --run-as nobody runs exec tasks as nobody",

@@ -10,7 +10,7 @@ import Testing
 
 @testable import HourglassCoordinator
 
-@Suite("Dispatcher: grants written beside the dispatch loop", .timeLimit(.minutes(1)))
+@Suite("Dispatcher: grants written beside the dispatch loop", .timeLimit(.minutes(3)))
 struct GrantWritingTests {
   /// A dispatcher on a fresh SQLite store (watched) with two `noop` runs due 1 s and 2 s from
   /// now, on a manual clock.

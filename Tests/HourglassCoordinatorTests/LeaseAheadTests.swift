@@ -4,7 +4,7 @@ import Testing
 @testable import HourglassCoordinator
 
 /// Runs leased a little ahead of their due time, with the grant saying when to start them.
-@Suite("Dispatcher: leasing ahead of the due time", .timeLimit(.minutes(1)))
+@Suite("Dispatcher: leasing ahead of the due time", .timeLimit(.minutes(3)))
 struct LeaseAheadTests {
   @Test("a run due within the lease-ahead is leased now with the time left until it is due; one already due starts at once; a later one waits")
   func runsAreLeasedAheadWithTheirStartDelay() async throws {

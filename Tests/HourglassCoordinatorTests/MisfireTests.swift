@@ -10,7 +10,7 @@ import Testing
 
 /// Runs found long past due when they can go out (the coordinator was down, no executor could
 /// take them) follow each task's misfire policy; `maxRuns` ends a recurring task.
-@Suite("Coordinator: misfires and max runs", .timeLimit(.minutes(1)))
+@Suite("Coordinator: misfires and max runs", .timeLimit(.minutes(3)))
 struct MisfireTests {
   static let hour: Int64 = 3600
 

@@ -51,7 +51,7 @@ struct OverlapTests {
     }
   }
 
-  @Test("allow: a run still going after the task moved on counts as in progress for Delete, and is cancelled with it", .timeLimit(.minutes(1)))
+  @Test("allow: a run still going after the task moved on counts as in progress for Delete, and is cancelled with it", .timeLimit(.minutes(3)))
   func deleteWithDetachedRun() async throws {
     try await Harness.with { harness in
       let alice = harness.client("alice")

@@ -15,7 +15,7 @@ import Testing
 /// to a real `Coordinator` on SQLite: the whole path a production run takes, in one process.
 @Suite("Coordinator with a real executor over TLS")
 struct RealExecutorTests {
-  @Test("a one-shot exec task runs end to end and its result is recorded", .timeLimit(.minutes(1)))
+  @Test("a one-shot exec task runs end to end and its result is recorded", .timeLimit(.minutes(3)))
   func oneShotEndToEnd() async throws {
     let directory = NSTemporaryDirectory() + "hourglass-real-executor-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)

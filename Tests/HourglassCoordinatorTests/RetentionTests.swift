@@ -6,7 +6,7 @@ import Testing
 
 @testable import HourglassCoordinator
 
-@Suite("Retention: finished and deleted tasks are purged", .timeLimit(.minutes(1)))
+@Suite("Retention: finished and deleted tasks are purged", .timeLimit(.minutes(3)))
 struct RetentionTests {
   @Test("a finished task goes once its retention has passed, a deleted one after its grace; a pending one stays")
   func purgePass() async throws {

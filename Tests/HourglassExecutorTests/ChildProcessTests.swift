@@ -8,7 +8,7 @@ import Testing
   import Glibc
 #endif
 
-@Suite("child process", .timeLimit(.minutes(1)))
+@Suite("child process", .timeLimit(.minutes(3)))
 struct ChildProcessTests {
   @Test("a child reaped by someone else has an unknown status, never exit code 0")
   func reapedElsewhere() async throws {

@@ -7,7 +7,7 @@ import Testing
   import Glibc
 #endif
 
-@Suite("exec operator", .timeLimit(.minutes(1)))
+@Suite("exec operator", .timeLimit(.minutes(3)))
 struct ExecOperatorTests {
   func makeOperator(_ scratch: ScratchDirectory) -> ExecOperator {
     var configuration = ExecOperator.Configuration.defaults

@@ -4,7 +4,7 @@ import Logging
 import MetricsTestKit
 import Testing
 
-@Suite("executor metrics", .timeLimit(.minutes(1)))
+@Suite("executor metrics", .timeLimit(.minutes(3)))
 struct ExecutorMetricsTests {
   static let labels = [("executor", "executor-test")]
 

@@ -12,7 +12,7 @@ import Testing
 #endif
 
 /// The executor against a scripted coordinator, with a manual clock: the stream contract.
-@Suite("executor stream", .timeLimit(.minutes(1)))
+@Suite("executor stream", .timeLimit(.minutes(3)))
 struct ExecutorStreamTests {
   struct Harness {
     let coordinator: FakeCoordinator

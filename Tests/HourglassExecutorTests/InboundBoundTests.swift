@@ -73,7 +73,7 @@ final class HoldingLog: Sendable {
   }
 }
 
-@Suite("executor: a coordinator's messages read and not yet handled are bounded", .timeLimit(.minutes(1)))
+@Suite("executor: a coordinator's messages read and not yet handled are bounded", .timeLimit(.minutes(3)))
 struct InboundBoundTests {
   @Test("while the event loop is held, the executor reads two messages ahead and then stops reading; released, it handles them all")
   func readingStopsAtTheBound() async throws {

@@ -279,7 +279,7 @@ struct SQLiteStoreTests {
     }
   }
 
-  @Test(.timeLimit(.minutes(1)))
+  @Test(.timeLimit(.minutes(3)))
   func checkpointsRunOnTheirOwnConnectionNeverInACommit() async throws {
     try await TemporaryDirectory.with { dir in
       var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
@@ -302,7 +302,7 @@ struct SQLiteStoreTests {
     }
   }
 
-  @Test(.timeLimit(.minutes(1)))
+  @Test(.timeLimit(.minutes(3)))
   func theWALStartsOverWhileCommitsNeverPause() async throws {
     try await TemporaryDirectory.with { dir in
       var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
@@ -338,7 +338,7 @@ struct SQLiteStoreTests {
     }
   }
 
-  @Test(.timeLimit(.minutes(1)))
+  @Test(.timeLimit(.minutes(3)))
   func aTimelineNotesWriteTransactionsAndCheckpoints() async throws {
     try await TemporaryDirectory.with { dir in
       var configuration = SQLiteTaskStore.Configuration.defaults(path: dir.file("s.sqlite"))
