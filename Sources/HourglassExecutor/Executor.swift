@@ -26,8 +26,9 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
 
   enum Event: Sendable {
     /// A coordinator's message on a stream, with what it took from that stream's inbound
-    /// budget (given back once the message is handled).
-    case inbound(UInt64, Hourglass_V1_CoordinatorMessage, InboundTicket)
+    /// budget (given back once the message is handled) and when it was read: a lease is counted
+    /// from then, not from when the message's turn came (behind up to the budget of others).
+    case inbound(UInt64, Hourglass_V1_CoordinatorMessage, InboundTicket, readAt: C.Instant)
     case connectionEnded(UInt64, String?)
     /// The timer task woke: fire what is due. The number names the sleeper.
     case timersDue(UInt64)
@@ -187,8 +188,8 @@ public final class Executor<C: Clock>: Service, Sendable where C.Duration == Dur
             let now = clock.now
             let actions: [ExecutorStateMachine<C.Instant>.Action]
             switch event {
-            case .inbound(let connection, let message, let ticket):
-              actions = machine.received(message, on: connection, now: now)
+            case .inbound(let connection, let message, let ticket, let readAt):
+              actions = machine.received(message, on: connection, now: readAt)
               ticket.handled()
               switch message.kind {
               case .registered?:
@@ -483,7 +484,7 @@ extension Executor {
     private func openStream(_ connection: UInt64, to transport: any ClientTransport) {
       let queue = ExecutorOutbox()
       let client = RPCClient(transport: transport)
-      let (sink, logger, inboundLimits, metrics) = (self.sink, self.logger, self.inboundLimits, self.metrics)
+      let (sink, logger, inboundLimits, metrics, clock) = (self.sink, self.logger, self.inboundLimits, self.metrics, self.clock)
       // An unstructured task so that a stream can be abandoned on its own; it ends with the
       // call, and tearDown cancels it.
       let task = Task {
@@ -512,9 +513,10 @@ extension Executor {
                   metadata: ["hourglass.connection": "\(connection)", "hourglass.messages": "\(messages)", "hourglass.bytes": "\(bytes)"])
               }
               for try await message in responses {
+                let readAt = clock.now
                 let ticket = InboundTicket(budget: budget, bytes: Executor.inboundBytes(of: message))
                 try await budget.take(items: 1, bytes: ticket.bytes)
-                sink.yield(.inbound(connection, message, ticket))
+                sink.yield(.inbound(connection, message, ticket, readAt: readAt))
               }
             }
           )

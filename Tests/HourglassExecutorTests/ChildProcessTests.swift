@@ -22,6 +22,25 @@ struct ChildProcessTests {
     #expect(termination.exitCode == nil)
   }
 
+  @Test("a stop that comes after the leader exited on its own (not yet reaped) is not sent: the run keeps its own outcome")
+  func stopAfterTheLeaderExited() async throws {
+    let child = try ChildProcess.spawn(
+      executable: "/bin/sh", arguments: ["/bin/sh", "-c", "exit 0"], environment: [], workingDirectory: "/", tailCapacity: 1024)
+    // Until it is reaped (by the monitor, not started yet) the leader stays a zombie: wait,
+    // on a thread of its own, for it to exit without reaping it.
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      Thread {
+        var info = siginfo_t()
+        _ = waitid(P_PID, id_t(child.pid), &info, WEXITED | WNOWAIT)
+        continuation.resume()
+      }.start()
+    }
+    #expect(!child.signalGroup(SIGTERM))
+    let termination = await child.waitForTermination()
+    #expect(!termination.wasSignalled)
+    #expect(termination.exitCode == 0)
+  }
+
   @Test("the fallback for C libraries without closefrom marks the descriptors it is given close-on-exec")
   func closeOnExecFallback() throws {
     let fd = open("/dev/null", O_RDONLY)  // without O_CLOEXEC, as an inherited one would be

@@ -63,7 +63,6 @@ struct ExecutorStateMachineTests {
     RunOutcome(status: status, started: Date(), finished: Date())
   }
 
-  /// A machine registered on connection 1 with all its credits granted.
   /// A connected machine running lease "a" (fence 1, granted at 0 s), whose first renewal
   /// went out at 10 s and is not acknowledged yet.
   static func renewing() -> Machine {
@@ -73,6 +72,7 @@ struct ExecutorStateMachineTests {
     return machine
   }
 
+  /// A machine registered on connection 1 with all its credits granted.
   static func connected(slots: Int = 2) -> Machine {
     var machine = machine(slots: slots)
     _ = machine.start(now: at(0))
@@ -167,6 +167,58 @@ struct ExecutorStateMachineTests {
     let ack = machine.received(Self.renewed("a"), on: 1, now: Self.at(15))
     #expect(machine.runs[key]?.leaseExpiry == Self.at(40))
     #expect(ack.contains { if case .schedule(.leaseExpiry(key), Self.at(40)) = $0 { true } else { false } })
+  }
+
+  @Test("slow acknowledgements: each counts the lease from its own renewal's sending, not from a later renewal's")
+  func lateAcknowledgementsCountFromTheirOwnRenewal() {
+    var machine = Self.renewing()  // R1 sent at 10 s.
+    let key = RunKey(runID: "a", fence: 1)
+    _ = machine.timerFired(.renewal(key), now: Self.at(20))  // R2
+    _ = machine.received(Self.renewed("a"), on: 1, now: Self.at(25))  // for R1
+    #expect(machine.runs[key]?.leaseExpiry == Self.at(40))
+    _ = machine.timerFired(.renewal(key), now: Self.at(30))  // R3
+    // The coordinator counted R2's lease from when it read R2 (after 20 s): crediting R3's
+    // sending (30 s) would let the run go on 10 s past the lease another coordinator sees.
+    _ = machine.received(Self.renewed("a"), on: 1, now: Self.at(32))  // for R2
+    #expect(machine.runs[key]?.leaseExpiry == Self.at(50))
+    _ = machine.received(Self.renewed("a"), on: 1, now: Self.at(35))  // for R3
+    #expect(machine.runs[key]?.leaseExpiry == Self.at(60))
+    _ = machine.received(Self.renewed("a"), on: 1, now: Self.at(36))
+    #expect(machine.runs[key]?.leaseExpiry == Self.at(60), "an acknowledgement with no renewal in flight extends nothing")
+  }
+
+  @Test("renewals sent on a stream that ended are not taken for those acknowledged on the next one")
+  func renewalsOfAnEndedStreamAreForgotten() {
+    var machine = Self.renewing()  // R1 sent at 10 s on connection 1, never answered.
+    let key = RunKey(runID: "a", fence: 1)
+    _ = machine.connectionEnded(1, error: "gone", now: Self.at(11), random: 0)
+    guard case .connect(let connection, _) = machine.timerFired(.reconnect(0), now: Self.at(12)).first else {
+      Issue.record("no reconnection")
+      return
+    }
+    #expect(
+      Self.sent(machine.received(Self.registered(), on: connection, now: Self.at(13))).contains(
+        .renewal(
+          .with {
+            $0.runID = "a"; $0.fence = 1
+          })))
+    #expect(machine.runs[key]?.renewalsInFlight == [.init(connection: connection, sentAt: Self.at(13))])
+    _ = machine.received(Self.renewed("a"), on: connection, now: Self.at(14))
+    #expect(machine.runs[key]?.leaseExpiry == Self.at(43))
+  }
+
+  @Test("at most eight renewals of a run await acknowledgement; the next waits for one to be answered")
+  func renewalsInFlightAreBounded() {
+    var machine = Self.renewing()
+    let key = RunKey(runID: "a", fence: 1)
+    for second in [11, 12, 13, 14, 15, 16, 17] {
+      #expect(Self.sent(machine.timerFired(.renewal(key), now: Self.at(second))).count == 1)
+    }
+    #expect(machine.runs[key]?.renewalsInFlight.count == Machine.maxRenewalsInFlight)
+    #expect(Self.sent(machine.timerFired(.renewal(key), now: Self.at(18))).isEmpty)
+    _ = machine.received(Self.renewed("a"), on: 1, now: Self.at(19))
+    #expect(machine.runs[key]?.leaseExpiry == Self.at(40), "the oldest, sent at 10 s")
+    #expect(Self.sent(machine.timerFired(.renewal(key), now: Self.at(20))).count == 1)
   }
 
   @Test("a renewal acknowledged with a lease of nanoseconds is renewed again after a millisecond, not at once; its expiry stays")
@@ -267,7 +319,20 @@ struct ExecutorStateMachineTests {
     #expect(after.contains { if case .schedule(.reconnect(0), Self.at(1)) = $0 { true } else { false } })
   }
 
-  @Test("drain: Draining is sent, freed slots grant no credit, the stream closes once the last run is reported")
+  /// A ResultAck for run `runID` (fence 1), recorded.
+  static func acknowledged(_ runID: String) -> Hourglass_V1_CoordinatorMessage {
+    .with {
+      $0.resultAck = .with {
+        $0.runID = runID; $0.fence = 1; $0.recorded = true
+      }
+    }
+  }
+
+  static func closes(_ actions: [Action]) -> Bool {
+    actions.contains { if case .closeStream = $0 { true } else { false } }
+  }
+
+  @Test("drain: Draining is sent, freed slots grant no credit, the stream closes once the last result is acknowledged")
   func drain() {
     var machine = Self.connected()
     _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
@@ -275,8 +340,37 @@ struct ExecutorStateMachineTests {
     #expect(Self.sent(shutdown) == [.draining(.with { $0.grace.seconds = 60 })])
     let finished = machine.runFinished(RunKey(runID: "a", fence: 1), outcome: Self.outcome(.succeeded), now: Self.at(2))
     #expect(Self.sent(finished).count == 1, "the result, and no credit")
-    #expect(finished.contains { if case .closeStream = $0 { true } else { false } })
-    #expect(machine.connectionEnded(1, error: nil, now: Self.at(3), random: 0).contains { if case .finish = $0 { true } else { false } })
+    #expect(!Self.closes(finished), "the result is not acknowledged yet")
+    #expect(Self.closes(machine.received(Self.acknowledged("a"), on: 1, now: Self.at(3))))
+    #expect(machine.connectionEnded(1, error: nil, now: Self.at(4), random: 0).contains { if case .finish = $0 { true } else { false } })
+  }
+
+  @Test("drain: a result whose stream breaks before its ResultAck goes again on the next stream, and only then does the drain end")
+  func drainKeepsUnacknowledgedResults() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    _ = machine.shutdown(now: Self.at(1))
+    _ = machine.runFinished(RunKey(runID: "a", fence: 1), outcome: Self.outcome(.succeeded), now: Self.at(2))
+    let ended = machine.connectionEnded(1, error: "reset", now: Self.at(3), random: 0)
+    #expect(!ended.contains { if case .finish = $0 { true } else { false } })
+    guard case .connect(let connection, _) = machine.timerFired(.reconnect(0), now: Self.at(4)).first else {
+      Issue.record("no reconnection to deliver the result: \(ended)")
+      return
+    }
+    let registered = Self.sent(machine.received(Self.registered(), on: connection, now: Self.at(5)))
+    guard case .result(let result)? = registered.first else { Issue.record("the result was not sent again: \(registered)"); return }
+    #expect(result.runID == "a")
+    #expect(registered.contains(.draining(.with { $0.grace.seconds = 56 })))
+    #expect(Self.closes(machine.received(Self.acknowledged("a"), on: connection, now: Self.at(6))))
+  }
+
+  @Test("drain: a result never acknowledged holds the drain only until its lease runs out")
+  func drainGivesUpOnResultsAtTheirLease() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    _ = machine.shutdown(now: Self.at(1))
+    _ = machine.runFinished(RunKey(runID: "a", fence: 1), outcome: Self.outcome(.succeeded), now: Self.at(2))
+    #expect(Self.closes(machine.timerFired(.leaseExpiry(RunKey(runID: "a", fence: 1)), now: Self.at(30))))
   }
 
   @Test("drain: when the grace runs out, running runs are stopped and reported FAILED")
@@ -288,6 +382,39 @@ struct ExecutorStateMachineTests {
     let sent = Self.sent(machine.runFinished(RunKey(runID: "a", fence: 1), outcome: Self.outcome(.cancelled), now: Self.at(62)))
     guard case .result(let result)? = sent.first else { Issue.record("no result: \(sent)"); return }
     #expect(result.outcome == .failed)
+  }
+
+  @Test("drain: a lease that arrives after the grace ran out is not started, and reported FAILED at once")
+  func leaseAfterTheGrace() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    _ = machine.shutdown(now: Self.at(1))
+    _ = machine.timerFired(.drainDeadline, now: Self.at(61))
+    let late = machine.received(Self.lease("b"), on: 1, now: Self.at(61))
+    #expect(!late.contains { if case .startRun = $0 { true } else { false } })
+    guard case .result(let result)? = Self.sent(late).first else { Issue.record("no result: \(late)"); return }
+    #expect(result.runID == "b" && result.outcome == .failed && result.exitCode == ExecOperator.notStartedExitCode)
+    #expect(machine.runs[RunKey(runID: "b", fence: 1)] == nil)
+  }
+
+  @Test("drain: a lease that arrives once the streams are closing is not started (it would be killed with the stream)")
+  func leaseWhileClosing() {
+    var machine = Self.connected()
+    _ = machine.shutdown(now: Self.at(1))  // No run: the stream closes at once.
+    #expect(machine.lifecycle == .closing)
+    let late = machine.received(Self.lease("a"), on: 1, now: Self.at(2))
+    #expect(!late.contains { if case .startRun = $0 { true } else { false } })
+    #expect(Self.sent(late).isEmpty)
+    #expect(machine.runs.isEmpty)
+    #expect(machine.connectionEnded(1, error: nil, now: Self.at(3), random: 0).contains { if case .finish = $0 { true } else { false } })
+  }
+
+  @Test("drain: a lease that arrives during the grace runs (the coordinator sent it before it read Draining)")
+  func leaseDuringTheGrace() {
+    var machine = Self.connected()
+    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
+    _ = machine.shutdown(now: Self.at(1))
+    #expect(machine.received(Self.lease("b"), on: 1, now: Self.at(2)).contains { if case .startRun = $0 { true } else { false } })
   }
 
   @Test("CancelRun for an unknown fence is ignored; for the right one it stops the run")

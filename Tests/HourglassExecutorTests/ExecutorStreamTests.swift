@@ -393,6 +393,12 @@ struct ExecutorStreamTests {
     let result = try await connection.receive()
     #expect(result.result.outcome == .succeeded)
     #expect(String(decoding: result.result.outputTail, as: UTF8.self) == "finishing now\n")
+    connection.send(
+      .with {
+        $0.resultAck = .with {
+          $0.runID = result.result.runID; $0.fence = result.result.fence; $0.recorded = true
+        }
+      })
     let after = try await connection.receiveOrEnd()
     #expect(after == nil, "after draining the executor grants no credit and closes the stream")
     try await running.value
@@ -422,6 +428,12 @@ struct ExecutorStreamTests {
     #expect(next.result.outcome == .failed)
     #expect(next.result.error.contains("drain grace"))
     #expect(!isAlive(pid))
+    connection.send(
+      .with {
+        $0.resultAck = .with {
+          $0.runID = next.result.runID; $0.fence = next.result.fence; $0.recorded = true
+        }
+      })
     #expect(try await connection.receiveOrEnd() == nil)
     try await running.value
   }

@@ -210,9 +210,11 @@ struct SeveralCoordinatorsTests {
     let shutdown = machine.shutdown(now: Self.at(1))
     #expect(Self.sent(shutdown).map(\.0).sorted() == [1, 2])
     let finished = machine.runFinished(RunKey(runID: "r1", fence: 1), outcome: Self.outcome(), now: Self.at(2))
-    let closed = finished.compactMap { if case .closeStream(let connection) = $0 { return connection } else { return nil } }
-    #expect(closed.sorted() == [1, 2])
     #expect(Self.credits(finished, on: 1) == 0 && Self.credits(finished, on: 2) == 0)
+    // The streams close once the result is acknowledged.
+    let acknowledged = machine.received(ExecutorStateMachineTests.acknowledged("r1"), on: 1, now: Self.at(2))
+    let closed = acknowledged.compactMap { if case .closeStream(let connection) = $0 { return connection } else { return nil } }
+    #expect(closed.sorted() == [1, 2])
     #expect(!machine.connectionEnded(1, error: nil, now: Self.at(3), random: 0).contains { if case .finish = $0 { true } else { false } })
     #expect(machine.connectionEnded(2, error: nil, now: Self.at(3), random: 0).contains { if case .finish = $0 { true } else { false } })
   }
@@ -226,8 +228,9 @@ struct SeveralCoordinatorsTests {
     _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(0))
     let shutdown = machine.shutdown(now: Self.at(1))
     #expect(shutdown.contains { if case .cancelTimer(.reconnect(1)) = $0 { true } else { false } })
-    let finished = machine.runFinished(RunKey(runID: "r1", fence: 1), outcome: Self.outcome(), now: Self.at(2))
-    #expect(finished.contains { if case .closeStream(1) = $0 { true } else { false } })
+    _ = machine.runFinished(RunKey(runID: "r1", fence: 1), outcome: Self.outcome(), now: Self.at(2))
+    let acknowledged = machine.received(ExecutorStateMachineTests.acknowledged("r1"), on: 1, now: Self.at(2))
+    #expect(acknowledged.contains { if case .closeStream(1) = $0 { true } else { false } })
     #expect(machine.connectionEnded(1, error: nil, now: Self.at(3), random: 0).contains { if case .finish = $0 { true } else { false } })
   }
 
@@ -274,7 +277,8 @@ struct SeveralCoordinatorsTests {
     _ = machine.received(Self.lease("r1"), on: 1, now: Self.at(0))
     _ = machine.connectionEnded(2, error: "refused", now: Self.at(0), random: 0)
     _ = machine.shutdown(now: Self.at(1))
-    let finished = machine.runFinished(RunKey(runID: "r1", fence: 1), outcome: Self.outcome(), now: Self.at(2))
+    _ = machine.runFinished(RunKey(runID: "r1", fence: 1), outcome: Self.outcome(), now: Self.at(2))
+    let finished = machine.received(ExecutorStateMachineTests.acknowledged("r1"), on: 1, now: Self.at(2))
     #expect(finished.contains { if case .closeStream(1) = $0 { true } else { false } })
     #expect(finished.contains { if case .abandonStream(3) = $0 { true } else { false } })
     #expect(machine.timerFired(.reconnect(1), now: Self.at(3)).isEmpty, "no new stream while closing")

@@ -165,12 +165,17 @@ final class ChildProcess: Sendable {
     }
   }
 
-  /// Sends `signal` to the child's whole process group, unless the leader has been reaped
-  /// (then the id may no longer be ours). Returns whether it was sent.
+  /// Sends `signal` to the child's whole process group, unless the leader has exited (reaped,
+  /// the id may no longer be ours; not yet reaped, it finished on its own, and the monitor kills
+  /// what it left in its group). Returns whether it was sent.
   @discardableResult
   func signalGroup(_ signal: Int32) -> Bool {
     state.withLock { state in
       guard !state.reaped else { return false }
+      // A leader that exited between two polls of the monitor is not counted as stopped: a
+      // task that succeeded just before its timeout is a success, not a timeout to retry.
+      var info = siginfo_t()
+      if waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_signo == SIGCHLD { return false }
       state.signalled = true
       return kill(-pid, signal) == 0
     }

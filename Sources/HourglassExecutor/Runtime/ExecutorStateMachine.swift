@@ -205,10 +205,24 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     var coordinator: Int
     var leaseDuration: Duration
     var leaseExpiry: Instant
-    /// When the oldest renewal not yet acknowledged was sent.
-    var renewalSentAt: Instant?
+    /// The renewals sent and not yet acknowledged, oldest first, with the stream each went on.
+    /// A coordinator answers a stream's renewals in order, so an acknowledgement is for the
+    /// oldest of its stream, and the lease is counted from when that one was sent: crediting
+    /// a later one (the stream's latest, say) would count the lease from after the coordinator
+    /// started it, and the run could outlive it.
+    var renewalsInFlight: [RenewalSent] = []
     var phase: Phase
   }
+
+  /// A renewal sent on stream `connection` at `sentAt`.
+  struct RenewalSent: Sendable, Equatable {
+    var connection: UInt64
+    var sentAt: Instant
+  }
+
+  /// The most renewals of one run awaiting acknowledgement: past that, none is sent until one is
+  /// answered or its stream ends (the lease runs out long before that many go unanswered).
+  static var maxRenewalsInFlight: Int { 8 }
 
   /// A result sent and not yet acknowledged (`ResultAck`). If its stream ends first, it goes
   /// again on another registered stream, or on the first one to register, while its lease
@@ -289,8 +303,17 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// A stream ended (or never opened).
   mutating func connectionEnded(_ connection: UInt64, error: String?, now: Instant, random: Double) -> [Action] {
     guard coordinator(of: connection) != nil else { return [] }
+    forgetRenewals(sentOn: connection)
     let actions = linkEnded(connection, error: error, now: now, random: random)
     return actions + redeliverResults(sentOn: connection)
+  }
+
+  /// The renewals sent on an ended stream are never acknowledged: an acknowledgement on another
+  /// stream must not be taken for one of them.
+  private mutating func forgetRenewals(sentOn connection: UInt64) {
+    for (key, run) in runs where run.renewalsInFlight.contains(where: { $0.connection == connection }) {
+      runs[key]?.renewalsInFlight.removeAll { $0.connection == connection }
+    }
   }
 
   private mutating func linkEnded(_ connection: UInt64, error: String?, now: Instant, random: Double) -> [Action] {
@@ -305,8 +328,11 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       }
       return actions
     }
-    if case .draining = lifecycle, !runs.values.contains(where: { $0.coordinator == index }) {
-      // Nothing of this coordinator's is left to report: no need to reach it again.
+    if case .draining = lifecycle, !runs.values.contains(where: { $0.coordinator == index }),
+      !sentResults.values.contains(where: { $0.connection == connection }) || links.indices.contains(where: { $0 != index && links[$0].isRegistered })
+    {
+      // Nothing of this coordinator's is left to report (its results not acknowledged go again
+      // on another stream): no need to reach it again.
       links[index].state = .idle
       return actions + [.log(.info, "the stream to coordinator \(index + 1) ended while draining (\(error ?? "closed by the coordinator"))", run: nil)]
     }
@@ -341,13 +367,13 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       for grant in batch.grants { actions += handleLease(grant, coordinator: index, now: now) }
       return actions + rebalance(toward: index)
     case .heartbeatAck(let ack): return handleHeartbeatAck(ack, coordinator: index, now: now)
-    case .renewalAck(let ack): return handleRenewalAck(ack, now: now)
+    case .renewalAck(let ack): return handleRenewalAck(ack, on: connection)
     case .cancel(let cancel): return handleCancel(cancel)
     case .resultAck(let ack):
-      return handleResultAck(ack)
+      return handleResultAck(ack, now: now)
     case .resultAcks(let batch):
       var actions: [Action] = []
-      for ack in batch.acks { actions += handleResultAck(ack) }
+      for ack in batch.acks { actions += handleResultAck(ack, now: now) }
       return actions
     case .withdrawn(let withdrawn):
       return handleWithdrawn(withdrawn, coordinator: index)
@@ -430,10 +456,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       guard var run = runs[key] else { return [] }
       if case .awaitingDelivery = run.phase { return [] }
       var actions: [Action] = [.schedule(.renewal(key), at: now.advanced(by: Self.renewalPeriod(run.leaseDuration)))]
-      if let connection = deliveryConnection(for: run) {
-        // An earlier renewal still unacknowledged keeps its sending time: the lease is counted
-        // from the oldest, whichever acknowledgement comes first.
-        if run.renewalSentAt == nil { run.renewalSentAt = now }
+      if let connection = deliveryConnection(for: run), run.renewalsInFlight.count < Self.maxRenewalsInFlight {
+        run.renewalsInFlight.append(RenewalSent(connection: connection, sentAt: now))
         runs[key] = run
         actions.insert(.send(Self.renewal(key), on: connection), at: 0)
       }
@@ -445,6 +469,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
         guard now >= sent.leaseExpiry else { return [.schedule(.leaseExpiry(key), at: sent.leaseExpiry)] }
         sentResults[key] = nil
         return [.log(.warning, "the result was not acknowledged before its lease ran out; it is no longer sent again", run: key)]
+          + checkDrained(now: now)
       }
       guard now >= run.leaseExpiry else { return [.schedule(.leaseExpiry(key), at: run.leaseExpiry)] }
       switch run.phase {
@@ -592,8 +617,8 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
         runs[key] = nil
         actions.append(send(result, of: key, leaseExpiry: run.leaseExpiry, on: connection))
       case .running, .stopping:
-        guard run.coordinator == index || !othersUp else { continue }
-        if run.renewalSentAt == nil { run.renewalSentAt = now }
+        guard run.coordinator == index || !othersUp, run.renewalsInFlight.count < Self.maxRenewalsInFlight else { continue }
+        run.renewalsInFlight.append(RenewalSent(connection: connection, sentAt: now))
         runs[key] = run
         actions.append(.send(Self.renewal(key), on: connection))
       }
@@ -627,23 +652,33 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     }
     links[index].outstandingCredits -= 1
     links[index].lastLease = now
+    switch lifecycle {
+    case .running, .draining(_, expired: false):
+      break
+    case .draining(_, expired: true):
+      // Sent before the coordinator read Draining. The grace is over: the run would only be
+      // stopped, so it is not started, and reported at once as the runs stopped were.
+      return [
+        .log(.warning, "a lease arrived after the drain's grace ran out; not started", run: key),
+        .send(.with { $0.result = Self.notStarted(grant, because: "not started: \(RunStopReason.drainGraceExpired)") }, on: session.connection),
+      ]
+    case .closing, .finished:
+      // This executor's side of the stream is closed: nothing can be reported, and a child
+      // started now would be killed when the stream ends. The lease runs out on the
+      // coordinator, which then sends the run elsewhere.
+      return [.log(.warning, "a lease arrived after this executor closed its streams; not started, its lease runs out", run: key)]
+    }
     guard settings.operators.contains(grant.operator) else {
-      var result = Hourglass_V1_RunResult()
-      result.runID = grant.runID
-      result.fence = grant.fence
-      result.outcome = .failed
-      result.exitCode = ExecOperator.notStartedExitCode
-      result.error = "this executor has no operator \"\(grant.operator)\""
       return [
         .log(.error, "the coordinator pushed a lease for operator \"\(grant.operator)\", which was not registered", run: key),
-        .send(.with { $0.result = result }, on: session.connection),
+        .send(.with { $0.result = Self.notStarted(grant, because: "this executor has no operator \"\(grant.operator)\"") }, on: session.connection),
       ]
         + distributeCredits()
     }
     let granted = grant.hasLeaseDuration ? Duration(grant.leaseDuration.seconds, grant.leaseDuration.nanos) : .zero
     let leaseDuration = granted > .zero ? granted : (session.leaseDuration ?? settings.leaseDurationFallback)
     let expiry = now.advanced(by: leaseDuration)
-    runs[key] = Run(grant: grant, coordinator: index, leaseDuration: leaseDuration, leaseExpiry: expiry, renewalSentAt: nil, phase: .running)
+    runs[key] = Run(grant: grant, coordinator: index, leaseDuration: leaseDuration, leaseExpiry: expiry, phase: .running)
     var actions: [Action] = [
       .schedule(.leaseExpiry(key), at: expiry),
       .schedule(.renewal(key), at: now.advanced(by: Self.renewalPeriod(leaseDuration))),
@@ -654,6 +689,17 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     if timeout > .zero { actions.append(.schedule(.timeout(key), at: now.advanced(by: startAfter + timeout))) }
     actions.append(.startRun(key, grant))
     return actions
+  }
+
+  /// The FAILED result of a lease this executor did not start, with `reason` as its error.
+  private static func notStarted(_ grant: Hourglass_V1_LeaseGrant, because reason: String) -> Hourglass_V1_RunResult {
+    var result = Hourglass_V1_RunResult()
+    result.runID = grant.runID
+    result.fence = grant.fence
+    result.outcome = .failed
+    result.exitCode = ExecOperator.notStartedExitCode
+    result.error = reason
+    return result
   }
 
   private mutating func handleHeartbeatAck(_ ack: Hourglass_V1_HeartbeatAck, coordinator index: Int, now: Instant) -> [Action] {
@@ -692,16 +738,18 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
   /// stopped at its expiry.)
   static func renewalPeriod(_ lease: Duration) -> Duration { max(lease / 3, .milliseconds(1)) }
 
-  private mutating func handleRenewalAck(_ ack: Hourglass_V1_RenewalAck, now: Instant) -> [Action] {
+  private mutating func handleRenewalAck(_ ack: Hourglass_V1_RenewalAck, on connection: UInt64) -> [Action] {
     let key = RunKey(runID: ack.runID, fence: ack.fence)
     guard var run = runs[key] else { return [] }
+    // The acknowledged renewal: the oldest sent on this stream.
+    let acknowledged = run.renewalsInFlight.firstIndex { $0.connection == connection }.map { run.renewalsInFlight.remove(at: $0) }
+    runs[key] = run
     if ack.renewed {
-      guard let sentAt = run.renewalSentAt else { return [] }
+      guard let sentAt = acknowledged?.sentAt else { return [] }
       let granted = ack.hasLeaseDuration ? Duration(ack.leaseDuration.seconds, ack.leaseDuration.nanos) : .zero
       if granted > .zero { run.leaseDuration = granted }
       let expiry = sentAt.advanced(by: run.leaseDuration)
       if expiry > run.leaseExpiry { run.leaseExpiry = expiry }
-      run.renewalSentAt = nil
       runs[key] = run
       return [.schedule(.leaseExpiry(key), at: run.leaseExpiry)]
     }
@@ -729,7 +777,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
     return [.log(.info, "cancelling the run: \(cancel.reason)", run: key), .stopRun(key, reason)]
   }
 
-  private mutating func handleResultAck(_ ack: Hourglass_V1_ResultAck) -> [Action] {
+  private mutating func handleResultAck(_ ack: Hourglass_V1_ResultAck, now: Instant) -> [Action] {
     let key = RunKey(runID: ack.runID, fence: ack.fence)
     let sent = sentResults.removeValue(forKey: key)
     var actions: [Action] = sent == nil ? [] : [.cancelTimer(.leaseExpiry(key))]
@@ -737,7 +785,7 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
       let why = sent?.resent == true ? "an earlier copy was recorded, or the fence is stale" : "its fence is stale"
       actions.append(.log(.info, "the coordinator did not record the result: \(why)", run: key))
     }
-    return actions
+    return actions + checkDrained(now: now)
   }
 
   /// Sends the result of run `key` on `connection` and keeps it until it is acknowledged.
@@ -1030,7 +1078,9 @@ struct ExecutorStateMachine<Instant: InstantProtocol>: Sendable where Instant.Du
 
   /// While draining: once no run is left, close every stream (or stop, without any).
   private mutating func checkDrained(now: Instant) -> [Action] {
-    guard case .draining = lifecycle, runs.isEmpty else { return [] }
+    // Results not yet acknowledged keep the streams: one that breaks before its ResultAck is
+    // sent again (promise 10), until its lease runs out.
+    guard case .draining = lifecycle, runs.isEmpty, sentResults.isEmpty else { return [] }
     var actions: [Action] = [.cancelTimer(.drainDeadline)]
     if links.contains(where: { $0.connection != nil }) {
       lifecycle = .closing
