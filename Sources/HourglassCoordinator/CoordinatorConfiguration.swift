@@ -58,8 +58,10 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// connect only if given this coordinator's address). With an address the coordinator joins
   /// the membership before its first executor arrives, as one that does not dispatch yet.
   public var advertiseAddress: String?
-  /// In a cluster: how often the owned partitions' recent due entries are read again, catching
-  /// any run another coordinator's notice did not bring (a lost connection, a clock ahead).
+  /// How often the owned partitions' recent due entries are read again, catching any run due
+  /// and in no queue: one whose load or lease recovery failed, and in a cluster one another
+  /// coordinator's notice did not bring (a lost connection, a clock ahead). (Named when only
+  /// clusters swept.)
   public var clusterSweepMicros: Int64
   /// How long a finished task (completed, or dead after its last attempt) is kept, counted from
   /// its last run's scheduled time (its creation, if it never ran); Get, List and its run

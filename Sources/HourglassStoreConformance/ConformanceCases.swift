@@ -361,6 +361,30 @@ extension ConformanceCase {
       try expectEqual(try await store.purgeDeleted(before: t0 + hour, limit: 10).tasks, 1, "purged")
       try expectEqual(try await store.counts().tasks[.deleted, default: 0], 0, "gone")
     },
+    ConformanceCase("purging finished tasks: one whose detached run (overlap allow) is still leased stays until that run's result") { store in
+      // A recurring task: its run at t0 + 10 s is detached and goes on; its next and last run
+      // finishes first and completes the task.
+      let id = makeIDs(1, seed: 78)[0]
+      try await store.insert([newTask(id, recurring: true)])
+      let first = try await store.createLeases(
+        [LeaseRequest(taskID: id, scheduledMicros: t0 + 10 * second, owner: "e1", expiresAt: t0 + hour, advanceTo: t0 + 20 * second)], now: t0 + 10 * second)
+      guard let detached = first.first ?? nil else { throw ConformanceFailure(message: "the first run not leased", line: #line) }
+      let next = try await store.createLeases(
+        [LeaseRequest(taskID: id, scheduledMicros: t0 + 20 * second, owner: "e1", expiresAt: t0 + hour)], now: t0 + 20 * second)
+      guard let last = next.first ?? nil else { throw ConformanceFailure(message: "the next run not leased", line: #line) }
+      try expectEqual(
+        try await store.recordResult(
+          runID: last.runID, fence: last.fence, result: RunResult(state: .succeeded, finishedMicros: t0 + 21 * second, next: .finish(.completed))),
+        .recorded, "the last run completes the task")
+      try expectEqual(try await store.task(id: id, owner: "alice")?.state, .completed, "completed")
+      try expectEqual(try await store.purgeFinished(before: .max, limit: 10).tasks, 0, "its detached run is still leased")
+      try await store.renewLease(runID: detached.runID, fence: detached.fence, expiresAt: t0 + 2 * hour)
+      try expectEqual(
+        try await store.recordResult(
+          runID: detached.runID, fence: detached.fence, result: RunResult(state: .succeeded, finishedMicros: t0 + 30 * second, next: .runOnly)),
+        .recorded, "the detached run's result")
+      try expectEqual(try await store.purgeFinished(before: .max, limit: 10).tasks, 1, "purged once no run is leased")
+    },
     ConformanceCase("purging finished tasks: completed and dead ones past the instant go with their runs and keys; others stay") { store in
       // Four one-shot tasks due at t0 + 10 s: one completes, one dies, one waits for a retry,
       // one stays running. A fifth finishes without ever running, so counts from its creation.

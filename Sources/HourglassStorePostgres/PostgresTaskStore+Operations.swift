@@ -342,10 +342,13 @@ extension PostgresTaskStore {
 
   public func purgeFinished(before: Int64, limit: Int) async throws -> PurgeResult {
     // The expression is the `tasks_finished` index's, so the index serves the range and order.
+    // A run still leased (overlap `allow`: a detached run outlasting its task's last one) keeps
+    // its task until its result is recorded.
     try await purge(
       selecting: """
         SELECT id FROM tasks
         WHERE state IN ('completed', 'dead') AND coalesce(last_run_us, created_us) < \(before)
+          AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.task_id = tasks.id AND runs.state = 'leased')
         ORDER BY coalesce(last_run_us, created_us) LIMIT \(Int64(limit)) FOR UPDATE SKIP LOCKED
         """)
   }

@@ -269,6 +269,7 @@ extension SQLiteTaskStore {
       selecting: """
         SELECT id, blob_digest FROM tasks INDEXED BY tasks_finished
         WHERE state IN ('completed', 'dead') AND \(Self.finishedAnchor) < ?
+          AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.task_id = tasks.id AND runs.state = 'leased')
         ORDER BY \(Self.finishedAnchor) LIMIT ?
         """, before: before, limit: limit)
   }

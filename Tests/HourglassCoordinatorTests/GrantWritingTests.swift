@@ -12,8 +12,8 @@ import Testing
 
 @Suite("Dispatcher: grants written beside the dispatch loop", .timeLimit(.minutes(3)))
 struct GrantWritingTests {
-  /// A dispatcher on a fresh SQLite store (watched) with two `noop` runs due 1 s and 2 s from
-  /// now, on a manual clock.
+  /// A dispatcher on a fresh SQLite store (watched) with `noop` runs due at `dueOffsets` from
+  /// now (by default 1 s and 2 s), on a manual clock.
   struct Setup {
     let directory: URL
     let base: SQLiteTaskStore
@@ -23,7 +23,7 @@ struct GrantWritingTests {
     let tasks: [NewTask]
     let dues: [Int64]
 
-    init() async throws {
+    init(dueOffsets: [Int64] = [1_000_000, 2_000_000], configuration: CoordinatorConfiguration = .defaults) async throws {
       directory = FileManager.default.temporaryDirectory.appendingPathComponent("hourglass-grants-\(UUID().uuidString)")
       try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
       var storeConfiguration = SQLiteTaskStore.Configuration.defaults(path: directory.appendingPathComponent("tasks.db").path)
@@ -32,9 +32,9 @@ struct GrantWritingTests {
       clock = ManualClock(nowMicros: Harness.start)
       store = ObservedStore(base, clock: clock)
       dispatcher = Dispatcher(
-        store: store, clock: clock, configuration: .defaults, logger: Logger(label: "test.grants"),
+        store: store, clock: clock, configuration: configuration, logger: Logger(label: "test.grants"),
         metrics: CoordinatorMetrics(factory: NOOPMetricsHandler.instance))
-      let dues = [Harness.start + 1_000_000, Harness.start + 2_000_000]
+      let dues = dueOffsets.map { Harness.start + $0 }
       self.dues = dues
       tasks = dues.map { due in
         NewTask(

@@ -138,25 +138,6 @@ extension Dispatcher {
     }
   }
 
-  /// Reads the owned partitions' entries that fell due since the sweep before last, until
-  /// cancelled: any run whose notice was lost (or arrived for an instant already loaded here
-  /// while the sender's clock lagged) goes out at most one sweep interval late.
-  func sweepRecentEntries() async {
-    let interval = configuration.clusterSweepMicros
-    while !Task.isCancelled {
-      do { try await clock.sleep(untilMicros: clock.nowMicros() + interval) } catch { return }
-      let now = clock.nowMicros()
-      let partitions = ownedPartitions
-      guard !partitions.isEmpty else { continue }
-      do {
-        try await load(partitions: partitions, from: now - 2 * interval - configuration.skewBoundMicros, until: min(now + 1, loadedUntil))
-      } catch {
-        if Task.isCancelled { return }
-        logger.warning("the cluster sweep failed", metadata: ["hourglass.error": "\(error)"])
-      }
-    }
-  }
-
   // MARK: Partition ownership
 
   /// Returns once this coordinator owns exactly `count` partitions (a signal for tests).
@@ -309,16 +290,22 @@ extension Dispatcher {
     wakeOwnershipWaiters()
     // Runs refused while a partition lease had run out wait for this pass.
     wake.signal()
-    guard !new.isEmpty else { return }
     for partition in new { metrics.shardOwned(partition: partition.rawValue, owner: configuration.coordinatorID, true) }
-    logger.info("partitions taken", metadata: ["hourglass.partitions": "\(new.map(\.rawValue))", "hourglass.owned": "\(fence.epochs.count)"])
-    guard loadedUntil != .min else { return }
+    if !new.isEmpty {
+      logger.info("partitions taken", metadata: ["hourglass.partitions": "\(new.map(\.rawValue))", "hourglass.owned": "\(fence.epochs.count)"])
+    }
+    // Newly taken partitions, and those whose first load failed at an earlier pass.
+    let unloaded = Set(new).union(backlogsToLoad.filter { fence.epochs[$0] != nil }).sorted()
+    backlogsToLoad = []
+    guard !unloaded.isEmpty, loadedUntil != .min else { return }
     do {
       // Their overdue runs (the former owner's downtime included) and the loaded window.
-      try await load(partitions: new, from: Self.backlogStartMicros, until: loadedUntil)
+      try await load(partitions: unloaded, from: Self.backlogStartMicros, until: loadedUntil)
     } catch {
       if Task.isCancelled { return }
-      logger.warning("loading newly taken partitions failed; the sweep will catch up", metadata: ["hourglass.error": "\(error)"])
+      // The sweep reads only what fell due lately: the older backlog is read at the next pass.
+      backlogsToLoad = Set(unloaded)
+      logger.warning("loading newly taken partitions failed; trying again at the next pass", metadata: ["hourglass.error": "\(error)"])
     }
   }
 

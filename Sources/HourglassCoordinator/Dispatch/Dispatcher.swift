@@ -55,7 +55,16 @@ actor Dispatcher {
   /// Runs whose lease the dispatch loop has recorded but whose grant it has not yet handed to
   /// the outbox: a cancel meanwhile drops the grant instead of overtaking it.
   var unsentGrants: Set<RunID> = []
+  /// Tasks whose run ``dispatchReady()`` took from the queue and has not leased or put back
+  /// yet: a read of due entries that began before their lease committed (the sweep, a
+  /// partition's backlog) must not queue them again.
+  var leasing: Set<TaskID> = []
   var loadedUntil: Int64 = .min
+  /// After a load failed, neither the loader nor the dispatch loop loads before this instant:
+  /// the window is read again then, and a store that fails is not asked in a tight loop.
+  var loadRetryMicros: Int64 = .min
+  /// How long after a failed load the next one is tried.
+  static let loadRetryDelayMicros: Int64 = 1_000_000
   /// The store's partition leases when several coordinators share it (PostgreSQL); nil when
   /// this coordinator dispatches every partition (SQLite).
   let cluster: (any PartitionLeasing)?
@@ -65,6 +74,8 @@ actor Dispatcher {
   /// Notices for other coordinators, sent by ``publishNotices()``.
   var outgoingNotices: [ClusterNotice] = []
   let noticeWake = WakeSignal()
+  /// In a cluster, partitions taken whose backlog could not be read yet (retried at each pass).
+  var backlogsToLoad: Set<Partition> = []
   /// In a cluster, when the partition leases last renewed run out.
   var partitionsExpireAt: Int64?
   /// In a cluster, whether this coordinator is in the membership (it is while it has executors).
@@ -458,10 +469,11 @@ actor Dispatcher {
       group.addTask { await self.loadAhead() }
       group.addTask { await self.recoverLoop() }
       group.addTask { await self.writeOutgoing() }
+      // On one coordinator too: a run whose load or recovery failed goes out within a sweep.
+      group.addTask { await self.sweepRecentEntries() }
       if cluster != nil {
         group.addTask { await self.listenForNotices() }
         group.addTask { await self.publishNotices() }
-        group.addTask { await self.sweepRecentEntries() }
       }
       await withTaskGroup(of: Void.self) { dispatching in
         if cluster != nil {
@@ -523,24 +535,52 @@ actor Dispatcher {
   private func loadAhead() async {
     while !Task.isCancelled {
       let now = clock.nowMicros()
-      if now + keptLoadedMicros >= loadedUntil {
+      if now + keptLoadedMicros >= loadedUntil, now >= loadRetryMicros {
         do {
           try await load(until: now + configuration.loadAheadMicros)
         } catch {
           if Task.isCancelled { return }
-          // The store is unavailable: keep what is queued, and try again on the next pass.
-          logger.error("loading due runs failed; retrying", metadata: ["hourglass.error": "\(error)"])
+          // The store is unavailable: keep what is queued, and read the window again later.
+          logger.error("loading due runs failed; retrying in 1 s", metadata: ["hourglass.error": "\(error)"])
         }
       }
-      let next = max(loadedUntil - keptLoadedMicros, clock.nowMicros() + 1_000)
+      let next = max(loadedUntil - keptLoadedMicros, clock.nowMicros() + 1_000, loadRetryMicros)
       do { try await clock.sleep(untilMicros: next) } catch { return }
     }
   }
 
+  /// Reads the owned partitions' entries that fell due since the sweep before last, until
+  /// cancelled: a run that is due and in no queue goes out at most a sweep interval (and a
+  /// second, ``sweepLagMicros``) late. On
+  /// one coordinator, such a run's load or recovery failed; in a cluster, also, another
+  /// coordinator's notice of it was lost (or arrived for an instant already loaded here while
+  /// the sender's clock lagged). A due entry is in the index only until it is leased, so a
+  /// sweep reads what still waits, not every run of the interval.
+  func sweepRecentEntries() async {
+    let interval = configuration.clusterSweepMicros
+    while !Task.isCancelled {
+      do { try await clock.sleep(untilMicros: clock.nowMicros() + interval) } catch { return }
+      let now = clock.nowMicros()
+      let partitions = ownedPartitions
+      guard !partitions.isEmpty else { continue }
+      do {
+        try await load(partitions: partitions, from: now - 2 * interval - configuration.skewBoundMicros, until: min(now - Self.sweepLagMicros, loadedUntil))
+      } catch {
+        if Task.isCancelled { return }
+        logger.warning("the cluster sweep failed", metadata: ["hourglass.error": "\(error)"])
+      }
+    }
+  }
+
+  /// What fell due in the last second is left to the dispatch loop, which is leasing it: read
+  /// by a sweep, a run could be queued again after its lease committed (and be refused by the
+  /// store at its second lease, for nothing).
+  static let sweepLagMicros: Int64 = 1_000_000
+
   private func dispatchLoop() async {
     while !Task.isCancelled {
       let now = clock.nowMicros()
-      if now + configuration.loadAheadMicros / 2 >= loadedUntil {
+      if now + configuration.loadAheadMicros / 2 >= loadedUntil, now >= loadRetryMicros {
         do {
           try await load(until: now + configuration.loadAheadMicros)
         } catch {
@@ -554,7 +594,7 @@ actor Dispatcher {
       let sent = await dispatchReady()
       // Sleep until the next run is due, the window needs loading, or something changes (new
       // run, credits).
-      var wakeAt = loadedUntil - configuration.loadAheadMicros / 2
+      var wakeAt = max(loadedUntil - configuration.loadAheadMicros / 2, loadRetryMicros)
       // With a lease-ahead, wake when the next run is half of it away: each pass then leases
       // what comes due over half the lease-ahead, in one transaction, still ahead of its time.
       if queue.readyCount == 0, let next = queue.nextDueMicros { wakeAt = min(wakeAt, next - configuration.leaseAheadMicros / 2) }
@@ -596,7 +636,15 @@ actor Dispatcher {
     // Widen the window before reading: a task scheduled while the reads are in flight is then
     // queued by the Schedule RPC itself (the queue drops the duplicate if the read saw it too).
     loadedUntil = until
-    try await load(partitions: ownedPartitions, from: from, until: until)
+    do {
+      try await load(partitions: ownedPartitions, from: from, until: until)
+    } catch {
+      // Nothing of the window may be skipped: the next load reads it again from its start (what
+      // this one queued, and what Schedule queued meanwhile, the queue drops as duplicates).
+      loadedUntil = min(loadedUntil, from)
+      loadRetryMicros = clock.nowMicros() + Self.loadRetryDelayMicros
+      throw error
+    }
   }
 
   /// Loads the due entries of `partitions` in `[from, until)` (those still owned when read).
@@ -637,8 +685,9 @@ actor Dispatcher {
     while true {
       let entries = try await store.loadDue(shard: shard, from: lower, until: upper, after: after, limit: page)
       var added: [DueQueue.Entry] = []
-      // A partition given up while this read was in flight is not queued.
-      for entry in entries where owns(entry.taskID) {
+      // A partition given up while this read was in flight is not queued; nor a run being
+      // leased, or leased, since the read began.
+      for entry in entries where owns(entry.taskID) && !leasing.contains(entry.taskID) && leases[entry.runID] == nil {
         let queued = DueQueue.Entry(taskID: entry.taskID, scheduledMicros: entry.scheduledMicros, dueMicros: entry.dueMicros, priority: entry.priority)
         if queue.push(queued) { added.append(queued) }
       }
@@ -709,13 +758,24 @@ actor Dispatcher {
       }
       // One read for all of them (an executor that died held up to its slot count); the
       // records are kept for the leases that follow, which then read nothing.
-      let records = try await store.dispatchRecords(taskIDs: recovered.map(\.id.taskID))
+      let records: [TaskID: TaskRecord]?
+      do {
+        records = try await store.dispatchRecords(taskIDs: recovered.map(\.id.taskID))
+      } catch {
+        // The recovery is committed: its runs are pending, due now, and behind the loaded
+        // window, so they must be queued here all the same (at the default priority; leasing
+        // them reads their tasks). Runs on their last attempt are still leased: the next pass
+        // finds them again.
+        logger.warning("reading the tasks of recovered runs failed; queuing them without", metadata: ["hourglass.error": "\(error)"])
+        records = nil
+      }
       let exhausted = recovered.filter { $0.state == .leased }
-      if !exhausted.isEmpty { await recordExhausted(exhausted, tasks: records, now: now) }
+      if let records, !exhausted.isEmpty { await recordExhausted(exhausted, tasks: records, now: now) }
       for run in recovered where run.state != .leased {
-        guard let task = records[run.id.taskID] else { continue }
-        let entry = DueQueue.Entry(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task.priority)
-        if queue.push(entry) { holdAhead(task, for: entry) }
+        let task = records?[run.id.taskID]
+        if records != nil && task == nil { continue }  // Deleted meanwhile.
+        let entry = DueQueue.Entry(taskID: run.id.taskID, scheduledMicros: run.id.scheduledMicros, dueMicros: now, priority: task?.priority ?? 0)
+        if queue.push(entry), let task { holdAhead(task, for: entry) }
       }
       publishQueue()
       poke()
@@ -778,12 +838,16 @@ actor Dispatcher {
     var parked: [DueQueue.Entry] = []
     defer {
       for entry in parked { queue.returnReady(entry) }
+      leasing.removeAll(keepingCapacity: true)
       publishQueue()
     }
     while pool.totalCredits > 0 {
       var batch: [DueQueue.Entry] = []
       let room = min(pool.totalCredits, configuration.leaseBatch)
-      while batch.count < room, let entry = queue.popReady() { batch.append(entry) }
+      while batch.count < room, let entry = queue.popReady() {
+        batch.append(entry)
+        leasing.insert(entry.taskID)
+      }
       if batch.isEmpty { break }
       publishQueue()
       var records: [TaskID: TaskRecord] = [:]

@@ -3,7 +3,8 @@ import HourglassStore
 import Synchronization
 
 /// A store that forwards every call to another one, noting (on the test's manual clock) when the
-/// coordinator read dispatch records, and able to hold lease recovery at a gate.
+/// coordinator read dispatch records, able to hold lease recovery at a gate, and to fail reads
+/// of due entries and of dispatch records on demand.
 final class ObservedStore: TaskStore {
   private struct State {
     /// Each `dispatchRecords` or `dispatchRecord` call: its task ids and the clock's instant.
@@ -16,6 +17,13 @@ final class ObservedStore: TaskStore {
     var blobReads = 0
     /// While true, recording results fails as a store that lost its database would.
     var failResults = false
+    /// While true, reading due entries (`loadDue`, `firstDueBucket`) fails; the clock instants
+    /// of the reads that failed, and who waits for one.
+    var failLoads = false
+    var failedLoads: [Int64] = []
+    var failedLoadWaiters: [(atOrAfter: Int64, continuation: CheckedContinuation<Void, Never>)] = []
+    /// The next `dispatchRecords` calls to fail.
+    var recordReadsToFail = 0
     var holdBlobRead: Int?
   }
 
@@ -98,11 +106,44 @@ final class ObservedStore: TaskStore {
   func purgeFinished(before: Int64, limit: Int) async throws -> PurgeResult { try await base.purgeFinished(before: before, limit: limit) }
   func sweepBlobs(after: BlobDigest?, limit: Int) async throws -> BlobSweep { try await base.sweepBlobs(after: after, limit: limit) }
   func loadDue(shard: ShardID, from: Int64, until: Int64, after: DueCursor?, limit: Int) async throws -> [DueEntry] {
-    try await base.loadDue(shard: shard, from: from, until: until, after: after, limit: limit)
+    try checkLoadsWork()
+    return try await base.loadDue(shard: shard, from: from, until: until, after: after, limit: limit)
   }
   func firstDueBucket(partition: Partition, atOrAfter bucket: HourBucket) async throws -> HourBucket? {
-    try await base.firstDueBucket(partition: partition, atOrAfter: bucket)
+    try checkLoadsWork()
+    return try await base.firstDueBucket(partition: partition, atOrAfter: bucket)
   }
+
+  /// Makes reading due entries fail (true) or work again (false).
+  func failLoads(_ fail: Bool) { state.withLock { $0.failLoads = fail } }
+
+  /// Returns once a read of due entries failed at or after the clock's instant `micros`.
+  func waitForFailedLoad(atOrAfter micros: Int64) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      let done = state.withLock { state -> Bool in
+        if state.failedLoads.contains(where: { $0 >= micros }) { return true }
+        state.failedLoadWaiters.append((micros, continuation))
+        return false
+      }
+      if done { continuation.resume() }
+    }
+  }
+
+  private func checkLoadsWork() throws {
+    let now = clock.nowMicros()
+    let (fail, ready) = state.withLock { state -> (Bool, [CheckedContinuation<Void, Never>]) in
+      guard state.failLoads else { return (false, []) }
+      state.failedLoads.append(now)
+      let ready = state.failedLoadWaiters.filter { $0.atOrAfter <= now }.map(\.continuation)
+      state.failedLoadWaiters.removeAll { $0.atOrAfter <= now }
+      return (true, ready)
+    }
+    for waiter in ready { waiter.resume() }
+    if fail { throw InjectedFailure() }
+  }
+
+  /// Makes the next `count` calls of `dispatchRecords` fail.
+  func failRecordReads(_ count: Int) { state.withLock { $0.recordReadsToFail = count } }
   func createLease(taskID: TaskID, owner: String, now: Int64, expiresAt: Int64) async throws -> Lease {
     try await base.createLease(taskID: taskID, owner: owner, now: now, expiresAt: expiresAt)
   }
@@ -146,6 +187,12 @@ final class ObservedStore: TaskStore {
   }
 
   func dispatchRecords(taskIDs: [TaskID]) async throws -> [TaskID: TaskRecord] {
+    let fail = state.withLock { state -> Bool in
+      guard state.recordReadsToFail > 0 else { return false }
+      state.recordReadsToFail -= 1
+      return true
+    }
+    if fail { throw InjectedFailure() }
     noteRecordRead(taskIDs)
     return try await base.dispatchRecords(taskIDs: taskIDs)
   }
