@@ -58,6 +58,13 @@ struct GrantWritingTests {
 
     func runID(_ index: Int) -> RunID { RunID(taskID: tasks[index].id, scheduledMicros: dues[index]) }
 
+    /// Stops the dispatcher `running`, then closes the store.
+    func stop(_ running: Task<Void, any Error>) async throws {
+      running.cancel()
+      _ = await running.result
+      try await close()
+    }
+
     func close() async throws {
       try await base.close()
       try? FileManager.default.removeItem(at: directory)

@@ -37,9 +37,7 @@ struct LostRunTests {
     clock.advance(byMicros: 52_000_000)
     let written = await bounded("the run's grant") { await stream.waitForMessages(1) }
     #expect(written?.first?.lease.runID == setup.runID(0).description)
-    running.cancel()
-    _ = await running.result
-    try await setup.close()
+    try await setup.stop(running)
   }
 
   @Test("runs recovered from an expired lease are queued even when reading their tasks then fails")
@@ -64,9 +62,7 @@ struct LostRunTests {
     let again = try #require(written?.last?.lease)
     #expect(again.runID == RunID(taskID: task.id, scheduledMicros: due).description)
     #expect(again.fence > (first?.first?.lease.fence ?? .max))
-    running.cancel()
-    _ = await running.result
-    try await setup.close()
+    try await setup.stop(running)
   }
 
   @Test("on one coordinator, a due run missing from the queue goes out at the next sweep")
@@ -89,8 +85,6 @@ struct LostRunTests {
     clock.advance(byMicros: 56_000_000)
     let written = await bounded("the run's grant") { await stream.waitForMessages(1) }
     #expect(written?.first?.lease.runID == setup.runID(0).description)
-    running.cancel()
-    _ = await running.result
-    try await setup.close()
+    try await setup.stop(running)
   }
 }

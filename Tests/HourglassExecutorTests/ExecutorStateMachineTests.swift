@@ -100,9 +100,9 @@ struct ExecutorStateMachineTests {
   func noLeaseWithoutCredit() {
     var machine = Self.connected(slots: 1)
     let first = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
-    #expect(first.contains { if case .startRun = $0 { true } else { false } })
+    #expect(first.contains(where: Self.isStartRun))
     let second = machine.received(Self.lease("b"), on: 1, now: Self.at(0))
-    #expect(!second.contains { if case .startRun = $0 { true } else { false } })
+    #expect(!second.contains(where: Self.isStartRun))
     #expect(machine.runs.count == 1)
   }
 
@@ -332,6 +332,20 @@ struct ExecutorStateMachineTests {
     actions.contains { if case .closeStream = $0 { true } else { false } }
   }
 
+  /// A connected machine that ran lease "a" (from 0 s), was shut down at 1 s, and sent the
+  /// run's result at 2 s, not acknowledged yet.
+  static func drainedWithResultSent() -> Machine {
+    var machine = connected()
+    _ = machine.received(lease("a"), on: 1, now: at(0))
+    _ = machine.shutdown(now: at(1))
+    _ = machine.runFinished(RunKey(runID: "a", fence: 1), outcome: outcome(.succeeded), now: at(2))
+    return machine
+  }
+
+  static func isFinish(_ action: Action) -> Bool { if case .finish = action { true } else { false } }
+
+  static func isStartRun(_ action: Action) -> Bool { if case .startRun = action { true } else { false } }
+
   @Test("drain: Draining is sent, freed slots grant no credit, the stream closes once the last result is acknowledged")
   func drain() {
     var machine = Self.connected()
@@ -342,17 +356,14 @@ struct ExecutorStateMachineTests {
     #expect(Self.sent(finished).count == 1, "the result, and no credit")
     #expect(!Self.closes(finished), "the result is not acknowledged yet")
     #expect(Self.closes(machine.received(Self.acknowledged("a"), on: 1, now: Self.at(3))))
-    #expect(machine.connectionEnded(1, error: nil, now: Self.at(4), random: 0).contains { if case .finish = $0 { true } else { false } })
+    #expect(machine.connectionEnded(1, error: nil, now: Self.at(4), random: 0).contains(where: Self.isFinish))
   }
 
   @Test("drain: a result whose stream breaks before its ResultAck goes again on the next stream, and only then does the drain end")
   func drainKeepsUnacknowledgedResults() {
-    var machine = Self.connected()
-    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
-    _ = machine.shutdown(now: Self.at(1))
-    _ = machine.runFinished(RunKey(runID: "a", fence: 1), outcome: Self.outcome(.succeeded), now: Self.at(2))
+    var machine = Self.drainedWithResultSent()
     let ended = machine.connectionEnded(1, error: "reset", now: Self.at(3), random: 0)
-    #expect(!ended.contains { if case .finish = $0 { true } else { false } })
+    #expect(!ended.contains(where: Self.isFinish))
     guard case .connect(let connection, _) = machine.timerFired(.reconnect(0), now: Self.at(4)).first else {
       Issue.record("no reconnection to deliver the result: \(ended)")
       return
@@ -366,10 +377,7 @@ struct ExecutorStateMachineTests {
 
   @Test("drain: a result never acknowledged holds the drain only until its lease runs out")
   func drainGivesUpOnResultsAtTheirLease() {
-    var machine = Self.connected()
-    _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
-    _ = machine.shutdown(now: Self.at(1))
-    _ = machine.runFinished(RunKey(runID: "a", fence: 1), outcome: Self.outcome(.succeeded), now: Self.at(2))
+    var machine = Self.drainedWithResultSent()
     #expect(Self.closes(machine.timerFired(.leaseExpiry(RunKey(runID: "a", fence: 1)), now: Self.at(30))))
   }
 
@@ -391,7 +399,7 @@ struct ExecutorStateMachineTests {
     _ = machine.shutdown(now: Self.at(1))
     _ = machine.timerFired(.drainDeadline, now: Self.at(61))
     let late = machine.received(Self.lease("b"), on: 1, now: Self.at(61))
-    #expect(!late.contains { if case .startRun = $0 { true } else { false } })
+    #expect(!late.contains(where: Self.isStartRun))
     guard case .result(let result)? = Self.sent(late).first else { Issue.record("no result: \(late)"); return }
     #expect(result.runID == "b" && result.outcome == .failed && result.exitCode == ExecOperator.notStartedExitCode)
     #expect(machine.runs[RunKey(runID: "b", fence: 1)] == nil)
@@ -403,10 +411,10 @@ struct ExecutorStateMachineTests {
     _ = machine.shutdown(now: Self.at(1))  // No run: the stream closes at once.
     #expect(machine.lifecycle == .closing)
     let late = machine.received(Self.lease("a"), on: 1, now: Self.at(2))
-    #expect(!late.contains { if case .startRun = $0 { true } else { false } })
+    #expect(!late.contains(where: Self.isStartRun))
     #expect(Self.sent(late).isEmpty)
     #expect(machine.runs.isEmpty)
-    #expect(machine.connectionEnded(1, error: nil, now: Self.at(3), random: 0).contains { if case .finish = $0 { true } else { false } })
+    #expect(machine.connectionEnded(1, error: nil, now: Self.at(3), random: 0).contains(where: Self.isFinish))
   }
 
   @Test("drain: a lease that arrives during the grace runs (the coordinator sent it before it read Draining)")
@@ -414,7 +422,7 @@ struct ExecutorStateMachineTests {
     var machine = Self.connected()
     _ = machine.received(Self.lease("a"), on: 1, now: Self.at(0))
     _ = machine.shutdown(now: Self.at(1))
-    #expect(machine.received(Self.lease("b"), on: 1, now: Self.at(2)).contains { if case .startRun = $0 { true } else { false } })
+    #expect(machine.received(Self.lease("b"), on: 1, now: Self.at(2)).contains(where: Self.isStartRun))
   }
 
   @Test("CancelRun for an unknown fence is ignored; for the right one it stops the run")
@@ -532,7 +540,7 @@ struct ExecutorStateMachineTests {
     var grant = Self.lease("a")
     grant.lease.operator = "docker"
     let actions = machine.received(grant, on: 1, now: Self.at(0))
-    #expect(!actions.contains { if case .startRun = $0 { true } else { false } })
+    #expect(!actions.contains(where: Self.isStartRun))
     let sent = Self.sent(actions)
     guard case .result(let result)? = sent.first else { Issue.record("no result: \(sent)"); return }
     #expect(result.outcome == .failed)
