@@ -101,6 +101,24 @@ struct StreamStateMachineTests {
     #expect(throws: ProtocolViolation.self) { try machine.receiveTrailers() }
   }
 
+  @Test("a client ignores END_STREAM on the server's MESSAGE (the client's flag only): the TRAILERS after it still close the stream")
+  func clientIgnoresEndStream() throws {
+    var machine = StreamStateMachine(role: .client, sendCredit: 4, receiveCredit: 4, maxMessageSize: 100)
+    #expect(try machine.sendMessage(endStream: true))
+    let action = try machine.receiveMessage(ByteBuffer(bytes: [1]), flags: [.endStream])
+    guard case .deliver(_, let endStream) = action else {
+      Issue.record("not delivered: \(action)")
+      return
+    }
+    #expect(!endStream)
+    #expect(machine.state == .halfClosedLocal)
+    // Nor is MORE with it an error from a server: the flag is simply not there for a client.
+    _ = try machine.receiveMessage(ByteBuffer(bytes: [2]), flags: [.more, .endStream])
+    _ = try machine.receiveMessage(ByteBuffer(bytes: [3]), flags: [])
+    try machine.receiveTrailers()
+    #expect(machine.state == .closed)
+  }
+
   @Test("servers may not receive TRAILERS; clients may not send them")
   func trailersDirection() {
     var server = server()

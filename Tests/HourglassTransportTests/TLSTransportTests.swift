@@ -134,17 +134,20 @@ extension TLSLoopbackTests {
       }
     }
 
-    @Test("a connection holding more than 64 MiB of unfinished messages gets GOAWAY RESOURCE_EXHAUSTED, others are served")
-    func unfinishedMessagesBounded() async throws {
+    @Test(
+      "a connection holding more than 64 MiB of unfinished messages gets GOAWAY RESOURCE_EXHAUSTED, others are served",
+      arguments: [(40, 35), (90, 15)])
+    func unfinishedMessagesBounded(streams: Int, fragmentsEach: Int) async throws {
       try await TestServer.with { server in
         let raw = try await RawTLSClient.connect(port: server.port, configuration: try RawTLSClient.standardConfiguration())
         try await raw.send(RawFrames.preface + RawFrames.emptySettings)
         let headers = try WireRequestHeaders.with { $0.method = "/test.Echo/Unary" }.serializedBytes() as [UInt8]
         let fragment = [UInt8](repeating: 0x61, count: 60_000)
-        // 40 streams, each 2 MiB into a message it never finishes: 80 MiB.
-        for stream in stride(from: UInt32(1), through: 79, by: 2) {
+        // Each stream some way into a message it never finishes: 40 × 2.1 MB, or 90 × 0.9 MB
+        // (under a megabyte each), over 64 MiB in all either way.
+        for stream in stride(from: UInt32(1), through: UInt32(2 * streams - 1), by: 2) {
           var bytes = RawFrames.frame(.headers, stream: stream, payload: headers)
-          for _ in 0..<35 { bytes += RawFrames.frame(.message, flags: .more, stream: stream, payload: fragment) }
+          for _ in 0..<fragmentsEach { bytes += RawFrames.frame(.message, flags: .more, stream: stream, payload: fragment) }
           do { try await raw.send(bytes) } catch { break }  // closed under us: the limit was hit
         }
         let frames = await raw.framesUntilClose()
@@ -154,6 +157,45 @@ extension TLSLoopbackTests {
         #expect(wire.message.contains("unfinished messages"))
 
         let (client, connection) = try server.client()
+        let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("ok"), responseType: Google_Protobuf_StringValue.self)
+        #expect(reply.value == "OK")
+        await connection.close()
+      }
+    }
+
+    @Test("a server stream read only in part is ended by the client: 1,100 of them in a row do not exhaust the 1,024 streams")
+    func partlyReadStreamsEnd() async throws {
+      try await TestServer.with { server in
+        let (client, connection) = try server.client()
+        // Were each stream left open, the 1,025th call would wait for a free one (and the test
+        // for its time limit).
+        for call in 0..<1_100 {
+          let first = try await client.serverStreaming(
+            TestService.serverStream, request: Google_Protobuf_Int64Value(1_000_000), responseType: Google_Protobuf_Int64Value.self
+          ) { responses in
+            for try await value in responses { return value.value }
+            return -1
+          }
+          try #require(first == 0, "call \(call)")
+        }
+        await connection.close()
+      }
+    }
+
+    @Test("a status message larger than a frame is cut to fit: the call fails alone, the connection goes on")
+    func statusMessageCutToFit() async throws {
+      try await TestServer.with { server in
+        let (client, connection) = try server.client()
+        let huge = String(repeating: "é", count: 100_000)  // 200,000 bytes
+        do {
+          _ = try await client.unary(TestService.failingQuoting, request: Google_Protobuf_StringValue(huge), responseType: Google_Protobuf_StringValue.self)
+          Issue.record("the call did not fail")
+        } catch let error as RPCError {
+          #expect(error.code == .invalidArgument)
+          #expect(error.message.hasPrefix("not a name: éé"))
+          #expect(error.message.hasSuffix("é…"))
+          #expect(error.message.utf8.count <= 32_768)
+        }
         let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("ok"), responseType: Google_Protobuf_StringValue.self)
         #expect(reply.value == "OK")
         await connection.close()

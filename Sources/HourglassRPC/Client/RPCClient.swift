@@ -173,6 +173,10 @@ public struct RPCClient: Sendable {
     let head = RequestHead(method: method.path, metadata: options.metadata, timeout: options.timeout)
     do {
       let stream = try await transport.openStream(head, firstMessage: firstMessage, endStream: endStream)
+      // A body that returns (or throws) before the server's TRAILERS, a stream read only in
+      // part, say, ends the call: otherwise the stream, and the server's handler waiting for
+      // credit, would last as long as the connection. Nothing happens to a call already ended.
+      defer { stream.writer.cancel(RPCError(code: .cancelled, message: "the client stopped reading the call")) }
       return try await withTaskCancellationHandler {
         try await body(stream)
       } onCancel: {

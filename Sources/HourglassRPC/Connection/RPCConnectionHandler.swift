@@ -462,15 +462,15 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     switch action {
     case .none:
-      // A fragment held: past a megabyte on this stream, the connection's total is checked
-      // (rarely, so the sum over its streams costs nothing on the usual path).
-      if box.machine.unfinishedBytes > 1 << 20 {
-        let total = streams.reduce(0) { $0 + $1.1.machine.unfinishedBytes }
-        guard total <= Self.unfinishedMessageBudget else {
-          throw ProtocolViolation(
-            .unfinishedMessagesTooLarge,
-            "\(total) bytes of unfinished messages on this connection exceed the limit of \(Self.unfinishedMessageBudget)")
-        }
+      // A fragment held: the connection's total is checked at every one. Only messages larger
+      // than a frame come here, and each check costs a pass over the open streams, little
+      // beside copying the fragment. (Checking only past a megabyte on one stream let a peer
+      // hold just under a megabyte on each of a thousand streams.)
+      let total = streams.reduce(0) { $0 + $1.1.machine.unfinishedBytes }
+      guard total <= Self.unfinishedMessageBudget else {
+        throw ProtocolViolation(
+          .unfinishedMessagesTooLarge,
+          "\(total) bytes of unfinished messages on this connection exceed the limit of \(Self.unfinishedMessageBudget)")
       }
     case .deliver(let message, let endStream):
       if box.isServerStream {
@@ -660,8 +660,29 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func writeReset(_ streamID: UInt32, code: StatusCode, message: String) {
     var wire = WireReset()
     wire.code = code.rawValue
-    wire.message = message
+    wire.message = Self.cut(message, toBytes: statusMessageLimit)
     write(Frame(type: .reset, streamID: streamID, payload: serialize(wire)))
+  }
+
+  /// The most UTF-8 bytes of a status message in TRAILERS or RESET: half of the largest frame
+  /// the peer accepts. A message quoting a request field (an id of megabytes, say) must not
+  /// make a frame the peer refuses, which would end its whole connection over one call.
+  private var statusMessageLimit: Int { Int(connection.remoteSettings.maxFrameSize) / 2 }
+
+  /// `message` cut to at most `limit` UTF-8 bytes at a character boundary, marked with "…".
+  static func cut(_ message: String, toBytes limit: Int) -> String {
+    guard message.utf8.count > limit else { return message }
+    let marker = "…"
+    let budget = max(0, limit - marker.utf8.count)
+    var end = message.startIndex
+    var bytes = 0
+    for index in message.indices {
+      let size = message[index].utf8.count
+      if bytes + size > budget { break }
+      bytes += size
+      end = message.index(after: index)
+    }
+    return String(message[..<end]) + marker
   }
 
   /// Ends `streamID` at once, the way ``sendFinish(_:lastMessage:status:metadata:promise:)``
@@ -832,9 +853,15 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     } else {
       var wire = WireTrailers()
       wire.code = status.code.rawValue
-      wire.message = status.message
+      wire.message = Self.cut(status.message, toBytes: statusMessageLimit)
       wire.metadata = metadata.wire
-      payload = serialize(wire)
+      var bytes = serialize(wire)
+      if bytes.readableBytes > Int(connection.remoteSettings.maxFrameSize) {
+        // Metadata the peer's frames cannot hold: the status goes without it.
+        wire.metadata = []
+        bytes = serialize(wire)
+      }
+      payload = bytes
     }
     write(.trailers, streamID: streamID, payload: payload)
     scheduleFlush()

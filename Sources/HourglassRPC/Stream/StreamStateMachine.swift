@@ -80,7 +80,9 @@ public struct StreamStateMachine: Sendable {
       // Response headers are optional; the first message implies empty ones.
       responseHeadersSeen = true
     }
-    let endStream = flags.contains(.endStream)
+    // END_STREAM is the client's flag: on a server's MESSAGE it is ignored, as unexpected flags
+    // are (the server ends a stream with TRAILERS).
+    let endStream = role == .server && flags.contains(.endStream)
     if flags.contains(.more), endStream {
       throw ProtocolViolation(.malformedFrame, "MESSAGE with both MORE and END_STREAM")
     }

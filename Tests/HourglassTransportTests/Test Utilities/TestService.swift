@@ -16,6 +16,8 @@ enum TestService {
   static let firstOnly = MethodDescriptor(service: "test.Echo", method: "FirstOnly")
   /// A unary handler in a task that throws FAILED_PRECONDITION.
   static let unaryFailing = MethodDescriptor(service: "test.Echo", method: "UnaryFailing")
+  /// Throws INVALID_ARGUMENT quoting the whole request in its message.
+  static let failingQuoting = MethodDescriptor(service: "test.Echo", method: "FailingQuoting")
   /// Answered on the connection's event loop: the reply says where the handler ran.
   static let onLoop = MethodDescriptor(service: "test.Echo", method: "OnLoop")
   /// Answered on the loop by throwing FAILED_PRECONDITION.
@@ -61,6 +63,9 @@ enum TestService {
     }
     router.registerUnary(unaryFailing) { (_: Google_Protobuf_StringValue, _) -> Google_Protobuf_StringValue in
       throw RPCError(code: .failedPrecondition, message: "not now")
+    }
+    router.registerUnary(failingQuoting) { (request: Google_Protobuf_StringValue, _) -> Google_Protobuf_StringValue in
+      throw RPCError(code: .invalidArgument, message: "not a name: \(request.value)")
     }
     router.registerUnary(whoAmI) { (_: Google_Protobuf_StringValue, context) in
       Google_Protobuf_StringValue(context.peer?.description ?? "anonymous")
