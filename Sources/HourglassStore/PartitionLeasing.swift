@@ -6,10 +6,13 @@ import HourglassCore
 /// A store that does not conform (SQLite, one process) leaves every partition to the one
 /// coordinator that opens it.
 ///
-/// The epoch grows on every change of owner. ``createLeases(_:now:fencedBy:)`` and
-/// ``recoverExpiredLeases(now:skewBound:limit:partitions:)`` act only where the caller still holds
-/// the partition with the epoch it was granted, checked inside the same transaction, so a
-/// coordinator that was paused past its partition lease cannot dispatch a run its successor owns.
+/// The epoch grows on every change of owner. ``createLeases(_:now:fencedBy:)`` acts only where
+/// the caller still holds the partition with the epoch it was granted, checked inside the same
+/// transaction, so a coordinator that was paused past its partition lease cannot dispatch a run
+/// its successor owns. ``recoverExpiredLeases(now:skewBound:limit:partitions:)`` takes the
+/// partitions without their epochs: a coordinator paused past its partition lease may recover a
+/// successor's expired run leases once, which only puts them back as pending (the successor's
+/// sweep then dispatches them), never leases them.
 /// Results are not fenced by partition: the run's own fence already names the one attempt whose
 /// result counts, and refusing it after a hand-over would turn a finished run into a repeated one.
 public protocol PartitionLeasing: TaskStore {

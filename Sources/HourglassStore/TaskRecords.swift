@@ -85,11 +85,18 @@ public struct NewTask: Sendable, Hashable {
 
 extension NewTask {
   /// Throws ``TaskStoreError/invalidArgument(_:)`` when a store must refuse this task: no
-  /// owner, no operator, or fewer than one attempt. Every store checks this before inserting.
+  /// owner, no operator, fewer than one attempt, or a NUL character in a text field (which
+  /// PostgreSQL's `text` refuses, failing the whole batch the task was committed with). Every
+  /// store checks this before inserting.
   public func checkInsertable() throws {
     if owner.isEmpty { throw TaskStoreError.invalidArgument("owner is empty") }
     if operatorName.isEmpty { throw TaskStoreError.invalidArgument("operatorName is empty") }
     if maxAttempts < 1 { throw TaskStoreError.invalidArgument("maxAttempts must be at least 1") }
+    let texts = [("owner", owner), ("name", name), ("operatorName", operatorName), ("timeZone", timeZone), ("idempotencyKey", idempotencyKey ?? "")]
+    for (field, text) in texts where text.utf8.contains(0) {
+      throw TaskStoreError.invalidArgument("\(field) contains a NUL character")
+    }
+    if arguments.contains(where: { $0.utf8.contains(0) }) { throw TaskStoreError.invalidArgument("an argument contains a NUL character") }
   }
 }
 

@@ -361,6 +361,21 @@ extension ConformanceCase {
       try expectEqual(try await store.purgeDeleted(before: t0 + hour, limit: 10).tasks, 1, "purged")
       try expectEqual(try await store.counts().tasks[.deleted, default: 0], 0, "gone")
     },
+    ConformanceCase("a task with a NUL character in a text field is refused, alone; the tasks inserted beside it are stored") { store in
+      let ids = makeIDs(2, seed: 79)
+      var bad = newTask(ids[0])
+      bad.name = "nul\u{0}"
+      let good = newTask(ids[1])
+      async let refused = store.insert([bad])
+      async let stored = store.insert([good])
+      do {
+        _ = try await refused
+        throw ConformanceFailure(message: "a name with NUL was stored", line: #line)
+      } catch TaskStoreError.invalidArgument(let message) {
+        try expect(message.contains("name"), "the field is named: \(message)")
+      }
+      try expectEqual(try await stored, [ids[1]], "the other task is stored")
+    },
     ConformanceCase("purging finished tasks: one whose detached run (overlap allow) is still leased stays until that run's result") { store in
       // A recurring task: its run at t0 + 10 s is detached and goes on; its next and last run
       // finishes first and completes the task.

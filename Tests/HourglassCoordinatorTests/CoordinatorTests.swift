@@ -293,6 +293,9 @@ struct CoordinatorTests {
           ("retry.max_attempts", { $0.retry.maxAttempts = 1000 }),
           ("operator", { $0.operator = "e\u{301}xec" }),
           ("name", { $0.name = String(repeating: "n", count: 1025) }),
+          // NUL: PostgreSQL's text refuses it, and would fail every Schedule of the batch.
+          ("name", { $0.name = "a\u{0}b" }),
+          ("idempotency_key", { $0.idempotencyKey = "key\u{0}" }),
           ("arguments[1]", { $0.arguments = ["ok", "bad\u{0}"] }),
         ], rpc: rpc)
       // A timeout of zero is the server's default (tasks.proto), not an error.

@@ -16,6 +16,17 @@ struct LostRunTests {
     return configuration
   }
 
+  /// Runs `setup`'s dispatcher with one executor of one slot; returns once its first sweep
+  /// waits (for 5 s after the start), so the clock can then be moved past it.
+  static func startWaitingForTheSweep(_ setup: GrantWritingTests.Setup) async -> (stream: SlowStream, running: Task<Void, any Error>) {
+    let stream = SlowStream(open: true)
+    let firstSweep = setup.clock.expectSleeper(until: Harness.start + 5_000_000)
+    let running = Task { try await setup.dispatcher.run() }
+    _ = await setup.connect("exec-1", slots: 1, credits: 1, to: stream)
+    _ = await bounded("the sweep waiting") { await firstSweep.first { _ in true } }
+    return (stream, running)
+  }
+
   @Test("a read of due entries that fails is read again from its start: the run goes out at its due time")
   func failedLoadIsReadAgain() async throws {
     let setup = try await GrantWritingTests.Setup(dueOffsets: [92_000_000], configuration: Self.withoutSweep)
@@ -69,11 +80,7 @@ struct LostRunTests {
   func sweepFindsWhatTheQueueLost() async throws {
     let setup = try await GrantWritingTests.Setup(dueOffsets: [100_000_000])
     let (clock, start) = (setup.clock, Harness.start)
-    let stream = SlowStream(open: true)
-    let firstSweep = clock.expectSleeper(until: start + 5_000_000)
-    let running = Task { try await setup.dispatcher.run() }
-    _ = await setup.connect("exec-1", slots: 1, credits: 1, to: stream)
-    _ = await bounded("the sweep waiting") { await firstSweep.first { _ in true } }
+    let (stream, running) = await Self.startWaitingForTheSweep(setup)
     // The loader queues the run (and reads its task ahead of its due time)...
     let secondSweep = clock.expectSleeper(until: start + 55_000_000)
     clock.advance(byMicros: 50_000_000)
@@ -85,6 +92,26 @@ struct LostRunTests {
     clock.advance(byMicros: 56_000_000)
     let written = await bounded("the run's grant") { await stream.waitForMessages(1) }
     #expect(written?.first?.lease.runID == setup.runID(0).description)
+    try await setup.stop(running)
+  }
+
+  @Test("a run already long overdue when it reaches the store behind the dispatcher's back (a lost notice) goes out at the next sweep")
+  func sweepFindsOverdueRuns() async throws {
+    let setup = try await GrantWritingTests.Setup(dueOffsets: [])
+    let (clock, start) = (setup.clock, Harness.start)
+    let (stream, running) = await Self.startWaitingForTheSweep(setup)
+    let nextSweep = clock.expectSleeper(until: start + 55_000_000)
+    clock.advance(byMicros: 50_000_000)
+    _ = await bounded("the sweep waiting again") { await nextSweep.first { _ in true } }
+    // Due 30 s ago, and written by someone else (another coordinator, whose notice was lost).
+    let due = start + 20_000_000
+    let task = NewTask(
+      id: TaskID.now(), owner: "alice", operatorName: "noop", scheduleSpec: StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded(),
+      firstRunMicros: due, createdAtMicros: start + 50_000_000)
+    _ = try await setup.base.insert([task])
+    clock.advance(byMicros: 6_000_000)
+    let written = await bounded("the run's grant") { await stream.waitForMessages(1) }
+    #expect(written?.first?.lease.runID == RunID(taskID: task.id, scheduledMicros: due).description)
     try await setup.stop(running)
   }
 }

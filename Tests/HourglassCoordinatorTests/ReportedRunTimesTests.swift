@@ -101,5 +101,7 @@ struct ReportedRunTimesTests {
     let accented = ExecutorService.storedError(String(repeating: "é", count: 3_000))
     #expect(accented.utf8.count <= ExecutorService.storedErrorBytes)
     #expect(accented == String(repeating: "é", count: 2_046) + "…")
+    // PostgreSQL's text refuses NUL (and would fail the whole batch of results with it).
+    #expect(ExecutorService.storedError("bad\u{0}byte") == "bad\u{FFFD}byte")
   }
 }

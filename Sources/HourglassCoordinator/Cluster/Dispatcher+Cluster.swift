@@ -282,7 +282,9 @@ extension Dispatcher {
     fence = ownership ?? fence
     var new: [Partition] = []
     for lease in held {
-      if fence.epochs[lease.partition] == nil { new.append(lease.partition) }
+      // A partition held with another epoch was lost and taken again since the last pass:
+      // what was scheduled into it meanwhile is read as for one newly taken.
+      if fence.epochs[lease.partition] != lease.epoch { new.append(lease.partition) }
       fence.epochs[lease.partition] = lease.epoch
     }
     ownership = fence

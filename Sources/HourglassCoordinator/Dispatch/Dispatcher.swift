@@ -549,8 +549,8 @@ actor Dispatcher {
     }
   }
 
-  /// Reads the owned partitions' entries that fell due since the sweep before last, until
-  /// cancelled: a run that is due and in no queue goes out at most a sweep interval (and a
+  /// Reads the owned partitions' entries that are due (up to a second ago) and still waiting,
+  /// until cancelled: a run that is due and in no queue goes out at most a sweep interval (and a
   /// second, ``sweepLagMicros``) late. On
   /// one coordinator, such a run's load or recovery failed; in a cluster, also, another
   /// coordinator's notice of it was lost (or arrived for an instant already loaded here while
@@ -564,7 +564,10 @@ actor Dispatcher {
       let partitions = ownedPartitions
       guard !partitions.isEmpty else { continue }
       do {
-        try await load(partitions: partitions, from: now - 2 * interval - configuration.skewBoundMicros, until: min(now - Self.sweepLagMicros, loadedUntil))
+        // From the start of time: a run scheduled already overdue (a one-shot up to a minute in
+        // the past, a catch-up run) whose notice was lost is as much due-and-waiting as one that
+        // fell due lately. Only hours holding entries are read (`firstDueBucket`).
+        try await load(partitions: partitions, from: Self.backlogStartMicros, until: min(now - Self.sweepLagMicros, loadedUntil))
       } catch {
         if Task.isCancelled { return }
         logger.warning("the cluster sweep failed", metadata: ["hourglass.error": "\(error)"])

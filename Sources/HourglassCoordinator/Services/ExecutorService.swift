@@ -133,8 +133,10 @@ struct ExecutorService: Sendable {
   /// task's run history; the output tail has its own 64 KiB).
   static let storedErrorBytes = 4_096
 
-  /// `error` cut to ``storedErrorBytes`` (at a character boundary, marked with "…").
-  static func storedError(_ error: String) -> String {
+  /// `error` cut to ``storedErrorBytes`` (at a character boundary, marked with "…"), its NUL
+  /// characters replaced (PostgreSQL's `text` refuses them, failing the whole batch of results).
+  static func storedError(_ reported: String) -> String {
+    let error = reported.utf8.contains(0) ? reported.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : reported
     guard error.utf8.count > storedErrorBytes else { return error }
     var cut = error.utf8.index(error.utf8.startIndex, offsetBy: storedErrorBytes - 3)
     while cut > error.utf8.startIndex && cut.samePosition(in: error.unicodeScalars) == nil { error.utf8.formIndex(before: &cut) }

@@ -118,8 +118,9 @@ struct TaskService: Sendable {
     completion: @escaping @Sendable (Result<Hourglass_V1_ScheduleResponse, any Error>) -> Void
   ) {
     let key = request.idempotencyKey
-    guard key.utf8.count <= 256 else {
-      completion(.failure(RPCError(code: .invalidArgument, message: "idempotency_key: at most 256 bytes")))
+    // No NUL: PostgreSQL's text refuses it, and the group-committed batch would fail with it.
+    guard key.utf8.count <= 256, !key.utf8.contains(0) else {
+      completion(.failure(RPCError(code: .invalidArgument, message: "idempotency_key: at most 256 bytes, without NUL characters")))
       return
     }
     let task: NewTask
@@ -200,6 +201,9 @@ struct TaskService: Sendable {
     }
     guard request.name.utf8.count <= Self.maxNameBytes else {
       throw RPCError(code: .invalidArgument, message: "name: \(request.name.utf8.count) bytes, longer than \(Self.maxNameBytes)")
+    }
+    guard !request.name.utf8.contains(0) else {
+      throw RPCError(code: .invalidArgument, message: "name: must not contain NUL characters")
     }
     guard request.arguments.count <= Self.maxArguments else {
       throw RPCError(code: .invalidArgument, message: "arguments: \(request.arguments.count) of them, more than \(Self.maxArguments)")
