@@ -59,6 +59,32 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test("a call waiting for a free stream fails DEADLINE_EXCEEDED when its deadline passes, not when a stream frees")
+    func deadlineWhileWaitingForAStream() async throws {
+      var settings = RPCConnectionHandler.Configuration.defaults
+      settings.settings.maxConcurrentStreams = 1
+      try await TestServer.with(connection: settings) { server in
+        let (client, connection) = try server.client()
+        // The only stream, held until the gate opens.
+        let holding = Task {
+          try await client.unary(TestService.gated, request: Google_Protobuf_StringValue("a"), responseType: Google_Protobuf_StringValue.self)
+        }
+        await server.probe.started.wait()
+        do {
+          _ = try await client.unary(
+            TestService.unary, request: Google_Protobuf_StringValue("late"), responseType: Google_Protobuf_StringValue.self,
+            options: CallOptions(timeout: .milliseconds(200)))
+          Issue.record("the waiting call did not fail")
+        } catch let error as RPCError {
+          #expect(error.code == .deadlineExceeded)
+          #expect(error.message.contains("before a stream was free"))
+        }
+        server.probe.gate.signal()
+        #expect(try await holding.value.value == "done:a")
+        await connection.close()
+      }
+    }
+
     @Test("a peer that sends and never reads is dropped once 32 MiB of output wait for it", .timeLimit(.minutes(3)))
     func peerThatNeverReads() async throws {
       try await TestServer.with { server in

@@ -87,9 +87,15 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     var firstMessage: ByteBuffer?
     var endStream: Bool
     var caller: Caller
+    /// For a call with a deadline: when it was queued (its HEADERS carry the time left from
+    /// then), a number naming it, and the timer that fails it if it is still waiting then.
+    var queued: (at: NIODeadline, serial: UInt64, expiry: Scheduled<Void>)?
 
     /// Fails a call before its stream opened.
-    func fail(_ error: RPCError) { caller.fail(error) }
+    func fail(_ error: RPCError) {
+      queued?.expiry.cancel()
+      caller.fail(error)
+    }
   }
 
   // The mutable state below is touched only on the connection's event loop, and never passed
@@ -103,6 +109,8 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private let onClose: (@Sendable () -> Void)?
   @exclusivity(unchecked) private var streams = StreamTable<StreamBox>()
   @exclusivity(unchecked) private var pendingOpens = Deque<PendingOpen>()
+  /// Numbers the queued calls with a deadline (``PendingOpen/queued``).
+  private var pendingSerial: UInt64 = 0
   @exclusivity(unchecked) private var requestHeadersCache: [String: ByteBuffer] = [:]
   @exclusivity(unchecked) private var lastRequestHeaders: (payload: ByteBuffer, decoded: DecodedRequestHeaders)?
 
@@ -823,6 +831,11 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         sendMessage(streamID, box, lastMessage, endStream: false, promise: nil)
       }
     }
+    if box.pendingTrailers != nil {
+      // Finished already (its TRAILERS wait for credit): the first finish stands.
+      promise?.fail(RPCError(code: .internal, message: "the call was already finished"))
+      return
+    }
     if !box.waitingForCredit.isEmpty {
       box.pendingTrailers = (status, metadata, promise)
       return
@@ -943,17 +956,34 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       return
     }
     if !pendingOpens.isEmpty || connection.state == .awaitingSettings {
-      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: caller))
+      queue(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: caller))
       return
     }
     switch connection.openStream() {
     case .wait:
-      pendingOpens.append(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: caller))
+      queue(PendingOpen(head: head, firstMessage: firstMessage, endStream: endStream, caller: caller))
     case .unavailable(let why):
       caller.fail(RPCError(code: .unavailable, message: why))
     case .open(let streamID):
       startClientStream(streamID, head, firstMessage: firstMessage, endStream: endStream, caller: caller)
     }
+  }
+
+  /// Queues a call until a stream can open. Its deadline runs from now: a call still waiting
+  /// when it passes fails DEADLINE_EXCEEDED (it never reached the server).
+  private func queue(_ pending: PendingOpen) {
+    var pending = pending
+    if let timeout = pending.head.timeout, let loop = context?.eventLoop {
+      pendingSerial &+= 1
+      let serial = pendingSerial
+      let expiry = loop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1, timeout.saturatingUnits(of: 1_000_000_000)))) { [self] in
+        guard let index = pendingOpens.firstIndex(where: { $0.queued?.serial == serial }) else { return }
+        let expired = pendingOpens.remove(at: index)
+        expired.caller.fail(RPCError(code: .deadlineExceeded, message: "the call's deadline of \(timeout) passed before a stream was free"))
+      }
+      pending.queued = (NIODeadline.now(), serial, expiry)
+    }
+    pendingOpens.append(pending)
   }
 
   private func openPendingStreams() {
@@ -966,7 +996,14 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
         next.fail(RPCError(code: .unavailable, message: why))
       case .open(let streamID):
         pendingOpens.removeFirst()
-        startClientStream(streamID, next.head, firstMessage: next.firstMessage, endStream: next.endStream, caller: next.caller)
+        var head = next.head
+        if let queued = next.queued, let timeout = head.timeout {
+          queued.expiry.cancel()
+          // The server gets the time left, not the whole timeout again.
+          let waited = Duration.nanoseconds((NIODeadline.now() - queued.at).nanoseconds)
+          head.timeout = max(.microseconds(1), timeout - waited)
+        }
+        startClientStream(streamID, head, firstMessage: next.firstMessage, endStream: next.endStream, caller: next.caller)
       }
     }
   }
@@ -1059,7 +1096,12 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     guard let box = streams[streamID] else { return }
     box.deadline = nil
     if box.isServerStream { box.signal(.deadlineExceeded) }
-    sendFinish(streamID, lastMessage: nil, status: Status(code: .deadlineExceeded, message: "the call's deadline passed"), metadata: [:], promise: nil)
+    // With writes waiting for credit (the handler's TRAILERS perhaps among them, with the
+    // promise its `finish` waits on) nothing may be queued behind them: the RESET below ends
+    // the call and fails every one of them.
+    if box.waitingForCredit.isEmpty && box.pendingTrailers == nil {
+      sendFinish(streamID, lastMessage: nil, status: Status(code: .deadlineExceeded, message: "the call's deadline passed"), metadata: [:], promise: nil)
+    }
     if let box = streams[streamID] {
       // Blocked by credit: the deadline wins anyway.
       box.machine.reset()
