@@ -208,6 +208,24 @@ extension TLSLoopbackTests {
       }
     }
 
+    @Test("request metadata larger than a frame fails that call RESOURCE_EXHAUSTED before it is sent; the connection goes on")
+    func requestMetadataTooLarge() async throws {
+      try await TestServer.with { server in
+        let (client, connection) = try server.client()
+        do {
+          _ = try await client.unary(
+            TestService.unary, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self,
+            options: CallOptions(metadata: ["note": String(repeating: "m", count: 100_000)]))
+          Issue.record("the call was sent")
+        } catch let error as RPCError {
+          #expect(error.code == .resourceExhausted)
+        }
+        let reply = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("ok"), responseType: Google_Protobuf_StringValue.self)
+        #expect(reply.value == "OK")
+        await connection.close()
+      }
+    }
+
     @Test("a status message larger than a frame is cut to fit: the call fails alone, the connection goes on")
     func statusMessageCutToFit() async throws {
       try await TestServer.with { server in

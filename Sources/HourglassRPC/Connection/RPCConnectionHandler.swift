@@ -810,7 +810,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     var wire = WireResponseHeaders()
     wire.metadata = metadata.wire
-    write(Frame(type: .headers, streamID: streamID, payload: serialize(wire)))
+    var payload = serialize(wire)
+    if payload.readableBytes > Int(connection.remoteSettings.maxFrameSize) {
+      // Metadata the client's frames cannot hold (it would end the client's whole connection):
+      // the headers go without it, and the handler learns why.
+      payload = serialize(WireResponseHeaders())
+      write(Frame(type: .headers, streamID: streamID, payload: payload))
+      scheduleFlush()
+      promise?.fail(RPCError(code: .resourceExhausted, message: "response metadata larger than the client's frame size; sent without it"))
+      return
+    }
+    write(Frame(type: .headers, streamID: streamID, payload: payload))
     scheduleFlush()
     promise?.succeed()
   }
@@ -1045,6 +1055,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
       openPendingStreams()
       return
     }
+    let headers = requestHeadersPayload(head)
+    if headers.readableBytes > Int(connection.remoteSettings.maxFrameSize) {
+      // A frame the server would refuse, ending the whole connection: this call fails alone.
+      _ = connection.streamClosed()
+      caller.fail(
+        RPCError(
+          code: .resourceExhausted,
+          message: "request headers of \(headers.readableBytes) bytes (metadata) exceed the server's frame size of \(connection.remoteSettings.maxFrameSize)"))
+      openPendingStreams()
+      return
+    }
     var machine = StreamStateMachine(
       role: .client,
       sendCredit: connection.remoteSettings.initialStreamCredit,
@@ -1067,7 +1088,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     }
     streams[streamID] = box
     idleTimer?.cancel()
-    write(.headers, flags: headersFlags, streamID: streamID, payload: requestHeadersPayload(head))
+    write(.headers, flags: headersFlags, streamID: streamID, payload: headers)
     if let timeout = head.timeout {
       let nanos = timeout.saturatingUnits(of: 1_000_000_000)
       box.deadline = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(max(1, nanos))) { [self] in
