@@ -141,6 +141,9 @@ extension TLSLoopbackTests {
     @Test("a deadline that passes ends the call with DEADLINE_EXCEEDED", arguments: Transport.allCases)
     func deadline(_ transport: Transport) async throws {
       try await withClient(transport) { client, probe in
+        // The connection's SETTINGS exchanged first: a call's deadline runs while it waits to be
+        // sent, and this one must reach the server for its handler to be stopped.
+        _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("warm"), responseType: Google_Protobuf_StringValue.self)
         await #expect {
           _ = try await client.unary(
             TestService.wait, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self,

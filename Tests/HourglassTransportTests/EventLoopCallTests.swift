@@ -131,6 +131,9 @@ extension TLSLoopbackTests {
     func deadlineThenLateAnswer() async throws {
       try await TestServer.with { server in
         let (client, connection) = try server.client()
+        // The connection's SETTINGS exchanged first: a call's deadline runs while it waits to
+        // be sent, and this one must reach the server for its late answer to be dropped.
+        #expect(try await call(client, TestService.onLoop, "warm") == "WARM@loop")
         await #expect {
           _ = try await call(client, TestService.onLoopLater, "slow", timeout: .milliseconds(100))
         } throws: { ($0 as? RPCError)?.code == .deadlineExceeded }
