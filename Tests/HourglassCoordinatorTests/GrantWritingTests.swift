@@ -36,12 +36,7 @@ struct GrantWritingTests {
         metrics: CoordinatorMetrics(factory: NOOPMetricsHandler.instance))
       let dues = dueOffsets.map { Harness.start + $0 }
       self.dues = dues
-      tasks = dues.map { due in
-        NewTask(
-          id: TaskID.now(), owner: "alice", operatorName: "noop",
-          scheduleSpec: StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded(), firstRunMicros: due,
-          createdAtMicros: Harness.start)
-      }
+      tasks = dues.map { Self.noopTask(due: $0) }
       _ = try await store.insert(tasks)
     }
 
@@ -57,6 +52,14 @@ struct GrantWritingTests {
     }
 
     func runID(_ index: Int) -> RunID { RunID(taskID: tasks[index].id, scheduledMicros: dues[index]) }
+
+    /// A one-shot `noop` task of alice's, due at `due`.
+    static func noopTask(due: Int64, maxAttempts: Int32 = 1, createdAt: Int64 = Harness.start) -> NewTask {
+      NewTask(
+        id: TaskID.now(), owner: "alice", operatorName: "noop",
+        scheduleSpec: StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded(), maxAttempts: maxAttempts, firstRunMicros: due,
+        createdAtMicros: createdAt)
+    }
 
     /// Stops the dispatcher `running`, then closes the store.
     func stop(_ running: Task<Void, any Error>) async throws {

@@ -57,9 +57,7 @@ struct LostRunTests {
     let setup = try await GrantWritingTests.Setup(dueOffsets: [], configuration: configuration)
     // A task with attempts left (on its last, an expired lease is recorded dead instead).
     let due = Harness.start + 1_000_000
-    let task = NewTask(
-      id: TaskID.now(), owner: "alice", operatorName: "noop", scheduleSpec: StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded(),
-      maxAttempts: 3, firstRunMicros: due, createdAtMicros: Harness.start)
+    let task = GrantWritingTests.Setup.noopTask(due: due, maxAttempts: 3)
     _ = try await setup.store.insert([task])
     let stream = SlowStream(open: true)
     let running = Task { try await setup.dispatcher.run() }
@@ -105,9 +103,7 @@ struct LostRunTests {
     _ = await bounded("the sweep waiting again") { await nextSweep.first { _ in true } }
     // Due 30 s ago, and written by someone else (another coordinator, whose notice was lost).
     let due = start + 20_000_000
-    let task = NewTask(
-      id: TaskID.now(), owner: "alice", operatorName: "noop", scheduleSpec: StoredTaskSpec(schedule: .once(at: due), retry: .defaults).encoded(),
-      firstRunMicros: due, createdAtMicros: start + 50_000_000)
+    let task = GrantWritingTests.Setup.noopTask(due: due, createdAt: start + 50_000_000)
     _ = try await setup.base.insert([task])
     clock.advance(byMicros: 6_000_000)
     let written = await bounded("the run's grant") { await stream.waitForMessages(1) }

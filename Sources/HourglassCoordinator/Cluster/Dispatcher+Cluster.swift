@@ -305,7 +305,8 @@ extension Dispatcher {
       try await load(partitions: unloaded, from: Self.backlogStartMicros, until: loadedUntil)
     } catch {
       if Task.isCancelled { return }
-      // The sweep reads only what fell due lately: the older backlog is read at the next pass.
+      // The sweep finds their overdue runs, but those due later in the loaded window only once
+      // they fall due: all of them are read again at the next pass.
       backlogsToLoad = Set(unloaded)
       logger.warning("loading newly taken partitions failed; trying again at the next pass", metadata: ["hourglass.error": "\(error)"])
     }

@@ -551,8 +551,8 @@ actor Dispatcher {
 
   /// Reads the owned partitions' entries that are due (up to a second ago) and still waiting,
   /// until cancelled: a run that is due and in no queue goes out at most a sweep interval (and a
-  /// second, ``sweepLagMicros``) late. On
-  /// one coordinator, such a run's load or recovery failed; in a cluster, also, another
+  /// second, ``sweepLagMicros``) late. On one coordinator, such a run's load or recovery
+  /// failed; in a cluster, also, another
   /// coordinator's notice of it was lost (or arrived for an instant already loaded here while
   /// the sender's clock lagged). A due entry is in the index only until it is leased, so a
   /// sweep reads what still waits, not every run of the interval.
@@ -570,7 +570,7 @@ actor Dispatcher {
         try await load(partitions: partitions, from: Self.backlogStartMicros, until: min(now - Self.sweepLagMicros, loadedUntil))
       } catch {
         if Task.isCancelled { return }
-        logger.warning("the cluster sweep failed", metadata: ["hourglass.error": "\(error)"])
+        logger.warning("the sweep of due entries failed", metadata: ["hourglass.error": "\(error)"])
       }
     }
   }

@@ -137,10 +137,7 @@ struct ExecutorService: Sendable {
   /// characters replaced (PostgreSQL's `text` refuses them, failing the whole batch of results).
   static func storedError(_ reported: String) -> String {
     let error = reported.utf8.contains(0) ? reported.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") : reported
-    guard error.utf8.count > storedErrorBytes else { return error }
-    var cut = error.utf8.index(error.utf8.startIndex, offsetBy: storedErrorBytes - 3)
-    while cut > error.utf8.startIndex && cut.samePosition(in: error.unicodeScalars) == nil { error.utf8.formIndex(before: &cut) }
-    return String(error[..<cut]) + "…"
+    return TextCut.cut(error, toUTF8Bytes: storedErrorBytes)
   }
 
   /// The run ids of `results`, parsed; refuses (INVALID_ARGUMENT) any that is not a run id (a

@@ -668,7 +668,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   private func writeReset(_ streamID: UInt32, code: StatusCode, message: String) {
     var wire = WireReset()
     wire.code = code.rawValue
-    wire.message = Self.cut(message, toBytes: statusMessageLimit)
+    wire.message = TextCut.cut(message, toUTF8Bytes: statusMessageLimit)
     write(Frame(type: .reset, streamID: streamID, payload: serialize(wire)))
   }
 
@@ -676,22 +676,6 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
   /// the peer accepts. A message quoting a request field (an id of megabytes, say) must not
   /// make a frame the peer refuses, which would end its whole connection over one call.
   private var statusMessageLimit: Int { Int(connection.remoteSettings.maxFrameSize) / 2 }
-
-  /// `message` cut to at most `limit` UTF-8 bytes at a character boundary, marked with "…".
-  static func cut(_ message: String, toBytes limit: Int) -> String {
-    guard message.utf8.count > limit else { return message }
-    let marker = "…"
-    let budget = max(0, limit - marker.utf8.count)
-    var end = message.startIndex
-    var bytes = 0
-    for index in message.indices {
-      let size = message[index].utf8.count
-      if bytes + size > budget { break }
-      bytes += size
-      end = message.index(after: index)
-    }
-    return String(message[..<end]) + marker
-  }
 
   /// Ends `streamID` at once, the way ``sendFinish(_:lastMessage:status:metadata:promise:)``
   /// does, when `lastMessage` (if any) and then the TRAILERS can go out right now with nothing
@@ -811,18 +795,17 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     var wire = WireResponseHeaders()
     wire.metadata = metadata.wire
     var payload = serialize(wire)
-    if payload.readableBytes > Int(connection.remoteSettings.maxFrameSize) {
-      // Metadata the client's frames cannot hold (it would end the client's whole connection):
-      // the headers go without it, and the handler learns why.
-      payload = serialize(WireResponseHeaders())
-      write(Frame(type: .headers, streamID: streamID, payload: payload))
-      scheduleFlush()
-      promise?.fail(RPCError(code: .resourceExhausted, message: "response metadata larger than the client's frame size; sent without it"))
-      return
-    }
+    // Metadata the client's frames cannot hold (it would end the client's whole connection):
+    // the headers go without it, and the handler learns why.
+    let tooLarge = payload.readableBytes > Int(connection.remoteSettings.maxFrameSize)
+    if tooLarge { payload = serialize(WireResponseHeaders()) }
     write(Frame(type: .headers, streamID: streamID, payload: payload))
     scheduleFlush()
-    promise?.succeed()
+    if tooLarge {
+      promise?.fail(RPCError(code: .resourceExhausted, message: "response metadata larger than the client's frame size; sent without it"))
+    } else {
+      promise?.succeed()
+    }
   }
 
   fileprivate func sendFinish(_ streamID: UInt32, lastMessage: ByteBuffer?, status: Status, metadata: Metadata, promise: EventLoopPromise<Void>?) {
@@ -876,7 +859,7 @@ public final class RPCConnectionHandler: ChannelInboundHandler {
     } else {
       var wire = WireTrailers()
       wire.code = status.code.rawValue
-      wire.message = Self.cut(status.message, toBytes: statusMessageLimit)
+      wire.message = TextCut.cut(status.message, toUTF8Bytes: statusMessageLimit)
       wire.metadata = metadata.wire
       var bytes = serialize(wire)
       if bytes.readableBytes > Int(connection.remoteSettings.maxFrameSize) {
