@@ -63,6 +63,10 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// coordinator's notice did not bring (a lost connection, a clock ahead). (Named when only
   /// clusters swept.)
   public var clusterSweepMicros: Int64
+  /// In a cluster: how long the pings a coordinator sends itself at each ownership pass may
+  /// go unanswered (two at least) before it replaces its notice subscription, whose connection
+  /// has then gone silent without an error (docs/storage.md, "Cluster").
+  public var noticeSilenceMicros: Int64
   /// How long a finished task (completed, or dead after its last attempt) is kept, counted from
   /// its last run's scheduled time (its creation, if it never ran); Get, List and its run
   /// history answer for it until then. nil keeps finished tasks for ever.
@@ -114,6 +118,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       partitionLeaseMicros: 10_000_000,
       advertiseAddress: nil,
       clusterSweepMicros: 5_000_000,
+      noticeSilenceMicros: 10_000_000,
       finishedTaskRetentionMicros: 7 * 24 * 3_600_000_000,
       runHistoryRetentionMicros: 7 * 24 * 3_600_000_000,
       deletedTaskRetentionMicros: 3_600_000_000,
@@ -135,6 +140,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     try positive(defaultTimeoutMicros, "default_timeout")
     try positive(partitionLeaseMicros, "partition_lease")
     try positive(clusterSweepMicros, "cluster_sweep")
+    try positive(noticeSilenceMicros, "notice_silence")
     guard skewBoundMicros >= 0 else { throw ConfigurationError(field: "skew_bound", reason: "must not be negative") }
     guard leaseAheadMicros >= 0, leaseAheadMicros < loadAheadMicros / 2, leaseAheadMicros < leaseDurationMicros / 2 else {
       throw ConfigurationError(field: "lease_ahead", reason: "must be at least 0 and under half the load-ahead and half the lease duration")

@@ -144,6 +144,12 @@ public enum ClusterNotice: Sendable, Hashable {
   /// its next interval, so a hand-over takes round trips, not seconds. `from` names the sender,
   /// which ignores its own notice.
   case rebalance(from: String)
+  /// A coordinator's notice to itself, sent at each ownership pass: while its subscription
+  /// works, the ping comes back within a round trip. One that stops coming back means the
+  /// subscription's connection went silent (half-open: the database host crashed, or a NAT
+  /// forgot it), which raises no error; the coordinator then subscribes again. Other
+  /// coordinators ignore it.
+  case ping(from: String)
 }
 
 extension ClusterNotice {
@@ -151,7 +157,8 @@ extension ClusterNotice {
   public static let maxPayloadBytes = 7_000
 
   /// Encodes notices as text payloads of at most ``maxPayloadBytes`` each, one notice per line:
-  /// `d <task id> <scheduled µs> <due µs> <priority>`, `c <run id> <reason>` or `r <coordinator id>`.
+  /// `d <task id> <scheduled µs> <due µs> <priority>`, `c <run id> <reason>`, `r <coordinator id>`
+  /// or `p <coordinator id>`.
   public static func encode(_ notices: [ClusterNotice]) -> [String] {
     var payloads: [String] = []
     var current = ""
@@ -165,7 +172,9 @@ extension ClusterNotice {
         let flat = String(reason.map { $0.isNewline ? " " : $0 }.prefix(200))
         line = "c \(runID) \(flat)"
       case .rebalance(let sender):
-        line = "r \(String(sender.filter { !$0.isNewline }.prefix(200)))"
+        line = "r \(Self.oneLine(sender))"
+      case .ping(let sender):
+        line = "p \(Self.oneLine(sender))"
       }
       if !current.isEmpty && current.utf8.count + 1 + line.utf8.count > maxPayloadBytes {
         payloads.append(current)
@@ -175,6 +184,11 @@ extension ClusterNotice {
     }
     if !current.isEmpty { payloads.append(current) }
     return payloads
+  }
+
+  /// A coordinator id as one bounded line.
+  private static func oneLine(_ id: String) -> String {
+    String(id.filter { !$0.isNewline }.prefix(200))
   }
 
   /// Decodes a payload written by ``encode(_:)``; lines it does not understand (a newer
@@ -195,6 +209,9 @@ extension ClusterNotice {
       case "r":
         guard fields.count >= 2 else { return nil }
         return .rebalance(from: fields.dropFirst().joined(separator: " "))
+      case "p":
+        guard fields.count >= 2 else { return nil }
+        return .ping(from: fields.dropFirst().joined(separator: " "))
       default:
         return nil
       }

@@ -2,6 +2,7 @@ import HourglassCore
 import HourglassStore
 import Logging
 import PostgresNIO
+import Synchronization
 
 extension PostgresTaskStore: PartitionLeasing {
   /// The `LISTEN`/`NOTIFY` channel the coordinators of one database talk on.
@@ -109,10 +110,22 @@ extension PostgresTaskStore: PartitionLeasing {
     _ = try await rows("SELECT pg_notify(\(Self.noticeChannel), payload) FROM unnest(\(payloads)::text[]) AS payload")
   }
 
+  /// Listens on a connection of its own, outside the pool: a subscription that goes silent
+  /// (its caller stops getting its pings back) is ended by cancelling the caller's task, which
+  /// closes that connection at once. A pooled connection would go back to the pool, half-open.
   public func listen(onListening: @Sendable () async -> Void, _ receive: @Sendable ([ClusterNotice]) async -> Void) async throws {
+    let connection: PostgresConnection
     do {
-      try await client.withConnection { [logger] connection in
-        try await connection.listen(on: Self.noticeChannel) { notifications in
+      connection = try await PostgresConnection.connect(
+        configuration: noticeConnectionConfiguration, id: Self.noticeConnectionIDs.wrappingAdd(1, ordering: .relaxed).oldValue,
+        logger: logger)
+    } catch {
+      throw Self.mapError(error)
+    }
+    var failure: (any Error)?
+    do {
+      try await withTaskCancellationHandler {
+        try await connection.listen(on: Self.noticeChannel) { [logger] notifications in
           logger.debug("listening for cluster notices")
           await onListening()
           for try await notification in notifications {
@@ -120,10 +133,27 @@ extension PostgresTaskStore: PartitionLeasing {
             if !notices.isEmpty { await receive(notices) }
           }
         }
+      } onCancel: {
+        // Ends the wait for notices, which a silent connection would never end.
+        connection.close().whenComplete { _ in }
       }
     } catch {
-      throw Self.mapError(error)
+      failure = error
     }
+    // Closed before it goes, whatever happened (postgres-nio requires it); already closed
+    // after a cancel, which this then only waits for.
+    try? await connection.close()
+    if let failure { throw Self.mapError(failure) }
+  }
+
+  /// Ids of the notice connections (for postgres-nio's logs).
+  private static let noticeConnectionIDs = Atomic<Int>(1)
+
+  /// How the notice connection connects: as the pool does.
+  private var noticeConnectionConfiguration: PostgresConnection.Configuration {
+    PostgresConnection.Configuration(
+      host: configuration.host, port: configuration.port, username: configuration.username, password: configuration.password,
+      database: configuration.database, tls: .disable)
   }
 
   /// The partitions among `fence`'s that its coordinator still holds with the same epoch and

@@ -52,11 +52,11 @@ public final class PostgresTaskStore: TaskStore {
       if maxBatchRows < 1 {
         throw TaskStoreError.invalidArgument("configuration.maxBatchRows must be at least 1")
       }
-      // One connection more is held for good by LISTEN in a cluster, and one at least must be
-      // left for leases, renewals and reads while every writer is busy.
-      if writerConnections < 1 || writerConnections >= maxConnections - 1 {
+      // One connection at least must be left for leases, renewals and reads while every writer
+      // is busy. (A cluster's LISTEN has a connection of its own, outside the pool.)
+      if writerConnections < 1 || writerConnections >= maxConnections {
         throw TaskStoreError.invalidArgument(
-          "configuration.writerConnections must be between 1 and maxConnections - 2")
+          "configuration.writerConnections must be between 1 and maxConnections - 1")
       }
     }
   }

@@ -14,6 +14,7 @@ import Prometheus
 import Testing
 
 @testable import HourglassCoordinator
+@testable import HourglassStorePostgres
 
 #if canImport(Glibc)
   import Glibc
@@ -73,7 +74,9 @@ struct PartitionAssignmentTests {
       DueEntry(taskID: TaskID.now(), scheduledMicros: 1_000 + Int64($0), dueMicros: 2_000 + Int64($0), priority: Int32($0 % 7) - 3)
     }
     let notices: [ClusterNotice] =
-      entries.map { .due($0) } + [.rebalance(from: "coord a"), .cancel(RunID(taskID: entries[0].taskID, scheduledMicros: 1_000), reason: "deleted\nby alice")]
+      entries.map { .due($0) } + [
+        .rebalance(from: "coord a"), .ping(from: "coord b"), .cancel(RunID(taskID: entries[0].taskID, scheduledMicros: 1_000), reason: "deleted\nby alice"),
+      ]
     let payloads = ClusterNotice.encode(notices)
     #expect(payloads.count > 1)
     #expect(payloads.allSatisfy { $0.utf8.count <= ClusterNotice.maxPayloadBytes })
@@ -295,6 +298,53 @@ struct ClusterTests {
       let coordinator = cluster.running[0]
       _ = await bounded("the coordinator stopping") { _ = await coordinator.result }
       _ = await bounded("the executor's stream closing") { await onA.close() }
+    }
+  }
+
+  @Test("a notice subscription gone silent is replaced once its pings stop coming back, and notices arrive again")
+  func silentNoticeSubscriptionIsReplaced() async throws {
+    let registry = PrometheusCollectorRegistry()
+    try await ClusterHarness.with(
+      ids: ["coord-a"], metricsFactories: [HourglassMetrics.makeFactory(registry: registry)],
+      configure: {
+        // Passes only when the test makes them: the loop's own come a third of an hour apart.
+        $0.partitionLeaseMicros = 3_600_000_000
+        $0.noticeSilenceMicros = 10_000_000
+      }
+    ) { cluster in
+      let onA = try await cluster.executor("exec-a", via: 0)
+      try await cluster.converge()
+      let dispatcher = cluster.coordinators[0].dispatcher
+      // While the subscription works, each pass's ping comes back, however far apart the passes.
+      for _ in 0..<3 {
+        cluster.clock.advance(byMicros: 10_000_000)
+        await dispatcher.keepPartitionsPass()
+        _ = await bounded("the ping coming back") { await dispatcher.waitUntilPingsAnswered() }
+      }
+      #expect(await dispatcher.noticeSubscriptions == 1)
+
+      // The LISTEN connection's server process stopped: its socket stays open and nothing
+      // arrives, as with a database host gone or a connection a NAT forgot. No error comes.
+      let listeners = try await cluster.stores[0].rows(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+      ).map { try $0.decode(Int32.self) }
+      let pid = try #require(listeners.count == 1 ? listeners.first : nil, "one LISTEN connection, found \(listeners)")
+      #expect(kill(pid_t(pid), SIGSTOP) == 0)
+      defer { kill(pid_t(pid), SIGCONT) }
+      await dispatcher.keepPartitionsPass()
+      cluster.clock.advance(byMicros: 10_000_000)
+      await dispatcher.keepPartitionsPass()
+      #expect(await dispatcher.noticeSubscriptions == 1, "one ping unanswered is not yet silence")
+      cluster.clock.advance(byMicros: 10_000_000)
+      await dispatcher.keepPartitionsPass()
+      _ = await bounded("a new subscription listening") { await dispatcher.waitUntilListening(times: 2) }
+
+      // Notices arrive through the new connection, the old one still silent.
+      try await cluster.stores[0].publish([.due(DueEntry(taskID: TaskID.now(), scheduledMicros: 1, dueMicros: 1, priority: 0))])
+      _ = await bounded("a notice through the new subscription") { await dispatcher.waitUntilReceived(dueNotices: 1) }
+      let metrics = try PrometheusText(registry.emitToString())
+      #expect(metrics.value("hourglass_cluster_notice_resubscriptions_total") == 1)
+      await onA.close()
     }
   }
 

@@ -69,12 +69,38 @@ extension Dispatcher {
     }
   }
 
-  /// Receives other coordinators' notices until cancelled, subscribing again after a failure.
+  /// Receives other coordinators' notices until cancelled.
+  ///
+  /// A subscription subscribes again after a failure, but a connection gone silent (half-open)
+  /// fails nothing: that is what the pings of ``checkNoticeSubscription(now:)`` find, and a new
+  /// subscription then replaces the silent one. The new one starts first and the old one ends
+  /// once the new one listens, so no notice goes missing between them (one may arrive twice,
+  /// which every notice tolerates).
   func listenForNotices() async {
+    guard cluster != nil else { return }
+    startNoticeSubscription()
+    // Until cancelled: the subscriptions are tasks of their own, so that one can be ended alone.
+    let stopped = WakeSignal()
+    await stopped.wait()
+    let listeners = noticeListeners.values
+    noticeListeners = [:]
+    for listener in listeners { listener.cancel() }
+    for listener in listeners { await listener.value }
+  }
+
+  /// Starts a subscription of a new generation.
+  private func startNoticeSubscription() {
+    noticeGeneration += 1
+    let generation = noticeGeneration
+    noticeListeners[generation] = Task { await self.keepSubscribed(generation: generation) }
+  }
+
+  /// One subscription, subscribing again after a failure, until cancelled.
+  private func keepSubscribed(generation: Int) async {
     guard let cluster else { return }
     while !Task.isCancelled {
       do {
-        try await cluster.listen(onListening: { await self.startedListening() }, { await self.received($0) })
+        try await cluster.listen(onListening: { await self.startedListening(generation: generation) }, { await self.received($0) })
       } catch {
         if Task.isCancelled { return }
         logger.warning("listening for cluster notices failed; retrying", metadata: ["hourglass.error": "\(error)"])
@@ -83,11 +109,11 @@ extension Dispatcher {
     }
   }
 
-  /// Returns once this coordinator listens for the other coordinators' notices (a signal for
-  /// tests: a notice published before that is only found by the sweep).
-  func waitUntilListening() async {
-    if noticeSubscriptions > 0 { return }
-    await withCheckedContinuation { noticeSubscriptionWaiters.add(until: { $0 > 0 }, $0) }
+  /// Returns once this coordinator's notice subscription has started `count` times (once by
+  /// default): a signal for tests, as a notice published before that is only found by the sweep.
+  func waitUntilListening(times count: Int = 1) async {
+    if noticeSubscriptions >= count { return }
+    await withCheckedContinuation { noticeSubscriptionWaiters.add(until: { $0 >= count }, $0) }
   }
 
   /// Returns once `count` `due` notices have arrived from other coordinators (a signal for tests).
@@ -96,10 +122,57 @@ extension Dispatcher {
     await withCheckedContinuation { dueNoticeWaiters.add(until: { $0 >= count }, $0) }
   }
 
-  private func startedListening() async {
+  /// Returns once every ping this coordinator sent itself has come back (a signal for tests).
+  func waitUntilPingsAnswered() async {
+    if unansweredPings == 0 { return }
+    await withCheckedContinuation { pingWaiters.add(until: { $0 == 0 }, $0) }
+  }
+
+  /// No ping is waiting for an answer any more.
+  private func pingsAnswered() {
+    unansweredPings = 0
+    unansweredPingsSince = nil
+    pingWaiters.resume(for: 0)
+  }
+
+  private func startedListening(generation: Int) async {
+    guard generation >= listeningGeneration else {
+      // An older subscription that subscribed again after a newer one listened: it ends.
+      noticeListeners.removeValue(forKey: generation)?.cancel()
+      return
+    }
+    if generation > listeningGeneration {
+      // The subscriptions this one replaces end now that it listens.
+      for (older, listener) in noticeListeners where older < generation {
+        listener.cancel()
+        noticeListeners[older] = nil
+      }
+      listeningGeneration = generation
+    }
+    pingsAnswered()
     await rescanOwnedPartitions()
     noticeSubscriptions += 1
     noticeSubscriptionWaiters.resume(for: noticeSubscriptions)
+  }
+
+  /// At each ownership pass: sends this coordinator a ping through the database, and replaces
+  /// the subscription when two pings or more went unanswered for `noticeSilenceMicros`. Time
+  /// and count both: passes run back to back at times (a rebalance), faster than a round trip.
+  func checkNoticeSubscription(now: Int64) {
+    guard listeningGeneration > 0 else { return }
+    if let since = unansweredPingsSince, unansweredPings >= 2, now - since >= configuration.noticeSilenceMicros,
+      noticeGeneration == listeningGeneration
+    {
+      logger.warning(
+        "no ping came back through the notice subscription; subscribing on a new connection",
+        metadata: ["hourglass.unanswered": "\(unansweredPings)", "hourglass.silent_ms": "\((now - since) / 1000)"])
+      metrics.clusterResubscriptions.increment()
+      pingsAnswered()
+      startNoticeSubscription()
+    }
+    if unansweredPingsSince == nil { unansweredPingsSince = now }
+    unansweredPings += 1
+    announce(.ping(from: configuration.coordinatorID))
   }
 
   func received(_ notices: [ClusterNotice]) async {
@@ -118,6 +191,8 @@ extension Dispatcher {
         await cancel(runID, reason: reason)
       case .rebalance(let sender):
         if joinedCluster && sender != configuration.coordinatorID { ownershipWake.signal() }
+      case .ping(let sender):
+        if sender == configuration.coordinatorID { pingsAnswered() }
       }
     }
     if added {
@@ -221,6 +296,7 @@ extension Dispatcher {
 
   private func keepPartitionsPassAlone() async {
     guard let cluster, let ownership else { return }
+    checkNoticeSubscription(now: clock.nowMicros())
     let me = configuration.coordinatorID
     let dispatching = !sessions.isEmpty
     if !dispatching {

@@ -92,6 +92,17 @@ actor Dispatcher {
   /// arrived, with those waiting for either (signals for tests).
   var noticeSubscriptions = 0
   var noticeSubscriptionWaiters = CountWaiters()
+  /// In a cluster, the notice subscriptions running, by generation: one, and two while a newer
+  /// one replaces a silent one (the older ends once the newer listens).
+  var noticeListeners: [Int: Task<Void, Never>] = [:]
+  /// The newest subscription's generation, and the newest that has listened.
+  var noticeGeneration = 0
+  var listeningGeneration = 0
+  /// Pings sent to this coordinator itself since one last came back, and when the first of them
+  /// was sent, with those waiting for none to be unanswered (a signal for tests).
+  var unansweredPings = 0
+  var unansweredPingsSince: Int64?
+  var pingWaiters = CountWaiters()
   var dueNoticesReceived = 0
   var dueNoticeWaiters = CountWaiters()
   /// Whether a ``keepPartitionsPass()`` is in flight, and the passes waiting for it to end.

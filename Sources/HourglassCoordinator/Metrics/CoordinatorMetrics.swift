@@ -46,6 +46,9 @@ final class CoordinatorMetrics: Sendable {
   /// In a cluster: the coordinators this one announces to its executors (live, with an address)
   /// at its last membership pass.
   let clusterAnnounced: Gauge
+  /// In a cluster: times the notice subscription was replaced because this coordinator's pings
+  /// to itself stopped coming back.
+  let clusterResubscriptions: Counter
   /// Deleted tasks whose rows the purge removed.
   let tasksPurgedDeleted: Counter
   /// Finished tasks the purge removed once their retention had passed.
@@ -105,6 +108,7 @@ final class CoordinatorMetrics: Sendable {
     executorsSkewRefused = Gauge(label: "hourglass_executors_skew_refused", factory: factory)
     clusterCoordinators = Gauge(label: "hourglass_cluster_coordinators", factory: factory)
     clusterAnnounced = Gauge(label: "hourglass_cluster_announced_coordinators", factory: factory)
+    clusterResubscriptions = Counter(label: "hourglass_cluster_notice_resubscriptions_total", factory: factory)
     tasksPurgedDeleted = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "deleted")], factory: factory)
     tasksPurgedFinished = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "finished")], factory: factory)
     blobsRemoved = Counter(label: "hourglass_blobs_removed_total", factory: factory)
@@ -141,6 +145,7 @@ final class CoordinatorMetrics: Sendable {
       case .due: kind = "due"
       case .cancel: kind = "cancel"
       case .rebalance: kind = "rebalance"
+      case .ping: kind = "ping"
       }
       let key = "\(sent ? "sent" : "received") \(kind)"
       let counter = noticeCounters.withLock { counters in
