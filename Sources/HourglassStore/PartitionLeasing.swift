@@ -6,7 +6,9 @@ import HourglassCore
 /// A store that does not conform (SQLite, one process) leaves every partition to the one
 /// coordinator that opens it.
 ///
-/// The epoch grows on every change of owner. ``createLeases(_:now:fencedBy:)`` acts only where
+/// The epoch grows on every change of owner, and when a coordinator restarted under the same id
+/// takes its partitions back: each process of a coordinator has an incarnation (its start
+/// time), so a former process still running (paused, not dead) is fenced like another owner. ``createLeases(_:now:fencedBy:)`` acts only where
 /// the caller still holds the partition with the epoch it was granted, checked inside the same
 /// transaction, so a coordinator that was paused past its partition lease cannot dispatch a run
 /// its successor owns. ``recoverExpiredLeases(now:skewBound:limit:partitions:)`` takes the
@@ -20,24 +22,27 @@ public protocol PartitionLeasing: TaskStore {
   /// dispatches) and returns the coordinators alive at `now` (it included), sorted by id.
   func heartbeatCoordinator(_ member: CoordinatorMember, now: Int64, expiresAt: Int64) async throws -> [CoordinatorMember]
 
-  /// Removes coordinator `id` from the live set and gives up all its partition leases (at a
-  /// graceful shutdown, so the others take its partitions at their next pass, not after expiry).
-  func leaveCluster(_ id: String) async throws
+  /// Removes coordinator `id` from the live set and gives up all the partition leases its
+  /// process `incarnation` holds (at a graceful shutdown, so the others take its partitions at
+  /// their next pass, not after expiry).
+  func leaveCluster(_ id: String, incarnation: Int64) async throws
 
   /// Every partition lease that exists (a partition never leased has none).
   func partitionLeases() async throws -> [PartitionLease]
 
-  /// Takes or extends the leases of `partitions` for `owner` until `expiresAt`: each one that is
-  /// free, ran out before `now`, or is already `owner`'s. A change of owner increments the epoch.
-  /// Returns the leases `owner` holds among `partitions` after the call.
+  /// Takes or extends the leases of `partitions` for `owner`'s process `incarnation` until
+  /// `expiresAt`: each one that is free, ran out before `now`, or is already `owner`'s with this
+  /// incarnation or an earlier one (a restart takes its partitions back at once; a former process
+  /// does not take them from a later one). A change of owner or incarnation increments the epoch.
+  /// Returns the leases this process holds among `partitions` after the call.
   func acquirePartitions(
-    _ partitions: [Partition], owner: String, now: Int64, expiresAt: Int64
+    _ partitions: [Partition], owner: String, incarnation: Int64, now: Int64, expiresAt: Int64
   ) async throws
     -> [PartitionLease]
 
-  /// Gives up `owner`'s leases of `partitions` (they become free at once; the epoch is kept and
-  /// grows when another coordinator takes one).
-  func releasePartitions(_ partitions: [Partition], owner: String) async throws
+  /// Gives up the leases of `partitions` that `owner`'s process `incarnation` holds (they become
+  /// free at once; the epoch is kept and grows when another coordinator takes one).
+  func releasePartitions(_ partitions: [Partition], owner: String, incarnation: Int64) async throws
 
   /// ``TaskStore/createLeases(_:now:)``, where each request is also refused (nil) unless its
   /// task's partition is still leased to `fence.owner` with the epoch in `fence`, and not

@@ -176,6 +176,15 @@ enum PostgresMigrations {
           """,
           "DROP TABLE idempotency_keys",
         ]),
+      Migration(
+        version: 11, name: "lease-incarnations",
+        statements: [
+          // The process of its coordinator that holds each partition lease (its start time): a
+          // coordinator restarted under the same id takes its partitions back with a new epoch,
+          // which fences the former process if that one still runs (paused, not dead). Leases
+          // written before have incarnation 0, which any process of their owner takes over.
+          "ALTER TABLE partition_leases ADD COLUMN incarnation bigint NOT NULL DEFAULT 0"
+        ]),
     ]
   }
 }

@@ -28,10 +28,10 @@ extension PostgresTaskStore: PartitionLeasing {
     }
   }
 
-  public func leaveCluster(_ id: String) async throws {
+  public func leaveCluster(_ id: String, incarnation: Int64) async throws {
     try await transaction { [logger] connection in
       try await connection.query("DELETE FROM coordinators WHERE id = \(id)", logger: logger)
-      try await connection.query(Self.release(owner: id, partitions: nil), logger: logger)
+      try await connection.query(Self.release(owner: id, incarnation: incarnation, partitions: nil), logger: logger)
     }
   }
 
@@ -40,48 +40,52 @@ extension PostgresTaskStore: PartitionLeasing {
   }
 
   public func acquirePartitions(
-    _ partitions: [Partition], owner: String, now: Int64, expiresAt: Int64
+    _ partitions: [Partition], owner: String, incarnation: Int64, now: Int64, expiresAt: Int64
   ) async throws
     -> [PartitionLease]
   {
     if partitions.isEmpty { return [] }
     let numbers = partitions.map(\.rawValue)
     // Partitions are taken in order, so two coordinators claiming overlapping sets wait for
-    // each other rather than deadlock; the conflict clause is the compare-and-set.
+    // each other rather than deadlock; the conflict clause is the compare-and-set. A process of
+    // the same coordinator started later takes the lease at once with a new epoch, which fences
+    // the former process if it still runs; that one cannot take it back while it is live.
     return try await transaction { [logger] connection in
       try await connection.query(
         """
-        INSERT INTO partition_leases AS l (partition, owner, epoch, expires_us)
-        SELECT p, \(owner), 1, \(expiresAt) FROM unnest(\(numbers)::integer[]) AS p ORDER BY p
+        INSERT INTO partition_leases AS l (partition, owner, epoch, expires_us, incarnation)
+        SELECT p, \(owner), 1, \(expiresAt), \(incarnation) FROM unnest(\(numbers)::integer[]) AS p ORDER BY p
         ON CONFLICT (partition) DO UPDATE SET
-          owner = excluded.owner, expires_us = excluded.expires_us,
-          epoch = CASE WHEN l.owner = excluded.owner THEN l.epoch ELSE l.epoch + 1 END
-        WHERE l.owner = excluded.owner OR l.expires_us <= \(now)
+          owner = excluded.owner, expires_us = excluded.expires_us, incarnation = excluded.incarnation,
+          epoch = CASE WHEN l.owner = excluded.owner AND l.incarnation = excluded.incarnation THEN l.epoch ELSE l.epoch + 1 END
+        WHERE (l.owner = excluded.owner AND l.incarnation <= excluded.incarnation) OR l.expires_us <= \(now)
         """, logger: logger)
       return try await connection.query(
         """
         SELECT partition, owner, epoch, expires_us FROM partition_leases
-        WHERE partition = ANY(\(numbers)::integer[]) AND owner = \(owner) AND expires_us = \(expiresAt)
+        WHERE partition = ANY(\(numbers)::integer[]) AND owner = \(owner) AND incarnation = \(incarnation)
+          AND expires_us = \(expiresAt)
         ORDER BY partition
         """, logger: logger
       ).collect().map(Self.partitionLease)
     }
   }
 
-  public func releasePartitions(_ partitions: [Partition], owner: String) async throws {
+  public func releasePartitions(_ partitions: [Partition], owner: String, incarnation: Int64) async throws {
     if partitions.isEmpty { return }
-    _ = try await rows(Self.release(owner: owner, partitions: partitions))
+    _ = try await rows(Self.release(owner: owner, incarnation: incarnation, partitions: partitions))
   }
 
-  /// Frees `owner`'s leases of `partitions` (all of them when nil). Rows are locked in partition
-  /// order, as every other writer of this table locks them, so a release and another
-  /// coordinator's take-over cannot deadlock.
-  static func release(owner: String, partitions: [Partition]?) -> PostgresQuery {
+  /// Frees the leases of `partitions` (all of them when nil) that `owner`'s process
+  /// `incarnation` holds. Rows are locked in partition order, as every other writer of this table
+  /// locks them, so a release and another coordinator's take-over cannot deadlock.
+  static func release(owner: String, incarnation: Int64, partitions: [Partition]?) -> PostgresQuery {
     let numbers = partitions?.map(\.rawValue)
     return """
       UPDATE partition_leases SET expires_us = 0 WHERE partition IN (
         SELECT partition FROM partition_leases
-        WHERE owner = \(owner) AND (\(numbers)::integer[] IS NULL OR partition = ANY(\(numbers)::integer[]))
+        WHERE owner = \(owner) AND incarnation = \(incarnation)
+          AND (\(numbers)::integer[] IS NULL OR partition = ANY(\(numbers)::integer[]))
         ORDER BY partition FOR UPDATE)
       """
   }

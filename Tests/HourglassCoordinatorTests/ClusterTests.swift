@@ -426,7 +426,7 @@ struct ClusterTests {
       let store = cluster.stores[0]
       _ = try await store.heartbeatCoordinator(CoordinatorMember(id: "ghost"), now: Harness.start, expiresAt: ghostExpiry)
       let all = (Int32(0)..<4).map { Partition(rawValue: $0) }
-      #expect(try await store.acquirePartitions(all, owner: "ghost", now: Harness.start, expiresAt: ghostExpiry).count == 4)
+      #expect(try await store.acquirePartitions(all, owner: "ghost", incarnation: 1, now: Harness.start, expiresAt: ghostExpiry).count == 4)
       let onB = try await cluster.executor("exec-b", via: 0)
       let id = try await cluster.client("alice", via: 0).schedule(once: 12)
       await cluster.coordinators[0].dispatcher.keepPartitionsPass()

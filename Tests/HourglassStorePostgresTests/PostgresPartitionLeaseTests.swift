@@ -35,22 +35,26 @@ struct PostgresPartitionLeaseTests {
     let (a, b) = try await Self.pair()
     let p0 = Partition(rawValue: 0)
     let p1 = Partition(rawValue: 1)
-    let taken = try await a.acquirePartitions([p0, p1], owner: "a", now: 1_000, expiresAt: 11_000)
+    let taken = try await a.acquirePartitions([p0, p1], owner: "a", incarnation: 1, now: 1_000, expiresAt: 11_000)
     #expect(taken == [.init(partition: p0, owner: "a", epoch: 1, expiresMicros: 11_000), .init(partition: p1, owner: "a", epoch: 1, expiresMicros: 11_000)])
-    #expect(try await b.acquirePartitions([p0, p1], owner: "b", now: 2_000, expiresAt: 12_000).isEmpty, "a live lease is not taken")
-    let renewed = try await a.acquirePartitions([p0, p1], owner: "a", now: 5_000, expiresAt: 15_000)
+    #expect(try await b.acquirePartitions([p0, p1], owner: "b", incarnation: 1, now: 2_000, expiresAt: 12_000).isEmpty, "a live lease is not taken")
+    let renewed = try await a.acquirePartitions([p0, p1], owner: "a", incarnation: 1, now: 5_000, expiresAt: 15_000)
     #expect(renewed.map(\.epoch) == [1, 1], "renewing keeps the epoch")
     #expect(renewed.map(\.expiresMicros) == [15_000, 15_000])
     // a was paused past its leases: b takes p0, and the epoch grows.
     #expect(
-      try await b.acquirePartitions([p0], owner: "b", now: 16_000, expiresAt: 26_000) == [.init(partition: p0, owner: "b", epoch: 2, expiresMicros: 26_000)])
+      try await b.acquirePartitions([p0], owner: "b", incarnation: 1, now: 16_000, expiresAt: 26_000) == [
+        .init(partition: p0, owner: "b", epoch: 2, expiresMicros: 26_000)
+      ])
     // a comes back: p0 is b's now; p1 ran out but nobody took it, so a keeps it with its epoch.
     #expect(
-      try await a.acquirePartitions([p0, p1], owner: "a", now: 17_000, expiresAt: 27_000) == [.init(partition: p1, owner: "a", epoch: 1, expiresMicros: 27_000)]
+      try await a.acquirePartitions([p0, p1], owner: "a", incarnation: 1, now: 17_000, expiresAt: 27_000) == [
+        .init(partition: p1, owner: "a", epoch: 1, expiresMicros: 27_000)
+      ]
     )
     // A release frees a partition at once.
-    try await a.releasePartitions([p1], owner: "a")
-    #expect(try await b.acquirePartitions([p1], owner: "b", now: 18_000, expiresAt: 28_000).map(\.epoch) == [2])
+    try await a.releasePartitions([p1], owner: "a", incarnation: 1)
+    #expect(try await b.acquirePartitions([p1], owner: "b", incarnation: 1, now: 18_000, expiresAt: 28_000).map(\.epoch) == [2])
     #expect(try await a.partitionLeases().map(\.owner) == ["b", "b"])
     try await a.close()
     try await b.close()
@@ -59,9 +63,9 @@ struct PostgresPartitionLeaseTests {
   @Test func aFormerOwnerCannotLeaseARunOfThePartitionItLost() async throws {
     let (a, b) = try await Self.pair()
     let (task, partition) = try await Self.dueTask(a)
-    let first = try #require(try await a.acquirePartitions([partition], owner: "a", now: 1_000, expiresAt: 11_000).first)
+    let first = try #require(try await a.acquirePartitions([partition], owner: "a", incarnation: 1, now: 1_000, expiresAt: 11_000).first)
     // a is paused; its lease runs out and b takes the partition over.
-    let second = try #require(try await b.acquirePartitions([partition], owner: "b", now: 20_000, expiresAt: 30_000).first)
+    let second = try #require(try await b.acquirePartitions([partition], owner: "b", incarnation: 1, now: 20_000, expiresAt: 30_000).first)
     #expect(second.epoch == first.epoch + 1)
     let request = LeaseRequest(taskID: task, scheduledMicros: 1_000, owner: "exec-1", expiresAt: 60_000)
     // Even by its own (stale) clock, a's epoch is gone.
@@ -95,16 +99,44 @@ struct PostgresPartitionLeaseTests {
     try await b.close()
   }
 
+  @Test func aCoordinatorRestartedUnderItsIdFencesItsFormerProcessWhichCannotTakeOrReleaseItsPartitions() async throws {
+    // Two stores stand for two processes of coordinator "a": started at 100 and at 200.
+    let (former, later) = try await Self.pair()
+    let (task, partition) = try await Self.dueTask(former)
+    let first = try #require(try await former.acquirePartitions([partition], owner: "a", incarnation: 100, now: 1_000, expiresAt: 11_000).first)
+    // Restarted while the former process still runs (paused): the partition comes back at once,
+    // with a new epoch.
+    let second = try #require(try await later.acquirePartitions([partition], owner: "a", incarnation: 200, now: 2_000, expiresAt: 12_000).first)
+    #expect(second.epoch == first.epoch + 1)
+    let request = LeaseRequest(taskID: task, scheduledMicros: 1_000, owner: "exec-1", expiresAt: 60_000)
+    let refused = try await former.createLeases([request], now: 3_000, fencedBy: PartitionFence(owner: "a", epochs: [partition: first.epoch]))
+    #expect(refused == FencedLeases(leases: [nil], unheld: [partition]), "the former process's epoch no longer leases")
+    // The former process wakes: it cannot take the partition back, and its release or leave
+    // frees nothing of the later one's.
+    #expect(try await former.acquirePartitions([partition], owner: "a", incarnation: 100, now: 3_000, expiresAt: 13_000).isEmpty)
+    try await former.releasePartitions([partition], owner: "a", incarnation: 100)
+    try await former.leaveCluster("a", incarnation: 100)
+    #expect(try await later.partitionLeases() == [.init(partition: partition, owner: "a", epoch: second.epoch, expiresMicros: 12_000)])
+    // The later process renews with its epoch and leases under it.
+    #expect(try await later.acquirePartitions([partition], owner: "a", incarnation: 200, now: 4_000, expiresAt: 14_000).map(\.epoch) == [second.epoch])
+    let granted = try await later.createLeases([request], now: 4_000, fencedBy: PartitionFence(owner: "a", epochs: [partition: second.epoch]))
+    #expect(granted.leases.first??.runID == RunID(taskID: task, scheduledMicros: 1_000))
+    // Once the later process's lease has run out (it died), any process may take it, the epoch growing.
+    #expect(try await former.acquirePartitions([partition], owner: "a", incarnation: 100, now: 14_000, expiresAt: 24_000).map(\.epoch) == [second.epoch + 1])
+    try await former.close()
+    try await later.close()
+  }
+
   @Test func membershipListsTheLiveCoordinatorsAndLeavingFreesPartitions() async throws {
     let (a, b) = try await Self.pair()
     func ids(_ members: [CoordinatorMember]) -> [String] { members.map(\.id) }
     #expect(ids(try await a.heartbeatCoordinator(CoordinatorMember(id: "a"), now: 1_000, expiresAt: 11_000)) == ["a"])
     #expect(ids(try await b.heartbeatCoordinator(CoordinatorMember(id: "b"), now: 2_000, expiresAt: 12_000)) == ["a", "b"])
     #expect(ids(try await b.heartbeatCoordinator(CoordinatorMember(id: "b"), now: 11_500, expiresAt: 21_500)) == ["b"], "a's heartbeat ran out")
-    _ = try await b.acquirePartitions([Partition(rawValue: 3)], owner: "b", now: 11_500, expiresAt: 21_500)
-    try await b.leaveCluster("b")
+    _ = try await b.acquirePartitions([Partition(rawValue: 3)], owner: "b", incarnation: 1, now: 11_500, expiresAt: 21_500)
+    try await b.leaveCluster("b", incarnation: 1)
     #expect(ids(try await a.heartbeatCoordinator(CoordinatorMember(id: "a"), now: 12_000, expiresAt: 22_000)) == ["a"])
-    #expect(try await a.acquirePartitions([Partition(rawValue: 3)], owner: "a", now: 12_000, expiresAt: 22_000).map(\.epoch) == [2])
+    #expect(try await a.acquirePartitions([Partition(rawValue: 3)], owner: "a", incarnation: 1, now: 12_000, expiresAt: 22_000).map(\.epoch) == [2])
     try await a.close()
     try await b.close()
   }

@@ -18,6 +18,7 @@ struct PostgresStoreTests {
       try await store.appliedMigrations() == [
         "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index",
         "0007-finished-tasks-index", "0008-blob-references", "0009-coordinator-addresses", "0010-keys-in-tasks",
+        "0011-lease-incarnations",
       ])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
@@ -56,9 +57,9 @@ struct PostgresStoreTests {
     try await store.close()
     let upgraded = try await openTestStore(database: database)
     #expect(
-      try await upgraded.appliedMigrations().suffix(7) == [
+      try await upgraded.appliedMigrations().suffix(8) == [
         "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index", "0007-finished-tasks-index",
-        "0008-blob-references", "0009-coordinator-addresses", "0010-keys-in-tasks",
+        "0008-blob-references", "0009-coordinator-addresses", "0010-keys-in-tasks", "0011-lease-incarnations",
       ])
     #expect(try await upgraded.task(id: id, owner: "alice")?.runsCompleted == 2)
     try await upgraded.close()
@@ -75,7 +76,7 @@ struct PostgresStoreTests {
     let database = store.configuration.database
     try await store.close()
     let upgraded = try await openTestStore(database: database)
-    #expect(try await upgraded.appliedMigrations().suffix(2) == ["0009-coordinator-addresses", "0010-keys-in-tasks"])
+    #expect(try await upgraded.appliedMigrations().suffix(3) == ["0009-coordinator-addresses", "0010-keys-in-tasks", "0011-lease-incarnations"])
     let members = try await upgraded.heartbeatCoordinator(CoordinatorMember(id: "newer", address: "h:1", dispatching: false), now: 1, expiresAt: 60_000)
     #expect(members == [CoordinatorMember(id: "newer", address: "h:1", dispatching: false), CoordinatorMember(id: "older", address: nil, dispatching: true)])
     try await upgraded.close()
@@ -118,13 +119,40 @@ struct PostgresStoreTests {
   }
 
   /// Takes `store`'s schema back to what migration 9 left: the keys in a table of their own.
+  /// Back to the schema version 10 left.
+  private func undoLeaseIncarnations(_ store: PostgresTaskStore) async throws {
+    _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 11")
+    _ = try await store.rows("ALTER TABLE partition_leases DROP COLUMN incarnation")
+  }
+
+  /// Back to the schema version 9 left.
   private func undoKeysInTasks(_ store: PostgresTaskStore) async throws {
+    try await undoLeaseIncarnations(store)
     _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 10")
     _ = try await store.rows("DROP INDEX tasks_idempotency_key")
     _ = try await store.rows("ALTER TABLE tasks DROP COLUMN idempotency_key")
     _ = try await store.rows(
       "CREATE TABLE idempotency_keys (owner text NOT NULL, key text NOT NULL, task_id uuid NOT NULL, PRIMARY KEY (owner, key))")
     _ = try await store.rows("CREATE INDEX idempotency_keys_task ON idempotency_keys (task_id)")
+  }
+
+  @Test("migration 11 keeps the partition leases held before it: their owner renews them, another process of it takes them with a new epoch")
+  func leaseIncarnationsMigration() async throws {
+    let store = try await openTestStore(partitionCount: 4)
+    try await undoLeaseIncarnations(store)
+    _ = try await store.rows("INSERT INTO partition_leases (partition, owner, epoch, expires_us) VALUES (0, 'a', 3, 10000), (1, 'a', 5, 10000)")
+    let database = store.configuration.database
+    try await store.close()
+    let upgraded = try await openTestStore(partitionCount: 4, database: database)
+    #expect(try await upgraded.appliedMigrations().last == "0011-lease-incarnations")
+    #expect(try await upgraded.partitionLeases().map(\.epoch) == [3, 5])
+    // The coordinator upgraded and restarted: a process of its own, so a new epoch fences the
+    // one that ran before (which knew no incarnations).
+    let taken = try await upgraded.acquirePartitions(
+      [Partition(rawValue: 0), Partition(rawValue: 1)], owner: "a", incarnation: 1_000, now: 2_000, expiresAt: 12_000)
+    #expect(taken.map(\.epoch) == [4, 6])
+    #expect(try await upgraded.acquirePartitions([Partition(rawValue: 0)], owner: "b", incarnation: 1_000, now: 3_000, expiresAt: 13_000).isEmpty)
+    try await upgraded.close()
   }
 
   @Test("migration 10 moves each idempotency key into its task's row, and a retry still finds the first task")
@@ -141,7 +169,7 @@ struct PostgresStoreTests {
     let database = store.configuration.database
     try await store.close()
     let upgraded = try await openTestStore(database: database)
-    #expect(try await upgraded.appliedMigrations().last == "0010-keys-in-tasks")
+    #expect(try await upgraded.appliedMigrations().suffix(2) == ["0010-keys-in-tasks", "0011-lease-incarnations"])
     #expect(try await upgraded.taskID(idempotencyKey: "k", owner: "alice") == keyed)
     #expect(try await upgraded.taskID(idempotencyKey: "k", owner: "bob") == nil)
     // A retry with the key answers with the first task, writes nothing, and stores no blob.

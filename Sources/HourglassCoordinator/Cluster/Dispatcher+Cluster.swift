@@ -269,7 +269,7 @@ extension Dispatcher {
     joinedCluster = false
     metrics.clusterCoordinators.record(0)
     do {
-      try await cluster.leaveCluster(configuration.coordinatorID)
+      try await cluster.leaveCluster(configuration.coordinatorID, incarnation: incarnation)
       try await cluster.publish([.rebalance(from: configuration.coordinatorID)])
       metrics.clusterNotices([.rebalance(from: configuration.coordinatorID)], sent: true)
     } catch {
@@ -328,9 +328,9 @@ extension Dispatcher {
       if !plan.release.isEmpty {
         // Out of the queue first, so nothing of these partitions is leased after the release.
         drop(plan.release, reason: "another coordinator is preferred")
-        try await cluster.releasePartitions(plan.release, owner: me)
+        try await cluster.releasePartitions(plan.release, owner: me, incarnation: incarnation)
       }
-      let held = try await cluster.acquirePartitions(plan.acquire, owner: me, now: now, expiresAt: expiresAt)
+      let held = try await cluster.acquirePartitions(plan.acquire, owner: me, incarnation: incarnation, now: now, expiresAt: expiresAt)
       await adopt(held, requested: plan.acquire, expiresAt: expiresAt)
       if !plan.release.isEmpty || held.count < plan.acquire.count {
         // Released partitions wait for their preferred owner, and partitions this coordinator is

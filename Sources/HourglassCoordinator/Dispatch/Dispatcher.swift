@@ -71,6 +71,11 @@ actor Dispatcher {
   /// In a cluster, the partitions this coordinator holds and their epochs (empty until the
   /// first pass of ``keepPartitions()``); nil: every partition, unfenced.
   var ownership: PartitionFence?
+  /// In a cluster, this process among those of its coordinator id: its start time. A restart
+  /// under the same id takes the partitions back with new epochs, fencing a former process that
+  /// still runs (paused); a clock set back between two starts only makes the later process wait
+  /// for the former one's partition leases to run out.
+  let incarnation: Int64
   /// Notices for other coordinators, sent by ``publishNotices()``.
   var outgoingNotices: [ClusterNotice] = []
   let noticeWake = WakeSignal()
@@ -166,6 +171,7 @@ actor Dispatcher {
     self.store = store
     self.clock = clock
     self.configuration = configuration
+    self.incarnation = clock.nowMicros()
     self.logger = logger
     self.metrics = metrics
     self.cluster = store as? any PartitionLeasing
