@@ -67,6 +67,12 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// go unanswered (two at least) before it replaces its notice subscription, whose connection
   /// has then gone silent without an error (docs/storage.md, "Cluster").
   public var noticeSilenceMicros: Int64
+  /// In a cluster: how far this coordinator's clock may be from the database's, measured at each
+  /// ownership pass (corrected by half the round trip), before it stops dispatching: run and
+  /// partition leases written by one coordinator's clock are judged by another's, so two
+  /// coordinators must agree within the skew bound, and each within half of it of the database
+  /// does. nil: not checked.
+  public var clusterClockBoundMicros: Int64?
   /// How long a finished task (completed, or dead after its last attempt) is kept, counted from
   /// its last run's scheduled time (its creation, if it never ran); Get, List and its run
   /// history answer for it until then. nil keeps finished tasks for ever.
@@ -119,6 +125,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       advertiseAddress: nil,
       clusterSweepMicros: 5_000_000,
       noticeSilenceMicros: 10_000_000,
+      clusterClockBoundMicros: 250_000,
       finishedTaskRetentionMicros: 7 * 24 * 3_600_000_000,
       runHistoryRetentionMicros: 7 * 24 * 3_600_000_000,
       deletedTaskRetentionMicros: 3_600_000_000,
@@ -141,6 +148,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     try positive(partitionLeaseMicros, "partition_lease")
     try positive(clusterSweepMicros, "cluster_sweep")
     try positive(noticeSilenceMicros, "notice_silence")
+    if let clusterClockBoundMicros { try positive(clusterClockBoundMicros, "cluster_clock_bound") }
     guard skewBoundMicros >= 0 else { throw ConfigurationError(field: "skew_bound", reason: "must not be negative") }
     guard leaseAheadMicros >= 0, leaseAheadMicros < loadAheadMicros / 2, leaseAheadMicros < leaseDurationMicros / 2 else {
       throw ConfigurationError(field: "lease_ahead", reason: "must be at least 0 and under half the load-ahead and half the lease duration")

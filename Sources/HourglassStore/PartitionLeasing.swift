@@ -59,6 +59,10 @@ public protocol PartitionLeasing: TaskStore {
   ) async throws
     -> [RunRecord]
 
+  /// The database's clock now, in microseconds since the Unix epoch: the one clock every
+  /// coordinator of the cluster reads, so each measures its own offset against it.
+  func databaseClockMicros() async throws -> Int64
+
   /// Sends `notices` to every coordinator listening (after the caller's own writes committed).
   func publish(_ notices: [ClusterNotice]) async throws
 

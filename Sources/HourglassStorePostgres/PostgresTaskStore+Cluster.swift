@@ -108,6 +108,13 @@ extension PostgresTaskStore: PartitionLeasing {
     return try await recoverExpiredLeases(now: now, skewBound: skewBound, limit: limit, partitions: Optional(partitions))
   }
 
+  public func databaseClockMicros() async throws -> Int64 {
+    // clock_timestamp(), not now(): now() is the transaction's start.
+    let micros = try await scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", as: Int64.self)
+    guard let micros else { throw TaskStoreError.invalidArgument("the database returned no time") }
+    return micros
+  }
+
   public func publish(_ notices: [ClusterNotice]) async throws {
     let payloads = ClusterNotice.encode(notices)
     if payloads.isEmpty { return }

@@ -137,6 +137,8 @@ struct ClusterHarness {
       stores.append(try await PostgresTaskStore(configuration: storeConfiguration, logger: logger))
       var configuration = CoordinatorConfiguration.defaults
       configuration.coordinatorID = id
+      // The manual clock stands days apart from the database's: tests of the check turn it on.
+      configuration.clusterClockBoundMicros = nil
       configure(&configuration)
       coordinators.append(
         try Coordinator(
@@ -344,6 +346,41 @@ struct ClusterTests {
       _ = await bounded("a notice through the new subscription") { await dispatcher.waitUntilReceived(dueNotices: 1) }
       let metrics = try PrometheusText(registry.emitToString())
       #expect(metrics.value("hourglass_cluster_notice_resubscriptions_total") == 1)
+      await onA.close()
+    }
+  }
+
+  @Test("a coordinator whose clock is off the database's beyond the bound dispatches nothing until it is back within")
+  func clockOffTheDatabase() async throws {
+    let registry = PrometheusCollectorRegistry()
+    try await ClusterHarness.with(
+      ids: ["coord-a"], metricsFactories: [HourglassMetrics.makeFactory(registry: registry)],
+      configure: {
+        // Wide, for a loaded machine: the manual clock stands still while the database's runs.
+        $0.clusterClockBoundMicros = 60_000_000
+      }
+    ) { cluster in
+      let onA = try await cluster.executor("exec-a", via: 0)
+      let dispatcher = cluster.coordinators[0].dispatcher
+      let store = cluster.stores[0]
+      // The manual clock starts on 2026-12-01, days behind the database's.
+      await dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(0).isEmpty)
+      #expect(try await store.partitionLeases().allSatisfy { $0.expiresMicros == 0 || $0.owner != "coord-a" })
+      let behind = try PrometheusText(registry.emitToString()).value("hourglass_cluster_clock_offset_seconds")
+      #expect((behind ?? 0) < -86_400, "offset \(String(describing: behind)) s")
+      // Set to the database's time: within the bound, it takes every partition.
+      cluster.clock.advance(byMicros: try await store.databaseClockMicros() - cluster.clock.nowMicros())
+      await dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(0) == [0, 1, 2, 3])
+      // Two minutes ahead: it gives them all up and leaves the dispatching members.
+      cluster.clock.advance(byMicros: 120_000_000)
+      await dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(0).isEmpty)
+      #expect(try await store.partitionLeases().allSatisfy { $0.expiresMicros == 0 })
+      #expect(
+        try await store.heartbeatCoordinator(CoordinatorMember(id: "probe"), now: cluster.clock.nowMicros(), expiresAt: cluster.clock.nowMicros() + 1).map(\.id)
+          == ["probe"])
       await onA.close()
     }
   }

@@ -298,12 +298,14 @@ extension Dispatcher {
     guard let cluster, let ownership else { return }
     checkNoticeSubscription(now: clock.nowMicros())
     let me = configuration.coordinatorID
-    let dispatching = !sessions.isEmpty
+    let clockWithinBound = await checkClock(against: cluster)
+    let dispatching = !sessions.isEmpty && clockWithinBound
     if !dispatching {
       // Checked at a pass, not at each disconnection: an executor that reconnects at once does
-      // not move partitions around.
+      // not move partitions around. Out of the membership's dispatchers, this coordinator's
+      // partitions go to the others.
       if joinedCluster {
-        await leaveCluster(reason: "no executor connected")
+        await leaveCluster(reason: clockWithinBound ? "no executor connected" : "its clock is off the database's beyond the bound")
       }
       // Without an address to announce there is no reason to be in the membership at all.
       guard configuration.advertiseAddress != nil else {
@@ -346,6 +348,32 @@ extension Dispatcher {
         drop(ownedPartitions, reason: "partition leases ran out")
       }
     }
+  }
+
+  /// Measures this coordinator's clock against the database's (offset corrected by half the
+  /// round trip) and returns whether it is within `clusterClockBoundMicros`. A coordinator beyond
+  /// it dispatches nothing: it could recover a run lease another coordinator granted while that
+  /// run's executor still holds it, or take a partition lease that has not run out. When the
+  /// database cannot be read, the last measurement stands (the pass fails at its heartbeat).
+  private func checkClock(against cluster: any PartitionLeasing) async -> Bool {
+    guard let bound = configuration.clusterClockBoundMicros else { return true }
+    let sent = clock.nowMicros()
+    guard let database = try? await cluster.databaseClockMicros() else { return !clockBeyondBound }
+    let received = clock.nowMicros()
+    let offset = sent / 2 + received / 2 - database
+    metrics.clusterClockOffset.record(Double(offset) / 1_000_000)
+    // Only what is beyond the bound whatever the round trip's split counts.
+    let beyond = abs(offset) - (received - sent) / 2 > bound
+    if beyond != clockBeyondBound {
+      clockBeyondBound = beyond
+      let metadata: Logger.Metadata = ["hourglass.offset_ms": "\(offset / 1000)", "hourglass.bound_ms": "\(bound / 1000)"]
+      if beyond {
+        logger.error("this coordinator's clock is off the database's beyond the bound: it dispatches nothing until it is back within", metadata: metadata)
+      } else {
+        logger.notice("this coordinator's clock is within the bound of the database's again: it dispatches", metadata: metadata)
+      }
+    }
+    return !beyond
   }
 
   /// Takes the outcome of an acquire: partitions newly held are loaded from their backlog;

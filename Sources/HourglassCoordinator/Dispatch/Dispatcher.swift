@@ -76,6 +76,9 @@ actor Dispatcher {
   /// still runs (paused); a clock set back between two starts only makes the later process wait
   /// for the former one's partition leases to run out.
   let incarnation: Int64
+  /// In a cluster, whether this coordinator's clock was beyond `clusterClockBoundMicros` of the
+  /// database's at the last measurement: it then dispatches nothing.
+  var clockBeyondBound = false
   /// Notices for other coordinators, sent by ``publishNotices()``.
   var outgoingNotices: [ClusterNotice] = []
   let noticeWake = WakeSignal()

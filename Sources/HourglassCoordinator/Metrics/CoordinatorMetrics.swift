@@ -49,6 +49,8 @@ final class CoordinatorMetrics: Sendable {
   /// In a cluster: times the notice subscription was replaced because this coordinator's pings
   /// to itself stopped coming back.
   let clusterResubscriptions: Counter
+  /// In a cluster: this coordinator's clock minus the database's, at its last ownership pass.
+  let clusterClockOffset: Gauge
   /// Deleted tasks whose rows the purge removed.
   let tasksPurgedDeleted: Counter
   /// Finished tasks the purge removed once their retention had passed.
@@ -109,6 +111,7 @@ final class CoordinatorMetrics: Sendable {
     clusterCoordinators = Gauge(label: "hourglass_cluster_coordinators", factory: factory)
     clusterAnnounced = Gauge(label: "hourglass_cluster_announced_coordinators", factory: factory)
     clusterResubscriptions = Counter(label: "hourglass_cluster_notice_resubscriptions_total", factory: factory)
+    clusterClockOffset = Gauge(label: "hourglass_cluster_clock_offset_seconds", factory: factory)
     tasksPurgedDeleted = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "deleted")], factory: factory)
     tasksPurgedFinished = Counter(label: "hourglass_tasks_purged_total", dimensions: [("reason", "finished")], factory: factory)
     blobsRemoved = Counter(label: "hourglass_blobs_removed_total", factory: factory)

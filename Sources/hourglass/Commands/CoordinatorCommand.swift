@@ -52,6 +52,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
   @Option(
     help: """
+      On PostgreSQL: how far this coordinator's clock may be from the database's, in       milliseconds, before it stops dispatching (at most half of --skew-bound-ms); 0 does not check.
+      """)
+  var clusterClockBoundMs: Int = 250
+
+  @Option(
+    help: """
       How far ahead of its due time a run may be leased, in milliseconds; the executor holds it \
       until it is due, so the lease's commit and push are not part of its lateness. 0 leases runs \
       only once due.
@@ -90,6 +96,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     guard finishedTaskRetentionHours >= 0, deletedTaskRetentionHours >= 0, runHistoryRetentionHours >= 0 else {
       throw ValidationError("the --…-retention-hours options must not be negative")
     }
+    guard clusterClockBoundMs >= 0 else { throw ValidationError("--cluster-clock-bound-ms must not be negative") }
     guard sqliteWriterCacheMib >= 0 else { throw ValidationError("--sqlite-writer-cache-mib must not be negative") }
     if advertise != nil, !store.hasPrefix("postgres") {
       throw ValidationError("--advertise applies to a PostgreSQL store (a cluster); a SQLite store has one coordinator")
@@ -118,6 +125,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     }
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
+    configuration.clusterClockBoundMicros = clusterClockBoundMs == 0 ? nil : Int64(clusterClockBoundMs) * 1000
     configuration.leaseAheadMicros = Int64(leaseAheadMs * 1000)
     configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Self.micros(hours: runHistoryRetentionHours)
     configuration.finishedTaskRetentionMicros = finishedTaskRetentionHours == 0 ? nil : Self.micros(hours: finishedTaskRetentionHours)
