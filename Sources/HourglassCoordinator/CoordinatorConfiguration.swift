@@ -63,6 +63,10 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
   /// coordinator's notice did not bring (a lost connection, a clock ahead). (Named when only
   /// clusters swept.)
   public var clusterSweepMicros: Int64
+  /// The most due entries one sweep reads. With a backlog larger than that (executors short of
+  /// slots, every waiting run already queued), consecutive sweeps take turns through it, each
+  /// going on from where the last stopped, instead of each reading all of it again.
+  public var sweepLimit: Int
   /// In a cluster: how long the pings a coordinator sends itself at each ownership pass may
   /// go unanswered (two at least) before it replaces its notice subscription, whose connection
   /// has then gone silent without an error (docs/storage.md, "Cluster").
@@ -124,6 +128,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       partitionLeaseMicros: 10_000_000,
       advertiseAddress: nil,
       clusterSweepMicros: 5_000_000,
+      sweepLimit: 20_000,
       noticeSilenceMicros: 10_000_000,
       clusterClockBoundMicros: 250_000,
       finishedTaskRetentionMicros: 7 * 24 * 3_600_000_000,
@@ -156,6 +161,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     guard heartbeatIntervalMicros < leaseDurationMicros else {
       throw ConfigurationError(field: "heartbeat_interval", reason: "must be shorter than the lease duration")
     }
+    guard sweepLimit >= 1 else { throw ConfigurationError(field: "sweep_limit", reason: "must be at least 1") }
     guard loadBatch >= 1 else { throw ConfigurationError(field: "load_batch", reason: "must be at least 1") }
     guard leaseBatch >= 1 else { throw ConfigurationError(field: "lease_batch", reason: "must be at least 1") }
     guard resultBatch >= 1 else { throw ConfigurationError(field: "result_batch", reason: "must be at least 1") }

@@ -93,6 +93,37 @@ struct LostRunTests {
     try await setup.stop(running)
   }
 
+  @Test("a sweep reads at most its limit, and the next goes on from there: a backlog larger than the limit is read in turns, not whole each time")
+  func sweepsTakeTurnsThroughALargeBacklog() async throws {
+    var configuration = CoordinatorConfiguration.defaults
+    // An interval no other loop of the dispatcher sleeps by, so each sweep's sleep is its own.
+    configuration.clusterSweepMicros = 5_000_003
+    configuration.sweepLimit = 2
+    let interval = configuration.clusterSweepMicros
+    let setup = try await GrantWritingTests.Setup(dueOffsets: [], configuration: configuration)
+    let (clock, start) = (setup.clock, Harness.start)
+    let firstSweep = clock.expectSleeper(until: start + interval)
+    // No executor: what is queued stays queued.
+    let running = Task { try await setup.dispatcher.run() }
+    _ = await bounded("the first sweep waiting") { await firstSweep.first { _ in true } }
+    // Five overdue runs over three hours, written behind the dispatcher's back (lost notices):
+    // only sweeps find them.
+    let dues = [start - 10_800_000_000, start - 7_200_000_000, start - 7_199_000_000, start - 3_600_000_000, start - 10_000_000]
+    _ = try await setup.base.insert(dues.map { GrantWritingTests.Setup.noopTask(due: $0) })
+    var queuedAfterEachSweep: [Int] = []
+    for round in 1...4 {
+      let sleeping = clock.expectSleeper(until: start + Int64(round + 1) * interval)
+      clock.advance(byMicros: interval)
+      _ = await bounded("sweep \(round) ending") { await sleeping.first { _ in true } }
+      queuedAfterEachSweep.append(await setup.dispatcher.queuedCount)
+    }
+    // Two more each time, in due order, until the last; the fourth starts over and finds
+    // nothing new.
+    #expect(queuedAfterEachSweep == [2, 4, 5, 5])
+    #expect(await setup.dispatcher.sweepsDone == 4)
+    try await setup.stop(running)
+  }
+
   @Test("a run already long overdue when it reaches the store behind the dispatcher's back (a lost notice) goes out at the next sweep")
   func sweepFindsOverdueRuns() async throws {
     let setup = try await GrantWritingTests.Setup(dueOffsets: [])

@@ -111,6 +111,11 @@ actor Dispatcher {
   var unansweredPings = 0
   var unansweredPingsSince: Int64?
   var pingWaiters = CountWaiters()
+  /// Where the next sweep goes on (nil: from the start of time), and how many sweeps have ended,
+  /// with those waiting for a number (a signal for tests).
+  var sweepResume: SweepPosition?
+  var sweepsDone = 0
+  var sweepWaiters = CountWaiters()
   var dueNoticesReceived = 0
   var dueNoticeWaiters = CountWaiters()
   /// Whether a ``keepPartitionsPass()`` is in flight, and the passes waiting for it to end.
@@ -584,15 +589,69 @@ actor Dispatcher {
       let partitions = ownedPartitions
       guard !partitions.isEmpty else { continue }
       do {
-        // From the start of time: a run scheduled already overdue (a one-shot up to a minute in
-        // the past, a catch-up run) whose notice was lost is as much due-and-waiting as one that
-        // fell due lately. Only hours holding entries are read (`firstDueBucket`).
-        try await load(partitions: partitions, from: Self.backlogStartMicros, until: min(now - Self.sweepLagMicros, loadedUntil))
+        try await sweep(partitions: partitions, until: min(now - Self.sweepLagMicros, loadedUntil))
       } catch {
         if Task.isCancelled { return }
         logger.warning("the sweep of due entries failed", metadata: ["hourglass.error": "\(error)"])
       }
+      sweepsDone += 1
+      sweepWaiters.resume(for: sweepsDone)
     }
+  }
+
+  /// Where a sweep stopped when it had read ``CoordinatorConfiguration/sweepLimit`` entries: in
+  /// `bucket`, the partitions before `partition` are done, and `partition` goes on after `after`.
+  struct SweepPosition: Sendable, Hashable {
+    var bucket: HourBucket
+    var partition: Partition
+    var after: DueCursor?
+  }
+
+  /// One sweep: the owned partitions' entries due before `until`, from the start of time (a run
+  /// scheduled already overdue, whose notice was lost, is as much due and waiting as one that fell
+  /// due lately), hour by hour, reading only hours that hold entries (`firstDueBucket`). It goes
+  /// on from where the last sweep stopped, and stops after ``CoordinatorConfiguration/sweepLimit``
+  /// entries; the sweep that reaches `until` makes the next one start over.
+  func sweep(partitions: [Partition], until: Int64) async throws {
+    var resume = sweepResume
+    if let position = resume, position.bucket.startMicros >= until { resume = nil }
+    var bucket = resume?.bucket ?? HourBucket(containing: Self.backlogStartMicros)
+    var budget = configuration.sweepLimit
+    var queued = 0
+    defer {
+      if queued > 0 { publishQueue() }
+    }
+    while true {
+      var next: HourBucket?
+      for partition in partitions {
+        if let found = try await store.firstDueBucket(partition: partition, atOrAfter: bucket), found.startMicros < until {
+          next = min(next ?? found, found)
+        }
+      }
+      guard let current = next else {
+        sweepResume = nil
+        return
+      }
+      if current != resume?.bucket { resume = nil }
+      for partition in partitions where resume.map({ partition >= $0.partition }) ?? true {
+        let after = resume?.partition == partition ? resume?.after : nil
+        let outcome = try await load(ShardID(partition: partition, bucket: current), from: Self.backlogStartMicros, until: until, after: after, budget: budget)
+        queued += outcome.queued
+        budget -= outcome.read
+        if let stopped = outcome.stoppedAfter {
+          sweepResume = SweepPosition(bucket: current, partition: partition, after: stopped)
+          return
+        }
+      }
+      resume = nil
+      bucket = current.next
+    }
+  }
+
+  /// Returns once `count` sweeps have ended (a signal for tests).
+  func waitUntilSwept(times count: Int) async {
+    if sweepsDone >= count { return }
+    await withCheckedContinuation { sweepWaiters.add(until: { $0 >= count }, $0) }
   }
 
   /// What fell due in the last second is left to the dispatch loop, which is leasing it: read
@@ -680,14 +739,14 @@ actor Dispatcher {
       for partition in partitions {
         var bucket = first
         while let next = try await store.firstDueBucket(partition: partition, atOrAfter: bucket), next.startMicros < until {
-          loaded += try await load(ShardID(partition: partition, bucket: next), from: from, until: until)
+          loaded += try await load(ShardID(partition: partition, bucket: next), from: from, until: until).queued
           bucket = next.next
         }
       }
     } else {
       var bucket = first
       while bucket.startMicros < until {
-        for partition in partitions { loaded += try await load(ShardID(partition: partition, bucket: bucket), from: from, until: until) }
+        for partition in partitions { loaded += try await load(ShardID(partition: partition, bucket: bucket), from: from, until: until).queued }
         bucket = bucket.next
       }
     }
@@ -697,16 +756,23 @@ actor Dispatcher {
     }
   }
 
-  /// Loads `shard`'s due entries in `[from, until)`, page by page; returns how many were queued.
-  private func load(_ shard: ShardID, from: Int64, until: Int64) async throws -> Int {
+  /// Loads `shard`'s due entries in `[from, until)` after `start`, page by page, reading at most
+  /// `budget`; returns how many were read and queued, and the last entry read when the budget
+  /// stopped it before the end.
+  private func load(
+    _ shard: ShardID, from: Int64, until: Int64, after start: DueCursor? = nil, budget: Int = .max
+  ) async throws -> (queued: Int, read: Int, stoppedAfter: DueCursor?) {
     let lower = max(from, shard.bucket.startMicros)
     let upper = min(until, shard.bucket.endMicros)
-    guard lower < upper else { return 0 }
+    // A sweep never starts a shard with its budget spent: the read that spent it stopped there.
+    guard lower < upper else { return (0, 0, nil) }
     var loaded = 0
-    var after: DueCursor? = nil
-    let page = configuration.loadBatch
+    var read = 0
+    var after = start
     while true {
+      let page = min(configuration.loadBatch, budget - read)
       let entries = try await store.loadDue(shard: shard, from: lower, until: upper, after: after, limit: page)
+      read += entries.count
       var added: [DueQueue.Entry] = []
       // A partition given up while this read was in flight is not queued; nor a run being
       // leased, or leased, since the read began.
@@ -720,9 +786,10 @@ actor Dispatcher {
         poke()
         await prefetch(added)
       }
-      guard entries.count == page, let last = entries.last else { return loaded }
+      guard entries.count == page, let last = entries.last else { return (loaded, read, nil) }
       // (due time, id), not the due time alone: any number of entries may share an instant.
       after = last.cursor
+      if read >= budget { return (loaded, read, after) }
     }
   }
 
