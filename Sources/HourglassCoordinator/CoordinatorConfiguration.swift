@@ -153,8 +153,19 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
     try positive(partitionLeaseMicros, "partition_lease")
     try positive(clusterSweepMicros, "cluster_sweep")
     try positive(noticeSilenceMicros, "notice_silence")
-    if let clusterClockBoundMicros { try positive(clusterClockBoundMicros, "cluster_clock_bound") }
     guard skewBoundMicros >= 0 else { throw ConfigurationError(field: "skew_bound", reason: "must not be negative") }
+    if let clusterClockBoundMicros {
+      try positive(clusterClockBoundMicros, "cluster_clock_bound")
+      // Two coordinators each within it of the database's clock are within the skew bound of
+      // each other, which is what lease recovery allows for.
+      guard clusterClockBoundMicros * 2 <= skewBoundMicros else {
+        throw ConfigurationError(field: "cluster_clock_bound", reason: "must be at most half the skew bound")
+      }
+    }
+    // The id travels in notices as one line of at most 200 characters (ClusterNotice).
+    guard !coordinatorID.isEmpty, coordinatorID.count <= 200, !coordinatorID.contains(where: \.isNewline) else {
+      throw ConfigurationError(field: "coordinator_id", reason: "must be 1 to 200 characters on one line")
+    }
     guard leaseAheadMicros >= 0, leaseAheadMicros < loadAheadMicros / 2, leaseAheadMicros < leaseDurationMicros / 2 else {
       throw ConfigurationError(field: "lease_ahead", reason: "must be at least 0 and under half the load-ahead and half the lease duration")
     }

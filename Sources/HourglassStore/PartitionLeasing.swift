@@ -7,8 +7,9 @@ import HourglassCore
 /// coordinator that opens it.
 ///
 /// The epoch grows on every change of owner, and when a coordinator restarted under the same id
-/// takes its partitions back: each process of a coordinator has an incarnation (its start
-/// time), so a former process still running (paused, not dead) is fenced like another owner. ``createLeases(_:now:fencedBy:)`` acts only where
+/// takes its partitions back: each process of a coordinator has an incarnation
+/// (``newIncarnation()``, larger for every process started later), so a former process still
+/// running (paused, not dead) is fenced like another owner. ``createLeases(_:now:fencedBy:)`` acts only where
 /// the caller still holds the partition with the epoch it was granted, checked inside the same
 /// transaction, so a coordinator that was paused past its partition lease cannot dispatch a run
 /// its successor owns. ``recoverExpiredLeases(now:skewBound:limit:partitions:)`` takes the
@@ -18,12 +19,18 @@ import HourglassCore
 /// Results are not fenced by partition: the run's own fence already names the one attempt whose
 /// result counts, and refusing it after a hand-over would turn a finished run into a repeated one.
 public protocol PartitionLeasing: TaskStore {
-  /// Records that `member` is alive until `expiresAt` (with its address and whether it
-  /// dispatches) and returns the coordinators alive at `now` (it included), sorted by id.
+  /// Records that `member` is alive until `expiresAt` (with its address, whether it dispatches
+  /// and its incarnation) and returns the coordinators alive at `now`, sorted by id. A row of the
+  /// same id with a later incarnation is left as it is (a former process is not recorded over
+  /// a later one) and returned with that incarnation.
   func heartbeatCoordinator(_ member: CoordinatorMember, now: Int64, expiresAt: Int64) async throws -> [CoordinatorMember]
 
-  /// Removes coordinator `id` from the live set and gives up all the partition leases its
-  /// process `incarnation` holds (at a graceful shutdown, so the others take its partitions at
+  /// A number larger than any returned before, by any coordinator of the database (a
+  /// sequence, not a clock, which may be set back): the incarnation of a coordinator process.
+  func newIncarnation() async throws -> Int64
+
+  /// Removes coordinator `id`'s process `incarnation` from the live set and gives up all the
+  /// partition leases it holds (at a graceful shutdown, so the others take its partitions at
   /// their next pass, not after expiry).
   func leaveCluster(_ id: String, incarnation: Int64) async throws
 
@@ -83,12 +90,16 @@ public struct CoordinatorMember: Sendable, Hashable {
   /// dispatch heartbeats only to be announced to executors; partitions are spread over the
   /// members that do.
   public var dispatching: Bool
+  /// Which process of the coordinator (``PartitionLeasing/newIncarnation()``); 0 for rows written
+  /// before incarnations were recorded.
+  public var incarnation: Int64
 
   /// Creates a member.
-  public init(id: String, address: String? = nil, dispatching: Bool = true) {
+  public init(id: String, address: String? = nil, dispatching: Bool = true, incarnation: Int64 = 0) {
     self.id = id
     self.address = address
     self.dispatching = dispatching
+    self.incarnation = incarnation
   }
 }
 

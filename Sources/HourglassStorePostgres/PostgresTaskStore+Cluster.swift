@@ -12,25 +12,34 @@ extension PostgresTaskStore: PartitionLeasing {
     try await transaction { [logger] connection in
       try await connection.query(
         """
-        INSERT INTO coordinators (id, expires_us, address, dispatching) VALUES (\(member.id), \(expiresAt), \(member.address), \(member.dispatching))
+        INSERT INTO coordinators (id, expires_us, address, dispatching, incarnation)
+        VALUES (\(member.id), \(expiresAt), \(member.address), \(member.dispatching), \(member.incarnation))
         ON CONFLICT (id) DO UPDATE SET
-          expires_us = excluded.expires_us, address = excluded.address, dispatching = excluded.dispatching
+          expires_us = excluded.expires_us, address = excluded.address, dispatching = excluded.dispatching,
+          incarnation = excluded.incarnation
+        WHERE coordinators.incarnation <= excluded.incarnation
         """, logger: logger)
       // Rows of coordinators gone for a day are of no use to anyone.
       try await connection.query("DELETE FROM coordinators WHERE expires_us < \(now - 86_400_000_000)", logger: logger)
       var alive: [CoordinatorMember] = []
-      for try await (id, address, dispatching) in try await connection.query(
-        "SELECT id, address, dispatching FROM coordinators WHERE expires_us > \(now) ORDER BY id", logger: logger
-      ).decode((String, String?, Bool).self) {
-        alive.append(CoordinatorMember(id: id, address: address, dispatching: dispatching))
+      for try await (id, address, dispatching, incarnation) in try await connection.query(
+        "SELECT id, address, dispatching, incarnation FROM coordinators WHERE expires_us > \(now) ORDER BY id", logger: logger
+      ).decode((String, String?, Bool, Int64).self) {
+        alive.append(CoordinatorMember(id: id, address: address, dispatching: dispatching, incarnation: incarnation))
       }
       return alive
     }
   }
 
+  public func newIncarnation() async throws -> Int64 {
+    let next = try await scalar("SELECT nextval('coordinator_incarnations')", as: Int64.self)
+    guard let next else { throw TaskStoreError.io("the incarnation sequence returned nothing") }
+    return next
+  }
+
   public func leaveCluster(_ id: String, incarnation: Int64) async throws {
     try await transaction { [logger] connection in
-      try await connection.query("DELETE FROM coordinators WHERE id = \(id)", logger: logger)
+      try await connection.query("DELETE FROM coordinators WHERE id = \(id) AND incarnation = \(incarnation)", logger: logger)
       try await connection.query(Self.release(owner: id, incarnation: incarnation, partitions: nil), logger: logger)
     }
   }

@@ -307,7 +307,8 @@ struct ClusterTests {
   func silentNoticeSubscriptionIsReplaced() async throws {
     let registry = PrometheusCollectorRegistry()
     try await ClusterHarness.with(
-      ids: ["coord-a"], metricsFactories: [HourglassMetrics.makeFactory(registry: registry)],
+      // A server of its own: the test stops one of its processes.
+      ids: ["coord-a"], ownServer: true, metricsFactories: [HourglassMetrics.makeFactory(registry: registry)],
       configure: {
         // Passes only when the test makes them: the loop's own come a third of an hour apart.
         $0.partitionLeaseMicros = 3_600_000_000
@@ -336,7 +337,7 @@ struct ClusterTests {
       await dispatcher.keepPartitionsPass()
       cluster.clock.advance(byMicros: 10_000_000)
       await dispatcher.keepPartitionsPass()
-      #expect(await dispatcher.noticeSubscriptions == 1, "one ping unanswered is not yet silence")
+      #expect(await dispatcher.noticeGeneration == 1, "one ping unanswered is not yet silence")
       cluster.clock.advance(byMicros: 10_000_000)
       await dispatcher.keepPartitionsPass()
       _ = await bounded("a new subscription listening") { await dispatcher.waitUntilListening(times: 2) }
@@ -358,21 +359,27 @@ struct ClusterTests {
       configure: {
         // Wide, for a loaded machine: the manual clock stands still while the database's runs.
         $0.clusterClockBoundMicros = 60_000_000
+        $0.skewBoundMicros = 120_000_000
       }
     ) { cluster in
       let onA = try await cluster.executor("exec-a", via: 0)
       let dispatcher = cluster.coordinators[0].dispatcher
       let store = cluster.stores[0]
-      // The manual clock starts on 2026-12-01, days behind the database's.
+      // The manual clock starts on 2026-12-01, behind the database's by more than the bound.
       await dispatcher.keepPartitionsPass()
       #expect(await cluster.owned(0).isEmpty)
       #expect(try await store.partitionLeases().allSatisfy { $0.expiresMicros == 0 || $0.owner != "coord-a" })
       let behind = try PrometheusText(registry.emitToString()).value("hourglass_cluster_clock_offset_seconds")
-      #expect((behind ?? 0) < -86_400, "offset \(String(describing: behind)) s")
+      #expect((behind ?? 0) < -60, "offset \(String(describing: behind)) s")
       // Set to the database's time: within the bound, it takes every partition.
       cluster.clock.advance(byMicros: try await store.databaseClockMicros() - cluster.clock.nowMicros())
       await dispatcher.keepPartitionsPass()
       #expect(await cluster.owned(0) == [0, 1, 2, 3])
+      // A run goes out meanwhile.
+      onA.grant(1)
+      _ = try await cluster.schedule(via: 0, landingOn: 0, inSeconds: (cluster.clock.nowMicros() - Harness.start) / 1_000_000 + 1)
+      cluster.clock.advance(byMicros: 1_000_000)
+      let lease = try await onA.nextLease()
       // Two minutes ahead: it gives them all up and leaves the dispatching members.
       cluster.clock.advance(byMicros: 120_000_000)
       await dispatcher.keepPartitionsPass()
@@ -381,6 +388,39 @@ struct ClusterTests {
       #expect(
         try await store.heartbeatCoordinator(CoordinatorMember(id: "probe"), now: cluster.clock.nowMicros(), expiresAt: cluster.clock.nowMicros() + 1).map(\.id)
           == ["probe"])
+      // The run's renewal is still answered, its expiry written by the database's time (30 s
+      // on), not by this clock's two minutes ahead, which another coordinator would take as late.
+      #expect(try await onA.renew(lease).renewed)
+      let expiry = try #require(try await store.rows("SELECT lease_expires_us FROM runs WHERE state = 'leased'").first?.decode(Int64.self))
+      let expected = try await store.databaseClockMicros() + CoordinatorConfiguration.defaults.leaseDurationMicros
+      #expect(abs(expiry - expected) < 60_000_000, "expiry \(expiry), expected about \(expected)")
+      await onA.close()
+    }
+  }
+
+  @Test("a coordinator that finds a later process of its own id in the membership stands down for good")
+  func laterProcessOfTheSameIDTakesOver() async throws {
+    try await ClusterHarness.with(ids: ["coord-a"]) { cluster in
+      let onA = try await cluster.executor("exec-a", via: 0)
+      try await cluster.converge()
+      let dispatcher = cluster.coordinators[0].dispatcher
+      let mine = try #require(await dispatcher.incarnation)
+      // A second process of coord-a starts (the first was paused): a later incarnation takes the
+      // membership row and every partition, with new epochs.
+      let store = cluster.stores[0]
+      let later = try await store.newIncarnation()
+      #expect(later > mine)
+      let now = cluster.clock.nowMicros()
+      _ = try await store.heartbeatCoordinator(CoordinatorMember(id: "coord-a", incarnation: later), now: now, expiresAt: now + 10_000_000)
+      let all = (Int32(0)..<4).map { Partition(rawValue: $0) }
+      #expect(try await store.acquirePartitions(all, owner: "coord-a", incarnation: later, now: now, expiresAt: now + 10_000_000).count == 4)
+      // The first process wakes: it sees the later one and dispatches nothing more.
+      await dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(0).isEmpty)
+      cluster.clock.advance(byMicros: 20_000_000)
+      await dispatcher.keepPartitionsPass()
+      #expect(await cluster.owned(0).isEmpty, "not even once the later one's leases ran out")
+      #expect(await dispatcher.superseded)
       await onA.close()
     }
   }

@@ -99,6 +99,16 @@ struct PostgresPartitionLeaseTests {
     try await b.close()
   }
 
+  @Test func incarnationsOnlyGrow() async throws {
+    let (a, b) = try await Self.pair()
+    let first = try await a.newIncarnation()
+    let second = try await b.newIncarnation()
+    let third = try await a.newIncarnation()
+    #expect(first < second && second < third)
+    try await a.close()
+    try await b.close()
+  }
+
   @Test func aCoordinatorRestartedUnderItsIdFencesItsFormerProcessWhichCannotTakeOrReleaseItsPartitions() async throws {
     // Two stores stand for two processes of coordinator "a": started at 100 and at 200.
     let (former, later) = try await Self.pair()
@@ -115,7 +125,12 @@ struct PostgresPartitionLeaseTests {
     // frees nothing of the later one's.
     #expect(try await former.acquirePartitions([partition], owner: "a", incarnation: 100, now: 3_000, expiresAt: 13_000).isEmpty)
     try await former.releasePartitions([partition], owner: "a", incarnation: 100)
+    // Nor is its membership row written over or removed.
+    _ = try await later.heartbeatCoordinator(CoordinatorMember(id: "a", address: "later:1", incarnation: 200), now: 2_000, expiresAt: 12_000)
+    let seen = try await former.heartbeatCoordinator(CoordinatorMember(id: "a", address: "former:1", incarnation: 100), now: 3_000, expiresAt: 13_000)
+    #expect(seen == [CoordinatorMember(id: "a", address: "later:1", incarnation: 200)], "the former process sees the later one")
     try await former.leaveCluster("a", incarnation: 100)
+    #expect(try await later.heartbeatCoordinator(CoordinatorMember(id: "b"), now: 3_000, expiresAt: 13_000).map(\.id) == ["a", "b"])
     #expect(try await later.partitionLeases() == [.init(partition: partition, owner: "a", epoch: second.epoch, expiresMicros: 12_000)])
     // The later process renews with its epoch and leases under it.
     #expect(try await later.acquirePartitions([partition], owner: "a", incarnation: 200, now: 4_000, expiresAt: 14_000).map(\.epoch) == [second.epoch])
@@ -131,8 +146,9 @@ struct PostgresPartitionLeaseTests {
     let (a, b) = try await Self.pair()
     func ids(_ members: [CoordinatorMember]) -> [String] { members.map(\.id) }
     #expect(ids(try await a.heartbeatCoordinator(CoordinatorMember(id: "a"), now: 1_000, expiresAt: 11_000)) == ["a"])
-    #expect(ids(try await b.heartbeatCoordinator(CoordinatorMember(id: "b"), now: 2_000, expiresAt: 12_000)) == ["a", "b"])
-    #expect(ids(try await b.heartbeatCoordinator(CoordinatorMember(id: "b"), now: 11_500, expiresAt: 21_500)) == ["b"], "a's heartbeat ran out")
+    #expect(ids(try await b.heartbeatCoordinator(CoordinatorMember(id: "b", incarnation: 1), now: 2_000, expiresAt: 12_000)) == ["a", "b"])
+    #expect(
+      ids(try await b.heartbeatCoordinator(CoordinatorMember(id: "b", incarnation: 1), now: 11_500, expiresAt: 21_500)) == ["b"], "a's heartbeat ran out")
     _ = try await b.acquirePartitions([Partition(rawValue: 3)], owner: "b", incarnation: 1, now: 11_500, expiresAt: 21_500)
     try await b.leaveCluster("b", incarnation: 1)
     #expect(ids(try await a.heartbeatCoordinator(CoordinatorMember(id: "a"), now: 12_000, expiresAt: 22_000)) == ["a"])

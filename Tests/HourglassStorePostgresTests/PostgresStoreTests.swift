@@ -118,14 +118,15 @@ struct PostgresStoreTests {
     try await store.close()
   }
 
-  /// Takes `store`'s schema back to what migration 9 left: the keys in a table of their own.
-  /// Back to the schema version 10 left.
+  /// Takes `store`'s schema back to what migration 10 left.
   private func undoLeaseIncarnations(_ store: PostgresTaskStore) async throws {
     _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 11")
     _ = try await store.rows("ALTER TABLE partition_leases DROP COLUMN incarnation")
+    _ = try await store.rows("ALTER TABLE coordinators DROP COLUMN incarnation")
+    _ = try await store.rows("DROP SEQUENCE coordinator_incarnations")
   }
 
-  /// Back to the schema version 9 left.
+  /// Takes `store`'s schema back to what migration 9 left: the keys in a table of their own.
   private func undoKeysInTasks(_ store: PostgresTaskStore) async throws {
     try await undoLeaseIncarnations(store)
     _ = try await store.rows("DELETE FROM hourglass_schema_migrations WHERE version >= 10")

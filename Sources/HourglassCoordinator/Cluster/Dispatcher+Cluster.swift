@@ -74,25 +74,37 @@ extension Dispatcher {
   /// A subscription subscribes again after a failure, but a connection gone silent (half-open)
   /// fails nothing: that is what the pings of ``checkNoticeSubscription(now:)`` find, and a new
   /// subscription then replaces the silent one. The new one starts first and the old one ends
-  /// once the new one listens, so no notice goes missing between them (one may arrive twice,
-  /// which every notice tolerates).
+  /// once the new one listens, so nothing is lost in the switch itself (a notice may arrive
+  /// twice, which every notice tolerates).
   func listenForNotices() async {
     guard cluster != nil else { return }
     startNoticeSubscription()
     // Until cancelled: the subscriptions are tasks of their own, so that one can be ended alone.
     let stopped = WakeSignal()
     await stopped.wait()
-    let listeners = noticeListeners.values
+    noticesStopped = true
+    let listeners = Array(noticeListeners.values) + retiredNoticeListeners
     noticeListeners = [:]
+    retiredNoticeListeners = []
     for listener in listeners { listener.cancel() }
     for listener in listeners { await listener.value }
   }
 
-  /// Starts a subscription of a new generation.
+  /// Starts a subscription of a new generation (none once the dispatcher stops).
   private func startNoticeSubscription() {
+    guard !noticesStopped else { return }
     noticeGeneration += 1
+    noticeGenerationStartedAt = clock.nowMicros()
     let generation = noticeGeneration
     noticeListeners[generation] = Task { await self.keepSubscribed(generation: generation) }
+  }
+
+  /// Ends subscription `generation`; its task is kept until the dispatcher stops, which waits
+  /// for it (it may still be closing its connection).
+  private func retireNoticeSubscription(_ generation: Int) {
+    guard let listener = noticeListeners.removeValue(forKey: generation) else { return }
+    listener.cancel()
+    retiredNoticeListeners.append(listener)
   }
 
   /// One subscription, subscribing again after a failure, until cancelled.
@@ -138,15 +150,12 @@ extension Dispatcher {
   private func startedListening(generation: Int) async {
     guard generation >= listeningGeneration else {
       // An older subscription that subscribed again after a newer one listened: it ends.
-      noticeListeners.removeValue(forKey: generation)?.cancel()
+      retireNoticeSubscription(generation)
       return
     }
     if generation > listeningGeneration {
       // The subscriptions this one replaces end now that it listens.
-      for (older, listener) in noticeListeners where older < generation {
-        listener.cancel()
-        noticeListeners[older] = nil
-      }
+      for older in noticeListeners.keys where older < generation { retireNoticeSubscription(older) }
       listeningGeneration = generation
     }
     pingsAnswered()
@@ -158,17 +167,30 @@ extension Dispatcher {
   /// At each ownership pass: sends this coordinator a ping through the database, and replaces
   /// the subscription when two pings or more went unanswered for `noticeSilenceMicros`. Time
   /// and count both: passes run back to back at times (a rebalance), faster than a round trip.
+  /// A new subscription that has not listened within `noticeSilenceMicros` either (its connection
+  /// hangs as the old one's did) is replaced in turn.
   func checkNoticeSubscription(now: Int64) {
-    guard listeningGeneration > 0 else { return }
-    if let since = unansweredPingsSince, unansweredPings >= 2, now - since >= configuration.noticeSilenceMicros,
-      noticeGeneration == listeningGeneration
-    {
+    let silence = configuration.noticeSilenceMicros
+    if noticeGeneration > listeningGeneration {
+      // The newest subscription has not listened yet: pings could only come back through an
+      // older, silent one.
+      guard let started = noticeGenerationStartedAt, now - started >= silence else { return }
+      logger.warning(
+        "the notice subscription has not started listening; subscribing on a new connection",
+        metadata: ["hourglass.waited_ms": "\((now - started) / 1000)"])
+      metrics.clusterResubscriptions.increment()
+      retireNoticeSubscription(noticeGeneration)
+      startNoticeSubscription()
+      return
+    }
+    if let since = unansweredPingsSince, unansweredPings >= 2, now - since >= silence {
       logger.warning(
         "no ping came back through the notice subscription; subscribing on a new connection",
         metadata: ["hourglass.unanswered": "\(unansweredPings)", "hourglass.silent_ms": "\((now - since) / 1000)"])
       metrics.clusterResubscriptions.increment()
       pingsAnswered()
       startNoticeSubscription()
+      return
     }
     if unansweredPingsSince == nil { unansweredPingsSince = now }
     unansweredPings += 1
@@ -269,7 +291,8 @@ extension Dispatcher {
     joinedCluster = false
     metrics.clusterCoordinators.record(0)
     do {
-      try await cluster.leaveCluster(configuration.coordinatorID, incarnation: incarnation)
+      // A process that never took an incarnation never wrote a row or took a lease.
+      if let incarnation { try await cluster.leaveCluster(configuration.coordinatorID, incarnation: incarnation) }
       try await cluster.publish([.rebalance(from: configuration.coordinatorID)])
       metrics.clusterNotices([.rebalance(from: configuration.coordinatorID)], sent: true)
     } catch {
@@ -298,14 +321,22 @@ extension Dispatcher {
     guard let cluster, let ownership else { return }
     checkNoticeSubscription(now: clock.nowMicros())
     let me = configuration.coordinatorID
-    let clockWithinBound = await checkClock(against: cluster)
-    let dispatching = !sessions.isEmpty && clockWithinBound
+    guard !superseded else { return }
+    guard await checkClock(against: cluster) else {
+      // Its clock would write wrong expiries into the membership and judge the others' rows by
+      // them: out of the cluster until it is back within the bound. Its partitions go to the
+      // others.
+      if joinedCluster { await leaveCluster(reason: "its clock is off the database's beyond the bound") }
+      clusterPeers = nil
+      metrics.clusterAnnounced.record(0)
+      return
+    }
+    let dispatching = !sessions.isEmpty
     if !dispatching {
       // Checked at a pass, not at each disconnection: an executor that reconnects at once does
-      // not move partitions around. Out of the membership's dispatchers, this coordinator's
-      // partitions go to the others.
+      // not move partitions around.
       if joinedCluster {
-        await leaveCluster(reason: clockWithinBound ? "no executor connected" : "its clock is off the database's beyond the bound")
+        await leaveCluster(reason: "no executor connected")
       }
       // Without an address to announce there is no reason to be in the membership at all.
       guard configuration.advertiseAddress != nil else {
@@ -317,9 +348,15 @@ extension Dispatcher {
     let now = clock.nowMicros()
     let expiresAt = now + configuration.partitionLeaseMicros
     do {
+      let incarnation = try await currentIncarnation(cluster)
       if dispatching { joinedCluster = true }
       let members = try await cluster.heartbeatCoordinator(
-        CoordinatorMember(id: me, address: configuration.advertiseAddress, dispatching: dispatching), now: now, expiresAt: expiresAt)
+        CoordinatorMember(id: me, address: configuration.advertiseAddress, dispatching: dispatching, incarnation: incarnation), now: now,
+        expiresAt: expiresAt)
+      if let row = members.first(where: { $0.id == me }), row.incarnation > incarnation {
+        await standDown(for: row.incarnation)
+        return
+      }
       clusterPeers = members.filter { $0.address != nil }
       metrics.clusterAnnounced.record(clusterPeers?.count ?? 0)
       guard dispatching else { return }
@@ -350,27 +387,56 @@ extension Dispatcher {
     }
   }
 
+  /// This process's incarnation, taken from the store at its first pass.
+  private func currentIncarnation(_ cluster: any PartitionLeasing) async throws -> Int64 {
+    if let incarnation { return incarnation }
+    let taken = try await cluster.newIncarnation()
+    // Another pass may have taken one meanwhile (passes wait for each other, so it cannot).
+    if let incarnation { return incarnation }
+    incarnation = taken
+    return taken
+  }
+
+  /// A later process of this coordinator's id runs (this one was paused, or started twice):
+  /// this one dispatches nothing more, for good. Its partitions are the later one's already;
+  /// its leases are fenced by their epochs.
+  private func standDown(for later: Int64) async {
+    superseded = true
+    logger.error(
+      "a later process of this coordinator's id runs: this one dispatches nothing more; stop it, or give each coordinator its own --id",
+      metadata: ["hourglass.incarnation": "\(incarnation ?? 0)", "hourglass.later": "\(later)"])
+    drop(ownedPartitions, reason: "a later process of this coordinator's id took over")
+    joinedCluster = false
+    clusterPeers = nil
+    metrics.clusterCoordinators.record(0)
+    metrics.clusterAnnounced.record(0)
+  }
+
   /// Measures this coordinator's clock against the database's (offset corrected by half the
   /// round trip) and returns whether it is within `clusterClockBoundMicros`. A coordinator beyond
-  /// it dispatches nothing: it could recover a run lease another coordinator granted while that
-  /// run's executor still holds it, or take a partition lease that has not run out. When the
-  /// database cannot be read, the last measurement stands (the pass fails at its heartbeat).
+  /// it dispatches nothing and stays out of the membership: it could recover a run lease another
+  /// coordinator granted while that run's executor still holds it, or take a partition lease
+  /// that has not run out; the renewals it still answers are corrected by the offset. It is back
+  /// once within half the bound (so an offset near the bound does not move partitions at every
+  /// pass). A sample whose round trip took more than half the bound (a busy database) says too
+  /// little and is ignored; so is a failed read: the last verdict stands.
   private func checkClock(against cluster: any PartitionLeasing) async -> Bool {
     guard let bound = configuration.clusterClockBoundMicros else { return true }
     let sent = clock.nowMicros()
     guard let database = try? await cluster.databaseClockMicros() else { return !clockBeyondBound }
     let received = clock.nowMicros()
+    guard received - sent <= bound / 2 else { return !clockBeyondBound }
     let offset = sent / 2 + received / 2 - database
     metrics.clusterClockOffset.record(Double(offset) / 1_000_000)
-    // Only what is beyond the bound whatever the round trip's split counts.
-    let beyond = abs(offset) - (received - sent) / 2 > bound
+    let beyond = clockBeyondBound ? abs(offset) > bound / 2 : abs(offset) > bound
+    clockCorrectionMicros.store(beyond ? offset : 0, ordering: .relaxed)
     if beyond != clockBeyondBound {
       clockBeyondBound = beyond
       let metadata: Logger.Metadata = ["hourglass.offset_ms": "\(offset / 1000)", "hourglass.bound_ms": "\(bound / 1000)"]
       if beyond {
         logger.error("this coordinator's clock is off the database's beyond the bound: it dispatches nothing until it is back within", metadata: metadata)
       } else {
-        logger.notice("this coordinator's clock is within the bound of the database's again: it dispatches", metadata: metadata)
+        logger.notice("this coordinator's clock is back within the bound of the database's: it dispatches again", metadata: metadata)
       }
     }
     return !beyond

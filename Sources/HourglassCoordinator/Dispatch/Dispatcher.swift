@@ -71,14 +71,19 @@ actor Dispatcher {
   /// In a cluster, the partitions this coordinator holds and their epochs (empty until the
   /// first pass of ``keepPartitions()``); nil: every partition, unfenced.
   var ownership: PartitionFence?
-  /// In a cluster, this process among those of its coordinator id: its start time. A restart
-  /// under the same id takes the partitions back with new epochs, fencing a former process that
-  /// still runs (paused); a clock set back between two starts only makes the later process wait
-  /// for the former one's partition leases to run out.
-  let incarnation: Int64
+  /// In a cluster, this process among those of its coordinator id, from the store's sequence at
+  /// the first ownership pass: a restart under the same id takes the partitions back with new
+  /// epochs, fencing a former process that still runs (paused).
+  var incarnation: Int64?
+  /// In a cluster, whether a later process of this coordinator's id has been seen: this one then
+  /// dispatches nothing more.
+  var superseded = false
   /// In a cluster, whether this coordinator's clock was beyond `clusterClockBoundMicros` of the
   /// database's at the last measurement: it then dispatches nothing.
   var clockBeyondBound = false
+  /// While ``clockBeyondBound``, the measured offset (this clock minus the database's), which
+  /// the lease renewals this coordinator still answers take off their expiry; 0 otherwise.
+  nonisolated let clockCorrectionMicros = Atomic<Int64>(0)
   /// Notices for other coordinators, sent by ``publishNotices()``.
   var outgoingNotices: [ClusterNotice] = []
   let noticeWake = WakeSignal()
@@ -103,9 +108,14 @@ actor Dispatcher {
   /// In a cluster, the notice subscriptions running, by generation: one, and two while a newer
   /// one replaces a silent one (the older ends once the newer listens).
   var noticeListeners: [Int: Task<Void, Never>] = [:]
-  /// The newest subscription's generation, and the newest that has listened.
+  /// The newest subscription's generation and when it started, and the newest that has listened.
   var noticeGeneration = 0
+  var noticeGenerationStartedAt: Int64?
   var listeningGeneration = 0
+  /// Subscriptions ended (cancelled), kept for the dispatcher's stop to wait for; and whether it
+  /// has stopped, after which no subscription starts.
+  var retiredNoticeListeners: [Task<Void, Never>] = []
+  var noticesStopped = false
   /// Pings sent to this coordinator itself since one last came back, and when the first of them
   /// was sent, with those waiting for none to be unanswered (a signal for tests).
   var unansweredPings = 0
@@ -179,7 +189,6 @@ actor Dispatcher {
     self.store = store
     self.clock = clock
     self.configuration = configuration
-    self.incarnation = clock.nowMicros()
     self.logger = logger
     self.metrics = metrics
     self.cluster = store as? any PartitionLeasing

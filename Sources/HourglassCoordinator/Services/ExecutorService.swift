@@ -204,8 +204,11 @@ struct ExecutorService: Sendable {
       ack.runID = renewal.runID
       ack.fence = renewal.fence
       if let runID = RunID(renewal.runID) {
+        // A coordinator whose clock is off the database's beyond the bound (in a cluster) writes
+        // the expiry by the database's time: another coordinator recovers the lease by its own.
+        let now = clock.nowMicros() - dispatcher.clockCorrectionMicros.load(ordering: .relaxed)
         let request = LeaseRenewalRequest(
-          runID: runID, fence: Fence(rawValue: renewal.fence), expiresAt: clock.nowMicros() + configuration.leaseDurationMicros)
+          runID: runID, fence: Fence(rawValue: renewal.fence), expiresAt: now + configuration.leaseDurationMicros)
         if try await renewals.submit(request) {
           ack.renewed = true
           ack.leaseDuration = ProtoTime.duration(configuration.leaseDurationMicros)

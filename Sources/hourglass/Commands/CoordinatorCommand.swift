@@ -52,9 +52,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
   @Option(
     help: """
-      On PostgreSQL: how far this coordinator's clock may be from the database's, in       milliseconds, before it stops dispatching (at most half of --skew-bound-ms); 0 does not check.
+      On PostgreSQL: how far this coordinator's clock may be from the database's, in \
+      milliseconds, before it stops dispatching; at most half of --skew-bound-ms, which is the \
+      default. 0 does not check.
       """)
-  var clusterClockBoundMs: Int = 250
+  var clusterClockBoundMs: Int?
 
   @Option(
     help: """
@@ -96,7 +98,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     guard finishedTaskRetentionHours >= 0, deletedTaskRetentionHours >= 0, runHistoryRetentionHours >= 0 else {
       throw ValidationError("the --…-retention-hours options must not be negative")
     }
-    guard clusterClockBoundMs >= 0 else { throw ValidationError("--cluster-clock-bound-ms must not be negative") }
+    if let clusterClockBoundMs {
+      guard clusterClockBoundMs >= 0 else { throw ValidationError("--cluster-clock-bound-ms must not be negative") }
+      guard clusterClockBoundMs * 2 <= skewBoundMs else { throw ValidationError("--cluster-clock-bound-ms must be at most half of --skew-bound-ms") }
+    }
     guard sqliteWriterCacheMib >= 0 else { throw ValidationError("--sqlite-writer-cache-mib must not be negative") }
     if advertise != nil, !store.hasPrefix("postgres") {
       throw ValidationError("--advertise applies to a PostgreSQL store (a cluster); a SQLite store has one coordinator")
@@ -125,7 +130,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     }
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
-    configuration.clusterClockBoundMicros = clusterClockBoundMs == 0 ? nil : Int64(clusterClockBoundMs) * 1000
+    let clockBoundMs = clusterClockBoundMs ?? skewBoundMs / 2
+    configuration.clusterClockBoundMicros = clockBoundMs == 0 ? nil : Int64(clockBoundMs) * 1000
     configuration.leaseAheadMicros = Int64(leaseAheadMs * 1000)
     configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Self.micros(hours: runHistoryRetentionHours)
     configuration.finishedTaskRetentionMicros = finishedTaskRetentionHours == 0 ? nil : Self.micros(hours: finishedTaskRetentionHours)
