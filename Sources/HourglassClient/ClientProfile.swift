@@ -60,7 +60,14 @@ public struct ClientProfile: Codable, Sendable, Hashable {
   public func filling(from other: ClientProfile) -> ClientProfile {
     ClientProfile(
       server: server ?? other.server, serverName: serverName ?? other.serverName, ca: ca ?? other.ca, cert: cert ?? other.cert,
-      key: key ?? other.key, token: token ?? other.token, user: user ?? other.user)
+      key: key ?? other.key, token: Self.nonEmpty(token) ?? Self.nonEmpty(other.token), user: user ?? other.user)
+  }
+
+  /// `text`, unless it is empty: an empty token is no token (`authorization: Bearer ` with
+  /// nothing after it would only be refused).
+  static func nonEmpty(_ text: String?) -> String? {
+    guard let text, !text.isEmpty else { return nil }
+    return text
   }
 
   /// Reads a profile file; relative paths in it become relative to its folder.
@@ -129,7 +136,8 @@ public struct ClientProfile: Codable, Sendable, Hashable {
     } catch {
       throw ClientProfileError("credentials: \(error)")
     }
-    return HourglassClientConfiguration(host: host, port: port, serverName: serverName, credentials: credentials, bearerToken: token, userID: user)
+    return HourglassClientConfiguration(
+      host: host, port: port, serverName: serverName, credentials: credentials, bearerToken: Self.nonEmpty(token), userID: user)
   }
 
   /// Splits `HOST:PORT` or `[v6]:PORT`.

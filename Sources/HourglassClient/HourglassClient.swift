@@ -128,17 +128,27 @@ public final class HourglassClient: Sendable {
 
   // MARK: Plumbing
 
+  /// One call, with one deadline for all its attempts: each attempt gets the time left.
   private func call<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
     _ method: MethodDescriptor, _ request: Request, timeout: Duration?
   ) async throws(HourglassClientError) -> Response {
-    var options = CallOptions(timeout: timeout ?? configuration.defaultTimeout)
+    let clock = ContinuousClock()
+    let deadline = clock.now + (timeout ?? configuration.defaultTimeout)
+    var options = CallOptions()
     if let token = configuration.bearerToken { options.metadata.add("authorization", "Bearer \(token)") }
     var attempt = 1
     while true {
+      let left = deadline - clock.now
+      guard left > .zero else {
+        throw HourglassClientError(kind: .deadlineExceeded, code: .deadlineExceeded, message: "the call's deadline passed before it could be answered")
+      }
+      options.timeout = left
       do {
         return try await rpc.unary(method, request: request, responseType: Response.self, options: options)
-      } catch  where error.code == .unavailable && attempt < configuration.retry.maxAttempts {
+      } catch  where attempt < configuration.retry.maxAttempts && Self.mayRetry(method, after: error) {
         let delay = configuration.retry.backoff(afterAttempt: attempt, random: Double.random(in: 0...1))
+        // No time for another attempt after the wait: the caller learns why the last one failed.
+        guard clock.now + delay < deadline else { throw HourglassClientError(error) }
         attempt += 1
         do {
           try await Task.sleep(for: delay)
@@ -149,6 +159,16 @@ public final class HourglassClient: Sendable {
         throw HourglassClientError(error)
       }
     }
+  }
+
+  /// Whether a call that failed with `error` may be made again. Only UNAVAILABLE is retried; a
+  /// call that may have been carried out only when repeating it changes nothing; a failed TLS
+  /// handshake never (a wrong CA, host name or certificate does not mend itself).
+  static func mayRetry(_ method: MethodDescriptor, after error: RPCError) -> Bool {
+    guard error.code == .unavailable else { return false }
+    if let failed = error.cause as? ConnectionFailed { return !failed.duringTLSHandshake }
+    // Sent, perhaps carried out: a repeated Delete would answer NOT_FOUND for a task it deleted.
+    return method != Method.delete
   }
 }
 

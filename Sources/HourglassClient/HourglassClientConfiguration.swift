@@ -3,7 +3,11 @@ import HourglassTransport
 
 /// Everything a client needs to reach a coordinator and say who it is.
 public struct HourglassClientConfiguration: Sendable, Hashable {
-  /// How calls that failed with UNAVAILABLE are retried (no other status is retried).
+  /// How calls that failed with UNAVAILABLE are retried (no other status is retried), within
+  /// the call's one deadline. A call that may have reached the service is retried only when
+  /// repeating it is safe (Get, List, ListRuns, and Schedule, which carries its idempotency key);
+  /// Delete only when it was never sent. A failed TLS handshake (a certificate or host-name
+  /// problem) is not retried.
   public struct Retry: Sendable, Hashable {
     /// Attempts in all, the first included; 1 turns retries off.
     public var maxAttempts: Int
@@ -24,8 +28,12 @@ public struct HourglassClientConfiguration: Sendable, Hashable {
 
     /// The wait after failed attempt `attempt` (from 1), with up to 50% of it random.
     public func backoff(afterAttempt attempt: Int, random: Double) -> Duration {
-      let grown = min(maxBackoff, initialBackoff * pow(multiplier, Double(max(0, attempt - 1))))
-      return grown * (0.5 + 0.5 * min(1, max(0, random)))
+      // Grown in seconds as a Double and capped before it becomes a Duration: a Duration times a
+      // factor of 2^70 would overflow.
+      let initial = Double(initialBackoff.components.seconds) + Double(initialBackoff.components.attoseconds) / 1e18
+      let cap = Double(maxBackoff.components.seconds) + Double(maxBackoff.components.attoseconds) / 1e18
+      let grown = min(cap, initial * pow(max(1, multiplier), Double(min(max(0, attempt - 1), 1_000))))
+      return .seconds(max(0, grown) * (0.5 + 0.5 * min(1, max(0, random))))
     }
   }
 

@@ -118,10 +118,14 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
 
   public func unary(_ head: RequestHead, request: ByteBuffer) async throws -> UnaryResponse {
     let ready: Ready
+    var head = head
     if let open = openConnection() {
       ready = open  // the usual case, without an async call
     } else {
-      ready = try await connection()
+      // Connecting counts against the call's deadline: the server gets the time left.
+      let started = ContinuousClock.now
+      ready = try await connection(within: head.timeout)
+      if let timeout = head.timeout { head.timeout = max(.microseconds(1), timeout - (ContinuousClock.now - started)) }
     }
     do {
       return try await ready.opener.unary(head, request: request)
@@ -187,7 +191,9 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     }
   }
 
-  private func connection() async throws -> Ready {
+  /// The open connection, connecting first if needed. With `limit`, the wait ends with
+  /// DEADLINE_EXCEEDED when it passes (the connection attempt goes on for the calls after).
+  private func connection(within limit: Duration? = nil) async throws -> Ready {
     enum Next { case use(Ready), wait(EventLoopFuture<Ready>), fail }
     let next: Next = state.withLock { state in
       switch state {
@@ -209,18 +215,36 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     case .fail:
       throw RPCError(code: .unavailable, message: "the connection was closed by the client")
     case .wait(let future):
+      var waited = future
+      if let limit {
+        let promise = loop.makePromise(of: Ready.self)
+        // Seconds capped first (about 115 days): a larger limit would overflow in nanoseconds.
+        let nanos = min(limit.components.seconds, 10_000_000) * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
+        let timer = loop.scheduleTask(in: .nanoseconds(nanos)) {
+          promise.fail(RPCError(code: .deadlineExceeded, message: "the call's deadline of \(limit) passed while connecting"))
+        }
+        future.whenComplete { result in
+          timer.cancel()
+          promise.completeWith(result)
+        }
+        waited = promise.futureResult
+      }
       do {
-        let ready = try await future.get()
+        let ready = try await waited.get()
         ready.connection = self
         state.withLock { state in
           if case .connecting = state { state = .ready(ready) }
         }
         return ready
+      } catch let error as RPCError where error.code == .deadlineExceeded {
+        // This call's limit, not the connection's failure: the attempt goes on for the others.
+        throw error
       } catch {
         state.withLock { state in
           if case .connecting = state { state = .idle }
         }
-        throw RPCError(code: .unavailable, message: "cannot connect to \(configuration.host):\(configuration.port): \(error)", cause: error)
+        let failed = error as? ConnectionFailed ?? ConnectionFailed(underlying: error, duringTLSHandshake: false)
+        throw RPCError(code: .unavailable, message: "cannot connect to \(configuration.host):\(configuration.port): \(failed)", cause: failed)
       }
     }
   }
@@ -241,7 +265,11 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
             context: sslContext, serverHostname: configuration.serverName ?? (Self.isIPAddress(configuration.host) ? nil : configuration.host))
           try sync.addHandler(tls)
           try sync.addHandler(
-            TLSHandshakeHandler(timeout: configuration.connectTimeout, logger: logger) { context, _ in
+            TLSHandshakeHandler(
+              timeout: configuration.connectTimeout, logger: logger,
+              // Failed first with the reason, so that the close below cannot hide it.
+              failed: { handshakeDone.fail(ConnectionFailed(underlying: $0, duringTLSHandshake: true)) }
+            ) { context, _ in
               let ops = context.pipeline.syncOperations
               let handler = RPCConnectionHandler(clientWith: configuration.connection, logger: logger)
               try ops.addHandler(handler)
@@ -260,5 +288,31 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
 
   private static func isIPAddress(_ host: String) -> Bool {
     (try? SocketAddress(ipAddress: host, port: 0)) != nil
+  }
+}
+
+/// Why a connection could not be opened. No call was sent on it, so any call may be tried again
+/// (on UNAVAILABLE, the ``RPCError/cause``), though one whose TLS handshake failed will most likely
+/// fail the same way: a CA, host name or certificate that does not match does not mend itself.
+public struct ConnectionFailed: Error, CustomStringConvertible {
+  /// What failed: the TCP connection, or the TLS handshake (NIOSSL's error, a time limit, or
+  /// ALPN).
+  public var underlying: any Error & Sendable
+  /// Whether TCP connected and the TLS handshake then failed.
+  public var duringTLSHandshake: Bool
+
+  /// Creates the failure.
+  public init(underlying: any Error, duringTLSHandshake: Bool) {
+    self.underlying = underlying as? any Error & Sendable ?? UnsendableError(description: "\(underlying)")
+    self.duringTLSHandshake = duringTLSHandshake
+  }
+
+  public var description: String {
+    duringTLSHandshake ? "the TLS handshake failed: \(underlying)" : "\(underlying)"
+  }
+
+  /// The text of an error that is not `Sendable`.
+  struct UnsendableError: Error, CustomStringConvertible {
+    var description: String
   }
 }

@@ -13,12 +13,18 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
   private let timeout: TimeAmount
   private let logger: Logger
   private let install: (ChannelHandlerContext, PeerIdentity?) throws -> Void
+  /// Told why the handshake failed, before the connection closes (a client reports it).
+  private let failed: ((any Error) -> Void)?
   private var timer: Scheduled<Void>?
   private var done = false
 
-  init(timeout: TimeAmount, logger: Logger, install: @escaping (ChannelHandlerContext, PeerIdentity?) throws -> Void) {
+  init(
+    timeout: TimeAmount, logger: Logger, failed: ((any Error) -> Void)? = nil,
+    install: @escaping (ChannelHandlerContext, PeerIdentity?) throws -> Void
+  ) {
     self.timeout = timeout
     self.logger = logger
+    self.failed = failed
     self.install = install
   }
 
@@ -27,6 +33,7 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
       guard let self, !self.done else { return }
       self.logger.info(
         "closing connection: TLS handshake did not finish in time", metadata: ["hourglass.peer": "\(context.channel.remoteAddress.map { "\($0)" } ?? "-")"])
+      self.failed?(TLSHandshakeTimedOut(timeout: self.timeout))
       context.close(promise: nil)
     }
   }
@@ -44,6 +51,7 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
     timer?.cancel()
     guard negotiated == TLSCredentials.alpnProtocol else {
       logger.info("closing connection: peer did not negotiate ALPN hourglass/1", metadata: ["hourglass.alpn": "\(negotiated ?? "none")"])
+      failed?(ALPNNotNegotiated(negotiated: negotiated))
       context.close(promise: nil)
       return
     }
@@ -65,6 +73,7 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
   func errorCaught(context: ChannelHandlerContext, error: any Error) {
     if !done {
       logger.debug("TLS handshake failed", metadata: ["hourglass.error": "\(error)"])
+      failed?(error)
       context.close(promise: nil)
     } else {
       context.fireErrorCaught(error)
@@ -74,3 +83,15 @@ final class TLSHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler 
 
 @available(*, unavailable)
 extension TLSHandshakeHandler: Sendable {}
+
+/// The TLS handshake did not finish within its time limit.
+struct TLSHandshakeTimedOut: Error, CustomStringConvertible {
+  let timeout: TimeAmount
+  var description: String { "the TLS handshake did not finish within \(timeout)" }
+}
+
+/// The peer finished the TLS handshake without agreeing on `hourglass/1`.
+struct ALPNNotNegotiated: Error, CustomStringConvertible {
+  let negotiated: String?
+  var description: String { "the server did not negotiate ALPN hourglass/1 (it chose \(negotiated ?? "none"))" }
+}

@@ -168,14 +168,18 @@ struct CLIEndToEndTests {
     let fifo = folder + "/ran.fifo"
     try makeFIFO(fifo)
     let script = folder + "/job.sh"
-    try "#!/bin/sh\necho \"$HOURGLASS_RUN_ID\" > \(fifo)\n".write(toFile: script, atomically: true, encoding: .utf8)
+    try "#!/bin/sh\necho \"$HOURGLASS_RUN_ID $1\" > \(fifo)\n".write(toFile: script, atomically: true, encoding: .utf8)
 
-    let scheduled = try await CLI.run(["schedule", "--in", "2s", "--file", script, "--name", "tour", "--format", "json"], in: folder)
+    // An argument may start with a dash.
+    let scheduled = try await CLI.run(
+      ["schedule", "--in", "2s", "--file", script, "--arg", "--full", "--name", "tour", "--format", "json"], in: folder)
     #expect(scheduled.status == 0, "\(scheduled.stderr)")
     let taskID = try #require((scheduled.json as? [String: Any])?["task_id"] as? String)
 
-    let runID = try await awaitFIFO(fifo, limit: .seconds(60)).trimmingCharacters(in: .whitespacesAndNewlines)
+    let ran = try await awaitFIFO(fifo, limit: .seconds(60)).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
+    let runID = String(ran.first ?? "")
     #expect(runID.hasPrefix(taskID + "@"))
+    #expect(ran.dropFirst().first == "--full", "the script's first argument: \(ran)")
 
     // The script has run; its result is recorded right after it exits.
     var task: [String: Any] = [:]
@@ -247,6 +251,22 @@ struct CLIEndToEndTests {
     let noFile = try await CLI.run(["schedule", "--in", "5s", "--file", folder + "/missing"], in: folder)
     #expect(noFile.status == 2)
     #expect(noFile.stderr.contains("--file"))
+    let notAFile = try await CLI.run(["schedule", "--in", "5s", "--file", "/dev/zero"], in: folder)
+    #expect(notAFile.status == 2)
+    #expect(notAFile.stderr.contains("not a regular file"), "\(notAFile.stderr)")
+    let large = folder + "/large.bin"
+    FileManager.default.createFile(atPath: large, contents: Data(count: 4 * 1024 * 1024))
+    let tooLarge = try await CLI.run(["schedule", "--in", "5s", "--file", large], in: folder)
+    #expect(tooLarge.status == 2)
+    #expect(tooLarge.stderr.contains("at most"), "\(tooLarge.stderr)")
+    let noTime = try await CLI.run(["schedule", "--in", "5s", "--file", script, "--timeout", "0s"], in: folder)
+    #expect(noTime.status == 2)
+    #expect(noTime.stderr.contains("--timeout: must be positive"), "\(noTime.stderr)")
+    let clockBound = try await CLI.run(
+      ["coordinator", "--store", "postgres://u@h/db", "--cluster-clock-bound-ms", "300", "--ca", "ca.pem", "--cert", "c.pem", "--key", "c.key"],
+      in: folder)
+    #expect(clockBound.status == 2)
+    #expect(clockBound.stderr.contains("at most half of --skew-bound-ms"), "\(clockBound.stderr)")
     let badStatus = try await CLI.run(["list", "--status", "sleeping"], in: folder)
     #expect(badStatus.status == 2)
     let sameCoordinatorTwice = try await CLI.run(

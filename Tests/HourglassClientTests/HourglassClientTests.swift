@@ -192,4 +192,102 @@ struct HourglassClientTests {
     }
     #expect(calls.load(ordering: .relaxed) == 1)
   }
+
+  /// A client over the in-process transport to `router`, retrying quickly.
+  static func inProcessClient(_ router: RPCRouter, maxAttempts: Int = 3) throws -> HourglassClient {
+    let server = RPCServer(router: router, logger: LiveCoordinator.quietLogger)
+    let ca = try DevelopmentCA()
+    let credentials = TLSCredentials(trustedCAPEM: ca.authority.certificatePEM, certificatePEM: "", privateKeyPEM: "")
+    let configuration = HourglassClientConfiguration(
+      host: "in-process", port: 1, credentials: credentials,
+      retry: .init(maxAttempts: maxAttempts, initialBackoff: .microseconds(1), maxBackoff: .microseconds(1)))
+    return HourglassClient(configuration: configuration, transport: InProcessTransport(server: server, peer: PeerIdentity(name: "alice", role: "user")))
+  }
+
+  @Test("a retried Schedule sends the same idempotency key every time, so the service makes one task")
+  func scheduleRetriesKeepTheirKey() async throws {
+    let keys = Mutex<[String]>([])
+    var router = RPCRouter()
+    router.registerUnary(MethodDescriptor(service: "hourglass.v1.TaskService", method: "Schedule")) {
+      (request: Hourglass_V1_ScheduleRequest, _) -> Hourglass_V1_ScheduleResponse in
+      let count = keys.withLock { keys in
+        keys.append(request.idempotencyKey)
+        return keys.count
+      }
+      if count < 3 { throw RPCError(code: .unavailable, message: "the reply was lost") }
+      var response = Hourglass_V1_ScheduleResponse()
+      response.taskID = "t-1"
+      return response
+    }
+    let client = try Self.inProcessClient(router)
+    #expect(try await client.schedule(TaskDefinition(schedule: .every(.seconds(60)), blob: script)).taskID == "t-1")
+    let sent = keys.withLock { $0 }
+    #expect(sent.count == 3)
+    #expect(Set(sent).count == 1, "one key for every attempt: \(sent)")
+    #expect(sent.first?.isEmpty == false)
+  }
+
+  @Test("a Delete that reached the service is not sent again: a second one would answer NOT_FOUND for the task it deleted")
+  func deleteIsNotRetriedOnceSent() async throws {
+    let calls = Atomic<Int>(0)
+    var router = RPCRouter()
+    router.registerUnary(MethodDescriptor(service: "hourglass.v1.TaskService", method: "Delete")) {
+      (_: Hourglass_V1_DeleteRequest, _) -> Hourglass_V1_DeleteResponse in
+      calls.add(1, ordering: .relaxed)
+      throw RPCError(code: .unavailable, message: "the connection dropped after the delete")
+    }
+    let client = try Self.inProcessClient(router)
+    do {
+      try await client.delete("t-1")
+      Issue.record("expected UNAVAILABLE")
+    } catch {
+      #expect(error.kind == .unavailable)
+    }
+    #expect(calls.load(ordering: .relaxed) == 1)
+  }
+
+  @Test("one deadline covers every attempt: retries stop when it has passed")
+  func oneDeadlineForAllAttempts() async throws {
+    let calls = Atomic<Int>(0)
+    var router = RPCRouter()
+    router.registerUnary(MethodDescriptor(service: "hourglass.v1.TaskService", method: "Get")) {
+      (_: Hourglass_V1_GetRequest, context) -> Hourglass_V1_GetResponse in
+      calls.add(1, ordering: .relaxed)
+      // Each attempt is told the time left, never more than the call's own deadline.
+      if let timeout = context.timeout, timeout > .seconds(5) { throw RPCError(code: .internal, message: "given \(timeout)") }
+      throw RPCError(code: .unavailable, message: "try again")
+    }
+    let client = try Self.inProcessClient(router, maxAttempts: 1_000_000)
+    do {
+      _ = try await client.get("t-1", timeout: .milliseconds(300))
+      Issue.record("expected an error")
+    } catch {
+      #expect(error.kind == .unavailable || error.kind == .deadlineExceeded, "\(error)")
+    }
+    #expect(calls.load(ordering: .relaxed) < 1_000_000)
+  }
+
+  @Test("a failed TLS handshake (a server the CA did not sign) fails at once, naming the handshake, without retries")
+  func tlsFailureIsNotRetried() async throws {
+    let live = try await LiveCoordinator.start()
+    // The user's certificate and trust come from another CA: the server's certificate fails.
+    let stranger = try DevelopmentCA()
+    let credentials = try stranger.credentials(name: "alice", role: .user)
+    let client = try HourglassClient(
+      configuration: .init(
+        host: "127.0.0.1", port: live.port, credentials: credentials,
+        retry: .init(maxAttempts: 50, initialBackoff: .milliseconds(200), maxBackoff: .milliseconds(200))))
+    let started = ContinuousClock.now
+    do {
+      _ = try await client.get("t-1", timeout: .seconds(60))
+      Issue.record("expected the handshake to fail")
+    } catch {
+      #expect(error.kind == .unavailable)
+      #expect(error.message.contains("TLS handshake failed"), "\(error.message)")
+    }
+    // Fifty attempts 200 ms apart would take ten seconds.
+    #expect(ContinuousClock.now - started < .seconds(5))
+    await client.close()
+    await live.stop()
+  }
 }

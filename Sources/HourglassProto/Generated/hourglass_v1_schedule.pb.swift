@@ -374,7 +374,8 @@ public nonisolated struct Hourglass_V1_CronSchedule: Sendable {
   public init() {}
 }
 
-/// Every `every` from `anchor` (the schedule time when the anchor is absent).
+/// Every `every` from `anchor`. Without an anchor, from the Unix epoch (1970-01-01T00:00:00Z):
+/// runs fall on multiples of `every` since then, so 15 minutes runs at :00, :15, :30 and :45.
 public nonisolated struct Hourglass_V1_IntervalSchedule: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for

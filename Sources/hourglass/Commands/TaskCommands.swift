@@ -27,7 +27,7 @@ struct ScheduleCommand: AsyncParsableCommand {
   @Option(help: "Repeatedly, by a cron expression (5 fields, 6 with seconds, or @daily...) in --time-zone.")
   var cron: String?
 
-  @Option(help: "Repeatedly, every DURATION: 90s, 15m, 1h30m.")
+  @Option(help: "Repeatedly, every DURATION: 90s, 15m, 1h30m; at multiples of it since the Unix epoch (15m: at :00, :15, :30, :45).")
   var every: String?
 
   @Option(help: "IANA time zone for --cron and local --at times, and for showing times.")
@@ -36,7 +36,8 @@ struct ScheduleCommand: AsyncParsableCommand {
   @Option(help: "The executable to run (a script with #! or a binary).")
   var file: String
 
-  @Option(name: .customLong("arg"), help: "An argument for the executable; repeat for more.")
+  // Unconditional: an argument may itself start with a dash (`--arg --full`).
+  @Option(name: .customLong("arg"), parsing: .unconditionalSingleValue, help: "An argument for the executable; repeat for more.")
   var arguments: [String] = []
 
   @Option(help: "How many times a failed run is retried.")
@@ -105,22 +106,54 @@ struct ScheduleCommand: AsyncParsableCommand {
       throw CLIFailure.usage(String(describing: error))
     }
     schedule.timeZone = timeZone
-    let blob: [UInt8]
-    guard let contents = FileManager.default.contents(atPath: file) else {
-      throw CLIFailure.usage("--file: cannot read \(file)")
-    }
-    blob = Array(contents)
+    let blob = try Self.readBinary(file)
     var timeoutDuration: Duration?
     if let timeout {
+      let micros: Int64
       do {
-        timeoutDuration = .microseconds(try DurationText.parse(timeout, field: "--timeout"))
+        micros = try DurationText.parse(timeout, field: "--timeout")
       } catch {
         throw CLIFailure.usage(error.description)
       }
+      // 0 would mean "the coordinator's default" on the wire: not what was asked for.
+      guard micros > 0 else { throw CLIFailure.usage("--timeout: must be positive") }
+      timeoutDuration = .microseconds(micros)
     }
     return TaskDefinition(
       schedule: schedule, blob: blob, operatorName: operatorName, arguments: arguments, name: name, priority: priority,
       retry: retries.map { RetrySettings(maxAttempts: $0 + 1) }, timeout: timeoutDuration)
+  }
+}
+
+extension ScheduleCommand {
+  /// Most bytes of binary the coordinator takes with no arguments (4 MiB less 16 KiB: a lease
+  /// carries the binary in one message, with room for its other fields).
+  static let maxBinaryBytes = 4 * 1024 * 1024 - 16 * 1024
+
+  /// Reads `path`, which must be a regular file (after symlinks) no larger than
+  /// ``maxBinaryBytes``: checked before reading, so neither `/dev/zero` nor a large file is read
+  /// into memory only to be refused.
+  static func readBinary(_ path: String) throws(CLIFailure) -> [UInt8] {
+    let attributes: [FileAttributeKey: Any]
+    do {
+      attributes = try FileManager.default.attributesOfItem(atPath: (path as NSString).resolvingSymlinksInPath)
+    } catch {
+      throw CLIFailure.usage("--file: cannot read \(path)")
+    }
+    guard attributes[.type] as? FileAttributeType == .typeRegular else {
+      throw CLIFailure.usage("--file: \(path) is not a regular file")
+    }
+    let size = (attributes[.size] as? NSNumber)?.intValue ?? 0
+    guard size <= maxBinaryBytes else {
+      throw CLIFailure.usage("--file: \(path) has \(size) bytes; a task's binary may have at most \(maxBinaryBytes)")
+    }
+    guard let contents = FileManager.default.contents(atPath: path) else {
+      throw CLIFailure.usage("--file: cannot read \(path)")
+    }
+    guard contents.count <= maxBinaryBytes else {
+      throw CLIFailure.usage("--file: \(path) has \(contents.count) bytes; a task's binary may have at most \(maxBinaryBytes)")
+    }
+    return Array(contents)
   }
 }
 
@@ -196,8 +229,12 @@ struct ListCommand: AsyncParsableCommand {
         var pages = client.list(status: status.flatMap(TaskStatus.init(rawValue:)), pageSize: limit).makeAsyncIterator()
         while let page = try await pages.next() {
           tasks += page
-          // One page unless --all-pages; its page token says whether more exist.
-          if !allPages { return (tasks, pages.hasMore) }
+          // Up to --limit tasks unless --all-pages. Filtered by status, a page may hold fewer
+          // than asked for (even none) with more after it: pages are read until --limit is
+          // reached or none is left.
+          if !allPages && tasks.count >= limit {
+            return (Array(tasks.prefix(limit)), tasks.count > limit || pages.hasMore)
+          }
         }
         return (tasks, false)
       }
@@ -218,8 +255,9 @@ struct ListCommand: AsyncParsableCommand {
           }
           print(TextTable.render(rows))
         }
-        if more { FileHandleOutput.standardError.write("more tasks exist: use --all-pages or a larger --limit\n") }
       }
+      // On standard error, so that the JSON on standard output stays one array.
+      if more { FileHandleOutput.standardError.write("more tasks exist: use --all-pages or a larger --limit\n") }
     }
   }
 }

@@ -197,7 +197,8 @@ struct  Hourglass__V1__CronSchedule
 
 
 /*
- * Every `every` from `anchor` (the schedule time when the anchor is absent).
+ * Every `every` from `anchor`. Without an anchor, from the Unix epoch (1970-01-01T00:00:00Z):
+ * runs fall on multiples of `every` since then, so 15 minutes runs at :00, :15, :30 and :45.
  */
 struct  Hourglass__V1__IntervalSchedule
 {
