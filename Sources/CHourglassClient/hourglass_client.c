@@ -20,6 +20,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +82,8 @@ struct hg_client {
   uint32_t peer_max_message_size;
   uint32_t peer_max_concurrent_streams;
   uint32_t peer_initial_stream_credit;
+  uint32_t peer_keepalive_ms; /* how often the server PINGs a quiet connection; 0: never */
+  int64_t last_received_ms;   /* when bytes last arrived from the server */
 
   uint32_t next_stream_id; /* the id the next call uses */
   uint32_t last_stream_id; /* the highest id opened so far; 0 before the first call */
@@ -375,6 +378,7 @@ static int tls_read_more(hg_client *c, int64_t deadline, hg_status *st) {
     int r = SSL_read(c->ssl, c->in + c->in_len, (int)(c->in_cap - c->in_len));
     if (r > 0) {
       c->in_len += (size_t)r;
+      c->last_received_ms = now_ms();
       return HG_OK;
     }
     int e = SSL_get_error(c->ssl, r);
@@ -470,8 +474,9 @@ static int take_goaway(hg_client *c, const frame *f, hg_status *st) {
   if (f->stream_id != 0) return connection_error(c, HG_INTERNAL, "GOAWAY not on stream 0", st);
   Hourglass__Rpc__V1__GoAway *g = hourglass__rpc__v1__go_away__unpack(NULL, f->length, f->payload);
   if (g == NULL) return connection_error(c, HG_INTERNAL, "GOAWAY payload does not parse", st);
+  /* The smallest last_stream_id of all the GOAWAYs stands (§15.1). */
+  if (!c->goaway || g->last_stream_id < c->goaway_last_stream_id) c->goaway_last_stream_id = g->last_stream_id;
   c->goaway = 1;
-  c->goaway_last_stream_id = g->last_stream_id;
   hourglass__rpc__v1__go_away__free_unpacked(g, NULL);
   return HG_OK;
 }
@@ -506,6 +511,17 @@ static int tcp_connect(const char *host, uint16_t port, int64_t deadline, hg_sta
       last_errno = errno;
       continue;
     }
+    /* TCP keepalive: a call with no deadline (call_timeout_ms 0) on a connection whose peer
+     * vanished fails within about a minute and a half (60 s quiet, then 3 probes 10 s apart)
+     * instead of waiting for ever. Best effort. */
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+#ifdef TCP_KEEPIDLE
+    int idle = 60, interval = 10, count = 3;
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+#endif
     int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
     if (r != 0 && errno == EINPROGRESS) {
       int w = wait_fd(fd, POLLOUT, deadline);
@@ -561,10 +577,21 @@ static char *certificate_common_name(X509 *cert) {
   return out;
 }
 
+/* OpenSSL's password callback: none. An encrypted key file then fails to load, with an error,
+ * instead of OpenSSL asking for a passphrase on the terminal in the middle of a call. */
+static int refuse_password(char *password, int size, int rwflag, void *userdata) {
+  (void)password;
+  (void)size;
+  (void)rwflag;
+  (void)userdata;
+  return 0;
+}
+
 static int setup_tls(hg_client *c, const hg_connect_options *o, hg_status *st) {
   char detail[200];
   c->ctx = SSL_CTX_new(TLS_client_method());
   if (c->ctx == NULL) goto ssl_failed;
+  SSL_CTX_set_default_passwd_cb(c->ctx, refuse_password);
   if (!SSL_CTX_set_min_proto_version(c->ctx, TLS1_3_VERSION) ||
       !SSL_CTX_set_max_proto_version(c->ctx, TLS1_3_VERSION)) {
     goto ssl_failed;
@@ -581,7 +608,8 @@ static int setup_tls(hg_client *c, const hg_connect_options *o, hg_status *st) {
   if (SSL_CTX_use_PrivateKey_file(c->ctx, o->key_file, SSL_FILETYPE_PEM) != 1 ||
       SSL_CTX_check_private_key(c->ctx) != 1) {
     ssl_error_text(detail, sizeof detail);
-    return set_status(st, HG_INVALID_ARGUMENT, HG_LOCAL_ARGUMENT, "cannot load key %s: %s", o->key_file, detail);
+    return set_status(st, HG_INVALID_ARGUMENT, HG_LOCAL_ARGUMENT, "cannot load key %s (an unencrypted PEM private key): %s",
+                      o->key_file, detail);
   }
   SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
   /* SSL_CTX_set_alpn_protos returns 0 on success. */
@@ -688,6 +716,7 @@ static int exchange_settings(hg_client *c, int64_t deadline, hg_status *st) {
   c->peer_max_message_size = s->max_message_size ? s->max_message_size : 4194304u;
   c->peer_max_concurrent_streams = s->max_concurrent_streams ? s->max_concurrent_streams : 1024u;
   c->peer_initial_stream_credit = s->initial_stream_credit ? s->initial_stream_credit : 64u;
+  c->peer_keepalive_ms = s->keepalive_interval_ms;
   hourglass__rpc__v1__settings__free_unpacked(s, NULL);
   if (c->peer_max_frame_size < 16384u || c->peer_max_frame_size > 0x7FFFFFFFu ||
       c->peer_initial_stream_credit > 0x7FFFFFFFu) {
@@ -735,6 +764,8 @@ static int open_connection(hg_client *c, hg_status *st) {
   c->next_stream_id = 1;
   c->last_stream_id = 0;
   c->in_off = c->in_len = 0;
+  c->peer_keepalive_ms = 0;
+  c->last_received_ms = now_ms();
   int rc = setup_tls(c, o, st);
   if (rc == HG_OK && c->user_id == NULL) {
     if (o->user_id != NULL) {
@@ -858,6 +889,8 @@ static void service_idle(hg_client *c) {
       case FRAME_CREDIT:
         if (f.stream_id == 0 || (f.stream_id & 1u) == 0 || f.stream_id > c->last_stream_id) {
           connection_error(c, HG_INTERNAL, "frame for a stream that was never opened", &quiet);
+        } else if (f.type == FRAME_CREDIT && f.length != 4) {
+          connection_error(c, HG_INTERNAL, "CREDIT payload is not 4 bytes", &quiet);
         }
         break; /* a finished stream's late frame: ignored */
       default:
@@ -871,6 +904,13 @@ static void service_idle(hg_client *c) {
  * has not been sent yet, so reconnecting is always safe. */
 static int ready_for_call(hg_client *c, hg_status *st) {
   if (!c->broken) service_idle(c);
+  /* Quiet for a whole keepalive interval: the server's PING has gone unanswered meanwhile (this
+   * client reads only during calls), and the server may be closing the connection right now,
+   * with this call's request crossing the close. A fresh connection costs a handshake; a
+   * request lost that way could not be told from one the server carried out. */
+  if (!c->broken && c->peer_keepalive_ms > 0 && now_ms() - c->last_received_ms >= (int64_t)c->peer_keepalive_ms) {
+    close_connection(c);
+  }
   if (!c->broken && !c->goaway && c->next_stream_id <= MAX_STREAM_ID) return HG_OK;
   close_connection(c);
   return open_connection(c, st);
@@ -1000,6 +1040,10 @@ static int unary_call(hg_client *c, const char *method, const ProtobufCMessage *
       rc = connection_error(c, HG_INTERNAL, "frame for a stream that was never opened", st);
       goto done;
     }
+    if (f.type == FRAME_CREDIT && f.length != 4) {
+      rc = connection_error(c, HG_INTERNAL, "CREDIT payload is not 4 bytes", st);
+      goto done;
+    }
     if (f.stream_id != sid) continue; /* an earlier, closed stream: ignore */
 
     if (f.type == FRAME_CREDIT) {
@@ -1087,7 +1131,7 @@ static int unary_call(hg_client *c, const char *method, const ProtobufCMessage *
     /* FRAME_RESET */
     Hourglass__Rpc__V1__Reset *r = hourglass__rpc__v1__reset__unpack(NULL, f.length, f.payload);
     if (r == NULL) {
-      rc = set_status(st, HG_INTERNAL, HG_LOCAL_PROTOCOL, "protocol error: RESET payload does not parse");
+      rc = connection_error(c, HG_INTERNAL, "RESET payload does not parse", st);
       goto done;
     }
     int code = r->code > 16 ? HG_UNKNOWN : (int)r->code;
@@ -1116,7 +1160,11 @@ static char *dup_or_empty(const char *s) { return strdup(s ? s : ""); }
 static int64_t timestamp_us(const Google__Protobuf__Timestamp *t, int *has) {
   *has = t != NULL;
   if (t == NULL) return 0;
-  return t->seconds * 1000000 + t->nanos / 1000;
+  /* Clamped to what microseconds since the epoch can hold (about ±292,000 years): a server's
+   * value beyond it must not overflow. */
+  const int64_t limit = INT64_MAX / 1000000 - 1;
+  int64_t seconds = t->seconds > limit ? limit : t->seconds < -limit ? -limit : t->seconds;
+  return seconds * 1000000 + t->nanos / 1000;
 }
 
 static void format_instant(const Google__Protobuf__Timestamp *t, char *out, size_t size) {
@@ -1254,7 +1302,10 @@ static int parse_at(const char *s, Google__Protobuf__Timestamp *ts) {
       }
     }
   }
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return 0;
+  static const int month_days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (mo < 1 || mo > 12 || h > 23 || mi > 59 || sec > 59) return 0;
+  if (d < 1 || d > month_days[mo - 1] + (mo == 2 && leap)) return 0; /* no 31 February */
   int offset_min = 0;
   if (*p == '\0') return 1;
   if ((*p == 'Z' || *p == 'z') && p[1] == '\0') {

@@ -49,6 +49,8 @@ public struct InteropPKI: Sendable {
     func put(_ name: String, _ text: String) throws -> String {
       let path = (directory as NSString).appendingPathComponent(name)
       try text.write(toFile: path, atomically: true, encoding: .utf8)
+      // Private keys for the owner only, throwaway as they are.
+      if name.hasSuffix("-key.pem") { try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path) }
       return path
     }
     return Files(

@@ -114,6 +114,25 @@ struct CClientInteropTests {
     }
   }
 
+  @Test("a time that does not exist (31 February, second 60) is refused before sending; 29 February of a leap year is taken")
+  func impossibleDatesAreRefused() async throws {
+    let fixture = try Fixture()
+    defer { fixture.remove() }
+    try await InteropServer.with(router: try await makeTaskService(), credentials: fixture.pki.serverCredentials) { port in
+      let outcomes = await onThread { () -> [String] in
+        let (client, status) = connect(port: port, files: fixture.files)
+        guard let client else { return [message(status)] }
+        defer { hg_close(client) }
+        return ["2031-02-31T09:00:00Z", "2031-02-28T09:00:60Z", "2031-04-31T09:00:00", "2032-02-29T09:00:00Z"].map { text in
+          let (s, id) = schedule(client, ScheduleInput(kind: .at(text)))
+          return id != nil ? "ok" : "\(s.code)/\(s.local)"
+        }
+      }
+      let refused = "\(Self.code(HG_INVALID_ARGUMENT))/\(Self.code(HG_LOCAL_ARGUMENT))"
+      #expect(outcomes == [refused, refused, refused, "ok"])
+    }
+  }
+
   @Test("a request larger than a frame is sent in MESSAGE fragments")
   func fragmentedRequest() async throws {
     let fixture = try Fixture()

@@ -2,14 +2,15 @@
  * hourglass_client.h — a small C client for Hourglass coordinators.
  *
  * The client speaks the hourglass/1 protocol (docs/protocol.md) over TLS 1.3 with mutual
- * authentication, and calls the four unary methods of hourglass.v1.TaskService: Schedule, Get,
- * List and Delete. It is built on OpenSSL (libssl, libcrypto) and protobuf-c.
+ * authentication, and calls four of the unary methods of hourglass.v1.TaskService: Schedule,
+ * Get, List and Delete (not ListRuns). It is built on OpenSSL (libssl, libcrypto) and
+ * protobuf-c.
  *
  * General rules, true of every function below unless its comment says otherwise:
  *
  *  - Errors. Functions that can fail take an `hg_status *status` (which may be NULL when the
  *    caller does not care) and return the status code: 0 (HG_OK) on success, otherwise one of
- *    the 16 gRPC codes below. `status->code` is the same number; `status->message` is a
+ *    the other 16 gRPC codes below. `status->code` is the same number; `status->message` is a
  *    NUL-terminated human-readable text; `status->local` says whether the failure was detected
  *    by this library (HG_LOCAL_*) rather than reported by the server (HG_LOCAL_NONE).
  *  - Ownership. Everything the library returns through an `out` pointer is owned by the caller
@@ -20,11 +21,18 @@
  *    thread at a time (calls on one connection are sequential and blocking); different
  *    connections may be used on different threads at once.
  *  - Blocking. Every call blocks until it has a result or its deadline passes. Deadlines are
- *    enforced with poll(); signals are not used (SIGPIPE is avoided with MSG_NOSIGNAL).
+ *    enforced with poll(); signals are not used (SIGPIPE is avoided with MSG_NOSIGNAL). With no
+ *    call deadline (call_timeout_ms 0), a server that vanishes without closing is noticed by
+ *    TCP keepalive: the call fails after about a minute and a half. Resolving the host name
+ *    (getaddrinfo) has no deadline of its own.
  *  - Reconnecting. Before sending a call, the client answers what the server sent while it was
  *    idle (PING, GOAWAY) and, when the connection has failed, been closed by the server (for
  *    example after unanswered keepalive PINGs on an idle connection) or received GOAWAY, it
- *    connects again with the options given to hg_connect (which it copied). A call that fails
+ *    connects again with the options given to hg_connect (which it copied). It also connects
+ *    again when the connection has been quiet for the server's keepalive interval (from its
+ *    SETTINGS): the server may be closing it just then, and a request crossing that close could
+ *    not be told from one the server carried out. Reconnecting reads the CA, certificate and
+ *    key files again; the key file must not be encrypted. A call that fails
  *    after its request was sent is never retried by the library: it reports UNAVAILABLE (or
  *    its status), and only GOAWAY-refused calls (HG_LOCAL_GOAWAY) are known not to have run.
  */
