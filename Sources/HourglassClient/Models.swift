@@ -92,11 +92,33 @@ public struct TaskSchedule: Sendable, Hashable {
   public var misfire: Misfire
   /// Whether runs may overlap.
   public var overlap: Overlap
+  /// What happens to wall times that daylight saving time skips, for cron schedules and local
+  /// times (docs/schedules.md).
+  public var dstGap: DSTGap
+  /// What happens to wall times that daylight saving time repeats.
+  public var dstOverlap: DSTOverlap
+
+  /// A wall time that does not exist because clocks spring forward.
+  public enum DSTGap: String, Sendable, Hashable, CaseIterable {
+    /// A run at the first instant after the gap (the default).
+    case runAfter = "run-after"
+    /// No run for that wall time.
+    case skip
+  }
+
+  /// A wall time that occurs twice because clocks fall back.
+  public enum DSTOverlap: String, Sendable, Hashable, CaseIterable {
+    /// One run, at the first occurrence (the default).
+    case once
+    /// A run at each occurrence.
+    case both
+  }
 
   /// Creates a schedule; prefer the static constructors.
   public init(
     kind: Kind, timeZone: String = "UTC", isRecurring: Bool, notBefore: Date? = nil, notAfter: Date? = nil, maxRuns: Int? = nil,
-    jitter: Duration? = nil, misfire: Misfire = .runOnce, overlap: Overlap = .skip
+    jitter: Duration? = nil, misfire: Misfire = .runOnce, overlap: Overlap = .skip,
+    dstGap: DSTGap = .runAfter, dstOverlap: DSTOverlap = .once
   ) {
     self.kind = kind
     self.timeZone = timeZone
@@ -107,6 +129,8 @@ public struct TaskSchedule: Sendable, Hashable {
     self.jitter = jitter
     self.misfire = misfire
     self.overlap = overlap
+    self.dstGap = dstGap
+    self.dstOverlap = dstOverlap
   }
 
   /// Once, at `date`.

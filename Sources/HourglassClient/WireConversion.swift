@@ -53,6 +53,8 @@ enum WireConversion {
     case .skip: wire.misfire = .skip
     }
     wire.overlap = schedule.overlap == .allow ? .allow : .skip
+    wire.dstGap = schedule.dstGap == .skip ? .skip : .runAfter
+    wire.dstOverlap = schedule.dstOverlap == .both ? .both : .once
     return wire
   }
 
@@ -85,7 +87,9 @@ enum WireConversion {
       maxRuns: wire.maxRuns == 0 ? nil : Int(wire.maxRuns),
       jitter: wire.hasJitter ? ProtoTime.swiftDuration(wire.jitter) : nil,
       misfire: misfire,
-      overlap: wire.overlap == .allow ? .allow : .skip
+      overlap: wire.overlap == .allow ? .allow : .skip,
+      dstGap: wire.dstGap == .skip ? .skip : .runAfter,
+      dstOverlap: wire.dstOverlap == .both ? .both : .once
     )
   }
 

@@ -225,6 +225,20 @@ struct CLIEndToEndTests {
     #expect(gone.status == 1)
     #expect(gone.stderr.contains("NOT_FOUND"))
 
+    // A key of one's own makes the command safe to run again; the DST policies reach the task.
+    let keyed = [
+      "schedule", "--cron", "30 2 * * *", "--time-zone", "America/New_York", "--dst-gap", "skip", "--dst-overlap", "both",
+      "--file", script, "--operator", "noop", "--idempotency-key", "nightly-1", "--format", "json",
+    ]
+    let first = try await CLI.run(keyed, in: folder)
+    let again = try await CLI.run(keyed, in: folder)
+    #expect(first.status == 0 && again.status == 0, "\(first.stderr) \(again.stderr)")
+    let keyedID = try #require((first.json as? [String: Any])?["task_id"] as? String)
+    #expect((again.json as? [String: Any])?["task_id"] as? String == keyedID, "the same key answers with the same task")
+    let keyedTask = try await CLI.run(["get", keyedID, "--format", "json"], in: folder)
+    #expect((keyedTask.json as? [String: Any])?["dst_gap"] as? String == "skip")
+    #expect((keyedTask.json as? [String: Any])?["dst_overlap"] as? String == "both")
+
     let (exit, output) = await dev.stopAndRead()
     #expect(exit == .exited(0))
     #expect(output.contains("Stopped: the coordinator and its executors drained"), "\(output)")

@@ -117,8 +117,12 @@ struct HourglassClientTests {
     var schedule = TaskSchedule.cron("30 2 * * *", timeZone: "America/New_York")
     schedule.misfire = .skip
     schedule.overlap = .allow
+    schedule.dstGap = .skip
+    schedule.dstOverlap = .both
     let task = try await client.schedule(TaskDefinition(schedule: schedule, blob: script, retry: RetrySettings(maxAttempts: 3)))
     let details = try await client.get(task.taskID)
+    #expect(details.schedule?.dstGap == .skip)
+    #expect(details.schedule?.dstOverlap == .both)
     #expect(details.isRecurring)
     #expect(details.schedule?.kind == .cron("30 2 * * *"))
     #expect(details.schedule?.timeZone == "America/New_York")

@@ -161,6 +161,8 @@ enum ClientFormatting {
       "operator": task.operatorName,
       "schedule": task.schedule.map { schedule($0) } ?? NSNull(),
       "time_zone": task.schedule?.timeZone ?? "UTC",
+      "dst_gap": task.schedule?.dstGap.rawValue ?? NSNull(),
+      "dst_overlap": task.schedule?.dstOverlap.rawValue ?? NSNull(),
       "is_recurring": task.isRecurring,
       "priority": task.priority,
       "last_run_status": task.lastRunStatus?.rawValue ?? NSNull(),

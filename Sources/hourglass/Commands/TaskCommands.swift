@@ -55,6 +55,20 @@ struct ScheduleCommand: AsyncParsableCommand {
   @Option(name: .customLong("operator"), help: "The executor operator that runs the file (exec; noop does nothing, for tests).")
   var operatorName: String = "exec"
 
+  @Option(name: .customLong("dst-gap"), help: "Wall times that daylight saving time skips: run-after (at the first instant after) or skip.")
+  var dstGap: String = TaskSchedule.DSTGap.runAfter.rawValue
+
+  @Option(name: .customLong("dst-overlap"), help: "Wall times that daylight saving time repeats: once or both.")
+  var dstOverlap: String = TaskSchedule.DSTOverlap.once.rawValue
+
+  @Option(
+    help: """
+      A key of your own for this Schedule (up to 256 bytes): running the command again with the same \
+      key answers with the task the first made instead of making a second. Without it, a fresh key \
+      covers the client's own retries only.
+      """)
+  var idempotencyKey: String?
+
   @OptionGroup var client: ClientOptions
 
   func validate() throws {
@@ -62,6 +76,11 @@ struct ScheduleCommand: AsyncParsableCommand {
     if chosen.count != 1 { throw ValidationError("give exactly one of --at, --in, --cron and --every") }
     if let retries, !(0...99).contains(retries) { throw ValidationError("--retries must be 0-99 (at most 100 attempts)") }
     if !(-100...100).contains(priority) { throw ValidationError("--priority must be between -100 and 100") }
+    if TaskSchedule.DSTGap(rawValue: dstGap) == nil { throw ValidationError("--dst-gap: \"\(dstGap)\" is not one of run-after, skip") }
+    if TaskSchedule.DSTOverlap(rawValue: dstOverlap) == nil { throw ValidationError("--dst-overlap: \"\(dstOverlap)\" is not one of once, both") }
+    if let idempotencyKey, idempotencyKey.isEmpty || idempotencyKey.utf8.count > 256 {
+      throw ValidationError("--idempotency-key must be 1 to 256 bytes")
+    }
   }
 
   func run() async throws {
@@ -106,6 +125,8 @@ struct ScheduleCommand: AsyncParsableCommand {
       throw CLIFailure.usage(String(describing: error))
     }
     schedule.timeZone = timeZone
+    schedule.dstGap = TaskSchedule.DSTGap(rawValue: dstGap) ?? .runAfter
+    schedule.dstOverlap = TaskSchedule.DSTOverlap(rawValue: dstOverlap) ?? .once
     let blob = try Self.readBinary(file)
     var timeoutDuration: Duration?
     if let timeout {
@@ -121,7 +142,7 @@ struct ScheduleCommand: AsyncParsableCommand {
     }
     return TaskDefinition(
       schedule: schedule, blob: blob, operatorName: operatorName, arguments: arguments, name: name, priority: priority,
-      retry: retries.map { RetrySettings(maxAttempts: $0 + 1) }, timeout: timeoutDuration)
+      retry: retries.map { RetrySettings(maxAttempts: $0 + 1) }, timeout: timeoutDuration, idempotencyKey: idempotencyKey)
   }
 }
 
