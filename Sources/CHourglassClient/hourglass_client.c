@@ -903,12 +903,14 @@ static void service_idle(hg_client *c) {
  * meanwhile and, when the old connection failed or is going away, opens a new one. The request
  * has not been sent yet, so reconnecting is always safe. */
 static int ready_for_call(hg_client *c, hg_status *st) {
+  /* Read before service_idle, which reads (and answers) what waited, the server's PING too. */
+  int64_t quiet_since = c->last_received_ms;
   if (!c->broken) service_idle(c);
   /* Quiet for a whole keepalive interval: the server's PING has gone unanswered meanwhile (this
    * client reads only during calls), and the server may be closing the connection right now,
    * with this call's request crossing the close. A fresh connection costs a handshake; a
    * request lost that way could not be told from one the server carried out. */
-  if (!c->broken && c->peer_keepalive_ms > 0 && now_ms() - c->last_received_ms >= (int64_t)c->peer_keepalive_ms) {
+  if (!c->broken && c->peer_keepalive_ms > 0 && now_ms() - quiet_since >= (int64_t)c->peer_keepalive_ms) {
     close_connection(c);
   }
   if (!c->broken && !c->goaway && c->next_stream_id <= MAX_STREAM_ID) return HG_OK;

@@ -162,11 +162,11 @@ public final class HourglassClient: Sendable {
   }
 
   /// Whether a call that failed with `error` may be made again. Only UNAVAILABLE is retried; a
-  /// call that may have been carried out only when repeating it changes nothing; a failed TLS
-  /// handshake never (a wrong CA, host name or certificate does not mend itself).
+  /// call that may have been carried out only when repeating it changes nothing; one refused by
+  /// TLS never (a wrong CA, host name or certificate does not mend itself).
   static func mayRetry(_ method: MethodDescriptor, after error: RPCError) -> Bool {
     guard error.code == .unavailable else { return false }
-    if let failed = error.cause as? ConnectionFailed { return !failed.duringTLSHandshake }
+    if let failed = error.cause as? ConnectionFailed { return !failed.refusedByTLS }
     // Sent, perhaps carried out: a repeated Delete would answer NOT_FOUND for a task it deleted.
     return method != Method.delete
   }

@@ -158,7 +158,7 @@ public struct CoordinatorConfiguration: Sendable, Hashable {
       try positive(clusterClockBoundMicros, "cluster_clock_bound")
       // Two coordinators each within it of the database's clock are within the skew bound of
       // each other, which is what lease recovery allows for.
-      guard clusterClockBoundMicros * 2 <= skewBoundMicros else {
+      guard clusterClockBoundMicros <= skewBoundMicros / 2 else {
         throw ConfigurationError(field: "cluster_clock_bound", reason: "must be at most half the skew bound")
       }
     }

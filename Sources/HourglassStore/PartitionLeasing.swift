@@ -20,9 +20,9 @@ import HourglassCore
 /// result counts, and refusing it after a hand-over would turn a finished run into a repeated one.
 public protocol PartitionLeasing: TaskStore {
   /// Records that `member` is alive until `expiresAt` (with its address, whether it dispatches
-  /// and its incarnation) and returns the coordinators alive at `now`, sorted by id. A row of the
-  /// same id with a later incarnation is left as it is (a former process is not recorded over
-  /// a later one) and returned with that incarnation.
+  /// and its incarnation) and returns the coordinators alive at `now`, sorted by id. A live row
+  /// of the same id with a later incarnation is left as it is (a former process is not recorded
+  /// over a later one) and returned with that incarnation; an expired one is taken over.
   func heartbeatCoordinator(_ member: CoordinatorMember, now: Int64, expiresAt: Int64) async throws -> [CoordinatorMember]
 
   /// A number larger than any returned before, by any coordinator of the database (a

@@ -179,13 +179,20 @@ enum PostgresMigrations {
       Migration(
         version: 11, name: "lease-incarnations",
         statements: [
-          // The process of its coordinator that holds each partition lease, and that last wrote
-          // each membership row, numbered by a sequence (a clock may be set back): a coordinator
+          // The process of its coordinator that holds each partition lease: a coordinator
           // restarted under the same id takes its partitions back with a new epoch, which fences
-          // the former process if that one still runs (paused, not dead). Rows written before
-          // have incarnation 0, which any process of their coordinator takes over.
+          // the former process if that one still runs (paused, not dead). Leases written before
+          // have incarnation 0, which any process of their owner takes over.
+          "ALTER TABLE partition_leases ADD COLUMN incarnation bigint NOT NULL DEFAULT 0"
+        ]),
+      Migration(
+        version: 12, name: "coordinator-incarnations",
+        statements: [
+          // Incarnations numbered by a sequence (a clock may be set back between two starts),
+          // and the process that last wrote each membership row: a former process does not
+          // write over a later one's row, and stands down when it sees it. Rows written before
+          // have incarnation 0.
           "CREATE SEQUENCE coordinator_incarnations",
-          "ALTER TABLE partition_leases ADD COLUMN incarnation bigint NOT NULL DEFAULT 0",
           "ALTER TABLE coordinators ADD COLUMN incarnation bigint NOT NULL DEFAULT 0",
         ]),
     ]

@@ -17,7 +17,7 @@ extension PostgresTaskStore: PartitionLeasing {
         ON CONFLICT (id) DO UPDATE SET
           expires_us = excluded.expires_us, address = excluded.address, dispatching = excluded.dispatching,
           incarnation = excluded.incarnation
-        WHERE coordinators.incarnation <= excluded.incarnation
+        WHERE coordinators.incarnation <= excluded.incarnation OR coordinators.expires_us <= \(now)
         """, logger: logger)
       // Rows of coordinators gone for a day are of no use to anyone.
       try await connection.query("DELETE FROM coordinators WHERE expires_us < \(now - 86_400_000_000)", logger: logger)

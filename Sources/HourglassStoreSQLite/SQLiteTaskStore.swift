@@ -237,7 +237,14 @@ public final class SQLiteTaskStore: TaskStore {
         try await pool.writeWithoutTransaction { db in checkpointer.uninstall(from: db) }
         try await checkpointer.close()
       }
-      try pool.close()
+      // Off the cooperative threads: closing waits (blocking its thread) for every reader in
+      // use to be given back, and with two cores a blocked cooperative thread is half of them.
+      let pool = self.pool
+      try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        DispatchQueue.global().async {
+          continuation.resume(with: Result { try pool.close() })
+        }
+      }
     } catch {
       throw Self.mapError(error)
     }

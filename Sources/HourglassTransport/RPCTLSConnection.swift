@@ -105,13 +105,13 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
   }
 
   public func openStream(_ head: RequestHead, firstMessage: ByteBuffer?, endStream: Bool) async throws -> RPCClientStream {
-    let ready = try await connection()
+    let ready = try await connection(within: head.timeout)
     do {
       return try await ready.opener.openStream(head, firstMessage: firstMessage, endStream: endStream)
     } catch let error as RPCError where error.code == .unavailable {
       // The connection was going away or just closed: the call never started. Retry once.
       retire(ready.channel)
-      let fresh = try await connection()
+      let fresh = try await connection(within: head.timeout)
       return try await fresh.opener.openStream(head, firstMessage: firstMessage, endStream: endStream)
     }
   }
@@ -130,9 +130,12 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     do {
       return try await ready.opener.unary(head, request: request)
     } catch is CallNotStarted {
-      // As for streams: the call never started. Retry once on a fresh connection.
+      // As for streams: the call never started. Retry once on a fresh connection, within the
+      // call's deadline (the server is told what is left of it).
       retire(ready.channel)
-      let fresh = try await connection()
+      let started = ContinuousClock.now
+      let fresh = try await connection(within: head.timeout)
+      if let timeout = head.timeout { head.timeout = max(.microseconds(1), timeout - (ContinuousClock.now - started)) }
       do {
         return try await fresh.opener.unary(head, request: request)
       } catch let refused as CallNotStarted {
@@ -194,7 +197,7 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
   /// The open connection, connecting first if needed. With `limit`, the wait ends with
   /// DEADLINE_EXCEEDED when it passes (the connection attempt goes on for the calls after).
   private func connection(within limit: Duration? = nil) async throws -> Ready {
-    enum Next { case use(Ready), wait(EventLoopFuture<Ready>), fail }
+    enum Next { case use(Ready), wait(EventLoopFuture<Ready>), connect(EventLoopFuture<Ready>), fail }
     let next: Next = state.withLock { state in
       switch state {
       case .ready(let ready) where ready.channel.isActive:
@@ -206,15 +209,21 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
       case .idle, .ready:
         let future = connect()
         state = .connecting(future)
-        return .wait(future)
+        return .connect(future)
       }
+    }
+    if case .connect(let future) = next {
+      // The attempt settles the state itself, whether or not anyone still waits for it (a caller
+      // whose deadline passed has stopped waiting; a failure must not stay cached). Outside the
+      // lock: on the loop, a future already failed runs this at once, and settling takes it.
+      future.whenComplete { [weak self] result in self?.settle(future, result) }
     }
     switch next {
     case .use(let ready):
       return ready
     case .fail:
       throw RPCError(code: .unavailable, message: "the connection was closed by the client")
-    case .wait(let future):
+    case .wait(let future), .connect(let future):
       var waited = future
       if let limit {
         let promise = loop.makePromise(of: Ready.self)
@@ -230,21 +239,25 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
         waited = promise.futureResult
       }
       do {
-        let ready = try await waited.get()
-        ready.connection = self
-        state.withLock { state in
-          if case .connecting = state { state = .ready(ready) }
-        }
-        return ready
+        return try await waited.get()
       } catch let error as RPCError where error.code == .deadlineExceeded {
         // This call's limit, not the connection's failure: the attempt goes on for the others.
         throw error
       } catch {
-        state.withLock { state in
-          if case .connecting = state { state = .idle }
-        }
         let failed = error as? ConnectionFailed ?? ConnectionFailed(underlying: error, duringTLSHandshake: false)
         throw RPCError(code: .unavailable, message: "cannot connect to \(configuration.host):\(configuration.port): \(failed)", cause: failed)
+      }
+    }
+  }
+
+  /// Records how connection attempt `future` ended, if it is still the current one.
+  private func settle(_ future: EventLoopFuture<Ready>, _ result: Result<Ready, any Error>) {
+    if case .success(let ready) = result { ready.connection = self }
+    state.withLock { state in
+      guard case .connecting(let current) = state, current === future else { return }
+      switch result {
+      case .success(let ready): state = .ready(ready)
+      case .failure: state = .idle
       }
     }
   }
@@ -291,28 +304,40 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
   }
 }
 
-/// Why a connection could not be opened. No call was sent on it, so any call may be tried again
-/// (on UNAVAILABLE, the ``RPCError/cause``), though one whose TLS handshake failed will most likely
-/// fail the same way: a CA, host name or certificate that does not match does not mend itself.
+/// Why a connection could not be opened (the ``RPCError/cause`` of its UNAVAILABLE). No call was
+/// sent on it, so any call may be tried again, unless TLS refused the peer: a CA, host name,
+/// certificate or protocol that does not match does not mend itself.
 public struct ConnectionFailed: Error, CustomStringConvertible {
   /// What failed: the TCP connection, or the TLS handshake (NIOSSL's error, a time limit, or
   /// ALPN).
-  public var underlying: any Error & Sendable
+  public var underlying: any Error
   /// Whether TCP connected and the TLS handshake then failed.
   public var duringTLSHandshake: Bool
+  /// Whether TLS refused the peer (certificate verification, host name, protocol or ALPN), not
+  /// merely lost the connection or ran out of time.
+  public var refusedByTLS: Bool
 
   /// Creates the failure.
   public init(underlying: any Error, duringTLSHandshake: Bool) {
-    self.underlying = underlying as? any Error & Sendable ?? UnsendableError(description: "\(underlying)")
+    self.underlying = underlying
     self.duringTLSHandshake = duringTLSHandshake
+    self.refusedByTLS = duringTLSHandshake && Self.isRefusal(underlying)
+  }
+
+  /// A handshake error that says the peers disagree, rather than that the connection broke.
+  static func isRefusal(_ error: any Error) -> Bool {
+    if error is ALPNNotNegotiated || error is NIOSSLExtraError { return true }
+    guard let error = error as? NIOSSLError else { return false }
+    switch error {
+    case .handshakeFailed(.sslError), .handshakeFailed(.unknownError), .cannotMatchULabel, .noCertificateToValidate, .unableToValidateCertificate:
+      return true
+    default:
+      return false
+    }
   }
 
   public var description: String {
     duringTLSHandshake ? "the TLS handshake failed: \(underlying)" : "\(underlying)"
   }
 
-  /// The text of an error that is not `Sendable`.
-  struct UnsendableError: Error, CustomStringConvertible {
-    var description: String
-  }
 }

@@ -269,7 +269,7 @@ struct CLIEndToEndTests {
     #expect(notAFile.status == 2)
     #expect(notAFile.stderr.contains("not a regular file"), "\(notAFile.stderr)")
     let large = folder + "/large.bin"
-    FileManager.default.createFile(atPath: large, contents: Data(count: 4 * 1024 * 1024))
+    _ = FileManager.default.createFile(atPath: large, contents: Data(count: 4 * 1024 * 1024))
     let tooLarge = try await CLI.run(["schedule", "--in", "5s", "--file", large], in: folder)
     #expect(tooLarge.status == 2)
     #expect(tooLarge.stderr.contains("at most"), "\(tooLarge.stderr)")

@@ -21,7 +21,7 @@ struct PendingTrailersTests {
     let accepted = NIOLoopBoundBox<[RPCServerStream]>([], eventLoop: channel.embeddedEventLoop)
     try channel.pipeline.syncOperations.addHandler(
       RPCConnectionHandler(serverWith: .defaults, peer: nil, logger: logger, onStream: { accepted.value.append($0) }))
-    try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7_070)).wait()
+    try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7_070)).get()
     var settings = ConnectionSettings.defaults
     settings.initialStreamCredit = 1
     var bytes = ByteBuffer(bytes: ConnectionPreface.bytes)

@@ -18,7 +18,7 @@ struct PostgresStoreTests {
       try await store.appliedMigrations() == [
         "0001-initial", "0002-idempotency-keys", "0003-due-cursor", "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index",
         "0007-finished-tasks-index", "0008-blob-references", "0009-coordinator-addresses", "0010-keys-in-tasks",
-        "0011-lease-incarnations",
+        "0011-lease-incarnations", "0012-coordinator-incarnations",
       ])
     let tables = try await store.rows(
       "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
@@ -57,9 +57,10 @@ struct PostgresStoreTests {
     try await store.close()
     let upgraded = try await openTestStore(database: database)
     #expect(
-      try await upgraded.appliedMigrations().suffix(8) == [
+      try await upgraded.appliedMigrations().suffix(9) == [
         "0004-runs-completed", "0005-cluster-membership", "0006-leased-runs-index", "0007-finished-tasks-index",
         "0008-blob-references", "0009-coordinator-addresses", "0010-keys-in-tasks", "0011-lease-incarnations",
+        "0012-coordinator-incarnations",
       ])
     #expect(try await upgraded.task(id: id, owner: "alice")?.runsCompleted == 2)
     try await upgraded.close()
@@ -76,7 +77,10 @@ struct PostgresStoreTests {
     let database = store.configuration.database
     try await store.close()
     let upgraded = try await openTestStore(database: database)
-    #expect(try await upgraded.appliedMigrations().suffix(3) == ["0009-coordinator-addresses", "0010-keys-in-tasks", "0011-lease-incarnations"])
+    #expect(
+      try await upgraded.appliedMigrations().suffix(4) == [
+        "0009-coordinator-addresses", "0010-keys-in-tasks", "0011-lease-incarnations", "0012-coordinator-incarnations",
+      ])
     let members = try await upgraded.heartbeatCoordinator(CoordinatorMember(id: "newer", address: "h:1", dispatching: false), now: 1, expiresAt: 60_000)
     #expect(members == [CoordinatorMember(id: "newer", address: "h:1", dispatching: false), CoordinatorMember(id: "older", address: nil, dispatching: true)])
     try await upgraded.close()
@@ -145,7 +149,7 @@ struct PostgresStoreTests {
     let database = store.configuration.database
     try await store.close()
     let upgraded = try await openTestStore(partitionCount: 4, database: database)
-    #expect(try await upgraded.appliedMigrations().last == "0011-lease-incarnations")
+    #expect(try await upgraded.appliedMigrations().suffix(2) == ["0011-lease-incarnations", "0012-coordinator-incarnations"])
     #expect(try await upgraded.partitionLeases().map(\.epoch) == [3, 5])
     // The coordinator upgraded and restarted: a process of its own, so a new epoch fences the
     // one that ran before (which knew no incarnations).
@@ -170,7 +174,7 @@ struct PostgresStoreTests {
     let database = store.configuration.database
     try await store.close()
     let upgraded = try await openTestStore(database: database)
-    #expect(try await upgraded.appliedMigrations().suffix(2) == ["0010-keys-in-tasks", "0011-lease-incarnations"])
+    #expect(try await upgraded.appliedMigrations().suffix(3) == ["0010-keys-in-tasks", "0011-lease-incarnations", "0012-coordinator-incarnations"])
     #expect(try await upgraded.taskID(idempotencyKey: "k", owner: "alice") == keyed)
     #expect(try await upgraded.taskID(idempotencyKey: "k", owner: "bob") == nil)
     // A retry with the key answers with the first task, writes nothing, and stores no blob.

@@ -2,6 +2,7 @@ import HourglassRPC
 import HourglassTransport
 import Logging
 import NIOCore
+import NIOPosix
 import NIOSSL
 import ServiceLifecycle
 import SwiftProtobuf
@@ -357,6 +358,34 @@ extension TLSLoopbackTests {
             TestService.unary, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
         } throws: { ($0 as? RPCError)?.code == .unavailable }
       }
+    }
+
+    @Test("a call made from the connection's own event loop to a port nobody listens on fails UNAVAILABLE, every time")
+    func refusedFromTheLoop() async throws {
+      var logger = Logger(label: "test")
+      logger.logLevel = .critical
+      // A port that was free a moment ago: connecting is refused at once, which on the loop can
+      // complete the attempt before the caller has finished starting it.
+      let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+      let port = try #require(listener.localAddress?.port)
+      try await listener.close()
+      let transport = try RPCTLSConnection(
+        configuration: .init(host: "127.0.0.1", port: port, credentials: TestPKI.aliceCredentials), logger: logger)
+      let client = RPCClient(transport: transport)
+      let calling = Task(executorPreference: transport.executor) { () -> [StatusCode?] in
+        var codes: [StatusCode?] = []
+        for _ in 0..<20 {
+          do {
+            _ = try await client.unary(TestService.unary, request: Google_Protobuf_StringValue("x"), responseType: Google_Protobuf_StringValue.self)
+            codes.append(nil)
+          } catch {
+            codes.append((error as? RPCError)?.code)
+          }
+        }
+        return codes
+      }
+      let outcomes = await calling.value
+      #expect(outcomes == Array(repeating: StatusCode.unavailable, count: 20))
     }
 
     @Test("a connection that never sends SETTINGS is closed at the deadline")

@@ -83,9 +83,9 @@ extension Dispatcher {
     let stopped = WakeSignal()
     await stopped.wait()
     noticesStopped = true
-    let listeners = Array(noticeListeners.values) + retiredNoticeListeners
+    let listeners = Array(noticeListeners.values) + Array(retiredNoticeListeners.values)
     noticeListeners = [:]
-    retiredNoticeListeners = []
+    retiredNoticeListeners = [:]
     for listener in listeners { listener.cancel() }
     for listener in listeners { await listener.value }
   }
@@ -104,13 +104,26 @@ extension Dispatcher {
   private func retireNoticeSubscription(_ generation: Int) {
     guard let listener = noticeListeners.removeValue(forKey: generation) else { return }
     listener.cancel()
-    retiredNoticeListeners.append(listener)
+    retiredNoticeListeners[generation] = listener
+  }
+
+  /// Subscription `generation`'s task has ended: a retired one need not be waited for any more.
+  private func noticeSubscriptionEnded(_ generation: Int) {
+    retiredNoticeListeners[generation] = nil
+  }
+
+  /// Subscription `generation` starts an attempt to listen (at first, and after each failure):
+  /// the time a hanging attempt is judged from.
+  private func noticeAttemptStarted(_ generation: Int) {
+    if generation == noticeGeneration { noticeGenerationStartedAt = clock.nowMicros() }
   }
 
   /// One subscription, subscribing again after a failure, until cancelled.
   private func keepSubscribed(generation: Int) async {
     guard let cluster else { return }
+    defer { noticeSubscriptionEnded(generation) }
     while !Task.isCancelled {
+      noticeAttemptStarted(generation)
       do {
         try await cluster.listen(onListening: { await self.startedListening(generation: generation) }, { await self.received($0) })
       } catch {
@@ -173,10 +186,11 @@ extension Dispatcher {
     let silence = configuration.noticeSilenceMicros
     if noticeGeneration > listeningGeneration {
       // The newest subscription has not listened yet: pings could only come back through an
-      // older, silent one.
+      // older, silent one. One whose attempt fails is tried again each second by its own loop;
+      // one whose attempt hangs is replaced.
       guard let started = noticeGenerationStartedAt, now - started >= silence else { return }
       logger.warning(
-        "the notice subscription has not started listening; subscribing on a new connection",
+        "an attempt to subscribe to notices hangs; subscribing on a new connection",
         metadata: ["hourglass.waited_ms": "\((now - started) / 1000)"])
       metrics.clusterResubscriptions.increment()
       retireNoticeSubscription(noticeGeneration)
@@ -416,19 +430,21 @@ extension Dispatcher {
   /// round trip) and returns whether it is within `clusterClockBoundMicros`. A coordinator beyond
   /// it dispatches nothing and stays out of the membership: it could recover a run lease another
   /// coordinator granted while that run's executor still holds it, or take a partition lease
-  /// that has not run out; the renewals it still answers are corrected by the offset. It is back
-  /// once within half the bound (so an offset near the bound does not move partitions at every
-  /// pass). A sample whose round trip took more than half the bound (a busy database) says too
-  /// little and is ignored; so is a failed read: the last verdict stands.
+  /// that has not run out; the renewals it still answers are corrected by the offset. The round
+  /// trip leaves the offset uncertain by half of it, and each verdict takes the uncertainty
+  /// against a change: a coordinator goes beyond the bound when its offset is surely more than
+  /// the bound, and is back when it is surely within half the bound (so an offset near the bound
+  /// does not move partitions at every pass, and a slow sample changes nothing). A failed read
+  /// changes nothing either.
   private func checkClock(against cluster: any PartitionLeasing) async -> Bool {
     guard let bound = configuration.clusterClockBoundMicros else { return true }
     let sent = clock.nowMicros()
     guard let database = try? await cluster.databaseClockMicros() else { return !clockBeyondBound }
     let received = clock.nowMicros()
-    guard received - sent <= bound / 2 else { return !clockBeyondBound }
     let offset = sent / 2 + received / 2 - database
+    let uncertainty = (received - sent) / 2
     metrics.clusterClockOffset.record(Double(offset) / 1_000_000)
-    let beyond = clockBeyondBound ? abs(offset) > bound / 2 : abs(offset) > bound
+    let beyond = clockBeyondBound ? abs(offset) + uncertainty > bound / 2 : abs(offset) - uncertainty > bound
     clockCorrectionMicros.store(beyond ? offset : 0, ordering: .relaxed)
     if beyond != clockBeyondBound {
       clockBeyondBound = beyond

@@ -108,13 +108,14 @@ actor Dispatcher {
   /// In a cluster, the notice subscriptions running, by generation: one, and two while a newer
   /// one replaces a silent one (the older ends once the newer listens).
   var noticeListeners: [Int: Task<Void, Never>] = [:]
-  /// The newest subscription's generation and when it started, and the newest that has listened.
+  /// The newest subscription's generation and when its latest attempt to listen began, and the
+  /// newest that has listened.
   var noticeGeneration = 0
   var noticeGenerationStartedAt: Int64?
   var listeningGeneration = 0
   /// Subscriptions ended (cancelled), kept for the dispatcher's stop to wait for; and whether it
   /// has stopped, after which no subscription starts.
-  var retiredNoticeListeners: [Task<Void, Never>] = []
+  var retiredNoticeListeners: [Int: Task<Void, Never>] = [:]
   var noticesStopped = false
   /// Pings sent to this coordinator itself since one last came back, and when the first of them
   /// was sent, with those waiting for none to be unanswered (a signal for tests).
@@ -624,37 +625,44 @@ actor Dispatcher {
   func sweep(partitions: [Partition], until: Int64) async throws {
     var resume = sweepResume
     if let position = resume, position.bucket.startMicros >= until { resume = nil }
-    var bucket = resume?.bucket ?? HourBucket(containing: Self.backlogStartMicros)
+    let from = resume?.bucket ?? HourBucket(containing: Self.backlogStartMicros)
     var budget = configuration.sweepLimit
     var queued = 0
     defer {
       if queued > 0 { publishQueue() }
     }
-    while true {
-      var next: HourBucket?
-      for partition in partitions {
-        if let found = try await store.firstDueBucket(partition: partition, atOrAfter: bucket), found.startMicros < until {
-          next = min(next ?? found, found)
-        }
+    // Each partition's next hour holding entries: probed once, and again only after that hour
+    // of it was read, so a sparse backlog costs a probe per hour read, not per partition.
+    var nextBucket: [Partition: HourBucket] = [:]
+    for partition in partitions {
+      if let found = try await store.firstDueBucket(partition: partition, atOrAfter: from), found.startMicros < until {
+        nextBucket[partition] = found
       }
-      guard let current = next else {
-        sweepResume = nil
-        return
-      }
+    }
+    while let current = nextBucket.values.min() {
       if current != resume?.bucket { resume = nil }
-      for partition in partitions where resume.map({ partition >= $0.partition }) ?? true {
-        let after = resume?.partition == partition ? resume?.after : nil
-        let outcome = try await load(ShardID(partition: partition, bucket: current), from: Self.backlogStartMicros, until: until, after: after, budget: budget)
-        queued += outcome.queued
-        budget -= outcome.read
-        if let stopped = outcome.stoppedAfter {
-          sweepResume = SweepPosition(bucket: current, partition: partition, after: stopped)
-          return
+      for partition in partitions where nextBucket[partition] == current {
+        // In the hour a sweep stopped in, the partitions before its own were read by it.
+        if resume.map({ partition >= $0.partition }) ?? true {
+          let after = resume?.partition == partition ? resume?.after : nil
+          let outcome = try await load(
+            ShardID(partition: partition, bucket: current), from: Self.backlogStartMicros, until: until, after: after, budget: budget)
+          queued += outcome.queued
+          budget -= outcome.read
+          if let stopped = outcome.stoppedAfter {
+            sweepResume = SweepPosition(bucket: current, partition: partition, after: stopped)
+            return
+          }
+        }
+        if let found = try await store.firstDueBucket(partition: partition, atOrAfter: current.next), found.startMicros < until {
+          nextBucket[partition] = found
+        } else {
+          nextBucket[partition] = nil
         }
       }
       resume = nil
-      bucket = current.next
     }
+    sweepResume = nil
   }
 
   /// Returns once `count` sweeps have ended (a signal for tests).

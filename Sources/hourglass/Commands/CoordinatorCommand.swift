@@ -100,7 +100,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     }
     if let clusterClockBoundMs {
       guard clusterClockBoundMs >= 0 else { throw ValidationError("--cluster-clock-bound-ms must not be negative") }
-      guard clusterClockBoundMs * 2 <= skewBoundMs else { throw ValidationError("--cluster-clock-bound-ms must be at most half of --skew-bound-ms") }
+      guard clusterClockBoundMs <= skewBoundMs / 2 else { throw ValidationError("--cluster-clock-bound-ms must be at most half of --skew-bound-ms") }
     }
     guard sqliteWriterCacheMib >= 0 else { throw ValidationError("--sqlite-writer-cache-mib must not be negative") }
     if advertise != nil, !store.hasPrefix("postgres") {
@@ -130,8 +130,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     }
     configuration.leaseDurationMicros = Int64(leaseSeconds * 1_000_000)
     configuration.skewBoundMicros = Int64(skewBoundMs) * 1000
-    let clockBoundMs = clusterClockBoundMs ?? skewBoundMs / 2
-    configuration.clusterClockBoundMicros = clockBoundMs == 0 ? nil : Int64(clockBoundMs) * 1000
+    // In microseconds, so that half of a 1 ms skew bound is still a bound, not 0 (no check).
+    let clockBoundMicros = clusterClockBoundMs.map { Int64($0) * 1000 } ?? Int64(skewBoundMs) * 1000 / 2
+    configuration.clusterClockBoundMicros = clockBoundMicros == 0 ? nil : clockBoundMicros
     configuration.leaseAheadMicros = Int64(leaseAheadMs * 1000)
     configuration.runHistoryRetentionMicros = runHistoryRetentionHours == 0 ? nil : Self.micros(hours: runHistoryRetentionHours)
     configuration.finishedTaskRetentionMicros = finishedTaskRetentionHours == 0 ? nil : Self.micros(hours: finishedTaskRetentionHours)
