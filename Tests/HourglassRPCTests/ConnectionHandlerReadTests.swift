@@ -15,14 +15,7 @@ struct ConnectionHandlerReadTests {
 
   /// The client's preface and SETTINGS, then HEADERS for stream 1.
   private static func opening(method: String) throws -> ByteBuffer {
-    var bytes = ByteBuffer(bytes: ConnectionPreface.bytes)
-    let settings: [UInt8] = try ConnectionSettings.defaults.wire.serializedBytes()
-    FrameEncoderHandler.write(Frame(type: .settings, streamID: 0, payload: ByteBuffer(bytes: settings)), into: &bytes)
-    var head = WireRequestHeaders()
-    head.method = method
-    let headers: [UInt8] = try head.serializedBytes()
-    FrameEncoderHandler.write(Frame(type: .headers, streamID: 1, payload: ByteBuffer(bytes: headers)), into: &bytes)
-    return bytes
+    try ClientOpening.bytes(method: method)
   }
 
   private static func request(_ bytes: [UInt8]) -> ByteBuffer {
@@ -125,15 +118,7 @@ struct ConnectionHandlerReadTests {
     }
     try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7_070)).wait()
     // A call with a deadline, so that a stream's timer is armed too.
-    var bytes = ByteBuffer(bytes: ConnectionPreface.bytes)
-    let settings: [UInt8] = try ConnectionSettings.defaults.wire.serializedBytes()
-    FrameEncoderHandler.write(Frame(type: .settings, streamID: 0, payload: ByteBuffer(bytes: settings)), into: &bytes)
-    var head = WireRequestHeaders()
-    head.method = "/test.Service/Unary"
-    head.timeoutMicros = 60_000_000
-    let headers: [UInt8] = try head.serializedBytes()
-    FrameEncoderHandler.write(Frame(type: .headers, streamID: 1, payload: ByteBuffer(bytes: headers)), into: &bytes)
-    try channel.writeInbound(bytes)
+    try channel.writeInbound(try ClientOpening.bytes(method: "/test.Service/Unary", timeoutMicros: 60_000_000))
     #expect(freed != nil)
     _ = try channel.close().wait()
     channel.embeddedEventLoop.run()

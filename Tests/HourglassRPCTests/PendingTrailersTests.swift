@@ -24,15 +24,7 @@ struct PendingTrailersTests {
     try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7_070)).get()
     var settings = ConnectionSettings.defaults
     settings.initialStreamCredit = 1
-    var bytes = ByteBuffer(bytes: ConnectionPreface.bytes)
-    let wireSettings: [UInt8] = try settings.wire.serializedBytes()
-    FrameEncoderHandler.write(Frame(type: .settings, streamID: 0, payload: ByteBuffer(bytes: wireSettings)), into: &bytes)
-    var head = WireRequestHeaders()
-    head.method = "/test.Service/Stream"
-    head.timeoutMicros = 1_000_000
-    let headers: [UInt8] = try head.serializedBytes()
-    FrameEncoderHandler.write(Frame(type: .headers, streamID: 1, payload: ByteBuffer(bytes: headers)), into: &bytes)
-    try channel.writeInbound(bytes)
+    try channel.writeInbound(try ClientOpening.bytes(method: "/test.Service/Stream", settings: settings, timeoutMicros: 1_000_000))
     let stream = try #require(accepted.value.first)
     // On the embedded loop the write is done, and its promise kept, before this returns.
     try await stream.writer.writeMessage(ByteBuffer(bytes: [1]))
