@@ -30,9 +30,8 @@ public struct HourglassClientConfiguration: Sendable, Hashable {
     public func backoff(afterAttempt attempt: Int, random: Double) -> Duration {
       // Grown in seconds as a Double and capped before it becomes a Duration: a Duration times a
       // factor of 2^70 would overflow.
-      let initial = Double(initialBackoff.components.seconds) + Double(initialBackoff.components.attoseconds) / 1e18
-      let cap = Double(maxBackoff.components.seconds) + Double(maxBackoff.components.attoseconds) / 1e18
-      let grown = min(cap, initial * pow(max(1, multiplier), Double(min(max(0, attempt - 1), 1_000))))
+      let exponent = Double(min(max(0, attempt - 1), 1_000))
+      let grown = min(maxBackoff / .seconds(1), initialBackoff / .seconds(1) * pow(max(1, multiplier), exponent))
       return .seconds(max(0, grown) * (0.5 + 0.5 * min(1, max(0, random))))
     }
   }

@@ -122,10 +122,7 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     if let open = openConnection() {
       ready = open  // the usual case, without an async call
     } else {
-      // Connecting counts against the call's deadline: the server gets the time left.
-      let started = ContinuousClock.now
-      ready = try await connection(within: head.timeout)
-      if let timeout = head.timeout { head.timeout = max(.microseconds(1), timeout - (ContinuousClock.now - started)) }
+      ready = try await connection(spending: &head)
     }
     do {
       return try await ready.opener.unary(head, request: request)
@@ -133,9 +130,7 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
       // As for streams: the call never started. Retry once on a fresh connection, within the
       // call's deadline (the server is told what is left of it).
       retire(ready.channel)
-      let started = ContinuousClock.now
-      let fresh = try await connection(within: head.timeout)
-      if let timeout = head.timeout { head.timeout = max(.microseconds(1), timeout - (ContinuousClock.now - started)) }
+      let fresh = try await connection(spending: &head)
       do {
         return try await fresh.opener.unary(head, request: request)
       } catch let refused as CallNotStarted {
@@ -194,6 +189,15 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
     }
   }
 
+  /// ``connection(within:)`` within the call's deadline, which the wait then counts against:
+  /// `head` keeps the time left, which is what the server is told.
+  private func connection(spending head: inout RequestHead) async throws -> Ready {
+    let started = ContinuousClock.now
+    let ready = try await connection(within: head.timeout)
+    if let timeout = head.timeout { head.timeout = max(.microseconds(1), timeout - (ContinuousClock.now - started)) }
+    return ready
+  }
+
   /// The open connection, connecting first if needed. With `limit`, the wait ends with
   /// DEADLINE_EXCEEDED when it passes (the connection attempt goes on for the calls after).
   private func connection(within limit: Duration? = nil) async throws -> Ready {
@@ -227,9 +231,7 @@ public final class RPCTLSConnection: ClientTransport, Sendable {
       var waited = future
       if let limit {
         let promise = loop.makePromise(of: Ready.self)
-        // Seconds capped first (about 115 days): a larger limit would overflow in nanoseconds.
-        let nanos = min(limit.components.seconds, 10_000_000) * 1_000_000_000 + limit.components.attoseconds / 1_000_000_000
-        let timer = loop.scheduleTask(in: .nanoseconds(nanos)) {
+        let timer = loop.scheduleTask(in: TimeAmount(limit)) {
           promise.fail(RPCError(code: .deadlineExceeded, message: "the call's deadline of \(limit) passed while connecting"))
         }
         future.whenComplete { result in

@@ -83,9 +83,7 @@ extension Dispatcher {
     let stopped = WakeSignal()
     await stopped.wait()
     noticesStopped = true
-    let listeners = Array(noticeListeners.values) + Array(retiredNoticeListeners.values)
-    noticeListeners = [:]
-    retiredNoticeListeners = [:]
+    let listeners = Array(noticeListeners.values)
     for listener in listeners { listener.cancel() }
     for listener in listeners { await listener.value }
   }
@@ -94,34 +92,22 @@ extension Dispatcher {
   private func startNoticeSubscription() {
     guard !noticesStopped else { return }
     noticeGeneration += 1
-    noticeGenerationStartedAt = clock.nowMicros()
+    noticeAttemptStartedAt = clock.nowMicros()
     let generation = noticeGeneration
     noticeListeners[generation] = Task { await self.keepSubscribed(generation: generation) }
-  }
-
-  /// Ends subscription `generation`; its task is kept until the dispatcher stops, which waits
-  /// for it (it may still be closing its connection).
-  private func retireNoticeSubscription(_ generation: Int) {
-    guard let listener = noticeListeners.removeValue(forKey: generation) else { return }
-    listener.cancel()
-    retiredNoticeListeners[generation] = listener
-  }
-
-  /// Subscription `generation`'s task has ended: a retired one need not be waited for any more.
-  private func noticeSubscriptionEnded(_ generation: Int) {
-    retiredNoticeListeners[generation] = nil
   }
 
   /// Subscription `generation` starts an attempt to listen (at first, and after each failure):
   /// the time a hanging attempt is judged from.
   private func noticeAttemptStarted(_ generation: Int) {
-    if generation == noticeGeneration { noticeGenerationStartedAt = clock.nowMicros() }
+    if generation == noticeGeneration { noticeAttemptStartedAt = clock.nowMicros() }
   }
 
   /// One subscription, subscribing again after a failure, until cancelled.
   private func keepSubscribed(generation: Int) async {
     guard let cluster else { return }
-    defer { noticeSubscriptionEnded(generation) }
+    // Until then the dispatcher's stop waits for it (it may still be closing its connection).
+    defer { noticeListeners[generation] = nil }
     while !Task.isCancelled {
       noticeAttemptStarted(generation)
       do {
@@ -163,12 +149,12 @@ extension Dispatcher {
   private func startedListening(generation: Int) async {
     guard generation >= listeningGeneration else {
       // An older subscription that subscribed again after a newer one listened: it ends.
-      retireNoticeSubscription(generation)
+      noticeListeners[generation]?.cancel()
       return
     }
     if generation > listeningGeneration {
       // The subscriptions this one replaces end now that it listens.
-      for older in noticeListeners.keys where older < generation { retireNoticeSubscription(older) }
+      for (older, listener) in noticeListeners where older < generation { listener.cancel() }
       listeningGeneration = generation
     }
     pingsAnswered()
@@ -188,12 +174,12 @@ extension Dispatcher {
       // The newest subscription has not listened yet: pings could only come back through an
       // older, silent one. One whose attempt fails is tried again each second by its own loop;
       // one whose attempt hangs is replaced.
-      guard let started = noticeGenerationStartedAt, now - started >= silence else { return }
+      guard let started = noticeAttemptStartedAt, now - started >= silence else { return }
       logger.warning(
         "an attempt to subscribe to notices hangs; subscribing on a new connection",
         metadata: ["hourglass.waited_ms": "\((now - started) / 1000)"])
       metrics.clusterResubscriptions.increment()
-      retireNoticeSubscription(noticeGeneration)
+      noticeListeners[noticeGeneration]?.cancel()
       startNoticeSubscription()
       return
     }
@@ -403,10 +389,9 @@ extension Dispatcher {
 
   /// This process's incarnation, taken from the store at its first pass.
   private func currentIncarnation(_ cluster: any PartitionLeasing) async throws -> Int64 {
+    // Passes run one at a time (keepPartitionsPass), so no other takes one meanwhile.
     if let incarnation { return incarnation }
     let taken = try await cluster.newIncarnation()
-    // Another pass may have taken one meanwhile (passes wait for each other, so it cannot).
-    if let incarnation { return incarnation }
     incarnation = taken
     return taken
   }

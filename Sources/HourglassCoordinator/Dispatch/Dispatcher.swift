@@ -105,17 +105,15 @@ actor Dispatcher {
   /// arrived, with those waiting for either (signals for tests).
   var noticeSubscriptions = 0
   var noticeSubscriptionWaiters = CountWaiters()
-  /// In a cluster, the notice subscriptions running, by generation: one, and two while a newer
-  /// one replaces a silent one (the older ends once the newer listens).
+  /// In a cluster, the notice subscriptions' tasks, by generation, until each ends: one, and two
+  /// while a newer one replaces a silent one (the older is cancelled once the newer listens).
   var noticeListeners: [Int: Task<Void, Never>] = [:]
   /// The newest subscription's generation and when its latest attempt to listen began, and the
   /// newest that has listened.
   var noticeGeneration = 0
-  var noticeGenerationStartedAt: Int64?
+  var noticeAttemptStartedAt: Int64?
   var listeningGeneration = 0
-  /// Subscriptions ended (cancelled), kept for the dispatcher's stop to wait for; and whether it
-  /// has stopped, after which no subscription starts.
-  var retiredNoticeListeners: [Int: Task<Void, Never>] = [:]
+  /// Whether the dispatcher has stopped: no subscription starts after that.
   var noticesStopped = false
   /// Pings sent to this coordinator itself since one last came back, and when the first of them
   /// was sent, with those waiting for none to be unanswered (a signal for tests).
@@ -619,23 +617,34 @@ actor Dispatcher {
 
   /// One sweep: the owned partitions' entries due before `until`, from the start of time (a run
   /// scheduled already overdue, whose notice was lost, is as much due and waiting as one that fell
-  /// due lately), hour by hour, reading only hours that hold entries (`firstDueBucket`). It goes
-  /// on from where the last sweep stopped, and stops after ``CoordinatorConfiguration/sweepLimit``
-  /// entries; the sweep that reaches `until` makes the next one start over.
+  /// due lately). It goes on from where the last sweep stopped, and stops after
+  /// ``CoordinatorConfiguration/sweepLimit`` entries; the sweep that reaches `until` makes the
+  /// next one start over.
   func sweep(partitions: [Partition], until: Int64) async throws {
     var resume = sweepResume
     if let position = resume, position.bucket.startMicros >= until { resume = nil }
-    let from = resume?.bucket ?? HourBucket(containing: Self.backlogStartMicros)
-    var budget = configuration.sweepLimit
+    let (queued, stopped) = try await loadHoursHoldingEntries(
+      partitions: partitions, from: Self.backlogStartMicros, until: until, resume: resume, budget: configuration.sweepLimit)
+    sweepResume = stopped
+    if queued > 0 { publishQueue() }
+  }
+
+  /// Loads the entries of `partitions` due in `[from, until)`, hour by hour, reading only the
+  /// hours that hold entries (``TaskStore/firstDueBucket(partition:atOrAfter:)``): each
+  /// partition's next such hour is probed once, and again only after that hour of it was read,
+  /// so a sparse backlog costs a probe per hour read, not one per partition and hour. Starts at
+  /// `resume` when given, and stops after reading `budget` entries; returns how many were queued
+  /// and, when the budget stopped it, where to go on.
+  private func loadHoursHoldingEntries(
+    partitions: [Partition], from: Int64, until: Int64, resume: SweepPosition?, budget: Int
+  ) async throws -> (queued: Int, stoppedAt: SweepPosition?) {
+    var resume = resume
+    var budget = budget
     var queued = 0
-    defer {
-      if queued > 0 { publishQueue() }
-    }
-    // Each partition's next hour holding entries: probed once, and again only after that hour
-    // of it was read, so a sparse backlog costs a probe per hour read, not per partition.
+    let start = resume?.bucket ?? HourBucket(containing: from)
     var nextBucket: [Partition: HourBucket] = [:]
     for partition in partitions {
-      if let found = try await store.firstDueBucket(partition: partition, atOrAfter: from), found.startMicros < until {
+      if let found = try await store.firstDueBucket(partition: partition, atOrAfter: start), found.startMicros < until {
         nextBucket[partition] = found
       }
     }
@@ -645,14 +654,10 @@ actor Dispatcher {
         // In the hour a sweep stopped in, the partitions before its own were read by it.
         if resume.map({ partition >= $0.partition }) ?? true {
           let after = resume?.partition == partition ? resume?.after : nil
-          let outcome = try await load(
-            ShardID(partition: partition, bucket: current), from: Self.backlogStartMicros, until: until, after: after, budget: budget)
+          let outcome = try await load(ShardID(partition: partition, bucket: current), from: from, until: until, after: after, budget: budget)
           queued += outcome.queued
           budget -= outcome.read
-          if let stopped = outcome.stoppedAfter {
-            sweepResume = SweepPosition(bucket: current, partition: partition, after: stopped)
-            return
-          }
+          if let stopped = outcome.stoppedAfter { return (queued, SweepPosition(bucket: current, partition: partition, after: stopped)) }
         }
         if let found = try await store.firstDueBucket(partition: partition, atOrAfter: current.next), found.startMicros < until {
           nextBucket[partition] = found
@@ -662,7 +667,7 @@ actor Dispatcher {
       }
       resume = nil
     }
-    sweepResume = nil
+    return (queued, nil)
   }
 
   /// Returns once `count` sweeps have ended (a signal for tests).
@@ -753,13 +758,7 @@ actor Dispatcher {
     var loaded = 0
     let first = HourBucket(containing: from)
     if HourBucket(containing: until - 1).rawValue - first.rawValue > 2 {
-      for partition in partitions {
-        var bucket = first
-        while let next = try await store.firstDueBucket(partition: partition, atOrAfter: bucket), next.startMicros < until {
-          loaded += try await load(ShardID(partition: partition, bucket: next), from: from, until: until).queued
-          bucket = next.next
-        }
-      }
+      loaded = try await loadHoursHoldingEntries(partitions: partitions, from: from, until: until, resume: nil, budget: .max).queued
     } else {
       var bucket = first
       while bucket.startMicros < until {
@@ -774,14 +773,13 @@ actor Dispatcher {
   }
 
   /// Loads `shard`'s due entries in `[from, until)` after `start`, page by page, reading at most
-  /// `budget`; returns how many were read and queued, and the last entry read when the budget
-  /// stopped it before the end.
+  /// `budget` (more than 0); returns how many were read and queued, and the last entry read when
+  /// the budget stopped it before the end.
   private func load(
     _ shard: ShardID, from: Int64, until: Int64, after start: DueCursor? = nil, budget: Int = .max
   ) async throws -> (queued: Int, read: Int, stoppedAfter: DueCursor?) {
     let lower = max(from, shard.bucket.startMicros)
     let upper = min(until, shard.bucket.endMicros)
-    // A sweep never starts a shard with its budget spent: the read that spent it stopped there.
     guard lower < upper else { return (0, 0, nil) }
     var loaded = 0
     var read = 0
